@@ -129,7 +129,9 @@ pub enum ArmorError {
         supported: u32,
     },
     /// The text is longer or shorter than the format requires.
-    #[error("has {found} characters, expected {expected}: it looks truncated or has extra characters")]
+    #[error(
+        "has {found} characters, expected {expected}: it looks truncated or has extra characters"
+    )]
     Length {
         /// Characters required.
         expected: usize,
@@ -215,7 +217,9 @@ impl Armor {
             pos = expect_dash(text, pos)?;
             let chars = base32::encoded_len(size);
             let mut bytes = Zeroizing::new(vec![0u8; size]);
-            let field = text.get(pos..pos + chars).ok_or(ArmorError::Character { position: pos })?;
+            let field = text
+                .get(pos..pos + chars)
+                .ok_or(ArmorError::Character { position: pos })?;
             base32::decode_into(field, &mut bytes).map_err(|e| match e {
                 DecodeError::Character { position } => ArmorError::Character {
                     position: pos + position,
@@ -228,7 +232,10 @@ impl Armor {
         let body_end = pos;
         pos = expect_dash(text, pos)?;
         let given = &text[pos..];
-        if let Some(p) = given.bytes().position(|b| !base32::ALPHABET.as_bytes().contains(&b)) {
+        if let Some(p) = given
+            .bytes()
+            .position(|b| !base32::ALPHABET.as_bytes().contains(&b))
+        {
             return Err(ArmorError::Character { position: pos + p });
         }
         let want = checksum(&text[..body_end]);

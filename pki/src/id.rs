@@ -114,7 +114,9 @@ impl Role {
 
     /// Parses a certificate `OU` value.
     pub fn from_organizational_unit(ou: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.organizational_unit() == ou)
+        Role::ALL
+            .into_iter()
+            .find(|r| r.organizational_unit() == ou)
     }
 
     /// The plain name used on the command line and in output.
@@ -154,7 +156,10 @@ mod tests {
         let text = id.to_string();
         assert_eq!(text.len(), ID_CHARS);
         assert_eq!(ID_CHARS, 26);
-        assert!(text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b)));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+        );
         assert_eq!(text.parse::<NodeId>().unwrap(), id);
         assert_ne!(NodeId::generate(), id, "two draws of 128 bits collided");
     }

@@ -1,9 +1,47 @@
 //! Node identity and the cluster certificate authority.
+//!
+//! moat-pki owns:
+//!
+//! * identifiers: [`NodeId`], [`ClusterId`], [`Role`];
+//! * keys and requests: [`PrivateKey`] (no `Debug`, zeroized), CSRs, and
+//!   [`VerifiedCsr`], which keeps nothing of a request but its public key;
+//! * the CA: [`RootCa`] creates the root, issues node certificates under
+//!   the CA's own policy, and cross-signs a new root for rotation;
+//! * verification: [`verify_chain`] turns a presented chain into an
+//!   [`Identity`] or a typed [`CertError`];
+//! * renewal timing: [`renewal_time`], a pure function;
+//! * TLS: [`TlsContext`] builds rustls server and client configurations
+//!   (TLS 1.3 only, X25519MLKEM768 preferred) whose certificate and roots
+//!   can be swapped at run time;
+//! * inspection: [`inspect`].
+//!
+//! It never touches the network or the disk: callers seal keys (moat-lock)
+//! and move bytes. Time and randomness are parameters wherever a test needs
+//! to control them.
+
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ca;
 mod error;
 mod id;
+mod inspect;
+mod key;
+mod renew;
+mod tls;
+mod verify;
 
-pub use error::*;
+pub use ca::{
+    CA_DNS_NAME, CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions,
+};
+pub use error::{CertError, Error, IdError, RoleError};
 pub use id::{ClusterId, ID_CHARS, NodeId, Role};
+pub use inspect::{CertReport, inspect};
+pub use key::{KeyAlgorithm, MAX_CSR_BYTES, PrivateKey, VerifiedCsr};
+pub use renew::{RENEW_FROM, RENEW_UNTIL, renewal_time};
+pub use tls::{Credentials, MANAGER_SERVER_NAME, TlsContext, manager_server_name, provider};
+pub use verify::{Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain};
+
+/// Re-exported so callers name the same DER and time types.
+pub use rustls::pki_types::CertificateDer;
+pub use time::OffsetDateTime;

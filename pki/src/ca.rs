@@ -1,0 +1,365 @@
+//! The cluster certificate authority: root creation, node certificate
+//! issuance, and cross-signing for root rotation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+use rand_core::{OsRng, RngCore};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls::pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+use crate::verify::{parse_cert, subject_attr};
+use crate::{CertError, ClusterId, KeyAlgorithm, NodeId, PrivateKey, Role, VerifiedCsr};
+
+/// DNS name every manager certificate carries besides its node id and role.
+pub const CA_DNS_NAME: &str = "moat-ca";
+
+/// Default lifetime of a root CA certificate: 10 years.
+pub const DEFAULT_ROOT_VALIDITY: StdDuration = StdDuration::from_secs(10 * 365 * 86400);
+
+/// Longest back-dating of `NotBefore` to absorb clock skew between nodes.
+///
+/// A node certificate is valid from `now - min(5 minutes, lifetime / 10)`:
+/// five minutes for the default 24-hour certificate, six seconds for a
+/// one-minute one, so short lifetimes are not swallowed by the margin.
+pub const MAX_CLOCK_SKEW: StdDuration = StdDuration::from_secs(5 * 60);
+
+/// The lifetime of node certificates, within the accepted range of one
+/// minute to one year. Parses human durations: `24h`, `90d`, `30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CertExpiry(StdDuration);
+
+impl CertExpiry {
+    /// Shortest accepted lifetime.
+    pub const MIN: StdDuration = StdDuration::from_secs(60);
+    /// Longest accepted lifetime.
+    pub const MAX: StdDuration = StdDuration::from_secs(365 * 86400);
+    /// Default lifetime: 24 hours.
+    pub const DEFAULT: CertExpiry = CertExpiry(StdDuration::from_secs(24 * 3600));
+
+    /// Checks that `lifetime` is within [`CertExpiry::MIN`]..=[`CertExpiry::MAX`].
+    pub fn new(lifetime: StdDuration) -> Result<Self, CertError> {
+        if (Self::MIN..=Self::MAX).contains(&lifetime) {
+            Ok(Self(lifetime))
+        } else {
+            Err(CertError::ValidityOutOfRange {
+                requested: humantime::format_duration(lifetime).to_string(),
+                min: "1m",
+                max: "365d",
+            })
+        }
+    }
+
+    /// The lifetime.
+    pub fn duration(self) -> StdDuration {
+        self.0
+    }
+
+    /// How far `NotBefore` is moved back (see [`MAX_CLOCK_SKEW`]).
+    pub fn backdate(self) -> StdDuration {
+        (self.0 / 10).min(MAX_CLOCK_SKEW)
+    }
+}
+
+impl Default for CertExpiry {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for CertExpiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl FromStr for CertExpiry {
+    type Err = CertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d = humantime::parse_duration(s).map_err(|e| CertError::ValidityOutOfRange {
+            requested: format!("{s:?} ({e})"),
+            min: "1m",
+            max: "365d",
+        })?;
+        Self::new(d)
+    }
+}
+
+/// Choices for a new root CA.
+#[derive(Debug, Clone)]
+pub struct RootOptions {
+    /// Key algorithm (ECDSA P-256 unless asked otherwise).
+    pub algorithm: KeyAlgorithm,
+    /// Lifetime of the root certificate.
+    pub validity: StdDuration,
+    /// Which root of the cluster this is: 1 for the first, +1 per rotation.
+    /// Written into the subject so successive roots have distinct names.
+    pub generation: u32,
+}
+
+impl Default for RootOptions {
+    fn default() -> Self {
+        Self {
+            algorithm: KeyAlgorithm::default(),
+            validity: DEFAULT_ROOT_VALIDITY,
+            generation: 1,
+        }
+    }
+}
+
+/// A root certificate authority of one cluster: its certificate and key.
+///
+/// No `Debug`: it holds the CA private key.
+pub struct RootCa {
+    cluster: ClusterId,
+    cert: CertificateDer<'static>,
+    /// The CA key with the subject, key usages and key-identifier method of
+    /// `cert`, parsed once.
+    issuer: Issuer<'static, PrivateKey>,
+}
+
+/// A node certificate fresh from the CA.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate, DER.
+    pub der: CertificateDer<'static>,
+    /// Its serial number, lower-case hex.
+    pub serial: String,
+    /// Start of validity (back-dated, see [`MAX_CLOCK_SKEW`]).
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl RootCa {
+    /// Creates a self-signed root for `cluster`, valid from `now`.
+    pub fn generate(
+        cluster: ClusterId,
+        options: &RootOptions,
+        now: OffsetDateTime,
+    ) -> Result<Self, CertError> {
+        let key = PrivateKey::generate(options.algorithm)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = root_subject(&cluster, options.generation);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        params.key_usages = ca_key_usages();
+        params.serial_number = Some(random_serial(&mut OsRng));
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + to_time(options.validity);
+        let cert = params
+            .self_signed(&key.pair)
+            .map_err(|e| CertError::generation("root CA certificate", e))?;
+        Self::from_parts(cert.der().clone(), key)
+    }
+
+    /// Rebuilds a root from its stored certificate and key, checking that
+    /// they belong together and that the certificate is a moat root.
+    pub fn from_parts(cert: CertificateDer<'static>, key: PrivateKey) -> Result<Self, CertError> {
+        let parsed = parse_cert(&cert)?;
+        if !parsed.is_ca() {
+            return Err(CertError::NotACa {
+                reason: "basic constraints do not allow it to issue certificates".into(),
+            });
+        }
+        if parsed.public_key().raw != key.public_key_der().as_slice() {
+            return Err(CertError::KeyMismatch);
+        }
+        let cluster: ClusterId = subject_attr(&parsed, DnType::OrganizationName)?
+            .parse()
+            .map_err(|e| CertError::NotACa {
+                reason: format!("subject O is not a moat cluster id ({e})"),
+            })?;
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| CertError::malformed("root CA certificate", e))?;
+        Ok(Self {
+            cluster,
+            cert,
+            issuer,
+        })
+    }
+
+    /// The cluster this root serves.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster
+    }
+
+    /// The root certificate, DER.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The root certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        crate::verify::to_pem(&self.cert)
+    }
+
+    /// The CA private key (to seal it into the store).
+    pub fn key(&self) -> &PrivateKey {
+        self.issuer.key()
+    }
+
+    /// Issues a node certificate for the key in `csr`.
+    ///
+    /// Everything but the public key is the CA's choice: subject
+    /// `CN=<node>, OU=moat-<role>, O=<cluster>`, DNS names (node id, role
+    /// name, and `moat-ca` for managers), TLS client and server usage, a
+    /// random 128-bit serial, and a lifetime of `expiry` from `now` with
+    /// `NotBefore` back-dated by [`CertExpiry::backdate`].
+    pub fn issue(
+        &self,
+        csr: &VerifiedCsr,
+        node: NodeId,
+        role: Role,
+        expiry: CertExpiry,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, CertError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node.to_string());
+        dn.push(DnType::OrganizationalUnitName, role.organizational_unit());
+        dn.push(DnType::OrganizationName, self.cluster.to_string());
+        params.distinguished_name = dn;
+        let mut names = vec![node.to_string(), role.organizational_unit().to_string()];
+        if role == Role::Manager {
+            names.push(CA_DNS_NAME.to_string());
+        }
+        params.subject_alt_names = names
+            .into_iter()
+            .map(|n| {
+                n.try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|e| CertError::generation("node certificate", e))
+            })
+            .collect::<Result<_, _>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let serial = random_serial(&mut OsRng);
+        params.serial_number = Some(serial.clone());
+        // X.509 times have whole seconds; keep the report equal to the certificate.
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        params.not_before = now - to_time(expiry.backdate());
+        params.not_after = now + to_time(expiry.duration());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(csr.public_key(), &self.issuer)
+            .map_err(|e| CertError::generation("node certificate", e))?;
+        Ok(IssuedCert {
+            der: cert.der().clone(),
+            serial: hex(&serial.to_bytes()),
+            not_before: params.not_before,
+            not_after: params.not_after,
+        })
+    }
+
+    /// Verifies a DER CSR and issues a certificate for it (see [`RootCa::issue`]).
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        node: NodeId,
+        role: Role,
+        expiry: CertExpiry,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, CertError> {
+        self.issue(&VerifiedCsr::from_der(csr_der)?, node, role, expiry, now)
+    }
+
+    /// Cross-signs `new_root` with this (old) root for a root rotation.
+    ///
+    /// The result is an intermediate with the new root's subject and public
+    /// key, issued by this root. A node holding a leaf from the new root
+    /// presents it with this intermediate, so peers that still trust only
+    /// the old root accept it, and peers that already trust the new root
+    /// accept the leaf directly. Valid until the earlier of the two roots'
+    /// expiries.
+    pub fn cross_sign(
+        &self,
+        new_root: &RootCa,
+        now: OffsetDateTime,
+    ) -> Result<CertificateDer<'static>, CertError> {
+        if new_root.cluster != self.cluster {
+            return Err(CertError::WrongCluster {
+                expected: self.cluster.to_string(),
+                found: new_root.cluster.to_string(),
+            });
+        }
+        let new_cert = parse_cert(&new_root.cert)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = root_subject_of(&new_cert)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = ca_key_usages();
+        params.serial_number = Some(random_serial(&mut OsRng));
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = parse_cert(&self.cert)?
+            .validity()
+            .not_after
+            .to_datetime()
+            .min(new_cert.validity().not_after.to_datetime());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(new_root.key(), &self.issuer)
+            .map_err(|e| CertError::generation("cross-signed root certificate", e))?;
+        // Path building matches names byte for byte: the intermediate must
+        // carry exactly the new root's subject encoding.
+        if parse_cert(cert.der())?.subject().as_raw() != new_cert.subject().as_raw() {
+            return Err(CertError::NotACa {
+                reason: "the new root's subject is not in moat's encoding; cannot cross-sign it"
+                    .into(),
+            });
+        }
+        Ok(cert.der().clone())
+    }
+}
+
+fn root_subject(cluster: &ClusterId, generation: u32) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("moat root CA {generation}"));
+    dn.push(DnType::OrganizationName, cluster.to_string());
+    dn
+}
+
+/// Rebuilds the subject of a moat root certificate from its CN and O.
+fn root_subject_of(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<DistinguishedName, CertError> {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, subject_attr(cert, DnType::CommonName)?);
+    dn.push(
+        DnType::OrganizationName,
+        subject_attr(cert, DnType::OrganizationName)?,
+    );
+    Ok(dn)
+}
+
+fn ca_key_usages() -> Vec<KeyUsagePurpose> {
+    vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ]
+}
+
+/// A positive, non-zero 128-bit serial from `rng` (RFC 5280 allows 20 octets).
+fn random_serial(rng: &mut impl RngCore) -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x40; // no leading zero octet, so the encoding is 16 bytes
+    SerialNumber::from_slice(&bytes)
+}
+
+fn to_time(d: StdDuration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::MAX)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}

@@ -1,0 +1,715 @@
+//! Integration tests of moat-pki through its public API: CA, issuance,
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+//! verification, cross-signing, inspection and real TLS handshakes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+
+use moat_pki::*;
+use proptest::prelude::*;
+use time::{Duration, OffsetDateTime};
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn root() -> RootCa {
+    RootCa::generate(ClusterId::generate(), &RootOptions::default(), now()).unwrap()
+}
+
+fn roots_of(ca: &RootCa) -> TrustRoots {
+    TrustRoots::new(vec![ca.certificate().clone()]).unwrap()
+}
+
+/// A fresh node key and a certificate for it from `ca`.
+fn node(ca: &RootCa, role: Role, at: OffsetDateTime) -> (NodeId, Credentials, IssuedCert) {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let id = NodeId::generate();
+    let issued = ca
+        .sign_csr(
+            key.csr().unwrap().as_ref(),
+            id,
+            role,
+            CertExpiry::DEFAULT,
+            at,
+        )
+        .unwrap();
+    let creds = Credentials {
+        chain: vec![issued.der.clone()],
+        key,
+    };
+    (id, creds, issued)
+}
+
+fn report(der: &[u8]) -> CertReport {
+    inspect(der).unwrap().remove(0)
+}
+
+#[test]
+fn root_ca_defaults_to_p256_ten_years() {
+    let cluster = ClusterId::generate();
+    let t = now();
+    let ca = RootCa::generate(cluster, &RootOptions::default(), t).unwrap();
+    let r = report(ca.certificate());
+    assert!(r.is_ca);
+    assert_eq!(r.key_algorithm, "ECDSA");
+    assert_eq!(r.key_size, "P-256");
+    assert_eq!(r.signature_algorithm, "ecdsa-with-SHA256");
+    assert_eq!(r.subject, format!("CN=moat root CA 1, O={cluster}"));
+    assert_eq!(r.subject, r.issuer, "self-signed");
+    let not_after =
+        OffsetDateTime::parse(&r.not_after, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let years = (not_after - t).whole_days() as f64 / 365.0;
+    assert!((9.99..10.01).contains(&years), "{years}");
+    assert_eq!(ca.cluster_id(), cluster);
+    assert_eq!(ca.key().algorithm(), KeyAlgorithm::EcdsaP256);
+}
+
+#[test]
+fn ed25519_root_issues_verifiable_certs() {
+    let opts = RootOptions {
+        algorithm: KeyAlgorithm::Ed25519,
+        ..RootOptions::default()
+    };
+    let ca = RootCa::generate(ClusterId::generate(), &opts, now()).unwrap();
+    assert_eq!(report(ca.certificate()).key_algorithm, "Ed25519");
+    let (id, creds, _) = node(&ca, Role::Worker, now());
+    let ident = verify_chain(
+        &creds.chain,
+        &roots_of(&ca),
+        &ca.cluster_id(),
+        Usage::Client,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(ident.node_id, id);
+}
+
+#[test]
+fn root_reloads_from_parts_and_rejects_wrong_key() {
+    let ca = root();
+    let key = PrivateKey::from_pkcs8_der(&ca.key().to_pkcs8_der()).unwrap();
+    let again = RootCa::from_parts(ca.certificate().clone(), key).unwrap();
+    assert_eq!(again.cluster_id(), ca.cluster_id());
+    // The reloaded CA issues certificates that the original root verifies.
+    let (_, creds, _) = node(&again, Role::Manager, now());
+    verify_chain(
+        &creds.chain,
+        &roots_of(&ca),
+        &ca.cluster_id(),
+        Usage::Server,
+        now(),
+    )
+    .unwrap();
+
+    let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    assert!(matches!(
+        RootCa::from_parts(ca.certificate().clone(), other),
+        Err(CertError::KeyMismatch)
+    ));
+    let (_, leaf, _) = node(&ca, Role::Worker, now());
+    assert!(matches!(
+        RootCa::from_parts(leaf.chain[0].clone(), leaf.key),
+        Err(CertError::NotACa { .. })
+    ));
+}
+
+#[test]
+fn issued_certificate_follows_ca_policy_not_csr() {
+    let ca = root();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    // A CSR that asks for a CA-chosen name, another cluster, a SAN and CA rights.
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "other-cluster");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "moat-manager");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+    let kp = rcgen::KeyPair::try_from(key.to_pkcs8_der().as_slice()).unwrap();
+    let csr = params.serialize_request(&kp).unwrap();
+
+    let id = NodeId::generate();
+    let t = now().replace_nanosecond(0).unwrap();
+    let issued = ca
+        .sign_csr(csr.der(), id, Role::Worker, CertExpiry::DEFAULT, t)
+        .unwrap();
+    let r = report(&issued.der);
+    assert_eq!(
+        r.subject,
+        format!("CN={id}, OU=moat-worker, O={}", ca.cluster_id())
+    );
+    assert_eq!(
+        r.subject_alt_names,
+        vec![format!("DNS:{id}"), "DNS:moat-worker".to_string()]
+    );
+    assert!(!r.is_ca);
+    assert_eq!(r.serial.len(), 32, "128-bit serial");
+    assert_eq!(issued.not_after, t + Duration::hours(24));
+    assert_eq!(issued.not_before, t - Duration::minutes(5));
+    // The key in the certificate is the CSR's key.
+    let ident = verify_chain(
+        std::slice::from_ref(&issued.der),
+        &roots_of(&ca),
+        &ca.cluster_id(),
+        Usage::Client,
+        t,
+    )
+    .unwrap();
+    assert_eq!(ident.role, Role::Worker);
+    assert_eq!(ident.serial, issued.serial);
+    let tls = TlsContext::new(ca.cluster_id(), roots_of(&ca));
+    tls.set_credentials(
+        Credentials {
+            chain: vec![issued.der],
+            key,
+        },
+        t,
+    )
+    .unwrap();
+}
+
+#[test]
+fn manager_certificates_carry_ca_name_and_both_usages() {
+    let ca = root();
+    let (id, creds, _) = node(&ca, Role::Manager, now());
+    let r = report(&creds.chain[0]);
+    assert_eq!(
+        r.subject_alt_names,
+        vec![
+            format!("DNS:{id}"),
+            "DNS:moat-manager".into(),
+            "DNS:moat-ca".into()
+        ]
+    );
+    for usage in [Usage::Client, Usage::Server] {
+        let ident =
+            verify_chain(&creds.chain, &roots_of(&ca), &ca.cluster_id(), usage, now()).unwrap();
+        assert_eq!(ident.role, Role::Manager);
+        assert_eq!(ident.node_id, id);
+    }
+}
+
+#[test]
+fn csr_errors_are_typed() {
+    let ca = root();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr = key.csr().unwrap().as_ref().to_vec();
+    let id = NodeId::generate();
+    let issue = |der: &[u8]| ca.sign_csr(der, id, Role::Worker, CertExpiry::DEFAULT, now());
+
+    // A changed byte inside the signed part: the self-signature no longer verifies.
+    let mut tampered = csr.clone();
+    let pos = find(&tampered, b"moat node").unwrap();
+    tampered[pos] ^= 0x20;
+    assert!(matches!(
+        issue(&tampered),
+        Err(CertError::BadSignature { .. })
+    ));
+
+    // The last byte is inside the signature value.
+    let mut bad_sig = csr.clone();
+    *bad_sig.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        issue(&bad_sig),
+        Err(CertError::BadSignature { .. })
+    ));
+
+    // prime256v1 (1.2.840.10045.3.1.7) turned into an unknown curve.
+    let mut curve = csr.clone();
+    let oid = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let pos = find(&curve, &oid).unwrap() + 7;
+    curve[pos] = 0x09;
+    assert!(matches!(
+        issue(&curve),
+        Err(CertError::UnsupportedKeyAlgorithm { .. })
+    ));
+
+    assert!(matches!(
+        issue(b"not der"),
+        Err(CertError::Malformed { .. })
+    ));
+    let mut trailing = csr.clone();
+    trailing.push(0);
+    assert!(matches!(issue(&trailing), Err(CertError::Malformed { .. })));
+    assert!(matches!(
+        issue(&vec![0x30; MAX_CSR_BYTES + 1]),
+        Err(CertError::Malformed { .. })
+    ));
+    assert!(matches!(
+        VerifiedCsr::from_pem(
+            b"-----BEGIN CERTIFICATE REQUEST-----\n!!\n-----END CERTIFICATE REQUEST-----\n"
+        ),
+        Err(CertError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn cert_expiry_bounds() {
+    assert_eq!("24h".parse::<CertExpiry>().unwrap(), CertExpiry::DEFAULT);
+    assert_eq!("1m".parse::<CertExpiry>().unwrap().duration().as_secs(), 60);
+    assert_eq!(
+        "365d".parse::<CertExpiry>().unwrap().duration().as_secs(),
+        365 * 86400
+    );
+    for bad in ["59s", "366d", "0s", "soon", ""] {
+        let err = bad.parse::<CertExpiry>().unwrap_err();
+        assert!(matches!(err, CertError::ValidityOutOfRange { .. }), "{bad}");
+        assert!(err.to_string().contains("between 1m and 365d"), "{err}");
+    }
+    assert_eq!(CertExpiry::DEFAULT.backdate().as_secs(), 300);
+    assert_eq!("1m".parse::<CertExpiry>().unwrap().backdate().as_secs(), 6);
+}
+
+#[test]
+fn verification_checks_time_cluster_and_issuer() {
+    let ca = root();
+    let t = now().replace_nanosecond(0).unwrap();
+    let (_, creds, issued) = node(&ca, Role::Worker, t);
+    let roots = roots_of(&ca);
+    let check = |at: OffsetDateTime| {
+        verify_chain(&creds.chain, &roots, &ca.cluster_id(), Usage::Client, at)
+    };
+    assert!(check(t + Duration::hours(23)).is_ok());
+    assert!(
+        check(t - Duration::minutes(4)).is_ok(),
+        "back-dated for clock skew"
+    );
+    match check(t + Duration::hours(25)) {
+        Err(CertError::Expired { not_after, .. }) => assert_eq!(not_after, issued.not_after),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        check(t - Duration::hours(1)),
+        Err(CertError::NotYetValid { .. })
+    ));
+
+    let other = root();
+    assert!(matches!(
+        verify_chain(
+            &creds.chain,
+            &roots_of(&other),
+            &other.cluster_id(),
+            Usage::Client,
+            t
+        ),
+        Err(CertError::UnknownIssuer)
+    ));
+    assert!(matches!(
+        verify_chain(&creds.chain, &roots, &other.cluster_id(), Usage::Client, t),
+        Err(CertError::WrongCluster { .. })
+    ));
+    assert!(matches!(
+        verify_chain(&[], &roots, &ca.cluster_id(), Usage::Client, t),
+        Err(CertError::Rejected { .. })
+    ));
+}
+
+#[test]
+fn any_flipped_byte_of_a_certificate_is_detected() {
+    let ca = root();
+    let t = now();
+    let (_, creds, _) = node(&ca, Role::Manager, t);
+    let roots = roots_of(&ca);
+    let der = creds.chain[0].as_ref();
+    for i in 0..der.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut bad = der.to_vec();
+            bad[i] ^= mask;
+            let res = verify_chain(&[bad.into()], &roots, &ca.cluster_id(), Usage::Server, t);
+            assert!(
+                res.is_err(),
+                "flip {mask:#x} at byte {i} of {} accepted",
+                der.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_signed_rotation_verifies_against_old_and_new_roots() {
+    let old = root();
+    let new = RootCa::generate(
+        old.cluster_id(),
+        &RootOptions {
+            generation: 2,
+            ..RootOptions::default()
+        },
+        now(),
+    )
+    .unwrap();
+    let cross = old.cross_sign(&new, now()).unwrap();
+    let cross_report = report(&cross);
+    assert!(cross_report.is_ca);
+    assert_eq!(cross_report.subject, report(new.certificate()).subject);
+    assert_eq!(cross_report.issuer, report(old.certificate()).subject);
+
+    let (_, creds, _) = node(&new, Role::Worker, now());
+    let chain = vec![creds.chain[0].clone(), cross];
+    let cluster = old.cluster_id();
+    verify_chain(&chain, &roots_of(&old), &cluster, Usage::Client, now())
+        .expect("via the old root");
+    verify_chain(&chain, &roots_of(&new), &cluster, Usage::Client, now())
+        .expect("via the new root");
+    let both = TrustRoots::new(vec![old.certificate().clone(), new.certificate().clone()]).unwrap();
+    verify_chain(&chain, &both, &cluster, Usage::Client, now()).expect("during the overlap");
+    // Without the intermediate, the old root cannot vouch for the new leaf.
+    assert!(matches!(
+        verify_chain(&chain[..1], &roots_of(&old), &cluster, Usage::Client, now()),
+        Err(CertError::UnknownIssuer)
+    ));
+    // A root of another cluster is not cross-signed.
+    assert!(matches!(
+        old.cross_sign(&root(), now()),
+        Err(CertError::WrongCluster { .. })
+    ));
+}
+
+#[test]
+fn trust_roots_pem_round_trip() {
+    let a = root();
+    let b = root();
+    let roots = TrustRoots::new(vec![a.certificate().clone(), b.certificate().clone()]).unwrap();
+    let pem = roots.to_pem();
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
+    let again = TrustRoots::from_pem(pem.as_bytes()).unwrap();
+    assert_eq!(again.certs(), roots.certs());
+    assert!(TrustRoots::from_pem(b"no pem here").is_err());
+    let (_, leaf, _) = node(&a, Role::Worker, now());
+    assert!(matches!(
+        TrustRoots::new(leaf.chain),
+        Err(CertError::NotACa { .. })
+    ));
+}
+
+#[test]
+fn inspect_reads_pem_bundles_and_der() {
+    let ca = root();
+    let (_, creds, issued) = node(&ca, Role::Manager, now());
+    let bundle = format!("{}{}", ca.certificate_pem(), ca.certificate_pem());
+    assert_eq!(inspect(bundle.as_bytes()).unwrap().len(), 2);
+    let r = report(&creds.chain[0]);
+    assert_eq!(r.serial, issued.serial);
+    assert_eq!(r.sha256_fingerprint.len(), 32 * 3 - 1);
+    assert!(!r.is_ca);
+    assert!(inspect(b"garbage").is_err());
+    assert!(inspect(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").is_err());
+}
+
+// ---- TLS over real TCP sockets on loopback --------------------------------
+
+struct ServerSide {
+    peer: Option<Identity>,
+    kx: String,
+}
+
+/// Runs one TLS connection between `server` and `client` over loopback TCP,
+/// exchanges a byte each way, and returns each side's outcome.
+fn handshake(
+    server: &Arc<TlsContext>,
+    client: &Arc<TlsContext>,
+) -> (Result<ServerSide, String>, Result<(), String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_config = Arc::new(server.server_config().unwrap());
+    let server_ctx = server.clone();
+    let srv = thread::spawn(move || -> Result<ServerSide, String> {
+        let (sock, _) = listener.accept().map_err(|e| e.to_string())?;
+        let conn = rustls::ServerConnection::new(server_config).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).map_err(|e| e.to_string())?;
+        tls.write_all(&byte).map_err(|e| e.to_string())?;
+        tls.flush().map_err(|e| e.to_string())?;
+        let peer = match tls.conn.peer_certificates() {
+            Some(chain) => Some(
+                server_ctx
+                    .verify_peer(chain, now())
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let kx = format!(
+            "{:?}",
+            tls.conn.negotiated_key_exchange_group().map(|g| g.name())
+        );
+        Ok(ServerSide { peer, kx })
+    });
+    let cli = (|| -> Result<(), String> {
+        let conn = rustls::ClientConnection::new(
+            Arc::new(client.client_config().unwrap()),
+            manager_server_name(),
+        )
+        .map_err(|e| e.to_string())?;
+        let sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(b"x").map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).map_err(|e| e.to_string())?;
+        assert_eq!(
+            tls.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        Ok(())
+    })();
+    (srv.join().unwrap(), cli)
+}
+
+fn context(ca: &RootCa, role: Role, at: OffsetDateTime) -> (Arc<TlsContext>, NodeId) {
+    let ctx = TlsContext::new(ca.cluster_id(), roots_of(ca));
+    let (id, creds, _) = node(ca, role, at);
+    ctx.set_credentials(creds, at).unwrap();
+    (ctx, id)
+}
+
+#[test]
+fn tls_mutual_auth_both_directions_with_post_quantum_kx() {
+    let ca = root();
+    let (m1, id1) = context(&ca, Role::Manager, now());
+    let (m2, id2) = context(&ca, Role::Manager, now());
+    let (w, wid) = context(&ca, Role::Worker, now());
+
+    let (s, c) = handshake(&m1, &w);
+    c.unwrap();
+    let s = s.unwrap();
+    assert_eq!(s.peer.unwrap().node_id, wid);
+    assert_eq!(s.kx, "Some(X25519MLKEM768)");
+
+    let (s, c) = handshake(&m1, &m2);
+    c.unwrap();
+    assert_eq!(s.unwrap().peer.unwrap().node_id, id2);
+    let (s, c) = handshake(&m2, &m1);
+    c.unwrap();
+    let peer = s.unwrap().peer.unwrap();
+    assert_eq!((peer.node_id, peer.role), (id1, Role::Manager));
+}
+
+#[test]
+fn tls_client_without_certificate_is_allowed_but_anonymous() {
+    let ca = root();
+    let (m, _) = context(&ca, Role::Manager, now());
+    let joiner = TlsContext::new(ca.cluster_id(), roots_of(&ca));
+    let (s, c) = handshake(&m, &joiner);
+    c.unwrap();
+    assert!(s.unwrap().peer.is_none());
+}
+
+#[test]
+fn tls_rejects_client_from_another_cluster() {
+    let ca = root();
+    let (m, _) = context(&ca, Role::Manager, now());
+    // A node of another cluster cannot even install its certificate in a
+    // context for ours.
+    let other = root();
+    let mixed = TlsContext::new(
+        ca.cluster_id(),
+        TrustRoots::new(vec![ca.certificate().clone(), other.certificate().clone()]).unwrap(),
+    );
+    let (_, creds, _) = node(&other, Role::Manager, now());
+    assert!(matches!(
+        mixed.set_credentials(creds, now()),
+        Err(Error::Cert(CertError::WrongCluster { .. }))
+    ));
+
+    // The attacker's CA copies our (public) cluster id; the attacker trusts
+    // our root so it accepts our server, and presents its own certificate.
+    let forged = RootCa::generate(ca.cluster_id(), &RootOptions::default(), now()).unwrap();
+    let stranger = TlsContext::new(
+        ca.cluster_id(),
+        TrustRoots::new(vec![ca.certificate().clone(), forged.certificate().clone()]).unwrap(),
+    );
+    let (_, creds, _) = node(&forged, Role::Manager, now());
+    stranger.set_credentials(creds, now()).unwrap();
+    let (s, _c) = handshake(&m, &stranger);
+    let err = s.err().expect("server must refuse the foreign client");
+    // Same subject name as our root, so path building finds our root and
+    // the signature check fails.
+    assert!(
+        err.contains("BadSignature") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_rejects_expired_client_certificate() {
+    let ca = root();
+    let (m, _) = context(&ca, Role::Manager, now());
+    let then = now() - Duration::days(3);
+    let (old, _) = context(&ca, Role::Worker, then);
+    let (s, _c) = handshake(&m, &old);
+    let err = s
+        .err()
+        .expect("server must refuse an expired client certificate");
+    assert!(err.contains("Expired"), "{err}");
+}
+
+#[test]
+fn tls_rejects_worker_posing_as_manager() {
+    let ca = root();
+    let (w_server, _) = context(&ca, Role::Worker, now());
+    let (m_client, _) = context(&ca, Role::Manager, now());
+    let (_s, c) = handshake(&w_server, &m_client);
+    let err = c.expect_err("client must refuse a worker acting as server");
+    assert!(
+        err.contains("WrongRole { expected: Manager, found: Worker }"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_certificate_and_roots_swap_without_rebuilding_configs() {
+    let ca = root();
+    let (server, sid) = context(&ca, Role::Manager, now());
+    let (client, _) = context(&ca, Role::Worker, now());
+
+    // One long-lived connection across the swap.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_config = Arc::new(server.server_config().unwrap());
+    let srv = thread::spawn(move || {
+        let mut handles = Vec::new();
+        for _ in 0..2 {
+            let (sock, _) = listener.accept().unwrap();
+            let cfg = server_config.clone();
+            handles.push(thread::spawn(move || {
+                let mut tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), sock);
+                let mut buf = [0u8; 1];
+                while tls.read_exact(&mut buf).is_ok() {
+                    tls.write_all(&buf).unwrap();
+                    tls.flush().unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    let client_config = Arc::new(client.client_config().unwrap());
+    let connect = || {
+        let conn =
+            rustls::ClientConnection::new(client_config.clone(), manager_server_name()).unwrap();
+        rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap())
+    };
+    let ping = |tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        tls.write_all(b"p").unwrap();
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b).unwrap();
+    };
+    let serial_of = |tls: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        report(&tls.conn.peer_certificates().unwrap()[0]).serial
+    };
+    let mut first = connect();
+    ping(&mut first);
+    let first_serial = serial_of(&first);
+
+    // Renewal: same node, new key and certificate.
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let renewed = ca
+        .sign_csr(
+            key.csr().unwrap().as_ref(),
+            sid,
+            Role::Manager,
+            CertExpiry::DEFAULT,
+            now(),
+        )
+        .unwrap();
+    server
+        .set_credentials(
+            Credentials {
+                chain: vec![renewed.der],
+                key,
+            },
+            now(),
+        )
+        .unwrap();
+
+    ping(&mut first); // the established connection is untouched
+    let mut second = connect();
+    ping(&mut second);
+    assert_eq!(serial_of(&second), renewed.serial);
+    assert_ne!(first_serial, renewed.serial);
+    drop(first);
+    drop(second);
+    srv.join().unwrap();
+
+    // A certificate for another node is refused and the current one stays.
+    let (_, stranger, _) = node(&ca, Role::Manager, now());
+    assert!(matches!(
+        server.set_credentials(stranger, now()),
+        Err(Error::Cert(CertError::WrongNode { .. }))
+    ));
+    assert_eq!(server.identity().unwrap().serial, renewed.serial);
+}
+
+#[test]
+fn tls_roots_swap_takes_effect_on_next_handshake() {
+    let old = root();
+    let new = RootCa::generate(
+        old.cluster_id(),
+        &RootOptions {
+            generation: 2,
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap();
+    // Server already moved to the new root; client trusts only the old one.
+    let server = TlsContext::new(old.cluster_id(), roots_of(&new));
+    let (_, creds, _) = node(&new, Role::Manager, now());
+    server.set_credentials(creds, now()).unwrap();
+    let (client, _) = context(&old, Role::Worker, now());
+    server.set_roots(
+        TrustRoots::new(vec![old.certificate().clone(), new.certificate().clone()]).unwrap(),
+    );
+    let (_s, c) = handshake(&server, &client);
+    assert!(c.is_err(), "client must not trust the new root yet");
+    client.set_roots(
+        TrustRoots::new(vec![old.certificate().clone(), new.certificate().clone()]).unwrap(),
+    );
+    let (s, c) = handshake(&server, &client);
+    c.unwrap();
+    s.unwrap();
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn csr_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = VerifiedCsr::from_der(&bytes);
+        let _ = VerifiedCsr::from_pem(&bytes);
+    }
+
+    #[test]
+    fn inspect_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = inspect(&bytes);
+        let _ = TrustRoots::from_pem(&bytes);
+    }
+
+    #[test]
+    fn mutated_csr_never_panics_and_never_verifies_with_changed_key(pos in 0usize..400, val in any::<u8>()) {
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let mut der = key.csr().unwrap().as_ref().to_vec();
+        let pos = pos % der.len();
+        prop_assume!(der[pos] != val);
+        der[pos] = val;
+        if let Ok(csr) = VerifiedCsr::from_der(&der) {
+            // Only a change that keeps the request intact and signed may pass,
+            // and then it must still be for the same key.
+            let ca = root();
+            let cert = ca.issue(&csr, NodeId::generate(), Role::Worker, CertExpiry::DEFAULT, now()).unwrap();
+            let tls = TlsContext::new(ca.cluster_id(), roots_of(&ca));
+            let creds = Credentials { chain: vec![cert.der], key };
+            prop_assert!(tls.set_credentials(creds, now()).is_ok());
+        }
+    }
+}
