@@ -6,8 +6,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, Oid};
 use x509_parser::public_key::PublicKey;
 
-use crate::CertError;
-use crate::verify::{certs_from_pem, parse_cert};
+use crate::verify::{certs_from_pem, identity_of, parse_cert};
+use crate::{CertError, Identity};
 
 /// What `moat cert inspect` shows about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +34,9 @@ pub struct CertReport {
     pub subject_alt_names: Vec<String>,
     /// Whether the certificate may issue certificates.
     pub is_ca: bool,
+    /// The moat node identity the subject names, if it is a node
+    /// certificate (not a proof: inspection verifies nothing).
+    pub moat_node: Option<Identity>,
 }
 
 /// Reports on every certificate in `input`: a PEM text with one or more
@@ -71,6 +74,7 @@ fn report(der: &[u8]) -> Result<CertReport, CertError> {
             .join(":"),
         subject_alt_names: sans(&cert),
         is_ca: cert.is_ca(),
+        moat_node: identity_of(&cert).ok(),
     })
 }
 

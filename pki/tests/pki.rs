@@ -396,6 +396,12 @@ fn inspect_reads_pem_bundles_and_der() {
     assert_eq!(r.serial, issued.serial);
     assert_eq!(r.sha256_fingerprint.len(), 32 * 3 - 1);
     assert!(!r.is_ca);
+    let node = r.moat_node.expect("a node certificate names a node");
+    assert_eq!(
+        (node.role, node.cluster_id),
+        (Role::Manager, ca.cluster_id())
+    );
+    assert!(report(ca.certificate()).moat_node.is_none());
     assert!(inspect(b"garbage").is_err());
     assert!(inspect(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").is_err());
 }
