@@ -121,10 +121,15 @@ pub enum ArmorError {
         expected: &'static str,
     },
     /// The version field is not one this build understands.
-    #[error("format version {found:?} is not supported (this build reads version {supported})")]
+    #[error(
+        "format version {} is not supported (this build reads version {supported})",
+        match .found { Some(v) => v.to_string(), None => "(unreadable)".to_owned() }
+    )]
     Version {
-        /// The version text found (at most a few characters, never secret).
-        found: String,
+        /// The version found, if the field is a short decimal number. Any
+        /// other text is not echoed: when the version was left out, the
+        /// field holds secret characters.
+        found: Option<u32>,
         /// The version this build reads.
         supported: u32,
     },
@@ -200,8 +205,11 @@ impl Armor {
         };
         let version = rest.split('-').next().unwrap_or_default();
         if version != self.version.to_string() {
+            let found = (version.len() <= 3 && version.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| version.parse().ok())
+                .flatten();
             return Err(ArmorError::Version {
-                found: version.chars().take(8).collect(),
+                found,
                 supported: self.version,
             });
         }
@@ -306,10 +314,25 @@ mod tests {
             FMT.decode(&good.replacen("TEST", "TSET", 1)),
             Err(ArmorError::Prefix { expected: "TEST" })
         );
-        assert!(matches!(
+        assert_eq!(
             FMT.decode(&good.replacen("TEST-1", "TEST-2", 1)),
-            Err(ArmorError::Version { .. })
-        ));
+            Err(ArmorError::Version {
+                found: Some(2),
+                supported: 1
+            })
+        );
+        // Version left out: the next field is secret and must not be echoed.
+        let err = FMT
+            .decode(&good.replacen("TEST-1-", "TEST-", 1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ArmorError::Version {
+                found: None,
+                supported: 1
+            }
+        );
+        assert!(!err.to_string().contains(&good[7..12]));
         assert!(matches!(
             FMT.decode(&good[..good.len() - 1]),
             Err(ArmorError::Length { .. })

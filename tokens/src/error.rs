@@ -118,7 +118,7 @@ impl From<ArmorError> for TokenError {
         match e {
             ArmorError::Prefix { .. } => TokenError::WrongPrefix,
             ArmorError::Version { found, supported } => TokenError::UnsupportedVersion {
-                found: plain_number(&found).filter(|&v| v != supported),
+                found: found.filter(|&v| v != supported),
                 supported,
             },
             ArmorError::Length { expected, found } => TokenError::WrongLength { expected, found },
@@ -127,12 +127,4 @@ impl From<ArmorError> for TokenError {
             other => TokenError::Malformed(other),
         }
     }
-}
-
-/// `text` as a number if it is written as plain decimal digits.
-fn plain_number(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
