@@ -1,0 +1,283 @@
+//! The `moat` binary as a user runs it: arguments, output, exit codes.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use assert_cmd::Command;
+use moat_pki::{
+    CertExpiry, ClusterId, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role, RootCa,
+    RootOptions,
+};
+use moat_tokens::JoinToken;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+fn moat() -> Command {
+    Command::cargo_bin("moat").unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root_pem: std::path::PathBuf,
+    node_der: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    node: NodeId,
+    cluster: ClusterId,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ClusterId::generate();
+    let now = OffsetDateTime::now_utc();
+    let ca = RootCa::generate(cluster, &RootOptions::default(), now).unwrap();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let node = NodeId::generate();
+    let cert = ca
+        .sign_csr(
+            key.csr().unwrap().as_ref(),
+            node,
+            Role::Manager,
+            CertExpiry::DEFAULT,
+            now,
+        )
+        .unwrap();
+    let root_pem = dir.path().join("root.pem");
+    std::fs::write(&root_pem, ca.certificate_pem()).unwrap();
+    let node_der = dir.path().join("node.der");
+    std::fs::write(&node_der, &cert.der).unwrap();
+    let bundle = dir.path().join("bundle.pem");
+    let other = RootCa::generate(
+        cluster,
+        &RootOptions {
+            generation: 2,
+            ..Default::default()
+        },
+        now,
+    )
+    .unwrap();
+    std::fs::write(
+        &bundle,
+        format!("{}{}", ca.certificate_pem(), other.certificate_pem()),
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        root_pem,
+        node_der,
+        bundle,
+        node,
+        cluster,
+    }
+}
+
+#[test]
+fn version_and_help() {
+    moat()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(format!("moat {}\n", env!("CARGO_PKG_VERSION")));
+    moat().arg("help").assert().success().stdout(
+        contains("cert")
+            .and(contains("token"))
+            .and(contains("mutual TLS 1.3")),
+    );
+    moat()
+        .args(["help", "token", "inspect"])
+        .assert()
+        .success()
+        .stdout(contains("The secret part is never"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    moat().assert().code(2);
+    moat()
+        .args(["cert", "inspect"])
+        .assert()
+        .code(2)
+        .stderr(contains("<PATH>"));
+    moat()
+        .args(["cert", "inspect", "x", "--format", "yaml"])
+        .assert()
+        .code(2);
+    moat().args(["frobnicate"]).assert().code(2);
+}
+
+#[test]
+fn cert_inspect_table() {
+    let f = fixture();
+    moat()
+        .args(["cert", "inspect"])
+        .arg(&f.node_der)
+        .assert()
+        .success()
+        .stdout(
+            contains(format!(
+                "Subject:             CN={}, OU=moat-manager, O={}",
+                f.node, f.cluster
+            ))
+            .and(contains("Public key:          ECDSA P-256"))
+            .and(contains("Signature algorithm: ecdsa-with-SHA256"))
+            .and(contains(format!(
+                "DNS:{}, DNS:moat-manager, DNS:moat-ca",
+                f.node
+            )))
+            .and(contains("CA:                  no"))
+            .and(contains("(expires in 23h 59m)").or(contains("(expires in 24h 0m)")))
+            .and(contains(format!(
+                "moat node:           {} (manager) of cluster {}",
+                f.node, f.cluster
+            ))),
+        );
+    moat()
+        .args(["cert", "inspect"])
+        .arg(&f.bundle)
+        .assert()
+        .success()
+        .stdout(
+            contains("Certificate 1 of 2")
+                .and(contains("Certificate 2 of 2"))
+                .and(contains("CN=moat root CA 2")),
+        );
+}
+
+#[test]
+fn cert_inspect_json_and_stdin() {
+    let f = fixture();
+    let out = moat()
+        .args(["cert", "inspect", "-", "--format", "json"])
+        .pipe_stdin(&f.root_pem)
+        .unwrap()
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let cert = &v.as_array().unwrap()[0];
+    assert_eq!(cert["is_ca"], true);
+    assert_eq!(cert["key_size"], "P-256");
+    assert_eq!(
+        cert["subject"],
+        format!("CN=moat root CA 1, O={}", f.cluster)
+    );
+    assert_eq!(cert["sha256_fingerprint"].as_str().unwrap().len(), 95);
+    assert!(cert["moat_node"].is_null());
+}
+
+#[test]
+fn cert_inspect_bad_inputs_explain_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    moat()
+        .args(["cert", "inspect", "/nonexistent/cert.pem"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains("moat: cannot read /nonexistent/cert.pem").and(contains("hint: ")));
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"\x30\x82\x01\x00garbage").unwrap();
+    moat()
+        .args(["cert", "inspect"])
+        .arg(&junk)
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "is not a certificate moat can read: malformed certificate",
+        ));
+    // A private key is not a certificate, and its contents are never echoed.
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let key_path = dir.path().join("key.der");
+    std::fs::write(&key_path, key.to_pkcs8_der().as_slice()).unwrap();
+    moat()
+        .args(["cert", "inspect"])
+        .arg(&key_path)
+        .assert()
+        .code(1)
+        .stderr(contains("moat: "));
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'a'; 1 << 20]).unwrap();
+    moat()
+        .args(["cert", "inspect"])
+        .arg(&big)
+        .assert()
+        .code(1)
+        .stderr(contains("larger than"));
+}
+
+fn token() -> (JoinToken, String) {
+    let t = JoinToken::generate(b"-----BEGIN CERTIFICATE-----\nbundle\n").unwrap();
+    let text = t.expose_secret().to_string();
+    (t, text)
+}
+
+#[test]
+fn token_inspect_shows_pin_never_secret() {
+    let (t, text) = token();
+    let secret_field = text.split('-').nth(3).unwrap().to_string();
+    let assert = moat().args(["token", "inspect", &text]).assert().success();
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(out.contains("Format:         MOATTKN version 1"), "{out}");
+    assert!(
+        out.contains(&format!("Root CA digest: {}", t.ca_digest())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Fingerprint:    {}", t.fingerprint())),
+        "{out}"
+    );
+    assert!(out.contains("Checksum:       valid"), "{out}");
+    assert!(!out.contains(&secret_field[..10]), "secret leaked: {out}");
+
+    let out = moat()
+        .args(["token", "inspect", "-", "--format", "json"])
+        .write_stdin(format!("{text}\n"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["ca_digest"], t.ca_digest().to_string());
+    assert_eq!(v["fingerprint"], t.fingerprint().to_string());
+    assert_eq!(v["checksum_valid"], true);
+    assert!(!String::from_utf8_lossy(&out).contains(&secret_field[..10]));
+}
+
+#[test]
+fn token_inspect_names_each_mistake() {
+    let (_, text) = token();
+    let secret_field = text.split('-').nth(3).unwrap().to_string();
+    let mut typo = text.clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let cases = [
+        (text[..text.len() - 3].to_string(), "copied completely"),
+        (String::from_utf8(typo).unwrap(), "checksum does not match"),
+        (
+            text.replacen("MOATTKN-1", "MOATTKN-2", 1),
+            "version 2 is not supported",
+        ),
+        (
+            text.to_uppercase().replacen("MOATTKN", "MOATTKN", 1),
+            "invalid character",
+        ),
+        ("SWMTKN-1-abc-def".to_string(), "Docker Swarm join token"),
+        ("hello".to_string(), "not a moat join token"),
+    ];
+    for (input, message) in cases {
+        let assert = moat().args(["token", "inspect", &input]).assert().code(1);
+        let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        assert!(
+            err.starts_with("moat: invalid join token: "),
+            "{input}: {err}"
+        );
+        assert!(
+            err.contains(message),
+            "{input}: expected {message:?} in {err}"
+        );
+        assert!(err.contains("hint: "), "{err}");
+        assert!(
+            !err.to_lowercase().contains(&secret_field[..10]),
+            "secret echoed: {err}"
+        );
+    }
+}
