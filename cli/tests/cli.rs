@@ -257,7 +257,7 @@ fn token_inspect_names_each_mistake() {
             "version 2 is not supported",
         ),
         (
-            text.to_uppercase().replacen("MOATTKN", "MOATTKN", 1),
+            text.to_uppercase(),
             "invalid character",
         ),
         ("SWMTKN-1-abc-def".to_string(), "Docker Swarm join token"),

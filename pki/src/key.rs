@@ -79,10 +79,18 @@ impl PrivateKey {
     }
 
     /// Loads a PKCS#8 DER key (as written by [`PrivateKey::to_pkcs8_der`]).
+    ///
+    /// Only the algorithms of [`KeyAlgorithm`] are accepted.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CertError> {
         let pair = KeyPair::try_from(der).map_err(|_| {
-            CertError::malformed("private key", "not a PKCS#8 P-256, P-384 or Ed25519 key")
+            CertError::malformed("private key", "not a PKCS#8 ECDSA P-256 or Ed25519 key")
         })?;
+        let alg = pair.algorithm();
+        if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ED25519 {
+            return Err(CertError::UnsupportedKeyAlgorithm {
+                algorithm: format!("{alg:?}"),
+            });
+        }
         Ok(Self { pair })
     }
 

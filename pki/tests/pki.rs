@@ -118,6 +118,30 @@ fn root_reloads_from_parts_and_rejects_wrong_key() {
 }
 
 #[test]
+fn private_keys_round_trip_and_unsupported_algorithms_are_named() {
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
+        let key = PrivateKey::generate(alg).unwrap();
+        let again = PrivateKey::from_pkcs8_der(&key.to_pkcs8_der()).unwrap();
+        assert_eq!(again.algorithm(), alg);
+        assert_eq!(again.public_key_der(), key.public_key_der());
+    }
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    assert!(matches!(
+        PrivateKey::from_pkcs8_der(&p384.serialize_der()),
+        Err(CertError::UnsupportedKeyAlgorithm { .. })
+    ));
+    assert!(matches!(
+        PrivateKey::from_pkcs8_der(b"junk"),
+        Err(CertError::Malformed { .. })
+    ));
+    assert_eq!(
+        "ed25519".parse::<KeyAlgorithm>().unwrap(),
+        KeyAlgorithm::Ed25519
+    );
+    assert!("rsa".parse::<KeyAlgorithm>().is_err());
+}
+
+#[test]
 fn issued_certificate_follows_ca_policy_not_csr() {
     let ca = root();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
@@ -693,6 +717,14 @@ proptest! {
     fn csr_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = VerifiedCsr::from_der(&bytes);
         let _ = VerifiedCsr::from_pem(&bytes);
+    }
+
+    #[test]
+    fn key_and_expiry_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,24}") {
+        let _ = PrivateKey::from_pkcs8_der(&bytes);
+        let _ = text.parse::<CertExpiry>();
+        let _ = text.parse::<KeyAlgorithm>();
+        let _ = text.parse::<Role>();
     }
 
     #[test]
