@@ -27,11 +27,24 @@ macro_rules! random_id {
                 Self::generate_with(&mut OsRng)
             }
 
+            /// The 16 bytes of the identifier.
+            pub const fn as_bytes(&self) -> &[u8; ID_BYTES] {
+                &self.0
+            }
+
             /// A fresh identifier from `rng` (tests inject a seeded one).
             pub fn generate_with(rng: &mut impl RngCore) -> Self {
                 let mut bytes = [0u8; ID_BYTES];
                 rng.fill_bytes(&mut bytes);
                 Self(bytes)
+            }
+        }
+
+        /// The all-zero identifier. It is never generated; it exists only
+        /// because openraft requires its node-id type to have a default.
+        impl Default for $name {
+            fn default() -> Self {
+                Self([0u8; ID_BYTES])
             }
         }
 

@@ -1,0 +1,263 @@
+//! The cluster model: everything a manager knows, as one deterministic
+//! state machine driven by typed commands.
+//!
+//! `apply` never reads the clock or randomness: every time and every
+//! random value (ids, tokens, keys) is chosen by the proposer and carried
+//! in the command, so every manager reaches the same state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use moat_pki::{ClusterId, NodeId, Role};
+use moat_tokens::JoinToken;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// A secret string kept in the store: serialized in full (the store is
+/// encrypted), zeroized on drop, and printed as `…` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Zeroizing::new(value.into()))
+    }
+
+    /// The secret value.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Cluster-wide policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Lifetime of node certificates, in seconds.
+    pub cert_expiry_secs: u64,
+    /// Whether managers keep their keys locked under the unlock key.
+    pub autolock: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            cert_expiry_secs: moat_pki::CertExpiry::DEFAULT.duration().as_secs(),
+            autolock: false,
+        }
+    }
+}
+
+/// The root CA material: shared by all managers, which all act as the CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaMaterial {
+    /// The root certificate, PEM.
+    pub root_cert_pem: String,
+    /// The root private key, PKCS#8 DER in base64.
+    pub root_key_pkcs8: Secret,
+}
+
+/// The two standing join tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinTokens {
+    /// Grants the worker role.
+    pub worker: JoinToken,
+    /// Grants the manager role.
+    pub manager: JoinToken,
+}
+
+impl PartialEq for JoinTokens {
+    fn eq(&self, other: &Self) -> bool {
+        self.worker.ct_eq(&other.worker) && self.manager.ct_eq(&other.manager)
+    }
+}
+
+impl Eq for JoinTokens {}
+
+/// What the cluster knows about one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id (its certificate CN).
+    pub id: NodeId,
+    /// Host name the node reported.
+    pub hostname: String,
+    /// Current role.
+    pub role: Role,
+    /// Cluster address (`host:port`) for managers; empty for workers.
+    pub address: String,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// Serial of the node's current certificate, hex.
+    pub cert_serial: String,
+    /// End of validity of that certificate, Unix seconds.
+    pub cert_not_after: i64,
+}
+
+/// The whole replicated cluster state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Set once by [`Command::Init`].
+    pub cluster_id: Option<ClusterId>,
+    /// Cluster policy.
+    pub policy: Policy,
+    /// Root CA material.
+    pub ca: Option<CaMaterial>,
+    /// Standing join tokens.
+    pub join_tokens: Option<JoinTokens>,
+    /// The unlock key, kept in the store while autolock is on so that every
+    /// manager can re-wrap its keys after a rotation.
+    pub unlock_key: Option<Secret>,
+    /// Every node of the cluster.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Removed nodes, with the Unix time after which the entry can go (the
+    /// expiry of their last certificate).
+    pub removed: BTreeMap<NodeId, i64>,
+}
+
+/// A change to the cluster state. Commands are validated by `apply`, which
+/// answers [`Response::Rejected`] rather than changing anything when a
+/// command does not fit the current state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Creates the cluster (once).
+    Init {
+        /// The new cluster's id.
+        cluster_id: ClusterId,
+        /// Initial policy.
+        policy: Policy,
+        /// Root CA material.
+        ca: CaMaterial,
+        /// Initial join tokens.
+        join_tokens: JoinTokens,
+    },
+    /// Replaces the policy.
+    SetPolicy(Policy),
+    /// Adds or replaces a node record.
+    PutNode(NodeRecord),
+    /// Removes a node and remembers it until `until` (Unix seconds).
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+        /// When the removed-list entry may be dropped.
+        until: i64,
+    },
+    /// Replaces one of the standing join tokens.
+    RotateJoinToken {
+        /// Which token.
+        role: Role,
+        /// The new token.
+        token: JoinToken,
+    },
+    /// Sets or clears the stored unlock key.
+    SetUnlockKey(Option<Secret>),
+    /// Drops removed-list entries whose time has passed (`now`, Unix seconds).
+    PruneRemoved {
+        /// The proposer's clock.
+        now: i64,
+    },
+}
+
+/// The result of applying a command.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Response {
+    /// The command was applied.
+    #[default]
+    Applied,
+    /// The command did not fit the state and changed nothing.
+    Rejected(String),
+}
+
+impl ClusterState {
+    /// Applies `command`; deterministic.
+    pub fn apply(&mut self, command: &Command) -> Response {
+        match command {
+            Command::Init {
+                cluster_id,
+                policy,
+                ca,
+                join_tokens,
+            } => {
+                if self.cluster_id.is_some() {
+                    return Response::Rejected("the cluster is already initialized".into());
+                }
+                self.cluster_id = Some(*cluster_id);
+                self.policy = policy.clone();
+                self.ca = Some(ca.clone());
+                self.join_tokens = Some(join_tokens.clone());
+            }
+            Command::SetPolicy(policy) => self.policy = policy.clone(),
+            Command::PutNode(node) => {
+                if self.removed.contains_key(&node.id) {
+                    return Response::Rejected(format!(
+                        "node {} was removed from the cluster",
+                        node.id
+                    ));
+                }
+                self.nodes.insert(node.id, node.clone());
+            }
+            Command::RemoveNode { id, until } => {
+                self.nodes.remove(id);
+                self.removed.insert(*id, *until);
+            }
+            Command::RotateJoinToken { role, token } => {
+                let Some(tokens) = self.join_tokens.as_mut() else {
+                    return Response::Rejected("the cluster is not initialized".into());
+                };
+                match role {
+                    Role::Worker => tokens.worker = token.clone(),
+                    Role::Manager => tokens.manager = token.clone(),
+                }
+            }
+            Command::SetUnlockKey(key) => self.unlock_key = key.clone(),
+            Command::PruneRemoved { now } => self.removed.retain(|_, until| *until > *now),
+        }
+        Response::Applied
+    }
+
+    /// The state as JSON for `moat store dump`: secrets are replaced by
+    /// `"<redacted>"` (tokens by their fingerprint) unless `show_secrets`.
+    pub fn to_dump_json(&self, show_secrets: bool) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if !show_secrets {
+            if let Some(ca) = v.get_mut("ca").and_then(|c| c.as_object_mut()) {
+                ca.insert("root_key_pkcs8".into(), "<redacted>".into());
+            }
+            if let (Some(tokens), Some(t)) = (
+                v.get_mut("join_tokens").and_then(|t| t.as_object_mut()),
+                &self.join_tokens,
+            ) {
+                tokens.insert(
+                    "worker".into(),
+                    format!("<redacted; fingerprint {}>", t.worker.fingerprint()).into(),
+                );
+                tokens.insert(
+                    "manager".into(),
+                    format!("<redacted; fingerprint {}>", t.manager.fingerprint()).into(),
+                );
+            }
+            if self.unlock_key.is_some() {
+                v["unlock_key"] = "<redacted>".into();
+            }
+        }
+        v
+    }
+}
