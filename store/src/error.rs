@@ -31,6 +31,16 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A key file of the store could not be opened (wrong unlock key,
+    /// damaged or tampered file).
+    #[error("cannot open {}: {source}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: moat_lock::LockError,
+    },
     /// Sealing or opening with the store keys failed.
     #[error(transparent)]
     Lock(#[from] moat_lock::LockError),

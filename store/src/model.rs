@@ -261,3 +261,141 @@ impl ClusterState {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> JoinTokens {
+        JoinTokens {
+            worker: JoinToken::generate(b"bundle").unwrap(),
+            manager: JoinToken::generate(b"bundle").unwrap(),
+        }
+    }
+
+    fn init() -> Command {
+        Command::Init {
+            cluster_id: ClusterId::generate(),
+            policy: Policy::default(),
+            ca: CaMaterial {
+                root_cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+                root_key_pkcs8: Secret::new("CA-KEY-SECRET"),
+            },
+            join_tokens: tokens(),
+        }
+    }
+
+    fn node(id: NodeId) -> NodeRecord {
+        NodeRecord {
+            id,
+            hostname: "h".into(),
+            role: Role::Worker,
+            address: String::new(),
+            labels: BTreeMap::new(),
+            cert_serial: "01".into(),
+            cert_not_after: 100,
+        }
+    }
+
+    #[test]
+    fn apply_is_deterministic_across_replicas() {
+        let a_id = NodeId::generate();
+        let commands = vec![
+            init(),
+            Command::PutNode(node(a_id)),
+            Command::RotateJoinToken {
+                role: Role::Worker,
+                token: JoinToken::generate(b"bundle").unwrap(),
+            },
+            Command::SetPolicy(Policy {
+                cert_expiry_secs: 3600,
+                autolock: true,
+            }),
+            Command::RemoveNode {
+                id: a_id,
+                until: 50,
+            },
+            Command::PruneRemoved { now: 10 },
+        ];
+        let (mut one, mut two) = (ClusterState::default(), ClusterState::default());
+        for c in &commands {
+            assert_eq!(one.apply(c), two.apply(c));
+        }
+        assert_eq!(one, two);
+        assert!(one.nodes.is_empty());
+        assert_eq!(one.removed.get(&a_id), Some(&50));
+        assert_eq!(one.policy.cert_expiry_secs, 3600);
+        one.apply(&Command::PruneRemoved { now: 60 });
+        assert!(one.removed.is_empty());
+    }
+
+    #[test]
+    fn invalid_commands_are_rejected_without_change() {
+        let mut s = ClusterState::default();
+        let rotate = Command::RotateJoinToken {
+            role: Role::Manager,
+            token: JoinToken::generate(b"x").unwrap(),
+        };
+        assert!(matches!(s.apply(&rotate), Response::Rejected(_)));
+        assert_eq!(s, ClusterState::default());
+        s.apply(&init());
+        let before = s.clone();
+        assert!(matches!(s.apply(&init()), Response::Rejected(_)));
+        assert_eq!(s, before);
+        let gone = NodeId::generate();
+        s.apply(&Command::RemoveNode {
+            id: gone,
+            until: 99,
+        });
+        assert!(matches!(
+            s.apply(&Command::PutNode(node(gone))),
+            Response::Rejected(_)
+        ));
+        assert!(!s.nodes.contains_key(&gone));
+    }
+
+    #[test]
+    fn dump_redacts_secrets_unless_asked() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        s.apply(&Command::SetUnlockKey(Some(Secret::new("UNLOCK-SECRET"))));
+        let worker = s
+            .join_tokens
+            .as_ref()
+            .unwrap()
+            .worker
+            .expose_secret()
+            .to_string();
+        let redacted = s.to_dump_json(false).to_string();
+        for secret in ["CA-KEY-SECRET", "UNLOCK-SECRET", worker.as_str()] {
+            assert!(!redacted.contains(secret), "{secret} leaked");
+        }
+        assert!(
+            redacted.contains(
+                &s.join_tokens
+                    .as_ref()
+                    .unwrap()
+                    .worker
+                    .fingerprint()
+                    .to_string()
+            )
+        );
+        let full = s.to_dump_json(true).to_string();
+        for secret in ["CA-KEY-SECRET", "UNLOCK-SECRET", worker.as_str()] {
+            assert!(
+                full.contains(secret),
+                "{secret} missing with --show-secrets"
+            );
+        }
+        assert!(!format!("{s:?}").contains("CA-KEY-SECRET"), "Debug leaks");
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        s.apply(&Command::PutNode(node(NodeId::generate())));
+        let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}

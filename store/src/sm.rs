@@ -1,0 +1,425 @@
+//! The state machine: the cluster model in memory, persisted as encrypted
+//! snapshots.
+//!
+//! `apply` changes only memory; durability comes from the log (entries
+//! after the snapshot are re-applied at start) and from snapshots, which
+//! are written atomically and sealed with the DEK.
+//!
+//! Snapshot file `DIR/snapshot-<id>.snap`:
+//!
+//! ```text
+//! "MOATSNP1" (8) | id length u16 BE | snapshot id (UTF-8) | sealed record
+//! ```
+//!
+//! The sealed record (`FileKind::Snapshot`, position = the snapshot id) holds
+//! the JSON of [`SnapshotFile`]: the snapshot metadata (last log id,
+//! membership, id) and the cluster state. The id inside must equal the id
+//! in the header and in the file name. At most one snapshot file exists
+//! after a snapshot completes; a newer one is written to a temporary file,
+//! fsynced, renamed into place, the directory fsynced, and only then are
+//! older ones removed. At start the newest valid snapshot wins; any file
+//! that fails authentication stops the store with an error naming it.
+//!
+//! Snapshot data sent to other managers is the plaintext JSON inside the
+//! mutual-TLS connection; each manager seals it with its own DEK and AAD.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::EntryPayload;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ClusterState, Response};
+use crate::{
+    Entry, FileKind, LogId, RecordCipher, SnapshotMeta, StorageError, StoreError, StoredMembership,
+    TypeConfig,
+};
+
+const MAGIC: &[u8; 8] = b"MOATSNP1";
+/// Largest snapshot file read, checked before reading it.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What a snapshot file holds once opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// openraft's metadata: last log id, membership, snapshot id.
+    pub meta: SnapshotMeta,
+    /// The cluster state at `meta.last_log_id`.
+    pub state: ClusterState,
+}
+
+/// The applied state, shared between the state machine and readers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Last log id applied.
+    pub last_applied: Option<LogId>,
+    /// Last membership applied.
+    pub membership: StoredMembership,
+    /// The cluster model.
+    pub state: ClusterState,
+}
+
+/// The state machine of the cluster store (implements openraft's
+/// `RaftStateMachine`).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    dir: PathBuf,
+    cipher: Arc<RecordCipher>,
+    applied: Arc<RwLock<Applied>>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine in `dir`, loading and authenticating the
+    /// newest snapshot if there is one.
+    pub fn open(dir: &Path, cipher: Arc<RecordCipher>) -> Result<Self, StoreError> {
+        crate::fsutil::create_dir(dir)?;
+        let mut applied = Applied::default();
+        if let Some((_, file)) = newest_snapshot(dir, &cipher)? {
+            applied = Applied {
+                last_applied: file.meta.last_log_id,
+                membership: file.meta.last_membership.clone(),
+                state: file.state,
+            };
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cipher,
+            applied: Arc::new(RwLock::new(applied)),
+        })
+    }
+
+    /// A shared handle to the applied state, for readers.
+    pub fn applied(&self) -> Arc<RwLock<Applied>> {
+        self.applied.clone()
+    }
+
+    fn write_snapshot(&self, file: &SnapshotFile) -> Result<(), StoreError> {
+        let id = &file.meta.snapshot_id;
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(file).map_err(|e| {
+            StoreError::Encoding {
+                what: "snapshot",
+                reason: e.to_string(),
+            }
+        })?);
+        let sealed = self.cipher.seal(FileKind::Snapshot, id.as_bytes(), &json)?;
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 2 + id.len() + sealed.len());
+        bytes.extend_from_slice(MAGIC);
+        let id_len = u16::try_from(id.len())
+            .map_err(|_| StoreError::Invalid("snapshot id too long".into()))?;
+        bytes.extend_from_slice(&id_len.to_be_bytes());
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.extend_from_slice(&sealed);
+        let path = self.dir.join(snapshot_file_name(id));
+        crate::fsutil::write_atomic(&path, &bytes)?;
+        // Only now that the new snapshot is durable do older ones go.
+        for (old, _) in list_snapshots(&self.dir)? {
+            if old != path {
+                std::fs::remove_file(&old).map_err(StoreError::io("remove", &old))?;
+            }
+        }
+        crate::fsutil::sync_dir(&self.dir)
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        let Some((_, file)) = newest_snapshot(&self.dir, &self.cipher)? else {
+            return Ok(None);
+        };
+        let data = serde_json::to_vec(&file.state).map_err(|e| StoreError::Encoding {
+            what: "snapshot",
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, state) = {
+            let applied = self.applied.read().map_err(|_| poisoned())?;
+            let id = match &applied.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+                None => "0-none-0".to_string(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id: format!("{id}-{}", unique_suffix()),
+            };
+            (meta, applied.state.clone())
+        };
+        let file = SnapshotFile { meta, state };
+        self.write_snapshot(&file)?;
+        let data = serde_json::to_vec(&file.state).map_err(|e| StoreError::Encoding {
+            what: "snapshot",
+            reason: e.to_string(),
+        })?;
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.applied.read().map_err(|_| poisoned())?;
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut applied = self.applied.write().map_err(|_| poisoned())?;
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Applied,
+                EntryPayload::Normal(ref command) => applied.state.apply(command),
+                EntryPayload::Membership(ref m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Response::Applied
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let state: ClusterState =
+            serde_json::from_slice(snapshot.get_ref()).map_err(|e| StoreError::Encoding {
+                what: "received snapshot",
+                reason: e.to_string(),
+            })?;
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            state,
+        };
+        self.write_snapshot(&file)?;
+        let mut applied = self.applied.write().map_err(|_| poisoned())?;
+        *applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state: file.state,
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.current_snapshot()?)
+    }
+}
+
+/// Opens and authenticates one snapshot file.
+pub fn read_snapshot(path: &Path, cipher: &RecordCipher) -> Result<SnapshotFile, StoreError> {
+    let bytes = crate::fsutil::read_limited(path, MAX_SNAPSHOT_BYTES)?;
+    let corrupt = |at: usize, reason: &str| StoreError::corrupt(path, format!("byte {at}"), reason);
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| corrupt(0, "not a moat snapshot (bad magic)"))?;
+    let (len, rest) = rest
+        .split_first_chunk::<2>()
+        .ok_or_else(|| corrupt(8, "truncated header"))?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let (id, sealed) = rest
+        .split_at_checked(len)
+        .ok_or_else(|| corrupt(10, "truncated snapshot id"))?;
+    let id = std::str::from_utf8(id).map_err(|_| corrupt(10, "snapshot id is not UTF-8"))?;
+    let json = cipher
+        .open(FileKind::Snapshot, id.as_bytes(), sealed)
+        .map_err(|e| corrupt(10 + len, &format!("authentication failed ({e})")))?;
+    let file: SnapshotFile = serde_json::from_slice(&json)
+        .map_err(|e| corrupt(10 + len, &format!("undecodable content ({e})")))?;
+    let expected_name = snapshot_file_name(&file.meta.snapshot_id);
+    if file.meta.snapshot_id != id
+        || path.file_name().and_then(|n| n.to_str()) != Some(expected_name.as_str())
+    {
+        return Err(corrupt(10, "snapshot id does not match the file"));
+    }
+    Ok(file)
+}
+
+fn newest_snapshot(
+    dir: &Path,
+    cipher: &RecordCipher,
+) -> Result<Option<(PathBuf, SnapshotFile)>, StoreError> {
+    let mut newest: Option<(PathBuf, SnapshotFile)> = None;
+    for (path, _) in list_snapshots(dir)? {
+        let file = read_snapshot(&path, cipher)?;
+        if newest
+            .as_ref()
+            .is_none_or(|(_, n)| file.meta.last_log_id > n.meta.last_log_id)
+        {
+            newest = Some((path, file));
+        }
+    }
+    Ok(newest)
+}
+
+/// Snapshot files in `dir`, with their ids.
+pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(PathBuf, String)>, StoreError> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(StoreError::io("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name
+            .strip_prefix("snapshot-")
+            .and_then(|n| n.strip_suffix(".snap"))
+        {
+            out.push((entry.path(), id.to_string()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn snapshot_file_name(id: &str) -> String {
+    format!("snapshot-{id}.snap")
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}")
+}
+
+fn poisoned() -> StorageError {
+    StoreError::Invalid("the state machine lock was poisoned by a panic".into()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Command, Secret};
+    use moat_lock::{Dek, DekSet, DekVersion};
+    use moat_pki::{ClusterId, NodeId};
+    use openraft::{CommittedLeaderId, Entry as RaftEntry};
+
+    fn cipher(cluster: ClusterId, node: NodeId) -> Arc<RecordCipher> {
+        Arc::new(RecordCipher::new(
+            cluster,
+            node,
+            DekSet::new(Dek::generate(DekVersion(1)).unwrap()),
+        ))
+    }
+
+    fn entry(index: u64, command: Command) -> Entry {
+        RaftEntry {
+            log_id: LogId::new(CommittedLeaderId::new(1, NodeId::default()), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    async fn with_snapshot(dir: &Path, cipher: Arc<RecordCipher>) -> StateMachineStore {
+        let mut sm = StateMachineStore::open(dir, cipher).unwrap();
+        sm.apply(vec![
+            entry(
+                1,
+                Command::SetUnlockKey(Some(Secret::new("SNAPSHOT-MARKER-SECRET"))),
+            ),
+            entry(2, Command::PruneRemoved { now: 1 }),
+        ])
+        .await
+        .unwrap();
+        sm.build_snapshot().await.unwrap();
+        sm
+    }
+
+    fn snapshot_path(dir: &Path) -> PathBuf {
+        let files = list_snapshots(dir).unwrap();
+        assert_eq!(files.len(), 1, "exactly one snapshot file");
+        files[0].0.clone()
+    }
+
+    #[tokio::test]
+    async fn snapshot_survives_restart_and_keeps_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        let mut sm = with_snapshot(dir.path(), c.clone()).await;
+        sm.build_snapshot().await.unwrap();
+        snapshot_path(dir.path());
+        let mut again = StateMachineStore::open(dir.path(), c).unwrap();
+        let (last, _) = again.applied_state().await.unwrap();
+        assert_eq!(last.map(|l| l.index), Some(2));
+        let snap = again.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2));
+        let state: ClusterState = serde_json::from_slice(snap.snapshot.get_ref()).unwrap();
+        assert_eq!(
+            state.unlock_key.unwrap().expose_secret(),
+            "SNAPSHOT-MARKER-SECRET"
+        );
+    }
+
+    #[tokio::test]
+    async fn snapshot_file_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        with_snapshot(
+            dir.path(),
+            cipher(ClusterId::generate(), NodeId::generate()),
+        )
+        .await;
+        let bytes = std::fs::read(snapshot_path(dir.path())).unwrap();
+        let needle = b"SNAPSHOT-MARKER";
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[tokio::test]
+    async fn tampered_or_foreign_snapshot_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        with_snapshot(dir.path(), c.clone()).await;
+        let path = snapshot_path(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        for pos in [0, 9, 12, good.len() / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[pos] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            match StateMachineStore::open(dir.path(), c.clone()) {
+                Err(StoreError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+                Err(other) => panic!("flip at {pos}: {other}"),
+                Ok(_) => panic!("flip at {pos} accepted"),
+            }
+        }
+        std::fs::write(&path, &good[..good.len() - 5]).unwrap();
+        assert!(matches!(
+            StateMachineStore::open(dir.path(), c.clone()),
+            Err(StoreError::Corrupt { .. })
+        ));
+
+        // The same file under another node's keys (same DEK, other node id).
+        std::fs::write(&path, &good).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, other_dir.path().join(path.file_name().unwrap())).unwrap();
+        let err =
+            StateMachineStore::open(other_dir.path(), cipher(c.cluster(), NodeId::generate()))
+                .err()
+                .expect("foreign snapshot must be refused");
+        assert!(err.to_string().contains("authentication failed"), "{err}");
+    }
+}
