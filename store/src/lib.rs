@@ -17,9 +17,46 @@
 
 mod crypto;
 mod error;
+mod fsutil;
 pub mod model;
+mod quorum;
+mod sm;
 mod types;
 
 pub use crypto::{FileKind, RecordCipher};
 pub use error::StoreError;
+pub use quorum::{QuorumError, can_remove};
+pub use sm::{Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot};
 pub use types::*;
+
+/// Reads the applied cluster state after confirming with a quorum that this
+/// node is the leader and has applied everything committed before the
+/// call (openraft's read index): the result is linearizable.
+pub async fn read_linearizable<T>(
+    raft: &Raft,
+    applied: &std::sync::RwLock<Applied>,
+    read: impl FnOnce(&model::ClusterState) -> T,
+) -> Result<T, ReadError> {
+    raft.ensure_linearizable().await?;
+    let applied = applied.read().map_err(|_| ReadError::Poisoned)?;
+    Ok(read(&applied.state))
+}
+
+/// Why a linearizable read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// This node is not the leader (the error names the leader if known),
+    /// or quorum could not be confirmed.
+    #[error(transparent)]
+    Raft(
+        #[from]
+        openraft::error::RaftError<
+            moat_pki::NodeId,
+            openraft::error::CheckIsLeaderError<moat_pki::NodeId, openraft::BasicNode>,
+        >,
+    ),
+    /// The state lock was poisoned by a panic.
+    #[error("the state machine lock was poisoned by a panic")]
+    Poisoned,
+}
