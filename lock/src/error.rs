@@ -268,6 +268,28 @@ pub enum LockError {
         source: std::io::Error,
     },
 
+    /// A key file may be read by users other than its owner.
+    #[error(
+        "{} is readable by group or others (mode {mode:04o}); a key file must be private: run chmod 600 on it",
+        path.display()
+    )]
+    KeyFilePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The key file at `path` does not hold an unlock key.
+    #[error("{} does not hold a valid unlock key", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<LockError>,
+    },
+
     /// The sealed file at `path` was rejected; `source` says why.
     #[error("sealed file {} was rejected", path.display())]
     File {

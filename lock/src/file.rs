@@ -21,6 +21,19 @@ use crate::seal::{Aad, MAX_BLOB_LEN, Unsealed, inspect, seal, unseal};
 pub fn write_sealed_file(path: impl AsRef<Path>, blob: &[u8]) -> Result<(), LockError> {
     let path = path.as_ref();
     inspect(blob).map_err(|e| e.in_file(path))?;
+    write_file_atomic(path, blob)
+}
+
+/// Writes `bytes` to `path` so that after a crash the file holds either
+/// its old content or all of the new, readable only by its owner: a
+/// temporary file (mode 0600, random name) in the same directory, write,
+/// fsync, rename over `path`, fsync the directory. On any error the
+/// previous content of `path` is untouched and the temporary file removed.
+///
+/// It writes whatever it is given: callers put only sealed or public data
+/// through it ([`write_sealed_file`] checks that for them).
+pub fn write_file_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), LockError> {
+    let path = path.as_ref();
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| LockError::Io {
         path: path.to_path_buf(),
@@ -41,7 +54,7 @@ pub fn write_sealed_file(path: impl AsRef<Path>, blob: &[u8]) -> Result<(), Lock
         .open(&tmp)
         .map_err(|e| io_error(&tmp, "create temporary file", e))?;
     let written = file
-        .write_all(blob)
+        .write_all(bytes)
         .map_err(|e| io_error(&tmp, "write", e))
         .and_then(|()| file.sync_all().map_err(|e| io_error(&tmp, "fsync", e)))
         .and_then(|()| {
@@ -49,7 +62,6 @@ pub fn write_sealed_file(path: impl AsRef<Path>, blob: &[u8]) -> Result<(), Lock
             fs::rename(&tmp, path).map_err(|e| io_error(path, "rename into place", e))
         });
     if let Err(e) = written {
-        // Best effort: the temporary file holds only sealed data.
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
@@ -119,6 +131,49 @@ pub fn unseal_file(
     let path = path.as_ref();
     let blob = read_sealed_file(path)?;
     unseal(key, aad, &blob).map_err(|e| e.in_file(path))
+}
+
+/// Reads an unlock key from the first line of a file that only its owner
+/// may read (mode `0600` or stricter): for unattended unlock and for the
+/// node key file when autolock is off. A file readable by group or others
+/// is refused before it is read.
+pub fn read_unlock_key_file(path: impl AsRef<Path>) -> Result<crate::UnlockKey, LockError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| io_error(path, "stat", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(LockError::KeyFilePermissions {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    // An unlock key is 71 characters; allow a newline and some slack.
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(256));
+    file.take(256)
+        .read_to_string(&mut text)
+        .map_err(|e| io_error(path, "read", e))?;
+    let line = text.lines().next().unwrap_or_default();
+    line.parse().map_err(|e| LockError::KeyFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// Writes an unlock key to `path` (mode 0600, atomic), for autolock-off
+/// nodes whose key lives in the state directory.
+pub fn write_unlock_key_file(
+    path: impl AsRef<Path>,
+    key: &crate::UnlockKey,
+) -> Result<(), LockError> {
+    let path = path.as_ref();
+    let mut text = key.expose_for_operator();
+    text.push('\n');
+    write_file_atomic(path, text.as_bytes())
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -285,5 +340,36 @@ mod tests {
         let err = read_sealed_file(&path).unwrap_err();
         assert!(err.to_string().contains(&path.display().to_string()));
         assert!(matches!(err.root(), LockError::TooLarge { .. }));
+    }
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn unlock_key_file_round_trip_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unlock.key");
+        let key = crate::UnlockKey::generate().unwrap();
+        write_unlock_key_file(&path, &key).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(read_unlock_key_file(&path).unwrap() == key);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = read_unlock_key_file(&path).unwrap_err();
+        assert!(
+            matches!(err, LockError::KeyFilePermissions { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "MOATKEY-1-short\n").unwrap();
+        let err = read_unlock_key_file(&path).unwrap_err();
+        assert!(matches!(err, LockError::KeyFile { .. }), "{err}");
+        assert!(err.to_string().contains("unlock.key"), "{err}");
     }
 }

@@ -78,7 +78,10 @@ mod seal;
 
 pub use dek::{Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD};
 pub use error::{KeyFormatError, KeyKind, LockError};
-pub use file::{read_sealed_file, seal_to_file, unseal_file, write_sealed_file};
+pub use file::{
+    read_sealed_file, read_unlock_key_file, seal_to_file, unseal_file, write_file_atomic,
+    write_sealed_file, write_unlock_key_file,
+};
 pub use key::{KEY_LEN, KdfParams, KeySource, Passphrase, UnlockKey};
 pub use seal::{
     Aad, BlobInfo, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BLOB_LEN, MAX_PLAINTEXT_LEN,

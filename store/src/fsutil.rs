@@ -1,30 +1,14 @@
 //! File helpers with the durability every store write needs.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::Path;
 
 use crate::StoreError;
 
-/// Writes `bytes` to `path` so that after a crash the file holds either the
-/// old content or all of the new: temp file (mode 0600) in the same
-/// directory, write, fsync, rename over `path`, fsync the directory.
+/// Writes `bytes` to `path` atomically and durably (see
+/// [`moat_lock::write_file_atomic`]: temp file, fsync, rename, fsync dir).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(StoreError::io("create", &tmp))?;
-    file.write_all(bytes)
-        .map_err(StoreError::io("write", &tmp))?;
-    file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(StoreError::io("rename into place", path))?;
-    sync_dir(dir)
+    Ok(moat_lock::write_file_atomic(path, bytes)?)
 }
 
 /// fsyncs a directory so that renames and removals in it are durable.
