@@ -28,6 +28,47 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: Token,
     },
+    /// Check or read a stopped manager's encrypted store (offline).
+    Store {
+        #[command(subcommand)]
+        command: Store,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Store {
+    /// Authenticate every key file, log record, vote and snapshot.
+    ///
+    /// Exits 0 with a summary when all is well; otherwise exits 1 naming
+    /// the first bad file and its offset or log index. Run it on a stopped
+    /// manager, or on a backup.
+    Verify(StoreArgs),
+    /// Decrypt the store and print the cluster objects, for forensics.
+    ///
+    /// The state printed is the snapshot plus every committed log entry
+    /// after it. Secrets (the CA key, join tokens, the unlock key) are
+    /// redacted unless --show-secrets is given.
+    Dump {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print secret fields instead of redacting them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// The node's state directory (the store is in DIR/store).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: PathBuf,
+    /// File holding the unlock key (mode 0600). Default: DIR/unlock.key,
+    /// where a node keeps it while autolock is off.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) unlock_key_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,13 +11,14 @@
 mod args;
 mod cert;
 mod output;
+mod store;
 mod token;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cert, Cli, Command, Token};
+use crate::args::{Cert, Cli, Command, Store, Token};
 use crate::output::Failure;
 
 fn main() -> ExitCode {
@@ -35,6 +36,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Token { command } => match command {
             Token::Inspect(args) => token::inspect(&args),
+        },
+        Command::Store { command } => match command {
+            Store::Verify(args) => store::verify(&args),
+            Store::Dump {
+                store: args,
+                show_secrets,
+            } => store::dump(&args, show_secrets),
         },
     }
 }

@@ -256,10 +256,7 @@ fn token_inspect_names_each_mistake() {
             text.replacen("MOATTKN-1", "MOATTKN-2", 1),
             "version 2 is not supported",
         ),
-        (
-            text.to_uppercase(),
-            "invalid character",
-        ),
+        (text.to_uppercase(), "invalid character"),
         ("SWMTKN-1-abc-def".to_string(), "Docker Swarm join token"),
         ("hello".to_string(), "not a moat join token"),
     ];

@@ -33,10 +33,17 @@ pub enum StoreError {
     },
     /// A key file of the store could not be opened (wrong unlock key,
     /// damaged or tampered file).
-    #[error("cannot open {}: {source}", path.display())]
+    #[error(
+        "cannot open {} as the key of node {node} in cluster {cluster} (identity read from store.json): {source}",
+        path.display()
+    )]
     Key {
         /// The key file.
         path: PathBuf,
+        /// The node id the key was opened for.
+        node: String,
+        /// The cluster id the key was opened for.
+        cluster: String,
         /// Why.
         #[source]
         source: moat_lock::LockError,

@@ -18,13 +18,18 @@
 mod crypto;
 mod error;
 mod fsutil;
+mod log;
 pub mod model;
+pub mod offline;
+mod open;
 mod quorum;
 mod sm;
 mod types;
 
 pub use crypto::{FileKind, RecordCipher};
 pub use error::StoreError;
+pub use log::{DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader, MAX_FRAME_LEN};
+pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, write_dek};
 pub use quorum::{QuorumError, can_remove};
 pub use sm::{Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot};
 pub use types::*;
@@ -37,7 +42,9 @@ pub async fn read_linearizable<T>(
     applied: &std::sync::RwLock<Applied>,
     read: impl FnOnce(&model::ClusterState) -> T,
 ) -> Result<T, ReadError> {
-    raft.ensure_linearizable().await?;
+    raft.ensure_linearizable()
+        .await
+        .map_err(|e| ReadError::Raft(Box::new(e)))?;
     let applied = applied.read().map_err(|_| ReadError::Poisoned)?;
     Ok(read(&applied.state))
 }
@@ -49,14 +56,14 @@ pub enum ReadError {
     /// This node is not the leader (the error names the leader if known),
     /// or quorum could not be confirmed.
     #[error(transparent)]
-    Raft(
-        #[from]
-        openraft::error::RaftError<
-            moat_pki::NodeId,
-            openraft::error::CheckIsLeaderError<moat_pki::NodeId, openraft::BasicNode>,
-        >,
-    ),
+    Raft(Box<LeaderCheckError>),
     /// The state lock was poisoned by a panic.
     #[error("the state machine lock was poisoned by a panic")]
     Poisoned,
 }
+
+/// openraft's error when a leader cannot confirm its leadership.
+pub type LeaderCheckError = openraft::error::RaftError<
+    moat_pki::NodeId,
+    openraft::error::CheckIsLeaderError<moat_pki::NodeId, openraft::BasicNode>,
+>;

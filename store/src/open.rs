@@ -50,7 +50,12 @@ pub struct OpenStore {
 impl OpenStore {
     /// Creates a store in an empty (or missing) `dir` for `node` of
     /// `cluster`, with a fresh DEK sealed under `kek`.
-    pub fn create(dir: &Path, kek: KeySource<'_>, cluster: ClusterId, node: NodeId) -> Result<Self, StoreError> {
+    pub fn create(
+        dir: &Path,
+        kek: KeySource<'_>,
+        cluster: ClusterId,
+        node: NodeId,
+    ) -> Result<Self, StoreError> {
         let path = dir.join(IDENTITY_FILE);
         if path.exists() {
             return Err(StoreError::Invalid(format!(
@@ -79,13 +84,21 @@ impl OpenStore {
     pub fn open(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
         let identity = read_identity(dir)?;
         let deks = read_deks(dir, &identity, kek)?;
-        let cipher = Arc::new(RecordCipher::new(identity.cluster_id, identity.node_id, deks));
+        let cipher = Arc::new(RecordCipher::new(
+            identity.cluster_id,
+            identity.node_id,
+            deks,
+        ));
         Self::open_with(dir, identity, cipher)
     }
 
     /// Opens the store with an existing cipher (the benchmark uses a
     /// plaintext one to measure the cost of encryption).
-    pub fn open_with(dir: &Path, identity: StoreIdentity, cipher: Arc<RecordCipher>) -> Result<Self, StoreError> {
+    pub fn open_with(
+        dir: &Path,
+        identity: StoreIdentity,
+        cipher: Arc<RecordCipher>,
+    ) -> Result<Self, StoreError> {
         let log = LogStore::open(&dir.join("log"), cipher.clone())?;
         let sm = StateMachineStore::open(&dir.join("snapshots"), cipher.clone())?;
         Ok(Self {
@@ -101,10 +114,14 @@ impl OpenStore {
 pub fn read_identity(dir: &Path) -> Result<StoreIdentity, StoreError> {
     let path = dir.join(IDENTITY_FILE);
     let bytes = crate::fsutil::read_limited(&path, 4096)?;
-    let identity: StoreIdentity = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::corrupt(&path, "content", e))?;
+    let identity: StoreIdentity =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, "content", e))?;
     if identity.format != 1 {
-        return Err(StoreError::corrupt(&path, "format", format!("unknown store format {}", identity.format)));
+        return Err(StoreError::corrupt(
+            &path,
+            "format",
+            format!("unknown store format {}", identity.format),
+        ));
     }
     Ok(identity)
 }
@@ -114,11 +131,19 @@ fn dek_path(dir: &Path, version: DekVersion) -> PathBuf {
 }
 
 fn dek_aad(identity: &StoreIdentity) -> (String, String) {
-    (identity.cluster_id.to_string(), identity.node_id.to_string())
+    (
+        identity.cluster_id.to_string(),
+        identity.node_id.to_string(),
+    )
 }
 
 /// Seals `dek` under `kek` into `DIR/keys/dek-<v>.sealed` (atomic, 0600).
-pub fn write_dek(dir: &Path, identity: &StoreIdentity, kek: KeySource<'_>, dek: &Dek) -> Result<(), StoreError> {
+pub fn write_dek(
+    dir: &Path,
+    identity: &StoreIdentity,
+    kek: KeySource<'_>,
+    dek: &Dek,
+) -> Result<(), StoreError> {
     let (cluster, node) = dek_aad(identity);
     let blob = dek.wrap(kek, &Aad::new(DEK_PURPOSE, &cluster, &node))?;
     moat_lock::write_sealed_file(dek_path(dir, dek.version()), &blob)?;
@@ -127,7 +152,11 @@ pub fn write_dek(dir: &Path, identity: &StoreIdentity, kek: KeySource<'_>, dek: 
 
 /// Loads the DEKs: one file is the current key; two mean a rotation is in
 /// progress (the higher version is pending).
-pub fn read_deks(dir: &Path, identity: &StoreIdentity, kek: KeySource<'_>) -> Result<DekSet, StoreError> {
+pub fn read_deks(
+    dir: &Path,
+    identity: &StoreIdentity,
+    kek: KeySource<'_>,
+) -> Result<DekSet, StoreError> {
     let keys_dir = dir.join("keys");
     let mut versions = Vec::new();
     for entry in std::fs::read_dir(&keys_dir).map_err(StoreError::io("list", &keys_dir))? {
@@ -151,10 +180,16 @@ pub fn read_deks(dir: &Path, identity: &StoreIdentity, kek: KeySource<'_>) -> Re
         let blob = moat_lock::read_sealed_file(&path)?;
         let dek = Dek::unwrap(kek, &aad, &blob).map_err(|source| StoreError::Key {
             path: path.clone(),
+            node: node.clone(),
+            cluster: cluster.clone(),
             source,
         })?;
         if dek.version() != v {
-            return Err(StoreError::corrupt(&path, "key id", "DEK version does not match its file name"));
+            return Err(StoreError::corrupt(
+                &path,
+                "key id",
+                "DEK version does not match its file name",
+            ));
         }
         Ok(dek)
     };
@@ -165,6 +200,10 @@ pub fn read_deks(dir: &Path, identity: &StoreIdentity, kek: KeySource<'_>) -> Re
         ))),
         [only] => Ok(DekSet::new(load(*only)?)),
         [current, pending] => Ok(DekSet::with_pending(load(*current)?, load(*pending)?)?),
-        _ => Err(StoreError::corrupt(&keys_dir, "keys", format!("{} DEK files; at most two may exist", versions.len()))),
+        _ => Err(StoreError::corrupt(
+            &keys_dir,
+            "keys",
+            format!("{} DEK files; at most two may exist", versions.len()),
+        )),
     }
 }

@@ -1,0 +1,304 @@
+//! A whole store directory: nothing secret on disk, every file kind
+//! tamper-evident, and the offline tools over both DEKs of a rotation.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use moat_lock::{Aad, KeySource, UnlockKey};
+use moat_pki::{ClusterId, NodeId, Role};
+use moat_store::model::{CaMaterial, Command, JoinTokens, Policy, Secret};
+use moat_store::{Entry, LogId, OpenStore, StoreError, Vote, offline};
+use moat_tokens::JoinToken;
+use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload};
+
+const CA_MARKER: &str = "CA-KEY-MARKER-5e1f0c";
+const UNLOCK_MARKER: &str = "UNLOCK-KEY-MARKER-77a1";
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    key: UnlockKey,
+    tokens: JoinTokens,
+}
+
+fn entry(index: u64, command: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, NodeId::default()), index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// A store with entries 0..=3 applied and snapshotted, then 4..=5 in the
+/// log only, a vote and a committed index.
+async fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let key = UnlockKey::generate().unwrap();
+    let cluster = ClusterId::generate();
+    let tokens = JoinTokens {
+        worker: JoinToken::generate(b"bundle").unwrap(),
+        manager: JoinToken::generate(b"bundle").unwrap(),
+    };
+    let mut store =
+        OpenStore::create(&dir, KeySource::Key(&key), cluster, NodeId::generate()).unwrap();
+    let first = vec![
+        entry(
+            0,
+            Command::Init {
+                cluster_id: cluster,
+                policy: Policy::default(),
+                ca: CaMaterial {
+                    root_cert_pem: "cert".into(),
+                    root_key_pkcs8: Secret::new(CA_MARKER),
+                },
+                join_tokens: tokens.clone(),
+            },
+        ),
+        entry(1, Command::SetUnlockKey(Some(Secret::new(UNLOCK_MARKER)))),
+        entry(
+            2,
+            Command::RotateJoinToken {
+                role: Role::Worker,
+                token: tokens.worker.clone(),
+            },
+        ),
+        entry(3, Command::PruneRemoved { now: 1 }),
+    ];
+    store.log.append_entries(first.clone()).unwrap();
+    store.sm.apply(first).await.unwrap();
+    store.sm.build_snapshot().await.unwrap();
+    let later = vec![
+        entry(
+            4,
+            Command::SetPolicy(Policy {
+                cert_expiry_secs: 600,
+                autolock: true,
+            }),
+        ),
+        entry(5, Command::PruneRemoved { now: 2 }),
+    ];
+    store.log.append_entries(later).unwrap();
+    store
+        .log
+        .save_vote(&Vote::new(1, NodeId::default()))
+        .await
+        .unwrap();
+    store
+        .log
+        .save_committed(Some(LogId::new(
+            CommittedLeaderId::new(1, NodeId::default()),
+            4,
+        )))
+        .await
+        .unwrap();
+    Fixture {
+        _tmp: tmp,
+        dir,
+        key,
+        tokens,
+    }
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn nothing_secret_on_disk_in_plaintext() {
+    let f = fixture().await;
+    let identity = moat_store::read_identity(&f.dir).unwrap();
+    let (cluster, node) = (
+        identity.cluster_id.to_string(),
+        identity.node_id.to_string(),
+    );
+    let dek_file = f.dir.join("keys/dek-1.sealed");
+    let raw_dek = moat_lock::unseal_file(
+        &dek_file,
+        KeySource::Key(&f.key),
+        &Aad::new("store-dek", &cluster, &node),
+    )
+    .unwrap()
+    .plaintext;
+    assert_eq!(raw_dek.len(), 32);
+    let worker = f.tokens.worker.expose_secret();
+    let manager = f.tokens.manager.expose_secret();
+    let unlock = f.key.expose_for_operator();
+    let files = all_files(&f.dir);
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        for (what, needle) in [
+            ("CA key", CA_MARKER.as_bytes()),
+            ("stored unlock key", UNLOCK_MARKER.as_bytes()),
+            ("worker token", worker.as_bytes()),
+            ("manager token", manager.as_bytes()),
+            ("KEK", unlock.as_bytes()),
+            ("raw DEK", &raw_dek[..]),
+        ] {
+            assert!(
+                !contains(&bytes, needle),
+                "{what} in plaintext in {}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_and_dump_report_the_store() {
+    let f = fixture().await;
+    let report = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    assert_eq!(report.dek_versions, vec![1]);
+    assert_eq!(report.snapshot.unwrap().last_index, Some(3));
+    assert_eq!(
+        (report.log_first, report.log_last, report.committed),
+        (Some(0), Some(5), Some(4))
+    );
+    let dump = offline::dump(&f.dir, KeySource::Key(&f.key), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        dump.state["policy"]["cert_expiry_secs"], 600,
+        "committed entry 4 applied"
+    );
+    assert_eq!(dump.uncommitted_entries, 1);
+    let text = dump.state.to_string();
+    assert!(!text.contains(CA_MARKER) && !text.contains(UNLOCK_MARKER));
+    let shown = offline::dump(&f.dir, KeySource::Key(&f.key), true)
+        .await
+        .unwrap()
+        .state
+        .to_string();
+    assert!(shown.contains(CA_MARKER) && shown.contains(UNLOCK_MARKER));
+
+    let wrong = UnlockKey::generate().unwrap();
+    let err = offline::verify(&f.dir, KeySource::Key(&wrong))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Key { .. }), "{err}");
+    assert!(err.to_string().contains("dek-1.sealed"), "{err}");
+}
+
+/// SwarmKit's rafttool never tried the pending DEK; ours must.
+#[tokio::test]
+async fn records_sealed_with_the_pending_dek_are_read() {
+    let f = fixture().await;
+    {
+        let mut store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+        let identity = store.identity;
+        store
+            .cipher
+            .with_deks(|deks| {
+                let pending = deks.begin_rotation().unwrap();
+                moat_store::write_dek(&f.dir, &identity, KeySource::Key(&f.key), pending).unwrap();
+            })
+            .unwrap();
+        store
+            .log
+            .append_entries(vec![entry(
+                6,
+                Command::SetPolicy(Policy {
+                    cert_expiry_secs: 900,
+                    autolock: true,
+                }),
+            )])
+            .unwrap();
+        store
+            .log
+            .save_committed(Some(LogId::new(
+                CommittedLeaderId::new(1, NodeId::default()),
+                6,
+            )))
+            .await
+            .unwrap();
+    }
+    let report = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    assert_eq!(report.dek_versions, vec![1, 2]);
+    let dump = offline::dump(&f.dir, KeySource::Key(&f.key), false)
+        .await
+        .unwrap();
+    assert_eq!(dump.state["policy"]["cert_expiry_secs"], 900);
+
+    // Without the pending key the records sealed with it are refused.
+    std::fs::remove_file(f.dir.join("keys/dek-2.sealed")).unwrap();
+    let err = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+/// For each kind of file the store writes, a flipped byte or a cut file
+/// stops the store with a message naming that file.
+#[tokio::test]
+async fn every_file_kind_is_tamper_evident() {
+    let f = fixture().await;
+    let files = all_files(&f.dir);
+    let pick = |pred: &dyn Fn(&str) -> bool| {
+        files
+            .iter()
+            .find(|p| pred(p.file_name().unwrap().to_str().unwrap()))
+            .cloned()
+            .unwrap_or_else(|| panic!("no such file in {files:?}"))
+    };
+    let kinds = [
+        ("identity", pick(&|n| n == "store.json")),
+        ("DEK", pick(&|n| n.starts_with("dek-"))),
+        ("log segment", pick(&|n| n.ends_with(".seg"))),
+        ("vote", pick(&|n| n == "vote")),
+        ("metadata", pick(&|n| n == "meta")),
+        ("snapshot", pick(&|n| n.ends_with(".snap"))),
+    ];
+    for (kind, path) in kinds {
+        let good = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let mut cases: Vec<(String, Vec<u8>)> = vec![(format!("{kind}: flip middle byte"), {
+            let mut b = good.clone();
+            b[good.len() / 2] ^= 0x04;
+            b
+        })];
+        if kind != "log segment" {
+            // Cutting the log's tail is what a crash does and is repaired;
+            // every other file is written atomically, so a short one is bad.
+            cases.push((
+                format!("{kind}: truncated"),
+                good[..good.len() - 3].to_vec(),
+            ));
+        }
+        for (what, bytes) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let err = OpenStore::open(&f.dir, KeySource::Key(&f.key))
+                .err()
+                .unwrap_or_else(|| panic!("{what}: store opened"));
+            let msg = format!("{err:#}");
+            let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            assert!(
+                chain.contains(&name),
+                "{what}: error does not name {name}: {msg} / {chain}"
+            );
+        }
+        std::fs::write(&path, &good).unwrap();
+    }
+    OpenStore::open(&f.dir, KeySource::Key(&f.key)).expect("restored files open again");
+}
