@@ -248,6 +248,12 @@ impl DekSet {
         Ok(self.pending.insert(Dek::generate(DekVersion(next))?))
     }
 
+    /// Abandons a rotation that could not be made durable: the pending DEK
+    /// is dropped (zeroized) before anything was sealed with it.
+    pub fn abandon_rotation(&mut self) -> Option<DekVersion> {
+        self.pending.take().map(|p| p.version)
+    }
+
     /// Finishes a rotation: the pending DEK becomes current. Returns the
     /// retired DEK, which the caller keeps only as long as records sealed
     /// with it remain.
@@ -283,6 +289,15 @@ impl DekSet {
             .ok_or(LockError::UnknownDekVersion { version })?;
         dek.open_record(aad, nonce, body)
     }
+}
+
+/// The DEK version a record written by [`Dek::seal_record`] names, read
+/// from its first four bytes without decrypting it (`None` if shorter).
+/// Used to find records still sealed with a DEK that is being retired.
+pub fn record_version(record: &[u8]) -> Option<DekVersion> {
+    record
+        .first_chunk::<VERSION_LEN>()
+        .map(|v| DekVersion(u32::from_be_bytes(*v)))
 }
 
 fn record_aad(version: [u8; VERSION_LEN], aad: &[u8]) -> Vec<u8> {

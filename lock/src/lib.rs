@@ -76,7 +76,7 @@ mod file;
 mod key;
 mod seal;
 
-pub use dek::{Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD};
+pub use dek::{Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD, record_version};
 pub use error::{KeyFormatError, KeyKind, LockError};
 pub use file::{
     read_sealed_file, read_unlock_key_file, seal_to_file, unseal_file, write_file_atomic,

@@ -75,6 +75,26 @@ impl RecordCipher {
         self.node
     }
 
+    /// The DEK version new records are sealed with: the pending DEK during
+    /// a rotation, else the current one (`None` without encryption).
+    pub fn sealing_version(&self) -> Option<moat_lock::DekVersion> {
+        match &self.keys {
+            Keys::Encrypted(deks) => deks
+                .read()
+                .ok()
+                .map(|d| d.pending().unwrap_or(d.current()).version()),
+            Keys::Plaintext => None,
+        }
+    }
+
+    /// Whether a DEK rotation is in progress (a pending DEK exists).
+    pub fn rotation_in_progress(&self) -> bool {
+        match &self.keys {
+            Keys::Encrypted(deks) => deks.read().map(|d| d.pending().is_some()).unwrap_or(false),
+            Keys::Plaintext => false,
+        }
+    }
+
     /// Seals `plaintext` as a record of `kind` at `position`.
     pub fn seal(
         &self,

@@ -23,6 +23,7 @@ pub mod model;
 pub mod offline;
 mod open;
 mod quorum;
+mod rotation;
 mod sm;
 mod types;
 
@@ -31,6 +32,7 @@ pub use error::StoreError;
 pub use log::{DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader, MAX_FRAME_LEN};
 pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, write_dek};
 pub use quorum::{QuorumError, can_remove};
+pub use rotation::{begin_dek_rotation, complete_dek_rotation, files_sealed_with};
 pub use sm::{Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot};
 pub use types::*;
 

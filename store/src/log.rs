@@ -366,11 +366,17 @@ impl LogStore {
         // `file` is always a handle to the last segment.
         let mut file: Option<File> = None;
         let mut created_segment = false;
+        let sealing = self.cipher.sealing_version().map(|v| v.0);
+        if let Some(seg) = self.segments.last_mut() {
+            if seg.dek.is_none() {
+                seg.dek = Some(first_record_version(&seg.path)?);
+            }
+        }
         for (entry, frame) in entries.iter().zip(&frames) {
-            let roll = self
-                .segments
-                .last()
-                .is_none_or(|seg| seg.len >= self.options.segment_bytes);
+            let roll = self.segments.last().is_none_or(|seg| {
+                seg.len >= self.options.segment_bytes
+                    || (sealing.is_some() && seg.len > 0 && seg.dek.is_some_and(|v| v != sealing))
+            });
             if roll {
                 // The previous segment must be complete on disk before the
                 // next one exists: only the last segment may have a torn tail.
@@ -386,6 +392,7 @@ impl LogStore {
                     .map_err(StoreError::io("create", &path))?;
                 self.segments.push(Segment {
                     path,
+                    dek: Some(sealing),
                     len: 0,
                     frames: Vec::new(),
                 });
@@ -458,6 +465,12 @@ impl LogStore {
         };
         self.write_meta(&meta)?;
         self.meta = meta;
+        // During a DEK rotation the vote may still be sealed with the key
+        // being retired: re-seal it with the new one (a purge is the step
+        // that retires old records).
+        if let (Some(vote), true) = (self.vote, self.cipher.rotation_in_progress()) {
+            write_sealed(&self.dir, VOTE_FILE, FileKind::Vote, b"", &self.cipher, &vote)?;
+        }
         {
             let mut map = self.entries.write().map_err(|_| poisoned())?;
             let kept = map.split_off(&(log_id.index.saturating_add(1)));
@@ -663,6 +676,9 @@ struct LogMeta {
 /// One segment file: its frames' indexes and byte offsets.
 struct Segment {
     path: PathBuf,
+    /// DEK version of the segment's records, once known: a segment never
+    /// mixes two DEK versions, so retiring a DEK can delete whole files.
+    dek: Option<Option<u32>>,
     /// Bytes of valid frames (the file length once open has repaired it).
     len: u64,
     /// (log index, byte offset of the frame), in file order.
@@ -703,6 +719,24 @@ fn position(log_id: &LogId) -> [u8; POSITION_LEN] {
     p[8..16].copy_from_slice(&log_id.leader_id.term.to_be_bytes());
     p[16..].copy_from_slice(log_id.leader_id.node_id.as_bytes());
     p
+}
+
+/// Bytes before a frame's sealed payload: length, CRC, index, term, leader.
+const SEALED_OFFSET: u64 = 40;
+
+/// The DEK version of the first record of a segment (`None`: no record, or
+/// an unencrypted benchmark log).
+fn first_record_version(path: &Path) -> Result<Option<u32>, StoreError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(StoreError::io("open", path))?;
+    let mut version = [0u8; 4];
+    f.seek(SeekFrom::Start(SEALED_OFFSET))
+        .map_err(StoreError::io("seek", path))?;
+    match f.read_exact(&mut version) {
+        Ok(()) => Ok(Some(u32::from_be_bytes(version))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(StoreError::io("read", path)(e)),
+    }
 }
 
 fn encode_frame(cipher: &RecordCipher, entry: &Entry) -> Result<Vec<u8>, StoreError> {
@@ -883,6 +917,7 @@ fn scan_segment(
 
     Ok(Scan {
         segment: Segment {
+            dek: None,
             path,
             len: off,
             frames,

@@ -1,0 +1,230 @@
+//! One manager's member of the store's Raft group.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use std::path::Path;
+use std::time::Duration;
+
+use moat_lock::{DekVersion, KeySource};
+use moat_pki::{NodeId, TlsContext};
+use moat_store::{Applied, OpenStore, Raft, RecordCipher, StoreError, StoreIdentity};
+use moat_transport::{Network, PeerPolicy, RaftHandler};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Errors starting or running a manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// openraft refused to start (configuration or storage).
+    #[error("starting raft: {0}")]
+    Raft(String),
+    /// The store refused an operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Raft did not reach a state in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// A socket could not be bound or read.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Raft timing for managers talking mutual TLS over a LAN: heartbeats every
+/// 250 ms, elections after 1.5–3 s of silence (openraft's LAN defaults are
+/// tighter than a TLS reconnect), a snapshot every 5,000 entries, keeping
+/// 1,000 entries after a snapshot for slow followers.
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "moat".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+}
+
+/// A running manager: its Raft handle, its applied state, and the transport
+/// server answering its peers.
+pub struct RaftManager {
+    /// This manager's id.
+    pub id: NodeId,
+    /// The Raft handle (writes, membership, metrics).
+    pub raft: Raft,
+    /// The applied cluster state, for reads.
+    pub applied: Arc<RwLock<Applied>>,
+    /// The address the transport listens on.
+    pub addr: SocketAddr,
+    identity: StoreIdentity,
+    cipher: Arc<RecordCipher>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+impl RaftManager {
+    /// Starts Raft over `store` and serves peers on `listener` with `tls`.
+    ///
+    /// Calls from nodes on the store's removed list are refused by the
+    /// transport, whatever their certificate says.
+    pub async fn start(
+        id: NodeId,
+        store: OpenStore,
+        tls: Arc<TlsContext>,
+        listener: TcpListener,
+        config: openraft::Config,
+    ) -> Result<Self, NodeError> {
+        let addr = listener.local_addr().map_err(|source| NodeError::Io {
+            what: "reading the listener address".into(),
+            source,
+        })?;
+        let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let applied = store.sm.applied();
+        let (identity, cipher) = (store.identity, store.cipher.clone());
+        let raft = Raft::new(id, config, Network::new(tls.clone()), store.log, store.sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let removed = applied.clone();
+        let policy: Arc<dyn PeerPolicy> = Arc::new(move |node: &NodeId| {
+            // A poisoned lock fails closed: nobody is let in.
+            removed
+                .read()
+                .map(|a| a.state.removed.contains_key(node))
+                .unwrap_or(true)
+        });
+        let handler: Arc<dyn RaftHandler> = Arc::new(raft.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = moat_transport::serve(listener, tls, handler, policy, shutdown).await {
+                tracing::error!(error = %e, "raft transport server stopped");
+            }
+        });
+        Ok(Self {
+            id,
+            raft,
+            applied,
+            addr,
+            identity,
+            cipher,
+            stop_server: Some(stop),
+            server,
+        })
+    }
+
+    /// Rotates this manager's store DEK (see `moat_store` rotation docs):
+    /// begin (new key durable, new writes use it), wait until everything
+    /// written before is applied, snapshot, purge the log up to the
+    /// snapshot, then complete (old key file deleted). Resumes a rotation
+    /// left unfinished by a restart. `stop_after` ends early after a step,
+    /// for tests of crash recovery. Returns the DEK version in use.
+    pub async fn rotate_dek(
+        &self,
+        store_dir: &Path,
+        kek: KeySource<'_>,
+        stop_after: Option<RotationStep>,
+    ) -> Result<DekVersion, NodeError> {
+        let pending = moat_store::begin_dek_rotation(store_dir, &self.identity, kek, &self.cipher)?;
+        if stop_after == Some(RotationStep::Begun) {
+            return Ok(pending);
+        }
+        let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        self.wait_for("entries written with the old DEK to be applied", |m| {
+            m.last_applied.is_some_and(|l| l.index >= last)
+        })
+        .await?;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        self.wait_for("a snapshot sealed with the new DEK", |m| {
+            m.snapshot.is_some_and(|s| s.index >= last)
+        })
+        .await?;
+        if stop_after == Some(RotationStep::Snapshotted) {
+            return Ok(pending);
+        }
+        let snapshot = self
+            .raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .ok_or_else(|| NodeError::Timeout("a snapshot".into()))?;
+        self.raft
+            .trigger()
+            .purge_log(snapshot.index)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        self.wait_for("the log to be purged up to the snapshot", |m| {
+            m.purged.is_some_and(|p| p.index >= snapshot.index)
+        })
+        .await?;
+        if stop_after == Some(RotationStep::Purged) {
+            return Ok(pending);
+        }
+        Ok(moat_store::complete_dek_rotation(store_dir, &self.cipher)?)
+    }
+
+    async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool + Send,
+    ) -> Result<(), NodeError> {
+        self.raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(done, what)
+            .await
+            .map(drop)
+            .map_err(|_| NodeError::Timeout(what.to_string()))
+    }
+
+    /// Stops Raft and the transport server; the store on disk stays as it
+    /// is, ready to be opened again.
+    pub async fn shutdown(mut self) {
+        let _ = self.raft.shutdown().await;
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+
+    /// Stops abruptly, as a crash would: Raft stops at once, the server
+    /// stops accepting, and its connections are cut after at most a second.
+    pub async fn kill(mut self) {
+        let _ = self.raft.shutdown().await;
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+    }
+}
+
+/// The steps of a DEK rotation, for [`RaftManager::rotate_dek`]'s
+/// `stop_after` (crash-recovery tests stop after each one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The new DEK is durable and seals new records.
+    Begun,
+    /// A snapshot sealed with the new DEK covers every old record.
+    Snapshotted,
+    /// The log holds no record sealed with the old DEK.
+    Purged,
+}

@@ -1,0 +1,82 @@
+//! Node-to-node transport: openraft RPCs between managers over gRPC on
+//! mutual TLS 1.3.
+//!
+//! moat-transport owns:
+//!
+//! * the wire protocol, `proto/raft.proto` (`moat.raft.v1.Raft`: one
+//!   opaque [`Payload`](pb::Payload) per request and response);
+//! * the server side: [`RaftService`] / [`serve`] accept TCP, run the TLS
+//!   handshake with [`TlsContext::server_config`](moat_pki::TlsContext::server_config),
+//!   and authorize **every call** from the peer's certificate chain: it must
+//!   verify against the cluster roots now, carry the manager role, not belong
+//!   to a removed node ([`PeerPolicy`]), and name the same node as the Raft
+//!   vote it carries. Only then is the [`RaftHandler`] (normally
+//!   [`openraft::Raft`]) called;
+//! * the client side: [`Network`], openraft's
+//!   [`RaftNetworkFactory`](openraft::network::RaftNetworkFactory), whose
+//!   per-peer [`PeerClient`] connects lazily, checks that the manager it
+//!   reached is the node it meant to reach, and maps failures onto the
+//!   openraft errors that make openraft retry or back off.
+//!
+//! # Encoding
+//!
+//! Requests are openraft's own serde types as JSON; responses are
+//! `Result<Response, RaftError>` as JSON, so openraft errors (a higher vote,
+//! a fatal error, a snapshot mismatch) travel back to the caller as remote
+//! errors. JSON is what openraft's serde derives are tested with (untagged
+//! and internally tagged enums work), it is self-describing, so a version
+//! skew fails loudly instead of misreading bytes. The one bulky field, the
+//! bytes of a snapshot chunk, travels outside the JSON as a protobuf
+//! `bytes` field. Every message is capped at [`MAX_MESSAGE_BYTES`] both
+//! ways; snapshot chunks are split to at most [`SNAPSHOT_CHUNK_BYTES`].
+//!
+//! It never logs payloads (they carry the CA key and unlock material),
+//! never weakens the TLS configuration it is given, and never reads or
+//! writes the disk. It calls moat-pki for TLS and identities and
+//! moat-store only for the openraft type configuration.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod codec;
+mod error;
+mod server;
+
+use std::time::Duration;
+
+pub use client::{Backoff, Network, PeerClient};
+pub use error::TransportError;
+pub use server::{Clock, PeerPolicy, RaftHandler, RaftService, SystemClock, serve};
+
+/// The generated protobuf and gRPC code of `proto/raft.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("moat.raft.v1");
+}
+
+/// Largest encoded gRPC message accepted or sent, either way (16 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest snapshot chunk sent in one InstallSnapshot call (4 MiB): a
+/// bigger chunk from openraft is split, so any `snapshot_max_chunk_size`
+/// works.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest snapshot a server accepts: a chunk that would write past this
+/// offset is refused before any allocation (256 MiB, the store's limit).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How long a TCP connect plus TLS handshake to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the server waits for a client to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest any one call may run on the server (clients usually ask for
+/// less with openraft's per-RPC deadline, sent as `grpc-timeout`).
+pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most connections (established or handshaking) a server holds at once;
+/// more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 256;

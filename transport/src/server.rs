@@ -1,0 +1,481 @@
+//! The server side: TLS accept loop, per-call authorization, dispatch to
+//! the Raft handler.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use moat_pki::{CertificateDer, Identity, NodeId, OffsetDateTime, Role, TlsContext};
+use moat_store::TypeConfig;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+
+use crate::codec::{decode, encode};
+use crate::error::with_causes;
+use crate::pb::Payload;
+use crate::pb::raft_server::{Raft as RaftRpc, RaftServer as GrpcRaftServer};
+use crate::{
+    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
+    SERVER_REQUEST_TIMEOUT, TransportError,
+};
+
+/// What the server calls once a request is authorized: normally the local
+/// [`openraft::Raft`], a recording fake in tests.
+///
+/// Errors are openraft's own; they travel back to the caller, which hands
+/// them to its openraft as remote errors.
+#[async_trait::async_trait]
+pub trait RaftHandler: Send + Sync + 'static {
+    /// Handles an AppendEntries request from the leader.
+    async fn append_entries(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+
+    /// Handles a RequestVote request from a candidate.
+    async fn vote(
+        &self,
+        req: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+
+    /// Handles one chunk of a snapshot from the leader.
+    async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+}
+
+#[async_trait::async_trait]
+impl RaftHandler for openraft::Raft<TypeConfig> {
+    async fn append_entries(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        openraft::Raft::append_entries(self, req).await
+    }
+
+    async fn vote(
+        &self,
+        req: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        openraft::Raft::vote(self, req).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        openraft::Raft::install_snapshot(self, req).await
+    }
+}
+
+/// Which managers are no longer members: their certificates may still be
+/// valid, but their calls are refused.
+pub trait PeerPolicy: Send + Sync + 'static {
+    /// Whether `node` was removed from the cluster.
+    fn is_removed(&self, node: &NodeId) -> bool;
+}
+
+/// Any `Fn(&NodeId) -> bool` is a policy: `|_| false` removes nobody.
+impl<F> PeerPolicy for F
+where
+    F: Fn(&NodeId) -> bool + Send + Sync + 'static,
+{
+    fn is_removed(&self, node: &NodeId) -> bool {
+        self(node)
+    }
+}
+
+/// The time against which peer certificates are checked on each call.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// The Raft gRPC server of one manager.
+pub struct RaftService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: Arc<TlsContext>,
+    handler: Arc<dyn RaftHandler>,
+    policy: Arc<dyn PeerPolicy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RaftService {
+    /// A server that authorizes calls with `tls` and `policy` and hands
+    /// authorized requests to `handler`.
+    pub fn new(
+        tls: Arc<TlsContext>,
+        handler: Arc<dyn RaftHandler>,
+        policy: Arc<dyn PeerPolicy>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tls,
+                handler,
+                policy,
+                clock: Arc::new(SystemClock),
+            }),
+        }
+    }
+
+    /// Uses `clock` instead of the system clock for certificate checks.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                tls: inner.tls.clone(),
+                handler: inner.handler.clone(),
+                policy: inner.policy.clone(),
+                clock,
+            }),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops
+    /// accepting and lets calls in flight finish.
+    ///
+    /// Each accepted connection gets [`HANDSHAKE_TIMEOUT`] to complete the
+    /// TLS handshake (ALPN `h2`); at most [`MAX_CONNECTIONS`] are held at
+    /// once. Handshake failures are logged at debug level and do not stop
+    /// the server.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), TransportError> {
+        let mut config = self
+            .inner
+            .tls
+            .server_config()
+            .map_err(TransportError::TlsConfig)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+
+        let (tx, rx) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
+        let accept = tokio::spawn(accept_loop(listener, acceptor, tx));
+
+        let grpc = GrpcRaftServer::new(GrpcService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+        let result = tonic::transport::Server::builder()
+            .timeout(SERVER_REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(32)
+            .max_concurrent_streams(64)
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_max_header_list_size(16 * 1024)
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+            .await
+            .map_err(|e| TransportError::Grpc {
+                what: "raft gRPC server".into(),
+                reason: with_causes(&e),
+            });
+        accept.abort();
+        result
+    }
+}
+
+/// Serves Raft RPCs on `listener` until `shutdown` completes (see
+/// [`RaftService::serve`]).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<TlsContext>,
+    handler: Arc<dyn RaftHandler>,
+    policy: Arc<dyn PeerPolicy>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), TransportError> {
+    RaftService::new(tls, handler, policy)
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Accepts TCP connections and hands each to its own handshake task, so a
+/// slow or silent client cannot hold up others.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<Result<ServerStream, io::Error>>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors or an aborted connection: wait a
+                // little instead of spinning, and keep serving.
+                tracing::warn!(error = %e, "raft listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %remote, "raft listener: connection limit reached, closing");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // Without Nagle, small RPCs (votes, heartbeats) are not delayed.
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let certs = tls.get_ref().1.peer_certificates().map(|chain| {
+                        chain
+                            .iter()
+                            .map(|c| c.clone().into_owned())
+                            .collect::<Vec<_>>()
+                            .into()
+                    });
+                    let stream = ServerStream {
+                        inner: tls,
+                        info: PeerInfo { remote, certs },
+                        _slot: slot,
+                    };
+                    let _ = tx.send(Ok(stream)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %remote, error = %e, "raft listener: TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %remote, "raft listener: TLS handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+/// A server-side TLS connection, carrying what tonic puts in each
+/// request's extensions, and the connection slot it holds.
+struct ServerStream {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: PeerInfo,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The connection a request arrived on: the peer's address and the
+/// certificate chain it presented in the handshake, if any.
+#[derive(Clone, Debug)]
+struct PeerInfo {
+    remote: SocketAddr,
+    certs: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+impl Connected for ServerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The generated gRPC service, backed by the handler.
+struct GrpcService {
+    inner: Arc<Inner>,
+}
+
+impl Inner {
+    /// Authorizes one call: the connection's certificate chain must verify
+    /// now, name a manager, and not a removed one.
+    fn authorize<T>(&self, rpc: &'static str, req: &Request<T>) -> Result<Identity, Status> {
+        let info = req.extensions().get::<PeerInfo>();
+        let chain = info
+            .and_then(|i| i.certs.as_deref())
+            .filter(|chain| !chain.is_empty());
+        let Some(chain) = chain else {
+            return Err(deny(
+                rpc,
+                info,
+                "no client certificate: raft RPCs need a manager certificate".into(),
+            ));
+        };
+        let identity = self
+            .tls
+            .verify_peer(chain, self.clock.now())
+            .map_err(|e| deny(rpc, info, format!("client certificate rejected: {e}")))?;
+        if identity.role != Role::Manager {
+            return Err(deny(
+                rpc,
+                info,
+                format!(
+                    "{} certificate cannot call raft RPCs (node {})",
+                    identity.role.as_str(),
+                    identity.node_id
+                ),
+            ));
+        }
+        if self.policy.is_removed(&identity.node_id) {
+            return Err(deny(
+                rpc,
+                info,
+                format!("node {} was removed from the cluster", identity.node_id),
+            ));
+        }
+        Ok(identity)
+    }
+}
+
+/// Checks that the vote in a request names the caller: a manager speaks
+/// only for itself, never as another node's leader or candidate.
+fn check_speaker(
+    rpc: &'static str,
+    caller: &Identity,
+    vote: &openraft::Vote<NodeId>,
+) -> Result<(), Status> {
+    match vote.leader_id().voted_for() {
+        Some(node) if node == caller.node_id => Ok(()),
+        Some(node) => Err(Status::permission_denied(format!(
+            "{rpc}: the certificate of node {} cannot speak for node {node}",
+            caller.node_id
+        ))),
+        None => Err(Status::invalid_argument(format!(
+            "{rpc}: the vote names no node"
+        ))),
+    }
+}
+
+fn deny(rpc: &'static str, info: Option<&PeerInfo>, why: String) -> Status {
+    match info {
+        Some(i) => tracing::info!(peer = %i.remote, rpc, reason = %why, "raft RPC refused"),
+        None => tracing::info!(rpc, reason = %why, "raft RPC refused"),
+    }
+    Status::permission_denied(why)
+}
+
+fn bad_request(e: TransportError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn reply<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Response<Payload>, Status> {
+    let data = encode(what, value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Payload {
+        data,
+        chunk: Vec::new(),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for GrpcService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        const RPC: &str = "AppendEntries";
+        let caller = self.inner.authorize(RPC, &request)?;
+        let payload = request.into_inner();
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode("AppendEntries request", &payload.data).map_err(bad_request)?;
+        check_speaker(RPC, &caller, &req.vote)?;
+        let result = self.inner.handler.append_entries(req).await;
+        reply("AppendEntries response", &result)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        const RPC: &str = "Vote";
+        let caller = self.inner.authorize(RPC, &request)?;
+        let payload = request.into_inner();
+        let req: VoteRequest<NodeId> =
+            decode("Vote request", &payload.data).map_err(bad_request)?;
+        check_speaker(RPC, &caller, &req.vote)?;
+        let result = self.inner.handler.vote(req).await;
+        reply("Vote response", &result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
+        const RPC: &str = "InstallSnapshot";
+        let caller = self.inner.authorize(RPC, &request)?;
+        let payload = request.into_inner();
+        let mut req: InstallSnapshotRequest<TypeConfig> =
+            decode("InstallSnapshot request", &payload.data).map_err(bad_request)?;
+        check_speaker(RPC, &caller, &req.vote)?;
+        if !req.data.is_empty() {
+            return Err(Status::invalid_argument(
+                "InstallSnapshot: snapshot bytes must travel in the chunk field",
+            ));
+        }
+        // The receiver seeks to `offset` and writes: bound the end before
+        // anything is allocated.
+        let end = req.offset.checked_add(payload.chunk.len() as u64);
+        if end.is_none_or(|end| end > MAX_SNAPSHOT_BYTES) {
+            return Err(Status::invalid_argument(format!(
+                "InstallSnapshot: chunk at offset {} of {} bytes ends past the {MAX_SNAPSHOT_BYTES}-byte snapshot limit",
+                req.offset,
+                payload.chunk.len()
+            )));
+        }
+        req.data = payload.chunk;
+        let result = self.inner.handler.install_snapshot(req).await;
+        reply("InstallSnapshot response", &result)
+    }
+}
