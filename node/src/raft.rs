@@ -88,7 +88,11 @@ impl RaftManager {
             what: "reading the listener address".into(),
             source,
         })?;
-        let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| NodeError::Raft(e.to_string()))?,
+        );
         let applied = store.sm.applied();
         let (identity, cipher) = (store.identity, store.cipher.clone());
         let raft = Raft::new(id, config, Network::new(tls.clone()), store.log, store.sm)
@@ -201,19 +205,14 @@ impl RaftManager {
         let _ = (&mut self.server).await;
     }
 
-    /// Stops abruptly, as a crash would: Raft stops at once, the server
-    /// stops accepting, and its connections are cut after at most a second.
-    pub async fn kill(mut self) {
+    /// Stops abruptly, as a crash would: the transport server task is
+    /// aborted (its listener and connections close at once) and Raft stops
+    /// without waiting for anything else. What is on disk is whatever the
+    /// store had made durable.
+    pub async fn kill(self) {
+        self.server.abort();
+        let _ = self.server.await;
         let _ = self.raft.shutdown().await;
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.server)
-            .await
-            .is_err()
-        {
-            self.server.abort();
-        }
     }
 }
 

@@ -33,7 +33,13 @@ async fn replicate_lose_leader_and_catch_up_through_snapshot() {
         .zip(&addrs)
         .map(|(m, a)| (m.id, BasicNode::new(a.to_string())))
         .collect();
-    running[0].as_ref().unwrap().raft.initialize(membership).await.unwrap();
+    running[0]
+        .as_ref()
+        .unwrap()
+        .raft
+        .initialize(membership)
+        .await
+        .unwrap();
 
     // 10,000 commands through the leader.
     let all: Vec<&RaftManager> = running.iter().flatten().collect();
@@ -67,7 +73,13 @@ async fn replicate_lose_leader_and_catch_up_through_snapshot() {
     // The dead manager restarts from its own disk, on its old address.
     let old_last = {
         let store = OpenStore::open(&members[li].dir, KeySource::Key(&members[li].key)).unwrap();
-        store.sm.applied().read().unwrap().last_applied.map_or(0, |l| l.index)
+        store
+            .sm
+            .applied()
+            .read()
+            .unwrap()
+            .last_applied
+            .map_or(0, |l| l.index)
     };
     let listener = TcpListener::bind(addrs[li]).await.unwrap();
     let back = start(&members[li], listener).await;

@@ -39,10 +39,17 @@ fn dek_files(m: &Member) -> Vec<String> {
 async fn check_finished(m: &Member, expected_nodes: usize) {
     assert_eq!(dek_files(m), vec!["dek-2.sealed".to_string()]);
     assert!(files_sealed_with(&m.dir, DekVersion(1)).unwrap().is_empty());
-    let report = offline::verify(&m.dir, KeySource::Key(&m.key)).await.unwrap();
+    let report = offline::verify(&m.dir, KeySource::Key(&m.key))
+        .await
+        .unwrap();
     assert_eq!(report.dek_versions, vec![2]);
-    let dump = offline::dump(&m.dir, KeySource::Key(&m.key), false).await.unwrap();
-    assert_eq!(dump.state["nodes"].as_object().unwrap().len(), expected_nodes);
+    let dump = offline::dump(&m.dir, KeySource::Key(&m.key), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        dump.state["nodes"].as_object().unwrap().len(),
+        expected_nodes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +61,10 @@ async fn rotation_moves_every_record_to_the_new_key() {
     write(&node, 0, 300).await;
     assert!(!files_sealed_with(&m.dir, DekVersion(1)).unwrap().is_empty());
 
-    let v = node.rotate_dek(&m.dir, KeySource::Key(&m.key), None).await.unwrap();
+    let v = node
+        .rotate_dek(&m.dir, KeySource::Key(&m.key), None)
+        .await
+        .unwrap();
     assert_eq!(v, DekVersion(2));
     write(&node, 300, 50).await;
     node.shutdown().await;
@@ -65,25 +75,41 @@ async fn rotation_moves_every_record_to_the_new_key() {
 /// write is still there, and the rotation resumes and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_recovers_from_a_crash_at_each_step() {
-    for step in [RotationStep::Begun, RotationStep::Snapshotted, RotationStep::Purged] {
+    for step in [
+        RotationStep::Begun,
+        RotationStep::Snapshotted,
+        RotationStep::Purged,
+    ] {
         let root = tempfile::tempdir().unwrap();
         let (_, members) = members(1, &root);
         let m = &members[0];
         let node = leader_of_one(m).await;
         write(&node, 0, 300).await;
-        node.rotate_dek(&m.dir, KeySource::Key(&m.key), Some(step)).await.unwrap();
+        node.rotate_dek(&m.dir, KeySource::Key(&m.key), Some(step))
+            .await
+            .unwrap();
         write(&node, 300, 50).await;
         node.kill().await;
 
-        assert_eq!(dek_files(m), vec!["dek-1.sealed".to_string(), "dek-2.sealed".to_string()], "{step:?}");
+        assert_eq!(
+            dek_files(m),
+            vec!["dek-1.sealed".to_string(), "dek-2.sealed".to_string()],
+            "{step:?}"
+        );
         let reopened = OpenStore::open(&m.dir, KeySource::Key(&m.key)).unwrap();
         drop(reopened);
         let node = single(m).await;
         leader_among(&[&node], None).await;
         let last = node.raft.metrics().borrow().last_log_index.unwrap();
         wait_applied(&node, last).await;
-        assert_eq!(state(&node).nodes.len(), 350, "{step:?}: writes lost across the crash");
-        node.rotate_dek(&m.dir, KeySource::Key(&m.key), None).await.unwrap();
+        assert_eq!(
+            state(&node).nodes.len(),
+            350,
+            "{step:?}: writes lost across the crash"
+        );
+        node.rotate_dek(&m.dir, KeySource::Key(&m.key), None)
+            .await
+            .unwrap();
         write(&node, 350, 10).await;
         node.shutdown().await;
         check_finished(m, 360).await;

@@ -180,7 +180,9 @@ impl RaftService {
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
         let (tx, rx) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
-        let accept = tokio::spawn(accept_loop(listener, acceptor, tx));
+        // Aborted when this future ends or is dropped, so the listener closes
+        // with the server (a restarted node can bind its address again).
+        let _accept = AbortOnDrop(tokio::spawn(accept_loop(listener, acceptor, tx)));
 
         let grpc = GrpcRaftServer::new(GrpcService {
             inner: self.inner.clone(),
@@ -188,7 +190,7 @@ impl RaftService {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-        let result = tonic::transport::Server::builder()
+        tonic::transport::Server::builder()
             .timeout(SERVER_REQUEST_TIMEOUT)
             .concurrency_limit_per_connection(32)
             .max_concurrent_streams(64)
@@ -201,9 +203,7 @@ impl RaftService {
             .map_err(|e| TransportError::Grpc {
                 what: "raft gRPC server".into(),
                 reason: with_causes(&e),
-            });
-        accept.abort();
-        result
+            })
     }
 }
 
@@ -477,5 +477,14 @@ impl RaftRpc for GrpcService {
         req.data = payload.chunk;
         let result = self.inner.handler.install_snapshot(req).await;
         reply("InstallSnapshot response", &result)
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

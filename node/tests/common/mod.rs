@@ -10,8 +10,8 @@ use std::time::Duration;
 use moat_lock::{KeySource, UnlockKey};
 use moat_node::{RaftManager, raft_config};
 use moat_pki::{
-    CertExpiry, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role, RootCa,
-    RootOptions, TlsContext, TrustRoots,
+    CertExpiry, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
+    RootCa, RootOptions, TlsContext, TrustRoots,
 };
 use moat_store::OpenStore;
 use moat_store::model::{ClusterState, Command, NodeRecord};
@@ -45,14 +45,32 @@ pub(crate) fn members(n: usize, root: &tempfile::TempDir) -> (ClusterId, Vec<Mem
             let id = NodeId::generate();
             let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
             let cert = ca
-                .sign_csr(key.csr().unwrap().as_ref(), id, Role::Manager, CertExpiry::DEFAULT, now)
+                .sign_csr(
+                    key.csr().unwrap().as_ref(),
+                    id,
+                    Role::Manager,
+                    CertExpiry::DEFAULT,
+                    now,
+                )
                 .unwrap();
             let tls = TlsContext::new(cluster, roots.clone());
-            tls.set_credentials(Credentials { chain: vec![cert.der], key }, now).unwrap();
+            tls.set_credentials(
+                Credentials {
+                    chain: vec![cert.der],
+                    key,
+                },
+                now,
+            )
+            .unwrap();
             let dir = root.path().join(format!("manager-{i}"));
             let unlock = UnlockKey::generate().unwrap();
             OpenStore::create(&dir, KeySource::Key(&unlock), cluster, id).unwrap();
-            Member { id, dir, key: unlock, tls }
+            Member {
+                id,
+                dir,
+                key: unlock,
+                tls,
+            }
         })
         .collect();
     (cluster, members)
@@ -60,7 +78,9 @@ pub(crate) fn members(n: usize, root: &tempfile::TempDir) -> (ClusterId, Vec<Mem
 
 pub(crate) async fn start(m: &Member, listener: TcpListener) -> RaftManager {
     let store = OpenStore::open(&m.dir, KeySource::Key(&m.key)).unwrap();
-    RaftManager::start(m.id, store, m.tls.clone(), listener, config()).await.unwrap()
+    RaftManager::start(m.id, store, m.tls.clone(), listener, config())
+        .await
+        .unwrap()
 }
 
 pub(crate) fn record(i: u32) -> NodeRecord {
@@ -131,4 +151,3 @@ pub(crate) async fn wait_applied(m: &RaftManager, index: u64) {
 pub(crate) fn state(m: &RaftManager) -> ClusterState {
     m.applied.read().unwrap().state.clone()
 }
-
