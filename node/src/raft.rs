@@ -21,6 +21,9 @@ pub enum NodeError {
     /// openraft refused to start (configuration or storage).
     #[error("starting raft: {0}")]
     Raft(String),
+    /// A membership change would lose quorum (or remove the last manager).
+    #[error(transparent)]
+    Quorum(#[from] moat_store::QuorumError),
     /// The store refused an operation.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -180,6 +183,62 @@ impl RaftManager {
             return Ok(pending);
         }
         Ok(moat_store::complete_dek_rotation(store_dir, &self.cipher)?)
+    }
+
+    /// Adds a manager to the Raft group: first as a learner, waiting until
+    /// it has caught up with the log, then as a voter. One membership
+    /// change at a time, through the leader.
+    pub async fn add_manager(&self, id: NodeId, addr: SocketAddr) -> Result<(), NodeError> {
+        self.raft
+            .add_learner(id, openraft::BasicNode::new(addr.to_string()), true)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        self.raft
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])),
+                false,
+            )
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a manager from the Raft group, unless that would leave the
+    /// `reachable` managers without a majority of the remaining ones (see
+    /// [`moat_store::can_remove`]); the refusal says why.
+    pub async fn remove_manager(
+        &self,
+        id: NodeId,
+        reachable: &std::collections::BTreeSet<NodeId>,
+    ) -> Result<(), NodeError> {
+        let voters: std::collections::BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        moat_store::can_remove(&voters, reachable, &id)?;
+        self.raft
+            .change_membership(
+                openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id])),
+                false,
+            )
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The voting managers, as this node's Raft metrics know them.
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     async fn wait_for(
