@@ -119,12 +119,14 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStoreOptions {
     segment_bytes: u64,
+    read_only: bool,
 }
 
 impl Default for LogStoreOptions {
     fn default() -> Self {
         Self {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            read_only: false,
         }
     }
 }
@@ -139,6 +141,15 @@ impl LogStoreOptions {
     /// (a segment always takes at least one frame, so it may end larger).
     pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
+        self
+    }
+
+    /// Opens without changing any file, for offline verification of a
+    /// stopped manager or a backup: a torn tail, an empty last segment or
+    /// an interrupted purge is left on disk (and skipped in memory), and
+    /// every write is refused.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
         self
     }
 }
@@ -187,7 +198,16 @@ impl LogStore {
         cipher: Arc<RecordCipher>,
         options: LogStoreOptions,
     ) -> Result<LogStore, StoreError> {
-        create_dir(dir)?;
+        if options.read_only {
+            if !dir.is_dir() {
+                return Err(StoreError::Invalid(format!(
+                    "{} is not a raft log directory",
+                    dir.display()
+                )));
+            }
+        } else {
+            create_dir(dir)?;
+        }
         let vote: Option<Vote> = read_sealed(dir, VOTE_FILE, FileKind::Vote, b"", &cipher)?;
         let meta: LogMeta = read_sealed(dir, META_FILE, FileKind::Meta, META_POSITION, &cipher)?
             .unwrap_or_default();
@@ -266,19 +286,27 @@ impl LogStore {
                     "torn write at the end of the raft log (a crash during an unacknowledged append): truncating"
                 );
                 if segment.frames.is_empty() {
-                    remove_file_durably(&segment.path, dir)?;
+                    if !options.read_only {
+                        remove_file_durably(&segment.path, dir)?;
+                    }
                     continue;
                 }
-                truncate_file(&segment.path, torn.at)?;
+                if !options.read_only {
+                    truncate_file(&segment.path, torn.at)?;
+                }
             }
             let Some(last) = segment.last_index() else {
                 tracing::warn!(path = %segment.path.display(), "removing an empty last log segment left by a crash");
-                remove_file_durably(&segment.path, dir)?;
+                if !options.read_only {
+                    remove_file_durably(&segment.path, dir)?;
+                }
                 continue;
             };
             if purged.is_some_and(|p| last <= p) {
                 // A purge that was recorded in `meta` but interrupted.
-                remove_file_durably(&segment.path, dir)?;
+                if !options.read_only {
+                    remove_file_durably(&segment.path, dir)?;
+                }
                 continue;
             }
             for entry in seg_entries {
@@ -288,7 +316,9 @@ impl LogStore {
             }
             segments.push(segment);
         }
-        remove_stale_temporaries(dir)?;
+        if !options.read_only {
+            remove_stale_temporaries(dir)?;
+        }
 
         Ok(LogStore {
             dir: dir.to_path_buf(),
@@ -469,7 +499,14 @@ impl LogStore {
         // being retired: re-seal it with the new one (a purge is the step
         // that retires old records).
         if let (Some(vote), true) = (self.vote, self.cipher.rotation_in_progress()) {
-            write_sealed(&self.dir, VOTE_FILE, FileKind::Vote, b"", &self.cipher, &vote)?;
+            write_sealed(
+                &self.dir,
+                VOTE_FILE,
+                FileKind::Vote,
+                b"",
+                &self.cipher,
+                &vote,
+            )?;
         }
         {
             let mut map = self.entries.write().map_err(|_| poisoned())?;
@@ -508,6 +545,12 @@ impl LogStore {
 
     /// Refuses to write once a write has failed.
     fn check_usable(&self) -> Result<(), StoreError> {
+        if self.options.read_only {
+            return Err(StoreError::Invalid(format!(
+                "the raft log in {} was opened read-only",
+                self.dir.display()
+            )));
+        }
         match &self.failed {
             Some(earlier) => Err(StoreError::Invalid(format!(
                 "the raft log in {} refuses writes after an earlier write failed ({earlier}); restart the node",

@@ -57,7 +57,8 @@ pub struct DumpReport {
 
 /// Opens the store in `dir` with `kek`, authenticating every DEK, log
 /// record, vote, metadata file and snapshot; the first failure is returned
-/// and names its file and position.
+/// and names its file and position. Read-only: nothing in `dir` changes,
+/// not even the repair of a torn log tail.
 pub async fn verify(dir: &Path, kek: KeySource<'_>) -> Result<VerifyReport, StoreError> {
     Ok(load(dir, kek).await?.0)
 }
@@ -80,7 +81,7 @@ async fn load(
     dir: &Path,
     kek: KeySource<'_>,
 ) -> Result<(VerifyReport, ClusterState, u64), StoreError> {
-    let mut store = OpenStore::open(dir, kek)?;
+    let mut store = OpenStore::open_read_only(dir, kek)?;
     {
         let dek_versions = store
             .cipher

@@ -19,7 +19,7 @@ use moat_lock::{Aad, Dek, DekSet, DekVersion, KeySource};
 use moat_pki::{ClusterId, NodeId};
 use serde::{Deserialize, Serialize};
 
-use crate::{LogStore, RecordCipher, StateMachineStore, StoreError};
+use crate::{LogStore, LogStoreOptions, RecordCipher, StateMachineStore, StoreError};
 
 const IDENTITY_FILE: &str = "store.json";
 const DEK_PURPOSE: &str = "store-dek";
@@ -90,6 +90,38 @@ impl OpenStore {
             deks,
         ));
         Self::open_with(dir, identity, cipher)
+    }
+
+    /// Opens the store without changing any file (offline verification of
+    /// a stopped manager or a backup): repairs a running store would make,
+    /// such as cutting a torn log tail, are skipped, and writes are refused.
+    pub fn open_read_only(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
+        let identity = read_identity(dir)?;
+        let deks = read_deks(dir, &identity, kek)?;
+        let cipher = Arc::new(RecordCipher::new(
+            identity.cluster_id,
+            identity.node_id,
+            deks,
+        ));
+        let log = LogStore::open_with(
+            &dir.join("log"),
+            cipher.clone(),
+            LogStoreOptions::new().read_only(),
+        )?;
+        let snapshots = dir.join("snapshots");
+        if !snapshots.is_dir() {
+            return Err(StoreError::Invalid(format!(
+                "{} is missing: the store is incomplete",
+                snapshots.display()
+            )));
+        }
+        let sm = StateMachineStore::open(&snapshots, cipher.clone())?;
+        Ok(Self {
+            identity,
+            log,
+            sm,
+            cipher,
+        })
     }
 
     /// Opens the store with an existing cipher (the benchmark uses a

@@ -90,7 +90,11 @@ pub fn files_sealed_with(dir: &Path, version: DekVersion) -> Result<Vec<PathBuf>
     let mut found = Vec::new();
     let log = dir.join("log");
     for path in list(&log)? {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let bytes = crate::fsutil::read_limited(&path, 1 << 30)?;
         let uses = if name.ends_with(".seg") {
             segment_versions(&bytes).any(|v| v == version)
@@ -109,7 +113,9 @@ pub fn files_sealed_with(dir: &Path, version: DekVersion) -> Result<Vec<PathBuf>
             let sealed_at = bytes
                 .get(8..10)
                 .map(|l| 10 + usize::from(u16::from_be_bytes([l[0], l[1]])));
-            let v = sealed_at.and_then(|at| bytes.get(at..)).and_then(moat_lock::record_version);
+            let v = sealed_at
+                .and_then(|at| bytes.get(at..))
+                .and_then(moat_lock::record_version);
             if v == Some(version) {
                 found.push(path);
             }

@@ -302,3 +302,33 @@ async fn every_file_kind_is_tamper_evident() {
     }
     OpenStore::open(&f.dir, KeySource::Key(&f.key)).expect("restored files open again");
 }
+
+/// Verifying a backup must not change it, not even by repairing a torn
+/// log tail the way a starting manager would.
+#[tokio::test]
+async fn verify_is_read_only() {
+    let f = fixture().await;
+    let seg = all_files(&f.dir)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0, 0, 1, 0, 7]); // a torn, half-written frame
+    std::fs::write(&seg, &bytes).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = all_files(&f.dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let report = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    assert_eq!(report.log_last, Some(5));
+    let after: Vec<(PathBuf, Vec<u8>)> = all_files(&f.dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert!(before == after, "verify changed the store");
+    // A manager starting from it does repair the tail.
+    drop(OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap());
+    assert!(std::fs::read(&seg).unwrap().len() < bytes.len());
+}
