@@ -82,13 +82,7 @@ impl OpenStore {
     /// Opens the store in `dir`, unwrapping its DEKs with `kek` and
     /// authenticating every log record and snapshot.
     pub fn open(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
-        let identity = read_identity(dir)?;
-        let deks = read_deks(dir, &identity, kek)?;
-        let cipher = Arc::new(RecordCipher::new(
-            identity.cluster_id,
-            identity.node_id,
-            deks,
-        ));
+        let (identity, cipher) = unlock(dir, kek)?;
         Self::open_with(dir, identity, cipher)
     }
 
@@ -96,13 +90,7 @@ impl OpenStore {
     /// a stopped manager or a backup): repairs a running store would make,
     /// such as cutting a torn log tail, are skipped, and writes are refused.
     pub fn open_read_only(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
-        let identity = read_identity(dir)?;
-        let deks = read_deks(dir, &identity, kek)?;
-        let cipher = Arc::new(RecordCipher::new(
-            identity.cluster_id,
-            identity.node_id,
-            deks,
-        ));
+        let (identity, cipher) = unlock(dir, kek)?;
         let log = LogStore::open_with(
             &dir.join("log"),
             cipher.clone(),
@@ -140,6 +128,17 @@ impl OpenStore {
             cipher,
         })
     }
+}
+
+/// Reads the store's identity and unwraps its DEKs into a record cipher.
+fn unlock(
+    dir: &Path,
+    kek: KeySource<'_>,
+) -> Result<(StoreIdentity, Arc<RecordCipher>), StoreError> {
+    let identity = read_identity(dir)?;
+    let deks = read_deks(dir, &identity, kek)?;
+    let cipher = RecordCipher::new(identity.cluster_id, identity.node_id, deks);
+    Ok((identity, Arc::new(cipher)))
 }
 
 /// Reads `DIR/store.json`.
