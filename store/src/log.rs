@@ -172,6 +172,9 @@ pub struct LogStore {
     vote: Option<Vote>,
     meta: LogMeta,
     failed: Option<String>,
+    /// Held for the store's life: an exclusive lock on `DIR/LOCK`, so two
+    /// processes never write one log (`None` when opened read-only).
+    _lock: Option<File>,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -208,6 +211,11 @@ impl LogStore {
         } else {
             create_dir(dir)?;
         }
+        let lock = if options.read_only {
+            None
+        } else {
+            Some(lock_dir(dir)?)
+        };
         let vote: Option<Vote> = read_sealed(dir, VOTE_FILE, FileKind::Vote, b"", &cipher)?;
         let meta: LogMeta = read_sealed(dir, META_FILE, FileKind::Meta, META_POSITION, &cipher)?
             .unwrap_or_default();
@@ -329,6 +337,7 @@ impl LogStore {
             vote,
             meta,
             failed: None,
+            _lock: lock,
         })
     }
 
@@ -762,6 +771,27 @@ fn position(log_id: &LogId) -> [u8; POSITION_LEN] {
     p[8..16].copy_from_slice(&log_id.leader_id.term.to_be_bytes());
     p[16..].copy_from_slice(log_id.leader_id.node_id.as_bytes());
     p
+}
+
+/// Takes the exclusive lock on `DIR/LOCK` (released when the file closes,
+/// including when the process dies).
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(StoreError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Invalid(format!(
+            "{} is in use by another moat process: stop that process first (two processes must never write one store)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
+    }
 }
 
 /// Bytes before a frame's sealed payload: length, CRC, index, term, leader.

@@ -332,3 +332,22 @@ async fn verify_is_read_only() {
     drop(OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap());
     assert!(std::fs::read(&seg).unwrap().len() < bytes.len());
 }
+
+#[tokio::test]
+async fn a_store_is_opened_by_one_process_at_a_time() {
+    let f = fixture().await;
+    let first = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+    let err = OpenStore::open(&f.dir, KeySource::Key(&f.key))
+        .err()
+        .expect("second open must fail");
+    assert!(
+        err.to_string().contains("in use by another moat process"),
+        "{err}"
+    );
+    // Offline verification reads without taking the lock.
+    offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    drop(first);
+    OpenStore::open(&f.dir, KeySource::Key(&f.key)).expect("lock released with the store");
+}
