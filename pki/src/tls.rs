@@ -104,14 +104,14 @@ impl TlsContext {
         let roots = self.roots.load();
         let identity = verify_chain(&creds.chain, &roots, &self.cluster, Usage::Server, now)?;
         verify_chain(&creds.chain, &roots, &self.cluster, Usage::Client, now)?;
-        if let Some(current) = self.current.load().as_ref() {
-            if current.identity.node_id != identity.node_id {
-                return Err(CertError::WrongNode {
-                    expected: current.identity.node_id.to_string(),
-                    found: identity.node_id.to_string(),
-                }
-                .into());
+        if let Some(current) = self.current.load().as_ref()
+            && current.identity.node_id != identity.node_id
+        {
+            return Err(CertError::WrongNode {
+                expected: current.identity.node_id.to_string(),
+                found: identity.node_id.to_string(),
             }
+            .into());
         }
         let key_der = PrivatePkcs8KeyDer::from(creds.key.to_pkcs8_der().to_vec());
         let certified = CertifiedKey::from_der(creds.chain, key_der.into(), &provider()).map_err(

@@ -406,10 +406,10 @@ impl LogStore {
         let mut file: Option<File> = None;
         let mut created_segment = false;
         let sealing = self.cipher.sealing_version().map(|v| v.0);
-        if let Some(seg) = self.segments.last_mut() {
-            if seg.dek.is_none() {
-                seg.dek = Some(first_record_version(&seg.path)?);
-            }
+        if let Some(seg) = self.segments.last_mut()
+            && seg.dek.is_none()
+        {
+            seg.dek = Some(first_record_version(&seg.path)?);
         }
         for (entry, frame) in entries.iter().zip(&frames) {
             let roll = self.segments.last().is_none_or(|seg| {
@@ -892,16 +892,16 @@ fn scan_segment(
             // A torn frame is the last thing in the file. If a valid frame
             // of the next index follows, this length was damaged instead.
             let next = expected.and_then(|e| e.checked_add(1)).filter(|_| is_last);
-            if let Some(next) = next {
-                if let Some(at) = find_frame(&mut reader, &path, off + LEN_LEN as u64, next)? {
-                    return Err(StoreError::corrupt(
-                        &path,
-                        format!("byte {off}"),
-                        format!(
-                            "the frame length {len} runs past the end of the file, but a valid record of log index {next} follows at byte {at}: the length was damaged"
-                        ),
-                    ));
-                }
+            if let Some(next) = next
+                && let Some(at) = find_frame(&mut reader, &path, off + LEN_LEN as u64, next)?
+            {
+                return Err(StoreError::corrupt(
+                    &path,
+                    format!("byte {off}"),
+                    format!(
+                        "the frame length {len} runs past the end of the file, but a valid record of log index {next} follows at byte {at}: the length was damaged"
+                    ),
+                ));
             }
             torn = Some(bad(
                 Bad::Final,

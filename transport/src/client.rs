@@ -279,14 +279,14 @@ impl PeerClient {
             return Ok(client.clone());
         }
         let now = Instant::now();
-        if let Some(at) = self.retry_at {
-            if now < at {
-                return Err(CallError::Unreachable(TransportError::BackingOff {
-                    addr: self.node.addr.clone(),
-                    failures: self.failures,
-                    remaining: at - now,
-                }));
-            }
+        if let Some(at) = self.retry_at
+            && now < at
+        {
+            return Err(CallError::Unreachable(TransportError::BackingOff {
+                addr: self.node.addr.clone(),
+                failures: self.failures,
+                remaining: at - now,
+            }));
         }
         let limit = self
             .net

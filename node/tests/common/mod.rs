@@ -129,10 +129,11 @@ pub(crate) async fn leader_among(managers: &[&RaftManager], not: Option<NodeId>)
     for _ in 0..200 {
         for m in managers {
             let metrics = m.raft.metrics().borrow().clone();
-            if let Some(l) = metrics.current_leader {
-                if Some(l) != not && managers.iter().any(|x| x.id == l) {
-                    return l;
-                }
+            if let Some(l) = metrics.current_leader
+                && Some(l) != not
+                && managers.iter().any(|x| x.id == l)
+            {
+                return l;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
