@@ -1,0 +1,793 @@
+//! moat's replicated-store write benchmark.
+//!
+//! Writes N `Command::PutNode` commands through the Raft leader of a real
+//! cluster — managers in this process, each with its own store directory
+//! (real fsync) and a mutual-TLS transport on a loopback port — and prints
+//! throughput and latency for every combination of:
+//!
+//! * 1 and 3 managers;
+//! * the encrypted store (`OpenStore::create`/`open`, every log record and
+//!   snapshot sealed with the DEK) and the same store with encryption off
+//!   (`RecordCipher::danger_plaintext`, which exists only for this);
+//! * 1 writer and 64 concurrent writers.
+//!
+//! The encrypted and plaintext runs of one (cluster size, writers) pair are
+//! interleaved — plaintext first in even rounds, encrypted first in odd
+//! ones — and every run starts from fresh directories and is warmed up
+//! before timing, so both see the same machine conditions. The ratio column
+//! is encrypted over plaintext throughput (target: at least 95 %).
+//!
+//! If an `etcd` binary is on `PATH` (or named by `MOAT_BENCH_ETCD`), the
+//! same puts are then sent to a 1-member and a 3-member etcd cluster on
+//! loopback over etcd's gRPC API, as a baseline. etcd runs without TLS.
+//!
+//! `cargo run --release -p moat-bench --bin store -- [--quick]
+//! [--commands N] [--rounds R] [--no-etcd] [--dir DIR]`. `--quick` writes 300
+//! commands per run once (a smoke run; figures not meaningful).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Printing the table and its progress is this program's job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use moat_lock::{KeySource, UnlockKey};
+use moat_node::{RaftManager, raft_config};
+use moat_pki::{
+    CertExpiry, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
+    RootCa, RootOptions, TlsContext, TrustRoots,
+};
+use moat_store::model::{Command, NodeRecord, Response};
+use moat_store::{OpenStore, RecordCipher, read_identity};
+use openraft::{BasicNode, ServerState};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+const USAGE: &str = "usage: store [--quick] [--commands N] [--rounds R] [--no-etcd] [--dir DIR]";
+
+/// Untimed writes before every timed run: connections are up, the leader
+/// has replicated to its followers and the log files exist.
+const WARM_UP: u32 = 128;
+
+/// What to run.
+struct Options {
+    quick: bool,
+    commands: u32,
+    rounds: u32,
+    etcd: bool,
+    dir: PathBuf,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut opts = Options {
+        quick: false,
+        commands: 5_000,
+        rounds: 2,
+        etcd: true,
+        dir: std::env::temp_dir(),
+    };
+    let (mut commands, mut rounds) = (None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--commands" => {
+                let v = value("--commands")?;
+                commands = Some(v.parse().with_context(|| format!("--commands {v}"))?);
+            }
+            "--rounds" => {
+                let v = value("--rounds")?;
+                rounds = Some(v.parse().with_context(|| format!("--rounds {v}"))?);
+            }
+            "--dir" => opts.dir = PathBuf::from(value("--dir")?),
+            "--no-etcd" => opts.etcd = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes this to every bench target.
+            "--bench" => {}
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if opts.quick {
+        (opts.commands, opts.rounds) = (300, 1);
+    }
+    opts.commands = commands.unwrap_or(opts.commands);
+    opts.rounds = rounds.unwrap_or(opts.rounds);
+    ensure!(opts.commands > 0, "--commands must be at least 1");
+    ensure!(opts.rounds > 0, "--rounds must be at least 1");
+    Ok(opts)
+}
+
+fn main() -> Result<()> {
+    let opts = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run(&opts))
+}
+
+async fn run(opts: &Options) -> Result<()> {
+    let mut table = Table::default();
+    let pki = Pki::generate(3)?;
+    eprintln!(
+        "{} commands per run, {} round(s), stores under {}",
+        opts.commands,
+        opts.rounds,
+        opts.dir.display()
+    );
+    for size in [1, 3] {
+        for writers in [1, 64] {
+            let (mut plain, mut sealed) = (Sample::default(), Sample::default());
+            for round in 0..opts.rounds {
+                let order = if round % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
+                for encrypted in order {
+                    eprintln!(
+                        "moat: {size} manager(s), {}, {writers} writer(s), round {}/{}",
+                        if encrypted { "encrypted" } else { "plaintext" },
+                        round + 1,
+                        opts.rounds
+                    );
+                    let sample = moat_run(&pki, &opts.dir, size, encrypted, writers, opts.commands)
+                        .await
+                        .with_context(|| {
+                            format!("moat, {size} manager(s), encrypted={encrypted}, {writers} writer(s)")
+                        })?;
+                    if encrypted {
+                        sealed.merge(sample);
+                    } else {
+                        plain.merge(sample);
+                    }
+                }
+            }
+            let ratio = sealed.rate() / plain.rate();
+            table.row("moat", size, "plaintext", writers, plain, None);
+            table.row("moat", size, "AES-256-GCM", writers, sealed, Some(ratio));
+        }
+    }
+
+    let mut notes = Vec::new();
+    if opts.etcd {
+        match etcd_binary() {
+            Ok((bin, version)) => {
+                let label = format!("etcd {version}");
+                for size in [1, 3] {
+                    for writers in [1, 64] {
+                        let mut sample = Sample::default();
+                        for round in 0..opts.rounds {
+                            eprintln!(
+                                "etcd: {size} member(s), {writers} writer(s), round {}/{}",
+                                round + 1,
+                                opts.rounds
+                            );
+                            sample.merge(
+                                etcd_run(&bin, &opts.dir, size, writers, opts.commands)
+                                    .await
+                                    .with_context(|| {
+                                        format!("etcd, {size} member(s), {writers} writer(s)")
+                                    })?,
+                            );
+                        }
+                        table.row(&label, size, "none, no TLS", writers, sample, None);
+                    }
+                }
+            }
+            Err(e) => notes.push(format!("etcd baseline skipped: {e:#}")),
+        }
+    } else {
+        notes.push("etcd baseline skipped: --no-etcd".to_string());
+    }
+
+    table.print(opts);
+    for note in notes {
+        println!("{note}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Measurement
+
+/// Latencies of acknowledged writes and the wall time they took, over one
+/// or more runs.
+#[derive(Default)]
+struct Sample {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    /// Throughput of each merged run, writes/s.
+    runs: Vec<f64>,
+}
+
+impl Sample {
+    fn merge(&mut self, other: Sample) {
+        self.runs.push(other.rate());
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
+    /// The slowest and fastest run's throughput, as "min-max".
+    fn spread(&self) -> String {
+        let min = self.runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.runs.iter().copied().fold(0.0, f64::max);
+        if self.runs.len() < 2 {
+            String::new()
+        } else {
+            format!("{min:.0}-{max:.0}")
+        }
+    }
+
+    /// Acknowledged writes per second over all merged runs.
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `p`-th percentile latency in milliseconds (nearest rank).
+    fn percentile_ms(&mut self, p: usize) -> f64 {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        let rank = (n * p).div_ceil(100).clamp(1, n.max(1));
+        self.latencies
+            .get(rank - 1)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    }
+}
+
+/// Runs `op(i)` for every `i` in `range` from `writers` concurrent tasks,
+/// each issuing its next write as soon as the previous one is acknowledged.
+async fn drive<F, Fut>(writers: usize, range: Range<u32>, op: F) -> Result<Sample>
+where
+    F: Fn(u32) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU32::new(range.start));
+    let end = range.end;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (next, op) = (next.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(range.len());
+    for task in tasks {
+        latencies.extend(task.await.context("a writer task panicked")??);
+    }
+    Ok(Sample {
+        elapsed: start.elapsed(),
+        latencies,
+        runs: Vec::new(),
+    })
+}
+
+/// The records written: distinct nodes with a label, built before timing.
+fn records(count: u32) -> Vec<NodeRecord> {
+    (0..count)
+        .map(|i| NodeRecord {
+            id: NodeId::generate(),
+            hostname: format!("host-{i}"),
+            role: Role::Worker,
+            address: String::new(),
+            labels: BTreeMap::from([("seq".to_string(), i.to_string())]),
+            cert_serial: format!("{i:x}"),
+            cert_not_after: 1_900_000_000,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// moat
+
+/// A cluster CA and three managers' TLS identities, shared by every run
+/// (each run has fresh stores).
+struct Pki {
+    cluster: ClusterId,
+    members: Vec<(NodeId, Arc<TlsContext>)>,
+}
+
+impl Pki {
+    fn generate(n: usize) -> Result<Self> {
+        let cluster = ClusterId::generate();
+        let now = OffsetDateTime::now_utc();
+        let ca = RootCa::generate(cluster, &RootOptions::default(), now).context("root CA")?;
+        let roots = TrustRoots::new(vec![ca.certificate().clone()]).context("trust roots")?;
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = NodeId::generate();
+            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).context("manager key")?;
+            let csr = key.csr().context("manager CSR")?;
+            let cert = ca
+                .sign_csr(csr.as_ref(), id, Role::Manager, CertExpiry::DEFAULT, now)
+                .context("manager certificate")?;
+            let tls = TlsContext::new(cluster, roots.clone());
+            tls.set_credentials(
+                Credentials {
+                    chain: vec![cert.der],
+                    key,
+                },
+                now,
+            )
+            .context("manager TLS credentials")?;
+            members.push((id, tls));
+        }
+        Ok(Self { cluster, members })
+    }
+}
+
+/// Creates a fresh store for `id` in `dir`, encrypted or not.
+fn fresh_store(dir: &Path, cluster: ClusterId, id: NodeId, encrypted: bool) -> Result<OpenStore> {
+    let kek = UnlockKey::generate().context("unlock key")?;
+    let store = OpenStore::create(dir, KeySource::Key(&kek), cluster, id)
+        .with_context(|| format!("creating a store in {}", dir.display()))?;
+    if encrypted {
+        return Ok(store);
+    }
+    // Same directory layout, reopened with the benchmark-only cipher.
+    drop(store);
+    let identity = read_identity(dir).context("reading store.json")?;
+    let cipher = Arc::new(RecordCipher::danger_plaintext(cluster, id));
+    OpenStore::open_with(dir, identity, cipher)
+        .with_context(|| format!("reopening {} without encryption", dir.display()))
+}
+
+/// One measured moat run: a fresh cluster of `size` managers, warm-up,
+/// `commands` timed writes through the leader, shutdown.
+async fn moat_run(
+    pki: &Pki,
+    base: &Path,
+    size: usize,
+    encrypted: bool,
+    writers: usize,
+    commands: u32,
+) -> Result<Sample> {
+    let root = tempfile::Builder::new()
+        .prefix("moat-bench-store-")
+        .tempdir_in(base)
+        .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
+    let mut managers = Vec::with_capacity(size);
+    let result = async {
+        for (i, (id, tls)) in pki.members.iter().take(size).enumerate() {
+            let store = fresh_store(
+                &root.path().join(format!("manager-{i}")),
+                pki.cluster,
+                *id,
+                encrypted,
+            )?;
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding a loopback port")?;
+            managers.push(
+                RaftManager::start(*id, store, tls.clone(), listener, raft_config())
+                    .await
+                    .context("starting a manager")?,
+            );
+        }
+        let membership: BTreeMap<NodeId, BasicNode> = managers
+            .iter()
+            .map(|m| (m.id, BasicNode::new(m.addr.to_string())))
+            .collect();
+        managers[0]
+            .raft
+            .initialize(membership)
+            .await
+            .map_err(|e| anyhow!("initializing the cluster: {e}"))?;
+        let leader = moat_leader(&managers).await?;
+        let raft = managers[leader].raft.clone();
+        let records = Arc::new(records(WARM_UP + commands));
+        let write = move |i: u32| {
+            let (raft, records) = (raft.clone(), records.clone());
+            async move {
+                let record = records[i as usize].clone();
+                let resp = raft
+                    .client_write(Command::PutNode(record))
+                    .await
+                    .map_err(|e| anyhow!("client_write: {e}"))?;
+                ensure!(
+                    resp.data == Response::Applied,
+                    "write refused: {:?}",
+                    resp.data
+                );
+                Ok(())
+            }
+        };
+        drive(writers, 0..WARM_UP, write.clone()).await?;
+        drive(writers, WARM_UP..WARM_UP + commands, write).await
+    }
+    .await;
+    for m in managers {
+        m.shutdown().await;
+    }
+    root.close()
+        .context("removing the run's store directories")?;
+    result
+}
+
+/// Waits until one manager is leader and returns its position.
+async fn moat_leader(managers: &[RaftManager]) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for (i, m) in managers.iter().enumerate() {
+            let metrics = m.raft.metrics().borrow().clone();
+            if metrics.state == ServerState::Leader && metrics.current_leader == Some(m.id) {
+                return Ok(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("no leader elected within 30 s")
+}
+
+// ---------------------------------------------------------------------------
+// etcd
+
+/// The etcd binary to use and its version.
+fn etcd_binary() -> Result<(PathBuf, String)> {
+    let bin = std::env::var_os("MOAT_BENCH_ETCD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("etcd"));
+    let out = Process::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (install it with `apt-get install etcd-server`, or set MOAT_BENCH_ETCD)",
+                bin.display()
+            )
+        })?;
+    ensure!(
+        out.status.success(),
+        "{} --version failed: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "(unknown version)".into());
+    Ok((bin, version))
+}
+
+/// Running etcd members; dropping it kills them and removes their data.
+struct EtcdCluster {
+    children: Vec<Child>,
+    clients: Vec<SocketAddr>,
+    dir: TempDir,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl EtcdCluster {
+    fn start(bin: &Path, base: &Path, size: usize) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("moat-bench-etcd-")
+            .tempdir_in(base)
+            .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
+        // Reserve 2 ports per member, then release them for etcd to bind.
+        let ports = (0..2 * size)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("reserving loopback ports")?;
+        let addrs = ports
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("reading reserved ports")?;
+        drop(ports);
+        let (clients, peers) = addrs.split_at(size);
+        let initial = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            children: Vec::with_capacity(size),
+            clients: clients.to_vec(),
+            dir,
+        };
+        for (i, (client, peer)) in clients.iter().zip(peers).enumerate() {
+            let log_path = cluster.log_path(i);
+            let log = File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?;
+            let log2 = log
+                .try_clone()
+                .with_context(|| format!("duplicating {}", log_path.display()))?;
+            let child = Process::new(bin)
+                .arg(format!("--name=m{i}"))
+                .arg(format!(
+                    "--data-dir={}",
+                    cluster.dir.path().join(format!("m{i}")).display()
+                ))
+                .arg(format!("--listen-client-urls=http://{client}"))
+                .arg(format!("--advertise-client-urls=http://{client}"))
+                .arg(format!("--listen-peer-urls=http://{peer}"))
+                .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+                .arg(format!("--initial-cluster={initial}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--initial-cluster-token=moat-bench")
+                .arg("--logger=zap")
+                .arg("--log-outputs=stderr")
+                .arg("--log-level=warn")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            cluster.children.push(child);
+        }
+        Ok(cluster)
+    }
+
+    fn log_path(&self, member: usize) -> PathBuf {
+        self.dir.path().join(format!("m{member}.log"))
+    }
+
+    /// Fails if a member exited, with the end of its log.
+    fn check_alive(&mut self) -> Result<()> {
+        for i in 0..self.children.len() {
+            let status = self.children[i]
+                .try_wait()
+                .context("checking an etcd member")?;
+            if let Some(status) = status {
+                let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("etcd member m{i} exited ({status}):\n{}", tail.join("\n"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a member reports itself leader and returns a gRPC
+    /// channel to it.
+    async fn leader(&mut self) -> Result<Channel> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            for addr in self.clients.clone() {
+                let Ok(channel) = Endpoint::from_shared(format!("http://{addr}"))
+                    .context("etcd endpoint")?
+                    .connect()
+                    .await
+                else {
+                    continue;
+                };
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                let Ok(status) = etcd_call::<StatusRequest, StatusResponse>(
+                    &mut grpc,
+                    "/etcdserverpb.Maintenance/Status",
+                    StatusRequest {},
+                )
+                .await
+                else {
+                    continue;
+                };
+                let me = status.header.map(|h| h.member_id);
+                if status.leader != 0 && Some(status.leader) == me {
+                    return Ok(channel);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.check_alive()?;
+        bail!("no etcd leader within 30 s")
+    }
+}
+
+/// One measured etcd run: a fresh cluster of `size` members, warm-up,
+/// `commands` timed puts through the leader, shutdown.
+async fn etcd_run(
+    bin: &Path,
+    base: &Path,
+    size: usize,
+    writers: usize,
+    commands: u32,
+) -> Result<Sample> {
+    let mut cluster = EtcdCluster::start(bin, base, size)?;
+    let channel = cluster.leader().await?;
+    // The same records, serialized as moat's API would show them.
+    let puts = records(WARM_UP + commands)
+        .iter()
+        .map(|r| {
+            Ok(PutRequest {
+                key: format!("/moat/nodes/{}", r.id).into_bytes(),
+                value: serde_json::to_vec(r).context("serializing a record")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let puts = Arc::new(puts);
+    let grpc = tonic::client::Grpc::new(channel);
+    let put = move |i: u32| {
+        let (mut grpc, puts) = (grpc.clone(), puts.clone());
+        async move {
+            let req = puts[i as usize].clone();
+            etcd_call::<PutRequest, PutResponse>(&mut grpc, "/etcdserverpb.KV/Put", req).await?;
+            Ok(())
+        }
+    };
+    drive(writers, 0..WARM_UP, put.clone()).await?;
+    let sample = drive(writers, WARM_UP..WARM_UP + commands, put).await;
+    cluster.check_alive()?;
+    drop(cluster);
+    sample
+}
+
+/// One unary etcd gRPC call.
+async fn etcd_call<Req, Resp>(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    grpc.ready()
+        .await
+        .map_err(|e| anyhow!("etcd connection: {e}"))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let resp = grpc
+        .unary(
+            tonic::Request::new(request),
+            PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+        .map_err(|e| anyhow!("etcd {path}: {e}"))?;
+    Ok(resp.into_inner())
+}
+
+// The few etcd v3 API messages used (etcdserverpb, rpc.proto), written out
+// by hand so the benchmark needs no protoc; fields not listed are skipped.
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResponseHeader {
+    #[prost(uint64, tag = "2")]
+    member_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+    #[prost(uint64, tag = "4")]
+    leader: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+struct Row {
+    system: String,
+    nodes: usize,
+    encryption: &'static str,
+    writers: usize,
+    sample: Sample,
+    ratio: Option<f64>,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn row(
+        &mut self,
+        system: &str,
+        nodes: usize,
+        encryption: &'static str,
+        writers: usize,
+        sample: Sample,
+        ratio: Option<f64>,
+    ) {
+        self.rows.push(Row {
+            system: system.to_string(),
+            nodes,
+            encryption,
+            writers,
+            sample,
+            ratio,
+        });
+    }
+
+    fn print(&mut self, opts: &Options) {
+        println!();
+        println!(
+            "{:<12} {:>5} {:<14} {:>7} {:>9} {:>12} {:>8} {:>8} {:>12}",
+            "system",
+            "nodes",
+            "encryption",
+            "writers",
+            "writes/s",
+            "runs min-max",
+            "p50 ms",
+            "p99 ms",
+            "enc / plain"
+        );
+        for row in &mut self.rows {
+            let ratio = row
+                .ratio
+                .map_or(String::new(), |r| format!("{:.1}%", 100.0 * r));
+            println!(
+                "{:<12} {:>5} {:<14} {:>7} {:>9.0} {:>12} {:>8.2} {:>8.2} {:>12}",
+                row.system,
+                row.nodes,
+                row.encryption,
+                row.writers,
+                row.sample.rate(),
+                row.sample.spread(),
+                row.sample.percentile_ms(50),
+                row.sample.percentile_ms(99),
+                ratio
+            );
+        }
+        println!(
+            "{} commands per run x {} run(s) per row, each after {WARM_UP} untimed warm-up writes; \
+             writes/s and latencies over all runs of a row; \
+             enc / plain = encrypted over plaintext throughput (target >= 95%)",
+            opts.commands, opts.rounds
+        );
+        if opts.quick {
+            println!("(--quick: short runs, figures are only a smoke test)");
+        }
+    }
+}
