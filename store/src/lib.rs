@@ -29,7 +29,10 @@ mod types;
 
 pub use crypto::{FileKind, RecordCipher};
 pub use error::StoreError;
-pub use log::{DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader, MAX_FRAME_LEN};
+pub use log::{
+    COMMITTED_PERSIST_EVERY, DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader,
+    MAX_FRAME_LEN,
+};
 pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, write_dek};
 pub use quorum::{QuorumError, can_remove};
 pub use rotation::{begin_dek_rotation, complete_dek_rotation, files_sealed_with};

@@ -172,6 +172,8 @@ pub struct LogStore {
     vote: Option<Vote>,
     meta: LogMeta,
     failed: Option<String>,
+    /// The committed index last made durable in `meta`.
+    committed_on_disk: Option<u64>,
     /// Held for the store's life: an exclusive lock on `DIR/LOCK`, so two
     /// processes never write one log (`None` when opened read-only).
     _lock: Option<File>,
@@ -337,6 +339,7 @@ impl LogStore {
             vote,
             meta,
             failed: None,
+            committed_on_disk: meta.committed.map(|c| c.index),
             _lock: lock,
         })
     }
@@ -504,6 +507,7 @@ impl LogStore {
         };
         self.write_meta(&meta)?;
         self.meta = meta;
+        self.committed_on_disk = meta.committed.map(|c| c.index);
         // During a DEK rotation the vote may still be sealed with the key
         // being retired: re-seal it with the new one (a purge is the step
         // that retires old records).
@@ -645,6 +649,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// The committed id is on disk (file and directory fsynced) before this
     /// returns.
+    /// Records the committed log id. It is made durable when first set and
+    /// then at most every [`COMMITTED_PERSIST_EVERY`] entries (and with
+    /// every purge), not on each commit: a durable rewrite per commit cost
+    /// more than the appends themselves. openraft allows a stale committed
+    /// id: after a crash the manager re-applies the missing entries once the
+    /// leader confirms them again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if self.meta.committed == committed {
             return Ok(());
@@ -653,7 +663,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             committed,
             ..self.meta
         };
-        self.guarded(|store| store.write_meta(&meta))?;
+        let on_disk = self.committed_on_disk;
+        let due = match (on_disk, committed) {
+            (Some(d), Some(c)) => c.index < d || c.index - d >= COMMITTED_PERSIST_EVERY,
+            _ => true,
+        };
+        if due {
+            self.guarded(|store| store.write_meta(&meta))?;
+            self.committed_on_disk = committed.map(|c| c.index);
+        }
         self.meta = meta;
         Ok(())
     }
@@ -772,6 +790,26 @@ fn position(log_id: &LogId) -> [u8; POSITION_LEN] {
     p[16..].copy_from_slice(log_id.leader_id.node_id.as_bytes());
     p
 }
+
+impl Drop for LogStore {
+    /// Best effort on a clean shutdown: make the committed id durable if it
+    /// ran ahead of the disk (a crash leaves it up to
+    /// [`COMMITTED_PERSIST_EVERY`] entries behind, which is safe).
+    fn drop(&mut self) {
+        let behind = self.meta.committed.map(|c| c.index) != self.committed_on_disk;
+        if behind
+            && !self.options.read_only
+            && self.failed.is_none()
+            && let Err(e) = self.write_meta(&self.meta)
+        {
+            tracing::warn!(error = %e, "could not record the committed log id at shutdown");
+        }
+    }
+}
+
+/// How many entries the durable committed id may lag behind the one in
+/// memory (see `save_committed`).
+pub const COMMITTED_PERSIST_EVERY: u64 = 1024;
 
 /// Takes the exclusive lock on `DIR/LOCK` (released when the file closes,
 /// including when the process dies).

@@ -351,3 +351,37 @@ async fn a_store_is_opened_by_one_process_at_a_time() {
     drop(first);
     OpenStore::open(&f.dir, KeySource::Key(&f.key)).expect("lock released with the store");
 }
+
+/// The committed id is durable when first set, then every
+/// `COMMITTED_PERSIST_EVERY` entries and at a clean shutdown; a crash
+/// leaves it behind by less than that, never ahead.
+#[tokio::test]
+async fn committed_id_is_persisted_lazily_but_never_ahead() {
+    let f = fixture().await; // committed index 4 is on disk
+    let at = |i| LogId::new(CommittedLeaderId::new(1, NodeId::default()), i);
+    {
+        let mut store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+        store.log.save_committed(Some(at(5))).await.unwrap();
+        assert_eq!(store.log.read_committed().await.unwrap(), Some(at(5)));
+        std::mem::forget(store); // a crash: no shutdown hook runs
+    }
+    // The forgotten store still holds the directory lock in this process;
+    // a read-only open does not need it.
+    let report = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    assert_eq!(report.committed, Some(4), "lagging, never ahead");
+}
+
+#[tokio::test]
+async fn committed_id_is_flushed_at_clean_shutdown() {
+    let f = fixture().await;
+    let at = |i| LogId::new(CommittedLeaderId::new(1, NodeId::default()), i);
+    let mut store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+    store.log.save_committed(Some(at(5))).await.unwrap();
+    drop(store);
+    let report = offline::verify(&f.dir, KeySource::Key(&f.key))
+        .await
+        .unwrap();
+    assert_eq!(report.committed, Some(5));
+}
