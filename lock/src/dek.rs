@@ -41,6 +41,9 @@ impl fmt::Display for DekVersion {
 pub struct Dek {
     version: DekVersion,
     key: Zeroizing<[u8; KEY_LEN]>,
+    /// The expanded AES-256-GCM key, built once (the `aes` crate's
+    /// `zeroize` feature wipes the round keys on drop).
+    aead: Aes256Gcm,
     /// Records sealed by this value, in this process.
     uses: AtomicU64,
 }
@@ -129,17 +132,17 @@ impl Dek {
     }
 
     fn from_key(version: DekVersion, key: Zeroizing<[u8; KEY_LEN]>) -> Dek {
+        let aead = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(key.as_slice()));
         Dek {
             version,
             key,
+            aead,
             uses: AtomicU64::new(0),
         }
     }
 
-    fn cipher(&self) -> Result<Aes256Gcm, LockError> {
-        Aes256Gcm::new_from_slice(self.key.as_slice()).map_err(|_| LockError::Crypto {
-            what: "AES-256-GCM key",
-        })
+    fn cipher(&self) -> Result<&Aes256Gcm, LockError> {
+        Ok(&self.aead)
     }
 
     fn open_record(
