@@ -36,7 +36,7 @@ pub struct RecordCipher {
 }
 
 enum Keys {
-    Encrypted(RwLock<DekSet>),
+    Encrypted(Box<RwLock<DekSet>>),
     /// Benchmark only: no encryption (see [`RecordCipher::danger_plaintext`]).
     Plaintext,
 }
@@ -51,7 +51,7 @@ impl RecordCipher {
         Self {
             cluster,
             node,
-            keys: Keys::Encrypted(RwLock::new(deks)),
+            keys: Keys::Encrypted(Box::new(RwLock::new(deks))),
         }
     }
 
