@@ -70,6 +70,17 @@ fn store_dir(args: &StoreArgs) -> PathBuf {
 }
 
 fn unlock_key(args: &StoreArgs) -> Result<UnlockKey, Failure> {
+    let identity = store_dir(args).join("store.json");
+    if !identity.is_file() {
+        return Err(Failure::new(
+            anyhow::anyhow!(
+                "{} holds no moat store ({} is missing)",
+                args.state_dir.display(),
+                identity.display()
+            ),
+            "pass the state directory of a manager (the one given to `moat daemon --state-dir`), or the root of a restored backup of it",
+        ));
+    }
     let path = args
         .unlock_key_file
         .clone()

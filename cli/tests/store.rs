@@ -148,5 +148,15 @@ fn key_file_problems_are_explained() {
         .args(["store", "verify", "--state-dir", "/nonexistent"])
         .assert()
         .code(1)
-        .stderr(contains("cannot read the unlock key"));
+        .stderr(
+            contains("/nonexistent holds no moat store")
+                .and(contains("hint: pass the state directory")),
+        );
+    std::fs::remove_file(dir.path().join("unlock.key")).unwrap();
+    moat()
+        .args(["store", "verify", "--state-dir"])
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .stderr(contains("cannot read the unlock key").and(contains("--unlock-key-file")));
 }
