@@ -1,8 +1,9 @@
-//! Compiles `proto/raft.proto` with protox (pure Rust: no protoc needed).
+//! Compiles `proto/raft.proto` and `proto/cluster.proto` with protox (pure Rust: no protoc needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/raft.proto");
-    let fds = protox::compile(["proto/raft.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/cluster.proto");
+    let fds = protox::compile(["proto/raft.proto", "proto/cluster.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,14 +1,26 @@
-//! The moat daemon's core: runs a manager's Raft group member — its
-//! encrypted store, its transport server and client — and, as later issues
-//! land, the CA service, dispatcher, control API and renewal loop.
+//! The moat daemon: one node's process.
 //!
-//! moat-node owns running things: tasks, listeners, shutdown. It never
-//! parses command-line arguments (that is `cli/`), and it reaches the disk
-//! only through moat-store and moat-lock.
+//! moat-node owns running things: the control API on the daemon's unix
+//! socket, the node's lifecycle (init, join, leave, restart), the manager
+//! side (Raft store, CA, dispatcher of heartbeats, membership changes with
+//! quorum checks), and what every node does in the background (heartbeats,
+//! certificate renewal, taking up a new role). It never parses
+//! command-line arguments (that is `cli/`), and it reaches the disk only
+//! through moat-store, moat-lock and its state-directory layout
+//! (`files`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod agent;
+mod control;
+mod daemon;
+mod files;
+mod node;
 mod raft;
+mod rpc;
+mod service;
 
+pub use daemon::{DEFAULT_PORT, DaemonOptions, run_daemon};
+pub use node::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
 pub use raft::{NodeError, RaftManager, RotationStep, raft_config};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use moat_lock::{DekVersion, KeySource};
 use moat_pki::{NodeId, TlsContext};
 use moat_store::{Applied, OpenStore, Raft, RecordCipher, StoreError, StoreIdentity};
-use moat_transport::{Network, PeerPolicy, RaftHandler};
+use moat_transport::{ClusterHandler, Network, PeerPolicy, RaftHandler, RaftService};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +30,10 @@ pub enum NodeError {
     /// Raft did not reach a state in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// The daemon could not start or serve (the message says why and what
+    /// to do).
+    #[error("{}{}", .0.message, .0.hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+    Control(moat_api::ApiError),
     /// A socket could not be bound or read.
     #[error("{what}: {source}")]
     Io {
@@ -87,6 +91,19 @@ impl RaftManager {
         listener: TcpListener,
         config: openraft::Config,
     ) -> Result<Self, NodeError> {
+        Self::start_with(id, store, tls, listener, config, None).await
+    }
+
+    /// Like [`RaftManager::start`], also serving the cluster service
+    /// (joins, renewals, heartbeats) with `cluster` on the same listener.
+    pub async fn start_with(
+        id: NodeId,
+        store: OpenStore,
+        tls: Arc<TlsContext>,
+        listener: TcpListener,
+        config: openraft::Config,
+        cluster: Option<Arc<dyn ClusterHandler>>,
+    ) -> Result<Self, NodeError> {
         let addr = listener.local_addr().map_err(|source| NodeError::Io {
             what: "reading the listener address".into(),
             source,
@@ -115,7 +132,11 @@ impl RaftManager {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = moat_transport::serve(listener, tls, handler, policy, shutdown).await {
+            let mut service = RaftService::new(tls, handler, policy);
+            if let Some(cluster) = cluster {
+                service = service.with_cluster(cluster);
+            }
+            if let Err(e) = service.serve(listener, shutdown).await {
                 tracing::error!(error = %e, "raft transport server stopped");
             }
         });
@@ -189,18 +210,7 @@ impl RaftManager {
     /// it has caught up with the log, then as a voter. One membership
     /// change at a time, through the leader.
     pub async fn add_manager(&self, id: NodeId, addr: SocketAddr) -> Result<(), NodeError> {
-        self.raft
-            .add_learner(id, openraft::BasicNode::new(addr.to_string()), true)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        self.raft
-            .change_membership(
-                openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])),
-                false,
-            )
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        Ok(())
+        add_voter(&self.raft, id, addr).await
     }
 
     /// Removes a manager from the Raft group, unless that would leave the
@@ -285,4 +295,19 @@ pub enum RotationStep {
     Snapshotted,
     /// The log holds no record sealed with the old DEK.
     Purged,
+}
+
+/// Adds `id` at `addr` to `raft`'s group: as a learner, blocking until it
+/// has caught up with the log, then as a voter. Call on the leader.
+pub(crate) async fn add_voter(raft: &Raft, id: NodeId, addr: SocketAddr) -> Result<(), NodeError> {
+    raft.add_learner(id, openraft::BasicNode::new(addr.to_string()), true)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    raft.change_membership(
+        openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])),
+        false,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    Ok(())
 }

@@ -39,9 +39,14 @@ pub use id::{ClusterId, ID_CHARS, NodeId, Role};
 pub use inspect::{CertReport, inspect};
 pub use key::{KeyAlgorithm, MAX_CSR_BYTES, PrivateKey, VerifiedCsr};
 pub use renew::{RENEW_FROM, RENEW_UNTIL, renewal_time};
-pub use tls::{Credentials, MANAGER_SERVER_NAME, TlsContext, manager_server_name, provider};
+pub use tls::{
+    Credentials, MANAGER_SERVER_NAME, TlsContext, bootstrap_client_config, manager_server_name,
+    provider,
+};
 pub use verify::{Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain};
 
 /// Re-exported so callers name the same DER and time types.
 pub use rustls::pki_types::CertificateDer;
+/// PEM decoding of certificates and keys (rustls's `PemObject`).
+pub use rustls::pki_types::pem;
 pub use time::OffsetDateTime;

@@ -186,6 +186,67 @@ impl TlsContext {
     }
 }
 
+/// A client configuration for the one call a joining node makes before it
+/// trusts anything: downloading the cluster's root CA bundle.
+///
+/// The server's certificate is **not** verified (the node has no roots
+/// yet), so nothing sent or received on such a connection may be trusted
+/// or secret: the caller must compare the bundle's SHA-256 with the digest
+/// in its join token before using it, and only then open a verified
+/// connection ([`TlsContext::client_config`]) for the join itself. TLS 1.3
+/// only; no client certificate; no session resumption.
+pub fn bootstrap_client_config() -> Result<ClientConfig, Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnverifiedBootstrap))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// Accepts any server certificate but still checks the handshake
+/// signature, for [`bootstrap_client_config`].
+#[derive(Debug)]
+struct UnverifiedBootstrap;
+
+impl ServerCertVerifier for UnverifiedBootstrap {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// The server name to use with [`TlsContext::client_config`].
 pub fn manager_server_name() -> ServerName<'static> {
     ServerName::DnsName(

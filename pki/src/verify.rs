@@ -84,6 +84,27 @@ impl TrustRoots {
         self.certs.iter().map(to_pem).collect()
     }
 
+    /// The cluster the bundle's roots serve (their subject `O`), which must
+    /// be the same for every root in it.
+    pub fn cluster_id(&self) -> Result<ClusterId, CertError> {
+        let mut found: Option<ClusterId> = None;
+        for cert in &self.certs {
+            let parsed = parse_cert(cert)?;
+            let cluster: ClusterId = subject_attr(&parsed, DnType::OrganizationName)?
+                .parse()
+                .map_err(|e| CertError::NotACa {
+                    reason: format!("root subject O is not a moat cluster id ({e})"),
+                })?;
+            if found.is_some_and(|f| f != cluster) {
+                return Err(CertError::NotACa {
+                    reason: "the root bundle mixes roots of different clusters".into(),
+                });
+            }
+            found = Some(cluster);
+        }
+        found.ok_or_else(|| CertError::malformed("root CA bundle", "no certificate"))
+    }
+
     /// The trusted certificates.
     pub fn certs(&self) -> &[CertificateDer<'static>] {
         &self.certs

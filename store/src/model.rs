@@ -109,6 +109,28 @@ pub struct NodeRecord {
     pub cert_serial: String,
     /// End of validity of that certificate, Unix seconds.
     pub cert_not_after: i64,
+    /// SHA-256 of the root that issued that certificate (`sha256:hex`).
+    #[serde(default)]
+    pub cert_issuer: String,
+    /// Whether the scheduler may use the node.
+    #[serde(default)]
+    pub availability: Availability,
+    /// Whether the node is heartbeating, as the leader last committed it.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+/// Scheduling availability of a node (Docker's three values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// Available.
+    #[default]
+    Active,
+    /// No new work.
+    Pause,
+    /// No work at all.
+    Drain,
 }
 
 /// The whole replicated cluster state.
@@ -174,6 +196,54 @@ pub enum Command {
         /// The proposer's clock.
         now: i64,
     },
+    /// Admits a node that presented `token`: applied only if the token is
+    /// still the standing token for the record's role (so a join racing a
+    /// rotation is decided by the log order) and the node was not removed.
+    AdmitNode {
+        /// The new node; its role is the one the token grants.
+        record: NodeRecord,
+        /// The token it presented.
+        token: JoinToken,
+        /// The node already exists and keeps its identity.
+        rejoin: bool,
+    },
+    /// Records a node's liveness.
+    SetNodeStatus {
+        /// The node.
+        id: NodeId,
+        /// Heartbeating or not.
+        ready: bool,
+    },
+    /// Changes a node's labels or availability.
+    UpdateNode {
+        /// The node.
+        id: NodeId,
+        /// Labels to add or replace.
+        labels_add: BTreeMap<String, String>,
+        /// Label keys to drop.
+        labels_rm: Vec<String>,
+        /// New availability.
+        availability: Option<Availability>,
+    },
+    /// Sets a node's role (promote, demote); the node renews its
+    /// certificate to match.
+    SetRole {
+        /// The node.
+        id: NodeId,
+        /// Its new role.
+        role: Role,
+    },
+    /// Records the certificate a node was just issued.
+    RecordCert {
+        /// The node.
+        id: NodeId,
+        /// Serial, hex.
+        serial: String,
+        /// End of validity, Unix seconds.
+        not_after: i64,
+        /// SHA-256 of the issuing root.
+        issuer: String,
+    },
 }
 
 /// The result of applying a command.
@@ -229,6 +299,85 @@ impl ClusterState {
             }
             Command::SetUnlockKey(key) => self.unlock_key = key.clone(),
             Command::PruneRemoved { now } => self.removed.retain(|_, until| *until > *now),
+            Command::AdmitNode {
+                record,
+                token,
+                rejoin,
+            } => {
+                let Some(tokens) = self.join_tokens.as_ref() else {
+                    return Response::Rejected("the cluster is not initialized".into());
+                };
+                let standing = match record.role {
+                    Role::Worker => &tokens.worker,
+                    Role::Manager => &tokens.manager,
+                };
+                if !standing.ct_eq(token) {
+                    return Response::Rejected(
+                        "invalid join token: it was rotated, or it belongs to another role".into(),
+                    );
+                }
+                if self.removed.contains_key(&record.id) {
+                    return Response::Rejected(format!(
+                        "node {} was removed from the cluster",
+                        record.id
+                    ));
+                }
+                match (self.nodes.get(&record.id), rejoin) {
+                    (Some(_), false) => {
+                        return Response::Rejected(format!(
+                            "node id {} is already in use",
+                            record.id
+                        ));
+                    }
+                    (None, true) => {
+                        return Response::Rejected(format!(
+                            "node {} is not a member of this cluster, so it cannot rejoin; join without --rejoin",
+                            record.id
+                        ));
+                    }
+                    _ => {}
+                }
+                self.nodes.insert(record.id, record.clone());
+            }
+            Command::SetNodeStatus { id, ready } => match self.nodes.get_mut(id) {
+                Some(node) => node.ready = *ready,
+                None => return no_such_node(id),
+            },
+            Command::UpdateNode {
+                id,
+                labels_add,
+                labels_rm,
+                availability,
+            } => match self.nodes.get_mut(id) {
+                Some(node) => {
+                    for key in labels_rm {
+                        node.labels.remove(key);
+                    }
+                    node.labels
+                        .extend(labels_add.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    if let Some(a) = availability {
+                        node.availability = *a;
+                    }
+                }
+                None => return no_such_node(id),
+            },
+            Command::SetRole { id, role } => match self.nodes.get_mut(id) {
+                Some(node) => node.role = *role,
+                None => return no_such_node(id),
+            },
+            Command::RecordCert {
+                id,
+                serial,
+                not_after,
+                issuer,
+            } => match self.nodes.get_mut(id) {
+                Some(node) => {
+                    node.cert_serial = serial.clone();
+                    node.cert_not_after = *not_after;
+                    node.cert_issuer = issuer.clone();
+                }
+                None => return no_such_node(id),
+            },
         }
         Response::Applied
     }
@@ -260,6 +409,10 @@ impl ClusterState {
         }
         v
     }
+}
+
+fn no_such_node(id: &NodeId) -> Response {
+    Response::Rejected(format!("node {id} is not a member of this cluster"))
 }
 
 #[cfg(test)]
@@ -294,6 +447,9 @@ mod tests {
             labels: BTreeMap::new(),
             cert_serial: "01".into(),
             cert_not_after: 100,
+            cert_issuer: String::new(),
+            availability: Availability::Active,
+            ready: true,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Node-to-node transport: openraft RPCs between managers over gRPC on
-//! mutual TLS 1.3.
+//! Node-to-node transport: openraft RPCs between managers, and the cluster
+//! service every node calls on a manager, over gRPC on mutual TLS 1.3.
 //!
 //! moat-transport owns:
 //!
@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod cluster;
 mod codec;
 mod error;
 mod server;
@@ -46,6 +47,7 @@ mod server;
 use std::time::Duration;
 
 pub use client::{Backoff, Network, PeerClient};
+pub use cluster::{Caller, ClusterClient, ClusterHandler, ServerTrust};
 pub use error::TransportError;
 pub use server::{Clock, PeerPolicy, RaftHandler, RaftService, SystemClock, serve};
 
@@ -54,6 +56,14 @@ pub use server::{Clock, PeerPolicy, RaftHandler, RaftService, SystemClock, serve
 pub mod pb {
     tonic::include_proto!("moat.raft.v1");
 }
+
+/// The generated protobuf and gRPC code of `proto/cluster.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb_cluster {
+    tonic::include_proto!("moat.cluster.v1");
+}
+
+pub use tonic::{Code, Status};
 
 /// Largest encoded gRPC message accepted or sent, either way (16 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

@@ -24,10 +24,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::{ClusterHandler, ClusterService};
 use crate::codec::{decode, encode};
 use crate::error::with_causes;
 use crate::pb::Payload;
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer as GrpcRaftServer};
+use crate::pb_cluster::cluster_server::ClusterServer as GrpcClusterServer;
 use crate::{
     HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
     SERVER_REQUEST_TIMEOUT, TransportError,
@@ -126,6 +128,7 @@ struct Inner {
     handler: Arc<dyn RaftHandler>,
     policy: Arc<dyn PeerPolicy>,
     clock: Arc<dyn Clock>,
+    cluster: Option<Arc<dyn ClusterHandler>>,
 }
 
 impl RaftService {
@@ -142,6 +145,7 @@ impl RaftService {
                 handler,
                 policy,
                 clock: Arc::new(SystemClock),
+                cluster: None,
             }),
         }
     }
@@ -155,6 +159,22 @@ impl RaftService {
                 handler: inner.handler.clone(),
                 policy: inner.policy.clone(),
                 clock,
+                cluster: inner.cluster.clone(),
+            }),
+        }
+    }
+
+    /// Also serves the cluster service (joins, renewals, heartbeats) with
+    /// `handler`, on the same listener.
+    pub fn with_cluster(self, handler: Arc<dyn ClusterHandler>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                tls: inner.tls.clone(),
+                handler: inner.handler.clone(),
+                policy: inner.policy.clone(),
+                clock: inner.clock.clone(),
+                cluster: Some(handler),
             }),
         }
     }
@@ -190,6 +210,16 @@ impl RaftService {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+        let cluster = self.inner.cluster.clone().map(|handler| {
+            GrpcClusterServer::new(ClusterService {
+                tls: self.inner.tls.clone(),
+                clock: self.inner.clock.clone(),
+                handler,
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+
         tonic::transport::Server::builder()
             .timeout(SERVER_REQUEST_TIMEOUT)
             .concurrency_limit_per_connection(32)
@@ -198,6 +228,7 @@ impl RaftService {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(16 * 1024)
             .add_service(grpc)
+            .add_optional_service(cluster)
             .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
             .await
             .map_err(|e| TransportError::Grpc {
@@ -287,9 +318,9 @@ struct ServerStream {
 /// The connection a request arrived on: the peer's address and the
 /// certificate chain it presented in the handshake, if any.
 #[derive(Clone, Debug)]
-struct PeerInfo {
-    remote: SocketAddr,
-    certs: Option<Arc<[CertificateDer<'static>]>>,
+pub(crate) struct PeerInfo {
+    pub(crate) remote: SocketAddr,
+    pub(crate) certs: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 impl Connected for ServerStream {

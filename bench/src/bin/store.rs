@@ -303,6 +303,9 @@ fn records(count: u32) -> Vec<NodeRecord> {
             labels: BTreeMap::from([("seq".to_string(), i.to_string())]),
             cert_serial: format!("{i:x}"),
             cert_not_after: 1_900_000_000,
+            cert_issuer: String::new(),
+            availability: Default::default(),
+            ready: false,
         })
         .collect()
 }

@@ -92,6 +92,9 @@ pub(crate) fn record(i: u32) -> NodeRecord {
         labels: BTreeMap::from([("seq".to_string(), i.to_string())]),
         cert_serial: format!("{i:x}"),
         cert_not_after: 0,
+        cert_issuer: String::new(),
+        availability: Default::default(),
+        ready: false,
     }
 }
 

@@ -1,0 +1,50 @@
+//! moat's control API: how the `moat` CLI talks to a `moat daemon`.
+//!
+//! moat-api owns:
+//!
+//! * the wire types, HTTP+JSON over the daemon's unix socket, under
+//!   versioned paths (`/v1/…`, see [`path`]);
+//! * the error body every failure carries ([`ApiError`]: a message, the
+//!   next step for the operator, and a machine-readable [`ErrorKind`]);
+//! * [`Client`], which speaks that protocol over a unix socket.
+//!
+//! It holds no business logic: the daemon (moat-node) decides, the CLI
+//! (moat) formats. The socket is the only authentication (mode 0600, owned
+//! by the daemon's user), so the API never carries credentials of its own.
+//! Secrets travel on it only when the operator asks for them (a join token
+//! from `moat join-token`, a token given to `moat join`).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod types;
+
+pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
+pub use types::*;
+
+/// The versioned request paths.
+pub mod path {
+    /// `GET`: [`crate::Info`].
+    pub const INFO: &str = "/v1/info";
+    /// `POST` [`crate::InitRequest`] → [`crate::InitResponse`].
+    pub const INIT: &str = "/v1/init";
+    /// `POST` [`crate::JoinRequest`] → [`crate::JoinResponse`].
+    pub const JOIN: &str = "/v1/join";
+    /// `POST` [`crate::LeaveRequest`] → `{}`.
+    pub const LEAVE: &str = "/v1/leave";
+    /// `POST` [`crate::JoinTokenRequest`] → [`crate::JoinTokenResponse`].
+    pub const JOIN_TOKEN: &str = "/v1/join-token";
+    /// `GET` → `Vec<`[`crate::NodeInfo`]`>`.
+    pub const NODES: &str = "/v1/nodes";
+    /// `POST` [`crate::NodeRef`] → [`crate::NodeInfo`].
+    pub const NODE_INSPECT: &str = "/v1/nodes/inspect";
+    /// `POST` [`crate::RoleChangeRequest`] → [`crate::RoleChangeResponse`].
+    pub const NODE_ROLE: &str = "/v1/nodes/role";
+    /// `POST` [`crate::NodeRemoveRequest`] → [`crate::NodeRemoveResponse`].
+    pub const NODE_REMOVE: &str = "/v1/nodes/remove";
+    /// `POST` [`crate::NodeUpdateRequest`] → [`crate::NodeInfo`].
+    pub const NODE_UPDATE: &str = "/v1/nodes/update";
+    /// `POST` [`crate::UpdateRequest`] → [`crate::Info`].
+    pub const UPDATE: &str = "/v1/update";
+}

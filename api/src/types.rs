@@ -1,0 +1,373 @@
+//! Request and response bodies.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What every failed request answers, with an HTTP status that matches
+/// [`ErrorKind`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What kind of failure, for programs.
+    pub kind: ErrorKind,
+    /// What went wrong, for people. Never holds a secret.
+    pub message: String,
+    /// The next step for the operator, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl ApiError {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds the next step for the operator.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Failure classes of the control API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or names something invalid (HTTP 400).
+    InvalidArgument,
+    /// The node is in the wrong state for this request: not in a cluster,
+    /// already in one, not a manager, locked (HTTP 409).
+    FailedPrecondition,
+    /// What the request names does not exist (HTTP 404).
+    NotFound,
+    /// The cluster refused: a wrong, rotated or foreign token; this node
+    /// was removed (HTTP 403).
+    PermissionDenied,
+    /// The cluster cannot answer now: no leader, no quorum, a manager is
+    /// unreachable (HTTP 503).
+    Unavailable,
+    /// Anything else (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code that carries this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument => 400,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::FailedPrecondition => 409,
+            ErrorKind::Internal => 500,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the CA and holds the store.
+    Manager,
+    /// Holds only its identity.
+    Worker,
+}
+
+impl Role {
+    /// `"manager"` or `"worker"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the scheduler may use a node (Docker's three values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// Available.
+    #[default]
+    Active,
+    /// No new work.
+    Pause,
+    /// No work at all.
+    Drain,
+}
+
+impl Availability {
+    /// `"active"`, `"pause"` or `"drain"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+/// Liveness, from heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Heartbeating.
+    Ready,
+    /// No heartbeat for longer than the bound.
+    Down,
+}
+
+/// How a manager looks from the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagerStatus {
+    /// The Raft leader.
+    Leader,
+    /// Heartbeating.
+    Reachable,
+    /// Not heartbeating.
+    Unreachable,
+}
+
+/// The daemon's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Not part of a cluster: `init` or `join` it.
+    Inactive,
+    /// Part of a cluster.
+    Active,
+    /// Waiting for the unlock key.
+    Locked,
+    /// Part of a cluster but unable to take part: removed, certificate
+    /// expired; [`Info::error`] says why and what to do.
+    Error,
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// The daemon's state.
+    pub state: NodeState,
+    /// This node's id, once it has one.
+    pub node_id: Option<String>,
+    /// The host name this node reports.
+    pub hostname: String,
+    /// Whether this node is a manager.
+    pub is_manager: bool,
+    /// The cluster, once in one.
+    pub cluster_id: Option<String>,
+    /// Managers in the cluster (managers only; 0 otherwise).
+    pub managers: usize,
+    /// Nodes in the cluster (managers only; 0 otherwise).
+    pub nodes: usize,
+    /// Lifetime of node certificates, seconds.
+    pub cert_expiry_seconds: u64,
+    /// Whether autolock is on.
+    pub autolock: bool,
+    /// Cluster addresses of all managers this node knows.
+    pub manager_addresses: Vec<String>,
+    /// This node's cluster address, when it has one.
+    pub node_address: Option<String>,
+    /// The Raft leader's id, when known (managers only).
+    pub leader: Option<String>,
+    /// End of this node's certificate validity (RFC 3339).
+    pub cert_not_after: Option<String>,
+    /// Why the node is in the `error` state, and what to do.
+    pub error: Option<String>,
+}
+
+/// `POST /v1/init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRequest {
+    /// Where to listen for cluster traffic (`host:port`).
+    pub listen_addr: String,
+    /// The address other nodes use to reach this one; defaults to the
+    /// listen address.
+    pub advertise_addr: Option<String>,
+    /// Lifetime of node certificates, seconds.
+    pub cert_expiry_seconds: Option<u64>,
+    /// Turn autolock on.
+    pub autolock: bool,
+}
+
+/// Answer to `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitResponse {
+    /// The new manager's id.
+    pub node_id: String,
+    /// The new cluster's id.
+    pub cluster_id: String,
+    /// The address workers join.
+    pub advertise_addr: String,
+    /// The worker join token (the operator asked for it by initializing).
+    pub worker_token: String,
+}
+
+/// `POST /v1/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token.
+    pub token: String,
+    /// A manager's address (`host:port`).
+    pub remote_addr: String,
+    /// Where to listen for cluster traffic (managers; recorded for workers
+    /// in case they are promoted).
+    pub listen_addr: String,
+    /// The address other nodes use; defaults to the listen address.
+    pub advertise_addr: Option<String>,
+    /// Keep this node's identity: after its certificate expired while it
+    /// was down.
+    pub rejoin: bool,
+}
+
+/// Answer to `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// This node's id.
+    pub node_id: String,
+    /// The role the token granted.
+    pub role: Role,
+}
+
+/// `POST /v1/leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    /// Leave even when it loses quorum or erases the cluster.
+    pub force: bool,
+}
+
+/// `POST /v1/join-token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRequest {
+    /// Which token.
+    pub role: Role,
+    /// Replace it first.
+    pub rotate: bool,
+}
+
+/// Answer to `join-token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenResponse {
+    /// Which token.
+    pub role: Role,
+    /// The token.
+    pub token: String,
+    /// The address to join (this manager's advertise address).
+    pub addr: String,
+    /// Whether it was just rotated.
+    pub rotated: bool,
+}
+
+/// One node, as `node ls` and `node inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Role.
+    pub role: Role,
+    /// Liveness.
+    pub status: NodeStatus,
+    /// Scheduling availability.
+    pub availability: Availability,
+    /// Managers only.
+    pub manager_status: Option<ManagerStatus>,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// End of the current certificate's validity (RFC 3339).
+    pub cert_not_after: String,
+    /// Whether this is the node answering.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// Cluster address.
+    pub address: String,
+    /// Serial of the current certificate (hex).
+    pub cert_serial: String,
+    /// SHA-256 of the issuing root certificate (`sha256:hex`).
+    pub cert_issuer_fingerprint: String,
+}
+
+/// Names a node: an id, a unique id prefix, or a host name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The name.
+    pub node: String,
+}
+
+/// `POST /v1/nodes/role`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChangeRequest {
+    /// The node.
+    pub node: String,
+    /// The new role.
+    pub role: Role,
+}
+
+/// Answer to a role change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChangeResponse {
+    /// The node's id.
+    pub id: String,
+    /// Whether the role was already the requested one.
+    pub unchanged: bool,
+    /// A warning for the operator (an even number of managers).
+    pub warning: Option<String>,
+}
+
+/// `POST /v1/nodes/remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRemoveRequest {
+    /// The node.
+    pub node: String,
+    /// Remove a node that is still up, or a manager (demoting it first).
+    pub force: bool,
+}
+
+/// Answer to `node rm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRemoveResponse {
+    /// The removed node's id.
+    pub id: String,
+}
+
+/// `POST /v1/nodes/update`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpdateRequest {
+    /// The node.
+    pub node: String,
+    /// Labels to add or replace.
+    pub label_add: BTreeMap<String, String>,
+    /// Label keys to remove.
+    pub label_rm: Vec<String>,
+    /// New availability.
+    pub availability: Option<Availability>,
+}
+
+/// `POST /v1/update`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    /// New certificate lifetime, seconds.
+    pub cert_expiry_seconds: Option<u64>,
+    /// Autolock on or off.
+    pub autolock: Option<bool>,
+}
+
+/// An empty JSON object, for requests and answers that carry nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}

@@ -1,0 +1,222 @@
+//! What every member does in the background: heartbeat to the leader,
+//! follow the manager list, renew its certificate before it expires, and
+//! take up the role the cluster gives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_api::{ApiError, ErrorKind};
+use moat_pki::{KeyAlgorithm, OffsetDateTime, PrivateKey, Role};
+use rand_core::OsRng;
+
+use crate::node::{HEARTBEAT_PERIOD, Node};
+use crate::rpc::{self, RpcError, RpcErrorKind, method};
+
+/// Runs until the node is faulted (removed, expired) or the task is
+/// aborted.
+pub(crate) async fn run(node: Arc<Node>) {
+    let mut renew_at = renewal_deadline(&node);
+    loop {
+        if node.fault().is_some() {
+            return;
+        }
+        let mut renew_now = false;
+        match heartbeat(&node).await {
+            Ok(resp) => {
+                let managers = resp.managers.clone();
+                if let Err(e) = node.update_node_file(|f| {
+                    if !managers.is_empty() {
+                        f.managers = managers;
+                    }
+                    f.cert_expiry_secs = resp.cert_expiry_secs;
+                }) {
+                    tracing::warn!(error = %e, "saving the manager list failed");
+                }
+                if Some(resp.role) != node.role() {
+                    tracing::info!(
+                        role = resp.role.as_str(),
+                        "the cluster changed this node's role; renewing its certificate"
+                    );
+                    renew_now = true;
+                }
+            }
+            Err(e) if e.kind == RpcErrorKind::Removed => {
+                tracing::error!("{}", e.message);
+                node.set_fault(removed_fault());
+                node.stop_manager().await;
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        if renew_now || OffsetDateTime::now_utc() >= renew_at {
+            match renew(&node).await {
+                Ok(()) => renew_at = renewal_deadline(&node),
+                Err(e) if e.kind == RpcErrorKind::Removed => {
+                    node.set_fault(removed_fault());
+                    node.stop_manager().await;
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "certificate renewal failed; retrying"),
+            }
+            if let Err(e) = take_up_role(&node).await {
+                tracing::error!(error = %e, "changing role failed");
+            }
+        }
+        if let Some(identity) = node.tls.identity()
+            && identity.not_after <= OffsetDateTime::now_utc()
+        {
+            node.set_fault(expired_fault(identity.not_after));
+            node.stop_manager().await;
+            return;
+        }
+        tokio::time::sleep(HEARTBEAT_PERIOD).await;
+    }
+}
+
+/// The error a removed node reports.
+pub(crate) fn removed_fault() -> ApiError {
+    ApiError::new(
+        ErrorKind::PermissionDenied,
+        "this node was removed from the cluster",
+    )
+    .hint("run `moat leave --force` to clear its state, then join again with a fresh token (`moat join-token worker` on a manager)")
+}
+
+/// The error a node whose certificate expired reports.
+pub(crate) fn expired_fault(at: OffsetDateTime) -> ApiError {
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    ApiError::new(
+        ErrorKind::FailedPrecondition,
+        format!("this node's certificate expired at {at} while the node could not renew it"),
+    )
+    .hint("on a manager run `moat join-token worker` (or `manager`), then on this node `moat join --rejoin --token TOKEN MANAGER:PORT`; the node keeps its id and labels")
+}
+
+/// One heartbeat: to the node's preferred manager, following a "not
+/// leader" answer once, then to every other manager in turn.
+async fn heartbeat(node: &Node) -> Result<rpc::HeartbeatResp, RpcError> {
+    if let Some(m) = node.manager.load_full()
+        && m.is_leader(node.id)
+    {
+        let state = m.local_state()?;
+        let role = state
+            .nodes
+            .get(&node.id)
+            .map(|n| n.role)
+            .unwrap_or(Role::Manager);
+        return Ok(rpc::HeartbeatResp {
+            managers: node.manager_peers(),
+            role,
+            period_ms: HEARTBEAT_PERIOD.as_millis() as u64,
+            cert_expiry_secs: state.policy.cert_expiry_secs,
+        });
+    }
+    let req = rpc::HeartbeatReq {
+        address: node.node_file().advertise_addr,
+    };
+    let mut targets: Vec<String> = Vec::new();
+    if let Some(p) = node.preferred.lock().ok().and_then(|p| p.clone()) {
+        targets.push(p);
+    }
+    if let Some(leader) = node.manager.load_full().and_then(|m| m.leader()) {
+        targets.push(leader.addr);
+    }
+    targets.extend(node.node_file().managers.into_iter().map(|p| p.addr));
+    targets.dedup();
+    let mut last = RpcError::new(RpcErrorKind::Unavailable, "this node knows no manager");
+    let mut tried = std::collections::HashSet::new();
+    let mut i = 0;
+    while i < targets.len() {
+        let addr = targets[i].clone();
+        i += 1;
+        if !tried.insert(addr.clone()) {
+            continue;
+        }
+        match node
+            .call::<_, rpc::HeartbeatResp>(&addr, method::HEARTBEAT, &req, rpc::CALL_TIMEOUT)
+            .await
+        {
+            Ok(resp) => {
+                if let Ok(mut p) = node.preferred.lock() {
+                    *p = Some(addr);
+                }
+                return Ok(resp);
+            }
+            Err(e) if e.kind == RpcErrorKind::NotLeader => {
+                if let Some(leader) = &e.leader {
+                    targets.insert(i, leader.addr.clone());
+                }
+                last = e;
+            }
+            Err(e) if e.kind == RpcErrorKind::Removed => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Gets a certificate for the role the cluster has recorded, with a new
+/// key, and swaps it into live TLS.
+pub(crate) async fn renew(node: &Node) -> Result<(), RpcError> {
+    let key = PrivateKey::generate(KeyAlgorithm::default())
+        .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+    let csr = key
+        .csr()
+        .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+    let req = rpc::RenewReq {
+        csr_pem: csr_pem(csr.as_ref()),
+    };
+    let resp: rpc::CertResp = node
+        .call_leader(method::RENEW, &req, rpc::CALL_TIMEOUT)
+        .await?;
+    let identity = node
+        .install_credentials(&resp.chain_pem, key)
+        .map_err(RpcError::from)?;
+    tracing::info!(serial = %identity.serial, role = identity.role.as_str(), not_after = %identity.not_after, "certificate renewed");
+    Ok(())
+}
+
+/// Starts or stops the manager side to match the certificate's role.
+async fn take_up_role(node: &Arc<Node>) -> Result<(), ApiError> {
+    match (node.role(), node.manager.load_full()) {
+        (Some(Role::Manager), None) => {
+            let file = node.node_file();
+            let addr = node.start_manager(&file.listen_addr).await?;
+            let advertise = if file.advertise_addr.is_empty() {
+                addr.to_string()
+            } else {
+                file.advertise_addr.clone()
+            };
+            node.become_voter(&advertise).await?;
+            tracing::info!("this node is now a manager");
+        }
+        (Some(Role::Worker), Some(_)) => {
+            node.stop_manager().await;
+            let dir = node.layout.store_dir();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(error = %e, dir = %dir.display(), "removing the store of a demoted manager failed");
+            }
+            tracing::info!("this node is now a worker");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// When to renew next: a random point between 50 % and 80 % of the
+/// current certificate's lifetime.
+fn renewal_deadline(node: &Node) -> OffsetDateTime {
+    let Some(identity) = node.tls.identity() else {
+        return OffsetDateTime::now_utc();
+    };
+    let lifetime = node.node_file().cert_expiry_secs.max(60);
+    let not_before = identity.not_after - Duration::from_secs(lifetime);
+    moat_pki::renewal_time(not_before, identity.not_after, &mut OsRng)
+}
+
+/// PEM of a DER certificate request.
+pub(crate) fn csr_pem(der: &[u8]) -> String {
+    crate::node::pem("CERTIFICATE REQUEST", der)
+}

@@ -1,0 +1,474 @@
+//! The control API: HTTP+JSON on the daemon's unix socket (see moat-api
+//! for the paths and types).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Json, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use moat_api::{
+    ApiError, Availability, Empty, ErrorKind, Info, InitRequest, InitResponse, JoinRequest,
+    JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, ManagerStatus, NodeInfo,
+    NodeRef, NodeRemoveRequest, NodeRemoveResponse, NodeState, NodeStatus, NodeUpdateRequest,
+    RoleChangeRequest, RoleChangeResponse, UpdateRequest, path,
+};
+use moat_pki::{NodeId, Role};
+use moat_store::model::{self, ClusterState, Command, NodeRecord};
+use moat_tokens::JoinToken;
+use tokio::net::UnixListener;
+
+use crate::daemon::{Daemon, api_role, cert_expiry};
+use crate::node::Node;
+use crate::rpc::{AdminReq, RpcError};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An error answer.
+struct Failure(ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<RpcError> for Failure {
+    fn from(e: RpcError) -> Self {
+        Self(e.into_api())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+
+/// Binds the control socket: a stale socket file from a crashed daemon is
+/// replaced (the state directory lock proves no daemon uses it), and the
+/// socket is made owner-only.
+pub(crate) fn bind(socket: &Path) -> Result<UnixListener, ApiError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(crate::files::io_error(
+                &format!("removing the stale socket {}", socket.display()),
+                e,
+            ));
+        }
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| {
+        crate::files::io_error(
+            &format!("binding the control socket {}", socket.display()),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| crate::files::io_error(&format!("restricting {}", socket.display()), e))?;
+    Ok(listener)
+}
+
+/// Serves the control API until `shutdown`, then lets requests in flight
+/// finish.
+pub(crate) async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let app = axum::Router::new()
+        .route(path::INFO, get(info))
+        .route(path::INIT, post(init))
+        .route(path::JOIN, post(join))
+        .route(path::LEAVE, post(leave))
+        .route(path::JOIN_TOKEN, post(join_token))
+        .route(path::NODES, get(node_ls))
+        .route(path::NODE_INSPECT, post(node_inspect))
+        .route(path::NODE_ROLE, post(node_role))
+        .route(path::NODE_REMOVE, post(node_rm))
+        .route(path::NODE_UPDATE, post(node_update))
+        .route(path::UPDATE, post(update))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(daemon);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| crate::files::io_error("serving the control socket", e))
+}
+
+async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
+    let mut info = Info {
+        state: NodeState::Inactive,
+        node_id: None,
+        hostname: d.hostname.clone(),
+        is_manager: false,
+        cluster_id: None,
+        managers: 0,
+        nodes: 0,
+        cert_expiry_seconds: 0,
+        autolock: false,
+        manager_addresses: Vec::new(),
+        node_address: None,
+        leader: None,
+        cert_not_after: None,
+        error: None,
+    };
+    let Some(node) = d.node().await else {
+        return Ok(Json(info));
+    };
+    let file = node.node_file();
+    info.state = NodeState::Active;
+    info.node_id = Some(node.id.to_string());
+    info.cluster_id = Some(node.cluster.to_string());
+    info.node_address = Some(file.advertise_addr.clone());
+    info.cert_expiry_seconds = file.cert_expiry_secs;
+    info.manager_addresses = file.managers.iter().map(|p| p.addr.clone()).collect();
+    info.cert_not_after = node
+        .tls
+        .identity()
+        .map(|i| rfc3339(i.not_after.unix_timestamp()));
+    if let Some(fault) = node.fault() {
+        info.state = NodeState::Error;
+        info.error = Some(match fault.hint {
+            Some(h) => format!("{} ({h})", fault.message),
+            None => fault.message,
+        });
+        return Ok(Json(info));
+    }
+    if let Some(m) = node.manager.load_full() {
+        info.is_manager = true;
+        info.leader = m.leader().map(|l| l.id.to_string());
+        // Info answers from this manager's own view, so it works without
+        // quorum too.
+        let state = m.local_state()?;
+        info.managers = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager)
+            .count();
+        info.nodes = state.nodes.len();
+        info.cert_expiry_seconds = state.policy.cert_expiry_secs;
+        info.autolock = state.policy.autolock;
+        info.manager_addresses = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager)
+            .map(|n| n.address.clone())
+            .collect();
+    }
+    Ok(Json(info))
+}
+
+async fn init(State(d): State<Arc<Daemon>>, Json(req): Json<InitRequest>) -> Answer<InitResponse> {
+    Ok(Json(d.init(req).await?))
+}
+
+async fn join(State(d): State<Arc<Daemon>>, Json(req): Json<JoinRequest>) -> Answer<JoinResponse> {
+    Ok(Json(d.join(req).await?))
+}
+
+async fn leave(State(d): State<Arc<Daemon>>, Json(req): Json<LeaveRequest>) -> Answer<Empty> {
+    d.leave(req.force).await?;
+    Ok(Json(Empty {}))
+}
+
+/// The member node, which must be a manager.
+async fn manager(d: &Daemon) -> Result<Arc<Node>, Failure> {
+    let node = d.member().await?;
+    node.require_manager()?;
+    Ok(node)
+}
+
+async fn join_token(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<JoinTokenRequest>,
+) -> Answer<JoinTokenResponse> {
+    let node = manager(&d).await?;
+    let role = match req.role {
+        moat_api::Role::Manager => Role::Manager,
+        moat_api::Role::Worker => Role::Worker,
+    };
+    if req.rotate {
+        let bundle = node.tls.roots().to_pem();
+        let token = JoinToken::generate(bundle.as_bytes())
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let fingerprint = token.fingerprint();
+        node.propose(Command::RotateJoinToken { role, token })
+            .await?;
+        tracing::info!(role = role.as_str(), token = %fingerprint, "join token rotated");
+    }
+    let state = node.read_state().await?;
+    let tokens = state
+        .join_tokens
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "the cluster is not initialized"))?;
+    let token = match role {
+        Role::Manager => &tokens.manager,
+        Role::Worker => &tokens.worker,
+    };
+    Ok(Json(JoinTokenResponse {
+        role: req.role,
+        token: token.expose_secret().to_string(),
+        addr: node.node_file().advertise_addr,
+        rotated: req.rotate,
+    }))
+}
+
+async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let leader = node
+        .manager
+        .load_full()
+        .and_then(|m| m.leader())
+        .map(|l| l.id);
+    Ok(Json(
+        state
+            .nodes
+            .values()
+            .map(|r| node_info(r, node.id, leader))
+            .collect(),
+    ))
+}
+
+async fn node_inspect(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) -> Answer<NodeInfo> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let record = resolve(&state, &req.node)?;
+    let leader = node
+        .manager
+        .load_full()
+        .and_then(|m| m.leader())
+        .map(|l| l.id);
+    Ok(Json(node_info(record, node.id, leader)))
+}
+
+async fn node_role(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<RoleChangeRequest>,
+) -> Answer<RoleChangeResponse> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let record = resolve(&state, &req.node)?.clone();
+    let id = record.id;
+    let want = match req.role {
+        moat_api::Role::Manager => Role::Manager,
+        moat_api::Role::Worker => Role::Worker,
+    };
+    if record.role == want {
+        return Ok(Json(RoleChangeResponse {
+            id: id.to_string(),
+            unchanged: true,
+            warning: None,
+        }));
+    }
+    let mut warning = None;
+    match want {
+        Role::Manager => {
+            node.propose(Command::SetRole { id, role: want }).await?;
+            let managers = state
+                .nodes
+                .values()
+                .filter(|n| n.role == Role::Manager)
+                .count()
+                + 1;
+            if managers % 2 == 0 {
+                warning = Some(format!(
+                    "the cluster now has {managers} managers. An even number tolerates no more failures than one manager fewer ({managers} managers tolerate {} failure(s), as do {}); keep an odd number of managers",
+                    (managers - 1) / 2,
+                    managers - 1
+                ));
+            }
+            tracing::info!(node = %id, "node promoted to manager");
+        }
+        Role::Worker => {
+            node.admin(AdminReq::Demote { id }).await?;
+            tracing::info!(node = %id, "manager demoted");
+        }
+    }
+    Ok(Json(RoleChangeResponse {
+        id: id.to_string(),
+        unchanged: false,
+        warning,
+    }))
+}
+
+async fn node_rm(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<NodeRemoveRequest>,
+) -> Answer<NodeRemoveResponse> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let id = resolve(&state, &req.node)?.id;
+    if id == node.id {
+        return Err(ApiError::new(
+            ErrorKind::FailedPrecondition,
+            "cannot remove the node this command runs on",
+        )
+        .hint("run `moat leave` on it, or `moat node rm` on another manager")
+        .into());
+    }
+    node.admin(AdminReq::Remove {
+        id,
+        force: req.force,
+    })
+    .await?;
+    tracing::info!(node = %id, "node removed from the cluster");
+    Ok(Json(NodeRemoveResponse { id: id.to_string() }))
+}
+
+async fn node_update(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<NodeUpdateRequest>,
+) -> Answer<NodeInfo> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let id = resolve(&state, &req.node)?.id;
+    for key in req.label_add.keys().chain(req.label_rm.iter()) {
+        if key.is_empty() || key.len() > 128 {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("label key {key:?} must be 1 to 128 characters"),
+            )
+            .into());
+        }
+    }
+    node.propose(Command::UpdateNode {
+        id,
+        labels_add: req.label_add,
+        labels_rm: req.label_rm,
+        availability: req.availability.map(|a| match a {
+            Availability::Active => model::Availability::Active,
+            Availability::Pause => model::Availability::Pause,
+            Availability::Drain => model::Availability::Drain,
+        }),
+    })
+    .await?;
+    let state = node.read_state().await?;
+    let leader = node
+        .manager
+        .load_full()
+        .and_then(|m| m.leader())
+        .map(|l| l.id);
+    let record = state
+        .nodes
+        .get(&id)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No such node: {id}")))?;
+    Ok(Json(node_info(record, node.id, leader)))
+}
+
+async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) -> Answer<Info> {
+    let node = manager(&d).await?;
+    if req.autolock == Some(true) {
+        return Err(ApiError::new(
+            ErrorKind::FailedPrecondition,
+            "autolock is not yet supported by this version of moat",
+        )
+        .into());
+    }
+    let state = node.read_state().await?;
+    let mut policy = state.policy.clone();
+    if let Some(secs) = req.cert_expiry_seconds {
+        policy.cert_expiry_secs = cert_expiry(Some(secs))?.as_secs();
+    }
+    if policy != state.policy {
+        node.propose(Command::SetPolicy(policy.clone())).await?;
+        tracing::info!(
+            cert_expiry_secs = policy.cert_expiry_secs,
+            "cluster policy updated"
+        );
+    }
+    info(State(d)).await
+}
+
+/// Finds the node `name` names: an id, a unique id prefix, or a unique
+/// host name.
+fn resolve<'a>(state: &'a ClusterState, name: &str) -> Result<&'a NodeRecord, ApiError> {
+    if let Ok(id) = name.parse::<NodeId>()
+        && let Some(r) = state.nodes.get(&id)
+    {
+        return Ok(r);
+    }
+    let by_prefix: Vec<_> = state
+        .nodes
+        .values()
+        .filter(|r| !name.is_empty() && r.id.to_string().starts_with(name))
+        .collect();
+    let by_host: Vec<_> = state
+        .nodes
+        .values()
+        .filter(|r| r.hostname == name)
+        .collect();
+    let ids: BTreeSet<NodeId> = by_prefix
+        .iter()
+        .chain(by_host.iter())
+        .map(|r| r.id)
+        .collect();
+    match (ids.len(), by_prefix.into_iter().chain(by_host).next()) {
+        (1, Some(record)) => Ok(record),
+        (0, _) | (_, None) => Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("No such node: {name}"),
+        )
+        .hint("list nodes with `moat node ls`")),
+        (n, _) => Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("node {name} is ambiguous ({n} matches)"),
+        )
+        .hint("use the full node id")),
+    }
+}
+
+fn node_info(r: &NodeRecord, me: NodeId, leader: Option<NodeId>) -> NodeInfo {
+    let manager_status = (r.role == Role::Manager).then(|| {
+        if Some(r.id) == leader {
+            ManagerStatus::Leader
+        } else if r.ready {
+            ManagerStatus::Reachable
+        } else {
+            ManagerStatus::Unreachable
+        }
+    });
+    NodeInfo {
+        id: r.id.to_string(),
+        hostname: r.hostname.clone(),
+        role: api_role(r.role),
+        status: if r.ready {
+            NodeStatus::Ready
+        } else {
+            NodeStatus::Down
+        },
+        availability: match r.availability {
+            model::Availability::Active => Availability::Active,
+            model::Availability::Pause => Availability::Pause,
+            model::Availability::Drain => Availability::Drain,
+        },
+        manager_status,
+        labels: r.labels.clone(),
+        cert_not_after: rfc3339(r.cert_not_after),
+        is_self: r.id == me,
+        address: r.address.clone(),
+        cert_serial: r.cert_serial.clone(),
+        cert_issuer_fingerprint: r.cert_issuer.clone(),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    moat_pki::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

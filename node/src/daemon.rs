@@ -1,0 +1,629 @@
+//! `moat daemon`: one node's process. Serves the control socket, restores
+//! the node from its state directory, and runs init, join and leave.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_api::{ApiError, ErrorKind, InitRequest, InitResponse, JoinRequest, JoinResponse};
+use moat_lock::UnlockKey;
+use moat_pki::{
+    CertError, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
+    RootCa, RootOptions, TlsContext, TrustRoots,
+};
+use moat_store::model::{CaMaterial, Command, JoinTokens, NodeRecord, Policy, Secret};
+use moat_tokens::JoinToken;
+use moat_transport::{ClusterClient, ServerTrust};
+use tokio::sync::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::files::{self, Layout, NodeFile};
+use crate::node::{Node, fingerprint};
+use crate::rpc::{self, RpcError, method};
+use crate::{NodeError, agent};
+
+/// How a daemon is started.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The node's state directory.
+    pub state_dir: PathBuf,
+    /// The control socket; default `state_dir/moat.sock`.
+    pub control_socket: Option<PathBuf>,
+    /// The host name to report; default the machine's.
+    pub hostname: Option<String>,
+}
+
+/// Default cluster port (Docker's is 2377).
+pub const DEFAULT_PORT: u16 = 4377;
+
+pub(crate) enum Phase {
+    Inactive,
+    Member {
+        node: Arc<Node>,
+        agent: Option<JoinHandle<()>>,
+    },
+}
+
+/// The running daemon.
+pub(crate) struct Daemon {
+    pub(crate) layout: Layout,
+    pub(crate) hostname: String,
+    pub(crate) phase: RwLock<Phase>,
+    /// Serializes init, join, leave and role changes of this node.
+    lifecycle: Mutex<()>,
+}
+
+/// Runs a daemon until SIGTERM or SIGINT.
+pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
+    let layout = Layout::new(&opts.state_dir);
+    let _lock = layout.lock().map_err(NodeError::Control)?;
+    let hostname = opts.hostname.clone().unwrap_or_else(machine_hostname);
+    let daemon = Arc::new(Daemon {
+        layout: layout.clone(),
+        hostname,
+        phase: RwLock::new(Phase::Inactive),
+        lifecycle: Mutex::new(()),
+    });
+    daemon.restore().await.map_err(NodeError::Control)?;
+
+    let socket = opts.control_socket.unwrap_or_else(|| layout.socket());
+    let listener = crate::control::bind(&socket).map_err(NodeError::Control)?;
+    tracing::info!(socket = %socket.display(), state_dir = %layout.dir().display(), "moat daemon ready");
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return std::future::pending().await;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    let served = crate::control::serve(listener, daemon.clone(), shutdown).await;
+    daemon.stop().await;
+    let _ = std::fs::remove_file(&socket);
+    served.map_err(NodeError::Control)
+}
+
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Daemon {
+    /// The member node, if any.
+    pub(crate) async fn node(&self) -> Option<Arc<Node>> {
+        match &*self.phase.read().await {
+            Phase::Inactive => None,
+            Phase::Member { node, .. } => Some(node.clone()),
+        }
+    }
+
+    /// The member node, or the error every cluster command gives on an
+    /// inactive or faulted node.
+    pub(crate) async fn member(&self) -> Result<Arc<Node>, ApiError> {
+        let node = self.node().await.ok_or_else(not_in_cluster)?;
+        if let Some(fault) = node.fault() {
+            return Err(fault);
+        }
+        Ok(node)
+    }
+
+    async fn stop(&self) {
+        let mut phase = self.phase.write().await;
+        if let Phase::Member { node, agent } = &mut *phase {
+            if let Some(agent) = agent.take() {
+                agent.abort();
+            }
+            node.stop_manager().await;
+        }
+    }
+
+    /// Brings back the node described by the state directory, or discards
+    /// what an interrupted init or join left behind.
+    async fn restore(&self) -> Result<(), ApiError> {
+        if !self.layout.has_node_file() {
+            // No node.json: not in a cluster. Anything else is the residue of
+            // an init or join that did not finish.
+            return self.layout.wipe();
+        }
+        let file = NodeFile::load(&self.layout)?;
+        let kek = moat_lock::read_unlock_key_file(self.layout.kek_file())
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let (chain, key, roots) =
+            files::load_tls(&self.layout, &kek, &file.cluster_id, &file.node_id)?;
+        let tls = TlsContext::new(file.cluster_id, roots);
+        let node = Node::new(file.clone(), self.layout.clone(), tls.clone(), kek);
+        match tls.set_credentials(Credentials { chain, key }, OffsetDateTime::now_utc()) {
+            Ok(identity) => {
+                tracing::info!(node = %identity.node_id, role = identity.role.as_str(), "restoring cluster membership");
+                if identity.role == Role::Manager {
+                    node.start_manager(&file.listen_addr).await?;
+                }
+                let agent = tokio::spawn(agent::run(node.clone()));
+                *self.phase.write().await = Phase::Member {
+                    node,
+                    agent: Some(agent),
+                };
+            }
+            Err(moat_pki::Error::Cert(CertError::Expired { not_after, .. })) => {
+                let fault = agent::expired_fault(not_after);
+                tracing::error!("{}", fault.message);
+                node.set_fault(fault);
+                *self.phase.write().await = Phase::Member { node, agent: None };
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorKind::Internal,
+                    format!("this node's certificate cannot be used: {e}"),
+                )
+                .hint("run `moat leave --force` and join the cluster again"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_inactive(&self) -> Result<(), ApiError> {
+        if self.node().await.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                "This node is already part of a cluster.",
+            )
+            .hint("use `moat leave` to leave this cluster and join another one"));
+        }
+        Ok(())
+    }
+
+    /// `moat init`.
+    pub(crate) async fn init(&self, req: InitRequest) -> Result<InitResponse, ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        self.ensure_inactive().await?;
+        if req.autolock {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                "autolock is not yet supported by this version of moat",
+            )
+            .hint("initialize without --autolock; autolock comes with `moat update --autolock`"));
+        }
+        let expiry = cert_expiry(req.cert_expiry_seconds)?;
+        let result = self.init_inner(req, expiry).await;
+        if result.is_err() {
+            self.abandon().await;
+        }
+        result
+    }
+
+    async fn init_inner(
+        &self,
+        req: InitRequest,
+        expiry: Duration,
+    ) -> Result<InitResponse, ApiError> {
+        let now = OffsetDateTime::now_utc();
+        let cluster = ClusterId::generate();
+        let id = NodeId::generate();
+        let internal =
+            |e: &dyn std::fmt::Display| ApiError::new(ErrorKind::Internal, e.to_string());
+        let root =
+            RootCa::generate(cluster, &RootOptions::default(), now).map_err(|e| internal(&e))?;
+        let roots = TrustRoots::new(vec![root.certificate().clone()]).map_err(|e| internal(&e))?;
+        let bundle = roots.to_pem();
+        let key = PrivateKey::generate(KeyAlgorithm::default()).map_err(|e| internal(&e))?;
+        let csr = moat_pki::VerifiedCsr::from_der(key.csr().map_err(|e| internal(&e))?.as_ref())
+            .map_err(|e| internal(&e))?;
+        let cert_expiry = moat_pki::CertExpiry::new(expiry).map_err(|e| internal(&e))?;
+        let issued = root
+            .issue(&csr, id, Role::Manager, cert_expiry, now)
+            .map_err(|e| internal(&e))?;
+        let tokens = JoinTokens {
+            worker: JoinToken::generate(bundle.as_bytes()).map_err(|e| internal(&e))?,
+            manager: JoinToken::generate(bundle.as_bytes()).map_err(|e| internal(&e))?,
+        };
+        let worker_token = tokens.worker.expose_secret().to_string();
+        let ca = CaMaterial {
+            root_cert_pem: bundle.clone(),
+            root_key_pkcs8: Secret::new(data_encoding::BASE64.encode(&root.key().to_pkcs8_der())),
+        };
+
+        let kek = files::load_or_create_kek(&self.layout)?;
+        let tls = TlsContext::new(cluster, roots.clone());
+        let listen = normalize_listen(&req.listen_addr)?;
+        let file = NodeFile::new(
+            id,
+            cluster,
+            listen.clone(),
+            String::new(),
+            Vec::new(),
+            expiry.as_secs(),
+        );
+        let node = Node::new(file, self.layout.clone(), tls, kek);
+        node.install_credentials(&crate::node::der_to_pem(&issued.der), key)?;
+        let bound = node.start_manager(&listen).await?;
+        let advertise = advertise_addr(req.advertise_addr.as_deref(), bound)?;
+        // The phase is set before Raft runs so a failure below is cleaned up.
+        *self.phase.write().await = Phase::Member {
+            node: node.clone(),
+            agent: None,
+        };
+        let m = node.require_manager()?;
+        m.raft
+            .initialize(std::collections::BTreeMap::from([(
+                id,
+                openraft::BasicNode::new(advertise.clone()),
+            )]))
+            .await
+            .map_err(|e| internal(&e))?;
+        m.raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(id, "this manager to lead its new cluster")
+            .await
+            .map_err(|e| internal(&e))?;
+        node.propose(Command::Init {
+            cluster_id: cluster,
+            policy: Policy {
+                cert_expiry_secs: expiry.as_secs(),
+                autolock: false,
+            },
+            ca,
+            join_tokens: tokens,
+        })
+        .await
+        .map_err(RpcError::into_api)?;
+        node.propose(Command::PutNode(NodeRecord {
+            id,
+            hostname: self.hostname.clone(),
+            role: Role::Manager,
+            address: advertise.clone(),
+            labels: Default::default(),
+            cert_serial: issued.serial.clone(),
+            cert_not_after: issued.not_after.unix_timestamp(),
+            cert_issuer: fingerprint(root.certificate()),
+            availability: Default::default(),
+            ready: true,
+        }))
+        .await
+        .map_err(RpcError::into_api)?;
+        // node.json last: from here on a restart brings the cluster back.
+        let listen_file = if listen.ends_with(":0") {
+            bound.to_string()
+        } else {
+            listen
+        };
+        node.update_node_file(|f| {
+            f.listen_addr = listen_file;
+            f.advertise_addr = advertise.clone();
+            f.managers = vec![rpc::Peer {
+                id,
+                addr: advertise.clone(),
+            }];
+        })?;
+        let agent = tokio::spawn(agent::run(node.clone()));
+        *self.phase.write().await = Phase::Member {
+            node,
+            agent: Some(agent),
+        };
+        tracing::info!(node = %id, cluster = %cluster, addr = %advertise, "cluster initialized");
+        Ok(InitResponse {
+            node_id: id.to_string(),
+            cluster_id: cluster.to_string(),
+            advertise_addr: advertise,
+            worker_token,
+        })
+    }
+
+    /// Stops whatever a failed init or join started and removes its files.
+    async fn abandon(&self) {
+        let mut phase = self.phase.write().await;
+        if let Phase::Member { node, agent } = &mut *phase {
+            if let Some(agent) = agent.take() {
+                agent.abort();
+            }
+            node.stop_manager().await;
+        }
+        *phase = Phase::Inactive;
+        if let Err(e) = self.layout.wipe() {
+            tracing::error!(error = %e, "cleaning up after a failed init or join");
+        }
+    }
+
+    /// `moat join`.
+    pub(crate) async fn join(&self, req: JoinRequest) -> Result<JoinResponse, ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        let token = JoinToken::from_str(&req.token).map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("invalid join token: {e}"),
+            )
+            .hint("get a current token with `moat join-token worker` (or `manager`) on a manager")
+        })?;
+        let rejoin = if req.rejoin {
+            let node = self.node().await.ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::FailedPrecondition,
+                    "--rejoin needs a node that was in a cluster; this one never was",
+                )
+                .hint("join without --rejoin")
+            })?;
+            Some(node)
+        } else {
+            self.ensure_inactive().await?;
+            None
+        };
+        let result = self.join_inner(&req, token, rejoin.clone()).await;
+        if result.is_err() && rejoin.is_none() {
+            self.abandon().await;
+        }
+        result
+    }
+
+    async fn join_inner(
+        &self,
+        req: &JoinRequest,
+        token: JoinToken,
+        rejoin: Option<Arc<Node>>,
+    ) -> Result<JoinResponse, ApiError> {
+        let remote = req.remote_addr.as_str();
+        // 1. The root bundle, from a manager not yet trusted.
+        let bootstrap = ClusterClient::connect(remote, ServerTrust::Bootstrap, rpc::CALL_TIMEOUT)
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorKind::Unavailable, format!("cannot reach a manager at {remote}: {e}"))
+                    .hint("check the address and that the manager's cluster port is reachable from this node")
+            })?;
+        let bundle: rpc::CaBundle = rpc::call(
+            &bootstrap,
+            method::CA_BUNDLE,
+            &rpc::Nothing {},
+            rpc::CALL_TIMEOUT,
+        )
+        .await
+        .map_err(RpcError::into_api)?;
+        // 2. Pinned by the token: a mismatch ends here, before the token's
+        // secret is sent anywhere.
+        token.verify_ca(bundle.roots_pem.as_bytes()).map_err(|_| {
+            ApiError::new(
+                ErrorKind::PermissionDenied,
+                format!("the manager at {remote} is not part of the cluster this join token belongs to: its root CA does not match the CA digest in the token"),
+            )
+            .hint("check the manager address, or get a fresh token from a manager of the cluster you mean to join (`moat join-token worker`)")
+        })?;
+        let roots = TrustRoots::from_pem(bundle.roots_pem.as_bytes())
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("root CA bundle: {e}")))?;
+        let cluster = roots
+            .cluster_id()
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("root CA bundle: {e}")))?;
+        // 3. Verified from now on.
+        let tls = TlsContext::new(cluster, roots.clone());
+        let client = ClusterClient::connect(
+            remote,
+            ServerTrust::Verified(tls.clone()),
+            rpc::CALL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                format!("connecting to {remote}: {e}"),
+            )
+        })?;
+        let key = PrivateKey::generate(KeyAlgorithm::default())
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let csr = key
+            .csr()
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let listen = normalize_listen(&req.listen_addr)?;
+        let (listen, provisional) = reserve_port(&listen, req.advertise_addr.as_deref()).await?;
+        let join = rpc::JoinReq {
+            token: token.expose_secret().to_string(),
+            csr_pem: agent::csr_pem(csr.as_ref()),
+            hostname: self.hostname.clone(),
+            advertise_addr: provisional.clone(),
+            rejoin: rejoin.as_ref().map(|n| n.id),
+        };
+        let resp: rpc::CertResp = rpc::call(&client, method::JOIN, &join, rpc::SLOW_CALL_TIMEOUT)
+            .await
+            .map_err(RpcError::into_api)?;
+        // 4. Keep it.
+        let kek = match &rejoin {
+            Some(node) => clone_key(&node.kek)?,
+            None => files::load_or_create_kek(&self.layout)?,
+        };
+        if let Some(old) = &rejoin {
+            let mut phase = self.phase.write().await;
+            if let Phase::Member {
+                agent: Some(agent), ..
+            } = &mut *phase
+            {
+                agent.abort();
+            }
+            old.stop_manager().await;
+        }
+        let file = NodeFile::new(
+            resp.node_id,
+            cluster,
+            listen.clone(),
+            provisional.clone(),
+            resp.managers.clone(),
+            0,
+        );
+        let node = Node::new(
+            file,
+            self.layout.clone(),
+            TlsContext::new(cluster, roots),
+            kek,
+        );
+        node.install_credentials(&resp.chain_pem, key)?;
+        *self.phase.write().await = Phase::Member {
+            node: node.clone(),
+            agent: None,
+        };
+        if resp.role == Role::Manager {
+            node.start_manager(&listen).await?;
+            node.become_voter(&provisional).await?;
+        }
+        NodeFile::save(&node.node_file(), &self.layout)?;
+        let agent = tokio::spawn(agent::run(node.clone()));
+        *self.phase.write().await = Phase::Member {
+            node,
+            agent: Some(agent),
+        };
+        tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined the cluster");
+        Ok(JoinResponse {
+            node_id: resp.node_id.to_string(),
+            role: api_role(resp.role),
+        })
+    }
+
+    /// `moat leave`.
+    pub(crate) async fn leave(&self, force: bool) -> Result<(), ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        let node = self.node().await.ok_or_else(not_in_cluster)?;
+        let faulted = node.fault().is_some();
+        if !faulted {
+            if let Some(m) = node.manager.load_full() {
+                let voters = m.voters();
+                if voters.len() <= 1 && !force {
+                    return Err(ApiError::new(
+                        ErrorKind::FailedPrecondition,
+                        "You are attempting to leave the cluster on a node that is the last manager. Removing the last manager erases all current state of the cluster.",
+                    )
+                    .hint("use --force to ignore this message"));
+                }
+                if voters.len() > 1 {
+                    let leave = node
+                        .admin(rpc::AdminReq::Leave { id: node.id, force })
+                        .await;
+                    if let Err(e) = leave {
+                        if !force {
+                            return Err(e.into_api().hint("use --force to leave anyway; the remaining managers may lose quorum"));
+                        }
+                        tracing::warn!(error = %e, "leaving without the cluster's agreement (--force)");
+                    }
+                }
+            } else if let Err(e) = node
+                .call_leader::<_, rpc::Nothing>(
+                    method::ADMIN,
+                    &rpc::AdminReq::Leave { id: node.id, force },
+                    rpc::CALL_TIMEOUT,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not tell the managers that this node is leaving");
+            }
+        }
+        {
+            let mut phase = self.phase.write().await;
+            if let Phase::Member { agent, .. } = &mut *phase
+                && let Some(agent) = agent.take()
+            {
+                agent.abort();
+            }
+            node.stop_manager().await;
+            *phase = Phase::Inactive;
+        }
+        self.layout.wipe()?;
+        tracing::info!(node = %node.id, "left the cluster");
+        Ok(())
+    }
+}
+
+fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {
+    UnlockKey::from_str(&key.expose_for_operator())
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+pub(crate) fn api_role(role: Role) -> moat_api::Role {
+    match role {
+        Role::Manager => moat_api::Role::Manager,
+        Role::Worker => moat_api::Role::Worker,
+    }
+}
+
+pub(crate) fn not_in_cluster() -> ApiError {
+    ApiError::new(
+        ErrorKind::FailedPrecondition,
+        "This node is not part of a cluster.",
+    )
+    .hint("run `moat init` to create a cluster, or `moat join --token TOKEN MANAGER:PORT` to join one")
+}
+
+/// Checks a certificate lifetime request against the allowed range.
+pub(crate) fn cert_expiry(secs: Option<u64>) -> Result<Duration, ApiError> {
+    let d = secs
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| moat_pki::CertExpiry::DEFAULT.duration());
+    moat_pki::CertExpiry::new(d)
+        .map(|e| e.duration())
+        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, format!("--cert-expiry: {e}")))
+}
+
+fn normalize_listen(addr: &str) -> Result<String, ApiError> {
+    let with_port = if addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    };
+    with_port
+        .parse::<SocketAddr>()
+        .map(|a| a.to_string())
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("--listen-addr {addr:?}: {e}"),
+            )
+            .hint("give an IP address and port, e.g. 0.0.0.0:4377")
+        })
+}
+
+/// The address to advertise: the one given, or the bound one when it is
+/// a specific address.
+fn advertise_addr(given: Option<&str>, bound: SocketAddr) -> Result<String, ApiError> {
+    if let Some(a) = given {
+        return normalize_listen(a);
+    }
+    if bound.ip().is_unspecified() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("could not choose an address to advertise: the listener is on {bound}, which other nodes cannot dial"),
+        )
+        .hint("give --advertise-addr IP:PORT (or listen on a specific address)"));
+    }
+    Ok(bound.to_string())
+}
+
+/// For a listen address with port 0, picks a free port now so the node
+/// can advertise it; returns the listen address and the advertise address.
+async fn reserve_port(listen: &str, advertise: Option<&str>) -> Result<(String, String), ApiError> {
+    let mut listen = listen.to_string();
+    if listen.ends_with(":0") {
+        let probe = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            ApiError::new(
+                ErrorKind::FailedPrecondition,
+                format!("cannot listen on {listen}: {e}"),
+            )
+        })?;
+        listen = probe
+            .local_addr()
+            .map_err(|e| files::io_error("reading the listener address", e))?
+            .to_string();
+    }
+    let bound: SocketAddr = listen
+        .parse()
+        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, format!("{listen}: {e}")))?;
+    let advertise = advertise_addr(advertise, bound)?;
+    Ok((listen, advertise))
+}

@@ -1,0 +1,351 @@
+//! A node's state directory: what is in it, and how each file is written
+//! so that a crash leaves either the old or the new version.
+//!
+//! ```text
+//! DIR/daemon.lock        held (flock) by the running daemon
+//! DIR/moat.sock          the control socket (mode 0600; DIR is 0700)
+//! DIR/node.json          who this node is and which managers it knows; written
+//!                        last when joining, so its absence means "not in a
+//!                        cluster" and anything else left over is discarded
+//! DIR/unlock.key         the key that seals this node's keys (0600; autolock off)
+//! DIR/certs/node.sealed  the node's certificate chain and private key, sealed
+//!                        together (purpose "node-tls") so they always match
+//! DIR/certs/node.crt     the certificate chain in PEM, for people (not read back)
+//! DIR/certs/ca.crt       the trusted root bundle
+//! DIR/store/             managers: the encrypted Raft store (moat-store)
+//! ```
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use data_encoding::BASE64;
+use moat_api::{ApiError, ErrorKind};
+use moat_lock::{Aad, KeySource, UnlockKey};
+use moat_pki::{CertificateDer, ClusterId, NodeId, PrivateKey, TrustRoots};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::rpc::Peer;
+
+const NODE_FILE_FORMAT: u32 = 1;
+const TLS_PURPOSE: &str = "node-tls";
+
+/// The paths of one state directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join("moat.sock")
+    }
+
+    pub(crate) fn node_file(&self) -> PathBuf {
+        self.dir.join("node.json")
+    }
+
+    pub(crate) fn kek_file(&self) -> PathBuf {
+        self.dir.join("unlock.key")
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    fn sealed_tls_file(&self) -> PathBuf {
+        self.certs_dir().join("node.sealed")
+    }
+
+    fn chain_file(&self) -> PathBuf {
+        self.certs_dir().join("node.crt")
+    }
+
+    fn roots_file(&self) -> PathBuf {
+        self.certs_dir().join("ca.crt")
+    }
+
+    pub(crate) fn store_dir(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    /// Creates the directory (mode 0700) and takes the daemon lock, so two
+    /// daemons never share a state directory.
+    pub(crate) fn lock(&self) -> Result<File, ApiError> {
+        create_private_dir(&self.dir)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_file())
+            .map_err(|e| io_error(&format!("opening {}", self.lock_file().display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "another moat daemon is running with state directory {}",
+                    self.dir.display()
+                ),
+            )
+            .hint("stop it first, or give this daemon its own --state-dir")),
+            Err(fs::TryLockError::Error(e)) => Err(io_error("locking the state directory", e)),
+        }
+    }
+
+    /// Removes everything that makes this node a cluster member, node file
+    /// first (so a crash half-way leaves a node that is simply not in a
+    /// cluster).
+    pub(crate) fn wipe(&self) -> Result<(), ApiError> {
+        remove_file(&self.node_file())?;
+        for dir in [self.certs_dir(), self.store_dir()] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&format!("removing {}", dir.display()), e)),
+            }
+        }
+        remove_file(&self.kek_file())?;
+        sync_dir(&self.dir)
+    }
+
+    pub(crate) fn has_node_file(&self) -> bool {
+        self.node_file().exists()
+    }
+}
+
+/// Who this node is: `DIR/node.json`. Not secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeFile {
+    pub(crate) format: u32,
+    pub(crate) node_id: NodeId,
+    pub(crate) cluster_id: ClusterId,
+    /// The address the cluster listener binds (managers).
+    pub(crate) listen_addr: String,
+    /// The address other nodes reach this one at.
+    pub(crate) advertise_addr: String,
+    /// Every manager this node knows, for failover.
+    pub(crate) managers: Vec<Peer>,
+    /// Certificate lifetime policy last heard, seconds.
+    #[serde(default)]
+    pub(crate) cert_expiry_secs: u64,
+}
+
+impl NodeFile {
+    pub(crate) fn new(
+        node_id: NodeId,
+        cluster_id: ClusterId,
+        listen_addr: String,
+        advertise_addr: String,
+        managers: Vec<Peer>,
+        cert_expiry_secs: u64,
+    ) -> Self {
+        Self {
+            format: NODE_FILE_FORMAT,
+            node_id,
+            cluster_id,
+            listen_addr,
+            advertise_addr,
+            managers,
+            cert_expiry_secs,
+        }
+    }
+
+    pub(crate) fn load(layout: &Layout) -> Result<Self, ApiError> {
+        let path = layout.node_file();
+        let bytes =
+            fs::read(&path).map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
+        let file: NodeFile = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("{} is damaged: {e}", path.display()),
+            )
+            .hint("restore the state directory from a backup, or run `moat leave --force` and join again")
+        })?;
+        if file.format != NODE_FILE_FORMAT {
+            return Err(ApiError::new(
+                ErrorKind::Internal,
+                format!(
+                    "{} has format {}, this moat understands {NODE_FILE_FORMAT}",
+                    path.display(),
+                    file.format
+                ),
+            )
+            .hint("run the moat version that wrote it"));
+        }
+        Ok(file)
+    }
+
+    pub(crate) fn save(&self, layout: &Layout) -> Result<(), ApiError> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("encoding node.json: {e}")))?;
+        moat_lock::write_file_atomic(layout.node_file(), &json)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedTls {
+    chain_pem: String,
+    key_pkcs8_b64: String,
+}
+
+/// Seals the node's chain and key together under `kek`, and writes the
+/// chain and the roots in PEM beside them.
+pub(crate) fn save_tls(
+    layout: &Layout,
+    kek: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+    chain_pem: &str,
+    key: &PrivateKey,
+    roots: &TrustRoots,
+) -> Result<(), ApiError> {
+    create_private_dir(&layout.certs_dir())?;
+    let key_b64 = Zeroizing::new(BASE64.encode(&key.to_pkcs8_der()));
+    let sealed = SealedTls {
+        chain_pem: chain_pem.to_string(),
+        key_pkcs8_b64: key_b64.to_string(),
+    };
+    let json = Zeroizing::new(
+        serde_json::to_vec(&sealed)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("encoding TLS keys: {e}")))?,
+    );
+    drop(sealed);
+    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
+    let aad = Aad::new(TLS_PURPOSE, &cluster_s, &node_s);
+    moat_lock::seal_to_file(
+        layout.sealed_tls_file(),
+        KeySource::Key(kek),
+        1,
+        &aad,
+        &json,
+    )
+    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    write_public(&layout.chain_file(), chain_pem.as_bytes())?;
+    write_public(&layout.roots_file(), roots.to_pem().as_bytes())
+}
+
+/// Reads back what [`save_tls`] wrote.
+pub(crate) fn load_tls(
+    layout: &Layout,
+    kek: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKey, TrustRoots), ApiError> {
+    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
+    let aad = Aad::new(TLS_PURPOSE, &cluster_s, &node_s);
+    let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(kek), &aad)
+        .map_err(|e| {
+            ApiError::new(ErrorKind::Internal, format!("reading this node's TLS keys: {e}"))
+                .hint("the state directory is damaged or was tampered with: restore it from a backup, or run `moat leave --force` and join again")
+        })?;
+    let sealed: SealedTls = serde_json::from_slice(&unsealed.plaintext).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("this node's sealed TLS keys are malformed: {e}"),
+        )
+    })?;
+    let der = Zeroizing::new(
+        BASE64
+            .decode(sealed.key_pkcs8_b64.as_bytes())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Internal,
+                    format!("this node's TLS key is malformed: {e}"),
+                )
+            })?,
+    );
+    drop(sealed.key_pkcs8_b64);
+    let key = PrivateKey::from_pkcs8_der(&der)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("this node's TLS key: {e}")))?;
+    let chain = chain_from_pem(&sealed.chain_pem)?;
+    let roots_path = layout.roots_file();
+    let roots_pem = fs::read(&roots_path)
+        .map_err(|e| io_error(&format!("reading {}", roots_path.display()), e))?;
+    let roots = TrustRoots::from_pem(&roots_pem).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("{}: {e}", roots_path.display()),
+        )
+    })?;
+    Ok((chain, key, roots))
+}
+
+/// Parses a PEM certificate chain.
+pub(crate) fn chain_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+    use moat_pki::pem::PemObject;
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("certificate chain: {e:?}")))?;
+    if chain.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Internal,
+            "certificate chain is empty",
+        ));
+    }
+    Ok(chain)
+}
+
+/// Reads the node's key-encryption key, or creates it on first use.
+pub(crate) fn load_or_create_kek(layout: &Layout) -> Result<UnlockKey, ApiError> {
+    let path = layout.kek_file();
+    if path.exists() {
+        return moat_lock::read_unlock_key_file(&path)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()));
+    }
+    let key =
+        UnlockKey::generate().map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    moat_lock::write_unlock_key_file(&path, &key)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok(key)
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ApiError> {
+    moat_lock::write_file_atomic(path, bytes)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ApiError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error(&format!("creating {}", dir.display()), e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error(&format!("restricting {}", dir.display()), e))
+}
+
+fn remove_file(path: &Path) -> Result<(), ApiError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(&format!("removing {}", path.display()), e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ApiError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(&format!("syncing {}", dir.display()), e))
+}
+
+pub(crate) fn io_error(what: &str, e: io::Error) -> ApiError {
+    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+}

@@ -1,0 +1,753 @@
+//! A node that is a member of a cluster: its identity and TLS state, its
+//! manager side (Raft, CA, dispatcher) when it is a manager, and the calls
+//! it makes to other managers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use moat_api::{ApiError, ErrorKind};
+use moat_lock::{KeySource, UnlockKey};
+use moat_pki::{
+    CertExpiry, ClusterId, Credentials, NodeId, OffsetDateTime, PrivateKey, Role, RootCa,
+    TlsContext,
+};
+use moat_store::model::{ClusterState, Command, NodeRecord, Response};
+use moat_store::{Applied, OpenStore};
+use moat_transport::{ClusterClient, ServerTrust};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::files::{Layout, NodeFile};
+use crate::raft::{RaftManager, raft_config};
+use crate::rpc::{self, Peer, RpcError, RpcErrorKind, method};
+
+/// How often nodes heartbeat to the leader.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// A node that has not heartbeated for this long is Down. The documented
+/// bound for a dead node to show Down is this plus one liveness tick
+/// ([`LIVENESS_TICK`]) plus a Raft commit.
+pub const DOWN_AFTER: Duration = Duration::from_secs(5);
+/// How often the leader compares heartbeats with the recorded status.
+pub const LIVENESS_TICK: Duration = Duration::from_millis(500);
+/// How long a manager waits for a leader to be elected before giving up on
+/// a request.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// The manager side of a node.
+pub(crate) struct ManagerRt {
+    pub(crate) raft: moat_store::Raft,
+    pub(crate) applied: Arc<RwLock<Applied>>,
+    inner: tokio::sync::Mutex<Option<RaftManager>>,
+    liveness: Mutex<Liveness>,
+    monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Liveness {
+    last_seen: HashMap<NodeId, Instant>,
+    /// The term in which this manager became leader, and when.
+    leader_since: Option<(u64, Instant)>,
+}
+
+impl ManagerRt {
+    /// The applied state (not linearizable: see [`Node::read_state`]).
+    pub(crate) fn local_state(&self) -> Result<ClusterState, RpcError> {
+        self.applied
+            .read()
+            .map(|a| a.state.clone())
+            .map_err(|_| RpcError::new(RpcErrorKind::Internal, "state lock poisoned"))
+    }
+
+    pub(crate) fn is_leader(&self, me: NodeId) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(me)
+    }
+
+    /// The leader, as this manager knows it.
+    pub(crate) fn leader(&self) -> Option<Peer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?;
+        Some(Peer {
+            id,
+            addr: node.addr.clone(),
+        })
+    }
+
+    pub(crate) fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Every member (voter or learner) with its address.
+    pub(crate) fn members(&self) -> Vec<Peer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| Peer {
+                id: *id,
+                addr: node.addr.clone(),
+            })
+            .collect()
+    }
+
+    fn saw(&self, id: NodeId) {
+        if let Ok(mut l) = self.liveness.lock() {
+            l.last_seen.insert(id, Instant::now());
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Some(task) = self.monitor.lock().ok().and_then(|mut m| m.take()) {
+            task.abort();
+        }
+        if let Some(raft) = self.inner.lock().await.take() {
+            raft.shutdown().await;
+        }
+    }
+}
+
+/// A cluster member.
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) cluster: ClusterId,
+    pub(crate) layout: Layout,
+    pub(crate) tls: Arc<TlsContext>,
+    pub(crate) kek: UnlockKey,
+    pub(crate) file: Mutex<NodeFile>,
+    pub(crate) manager: ArcSwapOption<ManagerRt>,
+    /// Why this node cannot take part (removed, certificate expired).
+    pub(crate) fault: Mutex<Option<ApiError>>,
+    clients: Mutex<HashMap<String, ClusterClient>>,
+    /// The manager heartbeats go to.
+    pub(crate) preferred: Mutex<Option<String>>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        file: NodeFile,
+        layout: Layout,
+        tls: Arc<TlsContext>,
+        kek: UnlockKey,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: file.node_id,
+            cluster: file.cluster_id,
+            layout,
+            tls,
+            kek,
+            file: Mutex::new(file),
+            manager: ArcSwapOption::empty(),
+            fault: Mutex::new(None),
+            clients: Mutex::new(HashMap::new()),
+            preferred: Mutex::new(None),
+        })
+    }
+
+    /// The role in this node's certificate.
+    pub(crate) fn role(&self) -> Option<Role> {
+        self.tls.identity().map(|i| i.role)
+    }
+
+    pub(crate) fn node_file(&self) -> NodeFile {
+        self.file
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub(crate) fn update_node_file(&self, f: impl FnOnce(&mut NodeFile)) -> Result<(), ApiError> {
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = guard.clone();
+        f(&mut next);
+        if next != *guard {
+            next.save(&self.layout)?;
+            *guard = next;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fault(&self) -> Option<ApiError> {
+        self.fault.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn set_fault(&self, e: ApiError) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some(e);
+        }
+    }
+
+    /// Installs a new chain and key after checking them, saves them, and
+    /// drops cached connections so the next calls present the new
+    /// certificate.
+    pub(crate) fn install_credentials(
+        &self,
+        chain_pem: &str,
+        key: PrivateKey,
+    ) -> Result<moat_pki::Identity, ApiError> {
+        let chain = crate::files::chain_from_pem(chain_pem)?;
+        let key_copy = PrivateKey::from_pkcs8_der(&key.to_pkcs8_der())
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let identity = self
+            .tls
+            .set_credentials(Credentials { chain, key }, OffsetDateTime::now_utc())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Internal,
+                    format!("the manager sent a certificate this node cannot use: {e}"),
+                )
+            })?;
+        crate::files::save_tls(
+            &self.layout,
+            &self.kek,
+            &self.cluster,
+            &self.id,
+            chain_pem,
+            &key_copy,
+            &self.tls.roots(),
+        )?;
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.clear();
+        }
+        Ok(identity)
+    }
+
+    // ---------------------------------------------------------------------
+    // Calls to other managers
+
+    async fn client(&self, addr: &str) -> Result<ClusterClient, RpcError> {
+        if let Some(c) = self.clients.lock().ok().and_then(|c| c.get(addr).cloned()) {
+            return Ok(c);
+        }
+        let client = ClusterClient::connect(
+            addr,
+            ServerTrust::Verified(self.tls.clone()),
+            rpc::CALL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            RpcError::new(
+                RpcErrorKind::Unavailable,
+                format!("cannot reach the manager at {addr}: {e}"),
+            )
+        })?;
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.insert(addr.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Calls `method` on the manager at `addr`; a connection that failed is
+    /// dropped from the cache.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let client = self.client(addr).await?;
+        let result = rpc::call(&client, method, req, timeout).await;
+        if matches!(&result, Err(e) if e.kind == RpcErrorKind::Unavailable)
+            && let Ok(mut clients) = self.clients.lock()
+        {
+            clients.remove(addr);
+        }
+        result
+    }
+
+    /// Calls `method` on the leader, following "not leader" answers and
+    /// waiting out an election (up to [`LEADER_WAIT`]).
+    pub(crate) async fn call_leader<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut hint: Option<Peer> = None;
+        let mut rotation = 0usize;
+        loop {
+            let target = match hint.take() {
+                Some(peer) => peer.addr,
+                None => match self.manager.load_full().and_then(|m| m.leader()) {
+                    Some(leader) => leader.addr,
+                    None => {
+                        let managers = self.node_file().managers;
+                        if managers.is_empty() {
+                            return Err(RpcError::new(
+                                RpcErrorKind::Unavailable,
+                                "this node knows no manager",
+                            ));
+                        }
+                        rotation += 1;
+                        managers[rotation % managers.len()].addr.clone()
+                    }
+                },
+            };
+            let last = match self.call(&target, method, req, timeout).await {
+                Err(e) if e.kind == RpcErrorKind::NotLeader => {
+                    hint = e.leader.clone();
+                    e
+                }
+                Err(e) if e.kind == RpcErrorKind::Unavailable => e,
+                other => return other,
+            };
+            if Instant::now() >= deadline {
+                return Err(no_leader(last));
+            }
+            tokio::time::sleep(Duration::from_millis(if hint.is_some() { 20 } else { 250 })).await;
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // Manager operations (run on any manager; forwarded to the leader)
+
+    pub(crate) fn require_manager(&self) -> Result<Arc<ManagerRt>, ApiError> {
+        if let Some(fault) = self.fault() {
+            return Err(fault);
+        }
+        self.manager.load_full().ok_or_else(not_a_manager)
+    }
+
+    /// Commits `command`, through the leader.
+    pub(crate) async fn propose(&self, command: Command) -> Result<(), RpcError> {
+        let m = self
+            .manager
+            .load_full()
+            .ok_or_else(|| RpcError::from(not_a_manager()))?;
+        if m.is_leader(self.id) {
+            match m.raft.client_write(command.clone()).await {
+                Ok(resp) => return applied(resp.data),
+                Err(e) => {
+                    if e.forward_to_leader().is_none() {
+                        return Err(RpcError::new(
+                            RpcErrorKind::Unavailable,
+                            format!("the cluster could not commit the change: {e}"),
+                        )
+                        .hint("check that a majority of managers is up (`moat node ls`)"));
+                    }
+                }
+            }
+        }
+        let req = rpc::ProposeReq { command };
+        let _: rpc::Nothing = self
+            .call_leader(method::PROPOSE, &req, rpc::CALL_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster state, linearizable: confirmed with the leader, and
+    /// applied here up to the leader's commit point.
+    pub(crate) async fn read_state(&self) -> Result<ClusterState, RpcError> {
+        let m = self
+            .manager
+            .load_full()
+            .ok_or_else(|| RpcError::from(not_a_manager()))?;
+        let index = if m.is_leader(self.id) {
+            read_index(&m).await?
+        } else {
+            let r: rpc::ReadIndex = self
+                .call_leader(method::READ_INDEX, &rpc::Nothing {}, rpc::CALL_TIMEOUT)
+                .await?;
+            r.index
+        };
+        m.raft
+            .wait(Some(rpc::CALL_TIMEOUT))
+            .applied_index_at_least(Some(index), "the leader's commit point")
+            .await
+            .map_err(|e| {
+                RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!("this manager is behind the leader: {e}"),
+                )
+            })?;
+        m.local_state()
+    }
+
+    /// Runs a membership operation on the leader.
+    pub(crate) async fn admin(&self, req: rpc::AdminReq) -> Result<(), RpcError> {
+        let m = self
+            .manager
+            .load_full()
+            .ok_or_else(|| RpcError::from(not_a_manager()))?;
+        if m.is_leader(self.id) {
+            return self.run_admin(&m, req).await;
+        }
+        let _: rpc::Nothing = self
+            .call_leader(method::ADMIN, &req, rpc::SLOW_CALL_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    async fn run_admin(&self, m: &ManagerRt, req: rpc::AdminReq) -> Result<(), RpcError> {
+        match req {
+            rpc::AdminReq::Demote { id } => self.demote_on_leader(m, id, true).await,
+            rpc::AdminReq::Remove { id, force } => {
+                let state = m.local_state()?;
+                let record = state.nodes.get(&id).cloned().ok_or_else(|| {
+                    RpcError::new(RpcErrorKind::NotFound, format!("No such node: {id}"))
+                })?;
+                if record.role == Role::Manager {
+                    if !force {
+                        return Err(RpcError::new(
+                            RpcErrorKind::FailedPrecondition,
+                            format!("node {id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"),
+                        )
+                        .hint(format!("run `moat node demote {id}` first, or use --force")));
+                    }
+                    self.demote_on_leader(m, id, true).await?;
+                } else if record.ready && !force {
+                    return Err(RpcError::new(
+                        RpcErrorKind::FailedPrecondition,
+                        format!("node {id} is not down and can't be removed"),
+                    )
+                    .hint("stop it first (`moat leave` on the node), or use --force"));
+                }
+                let until = record
+                    .cert_not_after
+                    .max(OffsetDateTime::now_utc().unix_timestamp());
+                self.propose(Command::RemoveNode { id, until }).await
+            }
+            rpc::AdminReq::Leave { id, force } => {
+                let state = m.local_state()?;
+                if m.voters().contains(&id) {
+                    let _ = force;
+                    self.demote_on_leader(m, id, !force).await?;
+                } else if !state.nodes.contains_key(&id) {
+                    return Ok(());
+                }
+                self.propose(Command::SetNodeStatus { id, ready: false })
+                    .await
+            }
+        }
+    }
+
+    /// Takes `id` out of the Raft voters (refusing, if `check`, when that
+    /// would lose quorum) and records it as a worker.
+    async fn demote_on_leader(
+        &self,
+        m: &ManagerRt,
+        id: NodeId,
+        check: bool,
+    ) -> Result<(), RpcError> {
+        let state = m.local_state()?;
+        let record = state
+            .nodes
+            .get(&id)
+            .ok_or_else(|| RpcError::new(RpcErrorKind::NotFound, format!("No such node: {id}")))?;
+        let voters = m.voters();
+        if voters.contains(&id) {
+            if check {
+                let reachable = reachable_managers(&state, &voters, self.id);
+                moat_store::can_remove(&voters, &reachable, &id)
+                    .map_err(|e| RpcError::new(RpcErrorKind::FailedPrecondition, e.to_string()))?;
+            } else if voters.len() == 1 {
+                return Err(RpcError::new(
+                    RpcErrorKind::FailedPrecondition,
+                    "this is the last manager of the cluster",
+                ));
+            }
+            m.raft
+                .change_membership(
+                    openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                    false,
+                )
+                .await
+                .map_err(|e| {
+                    RpcError::new(
+                        RpcErrorKind::Unavailable,
+                        format!("removing {id} from the raft group: {e}"),
+                    )
+                })?;
+        }
+        if record.role == Role::Manager {
+            self.propose(Command::SetRole {
+                id,
+                role: Role::Worker,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------
+    // Becoming and stopping being a manager
+
+    /// Opens (or creates) the store and starts Raft and the cluster
+    /// listener on `listen`; returns the bound address.
+    pub(crate) async fn start_manager(
+        self: &Arc<Self>,
+        listen: &str,
+    ) -> Result<SocketAddr, ApiError> {
+        let store_dir = self.layout.store_dir();
+        let kek = KeySource::Key(&self.kek);
+        let store = if store_dir.join("store.json").exists() {
+            OpenStore::open(&store_dir, kek)
+        } else {
+            OpenStore::create(&store_dir, kek, self.cluster, self.id)
+        }
+        .map_err(|e| {
+            ApiError::new(ErrorKind::Internal, format!("opening the store: {e}"))
+                .hint("run `moat store verify --state-dir DIR` on the stopped node to find the damage; restore from a backup if it is damaged")
+        })?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            ApiError::new(
+                ErrorKind::FailedPrecondition,
+                format!("cannot listen on {listen}: {e}"),
+            )
+            .hint("pick a free address with --listen-addr")
+        })?;
+        let service = Arc::new(crate::service::Service(Arc::downgrade(self)));
+        let raft = RaftManager::start_with(
+            self.id,
+            store,
+            self.tls.clone(),
+            listener,
+            raft_config(),
+            Some(service),
+        )
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let addr = raft.addr;
+        let rt = Arc::new(ManagerRt {
+            raft: raft.raft.clone(),
+            applied: raft.applied.clone(),
+            inner: tokio::sync::Mutex::new(Some(raft)),
+            liveness: Mutex::new(Liveness::default()),
+            monitor: Mutex::new(None),
+        });
+        let monitor = tokio::spawn(liveness_monitor(Arc::downgrade(self), Arc::downgrade(&rt)));
+        if let Ok(mut m) = rt.monitor.lock() {
+            *m = Some(monitor);
+        }
+        self.manager.store(Some(rt));
+        Ok(addr)
+    }
+
+    /// Stops Raft and the listener.
+    pub(crate) async fn stop_manager(&self) {
+        if let Some(m) = self.manager.swap(None) {
+            m.shutdown().await;
+        }
+    }
+
+    /// Asks the leader to make this manager a voter, and waits until this
+    /// node's Raft sees itself in the membership.
+    pub(crate) async fn become_voter(&self, advertise: &str) -> Result<(), ApiError> {
+        let req = rpc::AddVoterReq {
+            addr: advertise.to_string(),
+        };
+        let _: rpc::Nothing = self
+            .call_leader(method::ADD_VOTER, &req, rpc::SLOW_CALL_TIMEOUT)
+            .await
+            .map_err(RpcError::into_api)?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------
+    // The CA
+
+    /// Issues a certificate for `csr_pem` to `node` in `role`, under the
+    /// cluster's policy.
+    pub(crate) fn issue(
+        state: &ClusterState,
+        csr_pem: &str,
+        node: NodeId,
+        role: Role,
+    ) -> Result<(moat_pki::IssuedCert, String, String), RpcError> {
+        let ca = state.ca.as_ref().ok_or_else(|| {
+            RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+        })?;
+        let root = root_ca(ca)?;
+        let csr = moat_pki::VerifiedCsr::from_pem(csr_pem.as_bytes()).map_err(|e| {
+            RpcError::new(RpcErrorKind::Invalid, format!("certificate request: {e}"))
+        })?;
+        let expiry = CertExpiry::new(Duration::from_secs(state.policy.cert_expiry_secs))
+            .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+        let issued = root
+            .issue(&csr, node, role, expiry, OffsetDateTime::now_utc())
+            .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+        let leaf_pem = der_to_pem(&issued.der);
+        let issuer = fingerprint(root.certificate());
+        Ok((issued, leaf_pem, issuer))
+    }
+
+    /// The managers, for nodes' failover lists: every Raft member with its
+    /// address.
+    pub(crate) fn manager_peers(&self) -> Vec<Peer> {
+        let mut peers = self
+            .manager
+            .load_full()
+            .map(|m| m.members())
+            .unwrap_or_default();
+        peers.sort();
+        peers
+    }
+
+    pub(crate) fn record_heartbeat(&self, m: &ManagerRt, from: NodeId) {
+        m.saw(from);
+    }
+}
+
+/// A node record's view for quorum checks: voters that are heartbeating,
+/// plus the leader itself.
+pub(crate) fn reachable_managers(
+    state: &ClusterState,
+    voters: &BTreeSet<NodeId>,
+    me: NodeId,
+) -> BTreeSet<NodeId> {
+    voters
+        .iter()
+        .copied()
+        .filter(|id| *id == me || state.nodes.get(id).is_some_and(|n| n.ready))
+        .collect()
+}
+
+pub(crate) async fn read_index(m: &ManagerRt) -> Result<u64, RpcError> {
+    let log_id = m.raft.ensure_linearizable().await.map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::Unavailable,
+            format!("the leader cannot confirm it still leads a majority: {e}"),
+        )
+        .hint("check that a majority of managers is up (`moat node ls` on another manager)")
+    })?;
+    Ok(log_id.map(|l| l.index).unwrap_or(0))
+}
+
+fn applied(resp: Response) -> Result<(), RpcError> {
+    match resp {
+        Response::Applied => Ok(()),
+        Response::Rejected(why) => Err(RpcError::new(RpcErrorKind::FailedPrecondition, why)),
+    }
+}
+
+fn no_leader(last: RpcError) -> RpcError {
+    RpcError::new(
+        RpcErrorKind::Unavailable,
+        format!(
+            "the cluster has no leader: a majority of managers must be reachable to make changes ({})",
+            last.message
+        ),
+    )
+    .hint("check which managers are down with `moat node ls`; bring them back, or recover quorum as docs/runbooks describe")
+}
+
+pub(crate) fn not_a_manager() -> ApiError {
+    ApiError::new(
+        ErrorKind::FailedPrecondition,
+        "This node is not a cluster manager. Worker nodes can't be used to view or modify cluster state.",
+    )
+    .hint("run this command on a manager node, or promote the current node to a manager")
+}
+
+pub(crate) fn root_ca(ca: &moat_store::model::CaMaterial) -> Result<RootCa, RpcError> {
+    use moat_pki::pem::PemObject;
+    let internal =
+        |what: &str, e: String| RpcError::new(RpcErrorKind::Internal, format!("{what}: {e}"));
+    let cert = moat_pki::CertificateDer::from_pem_slice(ca.root_cert_pem.as_bytes())
+        .map_err(|e| internal("root certificate", format!("{e:?}")))?;
+    let der = zeroize::Zeroizing::new(
+        data_encoding::BASE64
+            .decode(ca.root_key_pkcs8.expose_secret().as_bytes())
+            .map_err(|e| internal("root key", e.to_string()))?,
+    );
+    let key = PrivateKey::from_pkcs8_der(&der).map_err(|e| internal("root key", e.to_string()))?;
+    RootCa::from_parts(cert, key).map_err(|e| internal("root CA", e.to_string()))
+}
+
+pub(crate) fn der_to_pem(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// PEM armor of `der` under `label`.
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// `sha256:<hex>` of a DER certificate.
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    format!("sha256:{}", data_encoding::HEXLOWER.encode(digest.as_ref()))
+}
+
+/// The leader's liveness loop: compares each node's last heartbeat with its
+/// recorded status and commits changes. Runs on every manager, acts only
+/// while it leads.
+async fn liveness_monitor(node: std::sync::Weak<Node>, rt: std::sync::Weak<ManagerRt>) {
+    let mut tick = tokio::time::interval(LIVENESS_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(node), Some(m)) = (node.upgrade(), rt.upgrade()) else {
+            return;
+        };
+        let metrics = m.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(node.id) {
+            if let Ok(mut l) = m.liveness.lock() {
+                l.leader_since = None;
+            }
+            continue;
+        }
+        let term = metrics.current_term;
+        let changes: Vec<(NodeId, bool)> = {
+            let Ok(state) = m.applied.read().map(|a| a.state.clone()) else {
+                continue;
+            };
+            let Ok(mut l) = m.liveness.lock() else {
+                continue;
+            };
+            // A new leader knows no heartbeats yet: give every node the full
+            // bound from the start of its leadership.
+            let since = match l.leader_since {
+                Some((t, at)) if t == term => at,
+                _ => {
+                    let now = Instant::now();
+                    l.leader_since = Some((term, now));
+                    now
+                }
+            };
+            state
+                .nodes
+                .values()
+                .filter_map(|n: &NodeRecord| {
+                    let ready = n.id == node.id
+                        || l.last_seen
+                            .get(&n.id)
+                            .copied()
+                            .unwrap_or(since)
+                            .max(since)
+                            .elapsed()
+                            < DOWN_AFTER;
+                    (ready != n.ready).then_some((n.id, ready))
+                })
+                .collect()
+        };
+        for (id, ready) in changes {
+            if let Err(e) = node.propose(Command::SetNodeStatus { id, ready }).await {
+                tracing::debug!(node = %id, error = %e, "recording node status failed");
+            } else if ready {
+                tracing::info!(node = %id, "node is ready");
+            } else {
+                tracing::warn!(node = %id, "node is down: no heartbeat for {} s", DOWN_AFTER.as_secs());
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The cluster RPCs a node makes to a manager: method names, JSON bodies
+//! and the error every answer may carry.
+//!
+//! Carried by moat-transport's generic `Cluster.Call`. Who may call what is
+//! decided in [`crate::service`].
+
+use std::time::Duration;
+
+use moat_api::{ApiError, ErrorKind};
+use moat_pki::{NodeId, Role};
+use moat_store::model::Command;
+use moat_transport::{ClusterClient, Code, Status};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How long one cluster call may take, unless the method says otherwise.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Joins and voter additions wait for Raft (and a manager's catch-up).
+pub(crate) const SLOW_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The method names.
+pub(crate) mod method {
+    /// Unauthenticated: the root CA bundle.
+    pub(crate) const CA_BUNDLE: &str = "ca_bundle";
+    /// Unauthenticated (the token is the credential): a first certificate.
+    pub(crate) const JOIN: &str = "join";
+    /// Any node: a fresh certificate for its current role.
+    pub(crate) const RENEW: &str = "renew";
+    /// Any node, on the leader: liveness and the manager list.
+    pub(crate) const HEARTBEAT: &str = "heartbeat";
+    /// Managers, on the leader: commit a command.
+    pub(crate) const PROPOSE: &str = "propose";
+    /// Managers, on the leader: a linearizable read point.
+    pub(crate) const READ_INDEX: &str = "read_index";
+    /// The calling manager, on the leader: make me a voter.
+    pub(crate) const ADD_VOTER: &str = "add_voter";
+    /// Managers (and a node leaving, for itself), on the leader:
+    /// operations that change Raft membership.
+    pub(crate) const ADMIN: &str = "admin";
+}
+
+/// A manager as nodes know it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    pub(crate) addr: String,
+}
+
+/// The error half of every answer.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct RpcError {
+    pub(crate) kind: RpcErrorKind,
+    pub(crate) message: String,
+    #[serde(default)]
+    pub(crate) hint: Option<String>,
+    /// For [`RpcErrorKind::NotLeader`]: where the leader is, if known.
+    #[serde(default)]
+    pub(crate) leader: Option<Peer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RpcErrorKind {
+    /// Ask the leader (see `leader`).
+    NotLeader,
+    /// The caller may not do this.
+    Denied,
+    /// The caller's node was removed from the cluster.
+    Removed,
+    /// A wrong, rotated or foreign token.
+    BadToken,
+    /// The request is malformed.
+    Invalid,
+    /// Not now: no quorum, no leader.
+    Unavailable,
+    /// The state does not allow it (quorum rules, last manager).
+    FailedPrecondition,
+    /// Names nothing known.
+    NotFound,
+    /// Anything else.
+    Internal,
+}
+
+impl RpcError {
+    pub(crate) fn new(kind: RpcErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            hint: None,
+            leader: None,
+        }
+    }
+
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub(crate) fn not_leader(leader: Option<Peer>) -> Self {
+        Self {
+            kind: RpcErrorKind::NotLeader,
+            message: "this manager is not the leader".into(),
+            hint: None,
+            leader,
+        }
+    }
+
+    /// The control API error an operator sees.
+    pub(crate) fn into_api(self) -> ApiError {
+        let kind = match self.kind {
+            RpcErrorKind::Denied | RpcErrorKind::Removed | RpcErrorKind::BadToken => {
+                ErrorKind::PermissionDenied
+            }
+            RpcErrorKind::Invalid => ErrorKind::InvalidArgument,
+            RpcErrorKind::NotLeader | RpcErrorKind::Unavailable => ErrorKind::Unavailable,
+            RpcErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+            RpcErrorKind::NotFound => ErrorKind::NotFound,
+            RpcErrorKind::Internal => ErrorKind::Internal,
+        };
+        ApiError {
+            kind,
+            message: self.message,
+            hint: self.hint,
+        }
+    }
+}
+
+impl From<ApiError> for RpcError {
+    fn from(e: ApiError) -> Self {
+        let kind = match e.kind {
+            ErrorKind::InvalidArgument => RpcErrorKind::Invalid,
+            ErrorKind::FailedPrecondition => RpcErrorKind::FailedPrecondition,
+            ErrorKind::NotFound => RpcErrorKind::NotFound,
+            ErrorKind::PermissionDenied => RpcErrorKind::Denied,
+            ErrorKind::Unavailable => RpcErrorKind::Unavailable,
+            ErrorKind::Internal => RpcErrorKind::Internal,
+        };
+        Self {
+            kind,
+            message: e.message,
+            hint: e.hint,
+            leader: None,
+        }
+    }
+}
+
+/// `ca_bundle` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CaBundle {
+    pub(crate) roots_pem: String,
+}
+
+/// `join` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JoinReq {
+    /// The join token, as text (the secret travels only over TLS to a
+    /// manager verified against the pinned root).
+    pub(crate) token: String,
+    pub(crate) csr_pem: String,
+    pub(crate) hostname: String,
+    pub(crate) advertise_addr: String,
+    /// Keep this id (rejoin after an expired certificate).
+    pub(crate) rejoin: Option<NodeId>,
+}
+
+/// `join` and `renew` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CertResp {
+    pub(crate) node_id: NodeId,
+    pub(crate) role: Role,
+    /// Leaf first.
+    pub(crate) chain_pem: String,
+    pub(crate) managers: Vec<Peer>,
+}
+
+/// `renew` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RenewReq {
+    pub(crate) csr_pem: String,
+}
+
+/// `heartbeat` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeartbeatReq {
+    pub(crate) address: String,
+}
+
+/// `heartbeat` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeartbeatResp {
+    pub(crate) managers: Vec<Peer>,
+    /// The role the cluster wants this node to have.
+    pub(crate) role: Role,
+    /// Send the next heartbeat after this long.
+    pub(crate) period_ms: u64,
+    /// The cluster's certificate lifetime, seconds.
+    pub(crate) cert_expiry_secs: u64,
+}
+
+/// `read_index` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReadIndex {
+    pub(crate) index: u64,
+}
+
+/// `add_voter` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AddVoterReq {
+    pub(crate) addr: String,
+}
+
+/// `admin` request: changes that need the leader's Raft handle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum AdminReq {
+    /// Remove from Raft (quorum-checked), then set the role to worker.
+    Demote { id: NodeId },
+    /// Demote if needed, then put on the removed list.
+    Remove { id: NodeId, force: bool },
+    /// The caller leaves: remove it from Raft (quorum-checked unless
+    /// `force`) and mark it down.
+    Leave { id: NodeId, force: bool },
+}
+
+/// `propose` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProposeReq {
+    pub(crate) command: Command,
+}
+
+/// An empty body.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Nothing {}
+
+/// Encodes an answer.
+pub(crate) fn encode_answer<T: Serialize>(answer: &Result<T, RpcError>) -> Vec<u8> {
+    serde_json::to_vec(answer).unwrap_or_else(|e| {
+        let fallback: Result<(), RpcError> = Err(RpcError::new(
+            RpcErrorKind::Internal,
+            format!("encoding the answer: {e}"),
+        ));
+        serde_json::to_vec(&fallback).unwrap_or_default()
+    })
+}
+
+/// Calls `method` on `client` and decodes its answer.
+pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    client: &ClusterClient,
+    method: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, RpcError> {
+    let data = serde_json::to_vec(req)
+        .map_err(|e| RpcError::new(RpcErrorKind::Internal, format!("encoding {method}: {e}")))?;
+    let bytes = client
+        .call(method, data, timeout)
+        .await
+        .map_err(|s| status_error(client.addr(), &s))?;
+    let answer: Result<Resp, RpcError> = serde_json::from_slice(&bytes).map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::Internal,
+            format!(
+                "the manager at {} sent an unreadable answer to {method}: {e}",
+                client.addr()
+            ),
+        )
+    })?;
+    answer
+}
+
+/// A failed call (not an error answer): the manager could not be reached
+/// or the transport refused.
+pub(crate) fn status_error(addr: &str, status: &Status) -> RpcError {
+    let kind = match status.code() {
+        Code::PermissionDenied | Code::Unauthenticated => RpcErrorKind::Denied,
+        Code::InvalidArgument => RpcErrorKind::Invalid,
+        _ => RpcErrorKind::Unavailable,
+    };
+    RpcError::new(
+        kind,
+        format!("the manager at {addr} did not answer: {}", status.message()),
+    )
+}
+
+/// Decodes a request body, refusing anything malformed.
+pub(crate) fn decode<T: DeserializeOwned>(method: &str, data: &[u8]) -> Result<T, RpcError> {
+    serde_json::from_slice(data).map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::Invalid,
+            format!("malformed {method} request: {e}"),
+        )
+    })
+}

@@ -1,0 +1,346 @@
+//! The manager side of the cluster RPCs: who may call what, and what each
+//! call does.
+//!
+//! | method      | caller                        | where   |
+//! |-------------|-------------------------------|---------|
+//! | ca_bundle   | anyone                        | any     |
+//! | join        | anyone with a join token      | any     |
+//! | renew       | any member                    | any     |
+//! | heartbeat   | any member                    | leader  |
+//! | propose     | managers                      | leader  |
+//! | read_index  | managers                      | leader  |
+//! | add_voter   | a manager (for itself)        | leader  |
+//! | admin       | managers; any member to leave | leader  |
+//!
+//! "Member" means: the certificate verifies now against the cluster roots
+//! and its node is not on the removed list. A removed node's calls are
+//! refused on its next call, whatever its certificate says.
+
+use std::str::FromStr;
+use std::sync::Weak;
+
+use moat_pki::{NodeId, Role};
+use moat_store::model::{Command, NodeRecord};
+use moat_tokens::JoinToken;
+use moat_transport::{Caller, ClusterHandler, Status};
+
+use crate::node::{ManagerRt, Node, read_index};
+use crate::rpc::{self, RpcError, RpcErrorKind, encode_answer, method};
+
+/// The cluster service of one manager.
+pub(crate) struct Service(pub(crate) Weak<Node>);
+
+#[async_trait::async_trait]
+impl ClusterHandler for Service {
+    async fn call(&self, caller: Caller, method: &str, data: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let Some(node) = self.0.upgrade() else {
+            return Err(Status::unavailable("this manager is shutting down"));
+        };
+        let Some(m) = node.manager.load_full() else {
+            return Err(Status::unavailable("this node is no longer a manager"));
+        };
+        Ok(match method {
+            method::CA_BUNDLE => encode_answer(&Ok::<_, RpcError>(rpc::CaBundle {
+                roots_pem: node.tls.roots().to_pem(),
+            })),
+            method::JOIN => encode_answer(&join(&node, &m, &caller, &data).await),
+            method::RENEW => encode_answer(&renew(&node, &m, &caller, &data).await),
+            method::HEARTBEAT => encode_answer(&heartbeat(&node, &m, &caller, &data)),
+            method::PROPOSE => encode_answer(&propose(&node, &m, &caller, &data).await),
+            method::READ_INDEX => encode_answer(&read_index_call(&node, &m, &caller).await),
+            method::ADD_VOTER => encode_answer(&add_voter(&node, &m, &caller, &data).await),
+            method::ADMIN => encode_answer(&admin(&node, &m, &caller, &data).await),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "unknown cluster method {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// The caller's node, if it is a member: a certificate that verifies now,
+/// and not on the removed list.
+fn member(m: &ManagerRt, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
+    let Some(identity) = &caller.identity else {
+        let why = caller
+            .rejected
+            .clone()
+            .unwrap_or_else(|| "no client certificate was presented".into());
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!("this call needs a node certificate of the cluster: {why}"),
+        ));
+    };
+    let removed = m
+        .applied
+        .read()
+        .map(|a| a.state.removed.contains_key(&identity.node_id))
+        .unwrap_or(true);
+    if removed {
+        return Err(RpcError::new(
+            RpcErrorKind::Removed,
+            format!("node {} was removed from the cluster", identity.node_id),
+        )
+        .hint("run `moat leave --force` on that node to clear its state, then join it again with a new token"));
+    }
+    Ok((identity.node_id, identity.role))
+}
+
+fn manager_member(m: &ManagerRt, caller: &Caller) -> Result<NodeId, RpcError> {
+    let (id, role) = member(m, caller)?;
+    if role != Role::Manager {
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!("node {id} is a worker: only managers may make this call"),
+        ));
+    }
+    Ok(id)
+}
+
+fn require_leader(node: &Node, m: &ManagerRt) -> Result<(), RpcError> {
+    if m.is_leader(node.id) {
+        Ok(())
+    } else {
+        Err(RpcError::not_leader(m.leader()))
+    }
+}
+
+async fn join(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::CertResp, RpcError> {
+    let req: rpc::JoinReq = rpc::decode(method::JOIN, data)?;
+    let remote = caller
+        .remote
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let result = admit(node, m, &req).await;
+    match &result {
+        Ok(resp) => tracing::info!(
+            remote = %remote,
+            node = %resp.node_id,
+            role = resp.role.as_str(),
+            token = %JoinToken::from_str(&req.token).map(|t| t.fingerprint().to_string()).unwrap_or_default(),
+            "join accepted"
+        ),
+        Err(e) => tracing::warn!(
+            remote = %remote,
+            token = %JoinToken::from_str(&req.token).map(|t| t.fingerprint().to_string()).unwrap_or_else(|_| "malformed".into()),
+            reason = %e.message,
+            "join refused"
+        ),
+    }
+    result
+}
+
+async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::CertResp, RpcError> {
+    let token = JoinToken::from_str(&req.token)
+        .map_err(|e| RpcError::new(RpcErrorKind::BadToken, format!("invalid join token: {e}")))?;
+    if req.hostname.len() > 253 || req.advertise_addr.len() > 261 {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            "hostname or address too long",
+        ));
+    }
+    let state = m.local_state()?;
+    let tokens = state.join_tokens.as_ref().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let role = moat_tokens::match_role(&token, &tokens.worker, &tokens.manager).ok_or_else(|| {
+        RpcError::new(
+            RpcErrorKind::BadToken,
+            "invalid join token: it is not a current token of this cluster (it was rotated, or mistyped)",
+        )
+        .hint("get the current token with `moat join-token worker` (or `manager`) on a manager")
+    })?;
+    let id = req.rejoin.unwrap_or_else(NodeId::generate);
+    if state.removed.contains_key(&id) {
+        return Err(RpcError::new(
+            RpcErrorKind::Removed,
+            format!(
+                "node {id} was removed from the cluster and cannot rejoin with its old identity"
+            ),
+        )
+        .hint("run `moat leave --force` on the node, then join without --rejoin"));
+    }
+    let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, role)?;
+    let previous = state.nodes.get(&id);
+    let record = NodeRecord {
+        id,
+        hostname: req.hostname.clone(),
+        role,
+        address: req.advertise_addr.clone(),
+        labels: previous.map(|p| p.labels.clone()).unwrap_or_default(),
+        cert_serial: issued.serial.clone(),
+        cert_not_after: issued.not_after.unix_timestamp(),
+        cert_issuer: issuer,
+        availability: previous.map(|p| p.availability).unwrap_or_default(),
+        ready: true,
+    };
+    node.propose(Command::AdmitNode {
+        record,
+        token,
+        rejoin: req.rejoin.is_some(),
+    })
+    .await
+    .map_err(|e| {
+        if e.message.starts_with("invalid join token") {
+            RpcError::new(RpcErrorKind::BadToken, e.message)
+        } else {
+            e
+        }
+    })?;
+    node.record_heartbeat(m, id);
+    Ok(rpc::CertResp {
+        node_id: id,
+        role,
+        chain_pem: leaf_pem,
+        managers: node.manager_peers(),
+    })
+}
+
+async fn renew(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::CertResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::RenewReq = rpc::decode(method::RENEW, data)?;
+    let state = m.local_state()?;
+    let record = state.nodes.get(&id).ok_or_else(|| {
+        RpcError::new(
+            RpcErrorKind::Removed,
+            format!("node {id} is not a member of this cluster"),
+        )
+    })?;
+    let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
+    node.propose(Command::RecordCert {
+        id,
+        serial: issued.serial.clone(),
+        not_after: issued.not_after.unix_timestamp(),
+        issuer,
+    })
+    .await?;
+    tracing::info!(node = %id, serial = %issued.serial, role = record.role.as_str(), not_after = %issued.not_after, "certificate renewed");
+    Ok(rpc::CertResp {
+        node_id: id,
+        role: record.role,
+        chain_pem: leaf_pem,
+        managers: node.manager_peers(),
+    })
+}
+
+fn heartbeat(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::HeartbeatResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let _req: rpc::HeartbeatReq = rpc::decode(method::HEARTBEAT, data)?;
+    require_leader(node, m)?;
+    let state = m.local_state()?;
+    let record = state.nodes.get(&id).ok_or_else(|| {
+        RpcError::new(
+            RpcErrorKind::Removed,
+            format!("node {id} is not a member of this cluster"),
+        )
+        .hint("run `moat leave --force` on that node, then join it again")
+    })?;
+    node.record_heartbeat(m, id);
+    Ok(rpc::HeartbeatResp {
+        managers: node.manager_peers(),
+        role: record.role,
+        period_ms: crate::node::HEARTBEAT_PERIOD.as_millis() as u64,
+        cert_expiry_secs: state.policy.cert_expiry_secs,
+    })
+}
+
+async fn propose(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::Nothing, RpcError> {
+    manager_member(m, caller)?;
+    let req: rpc::ProposeReq = rpc::decode(method::PROPOSE, data)?;
+    require_leader(node, m)?;
+    node.propose(req.command).await?;
+    Ok(rpc::Nothing {})
+}
+
+async fn read_index_call(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+) -> Result<rpc::ReadIndex, RpcError> {
+    manager_member(m, caller)?;
+    require_leader(node, m)?;
+    Ok(rpc::ReadIndex {
+        index: read_index(m).await?,
+    })
+}
+
+async fn add_voter(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::Nothing, RpcError> {
+    let id = manager_member(m, caller)?;
+    let req: rpc::AddVoterReq = rpc::decode(method::ADD_VOTER, data)?;
+    require_leader(node, m)?;
+    let state = m.local_state()?;
+    if state.nodes.get(&id).map(|n| n.role) != Some(Role::Manager) {
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!("node {id} is not a manager in the cluster state"),
+        ));
+    }
+    let addr = req.addr.parse().map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::Invalid,
+            format!("address {:?}: {e}", req.addr),
+        )
+    })?;
+    if !m.voters().contains(&id) {
+        crate::raft::add_voter(&m.raft, id, addr)
+            .await
+            .map_err(|e| {
+                RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!("adding {id} to the raft group: {e}"),
+                )
+            })?;
+        tracing::info!(node = %id, addr = %addr, "manager joined the raft group");
+    }
+    Ok(rpc::Nothing {})
+}
+
+async fn admin(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::Nothing, RpcError> {
+    let caller_id = match member(m, caller) {
+        Ok((id, _)) => id,
+        Err(e) => return Err(e),
+    };
+    let req: rpc::AdminReq = rpc::decode(method::ADMIN, data)?;
+    // A worker may only ask to leave, for itself; everything else needs a
+    // manager.
+    match &req {
+        rpc::AdminReq::Leave { id, .. } if *id == caller_id => {}
+        _ => {
+            manager_member(m, caller)?;
+        }
+    }
+    require_leader(node, m)?;
+    node.admin(req).await?;
+    Ok(rpc::Nothing {})
+}
