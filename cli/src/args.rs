@@ -1,8 +1,11 @@
 //! Command-line arguments.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_api::Host;
 
 /// moat: a secure swarm.
 ///
@@ -18,6 +21,46 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the moat daemon (a node) in the foreground.
+    ///
+    /// The daemon serves the control API on a unix socket (default
+    /// DIR/moat.sock, mode 0600) and stays inactive until `moat init` or
+    /// `moat join` tells it which cluster to be part of. Logs go to standard
+    /// error; set the level with MOAT_LOG (e.g. `debug`,
+    /// `moat_node=debug,info`). SIGINT or SIGTERM stops it.
+    Daemon(DaemonArgs),
+    /// Create a cluster with this node as its first manager.
+    ///
+    /// Prints the command that adds a worker, with the worker join token.
+    Init(InitArgs),
+    /// Join this node to a cluster as a worker or a manager.
+    ///
+    /// The token decides the role. It is checked locally first: a mistyped
+    /// or truncated token fails before anything is contacted.
+    Join(JoinArgs),
+    /// Print (or rotate) the token that joins a worker or a manager.
+    JoinToken(JoinTokenArgs),
+    /// Leave the cluster.
+    ///
+    /// A manager refuses unless --force is given: leaving may cost the
+    /// cluster its quorum, and the last manager leaving erases it.
+    Leave(LeaveArgs),
+    /// Change the cluster's settings.
+    Update(UpdateArgs),
+    /// Show this node's view of the cluster.
+    Info(InfoArgs),
+    /// Manage the cluster's nodes (run on a manager).
+    Node {
+        #[command(subcommand)]
+        command: Node,
+    },
+    /// Run a local cluster of daemons on loopback, for trying moat out.
+    ///
+    /// Starts N managers and M workers as child processes, each with its
+    /// own state directory under DIR, makes the first manager initialize
+    /// the cluster and joins the others to it, prints how to reach each
+    /// node, then waits for Ctrl-C and stops them all.
+    Dev(DevArgs),
     /// Inspect certificates (offline).
     Cert {
         #[command(subcommand)]
@@ -111,6 +154,302 @@ pub(crate) struct TokenInspect {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+}
+
+/// Which daemon to talk to.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HostArgs {
+    /// The daemon's control socket: unix:///path/to/moat.sock.
+    #[arg(
+        long = "host",
+        short = 'H',
+        env = "MOAT_HOST",
+        value_name = "HOST",
+        default_value_t = Host::default(),
+    )]
+    pub(crate) host: Host,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// Where the node keeps its identity, keys and store (created mode
+    /// 0700 if missing).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/moat")]
+    pub(crate) state_dir: PathBuf,
+    /// The control API socket. Default: DIR/moat.sock.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) control_socket: Option<PathBuf>,
+    /// The host name this node reports. Default: the machine's.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) hostname: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Where to listen for cluster traffic (port 0: any free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
+    pub(crate) listen_addr: String,
+    /// The address other nodes use to reach this one. Default: the listen
+    /// address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) advertise_addr: Option<String>,
+    /// Lifetime of node certificates, e.g. `24h`, `90m`, `30days`.
+    /// Default: the daemon's.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) cert_expiry: Option<Duration>,
+    /// Encrypt the managers' keys with an unlock key that the operator must
+    /// give each manager after it restarts.
+    #[arg(long)]
+    pub(crate) autolock: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// The join token (MOATTKN-1-…), or `-` to read it from standard input.
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) token: String,
+    /// Where to listen for cluster traffic (port 0: any free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
+    pub(crate) listen_addr: String,
+    /// The address other nodes use to reach this one. Default: the listen
+    /// address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) advertise_addr: Option<String>,
+    /// Keep this node's identity: rejoin after its certificate expired
+    /// while it was down.
+    #[arg(long)]
+    pub(crate) rejoin: bool,
+    /// A manager's cluster address.
+    #[arg(value_name = "HOST:PORT")]
+    pub(crate) remote_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinTokenArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Replace the token first; the old one stops working at once (nodes
+    /// that already joined are not affected).
+    #[arg(long)]
+    pub(crate) rotate: bool,
+    /// Print only the token.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Which token.
+    #[arg(value_enum)]
+    pub(crate) role: RoleArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LeaveArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Leave even if this costs the cluster its quorum or, on the last
+    /// manager, erases the cluster.
+    #[arg(long, short)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Lifetime of node certificates, e.g. `24h`, `90m`, `30days`. Nodes
+    /// get it at their next renewal.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) cert_expiry: Option<Duration>,
+    /// Turn autolock on (`--autolock` or `--autolock=true`) or off
+    /// (`--autolock=false`).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+    )]
+    pub(crate) autolock: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Node {
+    /// List the cluster's nodes; `*` marks the node answering.
+    #[command(visible_alias = "list")]
+    Ls(NodeLs),
+    /// Show one node in detail.
+    Inspect(NodeInspect),
+    /// Make workers managers.
+    Promote(NodeNames),
+    /// Make managers workers.
+    Demote(NodeNames),
+    /// Remove nodes from the cluster.
+    ///
+    /// A node that is still up, or a manager, is removed only with
+    /// --force; its certificate is then no longer accepted.
+    #[command(visible_alias = "remove")]
+    Rm(NodeRm),
+    /// Change a node's labels or availability.
+    Update(NodeUpdate),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeLs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Print only node ids.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeInspect {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// A node id, a unique prefix of one, or a host name.
+    #[arg(value_name = "NODE")]
+    pub(crate) node: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeNames {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Node ids, unique prefixes of them, or host names.
+    #[arg(value_name = "NODE", required = true)]
+    pub(crate) nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeRm {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Remove a node that is still up, or a manager (demoting it first).
+    #[arg(long, short)]
+    pub(crate) force: bool,
+    /// Node ids, unique prefixes of them, or host names.
+    #[arg(value_name = "NODE", required = true)]
+    pub(crate) nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeUpdate {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Add or replace a label (`key=value`, or `key` for an empty value);
+    /// repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub(crate) label_add: Vec<(String, String)>,
+    /// Remove a label; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) label_rm: Vec<String>,
+    /// Whether the scheduler may use the node.
+    #[arg(long, value_enum)]
+    pub(crate) availability: Option<AvailabilityArg>,
+    /// A node id, a unique prefix of one, or a host name.
+    #[arg(value_name = "NODE")]
+    pub(crate) node: String,
+}
+
+impl NodeUpdate {
+    /// The labels to add, as the API takes them.
+    pub(crate) fn label_map(&self) -> BTreeMap<String, String> {
+        self.label_add.iter().cloned().collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// How many managers (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub(crate) managers: u16,
+    /// How many workers.
+    #[arg(long, value_name = "M", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(0..=50))]
+    pub(crate) workers: u16,
+    /// Keep the nodes' state directories in DIR (kept on exit). Default:
+    /// a new temporary directory, removed on exit.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// A node role, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleArg {
+    /// The token that joins workers.
+    Worker,
+    /// The token that joins managers.
+    Manager,
+}
+
+impl From<RoleArg> for moat_api::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Worker => moat_api::Role::Worker,
+            RoleArg::Manager => moat_api::Role::Manager,
+        }
+    }
+}
+
+/// A node availability, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AvailabilityArg {
+    /// The scheduler may use the node.
+    Active,
+    /// No new work goes to the node.
+    Pause,
+    /// No work at all stays on the node.
+    Drain,
+}
+
+impl From<AvailabilityArg> for moat_api::Availability {
+    fn from(a: AvailabilityArg) -> Self {
+        match a {
+            AvailabilityArg::Active => moat_api::Availability::Active,
+            AvailabilityArg::Pause => moat_api::Availability::Pause,
+            AvailabilityArg::Drain => moat_api::Availability::Drain,
+        }
+    }
+}
+
+/// Where `init` and `join` listen by default (moat's cluster port).
+const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4377";
+
+/// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: give a duration like 24h, 90m or 30days"))?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err("give a whole number of seconds, at least 1s (e.g. 24h, 90m)".into());
+    }
+    Ok(d)
+}
+
+/// `key=value`, or `key` alone for an empty value.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.is_empty() {
+        return Err("a label needs a key: key=value".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// How a report is printed.

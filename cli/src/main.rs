@@ -4,13 +4,24 @@
 //! with the cause chain, then a `hint:` line saying what to do; exit codes
 //! are 0 (success), 1 (the command failed) and 2 (usage error, from clap).
 //! A closed pipe on standard output ends the command quietly with success.
+//!
+//! Offline commands (`cert`, `token`, `store`) read files; cluster
+//! commands (`init`, `join`, `node …`, …) are requests to a daemon's
+//! control API (moat-api) over its unix socket (`--host`, `MOAT_HOST`);
+//! `daemon` runs a node (moat-node) and `dev` runs several as children.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod args;
 mod cert;
+mod client;
+mod cluster;
+mod daemon;
+mod dev;
+mod node;
 mod output;
+mod render;
 mod store;
 mod token;
 
@@ -18,7 +29,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cert, Cli, Command, Store, Token};
+use crate::args::{Cert, Cli, Command, Node, Store, Token};
 use crate::output::Failure;
 
 fn main() -> ExitCode {
@@ -31,6 +42,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Daemon(args) => daemon::run(args),
+        Command::Init(args) => cluster::init(&args),
+        Command::Join(args) => cluster::join(&args),
+        Command::JoinToken(args) => cluster::join_token(&args),
+        Command::Leave(args) => cluster::leave(&args),
+        Command::Update(args) => cluster::update(&args),
+        Command::Info(args) => cluster::info(&args),
+        Command::Node { command } => match command {
+            Node::Ls(args) => node::ls(&args),
+            Node::Inspect(args) => node::inspect(&args),
+            Node::Promote(args) => node::promote(&args),
+            Node::Demote(args) => node::demote(&args),
+            Node::Rm(args) => node::rm(&args),
+            Node::Update(args) => node::update(&args),
+        },
+        Command::Dev(args) => dev::run(&args),
         Command::Cert { command } => match command {
             Cert::Inspect(args) => cert::inspect(&args),
         },

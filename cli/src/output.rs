@@ -7,39 +7,89 @@ use std::process::ExitCode;
 /// A failed command: what happened (with causes) and what to do next.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    error: anyhow::Error,
+    /// `None` once the failure was printed ([`Failure::reported`]).
+    error: Option<anyhow::Error>,
     hint: Option<String>,
 }
 
 impl Failure {
+    /// A failure saying `error`, with `hint` as the next step.
     pub(crate) fn new(error: impl Into<anyhow::Error>, hint: impl Display) -> Self {
+        Self::with_hint(error, Some(hint.to_string()))
+    }
+
+    /// A failure saying `error`, with a hint when there is one.
+    pub(crate) fn with_hint(error: impl Into<anyhow::Error>, hint: Option<String>) -> Self {
         Self {
-            error: error.into(),
-            hint: Some(hint.to_string()),
+            error: Some(error.into()),
+            hint,
         }
     }
 
-    /// Prints `moat: <error>: <cause>: …` and the hint to stderr.
-    pub(crate) fn report(&self) -> ExitCode {
-        if is_broken_pipe(&self.error) {
-            return ExitCode::SUCCESS;
+    /// A failure whose messages were already printed (by [`Failure::print`]):
+    /// it only makes the command exit 1.
+    pub(crate) fn reported() -> Self {
+        Self {
+            error: None,
+            hint: None,
+        }
+    }
+
+    /// A failed control API request. The daemon's message is printed as it
+    /// is, with its hint; a connection failure says how to reach a daemon.
+    pub(crate) fn api(e: moat_api::ClientError) -> Self {
+        let hint = e.hint();
+        // The message already names its cause (`…: No such file or
+        // directory`), so it travels as text, not as a chain.
+        Self::with_hint(anyhow::Error::msg(e.to_string()), hint)
+    }
+
+    /// Prints `moat: <error>: <cause>: …` and the hint to stderr; returns
+    /// whether anything was printed (a broken pipe is not).
+    pub(crate) fn print(&self) -> bool {
+        let Some(error) = &self.error else {
+            return true;
+        };
+        if is_broken_pipe(error) {
+            return false;
         }
         let mut stderr = io::stderr().lock();
-        let _ = writeln!(stderr, "moat: {:#}", self.error);
+        let _ = writeln!(stderr, "moat: {error:#}");
         if let Some(hint) = &self.hint {
             let _ = writeln!(stderr, "hint: {hint}");
         }
-        ExitCode::FAILURE
+        true
+    }
+
+    /// Prints the failure (see [`Failure::print`]) and gives the exit code:
+    /// 1, or 0 for a closed pipe on standard output.
+    pub(crate) fn report(&self) -> ExitCode {
+        if self.print() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
         Self {
-            error: e.into(),
+            error: Some(e.into()),
             hint: None,
         }
     }
+}
+
+/// Prints `warning: <message>` on standard error.
+pub(crate) fn warn(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "warning: {message}");
+}
+
+/// Prints a progress line on standard error (standard output carries only
+/// the result).
+pub(crate) fn progress(message: impl Display) {
+    let _ = writeln!(io::stderr().lock(), "{message}");
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -54,6 +104,41 @@ pub(crate) fn write_fields(out: &mut impl Write, fields: &[(&str, String)]) -> i
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (key, value) in fields {
         writeln!(out, "{:<width$} {value}", format!("{key}:"), width = width)?;
+    }
+    Ok(())
+}
+
+/// Writes a table: a header line, then one line per row, columns as wide
+/// as their widest cell and three spaces apart (Docker's layout). The last
+/// column is not padded, so no line ends in spaces.
+pub(crate) fn write_table<R: AsRef<[String]>>(
+    out: &mut impl Write,
+    headers: &[&str],
+    rows: &[R],
+) -> io::Result<()> {
+    const GAP: usize = 3;
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(width) => *width = (*width).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut text = String::new();
+        for (cell, width) in cells.zip(&widths) {
+            text.push_str(cell);
+            let pad = width.saturating_sub(cell.chars().count()) + GAP;
+            text.extend(std::iter::repeat_n(' ', pad));
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(&mut headers.iter().copied())?;
+    for row in rows {
+        line(&mut row.as_ref().iter().map(String::as_str))?;
     }
     Ok(())
 }

@@ -278,3 +278,89 @@ fn token_inspect_names_each_mistake() {
         );
     }
 }
+
+/// Guards: a bad token is refused locally, before any daemon or manager is
+/// contacted (no socket exists at the --host given).
+#[test]
+fn join_checks_the_token_before_connecting() {
+    for token in ["garbage", "SWMTKN-1-abc-def"] {
+        let assert = moat()
+            .args(["join", "--host", "unix:///nonexistent/moat.sock"])
+            .args(["--token", token, "127.0.0.1:1"])
+            .assert()
+            .code(1)
+            .stdout("");
+        let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        assert!(err.starts_with("moat: invalid join token: "), "{err}");
+        assert!(err.contains("hint: ") && err.contains("moat join-token worker"));
+        assert!(!err.contains("cannot connect"), "{err}");
+    }
+    let (_, text) = token();
+    let mut typo = text.into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    moat()
+        .args(["join", "--host", "/nonexistent/moat.sock", "--token", "-"])
+        .arg("127.0.0.1:1")
+        .write_stdin(typo)
+        .assert()
+        .code(1)
+        .stderr(contains("checksum does not match").and(contains("cannot connect").not()));
+}
+
+#[test]
+fn daemon_commands_without_a_daemon_say_how_to_start_one() {
+    let commands: [&[&str]; 6] = [
+        &["node", "ls"],
+        &["info"],
+        &["init"],
+        &["join-token", "worker"],
+        &["node", "promote", "a"],
+        &["leave", "--force"],
+    ];
+    for args in commands {
+        moat()
+            .args(args)
+            .args(["--host", "unix:///nonexistent/moat.sock"])
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(
+                contains(
+                    "moat: cannot connect to the moat daemon at unix:///nonexistent/moat.sock",
+                )
+                .and(contains("hint: is `moat daemon` running?")),
+            );
+    }
+    // MOAT_HOST names the daemon when --host does not.
+    moat()
+        .args(["node", "ls"])
+        .env("MOAT_HOST", "unix:///nonexistent/env.sock")
+        .assert()
+        .code(1)
+        .stderr(contains("unix:///nonexistent/env.sock"));
+}
+
+#[test]
+fn cluster_usage_errors_exit_2() {
+    moat().args(["join-token", "bogus"]).assert().code(2);
+    moat().args(["join", "127.0.0.1:4377"]).assert().code(2);
+    moat()
+        .args(["node", "ls", "--host", "tcp://127.0.0.1:2375"])
+        .assert()
+        .code(2)
+        .stderr(contains("unix socket"));
+    moat()
+        .args(["init", "--cert-expiry", "soon"])
+        .assert()
+        .code(2)
+        .stderr(contains("24h"));
+    moat()
+        .args(["update", "--autolock", "maybe"])
+        .assert()
+        .code(2);
+    moat()
+        .args(["node", "update", "--availability", "off", "n"])
+        .assert()
+        .code(2);
+    moat().args(["dev", "--managers", "0"]).assert().code(2);
+}

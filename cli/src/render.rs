@@ -1,0 +1,428 @@
+//! How cluster answers look to people.
+//!
+//! Pure functions from control API values (and, where time matters, a
+//! `now`) to text on a writer, so that their output is snapshot-tested
+//! exactly as `moat` prints it. Wording follows Docker's, with "cluster"
+//! for "swarm".
+
+use std::cmp::Ordering;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use moat_api::{
+    Availability, Host, Info, InitResponse, JoinResponse, JoinTokenResponse, ManagerStatus,
+    NodeInfo, NodeState, NodeStatus,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::output::{write_fields, write_table};
+
+/// `moat init`'s answer.
+pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
+    writeln!(
+        out,
+        "Cluster initialized: current node ({}) is now a manager.",
+        r.node_id
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "To add a worker to this cluster, run the following command:"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "    moat join --token {} {}",
+        r.worker_token, r.advertise_addr
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "To add a manager to this cluster, run 'moat join-token manager' and follow the instructions."
+    )
+}
+
+/// `moat join`'s answer.
+pub(crate) fn join(out: &mut impl Write, r: &JoinResponse) -> io::Result<()> {
+    writeln!(out, "This node joined the cluster as a {}.", r.role)
+}
+
+/// `moat join-token`'s answer: the join command, or with `quiet` only the
+/// token.
+pub(crate) fn join_token(
+    out: &mut impl Write,
+    r: &JoinTokenResponse,
+    quiet: bool,
+) -> io::Result<()> {
+    if quiet {
+        return writeln!(out, "{}", r.token);
+    }
+    if r.rotated {
+        writeln!(out, "Successfully rotated {} join token.", r.role)?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "To add a {} to this cluster, run the following command:",
+        r.role
+    )?;
+    writeln!(out)?;
+    writeln!(out, "    moat join --token {} {}", r.token, r.addr)?;
+    writeln!(out)
+}
+
+/// `moat node ls`: one row per node, sorted by host name (`manager-2`
+/// before `manager-10`), the answering node's id followed by `*`.
+pub(crate) fn node_table(
+    out: &mut impl Write,
+    nodes: &[NodeInfo],
+    now: OffsetDateTime,
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = sorted(nodes)
+        .into_iter()
+        .map(|n| {
+            vec![
+                if n.is_self {
+                    format!("{} *", n.id)
+                } else {
+                    n.id.clone()
+                },
+                n.hostname.clone(),
+                status(n.status).into(),
+                availability(n.availability).into(),
+                n.manager_status.map_or("", manager_status).into(),
+                expires(&n.cert_not_after, now),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "CERT EXPIRES",
+        ],
+        &rows,
+    )
+}
+
+/// `moat node ls -q`: the ids, in the table's order.
+pub(crate) fn node_ids(out: &mut impl Write, nodes: &[NodeInfo]) -> io::Result<()> {
+    for n in sorted(nodes) {
+        writeln!(out, "{}", n.id)?;
+    }
+    Ok(())
+}
+
+/// `moat node inspect`: aligned `Key: value` lines.
+pub(crate) fn node_fields(
+    out: &mut impl Write,
+    n: &NodeInfo,
+    now: OffsetDateTime,
+) -> io::Result<()> {
+    let mut fields = vec![
+        ("ID", n.id.clone()),
+        ("Hostname", n.hostname.clone()),
+        ("This node", yes_no(n.is_self).into()),
+        ("Role", n.role.to_string()),
+        ("Status", status(n.status).into()),
+        ("Availability", availability(n.availability).into()),
+    ];
+    if let Some(m) = n.manager_status {
+        fields.push(("Manager status", manager_status(m).into()));
+    }
+    fields.extend([
+        ("Address", n.address.clone()),
+        (
+            "Labels",
+            if n.labels.is_empty() {
+                "none".into()
+            } else {
+                n.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        (
+            "Cert expires",
+            match parse_time(&n.cert_not_after) {
+                Some(t) => format!("{} ({})", n.cert_not_after, relative(t, now)),
+                None => n.cert_not_after.clone(),
+            },
+        ),
+        ("Cert serial", n.cert_serial.clone()),
+        ("Cert issuer", n.cert_issuer_fingerprint.clone()),
+    ]);
+    write_fields(out, &fields)
+}
+
+/// `moat info`: the cluster section of `docker info`, for moat.
+pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::Result<()> {
+    writeln!(out, "Cluster: {}", node_state(i.state))?;
+    if matches!(i.state, NodeState::Inactive | NodeState::Locked) {
+        return Ok(());
+    }
+    if let Some(id) = &i.node_id {
+        writeln!(out, " NodeID: {id}")?;
+    }
+    if let Some(e) = &i.error {
+        writeln!(out, " Error: {e}")?;
+    }
+    writeln!(out, " Is Manager: {}", i.is_manager)?;
+    if let Some(c) = &i.cluster_id {
+        writeln!(out, " ClusterID: {c}")?;
+    }
+    if i.is_manager && i.error.is_none() && i.state == NodeState::Active {
+        writeln!(out, " Managers: {}", i.managers)?;
+        writeln!(out, " Nodes: {}", i.nodes)?;
+        writeln!(out, " CA Configuration:")?;
+        writeln!(
+            out,
+            "  Expiry Duration: {}",
+            exact_duration(i.cert_expiry_seconds)
+        )?;
+        writeln!(out, " Autolock Managers: {}", i.autolock)?;
+    }
+    if let Some(a) = &i.node_address {
+        writeln!(out, " Node Address: {a}")?;
+    }
+    if let Some(t) = &i.cert_not_after {
+        let when =
+            parse_time(t).map_or_else(|| t.clone(), |at| format!("{t} ({})", relative(at, now)));
+        writeln!(out, " Node Certificate Expires: {when}")?;
+    }
+    if !i.manager_addresses.is_empty() {
+        writeln!(out, " Manager Addresses:")?;
+        let mut addrs: Vec<&String> = i.manager_addresses.iter().collect();
+        addrs.sort();
+        for a in addrs {
+            writeln!(out, "  {a}")?;
+        }
+    }
+    Ok(())
+}
+
+/// What `moat dev` reports once its cluster is up.
+#[derive(Debug)]
+pub(crate) struct DevSummary {
+    /// Where the nodes' state directories are.
+    pub(crate) dir: PathBuf,
+    /// Whether `dir` is removed when `moat dev` stops.
+    pub(crate) removed_on_exit: bool,
+    /// The nodes, managers first.
+    pub(crate) nodes: Vec<DevNode>,
+    /// The address nodes join.
+    pub(crate) join_addr: String,
+    /// The worker join token.
+    pub(crate) worker_token: String,
+    /// The manager join token.
+    pub(crate) manager_token: String,
+}
+
+/// One node of a `moat dev` cluster.
+#[derive(Debug)]
+pub(crate) struct DevNode {
+    /// `manager-1`, `worker-2`, …
+    pub(crate) name: String,
+    /// Its control socket.
+    pub(crate) host: Host,
+    /// Whether it is the Raft leader.
+    pub(crate) leader: bool,
+}
+
+/// `moat dev`'s report: how to reach each node and how to add more.
+pub(crate) fn dev_summary(out: &mut impl Write, s: &DevSummary) -> io::Result<()> {
+    writeln!(out, "Cluster ready. Nodes and their control sockets:")?;
+    writeln!(out)?;
+    let width = s.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    for n in &s.nodes {
+        let line = format!(
+            "    {:<width$}   MOAT_HOST={}{}",
+            n.name,
+            n.host,
+            if n.leader { "   (leader)" } else { "" }
+        );
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    writeln!(out)?;
+    write_fields(
+        out,
+        &[
+            ("Join address", s.join_addr.clone()),
+            ("Worker join token", s.worker_token.clone()),
+            ("Manager join token", s.manager_token.clone()),
+        ],
+    )?;
+    writeln!(out)?;
+    let first = s
+        .nodes
+        .iter()
+        .find(|n| n.leader)
+        .or_else(|| s.nodes.first());
+    if let Some(n) = first {
+        writeln!(out, "Try:")?;
+        writeln!(out)?;
+        writeln!(out, "    export MOAT_HOST={}; moat node ls", n.host)?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Logs are in {}/<node>/daemon.log. Press Ctrl-C to stop the cluster{}.",
+        s.dir.display(),
+        if s.removed_on_exit {
+            " and remove its directory"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Docker's `units.HumanDuration`, in lower case: `less than a second`,
+/// `about a minute`, `5 minutes`, `about an hour`, `23 hours`, `3 days`,
+/// `2 weeks`, `3 months`, `2 years`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let minutes = secs / 60;
+    // Docker rounds hours to the nearest one.
+    let hours = (secs + 1800) / 3600;
+    match () {
+        () if secs < 1 => "less than a second".into(),
+        () if secs == 1 => "1 second".into(),
+        () if secs < 60 => format!("{secs} seconds"),
+        () if minutes == 1 => "about a minute".into(),
+        () if minutes < 60 => format!("{minutes} minutes"),
+        () if hours == 1 => "about an hour".into(),
+        () if hours < 48 => format!("{hours} hours"),
+        () if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        () if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        () if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        () => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
+/// `in 23 hours` or `expired 2 days ago`.
+pub(crate) fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let d = t - now;
+    let span = human_duration(d.unsigned_abs());
+    if d.is_negative() {
+        format!("expired {span} ago")
+    } else {
+        format!("in {span}")
+    }
+}
+
+/// A configured duration, exactly: `1 day`, `90 days`, `1 hour 30
+/// minutes`, `45 seconds`.
+pub(crate) fn exact_duration(secs: u64) -> String {
+    let parts = [
+        (secs / 86_400, "day"),
+        (secs / 3600 % 24, "hour"),
+        (secs / 60 % 60, "minute"),
+        (secs % 60, "second"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if text.is_empty() {
+        "0 seconds".into()
+    } else {
+        text.join(" ")
+    }
+}
+
+/// The `CERT EXPIRES` cell: relative when the time parses, else as given.
+fn expires(not_after: &str, now: OffsetDateTime) -> String {
+    parse_time(not_after).map_or_else(|| not_after.to_owned(), |t| relative(t, now))
+}
+
+fn parse_time(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &Rfc3339).ok()
+}
+
+fn sorted(nodes: &[NodeInfo]) -> Vec<&NodeInfo> {
+    let mut v: Vec<&NodeInfo> = nodes.iter().collect();
+    v.sort_by(|a, b| natural_cmp(&a.hostname, &b.hostname).then_with(|| a.id.cmp(&b.id)));
+    v
+}
+
+/// Orders strings with runs of digits compared as numbers (`node-2` <
+/// `node-10`).
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let (na, ra) = split_digits(a);
+                let (nb, rb) = split_digits(b);
+                let (ta, tb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (a, b) = (ra, rb);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                (a, b) = (&a[x.len_utf8()..], &b[y.len_utf8()..]);
+            }
+        }
+    }
+}
+
+fn split_digits(s: &str) -> (&str, &str) {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+fn status(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Ready => "Ready",
+        NodeStatus::Down => "Down",
+    }
+}
+
+fn availability(a: Availability) -> &'static str {
+    match a {
+        Availability::Active => "Active",
+        Availability::Pause => "Pause",
+        Availability::Drain => "Drain",
+    }
+}
+
+fn manager_status(m: ManagerStatus) -> &'static str {
+    match m {
+        ManagerStatus::Leader => "Leader",
+        ManagerStatus::Reachable => "Reachable",
+        ManagerStatus::Unreachable => "Unreachable",
+    }
+}
+
+fn node_state(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Inactive => "inactive",
+        NodeState::Active => "active",
+        NodeState::Locked => "locked",
+        NodeState::Error => "error",
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+//! Snapshots of what people read, from fixed API values and a fixed `now`.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+
+use moat_api::{ManagerStatus, Role};
+use time::macros::datetime;
+
+use super::*;
+
+const NOW: OffsetDateTime = datetime!(2026-11-27 18:00:00 UTC);
+const TOKEN_W: &str = "MOATTKN-1-0h2k4m6p8r0t2v4h6k8m0p2r4t6v8h0k2m4p6r8t0v2h4k6m-0a1b2c3d4e5f6g7h8i9j0k1l2m-3f9k2d0a";
+const TOKEN_M: &str = "MOATTKN-1-0h2k4m6p8r0t2v4h6k8m0p2r4t6v8h0k2m4p6r8t0v2h4k6m-9v8u7t6s5r4q3p2o1n0m9l8k7j-7u1c5e9b";
+
+fn text(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+    let mut out = Vec::new();
+    f(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn node(
+    id: &str,
+    hostname: &str,
+    role: Role,
+    status: NodeStatus,
+    availability: Availability,
+    manager_status: Option<ManagerStatus>,
+    cert_not_after: &str,
+    is_self: bool,
+) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        hostname: hostname.into(),
+        role,
+        status,
+        availability,
+        manager_status,
+        labels: BTreeMap::new(),
+        cert_not_after: cert_not_after.into(),
+        is_self,
+        address: "127.0.0.1:4377".into(),
+        cert_serial: "5c0d4e7a19b2f3c8".into(),
+        cert_issuer_fingerprint:
+            "sha256:6b1f0c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b".into(),
+    }
+}
+
+/// Five nodes, given out of order, covering every status, availability,
+/// manager status and expiry form (future, past, unparseable).
+fn cluster() -> Vec<NodeInfo> {
+    use Availability::*;
+    use ManagerStatus::*;
+    use NodeStatus::*;
+    vec![
+        node(
+            "9f1c0e2d4b6a8c0e2d4b6a8c0e",
+            "worker-10",
+            Role::Worker,
+            Ready,
+            Drain,
+            None,
+            "2026-11-28T17:00:00Z",
+            false,
+        ),
+        node(
+            "3q0kd8vj1n5s6p7r2t4u9m0abc",
+            "manager-1",
+            Role::Manager,
+            Ready,
+            Active,
+            Some(Leader),
+            "2026-11-28T17:59:00Z",
+            true,
+        ),
+        node(
+            "7h2m4p6r8t0v2h4k6m8p0r2t4v",
+            "manager-2",
+            Role::Manager,
+            Down,
+            Active,
+            Some(Unreachable),
+            "2026-11-27T16:00:00Z",
+            false,
+        ),
+        node(
+            "5a7c9e1g3i5k7m9o1q3s5u7a9c",
+            "manager-3",
+            Role::Manager,
+            Ready,
+            Pause,
+            Some(Reachable),
+            "2027-02-25T18:00:00Z",
+            false,
+        ),
+        node(
+            "1b3d5f7h9j1l3n5p7r9t1v3b5d",
+            "worker-2",
+            Role::Worker,
+            Ready,
+            Active,
+            None,
+            "not a time",
+            false,
+        ),
+    ]
+}
+
+#[test]
+fn node_ls_table() {
+    insta::assert_snapshot!(text(|o| node_table(o, &cluster(), NOW)));
+}
+
+#[test]
+fn node_ls_quiet_uses_table_order() {
+    insta::assert_snapshot!(text(|o| node_ids(o, &cluster())));
+}
+
+#[test]
+fn node_ls_empty_is_a_header() {
+    assert_eq!(
+        text(|o| node_table(o, &[], NOW)),
+        "ID   HOSTNAME   STATUS   AVAILABILITY   MANAGER STATUS   CERT EXPIRES\n"
+    );
+}
+
+#[test]
+fn node_inspect_manager_with_labels() {
+    let mut n = cluster().swap_remove(1);
+    n.labels.insert("zone".into(), "eu-west-1a".into());
+    n.labels.insert("disk".into(), "ssd".into());
+    insta::assert_snapshot!(text(|o| node_fields(o, &n, NOW)));
+}
+
+#[test]
+fn node_inspect_worker() {
+    let n = cluster().swap_remove(0);
+    insta::assert_snapshot!(text(|o| node_fields(o, &n, NOW)));
+}
+
+fn active_manager() -> Info {
+    Info {
+        state: NodeState::Active,
+        node_id: Some("3q0kd8vj1n5s6p7r2t4u9m0abc".into()),
+        hostname: "manager-1".into(),
+        is_manager: true,
+        cluster_id: Some("k2m4p6r8t0v2h4k6m8p0r2t4v6".into()),
+        managers: 3,
+        nodes: 5,
+        cert_expiry_seconds: 86_400,
+        autolock: false,
+        manager_addresses: vec![
+            "127.0.0.1:4379".into(),
+            "127.0.0.1:4377".into(),
+            "127.0.0.1:4378".into(),
+        ],
+        node_address: Some("127.0.0.1:4377".into()),
+        leader: Some("3q0kd8vj1n5s6p7r2t4u9m0abc".into()),
+        cert_not_after: Some("2026-11-28T17:00:00Z".into()),
+        error: None,
+    }
+}
+
+#[test]
+fn info_active_manager() {
+    insta::assert_snapshot!(text(|o| info(o, &active_manager(), NOW)));
+}
+
+#[test]
+fn info_worker() {
+    let i = Info {
+        node_id: Some("1b3d5f7h9j1l3n5p7r9t1v3b5d".into()),
+        hostname: "worker-2".into(),
+        is_manager: false,
+        managers: 0,
+        nodes: 0,
+        manager_addresses: vec!["127.0.0.1:4377".into()],
+        node_address: Some("127.0.0.1:4380".into()),
+        leader: None,
+        ..active_manager()
+    };
+    insta::assert_snapshot!(text(|o| info(o, &i, NOW)));
+}
+
+#[test]
+fn info_error_says_why() {
+    let i = Info {
+        state: NodeState::Error,
+        error: Some(
+            "this node was removed from the cluster: run 'moat leave --force', then join again"
+                .into(),
+        ),
+        cert_not_after: Some("2026-11-20T00:00:00Z".into()),
+        ..active_manager()
+    };
+    insta::assert_snapshot!(text(|o| info(o, &i, NOW)));
+}
+
+#[test]
+fn info_inactive_and_locked_are_one_line() {
+    let inactive = Info {
+        state: NodeState::Inactive,
+        node_id: None,
+        cluster_id: None,
+        ..active_manager()
+    };
+    assert_eq!(text(|o| info(o, &inactive, NOW)), "Cluster: inactive\n");
+    let locked = Info {
+        state: NodeState::Locked,
+        ..active_manager()
+    };
+    assert_eq!(text(|o| info(o, &locked, NOW)), "Cluster: locked\n");
+}
+
+#[test]
+fn init_text() {
+    let r = InitResponse {
+        node_id: "3q0kd8vj1n5s6p7r2t4u9m0abc".into(),
+        cluster_id: "k2m4p6r8t0v2h4k6m8p0r2t4v6".into(),
+        advertise_addr: "192.168.1.10:4377".into(),
+        worker_token: TOKEN_W.into(),
+    };
+    let t = text(|o| init(o, &r));
+    assert!(t.ends_with("follow the instructions.\n"), "{t:?}");
+    insta::assert_snapshot!(t);
+}
+
+fn token_answer(role: Role, rotated: bool) -> JoinTokenResponse {
+    JoinTokenResponse {
+        role,
+        token: if role == Role::Worker {
+            TOKEN_W
+        } else {
+            TOKEN_M
+        }
+        .into(),
+        addr: "192.168.1.10:4377".into(),
+        rotated,
+    }
+}
+
+#[test]
+fn join_token_worker() {
+    let t = text(|o| join_token(o, &token_answer(Role::Worker, false), false));
+    // Docker ends with a blank line; snapshots do not show trailing ones.
+    assert!(t.ends_with(" 192.168.1.10:4377\n\n"), "{t:?}");
+    insta::assert_snapshot!(t);
+}
+
+#[test]
+fn join_token_manager_rotated() {
+    insta::assert_snapshot!(text(|o| join_token(
+        o,
+        &token_answer(Role::Manager, true),
+        false
+    )));
+}
+
+#[test]
+fn join_token_quiet_is_the_token_alone() {
+    assert_eq!(
+        text(|o| join_token(o, &token_answer(Role::Manager, true), true)),
+        format!("{TOKEN_M}\n")
+    );
+}
+
+#[test]
+fn join_text() {
+    let r = JoinResponse {
+        node_id: "x".into(),
+        role: Role::Manager,
+    };
+    assert_eq!(
+        text(|o| join(o, &r)),
+        "This node joined the cluster as a manager.\n"
+    );
+}
+
+#[test]
+fn dev_summary_text() {
+    let node = |name: &str, leader| DevNode {
+        name: name.into(),
+        host: Host::unix(format!("/tmp/moat-dev-x/{name}/moat.sock")),
+        leader,
+    };
+    let s = DevSummary {
+        dir: "/tmp/moat-dev-x".into(),
+        removed_on_exit: true,
+        nodes: vec![
+            node("manager-1", true),
+            node("manager-2", false),
+            node("worker-1", false),
+        ],
+        join_addr: "127.0.0.1:40123".into(),
+        worker_token: TOKEN_W.into(),
+        manager_token: TOKEN_M.into(),
+    };
+    insta::assert_snapshot!(text(|o| dev_summary(o, &s)));
+}
+
+#[test]
+fn human_durations_follow_docker() {
+    let cases = [
+        (0, "less than a second"),
+        (1, "1 second"),
+        (59, "59 seconds"),
+        (60, "about a minute"),
+        (119, "about a minute"),
+        (59 * 60, "59 minutes"),
+        (3600, "about an hour"),
+        (90 * 60, "2 hours"),
+        (23 * 3600 + 59 * 60, "24 hours"),
+        (47 * 3600, "47 hours"),
+        (48 * 3600, "2 days"),
+        (13 * 86_400, "13 days"),
+        (14 * 86_400, "2 weeks"),
+        (90 * 86_400, "3 months"),
+        (730 * 86_400, "2 years"),
+    ];
+    for (secs, want) in cases {
+        assert_eq!(human_duration(Duration::from_secs(secs)), want, "{secs} s");
+    }
+}
+
+#[test]
+fn relative_times() {
+    assert_eq!(
+        relative(datetime!(2026-11-28 17:00:00 UTC), NOW),
+        "in 23 hours"
+    );
+    assert_eq!(
+        relative(datetime!(2026-11-27 16:00:00 UTC), NOW),
+        "expired 2 hours ago"
+    );
+}
+
+#[test]
+fn exact_durations() {
+    assert_eq!(exact_duration(86_400), "1 day");
+    assert_eq!(exact_duration(90 * 86_400), "90 days");
+    assert_eq!(exact_duration(5400), "1 hour 30 minutes");
+    assert_eq!(exact_duration(45), "45 seconds");
+    assert_eq!(exact_duration(0), "0 seconds");
+}
+
+#[test]
+fn natural_order() {
+    let mut v = vec!["node-10", "node-2", "node-1", "alpha", "node-02x"];
+    v.sort_by(|a, b| natural_cmp(a, b));
+    assert_eq!(v, ["alpha", "node-1", "node-2", "node-02x", "node-10"]);
+}
