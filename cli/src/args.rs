@@ -42,8 +42,9 @@ pub(crate) enum Command {
     JoinToken(JoinTokenArgs),
     /// Leave the cluster.
     ///
-    /// A manager refuses unless --force is given: leaving may cost the
-    /// cluster its quorum, and the last manager leaving erases it.
+    /// A manager leaves only with the other managers' agreement, and the
+    /// last manager not at all (it would erase the cluster), unless
+    /// --force is given.
     Leave(LeaveArgs),
     /// Change the cluster's settings.
     Update(UpdateArgs),
@@ -248,8 +249,8 @@ pub(crate) struct JoinTokenArgs {
 pub(crate) struct LeaveArgs {
     #[command(flatten)]
     pub(crate) host: HostArgs,
-    /// Leave even if this costs the cluster its quorum or, on the last
-    /// manager, erases the cluster.
+    /// Leave even without the other managers' agreement or, on the last
+    /// manager, erasing the cluster.
     #[arg(long, short)]
     pub(crate) force: bool,
 }

@@ -41,19 +41,8 @@ fn init_logging() -> Result<(), Failure> {
     Ok(())
 }
 
-// TEMPORARY until moat_node::run_daemon lands: see run_node_real below.
+/// Runs the node until SIGTERM or SIGINT (moat-node handles both).
 async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
-    Err(Failure::new(
-        anyhow::anyhow!(
-            "this build has no daemon yet (state dir {})",
-            args.state_dir.display()
-        ),
-        "build moat with moat-node's run_daemon",
-    ))
-}
-
-#[cfg(any())]
-async fn run_node_real(args: DaemonArgs) -> Result<(), Failure> {
     let state_dir = args.state_dir.clone();
     moat_node::run_daemon(moat_node::DaemonOptions {
         state_dir: args.state_dir,

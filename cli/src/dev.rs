@@ -41,12 +41,20 @@ pub(crate) fn run(args: &DevArgs) -> Result<(), Failure> {
             "moat dev starts copies of its own binary; run it by path",
         )
     })?;
-    // A directory given is kept; a temporary one lives as long as `_temp`.
-    let (dir, _temp) = match &args.dir {
+    // A directory given is kept; a temporary one lives as long as `temp`,
+    // unless something failed: then its logs are worth reading.
+    let (dir, temp) = match &args.dir {
         Some(dir) => {
             let dir = std::path::absolute(dir)?;
             fs::create_dir_all(&dir)
                 .map_err(|e| Failure::new(e, format!("cannot create {}", dir.display())))?;
+            if fs::read_dir(&dir)?.next().is_some() {
+                return Err(Failure::new(
+                    anyhow!("{} is not empty", dir.display()),
+                    "moat dev builds a new cluster: give --dir a new or empty directory \
+                     (or remove the old one)",
+                ));
+            }
             (dir, None)
         }
         None => {
@@ -54,10 +62,10 @@ pub(crate) fn run(args: &DevArgs) -> Result<(), Failure> {
             (temp.path().to_owned(), Some(temp))
         }
     };
-    block_on(async {
+    let outcome = block_on(async {
         let mut cluster = Cluster {
             exe,
-            dir,
+            dir: dir.clone(),
             keep_dir: args.dir.is_some(),
             nodes: Vec::new(),
         };
@@ -68,7 +76,17 @@ pub(crate) fn run(args: &DevArgs) -> Result<(), Failure> {
         };
         cluster.stop().await;
         outcome
-    })
+    });
+    if outcome.is_err()
+        && let Some(temp) = temp
+    {
+        let _ = temp.keep();
+        progress(format_args!(
+            "Kept {} for its logs; remove it when done",
+            dir.display()
+        ));
+    }
+    outcome
 }
 
 /// The daemons started so far.
@@ -98,11 +116,16 @@ impl Node {
         Client::new(self.host.clone())
     }
 
-    /// A failed request to this node, pointing at its log.
+    /// A failed request to this node, with the daemon's hint or else a
+    /// pointer to its log.
     fn failed(&self, doing: &str, e: ClientError) -> Failure {
+        let hint = match &e {
+            ClientError::Api(api) => api.hint.clone(),
+            _ => None,
+        };
         Failure::new(
             anyhow!("{}: {doing}: {e}", self.name),
-            format!("see its log, {}", self.log().display()),
+            hint.unwrap_or_else(|| format!("see its log, {}", self.log().display())),
         )
     }
 }
@@ -112,7 +135,9 @@ impl Cluster {
     /// waits; returns only on failure (the caller stops on a signal).
     async fn up_and_watch(&mut self, managers: u16, workers: u16) -> Result<(), Failure> {
         progress(format_args!(
-            "Starting {managers} managers and {workers} workers in {}",
+            "Starting {} and {} in {}",
+            plural(managers.into(), "manager"),
+            plural(workers.into(), "worker"),
             self.dir.display()
         ));
         for i in 1..=managers {
@@ -297,7 +322,10 @@ impl Cluster {
         if self.nodes.is_empty() {
             return;
         }
-        progress(format_args!("Stopping {} daemons", self.nodes.len()));
+        progress(format_args!(
+            "Stopping {}",
+            plural(self.nodes.len(), "daemon")
+        ));
         for node in &self.nodes {
             if let Some(pid) = node.child.id().and_then(|p| i32::try_from(p).ok()) {
                 let _ = nix::sys::signal::kill(
@@ -339,6 +367,11 @@ fn stop_signal() -> Result<impl Future<Output = ()>, Failure> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+/// `1 manager`, `2 managers`.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn died(name: &str, status: ExitStatus, log: &Path) -> Failure {

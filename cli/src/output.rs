@@ -145,7 +145,8 @@ pub(crate) fn write_table<R: AsRef<[String]>>(
 
 /// Writes `value` as pretty JSON and a newline.
 pub(crate) fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
+    // `From` keeps an I/O error as it is, so a closed pipe stays one.
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
     writeln!(out)
 }
 
