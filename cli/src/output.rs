@@ -176,3 +176,47 @@ fn too_large(limit: u64) -> io::Error {
         format!("input is larger than {limit} bytes"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use super::*;
+
+    /// A reader that closed the pipe.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Guards: `moat … --format json | head` ends quietly; serde_json's
+    /// error used to hide the broken pipe inside an `Other` error.
+    #[test]
+    fn json_to_a_closed_pipe_is_a_broken_pipe() {
+        let e = write_json(&mut ClosedPipe, &vec![1, 2, 3]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert!(!Failure::from(e).print());
+    }
+
+    #[test]
+    fn table_columns_fit_their_widest_cell_and_lines_end_clean() {
+        let mut out = Vec::new();
+        let rows = [
+            vec!["a".to_string(), "".to_string(), "x".to_string()],
+            vec!["long cell".to_string(), "b".to_string(), "".to_string()],
+        ];
+        write_table(&mut out, &["ONE", "TWO", "THREE"], &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ONE         TWO   THREE\n\
+             a                 x\n\
+             long cell   b\n"
+        );
+    }
+}
