@@ -1,0 +1,393 @@
+//! The multi-process test harness: real `moat daemon` processes, each with
+//! its own state directory and loopback port, driven only through the
+//! `moat` command line — the way an operator would.
+//!
+//! moat-testkit owns process handling for tests: finding (or building) the
+//! `moat` binary, starting, killing (SIGKILL), stopping (SIGTERM) and
+//! restarting daemons, running CLI commands against one of them, and
+//! polling until the cluster reaches a state. Every daemon is killed when
+//! the [`Harness`] is dropped, also when a test fails. It has no knowledge
+//! of moat's internals: only the CLI's documented outputs.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The result of one CLI command.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(command: String, out: Output) -> Self {
+        Self {
+            command,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics unless the command exited 0; returns its stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "`{}` failed (exit {}):\nstdout:\n{}\nstderr:\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Panics unless the command exited 1 and its stderr contains `needle`.
+    #[track_caller]
+    pub fn fails_with(&self, needle: &str) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "`{}` should have failed with exit 1:\nstdout:\n{}\nstderr:\n{}",
+            self.command, self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "`{}` failed, but stderr lacks {needle:?}:\n{}",
+            self.command,
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    /// Stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| {
+            panic!("`{}` printed no JSON ({e}):\n{}", self.command, self.stdout)
+        })
+    }
+}
+
+/// One daemon process.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Its name: host name and state directory name.
+    pub name: String,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// `unix://…/moat.sock`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.state_dir.join("moat.sock").display())
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A set of daemons in one temporary directory.
+pub struct Harness {
+    dir: tempfile::TempDir,
+    moat: PathBuf,
+    daemons: BTreeMap<String, Daemon>,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    /// An empty harness.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("moat-test-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
+            moat: moat_binary().to_path_buf(),
+            daemons: BTreeMap::new(),
+        }
+    }
+
+    /// The harness's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon called `name`.
+    #[track_caller]
+    pub fn daemon(&self, name: &str) -> &Daemon {
+        self.daemons
+            .get(name)
+            .unwrap_or_else(|| panic!("no daemon {name}"))
+    }
+
+    /// Starts `moat daemon` as `name` (state dir `DIR/name`) and waits
+    /// until its control socket answers.
+    pub fn start(&mut self, name: &str) -> &Daemon {
+        let state_dir = self.dir.path().join(name);
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = self.spawn(name, &state_dir, &log);
+        self.daemons.insert(
+            name.to_string(),
+            Daemon {
+                name: name.to_string(),
+                state_dir,
+                child: Some(child),
+                log,
+            },
+        );
+        self.wait_ready(name);
+        self.daemon(name)
+    }
+
+    fn spawn(&self, name: &str, state_dir: &Path, log: &Path) -> Child {
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        Command::new(&self.moat)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--hostname")
+            .arg(name)
+            .env("MOAT_LOG", "info,moat_node=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.moat.display()))
+    }
+
+    fn wait_ready(&mut self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.moat(name, &["info", "--format", "json"]).code == 0 {
+                return;
+            }
+            let daemon = self.daemons.get_mut(name).unwrap_or_else(|| unreachable!());
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "daemon {name} exited with {status} while starting:\n{}",
+                    daemon.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon {name} did not answer within 30 s:\n{}",
+                self.daemon(name).log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Runs `moat ARGS…` against daemon `name`.
+    pub fn moat(&self, name: &str, args: &[&str]) -> Run {
+        let host = self.daemon(name).host();
+        self.moat_with(&host, args, None)
+    }
+
+    /// Runs `moat ARGS…` against daemon `name` with `stdin` as input.
+    pub fn moat_stdin(&self, name: &str, args: &[&str], stdin: &str) -> Run {
+        let host = self.daemon(name).host();
+        self.moat_with(&host, args, Some(stdin))
+    }
+
+    fn moat_with(&self, host: &str, args: &[&str], stdin: Option<&str>) -> Run {
+        use std::io::Write;
+        let command = format!("MOAT_HOST={host} moat {}", args.join(" "));
+        let mut child = Command::new(&self.moat)
+            .args(args)
+            .env("MOAT_HOST", host)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {command}: {e}"));
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("running {command}: {e}"));
+        Run::from_output(command, out)
+    }
+
+    /// Kills daemon `name` with SIGKILL, as a crash would.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.daemons.get_mut(name).and_then(|d| d.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops daemon `name` with SIGTERM and waits for it to exit; returns
+    /// its exit code.
+    pub fn stop(&mut self, name: &str) -> Option<i32> {
+        let mut child = self.daemons.get_mut(name).and_then(|d| d.child.take())?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon {name} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a stopped or killed daemon again on the same state directory.
+    pub fn restart(&mut self, name: &str) {
+        let (state_dir, log) = {
+            let d = self.daemon(name);
+            assert!(d.child.is_none(), "daemon {name} is still running");
+            (d.state_dir.clone(), d.log.clone())
+        };
+        let child = self.spawn(name, &state_dir, &log);
+        if let Some(d) = self.daemons.get_mut(name) {
+            d.child = Some(child);
+        }
+        self.wait_ready(name);
+    }
+
+    /// `moat init --listen-addr 127.0.0.1:0` on `name`; returns the address
+    /// to join and the worker token.
+    pub fn init(&self, name: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["init", "--listen-addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let out = self.moat(name, &args);
+        let text = out.ok();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("moat join --token"))
+            .unwrap_or_else(|| panic!("init printed no join command:\n{text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (token, addr) = (words[3].to_string(), words[4].to_string());
+        (addr, token)
+    }
+
+    /// `moat join --token TOKEN --listen-addr 127.0.0.1:0 ADDR` on `name`.
+    pub fn join(&self, name: &str, token: &str, addr: &str) -> Run {
+        self.moat(
+            name,
+            &[
+                "join",
+                "--token",
+                token,
+                "--listen-addr",
+                "127.0.0.1:0",
+                addr,
+            ],
+        )
+    }
+
+    /// `moat node ls --format json` on `name`, as (hostname → node) pairs.
+    pub fn nodes(&self, name: &str) -> BTreeMap<String, serde_json::Value> {
+        let v = self.moat(name, &["node", "ls", "--format", "json"]).json();
+        v.as_array()
+            .unwrap_or_else(|| panic!("node ls JSON is not an array: {v}"))
+            .iter()
+            .map(|n| {
+                (
+                    n["hostname"].as_str().unwrap_or_default().to_string(),
+                    n.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `check` every 100 ms until it holds, for at most `limit`.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !check() {
+            if Instant::now() > deadline {
+                let logs: String = self
+                    .daemons
+                    .values()
+                    .map(|d| format!("--- {} ---\n{}\n", d.name, tail(&d.log(), 40)))
+                    .collect();
+                panic!("timed out after {limit:?} waiting for {what}\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for d in self.daemons.values_mut() {
+            if let Some(mut child) = d.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The `moat` binary next to the test executable (`target/<profile>/moat`),
+/// or `$MOAT_BIN`; built with cargo if it is missing.
+pub fn moat_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MOAT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        // target/<profile>/deps/<test> → target/<profile>/moat
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
+        let bin = profile_dir.join("moat");
+        if !bin.exists() {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-p", "moat", "--bin", "moat"])
+                .status()
+                .unwrap_or_else(|e| panic!("building moat: {e}"));
+            assert!(status.success(), "building moat failed");
+        }
+        bin
+    })
+}

@@ -1,0 +1,456 @@
+//! The cluster lifecycle end to end: real `moat daemon` processes on
+//! loopback, driven only through the `moat` CLI.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use moat_testkit::Harness;
+
+/// A dead node shows Down within DOWN_AFTER (5 s) + a tick + a commit;
+/// tests allow generous slack on a loaded 2-core machine.
+const DOWN_BOUND: Duration = Duration::from_secs(15);
+
+fn ready(h: &Harness, on: &str, host: &str) -> bool {
+    h.nodes(on)
+        .get(host)
+        .is_some_and(|n| n["status"] == "ready")
+}
+
+/// Three managers and two workers; tokens, labels, roles, removal.
+#[test]
+fn three_managers_two_workers() {
+    let mut h = Harness::new();
+    for name in [
+        "manager-1",
+        "manager-2",
+        "manager-3",
+        "worker-1",
+        "worker-2",
+    ] {
+        h.start(name);
+    }
+    let out = h.moat("manager-1", &["info", "--format", "json"]).json();
+    assert_eq!(out["state"], "inactive");
+
+    let (addr, worker_token) = h.init("manager-1", &[]);
+    let manager_token = h
+        .moat("manager-1", &["join-token", "-q", "manager"])
+        .ok()
+        .trim()
+        .to_string();
+    assert!(manager_token.starts_with("MOATTKN-1-"));
+    assert_ne!(manager_token, worker_token);
+    for m in ["manager-2", "manager-3"] {
+        let out = h.join(m, &manager_token, &addr);
+        assert_eq!(
+            out.ok().trim(),
+            "This node joined the cluster as a manager."
+        );
+    }
+    for w in ["worker-1", "worker-2"] {
+        let out = h.join(w, &worker_token, &addr);
+        assert_eq!(out.ok().trim(), "This node joined the cluster as a worker.");
+    }
+
+    // Every manager sees five Ready nodes, one leader, two reachable.
+    h.wait_until("five ready nodes", Duration::from_secs(20), || {
+        let nodes = h.nodes("manager-3");
+        nodes.len() == 5 && nodes.values().all(|n| n["status"] == "ready")
+    });
+    let nodes = h.nodes("manager-2");
+    let statuses: Vec<_> = ["manager-1", "manager-2", "manager-3"]
+        .iter()
+        .map(|m| nodes[*m]["manager_status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "leader").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "reachable").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(nodes["worker-1"]["manager_status"].is_null());
+    assert_eq!(nodes["worker-1"]["role"], "worker");
+    assert_eq!(nodes["manager-2"]["self"], true);
+    assert_eq!(nodes["manager-1"]["self"], false);
+    assert!(
+        nodes["worker-1"]["cert_not_after"]
+            .as_str()
+            .unwrap()
+            .contains('T')
+    );
+
+    // The human table marks the local node and names the leader.
+    let table = h.moat("manager-1", &["node", "ls"]);
+    let table = table.ok();
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(" * "), "the local node is marked:\n{table}");
+    assert!(
+        table.contains("Leader") && table.contains("Ready"),
+        "{table}"
+    );
+    let quiet = h.moat("manager-1", &["node", "ls", "-q"]);
+    assert_eq!(quiet.ok().lines().count(), 5);
+
+    // Worker restrictions.
+    for args in [
+        &["node", "ls"][..],
+        &["join-token", "worker"],
+        &["update", "--cert-expiry", "48h"],
+    ] {
+        h.moat("worker-1", args)
+            .fails_with("This node is not a cluster manager");
+    }
+
+    // Labels and availability, by host name or id prefix.
+    let w1_id = nodes["worker-1"]["id"].as_str().unwrap().to_string();
+    h.moat(
+        "manager-3",
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "zone=a",
+            "--label-add",
+            "disk=ssd",
+            "--availability",
+            "drain",
+            "worker-1",
+        ],
+    )
+    .ok();
+    h.moat(
+        "manager-1",
+        &["node", "update", "--label-rm", "disk", &w1_id[..6]],
+    )
+    .ok();
+    let inspect = h
+        .moat(
+            "manager-2",
+            &["node", "inspect", "worker-1", "--format", "json"],
+        )
+        .json();
+    assert_eq!(inspect["labels"], serde_json::json!({"zone": "a"}));
+    assert_eq!(inspect["availability"], "drain");
+    assert!(
+        inspect["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(!inspect["cert_serial"].as_str().unwrap().is_empty());
+    assert!(
+        inspect["cert_issuer_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    h.moat("manager-1", &["node", "inspect", "nosuchnode"])
+        .fails_with("No such node: nosuchnode");
+
+    // Rotation takes effect cluster-wide: the old token is refused, the
+    // new one works, existing nodes stay.
+    let rotated = h.moat("manager-2", &["join-token", "--rotate", "worker"]);
+    let rotated_text = rotated.ok();
+    assert!(
+        rotated_text.contains("Successfully rotated worker join token."),
+        "{rotated_text}"
+    );
+    let new_token = h
+        .moat("manager-3", &["join-token", "-q", "worker"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_ne!(new_token, worker_token);
+    h.start("worker-3");
+    h.join("worker-3", &worker_token, &addr)
+        .fails_with("invalid join token");
+    h.join("worker-3", &new_token, &addr).ok();
+    assert!(ready(&h, "manager-1", "worker-1"));
+
+    // Promote to four managers: warned about the even number. Demote back.
+    let out = h.moat("manager-1", &["node", "promote", "worker-2"]);
+    assert!(out.ok().contains("promoted to a manager"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("odd"),
+        "{}",
+        out.stderr
+    );
+    h.wait_until(
+        "worker-2 to act as a manager",
+        Duration::from_secs(30),
+        || h.moat("worker-2", &["node", "ls", "-q"]).code == 0,
+    );
+    h.wait_until("worker-2 to be reachable", Duration::from_secs(20), || {
+        h.nodes("manager-1")["worker-2"]["manager_status"] == "reachable"
+            || h.nodes("manager-1")["worker-2"]["manager_status"] == "leader"
+    });
+    let out = h.moat("manager-1", &["node", "demote", "worker-2"]);
+    assert!(out.ok().contains("demoted"), "{}", out.stdout);
+    h.wait_until(
+        "worker-2 to be a worker again",
+        Duration::from_secs(30),
+        || {
+            h.moat("worker-2", &["node", "ls"]).code == 1
+                && h.nodes("manager-1")["worker-2"]["role"] == "worker"
+        },
+    );
+
+    // A live worker cannot be removed without --force; a dead one can.
+    h.moat("manager-1", &["node", "rm", "worker-3"])
+        .fails_with("is not down");
+    h.kill("worker-3");
+    h.wait_until("worker-3 to be down", DOWN_BOUND, || {
+        h.nodes("manager-1")["worker-3"]["status"] == "down"
+    });
+    h.moat("manager-1", &["node", "rm", "worker-3"]).ok();
+    assert!(!h.nodes("manager-2").contains_key("worker-3"));
+    // It comes back: refused, with a clear message.
+    h.restart("worker-3");
+    h.wait_until(
+        "worker-3 to learn it was removed",
+        Duration::from_secs(10),
+        || {
+            let info = h.moat("worker-3", &["info", "--format", "json"]).json();
+            info["state"] == "error"
+                && info["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("removed from the cluster")
+        },
+    );
+
+    // A live worker removed with --force is refused within a second or so.
+    h.moat("manager-1", &["node", "rm", "--force", "worker-1"])
+        .ok();
+    h.wait_until("worker-1 to be locked out", Duration::from_secs(5), || {
+        let info = h.moat("worker-1", &["info", "--format", "json"]).json();
+        info["state"] == "error"
+    });
+
+    // Demoting a manager is allowed while the other two are reachable;
+    // removing a manager needs a demotion first.
+    h.moat("manager-1", &["node", "rm", "manager-3"])
+        .fails_with("must be demoted");
+}
+
+/// Crashes and restarts: identity survives SIGKILL, a worker fails over
+/// when its manager dies, SIGTERM is clean.
+#[test]
+fn restart_and_failover() {
+    let mut h = Harness::new();
+    for name in ["m1", "m2", "m3", "w1"] {
+        h.start(name);
+    }
+    let (addr, worker_token) = h.init("m1", &[]);
+    let manager_token = h
+        .moat("m1", &["join-token", "-q", "manager"])
+        .ok()
+        .trim()
+        .to_string();
+    h.join("m2", &manager_token, &addr).ok();
+    h.join("m3", &manager_token, &addr).ok();
+    h.join("w1", &worker_token, &addr).ok();
+    h.wait_until("four ready nodes", Duration::from_secs(20), || {
+        let n = h.nodes("m1");
+        n.len() == 4 && n.values().all(|n| n["status"] == "ready")
+    });
+    let w1_id = h.nodes("m1")["w1"]["id"].clone();
+
+    // SIGKILL the worker and start it again: same id, Ready, no token.
+    h.kill("w1");
+    h.restart("w1");
+    let info = h.moat("w1", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "active");
+    assert_eq!(info["node_id"], w1_id);
+    h.wait_until("w1 ready again", Duration::from_secs(10), || {
+        ready(&h, "m2", "w1")
+    });
+
+    // Kill the leader (w1 heartbeats to it): a new leader is elected and
+    // w1 stays Ready through it.
+    let leader = h
+        .nodes("m2")
+        .into_iter()
+        .find(|(_, n)| n["manager_status"] == "leader")
+        .map(|(name, _)| name)
+        .unwrap();
+    h.kill(&leader);
+    let others: Vec<&str> = ["m1", "m2", "m3"]
+        .into_iter()
+        .filter(|m| *m != leader)
+        .collect();
+    h.wait_until("a new leader", Duration::from_secs(20), || {
+        let n = h.nodes(others[0]);
+        n.values()
+            .any(|n| n["manager_status"] == "leader" && n["hostname"] != leader.as_str())
+    });
+    h.wait_until("the dead leader to be unreachable", DOWN_BOUND, || {
+        h.nodes(others[1])[&leader]["manager_status"] == "unreachable"
+    });
+    // Through the whole failover and for a while after, the worker is Ready.
+    for _ in 0..20 {
+        assert!(
+            ready(&h, others[0], "w1"),
+            "the worker went down during failover"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Two of three managers are up: demoting one of them would lose quorum.
+    h.moat(others[0], &["node", "demote", others[1]])
+        .fails_with("quorum");
+
+    // The old leader restarts with its identity and rejoins as a follower.
+    h.restart(&leader);
+    h.wait_until(
+        "the old leader to be reachable again",
+        Duration::from_secs(20),
+        || h.nodes(others[0])[&leader]["manager_status"] == "reachable",
+    );
+
+    // SIGTERM stops a daemon cleanly (exit 0) and its socket goes away.
+    assert_eq!(h.stop("w1"), Some(0));
+    assert!(!h.daemon("w1").state_dir.join("moat.sock").exists());
+}
+
+/// Bad inputs to join, each with a message that names the problem.
+#[test]
+fn bad_join_inputs() {
+    let mut h = Harness::new();
+    h.start("m");
+    h.start("other");
+    h.start("w");
+    let (addr, token) = h.init("m", &[]);
+    let (_, foreign) = h.init("other", &[]);
+
+    h.join("w", "MOATTKN-garbage", &addr).fails_with("token");
+    // One character changed: the checksum catches it before any network.
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() - 12;
+    chars[i] = if chars[i] == 'a' { 'b' } else { 'a' };
+    let typo: String = chars.into_iter().collect();
+    h.join("w", &typo, &addr).fails_with("checksum");
+    h.join(
+        "w",
+        "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx",
+        &addr,
+    )
+    .fails_with("Docker");
+    // Another cluster's token: the CA pin does not match this manager.
+    h.join("w", &foreign, &addr)
+        .fails_with("is not part of the cluster this join token belongs to");
+    // Nothing was left behind: the node is inactive and can still join.
+    let info = h.moat("w", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "inactive");
+    h.join("w", &token, &addr).ok();
+    // Joining twice is refused.
+    h.join("w", &token, &addr)
+        .fails_with("already part of a cluster");
+    // No daemon at all.
+    let none = h.moat("w", &["--help"]);
+    assert_eq!(none.code, 0);
+}
+
+/// A daemon killed while joining restarts either joined or cleanly
+/// inactive, never half-joined.
+#[test]
+fn daemon_killed_mid_join() {
+    let mut h = Harness::new();
+    h.start("m");
+    let (addr, token) = h.init("m", &[]);
+    for (i, delay_ms) in [0u64, 15, 40, 80].into_iter().enumerate() {
+        let name = format!("w{i}");
+        h.start(&name);
+        let host = h.daemon(&name).host();
+        let mut join = std::process::Command::new(moat_testkit::moat_binary())
+            .args([
+                "join",
+                "--token",
+                &token,
+                "--listen-addr",
+                "127.0.0.1:0",
+                &addr,
+            ])
+            .env("MOAT_HOST", &host)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        h.kill(&name);
+        let _ = join.wait();
+        h.restart(&name);
+        let info = h.moat(&name, &["info", "--format", "json"]).json();
+        match info["state"].as_str().unwrap() {
+            "inactive" => {
+                h.join(&name, &token, &addr).ok();
+            }
+            "active" => {}
+            other => panic!("after a kill mid-join the node is {other}: {info}"),
+        }
+        h.wait_until("the node to be ready", Duration::from_secs(15), || {
+            ready(&h, "m", &name)
+        });
+    }
+}
+
+/// Certificates renew on their own, and a node whose certificate expired
+/// while it was down is told how to come back, and can.
+#[test]
+fn certificates_renew_and_expire() {
+    let mut h = Harness::new();
+    h.start("m");
+    h.start("w");
+    let (addr, token) = h.init("m", &["--cert-expiry", "1m"]);
+    h.join("w", &token, &addr).ok();
+    let first = h.nodes("m")["w"]["cert_serial"].clone();
+    // Renewal at 50–80 % of one minute: within 50 s, without a restart.
+    h.wait_until(
+        "the worker's certificate to renew",
+        Duration::from_secs(60),
+        || h.nodes("m")["w"]["cert_serial"] != first,
+    );
+    assert!(ready(&h, "m", "w"));
+
+    // Down for longer than the certificate lives.
+    assert_eq!(h.stop("w"), Some(0));
+    std::thread::sleep(Duration::from_secs(62));
+    h.restart("w");
+    let info = h.moat("w", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "error", "{info}");
+    let error = info["error"].as_str().unwrap();
+    assert!(
+        error.contains("expired") && error.contains("--rejoin"),
+        "{error}"
+    );
+    let id = info["node_id"].clone();
+    let token = h
+        .moat("m", &["join-token", "-q", "worker"])
+        .ok()
+        .trim()
+        .to_string();
+    h.moat(
+        "w",
+        &[
+            "join",
+            "--rejoin",
+            "--token",
+            &token,
+            "--listen-addr",
+            "127.0.0.1:0",
+            &addr,
+        ],
+    )
+    .ok();
+    let info = h.moat("w", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "active");
+    assert_eq!(info["node_id"], id, "a rejoin keeps the node's identity");
+    h.wait_until(
+        "the rejoined worker to be ready",
+        Duration::from_secs(15),
+        || ready(&h, "m", "w"),
+    );
+}
