@@ -88,8 +88,7 @@ pub enum ClientError {
     Connect {
         /// The socket.
         host: Host,
-        /// The operating system's error.
-        #[source]
+        /// The operating system's error (already in the message).
         source: std::io::Error,
     },
     /// The daemon answered with an error.

@@ -244,7 +244,7 @@ async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
 async fn node_inspect(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) -> Answer<NodeInfo> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let record = resolve(&state, &req.node)?;
+    let record = resolve(&state, &req.node, node.id)?;
     let leader = node
         .manager
         .load_full()
@@ -259,7 +259,7 @@ async fn node_role(
 ) -> Answer<RoleChangeResponse> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let record = resolve(&state, &req.node)?.clone();
+    let record = resolve(&state, &req.node, node.id)?.clone();
     let id = record.id;
     let want = match req.role {
         moat_api::Role::Manager => Role::Manager,
@@ -309,7 +309,7 @@ async fn node_rm(
 ) -> Answer<NodeRemoveResponse> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let id = resolve(&state, &req.node)?.id;
+    let id = resolve(&state, &req.node, node.id)?.id;
     if id == node.id {
         return Err(ApiError::new(
             ErrorKind::FailedPrecondition,
@@ -333,7 +333,7 @@ async fn node_update(
 ) -> Answer<NodeInfo> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let id = resolve(&state, &req.node)?.id;
+    let id = resolve(&state, &req.node, node.id)?.id;
     for key in req.label_add.keys().chain(req.label_rm.iter()) {
         if key.is_empty() || key.len() > 128 {
             return Err(ApiError::new(
@@ -391,9 +391,18 @@ async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) ->
     info(State(d)).await
 }
 
-/// Finds the node `name` names: an id, a unique id prefix, or a unique
-/// host name.
-fn resolve<'a>(state: &'a ClusterState, name: &str) -> Result<&'a NodeRecord, ApiError> {
+/// Finds the node `name` names: `self` (the node answering), an id, a
+/// unique id prefix, or a unique host name.
+fn resolve<'a>(
+    state: &'a ClusterState,
+    name: &str,
+    me: NodeId,
+) -> Result<&'a NodeRecord, ApiError> {
+    if name == "self"
+        && let Some(r) = state.nodes.get(&me)
+    {
+        return Ok(r);
+    }
     if let Ok(id) = name.parse::<NodeId>()
         && let Some(r) = state.nodes.get(&id)
     {

@@ -280,9 +280,11 @@ impl Harness {
             (d.state_dir.clone(), d.log.clone())
         };
         let child = self.spawn(name, &state_dir, &log);
-        if let Some(d) = self.daemons.get_mut(name) {
-            d.child = Some(child);
-        }
+        let daemon = self
+            .daemons
+            .get_mut(name)
+            .unwrap_or_else(|| unreachable!("checked above"));
+        daemon.child = Some(child);
         self.wait_ready(name);
     }
 
