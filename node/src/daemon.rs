@@ -35,6 +35,9 @@ pub struct DaemonOptions {
     pub hostname: Option<String>,
 }
 
+/// How long `leave --force` waits for the cluster to confirm.
+const FORCED_LEAVE_WAIT: Duration = Duration::from_secs(10);
+
 /// Default cluster port (Docker's is 2377).
 pub const DEFAULT_PORT: u16 = 4377;
 
@@ -500,12 +503,26 @@ impl Daemon {
                     .hint("use --force to ignore this message"));
                 }
                 if voters.len() > 1 {
-                    let leave = node
-                        .admin(rpc::AdminReq::Leave { id: node.id, force })
-                        .await;
+                    let request = node.admin(rpc::AdminReq::Leave { id: node.id, force });
+                    // With --force the node leaves even when the others cannot
+                    // agree (no quorum): wait a bounded time, then go.
+                    let leave = if force {
+                        tokio::time::timeout(FORCED_LEAVE_WAIT, request)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(RpcError::new(
+                                    rpc::RpcErrorKind::Unavailable,
+                                    "the other managers did not confirm the departure in time",
+                                ))
+                            })
+                    } else {
+                        request.await
+                    };
                     if let Err(e) = leave {
                         if !force {
-                            return Err(e.into_api().hint("use --force to leave anyway; the remaining managers may lose quorum"));
+                            return Err(e.into_api().hint(
+                                "without a Raft quorum the cluster is inaccessible until the missing managers come back; bring them back first, or use --force to leave anyway",
+                            ));
                         }
                         tracing::warn!(error = %e, "leaving without the cluster's agreement (--force)");
                     }

@@ -454,3 +454,124 @@ fn certificates_renew_and_expire() {
         || ready(&h, "m", "w"),
     );
 }
+
+/// Leaving: a worker leaves and can join again; a manager whose leaving
+/// would lose quorum is refused unless --force; the last manager too.
+#[test]
+fn leave_rules() {
+    let mut h = Harness::new();
+    for name in ["m1", "m2", "m3", "w"] {
+        h.start(name);
+    }
+    let (addr, token) = h.init("m1", &[]);
+    h.moat("m1", &["leave"]).fails_with("last manager");
+    let manager_token = h
+        .moat("m1", &["join-token", "-q", "manager"])
+        .ok()
+        .trim()
+        .to_string();
+    h.join("m2", &manager_token, &addr).ok();
+    h.join("m3", &manager_token, &addr).ok();
+    h.join("w", &token, &addr).ok();
+    h.wait_until("four ready nodes", Duration::from_secs(20), || {
+        let n = h.nodes("m1");
+        n.len() == 4 && n.values().all(|n| n["status"] == "ready")
+    });
+
+    // The worker leaves: its state is gone, the cluster shows it Down.
+    assert_eq!(
+        h.moat("w", &["leave"]).ok().trim(),
+        "Node left the cluster."
+    );
+    let info = h.moat("w", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "inactive");
+    assert!(!h.daemon("w").state_dir.join("node.json").exists());
+    h.wait_until("the departed worker to be down", DOWN_BOUND, || {
+        h.nodes("m1")["w"]["status"] == "down"
+    });
+    h.join("w", &token, &addr).ok();
+
+    // m3 dies: m2 leaving would leave m1 and the dead m3, one of two.
+    h.kill("m3");
+    h.wait_until("m3 to be unreachable", DOWN_BOUND, || {
+        h.nodes("m1")["m3"]["manager_status"] == "unreachable"
+    });
+    h.moat("m2", &["leave"]).fails_with("quorum");
+    assert_eq!(
+        h.moat("m2", &["info", "--format", "json"]).json()["state"],
+        "active"
+    );
+    // With --force it leaves anyway, within a bounded time.
+    h.moat("m2", &["leave", "--force"]).ok();
+    let info = h.moat("m2", &["info", "--format", "json"]).json();
+    assert_eq!(info["state"], "inactive");
+}
+
+/// `moat dev` starts a whole cluster and stops every daemon on SIGTERM.
+#[test]
+fn dev_cluster() {
+    use std::io::{BufRead, BufReader};
+    let h = Harness::new();
+    let dir = h.dir().join("dev");
+    let mut dev = std::process::Command::new(moat_testkit::moat_binary())
+        .args(["dev", "--managers", "3", "--workers", "1", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut hosts = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("MOAT_HOST=unix://") {
+            let host = line[at + "MOAT_HOST=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap();
+            hosts.push(host.trim_end_matches(';').to_string());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(hosts.len() >= 4, "moat dev printed {hosts:?}");
+    let ls = std::process::Command::new(moat_testkit::moat_binary())
+        .args(["node", "ls", "--format", "json"])
+        .env("MOAT_HOST", &hosts[1])
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let nodes: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 4);
+    for d in ["manager-1", "manager-2", "manager-3", "worker-1"] {
+        assert!(
+            dir.join(d).join("node.json").exists(),
+            "{d} has no node.json"
+        );
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    let status = dev.wait().unwrap();
+    assert!(status.success(), "moat dev exited with {status}");
+    // Every daemon is gone: their sockets no longer answer.
+    for host in &hosts {
+        let out = std::process::Command::new(moat_testkit::moat_binary())
+            .args(["info"])
+            .env("MOAT_HOST", host)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{host} still answers after moat dev stopped"
+        );
+    }
+}
