@@ -59,9 +59,22 @@ impl ClusterHandler for Service {
     }
 }
 
-/// The caller's node, if it is a member: a certificate that verifies now,
-/// and not on the removed list.
-fn member(m: &ManagerRt, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
+/// Which callers a method accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Any node of the cluster not on the removed list.
+    Member,
+    /// A manager not on the removed list.
+    Manager,
+}
+
+/// Authorizes a caller: a certificate that verified at the time of the
+/// call, a node not on the removed list, and the role `need` asks for.
+fn authorize(
+    caller: &Caller,
+    is_removed: impl Fn(&NodeId) -> bool,
+    need: Need,
+) -> Result<(NodeId, Role), RpcError> {
     let Some(identity) = &caller.identity else {
         let why = caller
             .rejected
@@ -72,30 +85,43 @@ fn member(m: &ManagerRt, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
             format!("this call needs a node certificate of the cluster: {why}"),
         ));
     };
-    let removed = m
-        .applied
-        .read()
-        .map(|a| a.state.removed.contains_key(&identity.node_id))
-        .unwrap_or(true);
-    if removed {
+    if is_removed(&identity.node_id) {
         return Err(RpcError::new(
             RpcErrorKind::Removed,
             format!("node {} was removed from the cluster", identity.node_id),
         )
         .hint("run `moat leave --force` on that node to clear its state, then join it again with a new token"));
     }
+    if need == Need::Manager && identity.role != Role::Manager {
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!(
+                "node {} is a worker: only managers may make this call",
+                identity.node_id
+            ),
+        ));
+    }
     Ok((identity.node_id, identity.role))
 }
 
-fn manager_member(m: &ManagerRt, caller: &Caller) -> Result<NodeId, RpcError> {
-    let (id, role) = member(m, caller)?;
-    if role != Role::Manager {
-        return Err(RpcError::new(
-            RpcErrorKind::Denied,
-            format!("node {id} is a worker: only managers may make this call"),
-        ));
+fn removed_in(m: &ManagerRt) -> impl Fn(&NodeId) -> bool + '_ {
+    // A poisoned lock fails closed: everyone counts as removed.
+    |id| {
+        m.applied
+            .read()
+            .map(|a| a.state.removed.contains_key(id))
+            .unwrap_or(true)
     }
-    Ok(id)
+}
+
+/// The caller's node, if it is a member.
+fn member(m: &ManagerRt, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
+    authorize(caller, removed_in(m), Need::Member)
+}
+
+/// The caller's node, if it is a manager member.
+fn manager_member(m: &ManagerRt, caller: &Caller) -> Result<NodeId, RpcError> {
+    authorize(caller, removed_in(m), Need::Manager).map(|(id, _)| id)
 }
 
 fn require_leader(node: &Node, m: &ManagerRt) -> Result<(), RpcError> {
@@ -343,4 +369,62 @@ async fn admin(
     require_leader(node, m)?;
     node.admin(req).await?;
     Ok(rpc::Nothing {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_pki::{ClusterId, Identity, OffsetDateTime};
+
+    fn caller(role: Option<Role>) -> (Caller, NodeId) {
+        let id = NodeId::generate();
+        let identity = role.map(|role| Identity {
+            node_id: id,
+            role,
+            cluster_id: ClusterId::generate(),
+            serial: "01".into(),
+            not_after: OffsetDateTime::now_utc(),
+        });
+        (
+            Caller {
+                remote: None,
+                identity,
+                rejected: None,
+            },
+            id,
+        )
+    }
+
+    #[test]
+    fn workers_cannot_make_manager_calls() {
+        let (c, _) = caller(Some(Role::Worker));
+        let e = authorize(&c, |_| false, Need::Manager).unwrap_err();
+        assert_eq!(e.kind, RpcErrorKind::Denied);
+        assert!(authorize(&c, |_| false, Need::Member).is_ok());
+        let (m, id) = caller(Some(Role::Manager));
+        assert_eq!(
+            authorize(&m, |_| false, Need::Manager).unwrap(),
+            (id, Role::Manager)
+        );
+    }
+
+    #[test]
+    fn removed_nodes_are_refused_whatever_their_certificate() {
+        let (c, id) = caller(Some(Role::Manager));
+        for need in [Need::Member, Need::Manager] {
+            let e = authorize(&c, |n| *n == id, need).unwrap_err();
+            assert_eq!(e.kind, RpcErrorKind::Removed);
+            assert!(e.message.contains("removed from the cluster"));
+        }
+    }
+
+    #[test]
+    fn no_or_rejected_certificate_is_refused() {
+        let (mut c, _) = caller(None);
+        let e = authorize(&c, |_| false, Need::Member).unwrap_err();
+        assert_eq!(e.kind, RpcErrorKind::Denied);
+        c.rejected = Some("certificate expired".into());
+        let e = authorize(&c, |_| false, Need::Member).unwrap_err();
+        assert!(e.message.contains("certificate expired"), "{}", e.message);
+    }
 }

@@ -179,10 +179,25 @@ fn three_managers_two_workers() {
         "{}",
         out.stderr
     );
+    assert!(
+        !h.daemon("worker-1").state_dir.join("store").exists(),
+        "a worker holds no store"
+    );
     h.wait_until(
         "worker-2 to act as a manager",
         Duration::from_secs(30),
         || h.moat("worker-2", &["node", "ls", "-q"]).code == 0,
+    );
+    // Its certificate was reissued with the manager role, and it holds a
+    // store now.
+    let crt = h.daemon("worker-2").state_dir.join("certs/node.crt");
+    let cert = h.moat("worker-2", &["cert", "inspect", crt.to_str().unwrap()]);
+    assert!(cert.ok().contains("OU=moat-manager"), "{}", cert.stdout);
+    assert!(
+        h.daemon("worker-2")
+            .state_dir
+            .join("store/store.json")
+            .exists()
     );
     h.wait_until("worker-2 to be reachable", Duration::from_secs(20), || {
         h.nodes("manager-1")["worker-2"]["manager_status"] == "reachable"
@@ -197,6 +212,12 @@ fn three_managers_two_workers() {
             h.moat("worker-2", &["node", "ls"]).code == 1
                 && h.nodes("manager-1")["worker-2"]["role"] == "worker"
         },
+    );
+    let cert = h.moat("worker-2", &["cert", "inspect", crt.to_str().unwrap()]);
+    assert!(cert.ok().contains("OU=moat-worker"), "{}", cert.stdout);
+    assert!(
+        !h.daemon("worker-2").state_dir.join("store").exists(),
+        "a demoted manager deletes its store"
     );
 
     // A live worker cannot be removed without --force; a dead one can.
