@@ -360,6 +360,18 @@ impl Drop for Harness {
                 let _ = child.wait();
             }
         }
+        // MOAT_TEST_KEEP=1 keeps a failed test's state directories and logs.
+        if std::thread::panicking() && std::env::var_os("MOAT_TEST_KEEP").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("moat-test-unused-")
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
+            );
+            let kept = dir.keep();
+            eprintln!("kept the failed test's directory: {}", kept.display());
+        }
     }
 }
 
