@@ -16,6 +16,7 @@ use crate::rpc::{self, RpcError, RpcErrorKind, method};
 /// aborted.
 pub(crate) async fn run(node: Arc<Node>) {
     let mut renew_at = renewal_deadline(&node);
+    let mut period = HEARTBEAT_PERIOD;
     loop {
         if node.fault().is_some() {
             return;
@@ -32,6 +33,8 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }) {
                     tracing::warn!(error = %e, "saving the manager list failed");
                 }
+                // The leader sets the pace, within sane bounds.
+                period = Duration::from_millis(resp.period_ms.clamp(100, 10_000));
                 if Some(resp.role) != node.role() {
                     tracing::info!(
                         role = resp.role.as_str(),
@@ -58,9 +61,11 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "certificate renewal failed; retrying"),
             }
-            if let Err(e) = take_up_role(&node).await {
-                tracing::error!(error = %e, "changing role failed");
-            }
+        }
+        // Every round, so that a role change that failed half-way (or a
+        // manager that crashed before becoming a voter) is completed.
+        if let Err(e) = take_up_role(&node).await {
+            tracing::warn!(error = %e, "taking up this node's role failed; retrying");
         }
         if let Some(identity) = node.tls.identity()
             && identity.not_after <= OffsetDateTime::now_utc()
@@ -69,7 +74,7 @@ pub(crate) async fn run(node: Arc<Node>) {
             node.stop_manager().await;
             return;
         }
-        tokio::time::sleep(HEARTBEAT_PERIOD).await;
+        tokio::time::sleep(period).await;
     }
 }
 
@@ -178,19 +183,23 @@ pub(crate) async fn renew(node: &Node) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// Starts or stops the manager side to match the certificate's role.
+/// Starts or stops the manager side to match the certificate's role, and
+/// makes sure a manager is a Raft voter.
 async fn take_up_role(node: &Arc<Node>) -> Result<(), ApiError> {
     match (node.role(), node.manager.load_full()) {
         (Some(Role::Manager), None) => {
             let file = node.node_file();
-            let addr = node.start_manager(&file.listen_addr).await?;
-            let advertise = if file.advertise_addr.is_empty() {
-                addr.to_string()
-            } else {
-                file.advertise_addr.clone()
-            };
-            node.become_voter(&advertise).await?;
+            node.start_manager(&file.listen_addr).await?;
+            node.become_voter(&file.advertise_addr).await?;
             tracing::info!("this node is now a manager");
+        }
+        (Some(Role::Manager), Some(m)) => {
+            // A manager that is not in its own membership either has not
+            // caught up yet or never became a voter (a crash after it was
+            // admitted): ask the leader, which does nothing if it already is.
+            if !m.voters().contains(&node.id) {
+                node.become_voter(&node.node_file().advertise_addr).await?;
+            }
         }
         (Some(Role::Worker), Some(_)) => {
             node.stop_manager().await;
@@ -211,9 +220,7 @@ fn renewal_deadline(node: &Node) -> OffsetDateTime {
     let Some(identity) = node.tls.identity() else {
         return OffsetDateTime::now_utc();
     };
-    let lifetime = node.node_file().cert_expiry_secs.max(60);
-    let not_before = identity.not_after - Duration::from_secs(lifetime);
-    moat_pki::renewal_time(not_before, identity.not_after, &mut OsRng)
+    moat_pki::renewal_time(identity.not_before, identity.not_after, &mut OsRng)
 }
 
 /// PEM of a DER certificate request.

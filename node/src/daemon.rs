@@ -69,6 +69,12 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
         phase: RwLock::new(Phase::Inactive),
         lifecycle: Mutex::new(()),
     });
+    // The first TLS handshake of a process seeds aws-lc's random generator
+    // from CPU jitter (tens of ms); do it now, not during the first join.
+    tokio::task::spawn_blocking(|| {
+        let mut seed = [0u8; 32];
+        let _ = moat_pki::provider().secure_random.fill(&mut seed);
+    });
     daemon.restore().await.map_err(NodeError::Control)?;
 
     let socket = opts.control_socket.unwrap_or_else(|| layout.socket());
@@ -138,8 +144,15 @@ impl Daemon {
     async fn restore(&self) -> Result<(), ApiError> {
         if !self.layout.has_node_file() {
             // No node.json: not in a cluster. Anything else is the residue of
-            // an init or join that did not finish.
-            return self.layout.wipe();
+            // an init or join that did not finish; it is set aside, never
+            // deleted, in case node.json was lost some other way.
+            if let Some(aside) = self.layout.set_aside_leftovers()? {
+                tracing::warn!(
+                    moved_to = %aside.display(),
+                    "found keys or a store without node.json (an interrupted init or join?); set them aside and started as a node outside any cluster"
+                );
+            }
+            return Ok(());
         }
         let file = NodeFile::load(&self.layout)?;
         let kek = moat_lock::read_unlock_key_file(self.layout.kek_file())
@@ -171,7 +184,7 @@ impl Daemon {
                     ErrorKind::Internal,
                     format!("this node's certificate cannot be used: {e}"),
                 )
-                .hint("run `moat leave --force` and join the cluster again"));
+                .hint(crate::files::START_OVER_HINT));
             }
         }
         Ok(())
@@ -326,6 +339,7 @@ impl Daemon {
 
     /// Stops whatever a failed init or join started and removes its files.
     async fn abandon(&self) {
+        // Only ever called before node.json exists.
         let mut phase = self.phase.write().await;
         if let Phase::Member { node, agent } = &mut *phase {
             if let Some(agent) = agent.take() {
@@ -363,7 +377,9 @@ impl Daemon {
             None
         };
         let result = self.join_inner(&req, token, rejoin.clone()).await;
-        if result.is_err() && rejoin.is_none() {
+        // Before node.json exists nothing of the join is kept; after, the
+        // node is a member and stays one.
+        if result.is_err() && rejoin.is_none() && !self.layout.has_node_file() {
             self.abandon().await;
         }
         result
@@ -426,12 +442,17 @@ impl Daemon {
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
         let listen = normalize_listen(&req.listen_addr)?;
         let (listen, provisional) = reserve_port(&listen, req.advertise_addr.as_deref()).await?;
+        let csr_pem = agent::csr_pem(csr.as_ref());
+        let proof = match &rejoin {
+            Some(old) => Some(self.rejoin_proof(old, &csr_pem)?),
+            None => None,
+        };
         let join = rpc::JoinReq {
             token: token.expose_secret().to_string(),
-            csr_pem: agent::csr_pem(csr.as_ref()),
+            csr_pem,
             hostname: self.hostname.clone(),
             advertise_addr: provisional.clone(),
-            rejoin: rejoin.as_ref().map(|n| n.id),
+            rejoin: proof,
         };
         let resp: rpc::CertResp = rpc::call(&client, method::JOIN, &join, rpc::SLOW_CALL_TIMEOUT)
             .await
@@ -466,15 +487,37 @@ impl Daemon {
             kek,
         );
         node.install_credentials(&resp.chain_pem, key)?;
+        // The cluster has admitted this node: from here on a restart must
+        // bring it back, so node.json is written now, before the manager
+        // side starts (the agent finishes that if this is interrupted).
+        NodeFile::save(&node.node_file(), &self.layout)?;
         *self.phase.write().await = Phase::Member {
             node: node.clone(),
             agent: None,
         };
         if resp.role == Role::Manager {
-            node.start_manager(&listen).await?;
-            node.become_voter(&provisional).await?;
+            let started = match node.start_manager(&listen).await {
+                Ok(_) => node.become_voter(&provisional).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                let agent = tokio::spawn(agent::run(node.clone()));
+                *self.phase.write().await = Phase::Member {
+                    node,
+                    agent: Some(agent),
+                };
+                return Err(ApiError::new(
+                    e.kind,
+                    format!(
+                        "this node joined the cluster, but is not yet a voting manager: {}",
+                        e.message
+                    ),
+                )
+                .hint(
+                    "it keeps trying in the background; check with `moat node ls` on a manager",
+                ));
+            }
         }
-        NodeFile::save(&node.node_file(), &self.layout)?;
         let agent = tokio::spawn(agent::run(node.clone()));
         *self.phase.write().await = Phase::Member {
             node,
@@ -484,6 +527,19 @@ impl Daemon {
         Ok(JoinResponse {
             node_id: resp.node_id.to_string(),
             role: api_role(resp.role),
+        })
+    }
+
+    /// Signs the new CSR with the key of the node's old (expired)
+    /// certificate.
+    fn rejoin_proof(&self, old: &Node, csr_pem: &str) -> Result<rpc::RejoinProof, ApiError> {
+        let (chain, key, _) = files::load_tls(&self.layout, &old.kek, &old.cluster, &old.id)?;
+        let signature = key
+            .sign(&rpc::rejoin_message(csr_pem))
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        Ok(rpc::RejoinProof {
+            chain_pem: chain.iter().map(|c| crate::node::der_to_pem(c)).collect(),
+            signature_b64: data_encoding::BASE64.encode(&signature),
         })
     }
 
@@ -613,13 +669,46 @@ fn advertise_addr(given: Option<&str>, bound: SocketAddr) -> Result<String, ApiE
         return normalize_listen(a);
     }
     if bound.ip().is_unspecified() {
-        return Err(ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("could not choose an address to advertise: the listener is on {bound}, which other nodes cannot dial"),
-        )
-        .hint("give --advertise-addr IP:PORT (or listen on a specific address)"));
+        let fib = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+        let found = local_addresses(&fib);
+        return match found.as_slice() {
+            [one] => Ok(SocketAddr::new(*one, bound.port()).to_string()),
+            [] => Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("could not choose an address to advertise: the listener is on {bound} and this system has no address other than loopback"),
+            )
+            .hint("give --advertise-addr IP:PORT (or listen on a specific address)")),
+            many => Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "could not choose an address to advertise since this system has multiple addresses ({})",
+                    many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .hint("give --advertise-addr IP:PORT")),
+        };
     }
     Ok(bound.to_string())
+}
+
+/// The host's own non-loopback IPv4 addresses, from the kernel's FIB
+/// (`/proc/net/fib_trie`: an address line `|-- A.B.C.D` followed by
+/// `/32 host LOCAL`).
+fn local_addresses(fib: &str) -> Vec<std::net::IpAddr> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in fib.lines() {
+        let line = line.trim();
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line == "/32 host LOCAL"
+            && let Some(addr) = last.take()
+            && !addr.is_loopback()
+        {
+            found.insert(addr);
+        }
+    }
+    found.into_iter().map(std::net::IpAddr::V4).collect()
 }
 
 /// For a listen address with port 0, picks a free port now so the node
@@ -643,4 +732,49 @@ async fn reserve_port(listen: &str, advertise: Option<&str>) -> Result<(String, 
         .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, format!("{listen}: {e}")))?;
     let advertise = advertise_addr(advertise, bound)?;
     Ok((listen, advertise))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIB: &str = "Main:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 127.0.0.0/8 2 0 2
+           |-- 127.0.0.1
+              /32 host LOCAL
+     +-- 192.0.2.0/24 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+Local:
+           |-- 192.0.2.2
+              /32 host LOCAL
+";
+
+    #[test]
+    fn advertise_address_is_the_one_local_address() {
+        assert_eq!(
+            local_addresses(FIB),
+            vec!["192.0.2.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let two = format!("{FIB}           |-- 172.17.0.1\n              /32 host LOCAL\n");
+        assert_eq!(local_addresses(&two).len(), 2);
+        let bound: SocketAddr = "127.0.0.1:4377".parse().unwrap();
+        assert_eq!(advertise_addr(None, bound).unwrap(), "127.0.0.1:4377");
+        assert_eq!(
+            advertise_addr(Some("10.0.0.1"), bound).unwrap(),
+            "10.0.0.1:4377"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_get_the_default_port() {
+        assert_eq!(normalize_listen("0.0.0.0").unwrap(), "0.0.0.0:4377");
+        assert_eq!(normalize_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0");
+        assert!(normalize_listen("not an address").is_err());
+    }
 }

@@ -8,10 +8,12 @@
 //!                        last when joining, so its absence means "not in a
 //!                        cluster" and anything else left over is discarded
 //! DIR/unlock.key         the key that seals this node's keys (0600; autolock off)
-//! DIR/certs/node.sealed  the node's certificate chain and private key, sealed
-//!                        together (purpose "node-tls") so they always match
+//! DIR/certs/node.sealed  the node's certificate chain, private key and trusted
+//!                        roots, sealed together (purpose "node-tls") so they
+//!                        always match and cannot be swapped
 //! DIR/certs/node.crt     the certificate chain in PEM, for people (not read back)
-//! DIR/certs/ca.crt       the trusted root bundle
+//! DIR/certs/ca.crt       the trusted root bundle in PEM, for people (the sealed
+//!                        copy is the one read back)
 //! DIR/store/             managers: the encrypted Raft store (moat-store)
 //! ```
 
@@ -24,11 +26,14 @@ use moat_api::{ApiError, ErrorKind};
 use moat_lock::{Aad, KeySource, UnlockKey};
 use moat_pki::{CertificateDer, ClusterId, NodeId, PrivateKey, TrustRoots};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::rpc::Peer;
 
 const NODE_FILE_FORMAT: u32 = 1;
+
+/// What to do when a node's state cannot be read at start-up.
+pub(crate) const START_OVER_HINT: &str = "restore the state directory from a backup; or move it aside, start the daemon with an empty one, and join the cluster again (remove the old node with `moat node rm` on a manager)";
 const TLS_PURPOSE: &str = "node-tls";
 
 /// The paths of one state directory.
@@ -124,6 +129,31 @@ impl Layout {
         sync_dir(&self.dir)
     }
 
+    /// Moves keys, certificates and a store left without a node.json into
+    /// `DIR/abandoned-<unix time>/`; returns where, if anything was moved.
+    pub(crate) fn set_aside_leftovers(&self) -> Result<Option<PathBuf>, ApiError> {
+        let leftovers: Vec<PathBuf> = [self.certs_dir(), self.store_dir(), self.kek_file()]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+        if leftovers.is_empty() {
+            return Ok(None);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let aside = self.dir.join(format!("abandoned-{stamp}"));
+        create_private_dir(&aside)?;
+        for path in leftovers {
+            let name = path.file_name().unwrap_or_default();
+            fs::rename(&path, aside.join(name))
+                .map_err(|e| io_error(&format!("moving {} aside", path.display()), e))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(Some(aside))
+    }
+
     pub(crate) fn has_node_file(&self) -> bool {
         self.node_file().exists()
     }
@@ -175,7 +205,7 @@ impl NodeFile {
                 ErrorKind::Internal,
                 format!("{} is damaged: {e}", path.display()),
             )
-            .hint("restore the state directory from a backup, or run `moat leave --force` and join again")
+            .hint(START_OVER_HINT)
         })?;
         if file.format != NODE_FILE_FORMAT {
             return Err(ApiError::new(
@@ -202,7 +232,17 @@ impl NodeFile {
 #[derive(Serialize, Deserialize)]
 struct SealedTls {
     chain_pem: String,
+    /// Zeroized on drop.
     key_pkcs8_b64: String,
+    /// The trusted roots, sealed with the key so that a root bundle
+    /// swapped on disk is noticed.
+    roots_pem: String,
+}
+
+impl Drop for SealedTls {
+    fn drop(&mut self) {
+        self.key_pkcs8_b64.zeroize();
+    }
 }
 
 /// Seals the node's chain and key together under `kek`, and writes the
@@ -217,10 +257,10 @@ pub(crate) fn save_tls(
     roots: &TrustRoots,
 ) -> Result<(), ApiError> {
     create_private_dir(&layout.certs_dir())?;
-    let key_b64 = Zeroizing::new(BASE64.encode(&key.to_pkcs8_der()));
     let sealed = SealedTls {
         chain_pem: chain_pem.to_string(),
-        key_pkcs8_b64: key_b64.to_string(),
+        key_pkcs8_b64: BASE64.encode(&key.to_pkcs8_der()),
+        roots_pem: roots.to_pem(),
     };
     let json = Zeroizing::new(
         serde_json::to_vec(&sealed)
@@ -252,8 +292,13 @@ pub(crate) fn load_tls(
     let aad = Aad::new(TLS_PURPOSE, &cluster_s, &node_s);
     let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(kek), &aad)
         .map_err(|e| {
-            ApiError::new(ErrorKind::Internal, format!("reading this node's TLS keys: {e}"))
-                .hint("the state directory is damaged or was tampered with: restore it from a backup, or run `moat leave --force` and join again")
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("reading this node's TLS keys: {e}"),
+            )
+            .hint(format!(
+                "the state directory is damaged or was tampered with; {START_OVER_HINT}"
+            ))
         })?;
     let sealed: SealedTls = serde_json::from_slice(&unsealed.plaintext).map_err(|e| {
         ApiError::new(
@@ -271,17 +316,13 @@ pub(crate) fn load_tls(
                 )
             })?,
     );
-    drop(sealed.key_pkcs8_b64);
     let key = PrivateKey::from_pkcs8_der(&der)
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("this node's TLS key: {e}")))?;
     let chain = chain_from_pem(&sealed.chain_pem)?;
-    let roots_path = layout.roots_file();
-    let roots_pem = fs::read(&roots_path)
-        .map_err(|e| io_error(&format!("reading {}", roots_path.display()), e))?;
-    let roots = TrustRoots::from_pem(&roots_pem).map_err(|e| {
+    let roots = TrustRoots::from_pem(sealed.roots_pem.as_bytes()).map_err(|e| {
         ApiError::new(
             ErrorKind::Internal,
-            format!("{}: {e}", roots_path.display()),
+            format!("this node's sealed root bundle: {e}"),
         )
     })?;
     Ok((chain, key, roots))

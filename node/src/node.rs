@@ -33,6 +33,11 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 pub const DOWN_AFTER: Duration = Duration::from_secs(5);
 /// How often the leader compares heartbeats with the recorded status.
 pub const LIVENESS_TICK: Duration = Duration::from_millis(500);
+/// A manager the leader heard from within this is reachable for quorum
+/// checks (managers heartbeat every [`HEARTBEAT_PERIOD`]).
+const MANAGER_SEEN_WITHIN: Duration = Duration::from_secs(3);
+/// Longest a membership change may take before the operator is told.
+const MEMBERSHIP_CHANGE_WAIT: Duration = Duration::from_secs(10);
 /// How long a manager waits for a leader to be elected before giving up on
 /// a request.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -99,6 +104,39 @@ impl ManagerRt {
                 addr: node.addr.clone(),
             })
             .collect()
+    }
+
+    /// The voters this leader has heard from lately (managers heartbeat
+    /// every second), plus itself. Just after an election, when no
+    /// heartbeat has arrived yet, the committed status stands in.
+    pub(crate) fn reachable_voters(&self, state: &ClusterState, me: NodeId) -> BTreeSet<NodeId> {
+        let voters = self.voters();
+        let Ok(l) = self.liveness.lock() else {
+            return BTreeSet::from([me]);
+        };
+        let fresh_leader = l
+            .leader_since
+            .is_none_or(|(_, at)| at.elapsed() < MANAGER_SEEN_WITHIN);
+        voters
+            .into_iter()
+            .filter(|id| {
+                *id == me
+                    || match l.last_seen.get(id) {
+                        Some(at) => at.elapsed() < MANAGER_SEEN_WITHIN,
+                        None => fresh_leader && state.nodes.get(id).is_some_and(|n| n.ready),
+                    }
+            })
+            .collect()
+    }
+
+    /// Marks `id` as gone now, so the liveness loop reports it Down at its
+    /// next tick instead of waiting out [`DOWN_AFTER`].
+    pub(crate) fn forget(&self, id: NodeId) {
+        if let Ok(mut l) = self.liveness.lock()
+            && let Some(long_ago) = Instant::now().checked_sub(DOWN_AFTER)
+        {
+            l.last_seen.insert(id, long_ago);
+        }
     }
 
     fn saw(&self, id: NodeId) {
@@ -277,6 +315,7 @@ impl Node {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut hint: Option<Peer> = None;
         let mut rotation = 0usize;
+        let mut answered = false;
         loop {
             let target = match hint.take() {
                 Some(peer) => peer.addr,
@@ -297,6 +336,7 @@ impl Node {
             };
             let last = match self.call(&target, method, req, timeout).await {
                 Err(e) if e.kind == RpcErrorKind::NotLeader => {
+                    answered = true;
                     hint = e.leader.clone();
                     e
                 }
@@ -304,6 +344,13 @@ impl Node {
                 other => return other,
             };
             if Instant::now() >= deadline {
+                if !answered {
+                    return Err(RpcError::new(
+                        RpcErrorKind::Unavailable,
+                        format!("no manager could be reached ({})", last.message),
+                    )
+                    .hint("check that the managers are running and that their cluster port is reachable from this node"));
+                }
                 return Err(no_leader(last));
             }
             tokio::time::sleep(Duration::from_millis(if hint.is_some() { 20 } else { 250 })).await;
@@ -422,19 +469,21 @@ impl Node {
             rpc::AdminReq::Leave { id, force } => {
                 let state = m.local_state()?;
                 if m.voters().contains(&id) {
-                    let _ = force;
                     self.demote_on_leader(m, id, !force).await?;
                 } else if !state.nodes.contains_key(&id) {
                     return Ok(());
                 }
+                m.forget(id);
                 self.propose(Command::SetNodeStatus { id, ready: false })
                     .await
             }
         }
     }
 
-    /// Takes `id` out of the Raft voters (refusing, if `check`, when that
-    /// would lose quorum) and records it as a worker.
+    /// Makes `id` a worker: checks (if `check`) that the managers left
+    /// keep quorum, records the worker role (so the node cannot be re-added
+    /// as a voter), then takes it out of the Raft voters. If that last step
+    /// fails, the leader's reconciliation finishes it.
     async fn demote_on_leader(
         &self,
         m: &ManagerRt,
@@ -449,27 +498,18 @@ impl Node {
         let voters = m.voters();
         if voters.contains(&id) {
             if check {
-                let reachable = reachable_managers(&state, &voters, self.id);
-                moat_store::can_remove(&voters, &reachable, &id)
-                    .map_err(|e| RpcError::new(RpcErrorKind::FailedPrecondition, e.to_string()))?;
+                let reachable = m.reachable_voters(&state, self.id);
+                moat_store::can_remove(&voters, &reachable, &id).map_err(|e| {
+                    RpcError::new(RpcErrorKind::FailedPrecondition, e.to_string()).hint(
+                        "without a Raft quorum the cluster is inaccessible; bring the unreachable managers back first",
+                    )
+                })?;
             } else if voters.len() == 1 {
                 return Err(RpcError::new(
                     RpcErrorKind::FailedPrecondition,
                     "this is the last manager of the cluster",
                 ));
             }
-            m.raft
-                .change_membership(
-                    openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-                    false,
-                )
-                .await
-                .map_err(|e| {
-                    RpcError::new(
-                        RpcErrorKind::Unavailable,
-                        format!("removing {id} from the raft group: {e}"),
-                    )
-                })?;
         }
         if record.role == Role::Manager {
             self.propose(Command::SetRole {
@@ -477,6 +517,9 @@ impl Node {
                 role: Role::Worker,
             })
             .await?;
+        }
+        if voters.contains(&id) {
+            remove_voter(m, id).await?;
         }
         Ok(())
     }
@@ -600,20 +643,6 @@ impl Node {
     }
 }
 
-/// A node record's view for quorum checks: voters that are heartbeating,
-/// plus the leader itself.
-pub(crate) fn reachable_managers(
-    state: &ClusterState,
-    voters: &BTreeSet<NodeId>,
-    me: NodeId,
-) -> BTreeSet<NodeId> {
-    voters
-        .iter()
-        .copied()
-        .filter(|id| *id == me || state.nodes.get(id).is_some_and(|n| n.ready))
-        .collect()
-}
-
 pub(crate) async fn read_index(m: &ManagerRt) -> Result<u64, RpcError> {
     let log_id = m.raft.ensure_linearizable().await.map_err(|e| {
         RpcError::new(
@@ -688,6 +717,57 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{}", data_encoding::HEXLOWER.encode(digest.as_ref()))
 }
 
+/// The leader's housekeeping: voters the store says are workers leave the
+/// Raft group (a demotion that was interrupted), and removed-list entries
+/// whose certificates have expired are dropped.
+async fn reconcile(node: &Node, m: &ManagerRt) {
+    let Ok(state) = m.local_state() else {
+        return;
+    };
+    for id in m.voters() {
+        let demoted = state.nodes.get(&id).is_none_or(|n| n.role != Role::Manager);
+        if id != node.id && demoted {
+            let reachable = m.reachable_voters(&state, node.id);
+            if moat_store::can_remove(&m.voters(), &reachable, &id).is_ok() {
+                match remove_voter(m, id).await {
+                    Ok(()) => {
+                        tracing::info!(node = %id, "finished removing a demoted manager from the raft group")
+                    }
+                    Err(e) => tracing::debug!(node = %id, error = %e, "removing a demoted manager"),
+                }
+            }
+        }
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if state.removed.values().any(|until| *until <= now) {
+        let _ = node.propose(Command::PruneRemoved { now }).await;
+    }
+}
+
+/// Takes `id` out of the Raft voters, waiting at most
+/// [`MEMBERSHIP_CHANGE_WAIT`].
+async fn remove_voter(m: &ManagerRt, id: NodeId) -> Result<(), RpcError> {
+    let change = m.raft.change_membership(
+        openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+        false,
+    );
+    match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(RpcError::new(
+            RpcErrorKind::Unavailable,
+            format!("removing {id} from the raft group: {e}"),
+        )),
+        Err(_) => Err(RpcError::new(
+            RpcErrorKind::Unavailable,
+            format!(
+                "removing {id} from the raft group did not commit within {} s",
+                MEMBERSHIP_CHANGE_WAIT.as_secs()
+            ),
+        )
+        .hint("a majority of managers must be reachable; the change completes on its own once they are")),
+    }
+}
+
 /// The leader's liveness loop: compares each node's last heartbeat with its
 /// recorded status and commits changes. Runs on every manager, acts only
 /// while it leads.
@@ -740,6 +820,7 @@ async fn liveness_monitor(node: std::sync::Weak<Node>, rt: std::sync::Weak<Manag
                 })
                 .collect()
         };
+        reconcile(&node, &m).await;
         for (id, ready) in changes {
             if let Err(e) = node.propose(Command::SetNodeStatus { id, ready }).await {
                 tracing::debug!(node = %id, error = %e, "recording node status failed");

@@ -118,14 +118,7 @@ impl RaftManager {
         let raft = Raft::new(id, config, Network::new(tls.clone()), store.log, store.sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let removed = applied.clone();
-        let policy: Arc<dyn PeerPolicy> = Arc::new(move |node: &NodeId| {
-            // A poisoned lock fails closed: nobody is let in.
-            removed
-                .read()
-                .map(|a| a.state.removed.contains_key(node))
-                .unwrap_or(true)
-        });
+        let policy: Arc<dyn PeerPolicy> = Arc::new(StorePolicy(applied.clone()));
         let handler: Arc<dyn RaftHandler> = Arc::new(raft.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -310,4 +303,30 @@ pub(crate) async fn add_voter(raft: &Raft, id: NodeId, addr: SocketAddr) -> Resu
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     Ok(())
+}
+
+/// Who may talk Raft, from the applied cluster state: nodes on the removed
+/// list may not; nodes recorded as workers (demoted managers) may not ask
+/// for votes. A poisoned lock fails closed.
+struct StorePolicy(Arc<RwLock<Applied>>);
+
+impl PeerPolicy for StorePolicy {
+    fn is_removed(&self, node: &NodeId) -> bool {
+        self.0
+            .read()
+            .map(|a| a.state.removed.contains_key(node))
+            .unwrap_or(true)
+    }
+
+    fn may_vote(&self, node: &NodeId) -> bool {
+        self.0
+            .read()
+            .map(|a| {
+                a.state
+                    .nodes
+                    .get(node)
+                    .is_none_or(|n| n.role == moat_pki::Role::Manager)
+            })
+            .unwrap_or(false)
+    }
 }

@@ -160,8 +160,25 @@ pub(crate) struct JoinReq {
     pub(crate) csr_pem: String,
     pub(crate) hostname: String,
     pub(crate) advertise_addr: String,
-    /// Keep this id (rejoin after an expired certificate).
-    pub(crate) rejoin: Option<NodeId>,
+    /// Keep the identity of an expired certificate: proof that the caller
+    /// holds its key.
+    pub(crate) rejoin: Option<RejoinProof>,
+}
+
+/// A rejoining node's old certificate chain and a signature, made with
+/// that certificate's key, over [`rejoin_message`] of the new CSR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RejoinProof {
+    pub(crate) chain_pem: String,
+    pub(crate) signature_b64: String,
+}
+
+/// What a rejoin proof signs: a fixed context and the new CSR, so the
+/// signature cannot be replayed for another request.
+pub(crate) fn rejoin_message(csr_pem: &str) -> Vec<u8> {
+    let mut m = b"moat-rejoin-v1\0".to_vec();
+    m.extend_from_slice(csr_pem.as_bytes());
+    m
 }
 
 /// `join` and `renew` answer.

@@ -73,6 +73,7 @@ enum Need {
 fn authorize(
     caller: &Caller,
     is_removed: impl Fn(&NodeId) -> bool,
+    recorded_role: impl Fn(&NodeId) -> Option<Role>,
     need: Need,
 ) -> Result<(NodeId, Role), RpcError> {
     let Some(identity) = &caller.identity else {
@@ -101,6 +102,17 @@ fn authorize(
             ),
         ));
     }
+    // A demoted manager's certificate stays valid until it expires; the
+    // store's role is what counts.
+    if need == Need::Manager && recorded_role(&identity.node_id) == Some(Role::Worker) {
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!(
+                "node {} was demoted to worker: its manager certificate no longer counts",
+                identity.node_id
+            ),
+        ));
+    }
     Ok((identity.node_id, identity.role))
 }
 
@@ -114,14 +126,33 @@ fn removed_in(m: &ManagerRt) -> impl Fn(&NodeId) -> bool + '_ {
     }
 }
 
+fn role_in(m: &ManagerRt) -> impl Fn(&NodeId) -> Option<Role> + '_ {
+    |id| {
+        m.applied
+            .read()
+            .ok()
+            .and_then(|a| a.state.nodes.get(id).map(|n| n.role))
+    }
+}
+
 /// The caller's node, if it is a member.
 fn member(m: &ManagerRt, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
-    authorize(caller, removed_in(m), Need::Member)
+    authorize(caller, removed_in(m), role_in(m), Need::Member)
 }
 
 /// The caller's node, if it is a manager member.
 fn manager_member(m: &ManagerRt, caller: &Caller) -> Result<NodeId, RpcError> {
-    authorize(caller, removed_in(m), Need::Manager).map(|(id, _)| id)
+    authorize(caller, removed_in(m), role_in(m), Need::Manager).map(|(id, _)| id)
+}
+
+/// A caller with a valid certificate whose node this manager's state does
+/// not hold: it is behind (restarting, catching up). Only the removed list
+/// says a node was removed.
+fn unknown_node(id: NodeId) -> RpcError {
+    RpcError::new(
+        RpcErrorKind::Unavailable,
+        format!("this manager does not know node {id} yet: it is still catching up"),
+    )
 }
 
 fn require_leader(node: &Node, m: &ManagerRt) -> Result<(), RpcError> {
@@ -182,7 +213,27 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         )
         .hint("get the current token with `moat join-token worker` (or `manager`) on a manager")
     })?;
-    let id = req.rejoin.unwrap_or_else(NodeId::generate);
+    let id = match &req.rejoin {
+        None => NodeId::generate(),
+        Some(proof) => {
+            let id = prove_rejoin(&state, proof, &req.csr_pem)?;
+            // A rejoin keeps the node's role: a manager needs the manager
+            // token, so a worker token cannot take over a manager's identity.
+            if state
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.role == Role::Manager)
+                && role != Role::Manager
+            {
+                return Err(RpcError::new(
+                    RpcErrorKind::BadToken,
+                    format!("node {id} is a manager: it rejoins with the manager join token"),
+                )
+                .hint("get it with `moat join-token manager` on a manager"));
+            }
+            id
+        }
+    };
     if state.removed.contains_key(&id) {
         return Err(RpcError::new(
             RpcErrorKind::Removed,
@@ -228,6 +279,42 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
     })
 }
 
+/// Checks a rejoin proof against the cluster's root: the old certificate
+/// was issued by it, and the caller holds its key. Returns the node id.
+fn prove_rejoin(
+    state: &moat_store::model::ClusterState,
+    proof: &rpc::RejoinProof,
+    csr_pem: &str,
+) -> Result<NodeId, RpcError> {
+    let denied = |why: String| {
+        RpcError::new(
+            RpcErrorKind::Denied,
+            format!("cannot rejoin with the old identity: {why}"),
+        )
+    };
+    let ca = state.ca.as_ref().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let roots = moat_pki::TrustRoots::from_pem(ca.root_cert_pem.as_bytes())
+        .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+    let cluster = state.cluster_id.ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let chain = crate::files::chain_from_pem(&proof.chain_pem).map_err(|e| denied(e.message))?;
+    let signature = data_encoding::BASE64
+        .decode(proof.signature_b64.as_bytes())
+        .map_err(|e| denied(format!("signature: {e}")))?;
+    let identity = moat_pki::verify_possession(
+        &chain,
+        &roots,
+        &cluster,
+        &rpc::rejoin_message(csr_pem),
+        &signature,
+    )
+    .map_err(|e| denied(e.to_string()))?;
+    Ok(identity.node_id)
+}
+
 async fn renew(
     node: &Node,
     m: &ManagerRt,
@@ -237,12 +324,7 @@ async fn renew(
     let (id, _) = member(m, caller)?;
     let req: rpc::RenewReq = rpc::decode(method::RENEW, data)?;
     let state = m.local_state()?;
-    let record = state.nodes.get(&id).ok_or_else(|| {
-        RpcError::new(
-            RpcErrorKind::Removed,
-            format!("node {id} is not a member of this cluster"),
-        )
-    })?;
+    let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
     let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
     node.propose(Command::RecordCert {
         id,
@@ -270,13 +352,7 @@ fn heartbeat(
     let _req: rpc::HeartbeatReq = rpc::decode(method::HEARTBEAT, data)?;
     require_leader(node, m)?;
     let state = m.local_state()?;
-    let record = state.nodes.get(&id).ok_or_else(|| {
-        RpcError::new(
-            RpcErrorKind::Removed,
-            format!("node {id} is not a member of this cluster"),
-        )
-        .hint("run `moat leave --force` on that node, then join it again")
-    })?;
+    let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
     node.record_heartbeat(m, id);
     Ok(rpc::HeartbeatResp {
         managers: node.manager_peers(),
@@ -383,6 +459,7 @@ mod tests {
             role,
             cluster_id: ClusterId::generate(),
             serial: "01".into(),
+            not_before: OffsetDateTime::now_utc(),
             not_after: OffsetDateTime::now_utc(),
         });
         (
@@ -398,21 +475,37 @@ mod tests {
     #[test]
     fn workers_cannot_make_manager_calls() {
         let (c, _) = caller(Some(Role::Worker));
-        let e = authorize(&c, |_| false, Need::Manager).unwrap_err();
+        let e = authorize(&c, |_| false, |_| None, Need::Manager).unwrap_err();
         assert_eq!(e.kind, RpcErrorKind::Denied);
-        assert!(authorize(&c, |_| false, Need::Member).is_ok());
+        assert!(authorize(&c, |_| false, |_| None, Need::Member).is_ok());
         let (m, id) = caller(Some(Role::Manager));
         assert_eq!(
-            authorize(&m, |_| false, Need::Manager).unwrap(),
+            authorize(&m, |_| false, |_| None, Need::Manager).unwrap(),
             (id, Role::Manager)
         );
+    }
+
+    #[test]
+    fn a_demoted_manager_certificate_no_longer_counts() {
+        let (c, id) = caller(Some(Role::Manager));
+        let e = authorize(
+            &c,
+            |_| false,
+            |n| (*n == id).then_some(Role::Worker),
+            Need::Manager,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RpcErrorKind::Denied);
+        assert!(e.message.contains("demoted"), "{}", e.message);
+        // Member calls (heartbeat, renew) still work: that is how it learns.
+        assert!(authorize(&c, |_| false, |_| Some(Role::Worker), Need::Member).is_ok());
     }
 
     #[test]
     fn removed_nodes_are_refused_whatever_their_certificate() {
         let (c, id) = caller(Some(Role::Manager));
         for need in [Need::Member, Need::Manager] {
-            let e = authorize(&c, |n| *n == id, need).unwrap_err();
+            let e = authorize(&c, |n| *n == id, |_| None, need).unwrap_err();
             assert_eq!(e.kind, RpcErrorKind::Removed);
             assert!(e.message.contains("removed from the cluster"));
         }
@@ -421,10 +514,10 @@ mod tests {
     #[test]
     fn no_or_rejected_certificate_is_refused() {
         let (mut c, _) = caller(None);
-        let e = authorize(&c, |_| false, Need::Member).unwrap_err();
+        let e = authorize(&c, |_| false, |_| None, Need::Member).unwrap_err();
         assert_eq!(e.kind, RpcErrorKind::Denied);
         c.rejected = Some("certificate expired".into());
-        let e = authorize(&c, |_| false, Need::Member).unwrap_err();
+        let e = authorize(&c, |_| false, |_| None, Need::Member).unwrap_err();
         assert!(e.message.contains("certificate expired"), "{}", e.message);
     }
 }

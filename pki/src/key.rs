@@ -99,6 +99,16 @@ impl PrivateKey {
         Zeroizing::new(self.pair.serialize_der())
     }
 
+    /// Signs `message` (ECDSA P-256 with SHA-256 in ASN.1 form, or
+    /// Ed25519): for proving possession of this key, e.g. when a node
+    /// rejoins with the key of its expired certificate.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CertError> {
+        use rcgen::SigningKey as _;
+        self.pair
+            .sign(message)
+            .map_err(|e| CertError::generation("signature", e))
+    }
+
     /// The algorithm of this key.
     pub fn algorithm(&self) -> KeyAlgorithm {
         if self.pair.algorithm() == &rcgen::PKCS_ED25519 {

@@ -43,7 +43,9 @@ pub use tls::{
     Credentials, MANAGER_SERVER_NAME, TlsContext, bootstrap_client_config, manager_server_name,
     provider,
 };
-pub use verify::{Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain};
+pub use verify::{
+    Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain, verify_possession,
+};
 
 /// Re-exported so callers name the same DER and time types.
 pub use rustls::pki_types::CertificateDer;

@@ -25,6 +25,9 @@ pub struct Identity {
     pub cluster_id: ClusterId,
     /// Serial number, lower-case hex.
     pub serial: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
     /// End of validity.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
@@ -168,6 +171,7 @@ pub(crate) fn identity_of(cert: &X509Certificate<'_>) -> Result<Identity, CertEr
             .ok_or_else(|| bad(format!("OU {ou:?} is not moat-manager or moat-worker")))?,
         cluster_id: o.parse().map_err(|e| bad(format!("O: {e}")))?,
         serial: crate::ca::hex(cert.raw_serial()),
+        not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
     })
 }
@@ -258,6 +262,41 @@ pub(crate) fn unix_time(t: OffsetDateTime) -> UnixTime {
 pub(crate) fn from_unix_time(t: UnixTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t.as_secs().min(i64::MAX as u64) as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Proof of possession for a node whose certificate has expired: verifies
+/// that `chain` was issued under `roots` to a node of `cluster` — checked
+/// as of the last second of the leaf's validity, because it has expired —
+/// and that `signature` over `message` was made with the leaf's key.
+/// The caller makes `message` fresh (it covers the new CSR), so the old
+/// certificate proves identity but grants nothing by itself.
+pub fn verify_possession(
+    chain: &[CertificateDer<'_>],
+    roots: &TrustRoots,
+    cluster: &ClusterId,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<Identity, CertError> {
+    let leaf = chain.first().ok_or_else(|| CertError::Rejected {
+        reason: "no certificate was presented".into(),
+    })?;
+    let parsed = parse_cert(leaf)?;
+    let last_second = parsed.validity().not_after.to_datetime() - time::Duration::seconds(1);
+    let identity = verify_chain(chain, roots, cluster, Usage::Client, last_second)?;
+    let ee = EndEntityCert::try_from(leaf).map_err(|e| CertError::Rejected {
+        reason: format!("certificate: {e:?}"),
+    })?;
+    let verified = crate::tls::provider()
+        .signature_verification_algorithms
+        .all
+        .iter()
+        .any(|alg| ee.verify_signature(*alg, message, signature).is_ok());
+    if !verified {
+        return Err(CertError::Rejected {
+            reason: "the proof of possession does not verify with the certificate's key".into(),
+        });
+    }
+    Ok(identity)
 }
 
 fn webpki_error(

@@ -751,3 +751,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn possession_of_an_expired_certificate_key_is_proven_by_signature() {
+    let ca = root();
+    let roots = roots_of(&ca);
+    let cluster = ca.cluster_id();
+    // Issued long ago with a one-hour lifetime: expired now.
+    let (id, creds, _) = node(&ca, Role::Worker, now() - Duration::days(3));
+    let chain = creds.chain.clone();
+    assert!(verify_chain(&chain, &roots, &cluster, Usage::Client, now()).is_err());
+
+    let message = b"moat-rejoin-v1 new csr";
+    let signature = creds.key.sign(message).unwrap();
+    let identity = verify_possession(&chain, &roots, &cluster, message, &signature).unwrap();
+    assert_eq!(identity.node_id, id);
+
+    // Another message, another key, another cluster's roots: refused.
+    assert!(verify_possession(&chain, &roots, &cluster, b"other", &signature).is_err());
+    let other = PrivateKey::generate(KeyAlgorithm::default()).unwrap();
+    let forged = other.sign(message).unwrap();
+    assert!(verify_possession(&chain, &roots, &cluster, message, &forged).is_err());
+    let foreign = root();
+    assert!(
+        verify_possession(&chain, &roots_of(&foreign), &foreign.cluster_id(), message, &signature)
+            .is_err()
+    );
+}

@@ -90,6 +90,15 @@ impl RaftHandler for openraft::Raft<TypeConfig> {
 pub trait PeerPolicy: Send + Sync + 'static {
     /// Whether `node` was removed from the cluster.
     fn is_removed(&self, node: &NodeId) -> bool;
+
+    /// Whether `node` may ask for votes. A manager being demoted keeps
+    /// replicating (it may be the leader committing its own removal) but
+    /// must not start elections. Everyone may, unless the policy says
+    /// otherwise.
+    fn may_vote(&self, node: &NodeId) -> bool {
+        let _ = node;
+        true
+    }
 }
 
 /// Any `Fn(&NodeId) -> bool` is a policy: `|_| false` removes nobody.
@@ -476,6 +485,12 @@ impl RaftRpc for GrpcService {
         let req: VoteRequest<NodeId> =
             decode("Vote request", &payload.data).map_err(bad_request)?;
         check_speaker(RPC, &caller, &req.vote)?;
+        if !self.inner.policy.may_vote(&caller.node_id) {
+            return Err(Status::permission_denied(format!(
+                "{RPC}: node {} is no longer a manager and may not stand for election",
+                caller.node_id
+            )));
+        }
         let result = self.inner.handler.vote(req).await;
         reply("Vote response", &result)
     }
