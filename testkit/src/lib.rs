@@ -370,6 +370,8 @@ impl Drop for Harness {
                     .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
             );
             let kept = dir.keep();
+            // A test harness talks to the person running the tests.
+            #[allow(clippy::print_stderr)]
             eprintln!("kept the failed test's directory: {}", kept.display());
         }
     }
