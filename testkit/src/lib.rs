@@ -353,6 +353,8 @@ impl Harness {
 }
 
 impl Drop for Harness {
+    // A test harness talks to the person running the tests.
+    #[allow(clippy::print_stderr)]
     fn drop(&mut self) {
         for d in self.daemons.values_mut() {
             if let Some(mut child) = d.child.take() {
@@ -370,8 +372,6 @@ impl Drop for Harness {
                     .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
             );
             let kept = dir.keep();
-            // A test harness talks to the person running the tests.
-            #[allow(clippy::print_stderr)]
             eprintln!("kept the failed test's directory: {}", kept.display());
         }
     }
