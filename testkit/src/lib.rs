@@ -2,12 +2,13 @@
 //! its own state directory and loopback port, driven only through the
 //! `moat` command line — the way an operator would.
 //!
-//! moat-testkit owns process handling for tests: finding (or building) the
-//! `moat` binary, starting, killing (SIGKILL), stopping (SIGTERM) and
+//! moat-testkit owns process handling for tests: starting, killing (SIGKILL), stopping (SIGTERM) and
 //! restarting daemons, running CLI commands against one of them, and
 //! polling until the cluster reaches a state. Every daemon is killed when
 //! the [`Harness`] is dropped, also when a test fails. It has no knowledge
-//! of moat's internals: only the CLI's documented outputs.
+//! of moat's internals: only the CLI's documented outputs. The scenarios
+//! live in the `moat` package's integration tests (`cli/tests/cluster.rs`),
+//! so that cargo builds the binary under test fresh before they run.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,7 +17,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The result of one CLI command.
@@ -109,23 +109,24 @@ pub struct Harness {
     daemons: BTreeMap<String, Daemon>,
 }
 
-impl Default for Harness {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Harness {
-    /// An empty harness.
-    pub fn new() -> Self {
+    /// An empty harness running the `moat` binary at `moat`: from an
+    /// integration test of the `moat` package, `env!("CARGO_BIN_EXE_moat")`,
+    /// which cargo builds fresh before the tests run.
+    pub fn new(moat: impl Into<PathBuf>) -> Self {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("moat-test-")
                 .tempdir()
                 .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
-            moat: moat_binary().to_path_buf(),
+            moat: moat.into(),
             daemons: BTreeMap::new(),
         }
+    }
+
+    /// The `moat` binary this harness runs.
+    pub fn moat_binary(&self) -> &Path {
+        &self.moat
     }
 
     /// The harness's directory.
@@ -380,30 +381,4 @@ impl Drop for Harness {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The `moat` binary next to the test executable (`target/<profile>/moat`),
-/// or `$MOAT_BIN`; built with cargo if it is missing.
-pub fn moat_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("MOAT_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        // target/<profile>/deps/<test> → target/<profile>/moat
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()));
-        let bin = profile_dir.join("moat");
-        if !bin.exists() {
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "-p", "moat", "--bin", "moat"])
-                .status()
-                .unwrap_or_else(|e| panic!("building moat: {e}"));
-            assert!(status.success(), "building moat failed");
-        }
-        bin
-    })
 }

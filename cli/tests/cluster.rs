@@ -19,7 +19,7 @@ fn ready(h: &Harness, on: &str, host: &str) -> bool {
 /// Three managers and two workers; tokens, labels, roles, removal.
 #[test]
 fn three_managers_two_workers() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     for name in [
         "manager-1",
         "manager-2",
@@ -209,12 +209,14 @@ fn three_managers_two_workers() {
         "worker-2 to be a worker again",
         Duration::from_secs(30),
         || {
-            h.moat("worker-2", &["node", "ls"]).code == 1
+            h.moat("worker-2", &["info", "--format", "json"]).json()["is_manager"] == false
                 && h.nodes("manager-1")["worker-2"]["role"] == "worker"
         },
     );
     let cert = h.moat("worker-2", &["cert", "inspect", crt.to_str().unwrap()]);
     assert!(cert.ok().contains("OU=moat-worker"), "{}", cert.stdout);
+    h.moat("worker-2", &["node", "ls"])
+        .fails_with("not a cluster manager");
     assert!(
         !h.daemon("worker-2").state_dir.join("store").exists(),
         "a demoted manager deletes its store"
@@ -262,7 +264,7 @@ fn three_managers_two_workers() {
 /// when its manager dies, SIGTERM is clean.
 #[test]
 fn restart_and_failover() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     for name in ["m1", "m2", "m3", "w1"] {
         h.start(name);
     }
@@ -340,7 +342,7 @@ fn restart_and_failover() {
 /// Bad inputs to join, each with a message that names the problem.
 #[test]
 fn bad_join_inputs() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     h.start("m");
     h.start("other");
     h.start("w");
@@ -379,14 +381,14 @@ fn bad_join_inputs() {
 /// inactive, never half-joined.
 #[test]
 fn daemon_killed_mid_join() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     h.start("m");
     let (addr, token) = h.init("m", &[]);
     for (i, delay_ms) in [0u64, 15, 40, 80].into_iter().enumerate() {
         let name = format!("w{i}");
         h.start(&name);
         let host = h.daemon(&name).host();
-        let mut join = std::process::Command::new(moat_testkit::moat_binary())
+        let mut join = std::process::Command::new(h.moat_binary())
             .args([
                 "join",
                 "--token",
@@ -422,7 +424,7 @@ fn daemon_killed_mid_join() {
 /// while it was down is told how to come back, and can.
 #[test]
 fn certificates_renew_and_expire() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     h.start("m");
     h.start("w");
     let (addr, token) = h.init("m", &["--cert-expiry", "1m"]);
@@ -480,7 +482,7 @@ fn certificates_renew_and_expire() {
 /// would lose quorum is refused unless --force; the last manager too.
 #[test]
 fn leave_rules() {
-    let mut h = Harness::new();
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     for name in ["m1", "m2", "m3", "w"] {
         h.start(name);
     }
@@ -532,9 +534,9 @@ fn leave_rules() {
 #[test]
 fn dev_cluster() {
     use std::io::{BufRead, BufReader};
-    let h = Harness::new();
+    let h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     let dir = h.dir().join("dev");
-    let mut dev = std::process::Command::new(moat_testkit::moat_binary())
+    let mut dev = std::process::Command::new(h.moat_binary())
         .args(["dev", "--managers", "3", "--workers", "1", "--dir"])
         .arg(&dir)
         .stdout(std::process::Stdio::piped())
@@ -558,7 +560,7 @@ fn dev_cluster() {
         }
     }
     assert!(hosts.len() >= 4, "moat dev printed {hosts:?}");
-    let ls = std::process::Command::new(moat_testkit::moat_binary())
+    let ls = std::process::Command::new(h.moat_binary())
         .args(["node", "ls", "--format", "json"])
         .env("MOAT_HOST", &hosts[1])
         .output()
@@ -584,7 +586,7 @@ fn dev_cluster() {
     assert!(status.success(), "moat dev exited with {status}");
     // Every daemon is gone: their sockets no longer answer.
     for host in &hosts {
-        let out = std::process::Command::new(moat_testkit::moat_binary())
+        let out = std::process::Command::new(h.moat_binary())
             .args(["info"])
             .env("MOAT_HOST", host)
             .output()
