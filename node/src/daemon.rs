@@ -173,6 +173,33 @@ impl Daemon {
                     agent: Some(agent),
                 };
             }
+            Err(moat_pki::Error::Cert(CertError::Expired { not_after, .. }))
+                if self.layout.store_dir().join("store.json").exists() =>
+            {
+                // A manager holds the CA key in its store: it renews its own
+                // certificate rather than stay locked out (all managers may
+                // have been down for longer than a certificate lives).
+                match self_renew(&node, &file).await {
+                    Ok(identity) => {
+                        tracing::warn!(
+                            expired = %not_after,
+                            not_after = %identity.not_after,
+                            "this manager's certificate expired while it was down; issued itself a new one from the cluster CA"
+                        );
+                        node.start_manager(&file.listen_addr).await?;
+                        let agent = tokio::spawn(agent::run(node.clone()));
+                        *self.phase.write().await = Phase::Member {
+                            node,
+                            agent: Some(agent),
+                        };
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewing this manager's expired certificate from its store failed");
+                        node.set_fault(agent::expired_fault(not_after));
+                        *self.phase.write().await = Phase::Member { node, agent: None };
+                    }
+                }
+            }
             Err(moat_pki::Error::Cert(CertError::Expired { not_after, .. })) => {
                 let fault = agent::expired_fault(not_after);
                 tracing::error!("{}", fault.message);
@@ -608,6 +635,36 @@ impl Daemon {
         tracing::info!(node = %node.id, "left the cluster");
         Ok(())
     }
+}
+
+/// Issues a manager a new certificate from the CA in its own store, with
+/// the role the store records for it.
+async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, ApiError> {
+    let state = moat_store::offline::read_state(
+        &node.layout.store_dir(),
+        moat_lock::KeySource::Key(&node.kek),
+    )
+    .await
+    .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the store: {e}")))?;
+    let role = state
+        .nodes
+        .get(&file.node_id)
+        .map(|n| n.role)
+        .unwrap_or(Role::Manager);
+    if role != Role::Manager {
+        return Err(ApiError::new(
+            ErrorKind::FailedPrecondition,
+            "the store records this node as a worker",
+        ));
+    }
+    let key = PrivateKey::generate(KeyAlgorithm::default())
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    let csr = key
+        .csr()
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    let (_, leaf_pem, _) = Node::issue(&state, &agent::csr_pem(csr.as_ref()), file.node_id, role)
+        .map_err(RpcError::into_api)?;
+    node.install_credentials(&leaf_pem, key)
 }
 
 fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {

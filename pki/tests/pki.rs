@@ -774,7 +774,13 @@ fn possession_of_an_expired_certificate_key_is_proven_by_signature() {
     assert!(verify_possession(&chain, &roots, &cluster, message, &forged).is_err());
     let foreign = root();
     assert!(
-        verify_possession(&chain, &roots_of(&foreign), &foreign.cluster_id(), message, &signature)
-            .is_err()
+        verify_possession(
+            &chain,
+            &roots_of(&foreign),
+            &foreign.cluster_id(),
+            message,
+            &signature
+        )
+        .is_err()
     );
 }

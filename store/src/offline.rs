@@ -77,6 +77,13 @@ pub async fn dump(
     })
 }
 
+/// Like [`verify`], then rebuilds the committed cluster state: for a
+/// manager that must read its own store before it can start (renewing its
+/// expired certificate from the CA key the store holds).
+pub async fn read_state(dir: &Path, kek: KeySource<'_>) -> Result<ClusterState, StoreError> {
+    Ok(load(dir, kek).await?.1)
+}
+
 async fn load(
     dir: &Path,
     kek: KeySource<'_>,
