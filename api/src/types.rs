@@ -242,6 +242,10 @@ pub struct JoinResponse {
     pub node_id: String,
     /// The role the token granted.
     pub role: Role,
+    /// A warning for the operator (the cluster now has an even number of
+    /// managers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `POST /v1/leave`.

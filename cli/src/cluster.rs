@@ -52,6 +52,9 @@ pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
     });
     zeroize_string(&mut request.token);
     let answer = answer?;
+    if let Some(w) = &answer.warning {
+        crate::output::warn(w);
+    }
     let mut out = io::stdout().lock();
     render::join(&mut out, &answer)?;
     out.flush()?;

@@ -282,13 +282,7 @@ async fn node_role(
                 .filter(|n| n.role == Role::Manager)
                 .count()
                 + 1;
-            if managers % 2 == 0 {
-                warning = Some(format!(
-                    "the cluster now has {managers} managers. An even number tolerates no more failures than one manager fewer ({managers} managers tolerate {} failure(s), as do {}); keep an odd number of managers",
-                    (managers - 1) / 2,
-                    managers - 1
-                ));
-            }
+            warning = crate::node::even_managers_warning(managers);
             tracing::info!(node = %id, "node promoted to manager");
         }
         Role::Worker => {

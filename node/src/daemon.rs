@@ -554,6 +554,7 @@ impl Daemon {
         Ok(JoinResponse {
             node_id: resp.node_id.to_string(),
             role: api_role(resp.role),
+            warning: resp.warning,
         })
     }
 

@@ -643,6 +643,18 @@ impl Node {
     }
 }
 
+/// The warning for an even number of managers, which tolerates no more
+/// failures than one manager fewer.
+pub(crate) fn even_managers_warning(managers: usize) -> Option<String> {
+    (managers > 0 && managers % 2 == 0).then(|| {
+        format!(
+            "the cluster now has {managers} managers. An even number tolerates no more failures than one manager fewer ({managers} managers tolerate {} failure(s), as do {}); keep an odd number of managers",
+            (managers - 1) / 2,
+            managers - 1
+        )
+    })
+}
+
 pub(crate) async fn read_index(m: &ManagerRt) -> Result<u64, RpcError> {
     let log_id = m.raft.ensure_linearizable().await.map_err(|e| {
         RpcError::new(

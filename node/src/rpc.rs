@@ -189,6 +189,9 @@ pub(crate) struct CertResp {
     /// Leaf first.
     pub(crate) chain_pem: String,
     pub(crate) managers: Vec<Peer>,
+    /// For the operator: the cluster now has an even number of managers.
+    #[serde(default)]
+    pub(crate) warning: Option<String>,
 }
 
 /// `renew` request.

@@ -276,6 +276,16 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         role,
         chain_pem: leaf_pem,
         managers: node.manager_peers(),
+        warning: if role == Role::Manager {
+            let before = state
+                .nodes
+                .values()
+                .filter(|n| n.role == Role::Manager && n.id != id)
+                .count();
+            crate::node::even_managers_warning(before + 1)
+        } else {
+            None
+        },
     })
 }
 
@@ -339,6 +349,7 @@ async fn renew(
         role: record.role,
         chain_pem: leaf_pem,
         managers: node.manager_peers(),
+        warning: None,
     })
 }
 

@@ -269,6 +269,7 @@ fn join_text() {
     let r = JoinResponse {
         node_id: "x".into(),
         role: Role::Manager,
+        warning: None,
     };
     assert_eq!(
         text(|o| join(o, &r)),
