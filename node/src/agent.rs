@@ -193,13 +193,11 @@ async fn take_up_role(node: &Arc<Node>) -> Result<(), ApiError> {
             node.become_voter(&file.advertise_addr).await?;
             tracing::info!("this node is now a manager");
         }
-        (Some(Role::Manager), Some(m)) => {
-            // A manager that is not in its own membership either has not
-            // caught up yet or never became a voter (a crash after it was
-            // admitted): ask the leader, which does nothing if it already is.
-            if !m.voters().contains(&node.id) {
-                node.become_voter(&node.node_file().advertise_addr).await?;
-            }
+        // A manager that is not in its own membership either has not caught
+        // up yet or never became a voter (a crash after it was admitted):
+        // ask the leader, which does nothing if it already is.
+        (Some(Role::Manager), Some(m)) if !m.voters().contains(&node.id) => {
+            node.become_voter(&node.node_file().advertise_addr).await?;
         }
         (Some(Role::Worker), Some(_)) => {
             node.stop_manager().await;

@@ -646,7 +646,7 @@ impl Node {
 /// The warning for an even number of managers, which tolerates no more
 /// failures than one manager fewer.
 pub(crate) fn even_managers_warning(managers: usize) -> Option<String> {
-    (managers > 0 && managers % 2 == 0).then(|| {
+    (managers > 0 && managers.is_multiple_of(2)).then(|| {
         format!(
             "the cluster now has {managers} managers. An even number tolerates no more failures than one manager fewer ({managers} managers tolerate {} failure(s), as do {}); keep an odd number of managers",
             (managers - 1) / 2,
