@@ -70,11 +70,10 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
         lifecycle: Mutex::new(()),
     });
     // The first TLS handshake of a process seeds aws-lc's random generator
-    // from CPU jitter (tens of ms); do it now, not during the first join.
-    tokio::task::spawn_blocking(|| {
-        let mut seed = [0u8; 32];
-        let _ = moat_pki::provider().secure_random.fill(&mut seed);
-    });
+    // from CPU jitter (tens of ms): do it before the socket answers, not
+    // during the first join.
+    let mut seed = [0u8; 32];
+    let _ = moat_pki::provider().secure_random.fill(&mut seed);
     daemon.restore().await.map_err(NodeError::Control)?;
 
     let socket = opts.control_socket.unwrap_or_else(|| layout.socket());
