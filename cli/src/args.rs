@@ -193,7 +193,8 @@ pub(crate) struct InitArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
     pub(crate) listen_addr: String,
     /// The address other nodes use to reach this one. Default: the listen
-    /// address.
+    /// address, or the host's only non-loopback address when listening on
+    /// 0.0.0.0 (with several, give this option).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) advertise_addr: Option<String>,
     /// Lifetime of node certificates, e.g. `24h`, `90m`, `30days`.
@@ -217,7 +218,8 @@ pub(crate) struct JoinArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
     pub(crate) listen_addr: String,
     /// The address other nodes use to reach this one. Default: the listen
-    /// address.
+    /// address, or the host's only non-loopback address when listening on
+    /// 0.0.0.0 (with several, give this option).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) advertise_addr: Option<String>,
     /// Keep this node's identity: rejoin after its certificate expired
@@ -324,7 +326,7 @@ pub(crate) struct NodeInspect {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
-    /// A node id, a unique prefix of one, or a host name.
+    /// A node id, a unique prefix of one, a host name, or `self`.
     #[arg(value_name = "NODE")]
     pub(crate) node: String,
 }
@@ -333,7 +335,7 @@ pub(crate) struct NodeInspect {
 pub(crate) struct NodeNames {
     #[command(flatten)]
     pub(crate) host: HostArgs,
-    /// Node ids, unique prefixes of them, or host names.
+    /// Node ids, unique prefixes of them, host names, or `self`.
     #[arg(value_name = "NODE", required = true)]
     pub(crate) nodes: Vec<String>,
 }
@@ -345,7 +347,7 @@ pub(crate) struct NodeRm {
     /// Remove a node that is still up, or a manager (demoting it first).
     #[arg(long, short)]
     pub(crate) force: bool,
-    /// Node ids, unique prefixes of them, or host names.
+    /// Node ids, unique prefixes of them, host names, or `self`.
     #[arg(value_name = "NODE", required = true)]
     pub(crate) nodes: Vec<String>,
 }
@@ -364,7 +366,7 @@ pub(crate) struct NodeUpdate {
     /// Whether the scheduler may use the node.
     #[arg(long, value_enum)]
     pub(crate) availability: Option<AvailabilityArg>,
-    /// A node id, a unique prefix of one, or a host name.
+    /// A node id, a unique prefix of one, a host name, or `self`.
     #[arg(value_name = "NODE")]
     pub(crate) node: String,
 }

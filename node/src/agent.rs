@@ -51,6 +51,12 @@ pub(crate) async fn run(node: Arc<Node>) {
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
+        if node
+            .renew_soon
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            renew_now = true;
+        }
         if renew_now || OffsetDateTime::now_utc() >= renew_at {
             match renew(&node).await {
                 Ok(()) => renew_at = renewal_deadline(&node),
@@ -59,7 +65,13 @@ pub(crate) async fn run(node: Arc<Node>) {
                     node.stop_manager().await;
                     return;
                 }
-                Err(e) => tracing::warn!(error = %e, "certificate renewal failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate renewal failed; retrying");
+                    if renew_now {
+                        node.renew_soon
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
             }
         }
         // Every round, so that a role change that failed half-way (or a

@@ -646,17 +646,18 @@ async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, 
     )
     .await
     .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the store: {e}")))?;
-    let role = state
-        .nodes
-        .get(&file.node_id)
-        .map(|n| n.role)
-        .unwrap_or(Role::Manager);
-    if role != Role::Manager {
+    // Only a manager the store still records as one, and not removed.
+    if state.removed.contains_key(&file.node_id) {
+        return Err(agent::removed_fault());
+    }
+    let role = state.nodes.get(&file.node_id).map(|n| n.role);
+    if role != Some(Role::Manager) {
         return Err(ApiError::new(
             ErrorKind::FailedPrecondition,
-            "the store records this node as a worker",
+            "the store does not record this node as a manager",
         ));
     }
+    let role = Role::Manager;
     let key = PrivateKey::generate(KeyAlgorithm::default())
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     let csr = key
@@ -664,7 +665,12 @@ async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, 
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     let (_, leaf_pem, _) = Node::issue(&state, &agent::csr_pem(csr.as_ref()), file.node_id, role)
         .map_err(RpcError::into_api)?;
-    node.install_credentials(&leaf_pem, key)
+    let identity = node.install_credentials(&leaf_pem, key)?;
+    // The cluster has no record of this certificate: renew through the
+    // leader (which records it) at the agent's first round.
+    node.renew_soon
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(identity)
 }
 
 fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {

@@ -5,8 +5,10 @@
 //! DIR/daemon.lock        held (flock) by the running daemon
 //! DIR/moat.sock          the control socket (mode 0600; DIR is 0700)
 //! DIR/node.json          who this node is and which managers it knows; written
-//!                        last when joining, so its absence means "not in a
-//!                        cluster" and anything else left over is discarded
+//!                        last by init and as soon as the cluster admitted a
+//!                        joining node, so its absence means "not in a
+//!                        cluster"; anything else found without it is set
+//!                        aside in DIR/abandoned-<time>/
 //! DIR/unlock.key         the key that seals this node's keys (0600; autolock off)
 //! DIR/certs/node.sealed  the node's certificate chain, private key and trusted
 //!                        roots, sealed together (purpose "node-tls") so they

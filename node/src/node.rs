@@ -169,6 +169,9 @@ pub(crate) struct Node {
     clients: Mutex<HashMap<String, ClusterClient>>,
     /// The manager heartbeats go to.
     pub(crate) preferred: Mutex<Option<String>>,
+    /// Renew at the next agent round (a certificate the cluster has not
+    /// recorded, e.g. self-issued after an outage).
+    pub(crate) renew_soon: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -189,6 +192,7 @@ impl Node {
             fault: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
+            renew_soon: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -461,9 +465,15 @@ impl Node {
                     )
                     .hint("stop it first (`moat leave` on the node), or use --force"));
                 }
-                let until = record
-                    .cert_not_after
-                    .max(OffsetDateTime::now_utc().unix_timestamp());
+                // Remembered until every certificate the node may hold has
+                // expired: its recorded one, and any issued up to now (no
+                // certificate lives longer than the policy says).
+                let lifetime = i64::try_from(state.policy.cert_expiry_secs).unwrap_or(i64::MAX);
+                let until = record.cert_not_after.max(
+                    OffsetDateTime::now_utc()
+                        .unix_timestamp()
+                        .saturating_add(lifetime),
+                );
                 self.propose(Command::RemoveNode { id, until }).await
             }
             rpc::AdminReq::Leave { id, force } => {
@@ -737,7 +747,12 @@ async fn reconcile(node: &Node, m: &ManagerRt) {
         return;
     };
     for id in m.voters() {
-        let demoted = state.nodes.get(&id).is_none_or(|n| n.role != Role::Manager);
+        // Only a voter the store records as a worker: a voter with no
+        // record may be a manager this (catching-up) leader has not seen.
+        let demoted = state
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.role != Role::Manager);
         if id != node.id && demoted {
             let reachable = m.reachable_voters(&state, node.id);
             if moat_store::can_remove(&m.voters(), &reachable, &id).is_ok() {
@@ -820,14 +835,15 @@ async fn liveness_monitor(node: std::sync::Weak<Node>, rt: std::sync::Weak<Manag
                 .nodes
                 .values()
                 .filter_map(|n: &NodeRecord| {
+                    // Heard from: ready while the last heartbeat is recent.
+                    // Not heard from since this leader took over: a node
+                    // recorded Ready keeps a grace period from the election;
+                    // a node recorded Down stays Down until it heartbeats.
                     let ready = n.id == node.id
-                        || l.last_seen
-                            .get(&n.id)
-                            .copied()
-                            .unwrap_or(since)
-                            .max(since)
-                            .elapsed()
-                            < DOWN_AFTER;
+                        || match l.last_seen.get(&n.id) {
+                            Some(at) => (*at).max(since).elapsed() < DOWN_AFTER,
+                            None => n.ready && since.elapsed() < DOWN_AFTER,
+                        };
                     (ready != n.ready).then_some((n.id, ready))
                 })
                 .collect()

@@ -233,7 +233,7 @@ pub(crate) struct AddVoterReq {
 /// `admin` request: changes that need the leader's Raft handle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum AdminReq {
-    /// Remove from Raft (quorum-checked), then set the role to worker.
+    /// Quorum check, record the worker role, then remove from Raft.
     Demote { id: NodeId },
     /// Demote if needed, then put on the removed list.
     Remove { id: NodeId, force: bool },

@@ -322,6 +322,21 @@ fn prove_rejoin(
         &signature,
     )
     .map_err(|e| denied(e.to_string()))?;
+    // Only the node's latest certificate, the one the store records, can
+    // vouch for it: not an older one from a backup or a superseded key.
+    let recorded = state.nodes.get(&identity.node_id).ok_or_else(|| {
+        denied(format!(
+            "node {} is not a member of this cluster",
+            identity.node_id
+        ))
+    })?;
+    if recorded.cert_serial != identity.serial {
+        return Err(denied(format!(
+            "the certificate presented (serial {}) is not node {}'s latest one",
+            identity.serial, identity.node_id
+        ))
+        .hint("remove the node with `moat node rm` on a manager, then join it as a new node"));
+    }
     Ok(identity.node_id)
 }
 
