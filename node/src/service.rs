@@ -547,3 +547,92 @@ mod tests {
         assert!(e.message.contains("certificate expired"), "{}", e.message);
     }
 }
+
+#[cfg(test)]
+mod rejoin_tests {
+    use super::*;
+    use moat_pki::{
+        CertExpiry, ClusterId, KeyAlgorithm, OffsetDateTime, PrivateKey, RootCa, RootOptions,
+    };
+    use moat_store::model::{CaMaterial, ClusterState, Secret};
+
+    fn cluster() -> (ClusterState, RootCa) {
+        let cluster = ClusterId::generate();
+        let root =
+            RootCa::generate(cluster, &RootOptions::default(), OffsetDateTime::now_utc()).unwrap();
+        let state = ClusterState {
+            cluster_id: Some(cluster),
+            ca: Some(CaMaterial {
+                root_cert_pem: root.certificate_pem(),
+                root_key_pkcs8: Secret::new(
+                    data_encoding::BASE64.encode(&root.key().to_pkcs8_der()),
+                ),
+            }),
+            ..Default::default()
+        };
+        (state, root)
+    }
+
+    /// A certificate for `id` issued at `at`, its key, and a record of it.
+    fn issue(root: &RootCa, id: NodeId, at: OffsetDateTime) -> (String, PrivateKey, String) {
+        let key = PrivateKey::generate(KeyAlgorithm::default()).unwrap();
+        let csr = moat_pki::VerifiedCsr::from_der(key.csr().unwrap().as_ref()).unwrap();
+        let issued = root
+            .issue(&csr, id, Role::Worker, CertExpiry::DEFAULT, at)
+            .unwrap();
+        (crate::node::der_to_pem(&issued.der), key, issued.serial)
+    }
+
+    fn proof(chain_pem: &str, key: &PrivateKey, csr_pem: &str) -> rpc::RejoinProof {
+        rpc::RejoinProof {
+            chain_pem: chain_pem.to_string(),
+            signature_b64: data_encoding::BASE64
+                .encode(&key.sign(&rpc::rejoin_message(csr_pem)).unwrap()),
+        }
+    }
+
+    fn record(id: NodeId, serial: &str) -> NodeRecord {
+        NodeRecord {
+            id,
+            hostname: "w".into(),
+            role: Role::Worker,
+            address: String::new(),
+            labels: Default::default(),
+            cert_serial: serial.to_string(),
+            cert_not_after: 0,
+            cert_issuer: String::new(),
+            availability: Default::default(),
+            ready: false,
+        }
+    }
+
+    #[test]
+    fn only_the_latest_expired_certificate_proves_a_rejoin() {
+        let (mut state, root) = cluster();
+        let id = NodeId::generate();
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(10);
+        let (old_pem, old_key, _) = issue(&root, id, long_ago);
+        let (last_pem, last_key, last_serial) =
+            issue(&root, id, long_ago + time::Duration::days(1));
+        state.nodes.insert(id, record(id, &last_serial));
+        let csr = "-----BEGIN CERTIFICATE REQUEST-----\nnew\n-----END CERTIFICATE REQUEST-----\n";
+
+        // The latest (expired) certificate and its key: the node keeps its id.
+        assert_eq!(
+            prove_rejoin(&state, &proof(&last_pem, &last_key, csr), csr).unwrap(),
+            id
+        );
+        // An older certificate of the same node (from a backup): refused.
+        let e = prove_rejoin(&state, &proof(&old_pem, &old_key, csr), csr).unwrap_err();
+        assert!(e.message.contains("latest"), "{}", e.message);
+        // The right certificate with another key: refused.
+        let e = prove_rejoin(&state, &proof(&last_pem, &old_key, csr), csr).unwrap_err();
+        assert_eq!(e.kind, RpcErrorKind::Denied);
+        // A signature over another CSR: refused (no replay).
+        let other = proof(&last_pem, &last_key, "another csr");
+        assert!(prove_rejoin(&state, &other, csr).is_err());
+        // A node the cluster does not know: refused.
+        state.nodes.clear();
+        assert!(prove_rejoin(&state, &proof(&last_pem, &last_key, csr), csr).is_err());
+    }
+}
