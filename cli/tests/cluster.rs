@@ -267,22 +267,7 @@ fn three_managers_two_workers() {
 #[test]
 fn restart_and_failover() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
-    for name in ["m1", "m2", "m3", "w1"] {
-        h.start(name);
-    }
-    let (addr, worker_token) = h.init("m1", &[]);
-    let manager_token = h
-        .moat("m1", &["join-token", "-q", "manager"])
-        .ok()
-        .trim()
-        .to_string();
-    h.join("m2", &manager_token, &addr).ok();
-    h.join("m3", &manager_token, &addr).ok();
-    h.join("w1", &worker_token, &addr).ok();
-    h.wait_until("four ready nodes", Duration::from_secs(20), || {
-        let n = h.nodes("m1");
-        n.len() == 4 && n.values().all(|n| n["status"] == "ready")
-    });
+    h.cluster(&["m1", "m2", "m3"], &["w1"]);
     let w1_id = h.nodes("m1")["w1"]["id"].clone();
 
     // SIGKILL the worker and start it again: same id, Ready, no token.
@@ -492,23 +477,7 @@ fn certificates_renew_and_expire() {
 #[test]
 fn leave_rules() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
-    for name in ["m1", "m2", "m3", "w"] {
-        h.start(name);
-    }
-    let (addr, token) = h.init("m1", &[]);
-    h.moat("m1", &["leave"]).fails_with("last manager");
-    let manager_token = h
-        .moat("m1", &["join-token", "-q", "manager"])
-        .ok()
-        .trim()
-        .to_string();
-    h.join("m2", &manager_token, &addr).ok();
-    h.join("m3", &manager_token, &addr).ok();
-    h.join("w", &token, &addr).ok();
-    h.wait_until("four ready nodes", Duration::from_secs(20), || {
-        let n = h.nodes("m1");
-        n.len() == 4 && n.values().all(|n| n["status"] == "ready")
-    });
+    let (addr, token) = h.cluster(&["m1", "m2", "m3"], &["w"]);
 
     // The worker leaves: its state is gone, the cluster shows it Down.
     assert_eq!(

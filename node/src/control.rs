@@ -227,17 +227,8 @@ async fn join_token(
 async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let leader = node
-        .manager
-        .load_full()
-        .and_then(|m| m.leader())
-        .map(|l| l.id);
     Ok(Json(
-        state
-            .nodes
-            .values()
-            .map(|r| node_info(r, node.id, leader))
-            .collect(),
+        state.nodes.values().map(|r| node_info(r, &node)).collect(),
     ))
 }
 
@@ -245,12 +236,7 @@ async fn node_inspect(State(d): State<Arc<Daemon>>, Json(req): Json<NodeRef>) ->
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     let record = resolve(&state, &req.node, node.id)?;
-    let leader = node
-        .manager
-        .load_full()
-        .and_then(|m| m.leader())
-        .map(|l| l.id);
-    Ok(Json(node_info(record, node.id, leader)))
+    Ok(Json(node_info(record, &node)))
 }
 
 async fn node_role(
@@ -349,16 +335,11 @@ async fn node_update(
     })
     .await?;
     let state = node.read_state().await?;
-    let leader = node
-        .manager
-        .load_full()
-        .and_then(|m| m.leader())
-        .map(|l| l.id);
     let record = state
         .nodes
         .get(&id)
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No such node: {id}")))?;
-    Ok(Json(node_info(record, node.id, leader)))
+    Ok(Json(node_info(record, &node)))
 }
 
 async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) -> Answer<Info> {
@@ -432,7 +413,14 @@ fn resolve<'a>(
     }
 }
 
-fn node_info(r: &NodeRecord, me: NodeId, leader: Option<NodeId>) -> NodeInfo {
+/// How `node` (a manager) presents record `r`.
+fn node_info(r: &NodeRecord, node: &Node) -> NodeInfo {
+    let me = node.id;
+    let leader = node
+        .manager
+        .load_full()
+        .and_then(|m| m.leader())
+        .map(|l| l.id);
     let manager_status = (r.role == Role::Manager).then(|| {
         if Some(r.id) == leader {
             ManagerStatus::Leader

@@ -83,13 +83,7 @@ impl ManagerRt {
     }
 
     pub(crate) fn voters(&self) -> BTreeSet<NodeId> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
+        crate::raft::voters_of(&self.raft)
     }
 
     /// Every member (voter or learner) with its address.

@@ -235,13 +235,7 @@ impl RaftManager {
 
     /// The voting managers, as this node's Raft metrics know them.
     pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
+        voters_of(&self.raft)
     }
 
     async fn wait_for(
@@ -329,4 +323,14 @@ impl PeerPolicy for StorePolicy {
             })
             .unwrap_or(false)
     }
+}
+
+/// The voting managers in `raft`'s current membership.
+pub(crate) fn voters_of(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
 }

@@ -51,30 +51,13 @@ async fn init_join_and_list() {
     let info: Info = m1.get(path::INFO).await.unwrap();
     assert_eq!(info.state, NodeState::Inactive);
 
-    let init: InitResponse = m1
-        .post(
-            path::INIT,
-            &InitRequest {
-                listen_addr: "127.0.0.1:0".into(),
-                advertise_addr: None,
-                cert_expiry_seconds: None,
-                autolock: false,
-            },
-        )
-        .await
-        .unwrap();
+    let init = init(&m1).await;
     assert!(init.advertise_addr.starts_with("127.0.0.1:"));
 
     let joined: JoinResponse = w1
         .post(
             path::JOIN,
-            &JoinRequest {
-                token: init.worker_token.clone(),
-                remote_addr: init.advertise_addr.clone(),
-                listen_addr: "127.0.0.1:0".into(),
-                advertise_addr: None,
-                rejoin: false,
-            },
+            &join_req(&init.worker_token, &init.advertise_addr),
         )
         .await
         .unwrap();
@@ -93,13 +76,7 @@ async fn init_join_and_list() {
     let joined: JoinResponse = m2
         .post(
             path::JOIN,
-            &JoinRequest {
-                token: manager_token.token,
-                remote_addr: init.advertise_addr.clone(),
-                listen_addr: "127.0.0.1:0".into(),
-                advertise_addr: None,
-                rejoin: false,
-            },
+            &join_req(&manager_token.token, &init.advertise_addr),
         )
         .await
         .unwrap();

@@ -305,6 +305,36 @@ impl Harness {
         (addr, token)
     }
 
+    /// Starts `managers` and `workers`, initializes the cluster on the
+    /// first manager, joins the rest, and waits until every node is Ready;
+    /// returns the address to join and the worker token.
+    pub fn cluster(&mut self, managers: &[&str], workers: &[&str]) -> (String, String) {
+        for name in managers.iter().chain(workers) {
+            self.start(name);
+        }
+        let (first, others) = managers
+            .split_first()
+            .unwrap_or_else(|| panic!("a cluster needs a manager"));
+        let (addr, worker_token) = self.init(first, &[]);
+        let manager_token = self
+            .moat(first, &["join-token", "-q", "manager"])
+            .ok()
+            .trim()
+            .to_string();
+        for m in others {
+            self.join(m, &manager_token, &addr).ok();
+        }
+        for w in workers {
+            self.join(w, &worker_token, &addr).ok();
+        }
+        let count = managers.len() + workers.len();
+        self.wait_until("every node to be ready", Duration::from_secs(30), || {
+            let nodes = self.nodes(first);
+            nodes.len() == count && nodes.values().all(|n| n["status"] == "ready")
+        });
+        (addr, worker_token)
+    }
+
     /// `moat join --token TOKEN --listen-addr 127.0.0.1:0 ADDR` on `name`.
     pub fn join(&self, name: &str, token: &str, addr: &str) -> Run {
         self.moat(

@@ -132,6 +132,7 @@ pub struct RaftService {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     tls: Arc<TlsContext>,
     handler: Arc<dyn RaftHandler>,
@@ -161,30 +162,20 @@ impl RaftService {
 
     /// Uses `clock` instead of the system clock for certificate checks.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        let inner = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.clock = clock;
         Self {
-            inner: Arc::new(Inner {
-                tls: inner.tls.clone(),
-                handler: inner.handler.clone(),
-                policy: inner.policy.clone(),
-                clock,
-                cluster: inner.cluster.clone(),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
     /// Also serves the cluster service (joins, renewals, heartbeats) with
     /// `handler`, on the same listener.
     pub fn with_cluster(self, handler: Arc<dyn ClusterHandler>) -> Self {
-        let inner = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.cluster = Some(handler);
         Self {
-            inner: Arc::new(Inner {
-                tls: inner.tls.clone(),
-                handler: inner.handler.clone(),
-                policy: inner.policy.clone(),
-                clock: inner.clock.clone(),
-                cluster: Some(handler),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
