@@ -205,8 +205,8 @@ pub struct InitRequest {
     pub autolock: bool,
 }
 
-/// Answer to `init`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to `init`. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitResponse {
     /// The new manager's id.
     pub node_id: String,
@@ -218,8 +218,8 @@ pub struct InitResponse {
     pub worker_token: String,
 }
 
-/// `POST /v1/join`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/join`. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The join token.
     pub token: String,
@@ -264,8 +264,8 @@ pub struct JoinTokenRequest {
     pub rotate: bool,
 }
 
-/// Answer to `join-token`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to `join-token`. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenResponse {
     /// Which token.
     pub role: Role,
@@ -375,3 +375,73 @@ pub struct UpdateRequest {
 /// An empty JSON object, for requests and answers that carry nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token", &"…")
+            .field("remote_addr", &self.remote_addr)
+            .field("listen_addr", &self.listen_addr)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("rejoin", &self.rejoin)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JoinTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinTokenResponse")
+            .field("role", &self.role)
+            .field("token", &"…")
+            .field("addr", &self.addr)
+            .field("rotated", &self.rotated)
+            .finish()
+    }
+}
+
+impl fmt::Debug for InitResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitResponse")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("worker_token", &"…")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_holds_a_token() {
+        let secret = "MOATTKN-1-secret-part";
+        let join = JoinRequest {
+            token: secret.into(),
+            remote_addr: "a:1".into(),
+            listen_addr: "b:2".into(),
+            advertise_addr: None,
+            rejoin: false,
+        };
+        let shown = JoinTokenResponse {
+            role: Role::Worker,
+            token: secret.into(),
+            addr: "a:1".into(),
+            rotated: false,
+        };
+        let init = InitResponse {
+            node_id: "n".into(),
+            cluster_id: "c".into(),
+            advertise_addr: "a:1".into(),
+            worker_token: secret.into(),
+        };
+        for text in [
+            format!("{join:?}"),
+            format!("{shown:?}"),
+            format!("{init:?}"),
+        ] {
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+}

@@ -151,8 +151,8 @@ pub(crate) struct CaBundle {
     pub(crate) roots_pem: String,
 }
 
-/// `join` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `join` request. `Debug` leaves the token out.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct JoinReq {
     /// The join token, as text (the secret travels only over TLS to a
     /// manager verified against the pinned root).
@@ -163,6 +163,17 @@ pub(crate) struct JoinReq {
     /// Keep the identity of an expired certificate: proof that the caller
     /// holds its key.
     pub(crate) rejoin: Option<RejoinProof>,
+}
+
+impl std::fmt::Debug for JoinReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinReq")
+            .field("token", &"…")
+            .field("hostname", &self.hostname)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("rejoin", &self.rejoin.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A rejoining node's old certificate chain and a signature, made with
