@@ -35,6 +35,12 @@ pub mod path {
     pub const LEAVE: &str = "/v1/leave";
     /// `POST` [`crate::JoinTokenRequest`] → [`crate::JoinTokenResponse`].
     pub const JOIN_TOKEN: &str = "/v1/join-token";
+    /// `POST` [`crate::CreateTokenRequest`] → [`crate::CreateTokenResponse`].
+    pub const JOIN_TOKEN_CREATE: &str = "/v1/join-tokens/create";
+    /// `GET` → `Vec<`[`crate::TokenSummary`]`>`.
+    pub const JOIN_TOKENS: &str = "/v1/join-tokens";
+    /// `POST` [`crate::TokenRef`] → `{}`.
+    pub const JOIN_TOKEN_REVOKE: &str = "/v1/join-tokens/revoke";
     /// `GET` → `Vec<`[`crate::NodeInfo`]`>`.
     pub const NODES: &str = "/v1/nodes";
     /// `POST` [`crate::NodeRef`] → [`crate::NodeInfo`].

@@ -363,11 +363,85 @@ pub struct NodeUpdateRequest {
     pub availability: Option<Availability>,
 }
 
+/// `POST /v1/join-tokens/create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    /// The role it grants.
+    pub role: Role,
+    /// Lifetime, seconds.
+    pub ttl_seconds: Option<u64>,
+    /// How many joins it allows.
+    pub uses: Option<u32>,
+    /// Labels every node joining with it receives.
+    pub labels: BTreeMap<String, String>,
+    /// What it is for.
+    pub description: String,
+}
+
+/// Answer to `join-token create`. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    /// The token's id (its fingerprint, not secret).
+    pub id: String,
+    /// The token.
+    pub token: String,
+    /// The address to join.
+    pub addr: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: Option<String>,
+    /// How many joins it allows.
+    pub uses: Option<u32>,
+}
+
+impl fmt::Debug for CreateTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateTokenResponse")
+            .field("id", &self.id)
+            .field("token", &"…")
+            .field("expires_at", &self.expires_at)
+            .field("uses", &self.uses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One join token as `join-token ls` shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSummary {
+    /// Its id (fingerprint).
+    pub id: String,
+    /// `"standing"` (the two Docker-style tokens) or `"scoped"`.
+    pub kind: String,
+    /// The role it grants.
+    pub role: Role,
+    /// When it was made (RFC 3339), if known.
+    pub created_at: Option<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// When it stops working (RFC 3339), if ever.
+    pub expires_at: Option<String>,
+    /// Joins left, if limited.
+    pub uses_left: Option<u32>,
+    /// What it is for.
+    pub description: String,
+    /// Labels joining nodes receive.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Names a scoped join token by id (or a unique prefix of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRef {
+    /// The id.
+    pub id: String,
+}
+
 /// `POST /v1/update`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateRequest {
     /// New certificate lifetime, seconds.
     pub cert_expiry_seconds: Option<u64>,
+    /// Lifetime of the two standing join tokens, seconds (0: none).
+    #[serde(default)]
+    pub token_ttl_seconds: Option<u64>,
     /// Autolock on or off.
     pub autolock: Option<bool>,
 }

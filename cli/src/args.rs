@@ -38,7 +38,9 @@ pub(crate) enum Command {
     /// The token decides the role. It is checked locally first: a mistyped
     /// or truncated token fails before anything is contacted.
     Join(JoinArgs),
-    /// Print (or rotate) the token that joins a worker or a manager.
+    /// Print (or rotate) the token that joins a worker or a manager;
+    /// create, list and revoke scoped tokens.
+    #[command(args_conflicts_with_subcommands = true)]
     JoinToken(JoinTokenArgs),
     /// Leave the cluster.
     ///
@@ -244,7 +246,65 @@ pub(crate) struct JoinTokenArgs {
     pub(crate) quiet: bool,
     /// Which token.
     #[arg(value_enum)]
+    pub(crate) role: Option<RoleArg>,
+    #[command(subcommand)]
+    pub(crate) action: Option<TokenAction>,
+}
+
+/// Scoped join tokens: extra tokens with a lifetime, a use limit and labels.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Create a join token with limits (kept in the encrypted store).
+    ///
+    /// Prints the join command (or, with -q, only the token). The token's
+    /// id — its fingerprint, not secret — names it in `ls`, `revoke` and
+    /// the logs.
+    Create(TokenCreateArgs),
+    /// List join tokens by id, never showing a secret.
+    Ls(TokenLsArgs),
+    /// Revoke a scoped join token by id (or a unique prefix).
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// The role the token grants.
+    #[arg(long, value_enum)]
     pub(crate) role: RoleArg,
+    /// How long it works, e.g. `1h`, `7days` (at most 365 days).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) ttl: Option<Duration>,
+    /// How many nodes may join with it.
+    #[arg(long, value_name = "N")]
+    pub(crate) uses: Option<u32>,
+    /// A label every node joining with it receives (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub(crate) labels: Vec<(String, String)>,
+    /// What the token is for.
+    #[arg(long, default_value = "")]
+    pub(crate) description: String,
+    /// Print only the token.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenLsArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// The token's id, or a unique prefix of it.
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +325,10 @@ pub(crate) struct UpdateArgs {
     /// get it at their next renewal.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) cert_expiry: Option<Duration>,
+    /// Give the two standing join tokens a lifetime, e.g. `24h`; each is
+    /// rotated automatically when it passes. `none` removes the lifetime.
+    #[arg(long, value_name = "DURATION|none", value_parser = parse_ttl)]
+    pub(crate) token_ttl: Option<Duration>,
     /// Turn autolock on (`--autolock` or `--autolock=true`) or off
     /// (`--autolock=false`).
     #[arg(
@@ -437,6 +501,14 @@ impl From<AvailabilityArg> for moat_api::Availability {
 const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4377";
 
 /// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
+/// A lifetime, or `none` (zero) to remove one.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match s {
+        "none" | "0" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}: give a duration like 24h, 90m or 30days"))?;

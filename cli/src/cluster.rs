@@ -4,12 +4,16 @@
 use std::io::{self, Write};
 
 use moat_api::{
-    Empty, Info, InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest,
-    JoinTokenResponse, LeaveRequest, UpdateRequest, path,
+    CreateTokenRequest, CreateTokenResponse, Empty, Info, InitRequest, InitResponse, JoinRequest,
+    JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, TokenRef, TokenSummary,
+    UpdateRequest, path,
 };
 use time::OffsetDateTime;
 
-use crate::args::{Format, InfoArgs, InitArgs, JoinArgs, JoinTokenArgs, LeaveArgs, UpdateArgs};
+use crate::args::{
+    Format, InfoArgs, InitArgs, JoinArgs, JoinTokenArgs, LeaveArgs, TokenAction, TokenCreateArgs,
+    TokenLsArgs, TokenRevokeArgs, UpdateArgs,
+};
 use crate::client::{ApiResult as _, block_on, client};
 use crate::output::{Failure, write_json};
 use crate::render;
@@ -62,8 +66,22 @@ pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn join_token(args: &JoinTokenArgs) -> Result<(), Failure> {
+    match &args.action {
+        Some(TokenAction::Create(a)) => return token_create(a),
+        Some(TokenAction::Ls(a)) => return token_ls(a),
+        Some(TokenAction::Revoke(a)) => return token_revoke(a),
+        None => {}
+    }
+    let role = args.role.ok_or_else(|| {
+        Failure::new(
+            anyhow::anyhow!(
+                "say which token: `moat join-token worker` or `moat join-token manager`"
+            ),
+            "or manage scoped tokens with `moat join-token create|ls|revoke`",
+        )
+    })?;
     let request = JoinTokenRequest {
-        role: args.role.into(),
+        role: role.into(),
         rotate: args.rotate,
     };
     let answer: JoinTokenResponse = block_on(async {
@@ -74,6 +92,79 @@ pub(crate) fn join_token(args: &JoinTokenArgs) -> Result<(), Failure> {
     })?;
     let mut out = io::stdout().lock();
     render::join_token(&mut out, &answer, args.quiet)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {
+    let request = CreateTokenRequest {
+        role: args.role.into(),
+        ttl_seconds: args.ttl.map(|d| d.as_secs()),
+        uses: args.uses,
+        labels: args.labels.iter().cloned().collect(),
+        description: args.description.clone(),
+    };
+    let answer: CreateTokenResponse = block_on(async {
+        client(&args.host)
+            .post(path::JOIN_TOKEN_CREATE, &request)
+            .await
+            .or_fail()
+    })?;
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        writeln!(out, "{}", answer.token)?;
+    } else {
+        writeln!(out, "Created join token {}.", answer.id)?;
+        let mut limits = Vec::new();
+        if let Some(at) = &answer.expires_at {
+            limits.push(format!("expires at {at}"));
+        }
+        if let Some(uses) = answer.uses {
+            limits.push(format!("{uses} use(s)"));
+        }
+        if !limits.is_empty() {
+            writeln!(out, "It {}.", limits.join(", "))?;
+        }
+        writeln!(out)?;
+        writeln!(out, "To join with it, run the following command:")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "    moat join --token {} {}",
+            answer.token, answer.addr
+        )?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn token_ls(args: &TokenLsArgs) -> Result<(), Failure> {
+    let tokens: Vec<TokenSummary> =
+        block_on(async { client(&args.host).get(path::JOIN_TOKENS).await.or_fail() })?;
+    let mut out = io::stdout().lock();
+    match args.format {
+        Format::Json => write_json(&mut out, &tokens)?,
+        Format::Table => render::token_ls(&mut out, &tokens)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn token_revoke(args: &TokenRevokeArgs) -> Result<(), Failure> {
+    let _: Empty = block_on(async {
+        client(&args.host)
+            .post(
+                path::JOIN_TOKEN_REVOKE,
+                &TokenRef {
+                    id: args.id.clone(),
+                },
+            )
+            .await
+            .or_fail()
+    })?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{}", args.id)?;
     out.flush()?;
     Ok(())
 }
@@ -95,6 +186,7 @@ pub(crate) fn leave(args: &LeaveArgs) -> Result<(), Failure> {
 pub(crate) fn update(args: &UpdateArgs) -> Result<(), Failure> {
     let request = UpdateRequest {
         cert_expiry_seconds: args.cert_expiry.map(|d| d.as_secs()),
+        token_ttl_seconds: args.token_ttl.map(|d| d.as_secs()),
         autolock: args.autolock,
     };
     let _: Info = block_on(async {

@@ -426,3 +426,30 @@ fn yes_no(b: bool) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// `moat join-token ls`: one row per token, never a secret.
+pub(crate) fn token_ls(out: &mut impl Write, tokens: &[moat_api::TokenSummary]) -> io::Result<()> {
+    let headers = [
+        "ID",
+        "KIND",
+        "ROLE",
+        "CREATED",
+        "EXPIRES",
+        "USES LEFT",
+        "DESCRIPTION",
+    ];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for t in tokens {
+        rows.push(vec![
+            t.id.clone(),
+            t.kind.clone(),
+            t.role.to_string(),
+            t.created_at.clone().unwrap_or_else(|| "-".into()),
+            t.expires_at.clone().unwrap_or_else(|| "never".into()),
+            t.uses_left
+                .map_or_else(|| "unlimited".into(), |u| u.to_string()),
+            t.description.clone(),
+        ]);
+    }
+    crate::output::write_table(out, &headers, &rows)
+}

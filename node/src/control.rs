@@ -11,10 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use moat_api::{
-    ApiError, Availability, Empty, ErrorKind, Info, InitRequest, InitResponse, JoinRequest,
-    JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, ManagerStatus, NodeInfo,
-    NodeRef, NodeRemoveRequest, NodeRemoveResponse, NodeState, NodeStatus, NodeUpdateRequest,
-    RoleChangeRequest, RoleChangeResponse, UpdateRequest, path,
+    ApiError, Availability, CreateTokenRequest, CreateTokenResponse, Empty, ErrorKind, Info,
+    InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse,
+    LeaveRequest, ManagerStatus, NodeInfo, NodeRef, NodeRemoveRequest, NodeRemoveResponse,
+    NodeState, NodeStatus, NodeUpdateRequest, RoleChangeRequest, RoleChangeResponse, TokenRef,
+    TokenSummary, UpdateRequest, path,
 };
 use moat_pki::{NodeId, Role};
 use moat_store::model::{self, ClusterState, Command, NodeRecord};
@@ -92,6 +93,9 @@ pub(crate) async fn serve(
         .route(path::JOIN, post(join))
         .route(path::LEAVE, post(leave))
         .route(path::JOIN_TOKEN, post(join_token))
+        .route(path::JOIN_TOKEN_CREATE, post(token_create))
+        .route(path::JOIN_TOKENS, get(token_ls))
+        .route(path::JOIN_TOKEN_REVOKE, post(token_revoke))
         .route(path::NODES, get(node_ls))
         .route(path::NODE_INSPECT, post(node_inspect))
         .route(path::NODE_ROLE, post(node_role))
@@ -199,13 +203,7 @@ async fn join_token(
         moat_api::Role::Worker => Role::Worker,
     };
     if req.rotate {
-        let bundle = node.tls.roots().to_pem();
-        let token = JoinToken::generate(bundle.as_bytes())
-            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
-        let fingerprint = token.fingerprint();
-        node.propose(Command::RotateJoinToken { role, token })
-            .await?;
-        tracing::info!(role = role.as_str(), token = %fingerprint, "join token rotated");
+        crate::node::rotate_standing_token(&node, role).await?;
     }
     let state = node.read_state().await?;
     let tokens = state
@@ -222,6 +220,162 @@ async fn join_token(
         addr: node.node_file().advertise_addr,
         rotated: req.rotate,
     }))
+}
+
+/// Longest lifetime and most uses a scoped token may have.
+const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+const MAX_TOKEN_USES: u32 = 1_000_000;
+
+async fn token_create(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<CreateTokenRequest>,
+) -> Answer<CreateTokenResponse> {
+    let node = manager(&d).await?;
+    let invalid = |m: String| Failure(ApiError::new(ErrorKind::InvalidArgument, m));
+    if let Some(ttl) = req.ttl_seconds
+        && !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl)
+    {
+        return Err(invalid(format!(
+            "--ttl must be between 1 second and 365 days, not {ttl} s"
+        )));
+    }
+    if let Some(uses) = req.uses
+        && !(1..=MAX_TOKEN_USES).contains(&uses)
+    {
+        return Err(invalid(format!(
+            "--uses must be between 1 and {MAX_TOKEN_USES}, not {uses}"
+        )));
+    }
+    check_labels(req.labels.keys())?;
+    if req.description.len() > 256 {
+        return Err(invalid("--description is limited to 256 characters".into()));
+    }
+    let role = match req.role {
+        moat_api::Role::Manager => Role::Manager,
+        moat_api::Role::Worker => Role::Worker,
+    };
+    let token = JoinToken::generate(node.tls.roots().to_pem().as_bytes())
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    let id = token.fingerprint().to_string();
+    let now = moat_pki::OffsetDateTime::now_utc().unix_timestamp();
+    let expires_at = req
+        .ttl_seconds
+        .map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)));
+    let secret = token.expose_secret().to_string();
+    node.propose(Command::CreateToken(model::ScopedToken {
+        token,
+        role,
+        created_at: now,
+        created_by: format!("local operator on {} ({})", d.hostname, node.id),
+        expires_at,
+        uses_left: req.uses,
+        labels: req.labels,
+        description: req.description,
+    }))
+    .await?;
+    tracing::info!(token = %id, role = role.as_str(), expires_at = ?expires_at, uses = ?req.uses, "join token created");
+    Ok(Json(CreateTokenResponse {
+        id,
+        token: secret,
+        addr: node.node_file().advertise_addr,
+        expires_at: expires_at.map(rfc3339),
+        uses: req.uses,
+    }))
+}
+
+async fn token_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<TokenSummary>> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let mut out = Vec::new();
+    if let Some(tokens) = &state.join_tokens {
+        for role in [Role::Worker, Role::Manager] {
+            let (token, issued_at) = tokens.standing(role);
+            let expires_at = state
+                .policy
+                .token_ttl_secs
+                .filter(|_| issued_at > 0)
+                .map(|ttl| issued_at.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
+            out.push(TokenSummary {
+                id: token.fingerprint().to_string(),
+                kind: "standing".into(),
+                role: api_role(role),
+                created_at: (issued_at > 0).then(|| rfc3339(issued_at)),
+                created_by: "cluster".into(),
+                expires_at: expires_at.map(rfc3339),
+                uses_left: None,
+                description: format!("standing {} token", role.as_str()),
+                labels: Default::default(),
+            });
+        }
+    }
+    for (id, t) in &state.scoped_tokens {
+        out.push(TokenSummary {
+            id: id.clone(),
+            kind: "scoped".into(),
+            role: api_role(t.role),
+            created_at: Some(rfc3339(t.created_at)),
+            created_by: t.created_by.clone(),
+            expires_at: t.expires_at.map(rfc3339),
+            uses_left: t.uses_left,
+            description: t.description.clone(),
+            labels: t.labels.clone(),
+        });
+    }
+    Ok(Json(out))
+}
+
+async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -> Answer<Empty> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let matches: Vec<&String> = state
+        .scoped_tokens
+        .keys()
+        .filter(|id| !req.id.is_empty() && id.starts_with(&req.id))
+        .collect();
+    let id = match matches.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            let standing = state.join_tokens.as_ref().is_some_and(|t| {
+                [&t.worker, &t.manager]
+                    .iter()
+                    .any(|t| t.fingerprint().to_string().starts_with(&req.id))
+            });
+            let e = ApiError::new(
+                ErrorKind::NotFound,
+                format!("no scoped join token {}", req.id),
+            );
+            return Err(if standing {
+                e.hint("the standing tokens cannot be revoked: rotate them with `moat join-token --rotate worker|manager`")
+            } else {
+                e.hint("list tokens with `moat join-token ls`")
+            }
+            .into());
+        }
+        many => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("token id {} is ambiguous ({} matches)", req.id, many.len()),
+            )
+            .into());
+        }
+    };
+    node.propose(Command::RevokeToken { id: id.clone() })
+        .await?;
+    tracing::info!(token = %id, "join token revoked");
+    Ok(Json(Empty {}))
+}
+
+/// Label keys: 1 to 128 characters.
+fn check_labels<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
+    for key in keys {
+        if key.is_empty() || key.len() > 128 {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("label key {key:?} must be 1 to 128 characters"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
@@ -314,15 +468,7 @@ async fn node_update(
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     let id = resolve(&state, &req.node, node.id)?.id;
-    for key in req.label_add.keys().chain(req.label_rm.iter()) {
-        if key.is_empty() || key.len() > 128 {
-            return Err(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!("label key {key:?} must be 1 to 128 characters"),
-            )
-            .into());
-        }
-    }
+    check_labels(req.label_add.keys().chain(req.label_rm.iter()))?;
     node.propose(Command::UpdateNode {
         id,
         labels_add: req.label_add,
@@ -355,6 +501,16 @@ async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) ->
     let mut policy = state.policy.clone();
     if let Some(secs) = req.cert_expiry_seconds {
         policy.cert_expiry_secs = cert_expiry(Some(secs))?.as_secs();
+    }
+    if let Some(secs) = req.token_ttl_seconds {
+        if secs > MAX_TOKEN_TTL_SECS {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("--token-ttl is limited to 365 days, not {secs} s"),
+            )
+            .into());
+        }
+        policy.token_ttl_secs = (secs > 0).then_some(secs);
     }
     if policy != state.policy {
         node.propose(Command::SetPolicy(policy.clone())).await?;
@@ -454,7 +610,7 @@ fn node_info(r: &NodeRecord, node: &Node) -> NodeInfo {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     moat_pki::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

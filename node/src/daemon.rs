@@ -270,6 +270,8 @@ impl Daemon {
         let tokens = JoinTokens {
             worker: JoinToken::generate(bundle.as_bytes()).map_err(|e| internal(&e))?,
             manager: JoinToken::generate(bundle.as_bytes()).map_err(|e| internal(&e))?,
+            worker_issued_at: now.unix_timestamp(),
+            manager_issued_at: now.unix_timestamp(),
         };
         let worker_token = tokens.worker.expose_secret().to_string();
         let ca = CaMaterial {
@@ -315,6 +317,7 @@ impl Daemon {
             policy: Policy {
                 cert_expiry_secs: expiry.as_secs(),
                 autolock: false,
+                token_ttl_secs: None,
             },
             ca,
             join_tokens: tokens,

@@ -647,6 +647,23 @@ impl Node {
     }
 }
 
+/// Replaces the standing join token for `role` (pinning the current root
+/// bundle) and commits it.
+pub(crate) async fn rotate_standing_token(node: &Node, role: Role) -> Result<(), RpcError> {
+    let bundle = node.tls.roots().to_pem();
+    let token = moat_tokens::JoinToken::generate(bundle.as_bytes())
+        .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+    let fingerprint = token.fingerprint();
+    node.propose(Command::RotateJoinToken {
+        role,
+        token,
+        issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+    })
+    .await?;
+    tracing::info!(role = role.as_str(), token = %fingerprint, "join token rotated");
+    Ok(())
+}
+
 /// The warning for an even number of managers, which tolerates no more
 /// failures than one manager fewer.
 pub(crate) fn even_managers_warning(managers: usize) -> Option<String> {
@@ -760,6 +777,18 @@ async fn reconcile(node: &Node, m: &ManagerRt) {
         }
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
+    // Standing tokens past the policy's lifetime are replaced.
+    if let (Some(ttl), Some(tokens)) = (state.policy.token_ttl_secs, &state.join_tokens) {
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        for role in [Role::Worker, Role::Manager] {
+            let (_, issued_at) = tokens.standing(role);
+            if issued_at.saturating_add(ttl) <= now
+                && let Err(e) = rotate_standing_token(node, role).await
+            {
+                tracing::debug!(error = %e, "rotating an expired standing join token");
+            }
+        }
+    }
     if state.removed.values().any(|until| *until <= now) {
         let _ = node.propose(Command::PruneRemoved { now }).await;
     }

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::sync::Weak;
 
 use moat_pki::{NodeId, Role};
-use moat_store::model::{Command, NodeRecord};
+use moat_store::model::{Command, NodeRecord, refusal};
 use moat_tokens::JoinToken;
 use moat_transport::{Caller, ClusterHandler, Status};
 
@@ -203,16 +203,12 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         ));
     }
     let state = m.local_state()?;
-    let tokens = state.join_tokens.as_ref().ok_or_else(|| {
-        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
-    })?;
-    let role = moat_tokens::match_role(&token, &tokens.worker, &tokens.manager).ok_or_else(|| {
-        RpcError::new(
-            RpcErrorKind::BadToken,
-            "invalid join token: it is not a current token of this cluster (it was rotated, or mistyped)",
-        )
-        .hint("get the current token with `moat join-token worker` (or `manager`) on a manager")
-    })?;
+    let now = moat_pki::OffsetDateTime::now_utc().unix_timestamp();
+    // A fast refusal here; the Raft log decides for good (AdmitNode).
+    let role = state
+        .check_token(&token, now)
+        .map_err(token_refusal)?
+        .role();
     let id = match &req.rejoin {
         None => NodeId::generate(),
         Some(proof) => {
@@ -261,14 +257,14 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         record,
         token,
         rejoin: req.rejoin.is_some(),
+        now,
     })
     .await
     .map_err(|e| {
-        if e.message.starts_with("invalid join token") {
-            RpcError::new(RpcErrorKind::BadToken, e.message)
-        } else {
-            e
-        }
+        let refused = [refusal::INVALID, refusal::USED_UP, refusal::EXPIRED]
+            .iter()
+            .any(|p| e.message.starts_with(p));
+        if refused { token_refusal(e.message) } else { e }
     })?;
     node.record_heartbeat(m, id);
     Ok(rpc::CertResp {
@@ -287,6 +283,16 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
             None
         },
     })
+}
+
+/// A refused token, with the next step for the operator.
+fn token_refusal(why: String) -> RpcError {
+    let hint = if why.starts_with(refusal::USED_UP) || why.starts_with(refusal::EXPIRED) {
+        "ask a manager's operator for a new token (`moat join-token create` or `moat join-token worker`)"
+    } else {
+        "get the current token with `moat join-token worker` (or `manager`) on a manager"
+    };
+    RpcError::new(RpcErrorKind::BadToken, why).hint(hint)
 }
 
 /// Checks a rejoin proof against the cluster's root: the old certificate

@@ -55,6 +55,10 @@ pub struct Policy {
     pub cert_expiry_secs: u64,
     /// Whether managers keep their keys locked under the unlock key.
     pub autolock: bool,
+    /// Lifetime of the two standing join tokens, seconds; rotated by the
+    /// leader when it passes. `None`: they live until rotated by hand.
+    #[serde(default)]
+    pub token_ttl_secs: Option<u64>,
 }
 
 impl Default for Policy {
@@ -62,6 +66,7 @@ impl Default for Policy {
         Self {
             cert_expiry_secs: moat_pki::CertExpiry::DEFAULT.duration().as_secs(),
             autolock: false,
+            token_ttl_secs: None,
         }
     }
 }
@@ -82,6 +87,149 @@ pub struct JoinTokens {
     pub worker: JoinToken,
     /// Grants the manager role.
     pub manager: JoinToken,
+    /// When the worker token was made (Unix seconds; 0 if unknown).
+    #[serde(default)]
+    pub worker_issued_at: i64,
+    /// When the manager token was made (Unix seconds; 0 if unknown).
+    #[serde(default)]
+    pub manager_issued_at: i64,
+}
+
+impl JoinTokens {
+    /// The standing token for `role` and when it was made.
+    pub fn standing(&self, role: Role) -> (&JoinToken, i64) {
+        match role {
+            Role::Worker => (&self.worker, self.worker_issued_at),
+            Role::Manager => (&self.manager, self.manager_issued_at),
+        }
+    }
+}
+
+/// An extra join token with limits (`moat join-token create`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopedToken {
+    /// The token (secret).
+    pub token: JoinToken,
+    /// The role it grants.
+    pub role: Role,
+    /// When it was made (Unix seconds).
+    pub created_at: i64,
+    /// Who made it.
+    pub created_by: String,
+    /// When it stops working (Unix seconds), if ever.
+    pub expires_at: Option<i64>,
+    /// Joins it still allows, if limited.
+    pub uses_left: Option<u32>,
+    /// Labels every node joining with it receives.
+    pub labels: BTreeMap<String, String>,
+    /// What it is for.
+    pub description: String,
+}
+
+impl PartialEq for ScopedToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.token.ct_eq(&other.token)
+            && (
+                self.role,
+                self.created_at,
+                &self.created_by,
+                self.expires_at,
+                self.uses_left,
+            ) == (
+                other.role,
+                other.created_at,
+                &other.created_by,
+                other.expires_at,
+                other.uses_left,
+            )
+            && (&self.labels, &self.description) == (&other.labels, &other.description)
+    }
+}
+
+impl Eq for ScopedToken {}
+
+/// Why a token was refused, as `apply` and the join path word it. The
+/// prefixes are stable: callers classify refusals by them.
+pub mod refusal {
+    /// The token is not a current token of the cluster.
+    pub const INVALID: &str = "invalid join token";
+    /// A scoped token with no uses left.
+    pub const USED_UP: &str = "join token has been used up";
+    /// A token past its lifetime.
+    pub const EXPIRED: &str = "join token expired at";
+}
+
+/// How a presented token matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMatch {
+    /// One of the two standing tokens.
+    Standing(Role),
+    /// A scoped token, by its id (fingerprint).
+    Scoped(Role),
+}
+
+impl TokenMatch {
+    /// The role the token grants.
+    pub fn role(self) -> Role {
+        match self {
+            TokenMatch::Standing(r) | TokenMatch::Scoped(r) => r,
+        }
+    }
+}
+
+impl ClusterState {
+    /// Checks `token` at time `now` (Unix seconds): which token it is and
+    /// whether it may still be used. Constant-time comparisons; the error
+    /// starts with one of the [`refusal`] prefixes.
+    pub fn check_token(&self, token: &JoinToken, now: i64) -> Result<TokenMatch, String> {
+        let tokens = self
+            .join_tokens
+            .as_ref()
+            .ok_or_else(|| "the cluster is not initialized".to_string())?;
+        for role in [Role::Worker, Role::Manager] {
+            let (standing, issued_at) = tokens.standing(role);
+            if standing.ct_eq(token) {
+                if let Some(ttl) = self.policy.token_ttl_secs
+                    && issued_at > 0
+                {
+                    let expires = issued_at.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+                    if expires <= now {
+                        return Err(format!("{} {}", refusal::EXPIRED, rfc3339(expires)));
+                    }
+                }
+                return Ok(TokenMatch::Standing(role));
+            }
+        }
+        let id = token.fingerprint().to_string();
+        match self.scoped_tokens.get(&id) {
+            Some(scoped) if scoped.token.ct_eq(token) => {
+                if let Some(expires) = scoped.expires_at
+                    && expires <= now
+                {
+                    return Err(format!("{} {}", refusal::EXPIRED, rfc3339(expires)));
+                }
+                if scoped.uses_left == Some(0) {
+                    return Err(refusal::USED_UP.to_string());
+                }
+                Ok(TokenMatch::Scoped(scoped.role))
+            }
+            _ => Err(format!(
+                "{}: it is not a current token of this cluster (it was rotated, revoked or mistyped)",
+                refusal::INVALID
+            )),
+        }
+    }
+}
+
+/// RFC 3339 for a Unix time, for messages.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }
 
 impl PartialEq for JoinTokens {
@@ -152,6 +300,9 @@ pub struct ClusterState {
     /// Removed nodes, with the Unix time after which the entry can go (the
     /// expiry of their last certificate).
     pub removed: BTreeMap<NodeId, i64>,
+    /// Extra join tokens with limits, by id (the token's fingerprint).
+    #[serde(default)]
+    pub scoped_tokens: BTreeMap<String, ScopedToken>,
 }
 
 /// A change to the cluster state. Commands are validated by `apply`, which
@@ -188,6 +339,9 @@ pub enum Command {
         role: Role,
         /// The new token.
         token: JoinToken,
+        /// When it was made (Unix seconds).
+        #[serde(default)]
+        issued_at: i64,
     },
     /// Sets or clears the stored unlock key.
     SetUnlockKey(Option<Secret>),
@@ -206,6 +360,16 @@ pub enum Command {
         token: JoinToken,
         /// The node already exists and keeps its identity.
         rejoin: bool,
+        /// The proposer's clock (Unix seconds), for token lifetimes.
+        #[serde(default)]
+        now: i64,
+    },
+    /// Adds a scoped join token.
+    CreateToken(ScopedToken),
+    /// Removes a scoped join token (by id).
+    RevokeToken {
+        /// The token's id.
+        id: String,
     },
     /// Records a node's liveness.
     SetNodeStatus {
@@ -288,13 +452,35 @@ impl ClusterState {
                 self.nodes.remove(id);
                 self.removed.insert(*id, *until);
             }
-            Command::RotateJoinToken { role, token } => {
+            Command::RotateJoinToken {
+                role,
+                token,
+                issued_at,
+            } => {
                 let Some(tokens) = self.join_tokens.as_mut() else {
                     return Response::Rejected("the cluster is not initialized".into());
                 };
                 match role {
-                    Role::Worker => tokens.worker = token.clone(),
-                    Role::Manager => tokens.manager = token.clone(),
+                    Role::Worker => {
+                        tokens.worker = token.clone();
+                        tokens.worker_issued_at = *issued_at;
+                    }
+                    Role::Manager => {
+                        tokens.manager = token.clone();
+                        tokens.manager_issued_at = *issued_at;
+                    }
+                }
+            }
+            Command::CreateToken(scoped) => {
+                let id = scoped.token.fingerprint().to_string();
+                if self.scoped_tokens.contains_key(&id) {
+                    return Response::Rejected(format!("join token {id} already exists"));
+                }
+                self.scoped_tokens.insert(id, scoped.clone());
+            }
+            Command::RevokeToken { id } => {
+                if self.scoped_tokens.remove(id).is_none() {
+                    return Response::Rejected(format!("no join token {id}"));
                 }
             }
             Command::SetUnlockKey(key) => self.unlock_key = key.clone(),
@@ -303,18 +489,20 @@ impl ClusterState {
                 record,
                 token,
                 rejoin,
+                now,
             } => {
-                let Some(tokens) = self.join_tokens.as_ref() else {
-                    return Response::Rejected("the cluster is not initialized".into());
+                // Decided here, in log order: a rotation, a revocation or the
+                // last use of a scoped token that commits first wins.
+                let matched = match self.check_token(token, *now) {
+                    Ok(m) => m,
+                    Err(why) => return Response::Rejected(why),
                 };
-                let standing = match record.role {
-                    Role::Worker => &tokens.worker,
-                    Role::Manager => &tokens.manager,
-                };
-                if !standing.ct_eq(token) {
-                    return Response::Rejected(
-                        "invalid join token: it was rotated, or it belongs to another role".into(),
-                    );
+                if matched.role() != record.role {
+                    return Response::Rejected(format!(
+                        "{}: it grants the {} role",
+                        refusal::INVALID,
+                        matched.role().as_str()
+                    ));
                 }
                 if self.removed.contains_key(&record.id) {
                     return Response::Rejected(format!(
@@ -337,7 +525,19 @@ impl ClusterState {
                     }
                     _ => {}
                 }
-                self.nodes.insert(record.id, record.clone());
+                let mut record = record.clone();
+                if let TokenMatch::Scoped(_) = matched
+                    && let Some(scoped) =
+                        self.scoped_tokens.get_mut(&token.fingerprint().to_string())
+                {
+                    if let Some(left) = scoped.uses_left.as_mut() {
+                        *left -= 1;
+                    }
+                    record
+                        .labels
+                        .extend(scoped.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                self.nodes.insert(record.id, record);
             }
             Command::SetNodeStatus { id, ready } => match self.nodes.get_mut(id) {
                 Some(node) => node.ready = *ready,
@@ -406,6 +606,11 @@ impl ClusterState {
             if self.unlock_key.is_some() {
                 v["unlock_key"] = "<redacted>".into();
             }
+            if let Some(scoped) = v.get_mut("scoped_tokens").and_then(|t| t.as_object_mut()) {
+                for (id, token) in scoped.iter_mut() {
+                    token["token"] = format!("<redacted; fingerprint {id}>").into();
+                }
+            }
         }
         v
     }
@@ -423,6 +628,8 @@ mod tests {
         JoinTokens {
             worker: JoinToken::generate(b"bundle").unwrap(),
             manager: JoinToken::generate(b"bundle").unwrap(),
+            worker_issued_at: 1_000,
+            manager_issued_at: 1_000,
         }
     }
 
@@ -462,10 +669,12 @@ mod tests {
             Command::RotateJoinToken {
                 role: Role::Worker,
                 token: JoinToken::generate(b"bundle").unwrap(),
+                issued_at: 5,
             },
             Command::SetPolicy(Policy {
                 cert_expiry_secs: 3600,
                 autolock: true,
+                token_ttl_secs: None,
             }),
             Command::RemoveNode {
                 id: a_id,
@@ -485,12 +694,116 @@ mod tests {
         assert!(one.removed.is_empty());
     }
 
+    fn scoped(uses: Option<u32>, expires_at: Option<i64>) -> ScopedToken {
+        ScopedToken {
+            token: JoinToken::generate(b"bundle").unwrap(),
+            role: Role::Worker,
+            created_at: 1_000,
+            created_by: "test".into(),
+            expires_at,
+            uses_left: uses,
+            labels: BTreeMap::from([("pool".to_string(), "gpu".to_string())]),
+            description: "d".into(),
+        }
+    }
+
+    fn admit(token: &JoinToken, now: i64) -> (Command, NodeId) {
+        let id = NodeId::generate();
+        (
+            Command::AdmitNode {
+                record: node(id),
+                token: token.clone(),
+                rejoin: false,
+                now,
+            },
+            id,
+        )
+    }
+
+    fn rejected(r: Response) -> String {
+        match r {
+            Response::Rejected(why) => why,
+            Response::Applied => panic!("applied"),
+        }
+    }
+
+    #[test]
+    fn scoped_tokens_count_uses_expire_and_label() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let t = scoped(Some(2), Some(2_000));
+        let id = t.token.fingerprint().to_string();
+        assert_eq!(s.apply(&Command::CreateToken(t.clone())), Response::Applied);
+        // Two uses: the joined nodes carry the token's labels.
+        for _ in 0..2 {
+            let (c, node) = admit(&t.token, 1_500);
+            assert_eq!(s.apply(&c), Response::Applied);
+            assert_eq!(s.nodes[&node].labels["pool"], "gpu");
+        }
+        assert_eq!(s.scoped_tokens[&id].uses_left, Some(0));
+        let (c, _) = admit(&t.token, 1_500);
+        assert_eq!(rejected(s.apply(&c)), refusal::USED_UP);
+        // Expiry, decided by the proposer's clock in the command.
+        let late = scoped(None, Some(2_000));
+        s.apply(&Command::CreateToken(late.clone()));
+        let (c, _) = admit(&late.token, 2_000);
+        assert!(rejected(s.apply(&c)).starts_with(refusal::EXPIRED));
+        let (c, _) = admit(&late.token, 1_999);
+        assert_eq!(s.apply(&c), Response::Applied);
+        // Revoked: invalid, like a token never issued.
+        s.apply(&Command::RevokeToken {
+            id: late.token.fingerprint().to_string(),
+        });
+        let (c, _) = admit(&late.token, 1_999);
+        assert!(rejected(s.apply(&c)).starts_with(refusal::INVALID));
+        // A worker token does not admit a manager.
+        let open = scoped(None, None);
+        s.apply(&Command::CreateToken(open.clone()));
+        let (
+            Command::AdmitNode {
+                mut record,
+                token,
+                rejoin,
+                now,
+            },
+            _,
+        ) = admit(&open.token, 1)
+        else {
+            unreachable!()
+        };
+        record.role = Role::Manager;
+        let c = Command::AdmitNode {
+            record,
+            token,
+            rejoin,
+            now,
+        };
+        assert!(rejected(s.apply(&c)).starts_with(refusal::INVALID));
+    }
+
+    #[test]
+    fn standing_tokens_expire_with_the_policy_ttl() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let worker = s.join_tokens.as_ref().unwrap().worker.clone();
+        let (c, _) = admit(&worker, 10_000);
+        assert_eq!(s.apply(&c), Response::Applied, "no TTL: no expiry");
+        let mut policy = s.policy.clone();
+        policy.token_ttl_secs = Some(3_600);
+        s.apply(&Command::SetPolicy(policy));
+        let (c, _) = admit(&worker, 1_000 + 3_599);
+        assert_eq!(s.apply(&c), Response::Applied);
+        let (c, _) = admit(&worker, 1_000 + 3_600);
+        assert!(rejected(s.apply(&c)).starts_with(refusal::EXPIRED));
+    }
+
     #[test]
     fn invalid_commands_are_rejected_without_change() {
         let mut s = ClusterState::default();
         let rotate = Command::RotateJoinToken {
             role: Role::Manager,
             token: JoinToken::generate(b"x").unwrap(),
+            issued_at: 0,
         };
         assert!(matches!(s.apply(&rotate), Response::Rejected(_)));
         assert_eq!(s, ClusterState::default());

@@ -39,6 +39,8 @@ async fn fixture() -> Fixture {
     let tokens = JoinTokens {
         worker: JoinToken::generate(b"bundle").unwrap(),
         manager: JoinToken::generate(b"bundle").unwrap(),
+        worker_issued_at: 0,
+        manager_issued_at: 0,
     };
     let mut store =
         OpenStore::create(&dir, KeySource::Key(&key), cluster, NodeId::generate()).unwrap();
@@ -61,6 +63,7 @@ async fn fixture() -> Fixture {
             Command::RotateJoinToken {
                 role: Role::Worker,
                 token: tokens.worker.clone(),
+                issued_at: 0,
             },
         ),
         entry(3, Command::PruneRemoved { now: 1 }),
@@ -74,6 +77,7 @@ async fn fixture() -> Fixture {
             Command::SetPolicy(Policy {
                 cert_expiry_secs: 600,
                 autolock: true,
+                token_ttl_secs: None,
             }),
         ),
         entry(5, Command::PruneRemoved { now: 2 }),
@@ -217,6 +221,7 @@ async fn records_sealed_with_the_pending_dek_are_read() {
                 Command::SetPolicy(Policy {
                     cert_expiry_secs: 900,
                     autolock: true,
+                    token_ttl_secs: None,
                 }),
             )])
             .unwrap();
