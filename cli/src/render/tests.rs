@@ -350,3 +350,35 @@ fn natural_order() {
     v.sort_by(|a, b| natural_cmp(a, b));
     assert_eq!(v, ["alpha", "node-1", "node-2", "node-02x", "node-10"]);
 }
+
+#[test]
+fn token_table() {
+    let tokens = vec![
+        moat_api::TokenSummary {
+            id: "b50a2c231d65818a".into(),
+            kind: "standing".into(),
+            role: Role::Worker,
+            created_at: Some("2026-11-27T20:00:00Z".into()),
+            created_by: "cluster".into(),
+            expires_at: None,
+            uses_left: None,
+            description: "standing worker token".into(),
+            labels: BTreeMap::new(),
+        },
+        moat_api::TokenSummary {
+            id: "0aa931221c362a77".into(),
+            kind: "scoped".into(),
+            role: Role::Manager,
+            created_at: Some("2026-11-27T21:00:00Z".into()),
+            created_by: "local operator on m (x)".into(),
+            expires_at: Some("2026-11-28T21:00:00Z".into()),
+            uses_left: Some(3),
+            description: "rack 4".into(),
+            labels: BTreeMap::from([("rack".to_string(), "4".to_string())]),
+        },
+    ];
+    let shown = text(|o| token_ls(o, &tokens));
+    // Never a secret: only ids (fingerprints) are printed.
+    assert!(!shown.contains("MOATTKN"));
+    insta::assert_snapshot!(shown);
+}
