@@ -39,7 +39,7 @@ pub mod path {
     pub const JOIN_TOKEN_CREATE: &str = "/v1/join-tokens/create";
     /// `GET` → `Vec<`[`crate::TokenSummary`]`>`.
     pub const JOIN_TOKENS: &str = "/v1/join-tokens";
-    /// `POST` [`crate::TokenRef`] → `{}`.
+    /// `POST` [`crate::TokenRef`] → [`crate::TokenRef`] (the full id).
     pub const JOIN_TOKEN_REVOKE: &str = "/v1/join-tokens/revoke";
     /// `GET` → `Vec<`[`crate::NodeInfo`]`>`.
     pub const NODES: &str = "/v1/nodes";

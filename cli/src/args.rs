@@ -273,7 +273,7 @@ pub(crate) struct TokenCreateArgs {
     /// The role the token grants.
     #[arg(long, value_enum)]
     pub(crate) role: RoleArg,
-    /// How long it works, e.g. `1h`, `7days` (at most 365 days).
+    /// How long it works, e.g. `1h`, `7days` (at most one year).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) ttl: Option<Duration>,
     /// How many nodes may join with it.
@@ -500,7 +500,6 @@ impl From<AvailabilityArg> for moat_api::Availability {
 /// Where `init` and `join` listen by default (moat's cluster port).
 const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4377";
 
-/// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
 /// A lifetime, or `none` (zero) to remove one.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     match s {
@@ -509,6 +508,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}: give a duration like 24h, 90m or 30days"))?;

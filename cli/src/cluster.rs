@@ -152,7 +152,7 @@ fn token_ls(args: &TokenLsArgs) -> Result<(), Failure> {
 }
 
 fn token_revoke(args: &TokenRevokeArgs) -> Result<(), Failure> {
-    let _: Empty = block_on(async {
+    let revoked: TokenRef = block_on(async {
         client(&args.host)
             .post(
                 path::JOIN_TOKEN_REVOKE,
@@ -164,7 +164,7 @@ fn token_revoke(args: &TokenRevokeArgs) -> Result<(), Failure> {
             .or_fail()
     })?;
     let mut out = io::stdout().lock();
-    writeln!(out, "{}", args.id)?;
+    writeln!(out, "{}", revoked.id)?;
     out.flush()?;
     Ok(())
 }

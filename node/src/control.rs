@@ -222,8 +222,9 @@ async fn join_token(
     }))
 }
 
-/// Longest lifetime and most uses a scoped token may have.
-const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+/// Longest lifetime and most uses a scoped token may have (one year as
+/// `1y` means: 365.25 days).
+const MAX_TOKEN_TTL_SECS: u64 = 31_557_600;
 const MAX_TOKEN_USES: u32 = 1_000_000;
 
 async fn token_create(
@@ -247,7 +248,7 @@ async fn token_create(
         )));
     }
     check_labels(req.labels.keys())?;
-    if req.description.len() > 256 {
+    if req.description.chars().count() > 256 {
         return Err(invalid("--description is limited to 256 characters".into()));
     }
     let role = match req.role {
@@ -273,12 +274,13 @@ async fn token_create(
         description: req.description,
     }))
     .await?;
-    tracing::info!(token = %id, role = role.as_str(), expires_at = ?expires_at, uses = ?req.uses, "join token created");
+    let expires = expires_at.map(rfc3339);
+    tracing::info!(token = %id, role = role.as_str(), expires_at = ?expires, uses = ?req.uses, "join token created");
     Ok(Json(CreateTokenResponse {
         id,
         token: secret,
         addr: node.node_file().advertise_addr,
-        expires_at: expires_at.map(rfc3339),
+        expires_at: expires,
         uses: req.uses,
     }))
 }
@@ -324,8 +326,16 @@ async fn token_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<TokenSummary>> {
     Ok(Json(out))
 }
 
-async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -> Answer<Empty> {
+async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -> Answer<TokenRef> {
     let node = manager(&d).await?;
+    if req.id.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "give the id of the token to revoke",
+        )
+        .hint("list tokens with `moat join-token ls`")
+        .into());
+    }
     let state = node.read_state().await?;
     let matches: Vec<&String> = state
         .scoped_tokens
@@ -362,13 +372,13 @@ async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -
     node.propose(Command::RevokeToken { id: id.clone() })
         .await?;
     tracing::info!(token = %id, "join token revoked");
-    Ok(Json(Empty {}))
+    Ok(Json(TokenRef { id }))
 }
 
 /// Label keys: 1 to 128 characters.
 fn check_labels<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
     for key in keys {
-        if key.is_empty() || key.len() > 128 {
+        if key.is_empty() || key.chars().count() > 128 {
             return Err(ApiError::new(
                 ErrorKind::InvalidArgument,
                 format!("label key {key:?} must be 1 to 128 characters"),
@@ -506,7 +516,7 @@ async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) ->
         if secs > MAX_TOKEN_TTL_SECS {
             return Err(ApiError::new(
                 ErrorKind::InvalidArgument,
-                format!("--token-ttl is limited to 365 days, not {secs} s"),
+                format!("--token-ttl is limited to one year, not {secs} s"),
             )
             .into());
         }

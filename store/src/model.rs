@@ -350,9 +350,11 @@ pub enum Command {
         /// The proposer's clock.
         now: i64,
     },
-    /// Admits a node that presented `token`: applied only if the token is
-    /// still the standing token for the record's role (so a join racing a
-    /// rotation is decided by the log order) and the node was not removed.
+    /// Admits a node that presented `token`: applied only if the token is,
+    /// at `now`, a standing or scoped token for the record's role with uses
+    /// left (so a join racing a rotation, a revocation or another join on
+    /// the last use is decided by the log order) and the node was not
+    /// removed. A scoped token's use is counted and its labels given.
     AdmitNode {
         /// The new node; its role is the one the token grants.
         record: NodeRecord,
@@ -779,6 +781,19 @@ mod tests {
             now,
         };
         assert!(rejected(s.apply(&c)).starts_with(refusal::INVALID));
+    }
+
+    #[test]
+    fn dump_redacts_scoped_token_secrets() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let t = scoped(Some(1), None);
+        s.apply(&Command::CreateToken(t.clone()));
+        let dump = s.to_dump_json(false).to_string();
+        let secret = t.token.expose_secret().to_string();
+        assert!(!dump.contains(secret.as_str()), "{dump}");
+        assert!(dump.contains(&t.token.fingerprint().to_string()));
+        assert!(s.to_dump_json(true).to_string().contains(secret.as_str()));
     }
 
     #[test]
