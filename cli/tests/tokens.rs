@@ -50,7 +50,13 @@ fn token_entry(h: &Harness, id: &str) -> Option<serde_json::Value> {
 #[test]
 fn single_use_token_under_a_race() {
     let mut h = harness();
-    let (addr, _) = h.cluster(&["m"], &[]);
+    // Three managers: the racers reach different ones, and still exactly
+    // one wins (the Raft log decides).
+    h.cluster(&["m", "m2", "m3"], &[]);
+    let managers: Vec<String> = ["m", "m2", "m3"]
+        .iter()
+        .map(|m| h.nodes("m")[*m]["address"].as_str().unwrap().to_string())
+        .collect();
     let racers = ["r1", "r2", "r3", "r4"];
     for r in racers {
         h.start(r);
@@ -79,7 +85,9 @@ fn single_use_token_under_a_race() {
     // All racers at once.
     let children: Vec<_> = racers
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
+            let addr = &managers[i % managers.len()];
             std::process::Command::new(h.moat_binary())
                 .args([
                     "join",
@@ -87,7 +95,7 @@ fn single_use_token_under_a_race() {
                     &token,
                     "--listen-addr",
                     "127.0.0.1:0",
-                    &addr,
+                    addr,
                 ])
                 .env("MOAT_HOST", h.daemon(r).host())
                 .stdout(std::process::Stdio::piped())
@@ -111,12 +119,15 @@ fn single_use_token_under_a_race() {
     let nodes = h.nodes("m");
     let winner = nodes
         .values()
-        .find(|n| n["hostname"] != "m")
+        .find(|n| n["hostname"].as_str().unwrap().starts_with('r'))
         .expect("the joined node");
     assert_eq!(winner["labels"]["pool"], "gpu");
 
-    // The manager's log names each attempt by fingerprint, never by secret.
-    let log = h.daemon("m").log();
+    // The managers' logs name each attempt by fingerprint, never by secret.
+    let log: String = ["m", "m2", "m3"]
+        .iter()
+        .map(|m| h.daemon(m).log())
+        .collect();
     assert!(log.contains("join accepted") && log.contains("join refused"));
     assert!(
         log.contains(&format!("token={id}")),
