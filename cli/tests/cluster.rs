@@ -374,24 +374,10 @@ fn daemon_killed_mid_join() {
     for (i, delay_ms) in [0u64, 15, 40, 80].into_iter().enumerate() {
         let name = format!("w{i}");
         h.start(&name);
-        let host = h.daemon(&name).host();
-        let mut join = std::process::Command::new(h.moat_binary())
-            .args([
-                "join",
-                "--token",
-                &token,
-                "--listen-addr",
-                "127.0.0.1:0",
-                &addr,
-            ])
-            .env("MOAT_HOST", &host)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let join = h.spawn_join(&name, &token, &addr);
         std::thread::sleep(Duration::from_millis(delay_ms));
         h.kill(&name);
-        let _ = join.wait();
+        let _ = join.wait_with_output();
         h.restart(&name);
         let info = h.moat(&name, &["info", "--format", "json"]).json();
         match info["state"].as_str().unwrap() {

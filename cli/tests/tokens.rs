@@ -88,20 +88,7 @@ fn single_use_token_under_a_race() {
         .enumerate()
         .map(|(i, r)| {
             let addr = &managers[i % managers.len()];
-            std::process::Command::new(h.moat_binary())
-                .args([
-                    "join",
-                    "--token",
-                    &token,
-                    "--listen-addr",
-                    "127.0.0.1:0",
-                    addr,
-                ])
-                .env("MOAT_HOST", h.daemon(r).host())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            h.spawn_join(r, &token, addr)
         })
         .collect();
     let outputs: Vec<_> = children

@@ -243,6 +243,27 @@ impl Harness {
         Run::from_output(command, out)
     }
 
+    /// Starts `moat join --token TOKEN --listen-addr 127.0.0.1:0 ADDR`
+    /// against daemon `name` without waiting for it (for races and for
+    /// killing a daemon mid-join); its output is piped.
+    pub fn spawn_join(&self, name: &str, token: &str, addr: &str) -> Child {
+        Command::new(&self.moat)
+            .args([
+                "join",
+                "--token",
+                token,
+                "--listen-addr",
+                "127.0.0.1:0",
+                addr,
+            ])
+            .env("MOAT_HOST", self.daemon(name).host())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running moat join: {e}"))
+    }
+
     /// Kills daemon `name` with SIGKILL, as a crash would.
     pub fn kill(&mut self, name: &str) {
         if let Some(mut child) = self.daemons.get_mut(name).and_then(|d| d.child.take()) {
