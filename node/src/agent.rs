@@ -101,9 +101,7 @@ pub(crate) fn removed_fault() -> ApiError {
 
 /// The error a node whose certificate expired reports.
 pub(crate) fn expired_fault(at: OffsetDateTime) -> ApiError {
-    let at = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let at = moat_store::model::rfc3339(at.unix_timestamp());
     ApiError::new(
         ErrorKind::FailedPrecondition,
         format!("this node's certificate expired at {at} while the node could not renew it"),

@@ -620,12 +620,4 @@ fn node_info(r: &NodeRecord, node: &Node) -> NodeInfo {
     }
 }
 
-pub(crate) fn rfc3339(unix: i64) -> String {
-    moat_pki::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+use moat_store::model::rfc3339;

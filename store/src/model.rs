@@ -221,8 +221,9 @@ impl ClusterState {
     }
 }
 
-/// RFC 3339 for a Unix time, for messages.
-fn rfc3339(unix: i64) -> String {
+/// RFC 3339 for a Unix time (the number itself if it is out of range),
+/// for messages and reports.
+pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
