@@ -51,6 +51,13 @@ pub mod path {
     pub const NODE_REMOVE: &str = "/v1/nodes/remove";
     /// `POST` [`crate::NodeUpdateRequest`] → [`crate::NodeInfo`].
     pub const NODE_UPDATE: &str = "/v1/nodes/update";
-    /// `POST` [`crate::UpdateRequest`] → [`crate::Info`].
+    /// `POST` [`crate::UpdateRequest`] → [`crate::UpdateResponse`].
     pub const UPDATE: &str = "/v1/update";
+    /// `POST` [`crate::UnlockRequest`] → [`crate::UnlockResponse`]; the
+    /// only call besides `info` a locked node answers.
+    pub const UNLOCK: &str = "/v1/unlock";
+    /// `GET` → [`crate::UnlockKeyResponse`].
+    pub const UNLOCK_KEY: &str = "/v1/unlock-key";
+    /// `POST` `{}` → [`crate::UnlockKeyResponse`] (the new key).
+    pub const UNLOCK_KEY_ROTATE: &str = "/v1/unlock-key/rotate";
 }

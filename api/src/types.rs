@@ -216,6 +216,9 @@ pub struct InitResponse {
     pub advertise_addr: String,
     /// The worker join token (the operator asked for it by initializing).
     pub worker_token: String,
+    /// The unlock key, when initialized with autolock (shown once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 /// `POST /v1/join`. `Debug` leaves the token out.
@@ -446,6 +449,85 @@ pub struct UpdateRequest {
     pub autolock: Option<bool>,
 }
 
+/// Answer to `update`: the cluster as it now is, and the unlock key when
+/// this update turned autolock on (shown once). `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    /// The cluster after the update.
+    #[serde(flatten)]
+    pub info: Info,
+    /// The new unlock key, if autolock was just turned on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
+}
+
+/// `POST /v1/unlock`: the unlock key, or one share of it (see
+/// `moat unlock-key --split`). `Debug` leaves both out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockRequest {
+    /// The whole unlock key (`MOATKEY-1-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// One share (`MOATSHARE-1-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+}
+
+/// Answer to `unlock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockResponse {
+    /// Whether the node is unlocked now.
+    pub unlocked: bool,
+    /// Shares given so far (when unlocking with shares).
+    #[serde(default)]
+    pub shares_have: u8,
+    /// Shares needed.
+    #[serde(default)]
+    pub shares_need: u8,
+    /// Shares in the split.
+    #[serde(default)]
+    pub shares_total: u8,
+}
+
+/// The cluster's unlock key. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockKeyResponse {
+    /// The key (`MOATKEY-1-…`).
+    pub key: String,
+    /// Generation of the autolock setting it belongs to.
+    pub generation: u32,
+    /// When it was set (RFC 3339).
+    pub set_at: String,
+}
+
+impl fmt::Debug for UpdateResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateResponse")
+            .field("info", &self.info)
+            .field("unlock_key", &self.unlock_key.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnlockRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockRequest")
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .field("share", &self.share.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnlockKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockKeyResponse")
+            .field("key", &"…")
+            .field("generation", &self.generation)
+            .field("set_at", &self.set_at)
+            .finish()
+    }
+}
+
 /// An empty JSON object, for requests and answers that carry nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
@@ -509,11 +591,23 @@ mod tests {
             cluster_id: "c".into(),
             advertise_addr: "a:1".into(),
             worker_token: secret.into(),
+            unlock_key: Some(secret.into()),
+        };
+        let unlock = UnlockRequest {
+            key: Some(secret.into()),
+            share: Some(secret.into()),
+        };
+        let key = UnlockKeyResponse {
+            key: secret.into(),
+            generation: 1,
+            set_at: String::new(),
         };
         for text in [
             format!("{join:?}"),
             format!("{shown:?}"),
             format!("{init:?}"),
+            format!("{unlock:?}"),
+            format!("{key:?}"),
         ] {
             assert!(!text.contains("secret"), "{text}");
         }

@@ -50,6 +50,21 @@ pub(crate) enum Command {
     Leave(LeaveArgs),
     /// Change the cluster's settings.
     Update(UpdateArgs),
+    /// Unlock a locked manager.
+    ///
+    /// A manager restarted while autolock is on keeps its keys sealed and
+    /// serves nothing until it gets the unlock key. The key (or, for a split
+    /// key, one share) is read from a hidden prompt on a terminal, or from
+    /// standard input one per line. With a split key, several people can
+    /// each run `moat unlock` with their own share; the node unlocks when it
+    /// has enough.
+    Unlock(UnlockArgs),
+    /// Show, rotate or split the unlock key (autolock).
+    ///
+    /// Rotation takes effect on every manager within a heartbeat; a manager
+    /// that was down during the rotation unlocks once more with the old key
+    /// and then switches to the new one.
+    UnlockKey(UnlockKeyArgs),
     /// Show this node's view of the cluster.
     Info(InfoArgs),
     /// Manage the cluster's nodes (run on a manager).
@@ -185,6 +200,36 @@ pub(crate) struct DaemonArgs {
     /// The host name this node reports. Default: the machine's.
     #[arg(long, value_name = "NAME")]
     pub(crate) hostname: Option<String>,
+    /// Unlock this manager at start with the key in FILE (mode 0600 or
+    /// stricter; first line), for unattended restarts with autolock on.
+    #[arg(long, value_name = "FILE", conflicts_with = "unlock_key_fd")]
+    pub(crate) unlock_key_file: Option<PathBuf>,
+    /// Like --unlock-key-file, reading the key from an open file
+    /// descriptor (e.g. a pipe from a secrets manager).
+    #[arg(long, value_name = "FD")]
+    pub(crate) unlock_key_fd: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnlockArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnlockKeyArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Replace the unlock key with a new one.
+    #[arg(long)]
+    pub(crate) rotate: bool,
+    /// Print only the key (or, with --split, only the shares, one per line).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Print the key as N shares of which any K unlock a manager (Shamir
+    /// secret sharing; 2 <= K <= N <= 16), instead of the key itself.
+    #[arg(long, value_name = "K/N", value_parser = parse_split)]
+    pub(crate) split: Option<(u8, u8)>,
 }
 
 #[derive(Debug, Args)]
@@ -509,6 +554,24 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 /// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
+fn parse_split(text: &str) -> Result<(u8, u8), String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not K/N (e.g. 3/5)"))?;
+    let k: u8 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("{k:?} is not a number"))?;
+    let n: u8 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number"))?;
+    if !(2 <= k && k <= n && n <= 16) {
+        return Err(format!("need 2 <= K <= N <= 16, got {k}/{n}"));
+    }
+    Ok((k, n))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}: give a duration like 24h, 90m or 30days"))?;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use moat_api::{
     CreateTokenRequest, CreateTokenResponse, Empty, Info, InitRequest, InitResponse, JoinRequest,
     JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, TokenRef, TokenSummary,
-    UpdateRequest, path,
+    UpdateRequest, UpdateResponse, path,
 };
 use time::OffsetDateTime;
 
@@ -189,7 +189,7 @@ pub(crate) fn update(args: &UpdateArgs) -> Result<(), Failure> {
         token_ttl_seconds: args.token_ttl.map(|d| d.as_secs()),
         autolock: args.autolock,
     };
-    let _: Info = block_on(async {
+    let answer: UpdateResponse = block_on(async {
         client(&args.host)
             .post(path::UPDATE, &request)
             .await
@@ -197,6 +197,10 @@ pub(crate) fn update(args: &UpdateArgs) -> Result<(), Failure> {
     })?;
     let mut out = io::stdout().lock();
     writeln!(out, "Cluster updated.")?;
+    if let Some(key) = &answer.unlock_key {
+        writeln!(out)?;
+        render::unlock_key(&mut out, key)?;
+    }
     out.flush()?;
     Ok(())
 }

@@ -44,10 +44,12 @@ fn init_logging() -> Result<(), Failure> {
 /// Runs the node until SIGTERM or SIGINT (moat-node handles both).
 async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
     let state_dir = args.state_dir.clone();
+    let unlock_key = read_unlock_key(&args)?;
     moat_node::run_daemon(moat_node::DaemonOptions {
         state_dir: args.state_dir,
         control_socket: args.control_socket,
         hostname: args.hostname,
+        unlock_key,
     })
     .await
     .map_err(|e| {
@@ -57,6 +59,22 @@ async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
                 "see the log lines above; the node's state is in {}",
                 state_dir.display()
             ),
+        )
+    })
+}
+
+/// The key of `--unlock-key-file` or `--unlock-key-fd`: a file readable by
+/// group or others is refused before it is read.
+fn read_unlock_key(args: &DaemonArgs) -> Result<Option<moat_lock::UnlockKey>, Failure> {
+    let path = match (&args.unlock_key_file, args.unlock_key_fd) {
+        (Some(p), _) => p.clone(),
+        (None, Some(fd)) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}")),
+        (None, None) => return Ok(None),
+    };
+    moat_lock::read_unlock_key_file(&path).map(Some).map_err(|e| {
+        Failure::new(
+            anyhow::Error::new(e).context("reading the unlock key"),
+            "the file must hold the unlock key (MOATKEY-1-…) on its first line and be readable by its owner only (chmod 600)",
         )
     })
 }

@@ -19,6 +19,7 @@ mod client;
 mod cluster;
 mod daemon;
 mod dev;
+mod lock;
 mod node;
 mod output;
 mod render;
@@ -48,6 +49,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::JoinToken(args) => cluster::join_token(&args),
         Command::Leave(args) => cluster::leave(&args),
         Command::Update(args) => cluster::update(&args),
+        Command::Unlock(args) => lock::unlock(&args),
+        Command::UnlockKey(args) => lock::unlock_key(&args),
         Command::Info(args) => cluster::info(&args),
         Command::Node { command } => match command {
             Node::Ls(args) => node::ls(&args),

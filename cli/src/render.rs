@@ -41,6 +41,59 @@ pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
     writeln!(
         out,
         "To add a manager to this cluster, run 'moat join-token manager' and follow the instructions."
+    )?;
+    if let Some(key) = &r.unlock_key {
+        writeln!(out)?;
+        unlock_key(out, key)?;
+    }
+    Ok(())
+}
+
+/// The unlock key and what to do with it (Docker's wording).
+pub(crate) fn unlock_key(out: &mut impl Write, key: &str) -> io::Result<()> {
+    writeln!(
+        out,
+        "To unlock a moat manager after it restarts, run `moat unlock` and"
+    )?;
+    writeln!(out, "provide the following key:")?;
+    writeln!(out)?;
+    writeln!(out, "    {key}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Remember to store this key in a password manager, since without it you"
+    )?;
+    writeln!(out, "will not be able to restart the manager.")
+}
+
+/// The shares of a split unlock key.
+pub(crate) fn unlock_shares(
+    out: &mut impl Write,
+    threshold: u8,
+    shares: &[impl AsRef<str>],
+) -> io::Result<()> {
+    let n = shares.len();
+    writeln!(
+        out,
+        "The unlock key is split into {n} shares; any {threshold} of them unlock a manager."
+    )?;
+    writeln!(
+        out,
+        "Each holder runs `moat unlock` on the locked manager and enters their share."
+    )?;
+    writeln!(out)?;
+    for (i, share) in shares.iter().enumerate() {
+        writeln!(out, "Share {} of {n}:", i + 1)?;
+        writeln!(out, "    {}", share.as_ref())?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Give each share to a different person and keep no copy of the whole key."
+    )?;
+    writeln!(
+        out,
+        "Fewer than {threshold} shares reveal nothing about the key."
     )
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::dek::DekVersion;
+use crate::shamir::SplitInfo;
 
 /// Everything that can go wrong in `moat-lock`.
 ///
@@ -28,6 +29,60 @@ pub enum LockError {
     /// An unlock key in text form could not be parsed.
     #[error(transparent)]
     KeyFormat(#[from] KeyFormatError),
+
+    /// An unlock-key share in text form could not be parsed.
+    #[error(transparent)]
+    ShareFormat(#[from] ShareFormatError),
+
+    /// [`split_unlock_key`](crate::split_unlock_key) was asked for a split
+    /// outside `2 <= K <= N <= 16` (caller misuse, not bad input).
+    #[error(
+        "a split needs 2 <= K <= N <= 16, got {threshold}/{total}: at least 2 shares must be needed to unlock, no more than are made, and at most 16 are made"
+    )]
+    SplitParams {
+        /// K, the number of shares asked to be needed.
+        threshold: u8,
+        /// N, the number of shares asked to be made.
+        total: u8,
+    },
+
+    /// A share given to a [`ShareSet`](crate::ShareSet) belongs to another
+    /// split than the shares already collected (another split id, K or N).
+    /// Shares of different splits never combine, even for the same key.
+    #[error(
+        "this share belongs to another split ({found}) than the shares already given ({expected}): give shares of one split only, or clear the collected shares and start again"
+    )]
+    ShareFromOtherSplit {
+        /// The split being collected.
+        expected: SplitInfo,
+        /// The split the refused share belongs to.
+        found: SplitInfo,
+    },
+
+    /// A [`ShareSet`](crate::ShareSet) already holds the share with this
+    /// index; the new copy was ignored.
+    #[error("share {index} of this split was already given: give a different share")]
+    DuplicateShare {
+        /// The share's index (1..=N).
+        index: u8,
+    },
+
+    /// [`ShareSet::combine`](crate::ShareSet::combine) was called with fewer
+    /// than K shares.
+    #[error("need {need} of {total} shares, have {have}")]
+    NotEnoughShares {
+        /// K, the number of shares needed.
+        need: u8,
+        /// N, the number of shares in the split.
+        total: u8,
+        /// How many distinct shares have been given.
+        have: u8,
+    },
+
+    /// [`ShareSet::combine`](crate::ShareSet::combine) was called before any
+    /// share was given.
+    #[error("no unlock-key shares have been given yet")]
+    NoShares,
 
     /// A passphrase was empty (caller or operator input).
     #[error("the passphrase is empty: enter a non-empty passphrase")]
@@ -406,6 +461,96 @@ pub enum KeyFormatError {
     /// message for.
     #[error("the unlock key is malformed: copy the whole MOATKEY-1-… line again")]
     Malformed,
+}
+
+/// Why an unlock-key share in text form was rejected. Each case is a
+/// different mistake the operator can act on. Messages never echo the share.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShareFormatError {
+    /// The text does not start with `MOATSHARE-`.
+    #[error(
+        "this is not a moat unlock-key share (it does not start with MOATSHARE-): copy the whole MOATSHARE-1-… line"
+    )]
+    Prefix,
+    /// The text is a whole unlock key (`MOATKEY-…`), not a share.
+    #[error(
+        "this is a whole unlock key (MOATKEY-…), not a share of one: give it as the unlock key instead"
+    )]
+    WholeKey,
+    /// The version field is not one this build reads (or is missing).
+    #[error(
+        "unlock-key share format version {} is not supported (this build reads version {supported}): upgrade moat, or check that the share starts with MOATSHARE-{supported}-",
+        found.map_or_else(|| "(missing or malformed)".to_string(), |v| v.to_string())
+    )]
+    Version {
+        /// The version found, if it is a plausible version number (at most
+        /// three digits). Anything else is not echoed.
+        found: Option<u32>,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// Too many or too few characters.
+    #[error(
+        "the share has {found} characters, expected {expected}: it looks truncated or has extra characters; copy the whole line again"
+    )]
+    Length {
+        /// Characters required.
+        expected: usize,
+        /// Characters found (after trimming surrounding whitespace).
+        found: usize,
+    },
+    /// A character that may not appear at its position.
+    #[error(
+        "the share has an invalid character at position {position} (only 0-9, a-v and '-' are used): check for a typo"
+    )]
+    Character {
+        /// Zero-based character position in the trimmed text.
+        position: usize,
+    },
+    /// Structure and characters are fine, but the checksum does not match.
+    #[error("the share checksum does not match: it was mistyped or altered; copy it again")]
+    Checksum,
+    /// The checksum matches but K and N are outside `2 <= K <= N <= 16`.
+    /// Since the checksum covers them, the share was not made by moat.
+    #[error(
+        "the share claims a split where {threshold} of {total} shares are needed, outside 2 <= K <= N <= 16: it was not made by moat"
+    )]
+    Split {
+        /// K as written in the share.
+        threshold: u8,
+        /// N as written in the share.
+        total: u8,
+    },
+    /// The checksum matches but the index is 0 or larger than N.
+    #[error(
+        "the share claims to be share {index} of {total}, which cannot exist: it was not made by moat"
+    )]
+    Index {
+        /// The index as written in the share.
+        index: u8,
+        /// N as written in the share.
+        total: u8,
+    },
+    /// The text was rejected for a reason this build has no specific
+    /// message for.
+    #[error("the share is malformed: copy the whole MOATSHARE-1-… line again")]
+    Malformed,
+}
+
+impl From<moat_codec::ArmorError> for ShareFormatError {
+    fn from(e: moat_codec::ArmorError) -> Self {
+        use moat_codec::ArmorError as A;
+        match e {
+            A::Prefix { .. } => ShareFormatError::Prefix,
+            // The codec echoes only a short numeric version, never share text.
+            A::Version { found, supported } => ShareFormatError::Version { found, supported },
+            A::Length { expected, found } => ShareFormatError::Length { expected, found },
+            A::Character { position } => ShareFormatError::Character { position },
+            A::Checksum => ShareFormatError::Checksum,
+            _ => ShareFormatError::Malformed,
+        }
+    }
 }
 
 impl From<moat_codec::ArmorError> for KeyFormatError {

@@ -52,6 +52,12 @@ impl UnlockKey {
         &self.bytes
     }
 
+    /// Wraps key bytes recovered inside this crate (e.g. by combining
+    /// Shamir shares).
+    pub(crate) fn from_secret(bytes: Zeroizing<[u8; KEY_LEN]>) -> Self {
+        UnlockKey { bytes }
+    }
+
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         UnlockKey {

@@ -5,12 +5,13 @@
 //! rest, and the one binary format they are stored in. It **never writes
 //! plaintext key material to disk**: [`write_sealed_file`] accepts only data
 //! whose header parses as a sealed blob. It never prints a secret: the
-//! [`UnlockKey`], [`Passphrase`] and [`Dek`] types have no `Display`, their
-//! `Debug` prints `…`, and no error message contains key material. Secrets
-//! live in zeroizing buffers; secret comparisons are constant-time. It
-//! writes no cryptography of its own: AES-256-GCM comes from `aes-gcm`,
-//! Argon2id from `argon2`, HKDF-SHA256 and SHA-256 from `ring`, randomness
-//! from the operating system (`rand_core::OsRng`).
+//! [`UnlockKey`], [`UnlockShare`], [`Passphrase`] and [`Dek`] types have no
+//! `Display`, their `Debug` prints `…`, and no error message contains key
+//! material. Secrets live in zeroizing buffers; secret comparisons are
+//! constant-time. It writes no cryptography of its own: AES-256-GCM comes
+//! from `aes-gcm`, Argon2id from `argon2`, HKDF-SHA256 and SHA-256 from
+//! `ring`, Shamir secret sharing from `blahaj`, randomness from the operating
+//! system (`rand_core::OsRng`).
 //!
 //! It may call `moat-codec` (text form of the unlock key) and nothing else in
 //! moat, so the other crates can depend on it.
@@ -19,6 +20,18 @@
 //!
 //! 32 random bytes, shown to the operator once as
 //! `MOATKEY-1-<52 base32 chars>-<8 char checksum>` ([`moat_codec::Armor`]).
+//!
+//! # Unlock-key shares
+//!
+//! Instead of one person holding the unlock key, [`split_unlock_key`] splits
+//! it into N shares of which any K rebuild it and fewer reveal nothing
+//! (Shamir secret sharing, `2 <= K <= N <= 16`). Each [`UnlockShare`] is
+//! handed out once as
+//! `MOATSHARE-1-<split id: 7>-<K: 2>-<N: 2>-<index: 2>-<share: 52>-<check: 8>`
+//! (90 characters, checksummed like the key). A locked node collects them in
+//! a [`ShareSet`], which refuses shares of another split (each split has a
+//! random id) and repeated shares, reports [`ShareProgress`], and combines
+//! once K are in. The format is in `docs/formats/unlock-key-shares.md`.
 //!
 //! # Sealed blob format, version 1
 //!
@@ -75,9 +88,10 @@ mod error;
 mod file;
 mod key;
 mod seal;
+mod shamir;
 
 pub use dek::{Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD, record_version};
-pub use error::{KeyFormatError, KeyKind, LockError};
+pub use error::{KeyFormatError, KeyKind, LockError, ShareFormatError};
 pub use file::{
     read_sealed_file, read_unlock_key_file, seal_to_file, unseal_file, write_file_atomic,
     write_sealed_file, write_unlock_key_file,
@@ -87,3 +101,4 @@ pub use seal::{
     Aad, BlobInfo, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BLOB_LEN, MAX_PLAINTEXT_LEN,
     MIN_BLOB_LEN, TAG_LEN, Unsealed, inspect, seal, unseal,
 };
+pub use shamir::{ShareProgress, ShareSet, SplitId, SplitInfo, UnlockShare, split_unlock_key};

@@ -51,6 +51,10 @@ pub(crate) async fn run(node: Arc<Node>) {
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
+        // Follow the cluster's autolock setting (re-seal this node's keys).
+        if let Err(e) = node.reconcile_keys().await {
+            tracing::warn!(error = %e, "re-sealing this node's keys failed; retrying next round");
+        }
         if node
             .renew_soon
             .swap(false, std::sync::atomic::Ordering::SeqCst)

@@ -15,7 +15,8 @@ use moat_api::{
     InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse,
     LeaveRequest, ManagerStatus, NodeInfo, NodeRef, NodeRemoveRequest, NodeRemoveResponse,
     NodeState, NodeStatus, NodeUpdateRequest, RoleChangeRequest, RoleChangeResponse, TokenRef,
-    TokenSummary, UpdateRequest, path,
+    TokenSummary, UnlockKeyResponse, UnlockRequest, UnlockResponse, UpdateRequest, UpdateResponse,
+    path,
 };
 use moat_pki::{NodeId, Role};
 use moat_store::model::{self, ClusterState, Command, NodeRecord};
@@ -102,12 +103,119 @@ pub(crate) async fn serve(
         .route(path::NODE_REMOVE, post(node_rm))
         .route(path::NODE_UPDATE, post(node_update))
         .route(path::UPDATE, post(update))
+        .route(path::UNLOCK, post(unlock))
+        .route(path::UNLOCK_KEY, get(unlock_key))
+        .route(path::UNLOCK_KEY_ROTATE, post(unlock_key_rotate))
+        .layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            refuse_while_locked,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| crate::files::io_error("serving the control socket", e))
+}
+
+/// A locked node answers `info` and `unlock` only.
+async fn refuse_while_locked(
+    State(d): State<Arc<Daemon>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open = [path::INFO, path::UNLOCK].contains(&request.uri().path());
+    if !open && d.locked().await.is_some() {
+        return Failure(crate::daemon::locked_error()).into_response();
+    }
+    next.run(request).await
+}
+
+async fn unlock(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<UnlockRequest>,
+) -> Answer<UnlockResponse> {
+    Ok(Json(d.unlock(req).await?))
+}
+
+/// The cluster's autolock setting, read linearizably.
+async fn current_unlock_key(node: &Node) -> Result<UnlockKeyResponse, Failure> {
+    let state = node.read_state().await?;
+    match (&state.unlock_key, state.policy.autolock) {
+        (Some(key), true) => Ok(UnlockKeyResponse {
+            key: key.expose_secret().to_string(),
+            generation: state.unlock_key_version,
+            set_at: rfc3339(state.unlock_key_set_at),
+        }),
+        _ => Err(
+            ApiError::new(ErrorKind::FailedPrecondition, "no unlock key is set")
+                .hint("autolock is off; turn it on with `moat update --autolock=true`")
+                .into(),
+        ),
+    }
+}
+
+async fn unlock_key(State(d): State<Arc<Daemon>>) -> Answer<UnlockKeyResponse> {
+    let node = manager(&d).await?;
+    Ok(Json(current_unlock_key(&node).await?))
+}
+
+async fn unlock_key_rotate(State(d): State<Arc<Daemon>>) -> Answer<UnlockKeyResponse> {
+    let node = manager(&d).await?;
+    current_unlock_key(&node).await?;
+    let key = moat_lock::UnlockKey::generate()
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    node.propose(Command::RotateUnlockKey {
+        key: model::Secret::new(key.expose_for_operator().as_str()),
+        now: unix_now(),
+    })
+    .await?;
+    tracing::info!("unlock key rotated");
+    rekey_here(&node).await;
+    Ok(Json(current_unlock_key(&node).await?))
+}
+
+/// After an autolock change is committed, waits until this manager has
+/// applied it and re-seals its own keys, so that the answer means "this
+/// manager already uses the new setting" (the others follow within a
+/// heartbeat).
+async fn rekey_here(node: &Arc<Node>) {
+    let wanted = match node.read_state().await {
+        Ok(s) => s.unlock_key_version,
+        Err(_) => return,
+    };
+    let applied = async {
+        loop {
+            let done = node
+                .manager
+                .load_full()
+                .and_then(|m| m.local_state().ok())
+                .is_some_and(|s| s.unlock_key_version >= wanted);
+            if done {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), applied)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "this manager has not applied the autolock change yet; it re-seals its keys when it does"
+        );
+        return;
+    }
+    if let Err(e) = node.reconcile_keys().await {
+        tracing::error!(error = %e, "re-sealing this manager's keys failed; retried every heartbeat");
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
@@ -127,6 +235,18 @@ async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         cert_not_after: None,
         error: None,
     };
+    if let Some(file) = d.locked().await {
+        info.state = NodeState::Locked;
+        info.node_id = Some(file.node_id.to_string());
+        info.cluster_id = Some(file.cluster_id.to_string());
+        info.node_address = Some(file.advertise_addr.clone());
+        info.is_manager = true;
+        info.autolock = true;
+        info.manager_addresses = file.managers.iter().map(|p| p.addr.clone()).collect();
+        info.error =
+            Some("This node is locked. Run \"moat unlock\" and provide the unlock key.".into());
+        return Ok(Json(info));
+    }
     let Some(node) = d.node().await else {
         return Ok(Json(info));
     };
@@ -498,15 +618,11 @@ async fn node_update(
     Ok(Json(node_info(record, &node)))
 }
 
-async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) -> Answer<Info> {
+async fn update(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<UpdateRequest>,
+) -> Answer<UpdateResponse> {
     let node = manager(&d).await?;
-    if req.autolock == Some(true) {
-        return Err(ApiError::new(
-            ErrorKind::FailedPrecondition,
-            "autolock is not yet supported by this version of moat",
-        )
-        .into());
-    }
     let state = node.read_state().await?;
     let mut policy = state.policy.clone();
     if let Some(secs) = req.cert_expiry_seconds {
@@ -522,6 +638,8 @@ async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) ->
         }
         policy.token_ttl_secs = (secs > 0).then_some(secs);
     }
+    // Autolock is changed by its own command (policy and key together).
+    policy.autolock = state.policy.autolock;
     if policy != state.policy {
         node.propose(Command::SetPolicy(policy.clone())).await?;
         tracing::info!(
@@ -529,7 +647,30 @@ async fn update(State(d): State<Arc<Daemon>>, Json(req): Json<UpdateRequest>) ->
             "cluster policy updated"
         );
     }
-    info(State(d)).await
+    let mut unlock_key = None;
+    if let Some(on) = req.autolock
+        && on != state.policy.autolock
+    {
+        let key = if on {
+            Some(
+                moat_lock::UnlockKey::generate()
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
+                    .expose_for_operator(),
+            )
+        } else {
+            None
+        };
+        node.propose(Command::SetAutolock {
+            key: key.as_ref().map(|k| model::Secret::new(k.as_str())),
+            now: unix_now(),
+        })
+        .await?;
+        tracing::info!(autolock = on, "autolock changed");
+        rekey_here(&node).await;
+        unlock_key = key.map(|k| k.to_string());
+    }
+    let Json(info) = info(State(d)).await?;
+    Ok(Json(UpdateResponse { info, unlock_key }))
 }
 
 /// Finds the node `name` names: `self` (the node answering), an id, a

@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use moat_api::{ApiError, ErrorKind, InitRequest, InitResponse, JoinRequest, JoinResponse};
+use moat_api::{
+    ApiError, ErrorKind, InitRequest, InitResponse, JoinRequest, JoinResponse, UnlockRequest,
+    UnlockResponse,
+};
 use moat_lock::UnlockKey;
 use moat_pki::{
     CertError, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
@@ -20,12 +23,14 @@ use tokio::sync::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::files::{self, Layout, NodeFile};
+use crate::journal::Journal;
+use crate::keys;
 use crate::node::{Node, fingerprint};
 use crate::rpc::{self, RpcError, method};
 use crate::{NodeError, agent};
 
 /// How a daemon is started.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DaemonOptions {
     /// The node's state directory.
     pub state_dir: PathBuf,
@@ -33,6 +38,9 @@ pub struct DaemonOptions {
     pub control_socket: Option<PathBuf>,
     /// The host name to report; default the machine's.
     pub hostname: Option<String>,
+    /// Unlock key for unattended start of a locked manager (read from
+    /// `--unlock-key-file` or `--unlock-key-fd`); tried once at start.
+    pub unlock_key: Option<UnlockKey>,
 }
 
 /// How long `leave --force` waits for the cluster to confirm.
@@ -43,15 +51,35 @@ pub const DEFAULT_PORT: u16 = 4377;
 
 pub(crate) enum Phase {
     Inactive,
+    /// A manager with autolock on, restarted: nothing is decrypted until
+    /// someone gives the unlock key.
+    Locked(Box<Locked>),
     Member {
         node: Arc<Node>,
         agent: Option<JoinHandle<()>>,
     },
 }
 
+/// What a locked node holds: no key, only who it is and its unlock
+/// attempts.
+pub(crate) struct Locked {
+    pub(crate) file: NodeFile,
+    throttle: keys::Throttle,
+    shares: moat_lock::ShareSet,
+}
+
+/// The message every command but `info` and `unlock` gives on a locked node.
+pub(crate) fn locked_error() -> ApiError {
+    ApiError::new(
+        ErrorKind::FailedPrecondition,
+        "This node is locked. Run \"moat unlock\" and provide the unlock key.",
+    )
+}
+
 /// The running daemon.
 pub(crate) struct Daemon {
     pub(crate) layout: Layout,
+    pub(crate) journal: Arc<Journal>,
     pub(crate) hostname: String,
     pub(crate) phase: RwLock<Phase>,
     /// Serializes init, join, leave and role changes of this node.
@@ -63,8 +91,20 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
     let layout = Layout::new(&opts.state_dir);
     let _lock = layout.lock().map_err(NodeError::Control)?;
     let hostname = opts.hostname.clone().unwrap_or_else(machine_hostname);
+    let (journal, broken) = Journal::open(layout.dir());
+    if let Some(b) = &broken {
+        tracing::error!(line = b.line, problem = %b.problem, "the local security journal {} was altered or damaged", layout.dir().join("journal.jsonl").display());
+        let _ = journal.record(
+            "",
+            "this node",
+            "tamper-detected",
+            "failed",
+            &format!("journal.jsonl line {}: {}", b.line, b.problem),
+        );
+    }
     let daemon = Arc::new(Daemon {
         layout: layout.clone(),
+        journal: Arc::new(journal),
         hostname,
         phase: RwLock::new(Phase::Inactive),
         lifecycle: Mutex::new(()),
@@ -74,7 +114,10 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
     // during the first join.
     let mut seed = [0u8; 32];
     let _ = moat_pki::provider().secure_random.fill(&mut seed);
-    daemon.restore().await.map_err(NodeError::Control)?;
+    daemon
+        .restore(opts.unlock_key)
+        .await
+        .map_err(NodeError::Control)?;
 
     let socket = opts.control_socket.unwrap_or_else(|| layout.socket());
     let listener = crate::control::bind(&socket).map_err(NodeError::Control)?;
@@ -113,14 +156,25 @@ impl Daemon {
     /// The member node, if any.
     pub(crate) async fn node(&self) -> Option<Arc<Node>> {
         match &*self.phase.read().await {
-            Phase::Inactive => None,
+            Phase::Inactive | Phase::Locked(_) => None,
             Phase::Member { node, .. } => Some(node.clone()),
         }
     }
 
+    /// Who this node is while it is locked.
+    pub(crate) async fn locked(&self) -> Option<NodeFile> {
+        match &*self.phase.read().await {
+            Phase::Locked(l) => Some(l.file.clone()),
+            _ => None,
+        }
+    }
+
     /// The member node, or the error every cluster command gives on an
-    /// inactive or faulted node.
+    /// inactive, locked or faulted node.
     pub(crate) async fn member(&self) -> Result<Arc<Node>, ApiError> {
+        if self.locked().await.is_some() {
+            return Err(locked_error());
+        }
         let node = self.node().await.ok_or_else(not_in_cluster)?;
         if let Some(fault) = node.fault() {
             return Err(fault);
@@ -140,7 +194,7 @@ impl Daemon {
 
     /// Brings back the node described by the state directory, or discards
     /// what an interrupted init or join left behind.
-    async fn restore(&self) -> Result<(), ApiError> {
+    async fn restore(&self, unlock_key: Option<UnlockKey>) -> Result<(), ApiError> {
         if !self.layout.has_node_file() {
             // No node.json: not in a cluster. Anything else is the residue of
             // an init or join that did not finish; it is set aside, never
@@ -153,18 +207,51 @@ impl Daemon {
             }
             return Ok(());
         }
+        // A key change interrupted by a crash is finished (or undone) first.
+        if keys::finish_rekey(&self.layout)? {
+            tracing::warn!("finished re-sealing this node's keys, interrupted by the last stop");
+        }
         let file = NodeFile::load(&self.layout)?;
+        if !self.layout.kek_file().exists() {
+            tracing::warn!(node = %file.node_id, "this manager is locked (autolock is on): run `moat unlock` and provide the unlock key");
+            *self.phase.write().await = Phase::Locked(Box::new(Locked {
+                file,
+                throttle: keys::Throttle::default(),
+                shares: moat_lock::ShareSet::new(),
+            }));
+            if let Some(key) = unlock_key {
+                match self.unlock_with(key, "--unlock-key-file").await {
+                    Ok(_) => tracing::info!("unlocked with the key given at start"),
+                    Err(e) => {
+                        tracing::error!(error = %e.message, "the unlock key given at start did not unlock this node; it stays locked")
+                    }
+                }
+            }
+            return Ok(());
+        }
         let kek = moat_lock::read_unlock_key_file(self.layout.kek_file())
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        self.bring_up(file, kek).await
+    }
+
+    /// Starts the member this node's files describe, with their key.
+    async fn bring_up(&self, file: NodeFile, kek: UnlockKey) -> Result<(), ApiError> {
         let (chain, key, roots) =
             files::load_tls(&self.layout, &kek, &file.cluster_id, &file.node_id)?;
         let tls = TlsContext::new(file.cluster_id, roots);
-        let node = Node::new(file.clone(), self.layout.clone(), tls.clone(), kek);
+        let node = Node::new(
+            file.clone(),
+            self.layout.clone(),
+            tls.clone(),
+            kek,
+            self.journal.clone(),
+        );
         match tls.set_credentials(Credentials { chain, key }, OffsetDateTime::now_utc()) {
             Ok(identity) => {
                 tracing::info!(node = %identity.node_id, role = identity.role.as_str(), "restoring cluster membership");
                 if identity.role == Role::Manager {
                     node.start_manager(&file.listen_addr).await?;
+                    resume_dek_rotation(&node);
                 }
                 let agent = tokio::spawn(agent::run(node.clone()));
                 *self.phase.write().await = Phase::Member {
@@ -217,6 +304,9 @@ impl Daemon {
     }
 
     async fn ensure_inactive(&self) -> Result<(), ApiError> {
+        if self.locked().await.is_some() {
+            return Err(locked_error());
+        }
         if self.node().await.is_some() {
             return Err(ApiError::new(
                 ErrorKind::FailedPrecondition,
@@ -231,13 +321,6 @@ impl Daemon {
     pub(crate) async fn init(&self, req: InitRequest) -> Result<InitResponse, ApiError> {
         let _guard = self.lifecycle.lock().await;
         self.ensure_inactive().await?;
-        if req.autolock {
-            return Err(ApiError::new(
-                ErrorKind::FailedPrecondition,
-                "autolock is not yet supported by this version of moat",
-            )
-            .hint("initialize without --autolock; autolock comes with `moat update --autolock`"));
-        }
         let expiry = cert_expiry(req.cert_expiry_seconds)?;
         let result = self.init_inner(req, expiry).await;
         if result.is_err() {
@@ -279,7 +362,14 @@ impl Daemon {
             root_key_pkcs8: Secret::new(data_encoding::BASE64.encode(&root.key().to_pkcs8_der())),
         };
 
-        let kek = files::load_or_create_kek(&self.layout)?;
+        // With autolock the cluster's unlock key seals everything from the
+        // start and is never written to disk.
+        let kek = if req.autolock {
+            UnlockKey::generate().map_err(|e| internal(&e))?
+        } else {
+            files::load_or_create_kek(&self.layout)?
+        };
+        let unlock_key = req.autolock.then(|| kek.expose_for_operator());
         let tls = TlsContext::new(cluster, roots.clone());
         let listen = normalize_listen(&req.listen_addr)?;
         let file = NodeFile::new(
@@ -290,7 +380,7 @@ impl Daemon {
             Vec::new(),
             expiry.as_secs(),
         );
-        let node = Node::new(file, self.layout.clone(), tls, kek);
+        let node = Node::new(file, self.layout.clone(), tls, kek, self.journal.clone());
         node.install_credentials(&crate::node::der_to_pem(&issued.der), key)?;
         let bound = node.start_manager(&listen).await?;
         let advertise = advertise_addr(req.advertise_addr.as_deref(), bound)?;
@@ -324,6 +414,14 @@ impl Daemon {
         })
         .await
         .map_err(RpcError::into_api)?;
+        if let Some(text) = &unlock_key {
+            node.propose(Command::SetAutolock {
+                key: Some(Secret::new(text.as_str())),
+                now: now.unix_timestamp(),
+            })
+            .await
+            .map_err(RpcError::into_api)?;
+        }
         node.propose(Command::PutNode(NodeRecord {
             id,
             hostname: self.hostname.clone(),
@@ -351,6 +449,7 @@ impl Daemon {
                 id,
                 addr: advertise.clone(),
             }];
+            f.key_generation = u32::from(unlock_key.is_some());
         })?;
         let agent = tokio::spawn(agent::run(node.clone()));
         *self.phase.write().await = Phase::Member {
@@ -363,6 +462,7 @@ impl Daemon {
             cluster_id: cluster.to_string(),
             advertise_addr: advertise,
             worker_token,
+            unlock_key: unlock_key.map(|k| k.to_string()),
         })
     }
 
@@ -488,7 +588,7 @@ impl Daemon {
             .map_err(RpcError::into_api)?;
         // 4. Keep it.
         let kek = match &rejoin {
-            Some(node) => clone_key(&node.kek)?,
+            Some(node) => keys::clone_key(&node.kek.load())?,
             None => files::load_or_create_kek(&self.layout)?,
         };
         if let Some(old) = &rejoin {
@@ -514,6 +614,7 @@ impl Daemon {
             self.layout.clone(),
             TlsContext::new(cluster, roots),
             kek,
+            self.journal.clone(),
         );
         node.install_credentials(&resp.chain_pem, key)?;
         // The cluster has admitted this node: from here on a restart must
@@ -563,7 +664,8 @@ impl Daemon {
     /// Signs the new CSR with the key of the node's old (expired)
     /// certificate.
     fn rejoin_proof(&self, old: &Node, csr_pem: &str) -> Result<rpc::RejoinProof, ApiError> {
-        let (chain, key, _) = files::load_tls(&self.layout, &old.kek, &old.cluster, &old.id)?;
+        let (chain, key, _) =
+            files::load_tls(&self.layout, &old.kek.load(), &old.cluster, &old.id)?;
         let signature = key
             .sign(&rpc::rejoin_message(csr_pem))
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
@@ -640,12 +742,166 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// `moat unlock`: the whole key, or one share of it.
+    pub(crate) async fn unlock(&self, req: UnlockRequest) -> Result<UnlockResponse, ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        let key = {
+            let mut phase = self.phase.write().await;
+            let Phase::Locked(locked) = &mut *phase else {
+                return Err(ApiError::new(
+                    ErrorKind::FailedPrecondition,
+                    "This node is not locked.",
+                ));
+            };
+            let node = locked.file.node_id.to_string();
+            if let Err(wait) = locked.throttle.check(Instant::now()) {
+                let secs = wait.as_secs_f64().ceil() as u64;
+                self.record(
+                    &node,
+                    "unlock",
+                    "denied",
+                    "throttled after repeated failures",
+                );
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "too many failed unlock attempts ({} in a row): try again in {secs} s",
+                        locked.throttle.failures()
+                    ),
+                )
+                .hint(
+                    "each further failure doubles the wait, up to 5 minutes; a success resets it",
+                ));
+            }
+            match (req.key, req.share) {
+                (Some(text), None) => match text.trim().parse::<UnlockKey>() {
+                    Ok(key) => key,
+                    Err(e) => {
+                        locked.throttle.failed(Instant::now());
+                        self.record(&node, "unlock", "denied", "malformed unlock key");
+                        return Err(ApiError::new(
+                            ErrorKind::PermissionDenied,
+                            format!("invalid unlock key: {e}"),
+                        )
+                        .hint(UNLOCK_HINT));
+                    }
+                },
+                (None, Some(text)) => {
+                    let share = text.trim().parse::<moat_lock::UnlockShare>().map_err(|e| {
+                        ApiError::new(ErrorKind::InvalidArgument, format!("invalid share: {e}"))
+                            .hint("copy the share exactly as `moat unlock-key --split` printed it")
+                    })?;
+                    let progress = locked
+                        .shares
+                        .add(share)
+                        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+                    self.record(
+                        &node,
+                        "unlock-share",
+                        "success",
+                        &format!(
+                            "share accepted: {} of {} needed",
+                            progress.have(),
+                            progress.need()
+                        ),
+                    );
+                    if progress.have() < progress.need() {
+                        return Ok(UnlockResponse {
+                            unlocked: false,
+                            shares_have: progress.have(),
+                            shares_need: progress.need(),
+                            shares_total: progress.total(),
+                        });
+                    }
+                    let combined = locked.shares.combine();
+                    locked.shares.clear();
+                    combined
+                        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidArgument,
+                        "give either the unlock key or one share of it",
+                    ));
+                }
+            }
+        };
+        self.unlock_with(key, "local operator").await?;
+        Ok(UnlockResponse {
+            unlocked: true,
+            shares_have: 0,
+            shares_need: 0,
+            shares_total: 0,
+        })
+    }
+
+    /// Tries `key` on a locked node; on success the node comes up.
+    async fn unlock_with(&self, key: UnlockKey, actor: &str) -> Result<(), ApiError> {
+        let file = self.locked().await.ok_or_else(|| {
+            ApiError::new(ErrorKind::FailedPrecondition, "This node is not locked.")
+        })?;
+        let node = file.node_id.to_string();
+        if !files::tls_key_opens(&self.layout, &key, &file.cluster_id, &file.node_id)? {
+            if let Phase::Locked(l) = &mut *self.phase.write().await {
+                l.throttle.failed(Instant::now());
+            }
+            self.record_as(&node, actor, "unlock", "denied", "invalid unlock key");
+            return Err(
+                ApiError::new(ErrorKind::PermissionDenied, "invalid unlock key").hint(UNLOCK_HINT),
+            );
+        }
+        if let Err(e) = self.bring_up(file, key).await {
+            self.record_as(&node, actor, "unlock", "failed", &e.message);
+            return Err(e);
+        }
+        self.record_as(&node, actor, "unlock", "success", "");
+        tracing::info!(node = %node, "unlocked");
+        Ok(())
+    }
+
+    fn record(&self, node: &str, action: &str, outcome: &str, reason: &str) {
+        self.record_as(node, "local operator", action, outcome, reason);
+    }
+
+    fn record_as(&self, node: &str, actor: &str, action: &str, outcome: &str, reason: &str) {
+        if let Err(e) = self.journal.record(node, actor, action, outcome, reason) {
+            tracing::error!(error = %e, action, "could not write the local security journal");
+        }
+    }
+}
+
+const UNLOCK_HINT: &str = "give the unlock key printed when autolock was turned on or the key last rotated (`moat unlock-key` on an unlocked manager shows it); a manager that was down during a rotation needs the key from before it";
+
+/// Finishes a data-key rotation a restart interrupted.
+fn resume_dek_rotation(node: &Arc<Node>) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        let Some(m) = node.manager.load_full() else {
+            return;
+        };
+        let pending = m
+            .inner
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.dek_versions())
+            .is_some_and(|(_, pending)| pending.is_some());
+        if pending {
+            tracing::info!("resuming the store data key rotation interrupted by the last stop");
+            if let Err(e) = node.rotate_dek().await {
+                tracing::error!(error = %e, "resuming the data key rotation failed");
+            }
+        }
+    });
+}
+
 /// Issues a manager a new certificate from the CA in its own store, with
 /// the role the store records for it.
 async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, ApiError> {
     let state = moat_store::offline::read_state(
         &node.layout.store_dir(),
-        moat_lock::KeySource::Key(&node.kek),
+        moat_lock::KeySource::Key(&node.kek.load()),
     )
     .await
     .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the store: {e}")))?;
@@ -674,11 +930,6 @@ async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, 
     node.renew_soon
         .store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(identity)
-}
-
-fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {
-    UnlockKey::from_str(&key.expose_for_operator())
-        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
 }
 
 pub(crate) fn api_role(role: Role) -> moat_api::Role {

@@ -75,7 +75,7 @@ impl Layout {
         self.dir.join("certs")
     }
 
-    fn sealed_tls_file(&self) -> PathBuf {
+    pub(crate) fn sealed_tls_file(&self) -> PathBuf {
         self.certs_dir().join("node.sealed")
     }
 
@@ -176,6 +176,10 @@ pub(crate) struct NodeFile {
     /// Certificate lifetime policy last heard, seconds.
     #[serde(default)]
     pub(crate) cert_expiry_secs: u64,
+    /// The autolock generation (`unlock_key_version` in the store) this
+    /// node's key files follow; 0 before any.
+    #[serde(default)]
+    pub(crate) key_generation: u32,
 }
 
 impl NodeFile {
@@ -195,6 +199,7 @@ impl NodeFile {
             advertise_addr,
             managers,
             cert_expiry_secs,
+            key_generation: 0,
         }
     }
 
@@ -270,7 +275,7 @@ pub(crate) fn save_tls(
     );
     drop(sealed);
     let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
-    let aad = Aad::new(TLS_PURPOSE, &cluster_s, &node_s);
+    let aad = tls_aad(&cluster_s, &node_s);
     moat_lock::seal_to_file(
         layout.sealed_tls_file(),
         KeySource::Key(kek),
@@ -283,6 +288,52 @@ pub(crate) fn save_tls(
     write_public(&layout.roots_file(), roots.to_pem().as_bytes())
 }
 
+fn tls_aad<'a>(cluster: &'a str, node: &'a str) -> Aad<'a> {
+    Aad::new(TLS_PURPOSE, cluster, node)
+}
+
+/// Whether `kek` is the key this node's TLS keys are sealed under: `false`
+/// for a wrong key; an error if the file is damaged or missing.
+pub(crate) fn tls_key_opens(
+    layout: &Layout,
+    kek: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+) -> Result<bool, ApiError> {
+    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
+    match moat_lock::unseal_file(
+        layout.sealed_tls_file(),
+        KeySource::Key(kek),
+        &tls_aad(&cluster_s, &node_s),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.root(), moat_lock::LockError::WrongKey) => Ok(false),
+        Err(e) => Err(ApiError::new(
+            ErrorKind::Internal,
+            format!("reading this node's TLS keys: {e}"),
+        )
+        .hint(format!(
+            "the state directory is damaged or was tampered with; {START_OVER_HINT}"
+        ))),
+    }
+}
+
+/// This node's sealed TLS keys re-sealed from `old` to `new` (not written).
+pub(crate) fn reseal_tls(
+    layout: &Layout,
+    old: &UnlockKey,
+    new: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+) -> Result<Vec<u8>, ApiError> {
+    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
+    let aad = tls_aad(&cluster_s, &node_s);
+    let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(old), &aad)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))?;
+    moat_lock::seal(KeySource::Key(new), 1, &aad, &unsealed.plaintext)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))
+}
+
 /// Reads back what [`save_tls`] wrote.
 pub(crate) fn load_tls(
     layout: &Layout,
@@ -291,7 +342,7 @@ pub(crate) fn load_tls(
     node: &NodeId,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKey, TrustRoots), ApiError> {
     let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
-    let aad = Aad::new(TLS_PURPOSE, &cluster_s, &node_s);
+    let aad = tls_aad(&cluster_s, &node_s);
     let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(kek), &aad)
         .map_err(|e| {
             ApiError::new(
@@ -375,7 +426,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ApiError> {
         .map_err(|e| io_error(&format!("restricting {}", dir.display()), e))
 }
 
-fn remove_file(path: &Path) -> Result<(), ApiError> {
+pub(crate) fn remove_file(path: &Path) -> Result<(), ApiError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -383,7 +434,7 @@ fn remove_file(path: &Path) -> Result<(), ApiError> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), ApiError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ApiError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(&format!("syncing {}", dir.display()), e))

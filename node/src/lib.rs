@@ -16,6 +16,8 @@ mod agent;
 mod control;
 mod daemon;
 mod files;
+mod journal;
+mod keys;
 mod node;
 mod raft;
 mod rpc;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use moat_api::{ApiError, ErrorKind};
 use moat_lock::{KeySource, UnlockKey};
 use moat_pki::{
@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
 use crate::files::{Layout, NodeFile};
+use crate::journal::Journal;
 use crate::raft::{RaftManager, raft_config};
 use crate::rpc::{self, Peer, RpcError, RpcErrorKind, method};
 
@@ -46,7 +47,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct ManagerRt {
     pub(crate) raft: moat_store::Raft,
     pub(crate) applied: Arc<RwLock<Applied>>,
-    inner: tokio::sync::Mutex<Option<RaftManager>>,
+    pub(crate) inner: tokio::sync::Mutex<Option<RaftManager>>,
     liveness: Mutex<Liveness>,
     monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -155,7 +156,13 @@ pub(crate) struct Node {
     pub(crate) cluster: ClusterId,
     pub(crate) layout: Layout,
     pub(crate) tls: Arc<TlsContext>,
-    pub(crate) kek: UnlockKey,
+    /// The key this node's key files are sealed under (see `keys`).
+    pub(crate) kek: ArcSwap<UnlockKey>,
+    /// Held while key files are written (TLS key, data keys, rekeys), so
+    /// a rekey never races a renewal or a DEK rotation.
+    pub(crate) keys: Mutex<()>,
+    /// The local security journal.
+    pub(crate) journal: Arc<Journal>,
     pub(crate) file: Mutex<NodeFile>,
     pub(crate) manager: ArcSwapOption<ManagerRt>,
     /// Why this node cannot take part (removed, certificate expired).
@@ -174,13 +181,16 @@ impl Node {
         layout: Layout,
         tls: Arc<TlsContext>,
         kek: UnlockKey,
+        journal: Arc<Journal>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: file.node_id,
             cluster: file.cluster_id,
             layout,
             tls,
-            kek,
+            kek: ArcSwap::from_pointee(kek),
+            keys: Mutex::new(()),
+            journal,
             file: Mutex::new(file),
             manager: ArcSwapOption::empty(),
             fault: Mutex::new(None),
@@ -213,6 +223,17 @@ impl Node {
         Ok(())
     }
 
+    /// Records a local security event (see `journal`); a failure to
+    /// record is logged.
+    pub(crate) fn journal(&self, action: &str, outcome: &str, reason: &str) {
+        if let Err(e) =
+            self.journal
+                .record(&self.id.to_string(), "this node", action, outcome, reason)
+        {
+            tracing::error!(error = %e, action, "could not write the local security journal");
+        }
+    }
+
     pub(crate) fn fault(&self) -> Option<ApiError> {
         self.fault.lock().ok().and_then(|f| f.clone())
     }
@@ -243,9 +264,10 @@ impl Node {
                     format!("the manager sent a certificate this node cannot use: {e}"),
                 )
             })?;
+        let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         crate::files::save_tls(
             &self.layout,
-            &self.kek,
+            &self.kek.load(),
             &self.cluster,
             &self.id,
             chain_pem,
@@ -538,7 +560,8 @@ impl Node {
         listen: &str,
     ) -> Result<SocketAddr, ApiError> {
         let store_dir = self.layout.store_dir();
-        let kek = KeySource::Key(&self.kek);
+        let kek = self.kek.load_full();
+        let kek = KeySource::Key(&kek);
         let store = if store_dir.join("store.json").exists() {
             OpenStore::open(&store_dir, kek)
         } else {

@@ -145,6 +145,13 @@ impl RaftManager {
         })
     }
 
+    /// The data key in use and, during a rotation, the one being rotated
+    /// to; `None` for an unencrypted store.
+    pub fn dek_versions(&self) -> Option<(DekVersion, Option<DekVersion>)> {
+        self.cipher
+            .with_deks(|d| (d.current().version(), d.pending().map(|p| p.version())))
+    }
+
     /// Rotates this manager's store DEK (see `moat_store` rotation docs):
     /// begin (new key durable, new writes use it), wait until everything
     /// written before is applied, snapshot, purge the log up to the
@@ -158,6 +165,37 @@ impl RaftManager {
         stop_after: Option<RotationStep>,
     ) -> Result<DekVersion, NodeError> {
         let pending = moat_store::begin_dek_rotation(store_dir, &self.identity, kek, &self.cipher)?;
+        self.finish_dek_rotation(pending, stop_after, || {
+            moat_store::complete_dek_rotation(store_dir, &self.cipher)
+        })
+        .await
+    }
+
+    /// Starts a DEK rotation with `begin` (which returns the new version),
+    /// then runs the rest of [`rotate_dek`](Self::rotate_dek), ending with
+    /// `complete`: for callers that must hold a lock around the steps that
+    /// touch key files.
+    pub async fn rotate_dek_with(
+        &self,
+        begin: impl FnOnce(
+            &Path,
+            &moat_store::StoreIdentity,
+            &moat_store::RecordCipher,
+        ) -> Result<DekVersion, moat_store::StoreError>,
+        store_dir: &Path,
+        complete: impl FnOnce(&moat_store::RecordCipher) -> Result<DekVersion, moat_store::StoreError>,
+    ) -> Result<DekVersion, NodeError> {
+        let pending = begin(store_dir, &self.identity, &self.cipher)?;
+        self.finish_dek_rotation(pending, None, || complete(&self.cipher))
+            .await
+    }
+
+    async fn finish_dek_rotation(
+        &self,
+        pending: DekVersion,
+        stop_after: Option<RotationStep>,
+        complete: impl FnOnce() -> Result<DekVersion, moat_store::StoreError>,
+    ) -> Result<DekVersion, NodeError> {
         if stop_after == Some(RotationStep::Begun) {
             return Ok(pending);
         }
@@ -196,7 +234,7 @@ impl RaftManager {
         if stop_after == Some(RotationStep::Purged) {
             return Ok(pending);
         }
-        Ok(moat_store::complete_dek_rotation(store_dir, &self.cipher)?)
+        Ok(complete()?)
     }
 
     /// Adds a manager to the Raft group: first as a learner, waiting until

@@ -16,6 +16,7 @@ async fn start(dir: &Path, name: &str) -> Client {
         state_dir: state_dir.clone(),
         control_socket: None,
         hostname: Some(name.to_string()),
+        unlock_key: None,
     };
     tokio::spawn(async move {
         if let Err(e) = moat_node::run_daemon(opts).await {

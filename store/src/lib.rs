@@ -33,7 +33,7 @@ pub use log::{
     COMMITTED_PERSIST_EVERY, DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader,
     MAX_FRAME_LEN,
 };
-pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, write_dek};
+pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, rewrap_deks, write_dek};
 pub use quorum::{QuorumError, can_remove};
 pub use rotation::{begin_dek_rotation, complete_dek_rotation, files_sealed_with};
 pub use sm::{Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot};

@@ -296,6 +296,14 @@ pub struct ClusterState {
     /// The unlock key, kept in the store while autolock is on so that every
     /// manager can re-wrap its keys after a rotation.
     pub unlock_key: Option<Secret>,
+    /// Generation of the autolock setting: grows by one each time autolock
+    /// is turned on or off or the unlock key is rotated, so a manager can
+    /// tell a newer setting from a stale view of an older one.
+    #[serde(default)]
+    pub unlock_key_version: u32,
+    /// When the current unlock key was set (Unix seconds; 0 if none).
+    #[serde(default)]
+    pub unlock_key_set_at: i64,
     /// Every node of the cluster.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     /// Removed nodes, with the Unix time after which the entry can go (the
@@ -346,6 +354,22 @@ pub enum Command {
     },
     /// Sets or clears the stored unlock key.
     SetUnlockKey(Option<Secret>),
+    /// Turns autolock on with `key` (`Some`) or off (`None`), policy and
+    /// key together. Turning it on while it is on is a rotation: the key
+    /// is replaced and its generation grows.
+    SetAutolock {
+        /// The new unlock key (its text form), or `None` to turn autolock off.
+        key: Option<Secret>,
+        /// The proposer's clock (Unix seconds).
+        now: i64,
+    },
+    /// Replaces the unlock key; rejected while autolock is off.
+    RotateUnlockKey {
+        /// The new unlock key (its text form).
+        key: Secret,
+        /// The proposer's clock (Unix seconds).
+        now: i64,
+    },
     /// Drops removed-list entries whose time has passed (`now`, Unix seconds).
     PruneRemoved {
         /// The proposer's clock.
@@ -487,6 +511,22 @@ impl ClusterState {
                 }
             }
             Command::SetUnlockKey(key) => self.unlock_key = key.clone(),
+            Command::SetAutolock { key, now } => {
+                self.policy.autolock = key.is_some();
+                self.unlock_key_version = self.unlock_key_version.saturating_add(1);
+                self.unlock_key = key.clone();
+                self.unlock_key_set_at = if key.is_some() { *now } else { 0 };
+            }
+            Command::RotateUnlockKey { key, now } => {
+                if !self.policy.autolock || self.unlock_key.is_none() {
+                    return Response::Rejected(
+                        "autolock is off: there is no unlock key to rotate".into(),
+                    );
+                }
+                self.unlock_key = Some(key.clone());
+                self.unlock_key_version = self.unlock_key_version.saturating_add(1);
+                self.unlock_key_set_at = *now;
+            }
             Command::PruneRemoved { now } => self.removed.retain(|_, until| *until > *now),
             Command::AdmitNode {
                 record,
@@ -837,6 +877,38 @@ mod tests {
             Response::Rejected(_)
         ));
         assert!(!s.nodes.contains_key(&gone));
+    }
+
+    #[test]
+    fn autolock_policy_and_key_change_together() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let rotate = Command::RotateUnlockKey {
+            key: Secret::new("K0"),
+            now: 5,
+        };
+        assert!(matches!(s.apply(&rotate), Response::Rejected(_)));
+        assert!(s.unlock_key.is_none());
+        s.apply(&Command::SetAutolock {
+            key: Some(Secret::new("K1")),
+            now: 10,
+        });
+        assert!(s.policy.autolock);
+        assert_eq!(s.unlock_key.as_ref().unwrap().expose_secret(), "K1");
+        assert_eq!((s.unlock_key_version, s.unlock_key_set_at), (1, 10));
+        assert_eq!(
+            s.apply(&Command::RotateUnlockKey {
+                key: Secret::new("K2"),
+                now: 20
+            }),
+            Response::Applied
+        );
+        assert_eq!(s.unlock_key.as_ref().unwrap().expose_secret(), "K2");
+        assert_eq!((s.unlock_key_version, s.unlock_key_set_at), (2, 20));
+        s.apply(&Command::SetAutolock { key: None, now: 30 });
+        assert!(!s.policy.autolock);
+        assert!(s.unlock_key.is_none());
+        assert_eq!(s.unlock_key_version, 3, "every change is a new generation");
     }
 
     #[test]

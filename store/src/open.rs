@@ -181,6 +181,26 @@ pub fn write_dek(
     Ok(())
 }
 
+/// Re-seals every DEK file of the store from `old` to `new` without
+/// writing anything: returns each file's path and its new content, for the
+/// caller to put in place together (the node does it through a commit
+/// journal, so a crash leaves all files under one key or the other).
+pub fn rewrap_deks(
+    dir: &Path,
+    old: KeySource<'_>,
+    new: KeySource<'_>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, StoreError> {
+    let identity = read_identity(dir)?;
+    let deks = read_deks(dir, &identity, old)?;
+    let (cluster, node) = dek_aad(&identity);
+    let aad = Aad::new(DEK_PURPOSE, &cluster, &node);
+    let mut out = Vec::new();
+    for dek in std::iter::once(deks.current()).chain(deks.pending()) {
+        out.push((dek_path(dir, dek.version()), dek.wrap(new, &aad)?));
+    }
+    Ok(out)
+}
+
 /// Loads the DEKs: one file is the current key; two mean a rotation is in
 /// progress (the higher version is pending).
 pub fn read_deks(

@@ -219,9 +219,29 @@ fn init_text() {
         cluster_id: "k2m4p6r8t0v2h4k6m8p0r2t4v6".into(),
         advertise_addr: "192.168.1.10:4377".into(),
         worker_token: TOKEN_W.into(),
+        unlock_key: None,
     };
     let t = text(|o| init(o, &r));
     assert!(t.ends_with("follow the instructions.\n"), "{t:?}");
+    insta::assert_snapshot!(t);
+    let locked = InitResponse {
+        unlock_key: Some(UNLOCK_KEY.into()),
+        ..r
+    };
+    let t = text(|o| init(o, &locked));
+    assert!(t.contains(&format!("\n    {UNLOCK_KEY}\n")), "{t:?}");
+    assert!(t.contains("moat unlock"), "{t:?}");
+    insta::assert_snapshot!("init_text_autolock", t);
+}
+
+const UNLOCK_KEY: &str = "MOATKEY-1-nubug6g7bknmkgoidjsmqj7uh8k3lk8falj44esb51125dpgddg0-s1vjjvd3";
+
+#[test]
+fn unlock_shares_text() {
+    let shares = ["MOATSHARE-1-aaaaaaa-0c-0k-04-x", "MOATSHARE-1-aaaaaaa-0c-0k-08-y"];
+    let t = text(|o| unlock_shares(o, 3, &shares));
+    assert!(t.contains("any 3 of them"), "{t:?}");
+    assert!(t.contains("Share 2 of 2:\n    MOATSHARE-1-aaaaaaa-0c-0k-08-y\n"), "{t:?}");
     insta::assert_snapshot!(t);
 }
 

@@ -1,0 +1,169 @@
+//! `moat unlock` and `moat unlock-key`: autolock, through the local
+//! daemon's control API.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+
+use moat_api::{Empty, UnlockKeyResponse, UnlockRequest, UnlockResponse, path};
+use zeroize::Zeroizing;
+
+use crate::args::{UnlockArgs, UnlockKeyArgs};
+use crate::client::{ApiResult as _, block_on, client};
+use crate::output::Failure;
+use crate::render;
+
+/// The longest line read as a key or share.
+const MAX_LINE: u64 = 4096;
+
+pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
+    let tty = io::stdin().is_terminal();
+    let mut stdin = io::stdin().lock();
+    let mut prompt = "Enter unlock key (or one share): ";
+    loop {
+        let Some(text) = read_secret(tty, &mut stdin, prompt)? else {
+            return Err(Failure::new(
+                anyhow::anyhow!("no unlock key given"),
+                "type the key at the prompt, or pipe it on standard input",
+            ));
+        };
+        let request = if text.starts_with("MOATSHARE") {
+            UnlockRequest {
+                key: None,
+                share: Some(text.to_string()),
+            }
+        } else {
+            UnlockRequest {
+                key: Some(text.to_string()),
+                share: None,
+            }
+        };
+        let answer: UnlockResponse = block_on(async {
+            client(&args.host)
+                .post(path::UNLOCK, &request)
+                .await
+                .or_fail()
+        })?;
+        if answer.unlocked {
+            let mut out = io::stdout().lock();
+            writeln!(out, "This node is unlocked.")?;
+            return Ok(());
+        }
+        let progress = format!(
+            "need {} of {} shares, have {}",
+            answer.shares_need, answer.shares_total, answer.shares_have
+        );
+        // More shares may follow on standard input or at the prompt; when
+        // there are none, the node stays locked with the shares it has
+        // (others can add theirs with `moat unlock`).
+        crate::output::progress(format_args!("Share accepted: {progress}."));
+        prompt = "Enter the next share (empty to stop): ";
+        let next = if tty {
+            None
+        } else {
+            Some(peek_more(&mut stdin)?)
+        };
+        if next == Some(false) {
+            let mut out = io::stdout().lock();
+            writeln!(
+                out,
+                "This node is still locked: {progress}. Each holder can add a share with `moat unlock`."
+            )?;
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one key or share: from a hidden prompt on a terminal, else the
+/// next non-empty line of standard input. `None` at the end of input or
+/// for an empty answer at the prompt.
+fn read_secret<R: BufRead>(
+    tty: bool,
+    stdin: &mut R,
+    prompt: &str,
+) -> Result<Option<Zeroizing<String>>, Failure> {
+    if tty {
+        let text = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
+            Failure::new(
+                e,
+                "run moat unlock in a terminal, or pipe the key on standard input",
+            )
+        })?);
+        let trimmed = text.trim();
+        return Ok((!trimmed.is_empty()).then(|| Zeroizing::new(trimmed.to_string())));
+    }
+    loop {
+        let mut line = Zeroizing::new(String::new());
+        let read = io::Read::take(&mut *stdin, MAX_LINE)
+            .read_line(&mut line)
+            .map_err(|e| Failure::new(e, "pipe the unlock key on standard input as text"))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        let trimmed = line.trim();
+        if !trimmed.is_empty() {
+            return Ok(Some(Zeroizing::new(trimmed.to_string())));
+        }
+    }
+}
+
+/// Whether standard input has more to read.
+fn peek_more(stdin: &mut impl BufRead) -> Result<bool, Failure> {
+    loop {
+        let buf = stdin.fill_buf()?;
+        match buf.first() {
+            None => return Ok(false),
+            Some(b) if b.is_ascii_whitespace() => stdin.consume(1),
+            Some(_) => return Ok(true),
+        }
+    }
+}
+
+pub(crate) fn unlock_key(args: &UnlockKeyArgs) -> Result<(), Failure> {
+    let answer: UnlockKeyResponse = block_on(async {
+        let client = client(&args.host);
+        if args.rotate {
+            client.post(path::UNLOCK_KEY_ROTATE, &Empty {}).await
+        } else {
+            client.get(path::UNLOCK_KEY).await
+        }
+        .or_fail()
+    })?;
+    let key = Zeroizing::new(answer.key.clone());
+    drop(answer);
+    let mut out = io::stdout().lock();
+    match args.split {
+        None if args.quiet => writeln!(out, "{}", key.as_str())?,
+        None => {
+            if args.rotate {
+                writeln!(out, "Successfully rotated manager unlock key.")?;
+                writeln!(out)?;
+            }
+            render::unlock_key(&mut out, &key)?;
+        }
+        Some((k, n)) => {
+            let parsed: moat_lock::UnlockKey = key.parse().map_err(|e| {
+                Failure::new(
+                    anyhow::Error::new(e).context("the daemon sent a malformed unlock key"),
+                    "this is a bug; report it",
+                )
+            })?;
+            let shares = moat_lock::split_unlock_key(&parsed, k, n).map_err(|e| {
+                Failure::new(e, "choose K and N with 2 <= K <= N <= 16, e.g. --split 3/5")
+            })?;
+            let texts: Vec<Zeroizing<String>> =
+                shares.iter().map(|s| s.expose_for_operator()).collect();
+            if args.quiet {
+                for t in &texts {
+                    writeln!(out, "{}", t.as_str())?;
+                }
+            } else {
+                if args.rotate {
+                    writeln!(out, "Successfully rotated manager unlock key.")?;
+                    writeln!(out)?;
+                }
+                render::unlock_shares(&mut out, k, &texts)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
