@@ -149,6 +149,48 @@ impl Client {
         self.request(hyper::Method::POST, path, Some(json)).await
     }
 
+    /// `POST path` with `body` as JSON, streaming a binary answer to
+    /// `sink` chunk by chunk (with the announced total length, if any);
+    /// returns the number of bytes received. No overall time limit: a
+    /// large download takes as long as it takes.
+    pub async fn post_download<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        mut sink: impl FnMut(&[u8], Option<u64>) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| self.protocol(e.to_string()))?;
+        let (response, conn) = self.send(hyper::Method::POST, path, Some(json)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let result = self.answer::<crate::Empty>(status, response).await;
+            conn.abort();
+            return result.map(|_| 0);
+        }
+        let total = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.protocol(format!("reading the answer: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                received += data.len() as u64;
+                sink(data, total).map_err(|e| self.protocol(format!("writing: {e}")))?;
+            }
+        }
+        conn.abort();
+        if total.is_some_and(|t| t != received) {
+            return Err(self.protocol(format!(
+                "the answer ended after {received} of {} bytes",
+                total.unwrap_or_default()
+            )));
+        }
+        Ok(received)
+    }
+
     async fn request<R: DeserializeOwned>(
         &self,
         method: hyper::Method,
@@ -169,6 +211,27 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<R, ClientError> {
+        let (response, conn) = self.send(method, path, body).await?;
+        let status = response.status();
+        let result = self.answer(status, response).await;
+        conn.abort();
+        result
+    }
+
+    /// Sends one request on a new connection; the connection task is
+    /// returned so the caller can end it once the answer is read.
+    async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            tokio::task::JoinHandle<hyper::Result<()>>,
+        ),
+        ClientError,
+    > {
         let stream = UnixStream::connect(&self.host.socket)
             .await
             .map_err(|source| ClientError::Connect {
@@ -190,13 +253,20 @@ impl Client {
             .send_request(request)
             .await
             .map_err(|e| self.protocol(e.to_string()))?;
-        let status = response.status();
+        Ok((response, conn))
+    }
+
+    /// Reads a JSON answer (or the daemon's error).
+    async fn answer<R: DeserializeOwned>(
+        &self,
+        status: hyper::StatusCode,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<R, ClientError> {
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|e| self.protocol(format!("reading the answer: {e}")))?
             .to_bytes();
-        conn.abort();
         if status.is_success() {
             serde_json::from_slice(&bytes)
                 .map_err(|e| self.protocol(format!("the answer is not what this CLI expects ({e}); are the CLI and the daemon the same version?")))

@@ -60,4 +60,7 @@ pub mod path {
     pub const UNLOCK_KEY: &str = "/v1/unlock-key";
     /// `POST` `{}` → [`crate::UnlockKeyResponse`] (the new key).
     pub const UNLOCK_KEY_ROTATE: &str = "/v1/unlock-key/rotate";
+    /// `POST` [`crate::BackupRequest`] → the backup file's bytes
+    /// (`application/octet-stream`, see moat-backup).
+    pub const BACKUP: &str = "/v1/backup";
 }

@@ -203,6 +203,10 @@ pub struct InitRequest {
     pub cert_expiry_seconds: Option<u64>,
     /// Turn autolock on.
     pub autolock: bool,
+    /// Make this manager (restored from a backup, or the survivor of a
+    /// lost quorum) the only manager of its cluster, keeping its state.
+    #[serde(default)]
+    pub force_new_cluster: bool,
 }
 
 /// Answer to `init`. `Debug` leaves the token out.
@@ -524,6 +528,31 @@ impl fmt::Debug for UnlockKeyResponse {
             .field("key", &"…")
             .field("generation", &self.generation)
             .field("set_at", &self.set_at)
+            .finish()
+    }
+}
+
+/// `POST /v1/backup`: how to protect the backup. `Debug` leaves the
+/// passphrase out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// age X25519 recipients (`age1…`) to encrypt to.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A passphrase to encrypt with (age scrypt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    /// Write it unencrypted (still integrity-checked). Refused unless set.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+impl fmt::Debug for BackupRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackupRequest")
+            .field("recipients", &self.recipients)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "…"))
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .finish()
     }
 }

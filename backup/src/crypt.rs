@@ -21,6 +21,22 @@ use crate::{Encryption, MAX_SCRYPT_WORK_FACTOR, Unprotect};
 pub struct AgeIdentity(age::x25519::Identity);
 
 impl AgeIdentity {
+    /// A new random identity (an age X25519 key pair).
+    pub fn generate() -> Self {
+        Self(age::x25519::Identity::generate())
+    }
+
+    /// The identity file's text: a comment naming the recipient, then the
+    /// secret key (`AGE-SECRET-KEY-1…`), as age-keygen writes it.
+    pub fn to_file_text(&self) -> zeroize::Zeroizing<String> {
+        use age::secrecy::ExposeSecret;
+        zeroize::Zeroizing::new(format!(
+            "# created by moat backup keygen\n# public key: {}\n{}\n",
+            self.recipient(),
+            self.0.to_string().expose_secret()
+        ))
+    }
+
     /// The matching recipient (public key), `age1…`.
     pub fn recipient(&self) -> String {
         self.0.to_public().to_string()

@@ -50,6 +50,21 @@ pub(crate) enum Command {
     Leave(LeaveArgs),
     /// Change the cluster's settings.
     Update(UpdateArgs),
+    /// Back up a manager's cluster state, online, encrypted with age.
+    ///
+    /// The backup is consistent (everything committed before the command)
+    /// and taken without stopping anything. It holds the store and the
+    /// manager's keys still sealed: with autolock on, restoring it needs
+    /// the unlock key valid when it was taken. Without --recipient or
+    /// --passphrase it is refused unless --insecure-plaintext is given.
+    Backup(BackupArgs),
+    /// Lay a backup out as a new manager's state directory (offline).
+    ///
+    /// Then start `moat daemon --state-dir DIR` (and `moat unlock` if
+    /// autolock was on) and run `moat init --force-new-cluster` to make it
+    /// the only manager of the restored cluster. Nothing is written to DIR
+    /// unless the whole backup verifies.
+    Restore(RestoreArgs),
     /// Unlock a locked manager.
     ///
     /// A manager restarted while autolock is on keeps its keys sealed and
@@ -237,8 +252,9 @@ pub(crate) struct InitArgs {
     #[command(flatten)]
     pub(crate) host: HostArgs,
     /// Where to listen for cluster traffic (port 0: any free port).
-    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
-    pub(crate) listen_addr: String,
+    /// Default: 0.0.0.0:4377, or with --force-new-cluster the node's own.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) listen_addr: Option<String>,
     /// The address other nodes use to reach this one. Default: the listen
     /// address, or the host's only non-loopback address when listening on
     /// 0.0.0.0 (with several, give this option).
@@ -252,6 +268,90 @@ pub(crate) struct InitArgs {
     /// give each manager after it restarts.
     #[arg(long)]
     pub(crate) autolock: bool,
+    /// Make this manager the only manager of its cluster, keeping all of
+    /// the cluster's state: after `moat restore`, or when a quorum of
+    /// managers is lost for good. The other managers must not come back.
+    #[arg(long)]
+    pub(crate) force_new_cluster: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BackupArgs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Where to write the backup (written atomically, mode 0600).
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Encrypt to this age recipient (age1…; repeatable). `moat backup
+    /// keygen` makes a key pair.
+    #[arg(long = "recipient", short = 'r', value_name = "AGE_RECIPIENT")]
+    pub(crate) recipients: Vec<String>,
+    /// Encrypt with a passphrase (asked on the terminal, or the first line
+    /// of standard input).
+    #[arg(long, conflicts_with = "recipients")]
+    pub(crate) passphrase: bool,
+    /// Write the backup unencrypted (it holds the cluster's keys; with
+    /// autolock off, the key that opens them too).
+    #[arg(long, conflicts_with_all = ["recipients", "passphrase"])]
+    pub(crate) insecure_plaintext: bool,
+    #[command(subcommand)]
+    pub(crate) action: Option<BackupAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackupAction {
+    /// Verify a backup and show what it holds, without restoring it.
+    Inspect(BackupInspect),
+    /// Make an age key pair for backups: writes the identity (secret) to
+    /// FILE (mode 0600) and prints the recipient to give `--recipient`.
+    Keygen {
+        /// Where to write the identity file.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+/// How to open a backup.
+#[derive(Debug, Args)]
+pub(crate) struct Unprotect {
+    /// An age identity file holding the secret key of one of the backup's
+    /// recipients.
+    #[arg(long, short = 'i', value_name = "KEYFILE")]
+    pub(crate) identity: Option<PathBuf>,
+    /// The backup was made with --passphrase (asked on the terminal, or the
+    /// first line of standard input).
+    #[arg(long, conflicts_with = "identity")]
+    pub(crate) passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupInspect {
+    /// The backup file.
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) unprotect: Unprotect,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup file.
+    pub(crate) file: PathBuf,
+    /// The state directory to create (it must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) unprotect: Unprotect,
+    /// The address the restored manager will advertise (default: the one
+    /// in the backup). `moat init --force-new-cluster` can change it too.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) advertise_addr: Option<String>,
+    /// Where it will listen (default: 0.0.0.0 at the advertised port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) listen_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -543,7 +643,7 @@ impl From<AvailabilityArg> for moat_api::Availability {
 }
 
 /// Where `init` and `join` listen by default (moat's cluster port).
-const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4377";
+pub(crate) const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4377";
 
 /// A lifetime, or `none` (zero) to remove one.
 fn parse_ttl(s: &str) -> Result<Duration, String> {

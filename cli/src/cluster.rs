@@ -21,10 +21,16 @@ use crate::token::{read_token, zeroize_string};
 
 pub(crate) fn init(args: &InitArgs) -> Result<(), Failure> {
     let request = InitRequest {
-        listen_addr: args.listen_addr.clone(),
+        listen_addr: match (&args.listen_addr, args.force_new_cluster) {
+            (Some(a), _) => a.clone(),
+            // Empty: the node keeps its own.
+            (None, true) => String::new(),
+            (None, false) => crate::args::DEFAULT_LISTEN_ADDR.into(),
+        },
         advertise_addr: args.advertise_addr.clone(),
         cert_expiry_seconds: args.cert_expiry.map(|d| d.as_secs()),
         autolock: args.autolock,
+        force_new_cluster: args.force_new_cluster,
     };
     let answer: InitResponse = block_on(async {
         client(&args.host)

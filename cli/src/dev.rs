@@ -242,6 +242,7 @@ impl Cluster {
                     advertise_addr: None,
                     cert_expiry_seconds: None,
                     autolock: false,
+                    force_new_cluster: false,
                 },
             )
             .await

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod args;
+mod backup;
 mod cert;
 mod client;
 mod cluster;
@@ -49,6 +50,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::JoinToken(args) => cluster::join_token(&args),
         Command::Leave(args) => cluster::leave(&args),
         Command::Update(args) => cluster::update(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
         Command::Unlock(args) => lock::unlock(&args),
         Command::UnlockKey(args) => lock::unlock_key(&args),
         Command::Info(args) => cluster::info(&args),

@@ -106,6 +106,7 @@ pub(crate) async fn serve(
         .route(path::UNLOCK, post(unlock))
         .route(path::UNLOCK_KEY, get(unlock_key))
         .route(path::UNLOCK_KEY_ROTATE, post(unlock_key_rotate))
+        .route(path::BACKUP, post(backup))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,
@@ -129,6 +130,19 @@ async fn refuse_while_locked(
         return Failure(crate::daemon::locked_error()).into_response();
     }
     next.run(request).await
+}
+
+async fn backup(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<moat_api::BackupRequest>,
+) -> Result<Response, Failure> {
+    let node = manager(&d).await?;
+    let bytes = crate::backup::take(&node, req).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn unlock(
@@ -211,7 +225,7 @@ async fn rekey_here(node: &Arc<Node>) {
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -249,15 +249,7 @@ impl Daemon {
         match tls.set_credentials(Credentials { chain, key }, OffsetDateTime::now_utc()) {
             Ok(identity) => {
                 tracing::info!(node = %identity.node_id, role = identity.role.as_str(), "restoring cluster membership");
-                if identity.role == Role::Manager {
-                    node.start_manager(&file.listen_addr).await?;
-                    resume_dek_rotation(&node);
-                }
-                let agent = tokio::spawn(agent::run(node.clone()));
-                *self.phase.write().await = Phase::Member {
-                    node,
-                    agent: Some(agent),
-                };
+                self.run_member(node, identity.role).await?;
             }
             Err(moat_pki::Error::Cert(CertError::Expired { not_after, .. }))
                 if self.layout.store_dir().join("store.json").exists() =>
@@ -272,12 +264,7 @@ impl Daemon {
                             not_after = %identity.not_after,
                             "this manager's certificate expired while it was down; issued itself a new one from the cluster CA"
                         );
-                        node.start_manager(&file.listen_addr).await?;
-                        let agent = tokio::spawn(agent::run(node.clone()));
-                        *self.phase.write().await = Phase::Member {
-                            node,
-                            agent: Some(agent),
-                        };
+                        self.run_member(node, Role::Manager).await?;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "renewing this manager's expired certificate from its store failed");
@@ -303,6 +290,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// Runs a member whose keys are loaded: a manager's store and
+    /// listener, and the agent. A manager restored from a backup waits
+    /// for `moat init --force-new-cluster` instead.
+    async fn run_member(&self, node: Arc<Node>, role: Role) -> Result<(), ApiError> {
+        if node.node_file().restored {
+            tracing::warn!(
+                "this manager was restored from a backup: run `moat init --force-new-cluster` to start the restored cluster"
+            );
+            node.set_fault(restored_fault());
+            *self.phase.write().await = Phase::Member { node, agent: None };
+            return Ok(());
+        }
+        if role == Role::Manager {
+            node.start_manager(&node.node_file().listen_addr).await?;
+            resume_dek_rotation(&node);
+        }
+        let agent = tokio::spawn(agent::run(node.clone()));
+        *self.phase.write().await = Phase::Member {
+            node,
+            agent: Some(agent),
+        };
+        Ok(())
+    }
+
     async fn ensure_inactive(&self) -> Result<(), ApiError> {
         if self.locked().await.is_some() {
             return Err(locked_error());
@@ -320,6 +331,9 @@ impl Daemon {
     /// `moat init`.
     pub(crate) async fn init(&self, req: InitRequest) -> Result<InitResponse, ApiError> {
         let _guard = self.lifecycle.lock().await;
+        if req.force_new_cluster {
+            return self.force_new_cluster(req).await;
+        }
         self.ensure_inactive().await?;
         let expiry = cert_expiry(req.cert_expiry_seconds)?;
         let result = self.init_inner(req, expiry).await;
@@ -463,6 +477,128 @@ impl Daemon {
             advertise_addr: advertise,
             worker_token,
             unlock_key: unlock_key.map(|k| k.to_string()),
+        })
+    }
+
+    /// `moat init --force-new-cluster`: this manager (restored from a
+    /// backup, or the survivor of a lost quorum) becomes the only voter of
+    /// its cluster, keeping every committed object, at the addresses
+    /// given (default: its own).
+    async fn force_new_cluster(&self, req: InitRequest) -> Result<InitResponse, ApiError> {
+        if self.locked().await.is_some() {
+            return Err(locked_error());
+        }
+        let node = self.node().await.ok_or_else(|| {
+            not_in_cluster().hint("to recover a cluster from a backup, lay it out first with `moat restore FILE --state-dir DIR`, start `moat daemon --state-dir DIR`, then run this again")
+        })?;
+        if !node.layout.store_dir().join("store.json").exists() {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                "only a manager can force a new cluster; this node is a worker",
+            )
+            .hint("run it on a manager, or on a manager restored with `moat restore`"));
+        }
+        if req.autolock {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "--autolock cannot be combined with --force-new-cluster: the restored cluster keeps its autolock setting",
+            )
+            .hint("change it afterwards with `moat update --autolock=true|false`"));
+        }
+        let file = node.node_file();
+        let listen = if req.listen_addr.is_empty() {
+            file.listen_addr.clone()
+        } else {
+            normalize_listen(&req.listen_addr)?
+        };
+        let advertise = match (&req.advertise_addr, req.listen_addr.is_empty()) {
+            (Some(a), _) => normalize_listen(a)?,
+            (None, true) => file.advertise_addr.clone(),
+            (None, false) => {
+                let bound: SocketAddr = listen.parse().map_err(|e| {
+                    ApiError::new(ErrorKind::InvalidArgument, format!("{listen}: {e}"))
+                })?;
+                advertise_addr(None, bound)?
+            }
+        };
+        {
+            let mut phase = self.phase.write().await;
+            if let Phase::Member { agent, .. } = &mut *phase
+                && let Some(agent) = agent.take()
+            {
+                agent.abort();
+            }
+        }
+        node.stop_manager().await;
+        let forced = {
+            let kek = node.kek.load_full();
+            moat_store::offline::force_single_voter(
+                &node.layout.store_dir(),
+                moat_lock::KeySource::Key(&kek),
+                node.id,
+                &advertise,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Internal,
+                    format!("rewriting the store for a new cluster: {e}"),
+                )
+                .hint("nothing was lost: the store keeps its committed state; fix the cause and run the command again")
+            })?
+        };
+        node.update_node_file(|f| {
+            f.listen_addr = listen.clone();
+            f.advertise_addr = advertise.clone();
+            f.managers = vec![rpc::Peer {
+                id: node.id,
+                addr: advertise.clone(),
+            }];
+            f.restored = false;
+        })?;
+        node.clear_fault();
+        node.start_manager(&listen).await?;
+        let m = node.require_manager()?;
+        m.raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(node.id, "this manager to lead the forced new cluster")
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let state = node.read_state().await.map_err(RpcError::into_api)?;
+        if let Some(record) = state.nodes.get(&node.id) {
+            let mut record = record.clone();
+            record.address = advertise.clone();
+            record.ready = true;
+            node.propose(Command::PutNode(record))
+                .await
+                .map_err(RpcError::into_api)?;
+        }
+        resume_dek_rotation(&node);
+        let agent = tokio::spawn(agent::run(node.clone()));
+        *self.phase.write().await = Phase::Member {
+            node: node.clone(),
+            agent: Some(agent),
+        };
+        node.journal(
+            "force-new-cluster",
+            "success",
+            &format!(
+                "from log index {} (term {}); {} uncommitted entries dropped",
+                forced.index, forced.term, forced.dropped_entries
+            ),
+        );
+        tracing::warn!(index = forced.index, addr = %advertise, dropped = forced.dropped_entries, "forced a new cluster with this manager as its only voter");
+        let worker_token = state
+            .join_tokens
+            .as_ref()
+            .map(|t| t.worker.expose_secret().to_string())
+            .unwrap_or_default();
+        Ok(InitResponse {
+            node_id: node.id.to_string(),
+            cluster_id: node.cluster.to_string(),
+            advertise_addr: advertise,
+            worker_token,
+            unlock_key: None,
         })
     }
 
@@ -939,6 +1075,16 @@ pub(crate) fn api_role(role: Role) -> moat_api::Role {
     }
 }
 
+/// The state of a manager restored from a backup, until it is made the
+/// first manager of the restored cluster.
+fn restored_fault() -> ApiError {
+    ApiError::new(
+        ErrorKind::FailedPrecondition,
+        "This manager was restored from a backup and is not running yet.",
+    )
+    .hint("run `moat init --force-new-cluster [--advertise-addr ADDR:PORT]` to make it the only manager of the restored cluster, then join the other nodes again")
+}
+
 pub(crate) fn not_in_cluster() -> ApiError {
     ApiError::new(
         ErrorKind::FailedPrecondition,
@@ -957,7 +1103,7 @@ pub(crate) fn cert_expiry(secs: Option<u64>) -> Result<Duration, ApiError> {
         .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, format!("--cert-expiry: {e}")))
 }
 
-fn normalize_listen(addr: &str) -> Result<String, ApiError> {
+pub(crate) fn normalize_listen(addr: &str) -> Result<String, ApiError> {
     let with_port = if addr.parse::<SocketAddr>().is_ok()
         || addr
             .rsplit_once(':')

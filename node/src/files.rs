@@ -180,6 +180,10 @@ pub(crate) struct NodeFile {
     /// node's key files follow; 0 before any.
     #[serde(default)]
     pub(crate) key_generation: u32,
+    /// Laid out by `moat restore`: the store waits for
+    /// `moat init --force-new-cluster` before Raft starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) restored: bool,
 }
 
 impl NodeFile {
@@ -200,6 +204,7 @@ impl NodeFile {
             managers,
             cert_expiry_secs,
             key_generation: 0,
+            restored: false,
         }
     }
 

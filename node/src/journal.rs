@@ -82,12 +82,7 @@ impl Journal {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let record = Record {
             seq: tail.0 + 1,
-            time: moat_store::model::rfc3339(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or_default(),
-            ),
+            time: moat_store::model::rfc3339(crate::control::unix_now()),
             node: node.to_string(),
             actor: actor.to_string(),
             action: action.to_string(),

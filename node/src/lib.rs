@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod backup;
 mod control;
 mod daemon;
 mod files;
@@ -23,6 +24,7 @@ mod raft;
 mod rpc;
 mod service;
 
+pub use backup::{Restored, restore_backup};
 pub use daemon::{DEFAULT_PORT, DaemonOptions, run_daemon};
 pub use node::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
 pub use raft::{NodeError, RaftManager, RotationStep, raft_config};

@@ -238,6 +238,12 @@ impl Node {
         self.fault.lock().ok().and_then(|f| f.clone())
     }
 
+    pub(crate) fn clear_fault(&self) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = None;
+        }
+    }
+
     pub(crate) fn set_fault(&self, e: ApiError) {
         if let Ok(mut f) = self.fault.lock() {
             *f = Some(e);

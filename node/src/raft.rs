@@ -145,6 +145,11 @@ impl RaftManager {
         })
     }
 
+    /// The record cipher of this manager's store (its DEKs).
+    pub fn cipher(&self) -> Arc<RecordCipher> {
+        self.cipher.clone()
+    }
+
     /// The data key in use and, during a rotation, the one being rotated
     /// to; `None` for an unencrypted store.
     pub fn dek_versions(&self) -> Option<(DekVersion, Option<DekVersion>)> {

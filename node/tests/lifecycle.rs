@@ -116,6 +116,7 @@ async fn init(client: &Client) -> InitResponse {
                 advertise_addr: None,
                 cert_expiry_seconds: None,
                 autolock: false,
+                force_new_cluster: false,
             },
         )
         .await

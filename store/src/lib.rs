@@ -36,7 +36,9 @@ pub use log::{
 pub use open::{OpenStore, StoreIdentity, read_deks, read_identity, rewrap_deks, write_dek};
 pub use quorum::{QuorumError, can_remove};
 pub use rotation::{begin_dek_rotation, complete_dek_rotation, files_sealed_with};
-pub use sm::{Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot};
+pub use sm::{
+    Applied, MAX_SNAPSHOT_BYTES, SnapshotFile, StateMachineStore, read_snapshot, seal_snapshot,
+};
 pub use types::*;
 
 /// Reads the applied cluster state after confirming with a quorum that this

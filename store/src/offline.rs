@@ -60,7 +60,7 @@ pub struct DumpReport {
 /// and names its file and position. Read-only: nothing in `dir` changes,
 /// not even the repair of a torn log tail.
 pub async fn verify(dir: &Path, kek: KeySource<'_>) -> Result<VerifyReport, StoreError> {
-    Ok(load(dir, kek).await?.0)
+    Ok(load(dir, kek).await?.report)
 }
 
 /// Like [`verify`], then rebuilds the cluster state for printing.
@@ -69,11 +69,11 @@ pub async fn dump(
     kek: KeySource<'_>,
     show_secrets: bool,
 ) -> Result<DumpReport, StoreError> {
-    let (verify, state, uncommitted) = load(dir, kek).await?;
+    let loaded = load(dir, kek).await?;
     Ok(DumpReport {
-        verify,
-        state: state.to_dump_json(show_secrets),
-        uncommitted_entries: uncommitted,
+        verify: loaded.report,
+        state: loaded.state.to_dump_json(show_secrets),
+        uncommitted_entries: loaded.uncommitted,
     })
 }
 
@@ -81,13 +81,105 @@ pub async fn dump(
 /// manager that must read its own store before it can start (renewing its
 /// expired certificate from the CA key the store holds).
 pub async fn read_state(dir: &Path, kek: KeySource<'_>) -> Result<ClusterState, StoreError> {
-    Ok(load(dir, kek).await?.1)
+    Ok(load(dir, kek).await?.state)
 }
 
-async fn load(
+/// What a stopped store holds once read.
+struct Loaded {
+    report: VerifyReport,
+    state: ClusterState,
+    uncommitted: u64,
+    /// The log id of the last entry reflected in `state`.
+    applied: Option<crate::LogId>,
+}
+
+/// What [`force_single_voter`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForcedCluster {
+    /// The log index the new cluster starts from.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// Log entries that were not known to be committed and were dropped.
+    pub dropped_entries: u64,
+}
+
+/// Rewrites a stopped manager's store so that `node`, reachable at `addr`,
+/// is the only voter of its cluster (`moat init --force-new-cluster`):
+/// every committed change is kept (the snapshot plus the committed log
+/// entries become one new snapshot whose membership is `{node}`), entries
+/// not known to be committed are dropped, and the log starts empty with a
+/// vote at least as new as anything in it, so the node elects itself.
+///
+/// The new snapshot is durable before the old log is removed; if
+/// interrupted, running it again finishes the job.
+pub async fn force_single_voter(
     dir: &Path,
     kek: KeySource<'_>,
-) -> Result<(VerifyReport, ClusterState, u64), StoreError> {
+    node: moat_pki::NodeId,
+    addr: &str,
+) -> Result<ForcedCluster, StoreError> {
+    if !dir.join("log").exists() {
+        // A store laid out from a backup has a snapshot and no log yet.
+        drop(OpenStore::open(dir, kek)?);
+    }
+    let loaded = load(dir, kek).await?;
+    let last = loaded.applied.ok_or_else(|| {
+        StoreError::Invalid("the store holds no committed state to start a cluster from".into())
+    })?;
+    let term = loaded
+        .report
+        .vote_term
+        .unwrap_or(0)
+        .max(last.leader_id.term);
+    let store = OpenStore::open(dir, kek)?;
+    let membership = openraft::Membership::new(
+        vec![std::collections::BTreeSet::from([node])],
+        std::collections::BTreeMap::from([(node, openraft::BasicNode::new(addr))]),
+    );
+    let id = format!(
+        "{}-{}-force-new-cluster",
+        last.index,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    );
+    let file = crate::SnapshotFile {
+        meta: crate::SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: crate::StoredMembership::new(Some(last), membership),
+            snapshot_id: id,
+        },
+        state: loaded.state,
+    };
+    store.sm.write_snapshot(&file)?;
+    drop(store);
+    // The old log goes: its entries are in the snapshot or were never
+    // committed, and its membership entries would override the new one.
+    let log = dir.join("log");
+    let old = dir.join("log.replaced");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(StoreError::io("remove", &old))?;
+    }
+    if log.exists() {
+        std::fs::rename(&log, &old).map_err(StoreError::io("rename", &log))?;
+        crate::fsutil::sync_dir(dir)?;
+    }
+    let mut store = OpenStore::open(dir, kek)?;
+    let vote = crate::Vote::new(term, node);
+    store.log.save_vote(&vote).await.map_err(storage)?;
+    drop(store);
+    std::fs::remove_dir_all(&old).map_err(StoreError::io("remove", &old))?;
+    crate::fsutil::sync_dir(dir)?;
+    Ok(ForcedCluster {
+        index: last.index,
+        term: last.leader_id.term,
+        dropped_entries: loaded.uncommitted,
+    })
+}
+
+async fn load(dir: &Path, kek: KeySource<'_>) -> Result<Loaded, StoreError> {
     let mut store = OpenStore::open_read_only(dir, kek)?;
     {
         let dek_versions = store
@@ -143,6 +235,7 @@ async fn load(
             _ => Vec::new(),
         };
         let mut uncommitted = 0;
+        let mut applied = snapshot.as_ref().and_then(|s| s.meta.last_log_id);
         for entry in &entries {
             let index = entry.log_id.index;
             if applied_to.is_some_and(|a| index <= a) {
@@ -155,6 +248,7 @@ async fn load(
             if let EntryPayload::Normal(command) = &entry.payload {
                 state.apply(command);
             }
+            applied = Some(entry.log_id);
         }
         let report = VerifyReport {
             identity: store.identity,
@@ -166,7 +260,12 @@ async fn load(
             committed,
             vote_term,
         };
-        Ok((report, state, uncommitted))
+        Ok(Loaded {
+            report,
+            state,
+            uncommitted,
+            applied,
+        })
     }
 }
 

@@ -95,23 +95,11 @@ impl StateMachineStore {
         self.applied.clone()
     }
 
-    fn write_snapshot(&self, file: &SnapshotFile) -> Result<(), StoreError> {
-        let id = &file.meta.snapshot_id;
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(file).map_err(|e| {
-            StoreError::Encoding {
-                what: "snapshot",
-                reason: e.to_string(),
-            }
-        })?);
-        let sealed = self.cipher.seal(FileKind::Snapshot, id.as_bytes(), &json)?;
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 2 + id.len() + sealed.len());
-        bytes.extend_from_slice(MAGIC);
-        let id_len = u16::try_from(id.len())
-            .map_err(|_| StoreError::Invalid("snapshot id too long".into()))?;
-        bytes.extend_from_slice(&id_len.to_be_bytes());
-        bytes.extend_from_slice(id.as_bytes());
-        bytes.extend_from_slice(&sealed);
-        let path = self.dir.join(snapshot_file_name(id));
+    /// Writes `file` as the current snapshot (atomically) and removes
+    /// older ones.
+    pub(crate) fn write_snapshot(&self, file: &SnapshotFile) -> Result<(), StoreError> {
+        let (name, bytes) = seal_snapshot(&self.cipher, file)?;
+        let path = self.dir.join(name);
         crate::fsutil::write_atomic(&path, &bytes)?;
         // Only now that the new snapshot is durable do older ones go.
         for (old, _) in list_snapshots(&self.dir)? {
@@ -233,6 +221,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 /// Opens and authenticates one snapshot file.
+/// Seals `file` in the snapshot file format (see the module docs) with
+/// `cipher`; returns the file name it must have and its bytes. Used for
+/// the node's own snapshots and for backups.
+pub fn seal_snapshot(
+    cipher: &RecordCipher,
+    file: &SnapshotFile,
+) -> Result<(String, Vec<u8>), StoreError> {
+    let id = &file.meta.snapshot_id;
+    let json =
+        zeroize::Zeroizing::new(serde_json::to_vec(file).map_err(|e| StoreError::Encoding {
+            what: "snapshot",
+            reason: e.to_string(),
+        })?);
+    let sealed = cipher.seal(FileKind::Snapshot, id.as_bytes(), &json)?;
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 2 + id.len() + sealed.len());
+    bytes.extend_from_slice(MAGIC);
+    let id_len =
+        u16::try_from(id.len()).map_err(|_| StoreError::Invalid("snapshot id too long".into()))?;
+    bytes.extend_from_slice(&id_len.to_be_bytes());
+    bytes.extend_from_slice(id.as_bytes());
+    bytes.extend_from_slice(&sealed);
+    Ok((snapshot_file_name(id), bytes))
+}
+
+/// Reads and authenticates one snapshot file.
 pub fn read_snapshot(path: &Path, cipher: &RecordCipher) -> Result<SnapshotFile, StoreError> {
     let bytes = crate::fsutil::read_limited(path, MAX_SNAPSHOT_BYTES)?;
     let corrupt = |at: usize, reason: &str| StoreError::corrupt(path, format!("byte {at}"), reason);

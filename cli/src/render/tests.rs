@@ -238,10 +238,16 @@ const UNLOCK_KEY: &str = "MOATKEY-1-nubug6g7bknmkgoidjsmqj7uh8k3lk8falj44esb5112
 
 #[test]
 fn unlock_shares_text() {
-    let shares = ["MOATSHARE-1-aaaaaaa-0c-0k-04-x", "MOATSHARE-1-aaaaaaa-0c-0k-08-y"];
+    let shares = [
+        "MOATSHARE-1-aaaaaaa-0c-0k-04-x",
+        "MOATSHARE-1-aaaaaaa-0c-0k-08-y",
+    ];
     let t = text(|o| unlock_shares(o, 3, &shares));
     assert!(t.contains("any 3 of them"), "{t:?}");
-    assert!(t.contains("Share 2 of 2:\n    MOATSHARE-1-aaaaaaa-0c-0k-08-y\n"), "{t:?}");
+    assert!(
+        t.contains("Share 2 of 2:\n    MOATSHARE-1-aaaaaaa-0c-0k-08-y\n"),
+        "{t:?}"
+    );
     insta::assert_snapshot!(t);
 }
 

@@ -1,0 +1,297 @@
+//! `moat backup` (online, through the daemon), `moat backup inspect`,
+//! `moat backup keygen` and `moat restore` (offline).
+
+use std::fs::File;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use moat_api::{BackupRequest, path};
+use moat_backup::{AgeIdentity, Backup, BackupError, Unprotect};
+use zeroize::Zeroizing;
+
+use crate::args::{BackupAction, BackupArgs, BackupInspect, Format, RestoreArgs};
+use crate::client::{block_on, client};
+use crate::output::{Failure, write_json};
+
+pub(crate) fn backup(args: &BackupArgs) -> Result<(), Failure> {
+    match &args.action {
+        Some(BackupAction::Inspect(a)) => return inspect(a),
+        Some(BackupAction::Keygen { output }) => return keygen(output),
+        None => {}
+    }
+    let output = args.output.as_ref().ok_or_else(|| {
+        Failure::new(
+            anyhow::anyhow!("say where to write the backup"),
+            "moat backup --output FILE --recipient AGE_RECIPIENT (or --passphrase)",
+        )
+    })?;
+    let passphrase = if args.passphrase {
+        Some(read_passphrase(true)?)
+    } else {
+        None
+    };
+    let mut request = BackupRequest {
+        recipients: args.recipients.clone(),
+        passphrase: passphrase.as_ref().map(|p| p.to_string()),
+        insecure_plaintext: args.insecure_plaintext,
+    };
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Failure::new(e, format!("check that {} is writable", dir.display())))?;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        if io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} backing up {bytes}/{total_bytes} {wide_bar} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let written = block_on(async {
+        let file = tmp.as_file_mut();
+        client(&args.host)
+            .post_download(path::BACKUP, &request, |chunk, total| {
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.inc(chunk.len() as u64);
+                file.write_all(chunk)
+            })
+            .await
+            .map_err(Failure::api)
+    });
+    if let Some(p) = request.passphrase.as_mut() {
+        crate::token::zeroize_string(p);
+    }
+    bar.finish_and_clear();
+    let written = written?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = tmp.as_file();
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.sync_all()?;
+    }
+    tmp.persist(output).map_err(|e| {
+        Failure::new(
+            e.error,
+            format!("check that {} can be written", output.display()),
+        )
+    })?;
+    File::open(dir)?.sync_all()?;
+    let how = if args.insecure_plaintext {
+        "UNENCRYPTED".to_string()
+    } else if args.passphrase {
+        "encrypted with a passphrase".to_string()
+    } else {
+        format!("encrypted to {} recipient(s)", args.recipients.len())
+    };
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "Backup written to {} ({written} bytes, {how}).",
+        output.display()
+    )?;
+    Ok(())
+}
+
+fn keygen(output: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let identity = AgeIdentity::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context(format!("creating {}", output.display())),
+                "give a path that does not exist yet; an existing identity is never overwritten",
+            )
+        })?;
+    file.write_all(identity.to_file_text().as_bytes())?;
+    file.sync_all()?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "Public key: {}", identity.recipient())?;
+    writeln!(
+        out,
+        "Identity written to {}; keep it secret and away from the cluster.",
+        output.display()
+    )?;
+    Ok(())
+}
+
+/// Reads and verifies a backup file.
+fn open(file: &Path, unprotect: &crate::args::Unprotect) -> Result<Backup, Failure> {
+    let how = if let Some(path) = &unprotect.identity {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                "give the age identity file (AGE-SECRET-KEY-1…) whose public key the backup was encrypted to",
+            )
+        })?);
+        Unprotect::Identities(vec![text])
+    } else if unprotect.passphrase {
+        Unprotect::Passphrase(read_passphrase(false)?)
+    } else {
+        Unprotect::None
+    };
+    let input = File::open(file).map_err(|e| {
+        Failure::new(
+            anyhow::Error::new(e).context(format!("opening {}", file.display())),
+            "check the path of the backup file",
+        )
+    })?;
+    moat_backup::read_backup(io::BufReader::new(input), &how).map_err(|e| {
+        let hint = match &e {
+            BackupError::WrongIdentity => Some(format!(
+                "{} does not hold the key of any recipient of {}",
+                unprotect
+                    .identity
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                file.display()
+            )),
+            BackupError::NeedsIdentity => Some("add --identity KEYFILE".into()),
+            BackupError::NeedsPassphrase => Some("add --passphrase".into()),
+            _ => None,
+        };
+        Failure::with_hint(
+            anyhow::Error::new(e).context(format!("{} cannot be used", file.display())),
+            hint,
+        )
+    })
+}
+
+fn inspect(args: &BackupInspect) -> Result<(), Failure> {
+    let backup = open(&args.file, &args.unprotect)?;
+    let m = &backup.manifest;
+    let mut out = io::stdout().lock();
+    match args.format {
+        Format::Json => write_json(&mut out, m)?,
+        Format::Table => {
+            writeln!(out, "Backup:        {} (verified)", args.file.display())?;
+            writeln!(out, "Encryption:    {:?}", backup.encryption)?;
+            writeln!(out, "Cluster:       {}", m.cluster_id)?;
+            writeln!(out, "Taken from:    {}", m.node_id)?;
+            writeln!(
+                out,
+                "Taken at:      {}",
+                moat_store::model::rfc3339(m.created_at)
+            )?;
+            writeln!(
+                out,
+                "Log index:     {} (term {})",
+                m.raft_index, m.raft_term
+            )?;
+            writeln!(out, "Nodes:         {} ({} managers)", m.nodes, m.managers)?;
+            writeln!(
+                out,
+                "Autolock:      {}",
+                if m.autolock {
+                    "on (restoring needs the unlock key valid when it was taken)"
+                } else {
+                    "off"
+                }
+            )?;
+            writeln!(out, "Moat version:  {}", m.moat_version)?;
+            writeln!(out, "Files:")?;
+            for f in &m.files {
+                writeln!(out, "  {:o}  {:>9}  {}", f.mode, f.len, f.path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
+    let backup = open(&args.file, &args.unprotect)?;
+    let (created_at, index) = (backup.manifest.created_at, backup.manifest.raft_index);
+    let restored = moat_node::restore_backup(
+        backup,
+        &args.state_dir,
+        args.listen_addr.as_deref(),
+        args.advertise_addr.as_deref(),
+    )
+    .map_err(|e| {
+        Failure::with_hint(
+            anyhow::anyhow!("restoring into {}: {}", args.state_dir.display(), e.message),
+            e.hint,
+        )
+    })?;
+    let dir = args.state_dir.display();
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "Restored manager {} of cluster {} into {dir}",
+        restored.node_id, restored.cluster_id
+    )?;
+    writeln!(
+        out,
+        "(backup taken at {}, log index {index}); it will listen on {} and advertise {}.",
+        moat_store::model::rfc3339(created_at),
+        restored.listen_addr,
+        restored.advertise_addr
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Next:")?;
+    writeln!(out, "    moat daemon --state-dir {dir}")?;
+    if restored.locked {
+        writeln!(
+            out,
+            "    moat unlock                      # autolock was on: the unlock key valid when the backup was taken"
+        )?;
+    }
+    writeln!(out, "    moat init --force-new-cluster")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Then join the other nodes again. Do not start the cluster the backup came from again."
+    )?;
+    Ok(())
+}
+
+/// A passphrase from the terminal (asked twice when `confirm`) or the
+/// first line of standard input.
+fn read_passphrase(confirm: bool) -> Result<Zeroizing<String>, Failure> {
+    let hint = "type it at the prompt, or pipe it as the first line of standard input";
+    let pass = if io::stdin().is_terminal() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("Backup passphrase: ").map_err(|e| Failure::new(e, hint))?,
+        );
+        if confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Repeat the passphrase: ")
+                    .map_err(|e| Failure::new(e, hint))?,
+            );
+            if *again != *first {
+                return Err(Failure::new(
+                    anyhow::anyhow!("the passphrases differ"),
+                    "run the command again",
+                ));
+            }
+        }
+        first
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        io::Read::take(io::stdin().lock(), 4096)
+            .read_line(&mut line)
+            .map_err(|e| Failure::new(e, hint))?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if pass.is_empty() {
+        return Err(Failure::new(
+            anyhow::anyhow!("the passphrase is empty"),
+            hint,
+        ));
+    }
+    Ok(pass)
+}

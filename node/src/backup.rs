@@ -1,0 +1,249 @@
+//! Online backups of a manager, and laying a backup out as a state
+//! directory (`moat restore`).
+//!
+//! A backup holds what a restore needs and nothing is decrypted for it:
+//! the node's files as they are on disk (its sealed TLS keys, its sealed
+//! data keys, `node.json`, the public certificates, the local journal),
+//! plus a snapshot of the state machine taken at a linearizable point and
+//! sealed with the store's data key in the snapshot file format. With
+//! autolock on, the backup therefore opens only with the unlock key valid
+//! when it was taken; with autolock off it also holds `unlock.key`. The
+//! whole is encrypted with age (moat-backup).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use moat_api::{ApiError, BackupRequest, ErrorKind};
+use moat_backup::{Backup, BackupFile, Manifest, Protection};
+use moat_pki::Role;
+use zeroize::Zeroizing;
+
+use crate::files::NodeFile;
+use crate::node::Node;
+
+/// Files copied as they are (relative to the state directory), if present.
+const NODE_FILES: &[&str] = &[
+    "node.json",
+    "certs/node.sealed",
+    "certs/node.crt",
+    "certs/ca.crt",
+    "store/store.json",
+    "unlock.key",
+    "journal.jsonl",
+];
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+}
+
+/// Takes a backup of this manager, without stopping it; returns the
+/// backup file's bytes.
+pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>, ApiError> {
+    let protection = match (
+        req.recipients.is_empty(),
+        req.passphrase,
+        req.insecure_plaintext,
+    ) {
+        (false, None, false) => Protection::Recipients(req.recipients),
+        (true, Some(p), false) => Protection::Passphrase(Zeroizing::new(p)),
+        (true, None, true) => Protection::InsecurePlaintext,
+        (true, None, false) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "a backup holds the cluster's keys and must be encrypted",
+            )
+            .hint("give --recipient AGE_RECIPIENT (repeatable; `moat backup keygen` makes a key pair) or --passphrase; --insecure-plaintext writes it unencrypted"));
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "choose one of --recipient, --passphrase and --insecure-plaintext",
+            ));
+        }
+    };
+    let m = node.require_manager()?;
+    // Everything committed before this call is in what follows.
+    let state = node.read_state().await.map_err(|e| e.into_api())?;
+    let cipher = m
+        .inner
+        .lock()
+        .await
+        .as_ref()
+        .map(|r| r.cipher())
+        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "this manager is stopping"))?;
+    let created_at = crate::control::unix_now();
+    let (files, manifest) = {
+        let applied = m
+            .applied
+            .read()
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "state lock poisoned"))?;
+        let last = applied.last_applied.ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "this manager has applied nothing yet",
+            )
+        })?;
+        let snapshot = moat_store::SnapshotFile {
+            meta: moat_store::SnapshotMeta {
+                last_log_id: Some(last),
+                last_membership: applied.membership.clone(),
+                snapshot_id: format!("{}-{created_at}-backup", last.index),
+            },
+            state: applied.state.clone(),
+        };
+        drop(applied);
+        // Key files and the snapshot's DEK must match: no rekey or DEK
+        // rotation step runs while they are read.
+        let _keys = node.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (name, sealed) = moat_store::seal_snapshot(&cipher, &snapshot)
+            .map_err(|e| internal("sealing the snapshot", e))?;
+        let mut files = vec![BackupFile::new(
+            format!("store/snapshots/{name}"),
+            0o600,
+            Zeroizing::new(sealed),
+        )];
+        let dir = node.layout.dir();
+        for rel in NODE_FILES {
+            if let Some(f) = read_file(dir, rel)? {
+                files.push(f);
+            }
+        }
+        let keys_dir = node.layout.store_dir().join("keys");
+        let entries = std::fs::read_dir(&keys_dir)
+            .map_err(|e| internal(&format!("listing {}", keys_dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("dek-") && name.ends_with(".sealed") {
+                if let Some(f) = read_file(dir, &format!("store/keys/{name}"))? {
+                    files.push(f);
+                }
+            }
+        }
+        let managers = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager)
+            .count();
+        let manifest = Manifest {
+            format: moat_backup::FORMAT_VERSION,
+            moat_version: env!("CARGO_PKG_VERSION").to_string(),
+            cluster_id: node.cluster.to_string(),
+            node_id: node.id.to_string(),
+            created_at,
+            raft_index: last.index,
+            raft_term: last.leader_id.term,
+            nodes: u32::try_from(state.nodes.len()).unwrap_or(u32::MAX),
+            managers: u32::try_from(managers).unwrap_or(u32::MAX),
+            autolock: !node.layout.kek_file().exists(),
+            files: Vec::new(),
+        };
+        (files, manifest)
+    };
+    // age's scrypt (passphrase) takes a second of CPU: off the runtime.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        moat_backup::write_backup(&mut out, manifest, &files, protection).map(|_| out)
+    })
+    .await
+    .map_err(|e| internal("writing the backup", e))?
+    .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+    node.journal("backup", "success", &format!("{} bytes", bytes.len()));
+    tracing::info!(bytes = bytes.len(), "backup taken");
+    Ok(bytes)
+}
+
+fn read_file(dir: &Path, rel: &str) -> Result<Option<BackupFile>, ApiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(rel);
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(internal(&format!("reading {}", path.display()), e)),
+    };
+    let data =
+        std::fs::read(&path).map_err(|e| internal(&format!("reading {}", path.display()), e))?;
+    Ok(Some(BackupFile::new(
+        rel,
+        meta.permissions().mode() & 0o777,
+        Zeroizing::new(data),
+    )))
+}
+
+/// What `moat restore` laid out.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The restored manager's id.
+    pub node_id: String,
+    /// Whether the daemon will start locked (autolock was on).
+    pub locked: bool,
+    /// The address it will listen on.
+    pub listen_addr: String,
+    /// The address it will advertise.
+    pub advertise_addr: String,
+}
+
+/// Lays `backup` out as the state directory `dir` (which must not exist or
+/// be empty; nothing is written to it unless all of it is): the node is
+/// marked restored, so its daemon waits for `moat init
+/// --force-new-cluster`, and gets the addresses given.
+pub fn restore_backup(
+    mut backup: Backup,
+    dir: &Path,
+    listen_addr: Option<&str>,
+    advertise_addr: Option<&str>,
+) -> Result<Restored, ApiError> {
+    if backup.file("store/store.json").is_none() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "the backup holds no store: it was not taken from a manager",
+        ));
+    }
+    let entry = backup
+        .files
+        .iter_mut()
+        .find(|f| f.path == "node.json")
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::InvalidArgument,
+                "the backup holds no node.json: it is not a backup of a manager",
+            )
+        })?;
+    let mut file: NodeFile = serde_json::from_slice(&entry.data).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("the backup's node.json is malformed: {e}"),
+        )
+    })?;
+    if let Some(a) = advertise_addr {
+        file.advertise_addr = crate::daemon::normalize_listen(a)?;
+        file.listen_addr = match listen_addr {
+            Some(l) => crate::daemon::normalize_listen(l)?,
+            None => {
+                let port = file
+                    .advertise_addr
+                    .rsplit_once(':')
+                    .map(|(_, p)| p)
+                    .unwrap_or("4377");
+                format!("0.0.0.0:{port}")
+            }
+        };
+    } else if let Some(l) = listen_addr {
+        file.listen_addr = crate::daemon::normalize_listen(l)?;
+    }
+    file.restored = true;
+    file.managers.clear();
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| internal("encoding node.json", e))?;
+    entry.data = Zeroizing::new(json);
+    let locked = backup.file("unlock.key").is_none();
+    moat_backup::restore_into(&backup, dir)
+        .map_err(|e| ApiError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+    Ok(Restored {
+        cluster_id: file.cluster_id.to_string(),
+        node_id: file.node_id.to_string(),
+        locked,
+        listen_addr: file.listen_addr,
+        advertise_addr: file.advertise_addr,
+    })
+}
