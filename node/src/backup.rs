@@ -113,10 +113,11 @@ pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>
             .map_err(|e| internal(&format!("listing {}", keys_dir.display()), e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("dek-") && name.ends_with(".sealed") {
-                if let Some(f) = read_file(dir, &format!("store/keys/{name}"))? {
-                    files.push(f);
-                }
+            if name.starts_with("dek-")
+                && name.ends_with(".sealed")
+                && let Some(f) = read_file(dir, &format!("store/keys/{name}"))?
+            {
+                files.push(f);
             }
         }
         let managers = state

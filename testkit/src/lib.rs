@@ -102,6 +102,18 @@ impl Daemon {
     }
 }
 
+/// How to start a daemon beyond the defaults (`moat daemon --state-dir
+/// DIR/NAME --hostname NAME`, standard input `/dev/null`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Start<'a> {
+    /// More arguments for `moat daemon`, e.g.
+    /// `["--unlock-key-file", path]`.
+    pub args: &'a [&'a str],
+    /// Text written to the daemon's standard input through a pipe, which
+    /// is then closed; e.g. the unlock key for `--unlock-key-fd 0`.
+    pub stdin: Option<&'a str>,
+}
+
 /// A set of daemons in one temporary directory.
 pub struct Harness {
     dir: tempfile::TempDir,
@@ -145,9 +157,14 @@ impl Harness {
     /// Starts `moat daemon` as `name` (state dir `DIR/name`) and waits
     /// until its control socket answers.
     pub fn start(&mut self, name: &str) -> &Daemon {
+        self.start_with(name, Start::default())
+    }
+
+    /// Like [`start`](Self::start), with more daemon arguments or input.
+    pub fn start_with(&mut self, name: &str, start: Start<'_>) -> &Daemon {
         let state_dir = self.dir.path().join(name);
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = self.spawn(name, &state_dir, &log);
+        let child = self.spawn(name, &state_dir, &log, start);
         self.daemons.insert(
             name.to_string(),
             Daemon {
@@ -161,24 +178,94 @@ impl Harness {
         self.daemon(name)
     }
 
-    fn spawn(&self, name: &str, state_dir: &Path, log: &Path) -> Child {
+    fn spawn(&self, name: &str, state_dir: &Path, log: &Path, start: Start<'_>) -> Child {
         let log_file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        Command::new(&self.moat)
+        let mut child = Command::new(&self.moat)
             .arg("daemon")
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--hostname")
             .arg(name)
+            .args(start.args)
             .env("MOAT_LOG", "info,moat_node=debug")
-            .stdin(Stdio::null())
+            .stdin(if start.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.moat.display()))
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.moat.display()));
+        if let (Some(input), Some(mut pipe)) = (start.stdin, child.stdin.take()) {
+            use std::io::Write;
+            // A daemon that never reads its input closes the pipe: not
+            // this function's failure to report.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        child
+    }
+
+    /// Runs `moat daemon` for `name` (state dir `DIR/name`, which must not
+    /// be running) in the foreground and waits at most `limit` for it to
+    /// exit, as one that refuses to start does. A daemon still running
+    /// then is killed and reported with exit code -1. Its output is not
+    /// added to `name`'s log.
+    pub fn run_daemon(&self, name: &str, start: Start<'_>, limit: Duration) -> Run {
+        if let Some(d) = self.daemons.get(name) {
+            assert!(d.child.is_none(), "daemon {name} is running");
+        }
+        let state_dir = self.dir.path().join(name);
+        let out_path = self.dir.path().join(format!("{name}.run.log"));
+        let command = format!(
+            "moat daemon --state-dir {} --hostname {name} {}",
+            state_dir.display(),
+            start.args.join(" ")
+        );
+        let out = File::create(&out_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", out_path.display()));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("opening {}: {e}", out_path.display()));
+        let mut child = Command::new(&self.moat)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--hostname")
+            .arg(name)
+            .args(start.args)
+            .env("MOAT_LOG", "info,moat_node=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {command}: {e}"));
+        let deadline = Instant::now() + limit;
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if code == -1 {
+            stderr.push_str(&format!("\n(still running after {limit:?}: killed)"));
+        }
+        Run {
+            command,
+            code,
+            stdout: String::new(),
+            stderr,
+        }
     }
 
     fn wait_ready(&mut self, name: &str) {
@@ -296,12 +383,18 @@ impl Harness {
 
     /// Starts a stopped or killed daemon again on the same state directory.
     pub fn restart(&mut self, name: &str) {
+        self.restart_with(name, Start::default());
+    }
+
+    /// Like [`restart`](Self::restart), with more daemon arguments or
+    /// input (those of an earlier start are not reused).
+    pub fn restart_with(&mut self, name: &str, start: Start<'_>) {
         let (state_dir, log) = {
             let d = self.daemon(name);
             assert!(d.child.is_none(), "daemon {name} is still running");
             (d.state_dir.clone(), d.log.clone())
         };
-        let child = self.spawn(name, &state_dir, &log);
+        let child = self.spawn(name, &state_dir, &log, start);
         let daemon = self
             .daemons
             .get_mut(name)
@@ -330,13 +423,24 @@ impl Harness {
     /// first manager, joins the rest, and waits until every node is Ready;
     /// returns the address to join and the worker token.
     pub fn cluster(&mut self, managers: &[&str], workers: &[&str]) -> (String, String) {
+        self.cluster_with(managers, workers, &[])
+    }
+
+    /// Like [`cluster`](Self::cluster), passing `init_args` to `moat init`
+    /// (e.g. `["--autolock"]`).
+    pub fn cluster_with(
+        &mut self,
+        managers: &[&str],
+        workers: &[&str],
+        init_args: &[&str],
+    ) -> (String, String) {
         for name in managers.iter().chain(workers) {
             self.start(name);
         }
         let (first, others) = managers
             .split_first()
             .unwrap_or_else(|| panic!("a cluster needs a manager"));
-        let (addr, worker_token) = self.init(first, &[]);
+        let (addr, worker_token) = self.init(first, init_args);
         let manager_token = self
             .moat(first, &["join-token", "-q", "manager"])
             .ok()
