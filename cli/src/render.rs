@@ -219,7 +219,19 @@ pub(crate) fn node_fields(
 /// `moat info`: the cluster section of `docker info`, for moat.
 pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::Result<()> {
     writeln!(out, "Cluster: {}", node_state(i.state))?;
-    if matches!(i.state, NodeState::Inactive | NodeState::Locked) {
+    if i.state == NodeState::Inactive {
+        return Ok(());
+    }
+    if i.state == NodeState::Locked {
+        for (key, value) in [
+            ("NodeID", &i.node_id),
+            ("ClusterID", &i.cluster_id),
+            ("Error", &i.error),
+        ] {
+            if let Some(v) = value {
+                writeln!(out, " {key}: {v}")?;
+            }
+        }
         return Ok(());
     }
     if let Some(id) = &i.node_id {

@@ -207,9 +207,13 @@ fn info_inactive_and_locked_are_one_line() {
     assert_eq!(text(|o| info(o, &inactive, NOW)), "Cluster: inactive\n");
     let locked = Info {
         state: NodeState::Locked,
+        error: Some("This node is locked.".into()),
         ..active_manager()
     };
-    assert_eq!(text(|o| info(o, &locked, NOW)), "Cluster: locked\n");
+    let t = text(|o| info(o, &locked, NOW));
+    assert!(t.starts_with("Cluster: locked\n NodeID: "), "{t:?}");
+    assert!(t.ends_with(" Error: This node is locked.\n"), "{t:?}");
+    assert!(!t.contains("Managers"), "a locked node knows no cluster state: {t:?}");
 }
 
 #[test]
