@@ -213,7 +213,10 @@ fn info_inactive_and_locked_are_one_line() {
     let t = text(|o| info(o, &locked, NOW));
     assert!(t.starts_with("Cluster: locked\n NodeID: "), "{t:?}");
     assert!(t.ends_with(" Error: This node is locked.\n"), "{t:?}");
-    assert!(!t.contains("Managers"), "a locked node knows no cluster state: {t:?}");
+    assert!(
+        !t.contains("Managers"),
+        "a locked node knows no cluster state: {t:?}"
+    );
 }
 
 #[test]
