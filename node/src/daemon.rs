@@ -1009,7 +1009,8 @@ impl Daemon {
 
 const UNLOCK_HINT: &str = "give the unlock key printed when autolock was turned on or the key last rotated (`moat unlock-key` on an unlocked manager shows it); a manager that was down during a rotation needs the key from before it";
 
-/// Finishes a data-key rotation a restart interrupted.
+/// Finishes a data-key rotation a restart interrupted (or one that was
+/// due and never began).
 fn resume_dek_rotation(node: &Arc<Node>) {
     let node = node.clone();
     tokio::spawn(async move {
@@ -1023,7 +1024,7 @@ fn resume_dek_rotation(node: &Arc<Node>) {
             .as_ref()
             .and_then(|r| r.dek_versions())
             .is_some_and(|(_, pending)| pending.is_some());
-        if pending {
+        if pending || node.node_file().dek_rotation_due {
             tracing::info!("resuming the store data key rotation interrupted by the last stop");
             if let Err(e) = node.rotate_dek().await {
                 tracing::error!(error = %e, "resuming the data key rotation failed");

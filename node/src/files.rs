@@ -184,6 +184,11 @@ pub(crate) struct NodeFile {
     /// `moat init --force-new-cluster` before Raft starts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) restored: bool,
+    /// The store's data key must be rotated (it was sealed under a key kept
+    /// on disk before autolock was turned on); cleared once done, so a
+    /// crash before then resumes it at the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) dek_rotation_due: bool,
 }
 
 impl NodeFile {
@@ -205,6 +210,7 @@ impl NodeFile {
             cert_expiry_secs,
             key_generation: 0,
             restored: false,
+            dek_rotation_due: false,
         }
     }
 

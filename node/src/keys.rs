@@ -287,6 +287,9 @@ impl crate::node::Node {
                 KeyPlan::Unlock => KekFile::Write,
                 _ => KekFile::Keep,
             };
+            if plan == KeyPlan::Lock {
+                self.update_node_file(|f| f.dek_rotation_due = true)?;
+            }
             {
                 let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
                 rekey(
@@ -353,6 +356,7 @@ impl crate::node::Node {
             .map_err(|e| {
                 ApiError::new(ErrorKind::Internal, format!("rotating the data key: {e}"))
             })?;
+        self.update_node_file(|f| f.dek_rotation_due = false)?;
         tracing::info!(version = version.0, "store data key rotated");
         self.journal(
             "dek-rotated",
