@@ -707,11 +707,21 @@ pub(crate) fn even_managers_warning(managers: usize) -> Option<String> {
 
 pub(crate) async fn read_index(m: &ManagerRt) -> Result<u64, RpcError> {
     let log_id = m.raft.ensure_linearizable().await.map_err(|e| {
-        RpcError::new(
-            RpcErrorKind::Unavailable,
-            format!("the leader cannot confirm it still leads a majority: {e}"),
+        use openraft::error::{CheckIsLeaderError, RaftError};
+        let message = match &e {
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+                let voters = m.voters().len();
+                format!(
+                    "no quorum: the leader reaches {} of {voters} managers and a majority ({}) is needed to make or confirm any change",
+                    q.got.len(),
+                    voters / 2 + 1
+                )
+            }
+            other => format!("no quorum: the leader cannot confirm it still leads a majority ({other})"),
+        };
+        RpcError::new(RpcErrorKind::Unavailable, message).hint(
+            "bring the missing managers back (`moat node ls` on another manager shows which are down); if a majority is lost for good, see docs/runbooks/recover-a-lost-quorum.md (`moat init --force-new-cluster` on a survivor)",
         )
-        .hint("check that a majority of managers is up (`moat node ls` on another manager)")
     })?;
     Ok(log_id.map(|l| l.index).unwrap_or(0))
 }
@@ -727,11 +737,11 @@ fn no_leader(last: RpcError) -> RpcError {
     RpcError::new(
         RpcErrorKind::Unavailable,
         format!(
-            "the cluster has no leader: a majority of managers must be reachable to make changes ({})",
+            "no quorum: the cluster has no leader, and a majority of managers must be reachable to make changes ({})",
             last.message
         ),
     )
-    .hint("check which managers are down with `moat node ls`; bring them back, or recover quorum as docs/runbooks describe")
+    .hint("bring the missing managers back; if a majority is lost for good, see docs/runbooks/recover-a-lost-quorum.md (`moat init --force-new-cluster` on a survivor)")
 }
 
 pub(crate) fn not_a_manager() -> ApiError {
