@@ -491,6 +491,10 @@ pub struct UnlockResponse {
     /// Shares in the split.
     #[serde(default)]
     pub shares_total: u8,
+    /// Something the operator should know (e.g. shares of another split
+    /// were set aside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The cluster's unlock key. `Debug` leaves the key out.

@@ -47,6 +47,9 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
             writeln!(out, "This node is unlocked.")?;
             return Ok(());
         }
+        if let Some(note) = &answer.note {
+            crate::output::warn(note);
+        }
         let progress = format!(
             "need {} of {} shares, have {}",
             answer.shares_need, answer.shares_total, answer.shares_have

@@ -190,8 +190,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A restarted manager is locked: `info` says so and every other command is
 /// refused with one message. Wrong keys are refused at once five times,
-/// then each attempt waits (even with the right key); the right key after
-/// the wait unlocks; every attempt is journaled, without the key.
+/// then each attempt waits (even with the right key), 1 s, then 2 s after
+/// the next failure; the right key after the wait unlocks; every attempt
+/// is journaled, without the key.
 #[test]
 fn locked_manager_refuses_commands_and_slows_guessing() {
     let mut h = harness();
@@ -219,12 +220,24 @@ fn locked_manager_refuses_commands_and_slows_guessing() {
     assert_eq!(state(&h, "m"), "locked");
     for args in [
         &["node", "ls"][..],
+        &["node", "inspect", "self"],
         &["join-token", "worker"],
+        &["join-token", "ls"],
         &["unlock-key", "-q"],
+        &["unlock-key", "--rotate"],
         &["update", "--autolock=false"],
+        &["update", "--cert-expiry", "48h"],
+        &["init", "--listen-addr", "127.0.0.1:0"],
+        &["leave"],
+        &["leave", "--force"],
     ] {
         h.moat("m", args).fails_with(LOCKED);
     }
+    assert_eq!(
+        state(&h, "m"),
+        "locked",
+        "a refused command changed nothing"
+    );
 
     // Five wrong (well-formed) keys, each refused at once.
     for _ in 0..5 {
@@ -253,15 +266,25 @@ fn locked_manager_refuses_commands_and_slows_guessing() {
         .unwrap_or_else(|| panic!("no wait in {err:?}"));
     assert_eq!(wait, 1, "the first backoff is 1 s: {err}");
     assert_eq!(state(&h, "m"), "locked");
-    // Waiting out the advertised backoff is enough.
+    // After the wait a guess is answered again; failing doubles the wait.
     std::thread::sleep(Duration::from_secs(wait));
+    unlock(&h, "m", &first).fails_with("invalid unlock key");
+    let err = unlock(&h, "m", &key)
+        .fails_with("too many failed unlock attempts (6 in a row): try again in ")
+        .to_string();
+    assert!(
+        err.contains("try again in 2 s"),
+        "the second backoff is 2 s: {err}"
+    );
+    // Waiting out the advertised backoff is enough.
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(unlock(&h, "m", &key).ok().trim(), "This node is unlocked.");
     wait_serving(&h, "m");
     assert_eq!(state(&h, "m"), "active");
     assert!(!has_key_file(&h, "m"), "unlocking writes no key to disk");
 
-    // The journal: five refusals, one throttled attempt, one success, in a
-    // hash chain; never the key.
+    // The journal: five refusals, a throttled attempt, a refusal, a
+    // throttled attempt, the success, in a hash chain; never the key.
     let records = journal(&h, "m");
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r["seq"], i as u64 + 1, "{r}");
@@ -277,18 +300,17 @@ fn locked_manager_refuses_commands_and_slows_guessing() {
     assert_eq!(
         outcomes,
         [
-            "denied", "denied", "denied", "denied", "denied", "denied", "success"
+            "denied", "denied", "denied", "denied", "denied", "denied", "denied", "denied",
+            "success"
         ],
         "{unlocks:#?}"
     );
-    for r in &unlocks[..5] {
-        assert!(r["reason"].as_str().unwrap().contains("invalid"), "{r}");
+    for (i, r) in unlocks[..8].iter().enumerate() {
+        let reason = r["reason"].as_str().unwrap();
+        let throttled = i == 5 || i == 7;
+        assert_eq!(reason.contains("throttl"), throttled, "{r}");
+        assert_eq!(reason.contains("invalid"), !throttled, "{r}");
     }
-    assert!(
-        unlocks[5]["reason"].as_str().unwrap().contains("throttl"),
-        "{}",
-        unlocks[5]
-    );
     let text = std::fs::read_to_string(h.daemon("m").state_dir.join("journal.jsonl")).unwrap();
     let log = h.daemon("m").log();
     for k in [&key, &first] {
@@ -378,7 +400,7 @@ fn unattended_unlock_from_a_key_file_or_descriptor() {
         (&"unlock".into(), &"denied".into()),
         "{last}"
     );
-    assert_eq!(last["actor"], "--unlock-key-file", "{last}");
+    assert_eq!(last["actor"], "unattended start", "{last}");
     assert_eq!(unlock(&h, "m", &key).ok().trim(), "This node is unlocked.");
     wait_serving(&h, "m");
 }
@@ -386,7 +408,10 @@ fn unattended_unlock_from_a_key_file_or_descriptor() {
 /// `update --autolock=true|false` on three managers and a worker: the
 /// managers drop (and get back) their key files, the worker keeps its
 /// own; a restarted manager is locked only while autolock is on; a
-/// restarted worker never is.
+/// restarted worker never is. A manager down during the change follows it
+/// when it is back: turned on, it restarts unlocked (its files predate
+/// the change) and then locks; turned off, it restarts locked, needs the
+/// key from before, and then keeps a key of its own.
 #[test]
 fn autolock_turned_on_and_off_across_three_managers() {
     let mut h = harness();
@@ -398,23 +423,40 @@ fn autolock_turned_on_and_off_across_three_managers() {
     h.moat("m2", &["unlock-key"])
         .fails_with("no unlock key is set");
 
+    // On, with m3 down.
+    assert_eq!(h.stop("m3"), Some(0));
     let out = h.moat("m1", &["update", "--autolock=true"]);
     assert!(out.ok().contains("Cluster updated."), "{}", out.stdout);
     let key = printed_key(&out.stdout);
     // The answering manager has re-sealed before answering.
     assert!(!has_key_file(&h, "m1"), "m1 re-sealed before answering");
-    h.wait_until("every manager to drop its key file", PROPAGATION, || {
-        managers.iter().all(|m| !has_key_file(&h, m))
+    h.wait_until("m2 to drop its key file", PROPAGATION, || {
+        !has_key_file(&h, "m2")
     });
     assert!(has_key_file(&h, "w1"), "a worker is never locked");
+    h.restart("m3");
+    assert_eq!(
+        state(&h, "m3"),
+        "active",
+        "m3 was down when autolock went on"
+    );
+    h.wait_until("m3 to follow and drop its key file", PROPAGATION, || {
+        !has_key_file(&h, "m3")
+    });
     for m in managers {
         assert_eq!(h.moat(m, &["unlock-key", "-q"]).ok().trim(), key, "{m}");
     }
+    assert!(has_key_file(&h, "w1"), "a worker is never locked");
 
     // A follower restarted: locked until unlocked, then back in the cluster.
+    let m2_addr = h.nodes("m1")["m2"]["address"].as_str().unwrap().to_string();
     h.kill("m2");
     h.restart("m2");
     assert_eq!(state(&h, "m2"), "locked");
+    assert!(
+        std::net::TcpStream::connect(&m2_addr).is_err(),
+        "a locked manager serves no cluster traffic, but {m2_addr} accepts connections"
+    );
     h.moat("m2", &["join-token", "-q", "worker"])
         .fails_with(LOCKED);
     assert_eq!(unlock(&h, "m2", &key).ok().trim(), "This node is unlocked.");
@@ -426,21 +468,33 @@ fn autolock_turned_on_and_off_across_three_managers() {
     h.restart("w1");
     assert_eq!(state(&h, "w1"), "active");
 
+    // Off, with m2 down.
+    assert_eq!(h.stop("m2"), Some(0));
     let out = h.moat("m3", &["update", "--autolock=false"]);
     assert!(out.ok().contains("Cluster updated."), "{}", out.stdout);
     assert!(!out.stdout.contains("MOATKEY"), "{}", out.stdout);
     assert!(has_key_file(&h, "m3"), "m3 re-sealed before answering");
-    h.wait_until(
-        "every manager to keep its key file again",
-        PROPAGATION,
-        || managers.iter().all(|m| has_key_file(&h, m)),
-    );
+    h.wait_until("m1 to keep its key file again", PROPAGATION, || {
+        has_key_file(&h, "m1")
+    });
     h.moat("m1", &["unlock-key"])
         .fails_with("no unlock key is set");
-    h.kill("m1");
-    h.restart("m1");
-    assert_ne!(state(&h, "m1"), "locked");
-    wait_serving(&h, "m1");
+    h.restart("m2");
+    assert_eq!(
+        state(&h, "m2"),
+        "locked",
+        "m2 was down when autolock went off"
+    );
+    assert_eq!(unlock(&h, "m2", &key).ok().trim(), "This node is unlocked.");
+    h.wait_until("m2 to follow and keep its key file", PROPAGATION, || {
+        has_key_file(&h, "m2")
+    });
+    for m in ["m1", "m2"] {
+        h.kill(m);
+        h.restart(m);
+        assert_eq!(state(&h, m), "active", "{m}");
+    }
+    h.wait_until("four ready nodes", PROPAGATION, || all_ready(&h, "m1", 4));
 }
 
 /// A manager down during a rotation unlocks once with the old key (the
@@ -459,13 +513,41 @@ fn rotation_while_a_manager_is_down() {
     );
     assert_eq!(h.stop("m3"), Some(0));
 
+    // Rotated through a follower, which has re-sealed before it answers.
+    let mut follower = "";
+    h.wait_until("a leader among m1 and m2", PROPAGATION, || {
+        let out = h.moat("m1", &["node", "ls", "--format", "json"]);
+        let Ok(nodes) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        let status = |m: &str| {
+            nodes
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["hostname"] == m))
+                .map(|n| n["manager_status"].clone())
+        };
+        match (status("m1"), status("m2")) {
+            (Some(a), Some(b)) if a == "leader" && b == "reachable" => follower = "m2",
+            (Some(a), Some(b)) if a == "reachable" && b == "leader" => follower = "m1",
+            _ => return false,
+        }
+        true
+    });
+    let resealed = journal_count(&h, follower, "unlock-key-rotated");
     let new = h
-        .moat("m1", &["unlock-key", "--rotate", "-q"])
+        .moat(follower, &["unlock-key", "--rotate", "-q"])
         .ok()
         .trim()
         .to_string();
     assert_ne!(new, old);
-    assert_eq!(h.moat("m2", &["unlock-key", "-q"]).ok().trim(), new);
+    assert_eq!(
+        journal_count(&h, follower, "unlock-key-rotated"),
+        resealed + 1,
+        "{follower} answered before re-sealing its keys"
+    );
+    for m in ["m1", "m2"] {
+        assert_eq!(h.moat(m, &["unlock-key", "-q"]).ok().trim(), new, "{m}");
+    }
     let rotations_before = journal_count(&h, "m3", "unlock-key-rotated");
 
     h.restart("m3");
@@ -486,12 +568,31 @@ fn rotation_while_a_manager_is_down() {
     unlock(&h, "m3", &old).fails_with("invalid unlock key");
     assert_eq!(unlock(&h, "m3", &new).ok().trim(), "This node is unlocked.");
     wait_serving(&h, "m3");
+
+    // The whole cluster down at once (a power cut): every manager comes
+    // back locked, and once each is unlocked the cluster is whole again.
+    for m in managers {
+        h.kill(m);
+    }
+    for m in managers {
+        h.restart(m);
+        assert_eq!(state(&h, m), "locked", "{m}");
+    }
+    for m in managers {
+        assert_eq!(unlock(&h, m, &new).ok().trim(), "This node is unlocked.");
+    }
+    h.wait_until(
+        "three ready managers after a full restart",
+        PROPAGATION,
+        || managers.iter().all(|m| all_ready(&h, m, 3)),
+    );
 }
 
 /// `unlock-key --split 3/5`: five distinct shares; a locked manager
-/// counts them one call at a time (refusing a repeated share or one of
-/// another split) and unlocks at the third; several shares on stdin in
-/// one call work too.
+/// counts them one call at a time (refusing a repeated share, one of
+/// another split and a mistyped one) and unlocks at the third; several
+/// shares on stdin in one call work too; after a rotation the old shares
+/// are refused. Every attempt is journaled, never a share.
 #[test]
 fn split_key_unlocks_with_three_of_five_shares() {
     let mut h = harness();
@@ -530,15 +631,37 @@ fn split_key_unlocks_with_three_of_five_shares() {
     );
     assert_eq!(state(&h, "m"), "locked");
     h.moat("m", &["node", "ls"]).fails_with(LOCKED);
+    // Refused: a share given twice, a mistyped share. None of them counts.
     unlock(&h, "m", &shares[0]).fails_with("already given");
-    unlock(&h, "m", &other[0]).fails_with("another split");
-    let two = unlock(&h, "m", &shares[1]);
+    let mistyped = mistype(&shares[2]);
+    unlock(&h, "m", &mistyped).fails_with("invalid share");
+    // A share of another split sets the collected ones aside (so a holder
+    // of an old share cannot block the others until a restart), and the
+    // operator is told.
+    let foreign = unlock(&h, "m", &other[0]);
+    assert!(
+        foreign.ok().contains("need 2 of 3 shares, have 1."),
+        "{}",
+        foreign.stdout
+    );
+    assert!(
+        foreign.stderr.contains("another split") && foreign.stderr.contains("set aside"),
+        "{}",
+        foreign.stderr
+    );
+    let back = unlock(&h, "m", &shares[1]);
+    assert!(
+        back.ok().contains("need 3 of 5 shares, have 1."),
+        "{}",
+        back.stdout
+    );
+    let two = unlock(&h, "m", &shares[3]);
     assert!(
         two.ok().contains("need 3 of 5 shares, have 2."),
         "{}",
         two.stdout
     );
-    let three = unlock(&h, "m", &shares[3]);
+    let three = unlock(&h, "m", &shares[0]);
     assert_eq!(three.ok().trim(), "This node is unlocked.");
     wait_serving(&h, "m");
 
@@ -553,6 +676,59 @@ fn split_key_unlocks_with_three_of_five_shares() {
     assert_eq!(all.ok().trim(), "This node is unlocked.");
     assert!(all.stderr.contains("have 2."), "{}", all.stderr);
     wait_serving(&h, "m");
+
+    // After a rotation (split at once) the old shares rebuild the old key,
+    // which is refused; the new shares unlock.
+    let out = h.moat("m", &["unlock-key", "--rotate", "--split", "2/3", "-q"]);
+    let new: Vec<String> = out.ok().lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(new.len(), 3, "{}", out.stdout);
+    h.kill("m");
+    h.restart("m");
+    unlock(&h, "m", &shares[4]).ok();
+    unlock(&h, "m", &shares[2]).ok();
+    unlock(&h, "m", &shares[0]).fails_with("invalid unlock key");
+    assert_eq!(state(&h, "m"), "locked");
+    let both = unlock(&h, "m", &format!("{}\n{}", new[2], new[0]));
+    assert_eq!(both.ok().trim(), "This node is unlocked.");
+    wait_serving(&h, "m");
+
+    // Every attempt is journaled, the refused shares too.
+    let records = journal(&h, "m");
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r["action"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("unlock")
+                && r["outcome"] == "denied"
+        })
+        .collect();
+    assert_eq!(
+        refused.len(),
+        5,
+        "five refused unlock attempts (a repeated and a mistyped share, two \
+         switches between splits, then old shares rebuilding the old key) \
+         should be journaled:\n{records:#?}"
+    );
+    let text = std::fs::read_to_string(h.daemon("m").state_dir.join("journal.jsonl")).unwrap();
+    for share in shares.iter().chain(&other).chain(&new) {
+        assert!(
+            !text.contains(&secret_field(share).0),
+            "the journal holds a share"
+        );
+    }
+}
+
+/// `share` with one character of its secret field changed (still in the
+/// base32 alphabet, so that only the checksum catches it).
+fn mistype(share: &str) -> String {
+    let mut parts: Vec<String> = share.split('-').map(str::to_string).collect();
+    let i = parts.len() - 2;
+    let mut field: Vec<u8> = parts[i].clone().into_bytes();
+    field[3] = if field[3] == b'a' { b'b' } else { b'a' };
+    parts[i] = String::from_utf8(field).unwrap();
+    parts.join("-")
 }
 
 /// With autolock turned on, a manager's state directory (stopped, and
@@ -665,4 +841,49 @@ fn no_secret_on_a_locked_managers_disk() {
     h.restart("m");
     assert_eq!(state(&h, "m"), "locked");
     scan(&h, "running locked");
+}
+
+/// Role changes follow autolock: a worker promoted while autolock is on
+/// drops its own key and comes up locked after a restart; a manager
+/// demoted gets a key of its own back and restarts unattended.
+#[test]
+fn promoted_worker_locks_and_demoted_manager_unlocks() {
+    let mut h = harness();
+    h.cluster_with(&["m1", "m2", "m3"], &["w1"], &["--autolock"]);
+    let key = h.moat("m1", &["unlock-key", "-q"]).ok().trim().to_string();
+    h.wait_until(
+        "the joined managers to drop their key files",
+        PROPAGATION,
+        || ["m1", "m2", "m3"].iter().all(|m| !has_key_file(&h, m)),
+    );
+    assert!(has_key_file(&h, "w1"), "a worker is never locked");
+
+    h.moat("m1", &["node", "promote", "w1"]).ok();
+    h.wait_until(
+        "w1 to act as a manager, sealed under the unlock key",
+        PROPAGATION,
+        || h.moat("w1", &["node", "ls", "-q"]).code == 0 && !has_key_file(&h, "w1"),
+    );
+    h.kill("w1");
+    h.restart("w1");
+    assert_eq!(state(&h, "w1"), "locked");
+    assert_eq!(unlock(&h, "w1", &key).ok().trim(), "This node is unlocked.");
+    wait_serving(&h, "w1");
+
+    h.moat("m1", &["node", "demote", "m3"]).ok();
+    h.wait_until("m3 to keep a key of its own", PROPAGATION, || {
+        has_key_file(&h, "m3")
+    });
+    h.kill("m3");
+    h.restart("m3");
+    assert_eq!(state(&h, "m3"), "active");
+}
+
+/// The decoders the secret scan relies on (RFC 4648 test vectors).
+#[test]
+fn scan_decoders() {
+    assert_eq!(base32_decode("cpnmuoj1e8"), b"foobar");
+    assert_eq!(base32_decode("cpnmuog"), b"foob");
+    assert_eq!(base64_decode("Zm9vYmFy"), b"foobar");
+    assert_eq!(base64_decode("Zm9vYg=="), b"foob");
 }

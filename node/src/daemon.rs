@@ -220,7 +220,7 @@ impl Daemon {
                 shares: moat_lock::ShareSet::new(),
             }));
             if let Some(key) = unlock_key {
-                match self.unlock_with(key, "--unlock-key-file").await {
+                match self.unlock_with(key, "unattended start").await {
                     Ok(_) => tracing::info!("unlocked with the key given at start"),
                     Err(e) => {
                         tracing::error!(error = %e.message, "the unlock key given at start did not unlock this node; it stays locked")
@@ -530,6 +530,13 @@ impl Daemon {
             }
         }
         node.stop_manager().await;
+        // A backup may be older than a certificate lives: a manager holds
+        // the CA, so it issues itself a new one before it starts.
+        let now = OffsetDateTime::now_utc();
+        if node.tls.identity().is_none_or(|i| i.not_after <= now) {
+            let identity = self_renew(&node, &file).await?;
+            tracing::warn!(not_after = %identity.not_after, "this manager's certificate had expired; issued itself a new one from the cluster CA");
+        }
         let forced = {
             let kek = node.kek.load_full();
             moat_store::offline::force_single_voter(
@@ -924,14 +931,53 @@ impl Daemon {
                     }
                 },
                 (None, Some(text)) => {
-                    let share = text.trim().parse::<moat_lock::UnlockShare>().map_err(|e| {
-                        ApiError::new(ErrorKind::InvalidArgument, format!("invalid share: {e}"))
-                            .hint("copy the share exactly as `moat unlock-key --split` printed it")
-                    })?;
-                    let progress = locked
-                        .shares
-                        .add(share)
-                        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+                    // Every refused share counts as a failed attempt and is
+                    // journaled, like a wrong key.
+                    let mut refuse = |message: String, hint: &str| {
+                        locked.throttle.failed(Instant::now());
+                        self.record(&node, "unlock-share", "denied", &message);
+                        ApiError::new(ErrorKind::InvalidArgument, message).hint(hint)
+                    };
+                    let share = match text.trim().parse::<moat_lock::UnlockShare>() {
+                        Ok(share) => share,
+                        Err(e) => {
+                            return Err(refuse(
+                                format!("invalid share: {e}"),
+                                "copy the share exactly as `moat unlock-key --split` printed it",
+                            ));
+                        }
+                    };
+                    let mut note = None;
+                    let progress = match locked.shares.add(share) {
+                        Ok(p) => p,
+                        Err(moat_lock::LockError::ShareFromOtherSplit { found, .. }) => {
+                            // A holder of a share of another (older or newer)
+                            // split came first: start over rather than
+                            // block every later share until a restart.
+                            let dropped = locked.shares.progress().map_or(0, |p| p.have());
+                            locked.shares.clear();
+                            let share = text
+                                .trim()
+                                .parse::<moat_lock::UnlockShare>()
+                                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+                            let p = locked
+                                .shares
+                                .add(share)
+                                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+                            let message = format!(
+                                "this share belongs to another split ({found}) than the {dropped} share(s) given before; those were set aside and collecting started over with this one"
+                            );
+                            self.record(&node, "unlock-share", "denied", &message);
+                            note = Some(message);
+                            p
+                        }
+                        Err(e) => {
+                            return Err(refuse(
+                                e.to_string(),
+                                "give a share of the current split that was not given yet",
+                            ));
+                        }
+                    };
                     self.record(
                         &node,
                         "unlock-share",
@@ -948,6 +994,7 @@ impl Daemon {
                             shares_have: progress.have(),
                             shares_need: progress.need(),
                             shares_total: progress.total(),
+                            note,
                         });
                     }
                     let combined = locked.shares.combine();
@@ -969,6 +1016,7 @@ impl Daemon {
             shares_have: 0,
             shares_need: 0,
             shares_total: 0,
+            note: None,
         })
     }
 
@@ -1007,7 +1055,7 @@ impl Daemon {
     }
 }
 
-const UNLOCK_HINT: &str = "give the unlock key printed when autolock was turned on or the key last rotated (`moat unlock-key` on an unlocked manager shows it); a manager that was down during a rotation needs the key from before it";
+const UNLOCK_HINT: &str = "give the unlock key that was current when this manager last ran: the one printed when autolock was turned on or the key last rotated (`moat unlock-key` on an unlocked manager shows the current one; a manager that was down during a rotation, or while autolock was turned off, needs the key from before)";
 
 /// Finishes a data-key rotation a restart interrupted (or one that was
 /// due and never began).

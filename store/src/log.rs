@@ -204,7 +204,9 @@ impl LogStore {
         options: LogStoreOptions,
     ) -> Result<LogStore, StoreError> {
         if options.read_only {
-            if !dir.is_dir() {
+            // A missing log reads as an empty one: a store laid out from a
+            // backup has only a snapshot until its manager first runs.
+            if dir.exists() && !dir.is_dir() {
                 return Err(StoreError::Invalid(format!(
                     "{} is not a raft log directory",
                     dir.display()
@@ -1138,7 +1140,12 @@ fn layout(path: &Path, off: u64) -> StoreError {
 /// segment but whose name does not parse is corrupt.
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut out = Vec::new();
-    for dirent in fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StoreError::io("list", dir)(e)),
+    };
+    for dirent in entries {
         let dirent = dirent.map_err(StoreError::io("list", dir))?;
         let name = dirent.file_name();
         let Some(name) = name.to_str() else {

@@ -119,10 +119,6 @@ pub async fn force_single_voter(
     node: moat_pki::NodeId,
     addr: &str,
 ) -> Result<ForcedCluster, StoreError> {
-    if !dir.join("log").exists() {
-        // A store laid out from a backup has a snapshot and no log yet.
-        drop(OpenStore::open(dir, kek)?);
-    }
     let loaded = load(dir, kek).await?;
     let last = loaded.applied.ok_or_else(|| {
         StoreError::Invalid("the store holds no committed state to start a cluster from".into())
