@@ -242,15 +242,21 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
         restored.advertise_addr
     )?;
     writeln!(out)?;
+    let host = format!(
+        "unix://{}",
+        std::path::absolute(args.state_dir.join("moat.sock"))
+            .unwrap_or_else(|_| args.state_dir.join("moat.sock"))
+            .display()
+    );
     writeln!(out, "Next:")?;
     writeln!(out, "    moat daemon --state-dir {dir}")?;
     if restored.locked {
         writeln!(
             out,
-            "    moat unlock                      # autolock was on: the unlock key valid when the backup was taken"
+            "    moat unlock -H {host}    # autolock was on: give the unlock key valid when the backup was taken"
         )?;
     }
-    writeln!(out, "    moat init --force-new-cluster")?;
+    writeln!(out, "    moat init -H {host} --force-new-cluster")?;
     writeln!(out)?;
     writeln!(
         out,

@@ -18,8 +18,18 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
     let tty = io::stdin().is_terminal();
     let mut stdin = io::stdin().lock();
     let mut prompt = "Enter unlock key (or one share): ";
+    let mut progress: Option<String> = None;
     loop {
         let Some(text) = read_secret(tty, &mut stdin, prompt)? else {
+            if let Some(progress) = progress {
+                // Shares were given and kept: others can add theirs.
+                let mut out = io::stdout().lock();
+                writeln!(
+                    out,
+                    "This node is still locked: {progress}. Each holder can add a share with `moat unlock`."
+                )?;
+                return Ok(());
+            }
             return Err(Failure::new(
                 anyhow::anyhow!("no unlock key given"),
                 "type the key at the prompt, or pipe it on standard input",
@@ -50,28 +60,16 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
         if let Some(note) = &answer.note {
             crate::output::warn(note);
         }
-        let progress = format!(
+        let now = format!(
             "need {} of {} shares, have {}",
             answer.shares_need, answer.shares_total, answer.shares_have
         );
         // More shares may follow on standard input or at the prompt; when
         // there are none, the node stays locked with the shares it has
         // (others can add theirs with `moat unlock`).
-        crate::output::progress(format_args!("Share accepted: {progress}."));
+        crate::output::progress(format_args!("Share accepted: {now}."));
         prompt = "Enter the next share (empty to stop): ";
-        let next = if tty {
-            None
-        } else {
-            Some(peek_more(&mut stdin)?)
-        };
-        if next == Some(false) {
-            let mut out = io::stdout().lock();
-            writeln!(
-                out,
-                "This node is still locked: {progress}. Each holder can add a share with `moat unlock`."
-            )?;
-            return Ok(());
-        }
+        progress = Some(now);
     }
 }
 
@@ -104,18 +102,6 @@ fn read_secret<R: BufRead>(
         let trimmed = line.trim();
         if !trimmed.is_empty() {
             return Ok(Some(Zeroizing::new(trimmed.to_string())));
-        }
-    }
-}
-
-/// Whether standard input has more to read.
-fn peek_more(stdin: &mut impl BufRead) -> Result<bool, Failure> {
-    loop {
-        let buf = stdin.fill_buf()?;
-        match buf.first() {
-            None => return Ok(false),
-            Some(b) if b.is_ascii_whitespace() => stdin.consume(1),
-            Some(_) => return Ok(true),
         }
     }
 }

@@ -877,6 +877,22 @@ fn promoted_worker_locks_and_demoted_manager_unlocks() {
     h.kill("m3");
     h.restart("m3");
     assert_eq!(state(&h, "m3"), "active");
+
+    // Promoted again, it locks again (the setting is old, the role new).
+    h.wait_until("m3 ready as a worker", PROPAGATION, || {
+        h.nodes("m1")
+            .get("m3")
+            .is_some_and(|n| n["status"] == "ready" && n["role"] == "worker")
+    });
+    h.moat("m1", &["node", "promote", "m3"]).ok();
+    h.wait_until(
+        "m3 to act as a manager again, sealed under the unlock key",
+        PROPAGATION,
+        || h.moat("m3", &["node", "ls", "-q"]).code == 0 && !has_key_file(&h, "m3"),
+    );
+    h.kill("m3");
+    h.restart("m3");
+    assert_eq!(state(&h, "m3"), "locked");
 }
 
 /// The decoders the secret scan relies on (RFC 4648 test vectors).

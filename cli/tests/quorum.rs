@@ -56,7 +56,22 @@ fn force_new_cluster_on_the_survivor_of_a_lost_quorum() {
         },
     );
 
-    // The dead managers are removed and a new one joins: quorum is back.
+    // A lost manager that comes back anyway is refused: it was evicted.
+    h.restart("manager-3");
+    h.wait_until(
+        "manager-3 told it was removed",
+        Duration::from_secs(20),
+        || {
+            let info = h.moat("manager-3", &["info", "--format", "json"]).json();
+            info["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("removed from the cluster"))
+        },
+    );
+    let info = h.moat("manager-1", &["info", "--format", "json"]).json();
+    assert_eq!(info["cluster_id"], before["cluster_id"]);
+
+    // The dead managers' records go, and a new one joins: quorum is back.
     for m in ["manager-2", "manager-3"] {
         h.moat("manager-1", &["node", "rm", "--force", m]).ok();
     }
@@ -86,4 +101,12 @@ fn force_new_cluster_needs_a_manager() {
     h.cluster(&["manager-1"], &["worker-1"]);
     h.moat("worker-1", &["init", "--force-new-cluster"])
         .fails_with("only a manager can force a new cluster");
+    // A healthy cluster is never forked.
+    h.moat("manager-1", &["init", "--force-new-cluster"])
+        .fails_with("has a quorum");
+    h.moat(
+        "manager-1",
+        &["init", "--force-new-cluster", "--cert-expiry", "48h"],
+    )
+    .fails_with("cannot be combined");
 }

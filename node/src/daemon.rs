@@ -46,6 +46,10 @@ pub struct DaemonOptions {
 /// How long `leave --force` waits for the cluster to confirm.
 const FORCED_LEAVE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long `init --force-new-cluster` tries to reach a quorum before it
+/// concludes that the quorum is lost.
+const FORCE_QUORUM_PROBE: Duration = Duration::from_secs(3);
+
 /// Default cluster port (Docker's is 2377).
 pub const DEFAULT_PORT: u16 = 4377;
 
@@ -74,6 +78,7 @@ pub(crate) fn locked_error() -> ApiError {
         ErrorKind::FailedPrecondition,
         "This node is locked. Run \"moat unlock\" and provide the unlock key.",
     )
+    .hint("autolock is on and this manager restarted; see docs/runbooks/unlock-a-manager.md")
 }
 
 /// The running daemon.
@@ -498,12 +503,24 @@ impl Daemon {
             )
             .hint("run it on a manager, or on a manager restored with `moat restore`"));
         }
-        if req.autolock {
+        if req.autolock || req.cert_expiry_seconds.is_some() {
             return Err(ApiError::new(
                 ErrorKind::InvalidArgument,
-                "--autolock cannot be combined with --force-new-cluster: the restored cluster keeps its autolock setting",
+                "--autolock and --cert-expiry cannot be combined with --force-new-cluster: the cluster keeps its settings",
             )
-            .hint("change it afterwards with `moat update --autolock=true|false`"));
+            .hint("change them afterwards with `moat update`"));
+        }
+        // Only for a quorum that is gone: a cluster that can still commit
+        // is changed with demote and rm, never by forking it.
+        if node.fault().is_none()
+            && node.manager.load_full().is_some()
+            && let Ok(Ok(_)) = tokio::time::timeout(FORCE_QUORUM_PROBE, node.read_state()).await
+        {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                "this manager's cluster has a quorum: there is nothing to recover",
+            )
+            .hint("--force-new-cluster is for a majority of managers lost for good; to shrink a healthy cluster, use `moat node demote` and `moat node rm`"));
         }
         let file = node.node_file();
         let listen = if req.listen_addr.is_empty() {
@@ -572,9 +589,26 @@ impl Daemon {
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
         let state = node.read_state().await.map_err(RpcError::into_api)?;
+        // The other managers are out: refused should one come back.
+        let until = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager && n.id != node.id)
+            .map(|n| n.cert_not_after)
+            .max()
+            .unwrap_or_default()
+            .max(now.unix_timestamp())
+            + 60;
+        node.propose(Command::EvictManagers {
+            keep: node.id,
+            until,
+        })
+        .await
+        .map_err(RpcError::into_api)?;
         if let Some(record) = state.nodes.get(&node.id) {
             let mut record = record.clone();
             record.address = advertise.clone();
+            record.hostname = self.hostname.clone();
             record.ready = true;
             node.propose(Command::PutNode(record))
                 .await

@@ -91,10 +91,14 @@ impl Journal {
             prev: tail.1.clone(),
         };
         let line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)?
+        };
         file.write_all(format!("{line}\n").as_bytes())?;
         file.sync_data()?;
         *tail = (record.seq, sha256_hex(line.as_bytes()));

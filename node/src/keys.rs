@@ -302,9 +302,10 @@ impl crate::node::Node {
                 )?;
                 self.kek.store(Arc::new(new_key));
             }
-            let what = match plan {
-                KeyPlan::Lock => "autolock-enabled",
-                KeyPlan::Rotate => "unlock-key-rotated",
+            let what = match (plan, role) {
+                (KeyPlan::Lock, _) => "autolock-enabled",
+                (KeyPlan::Rotate, _) => "unlock-key-rotated",
+                (_, Role::Worker) => "own-key-restored",
                 _ => "autolock-disabled",
             };
             tracing::info!(event = what, "re-sealed this node's keys");
@@ -321,8 +322,15 @@ impl crate::node::Node {
                 });
             }
         }
+        // A worker follows no setting: should it be promoted again, the
+        // setting of that day applies, however old.
+        let generation = if role == Role::Worker {
+            Some(0)
+        } else {
+            generation.filter(|g| *g > file_generation)
+        };
         if let Some(g) = generation
-            && g > file_generation
+            && g != file_generation
         {
             self.update_node_file(|f| f.key_generation = g)?;
         }
@@ -375,7 +383,7 @@ pub(crate) fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {
 }
 
 /// What a node must do to its keys to match the cluster's autolock policy.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyPlan {
     /// Nothing.
     Keep,

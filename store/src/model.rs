@@ -363,6 +363,16 @@ pub enum Command {
         /// The proposer's clock (Unix seconds).
         now: i64,
     },
+    /// After a forced new cluster: every manager but `keep` goes on the
+    /// removed list (until `until`, Unix seconds) so that, should one come
+    /// back, it is refused; the node records stay, marked not ready, for
+    /// people to see and remove.
+    EvictManagers {
+        /// The manager the new cluster runs on.
+        keep: NodeId,
+        /// When the removed-list entries may be dropped.
+        until: i64,
+    },
     /// Replaces the unlock key; rejected while autolock is off.
     RotateUnlockKey {
         /// The new unlock key (its text form).
@@ -516,6 +526,14 @@ impl ClusterState {
                 self.unlock_key_version = self.unlock_key_version.saturating_add(1);
                 self.unlock_key = key.clone();
                 self.unlock_key_set_at = if key.is_some() { *now } else { 0 };
+            }
+            Command::EvictManagers { keep, until } => {
+                for node in self.nodes.values_mut() {
+                    if node.role == Role::Manager && node.id != *keep {
+                        node.ready = false;
+                        self.removed.insert(node.id, *until);
+                    }
+                }
             }
             Command::RotateUnlockKey { key, now } => {
                 if !self.policy.autolock || self.unlock_key.is_none() {
