@@ -764,9 +764,17 @@ impl Daemon {
             .await
             .map_err(RpcError::into_api)?;
         // 4. Keep it.
-        let kek = match &rejoin {
-            Some(node) => keys::clone_key(&node.kek.load())?,
-            None => files::load_or_create_kek(&self.layout)?,
+        let kek = match (&rejoin, &resp.unlock_key) {
+            (Some(node), _) => keys::clone_key(&node.kek.load())?,
+            // A manager joining a cluster with autolock on seals under the
+            // unlock key from the start: no key file, ever.
+            (None, Some(key)) => key.expose_secret().parse::<UnlockKey>().map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Internal,
+                    format!("the manager sent a malformed unlock key: {e}"),
+                )
+            })?,
+            (None, None) => files::load_or_create_kek(&self.layout)?,
         };
         if let Some(old) = &rejoin {
             let mut phase = self.phase.write().await;
@@ -778,7 +786,7 @@ impl Daemon {
             }
             old.stop_manager().await;
         }
-        let file = NodeFile::new(
+        let mut file = NodeFile::new(
             resp.node_id,
             cluster,
             listen.clone(),
@@ -786,6 +794,9 @@ impl Daemon {
             resp.managers.clone(),
             0,
         );
+        if rejoin.is_none() && resp.unlock_key.is_some() {
+            file.key_generation = resp.key_generation;
+        }
         let node = Node::new(
             file,
             self.layout.clone(),

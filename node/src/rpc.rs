@@ -203,6 +203,14 @@ pub(crate) struct CertResp {
     /// For the operator: the cluster now has an even number of managers.
     #[serde(default)]
     pub(crate) warning: Option<String>,
+    /// A manager joining while autolock is on: the unlock key, so that it
+    /// seals its keys under it from the start and never keeps a key file
+    /// (it receives the key with the store anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) unlock_key: Option<moat_store::model::Secret>,
+    /// The autolock generation that key belongs to.
+    #[serde(default)]
+    pub(crate) key_generation: u32,
 }
 
 /// `renew` request.

@@ -282,6 +282,11 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         } else {
             None
         },
+        unlock_key: match (role, state.policy.autolock) {
+            (Role::Manager, true) => state.unlock_key.clone(),
+            _ => None,
+        },
+        key_generation: state.unlock_key_version,
     })
 }
 
@@ -371,6 +376,8 @@ async fn renew(
         chain_pem: leaf_pem,
         managers: node.manager_peers(),
         warning: None,
+        unlock_key: None,
+        key_generation: 0,
     })
 }
 
