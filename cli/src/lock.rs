@@ -35,7 +35,7 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
                 "type the key at the prompt, or pipe it on standard input",
             ));
         };
-        let request = if text.starts_with("MOATSHARE") {
+        let mut request = if text.starts_with("MOATSHARE") {
             UnlockRequest {
                 key: None,
                 share: Some(text.to_string()),
@@ -46,12 +46,16 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
                 share: None,
             }
         };
-        let answer: UnlockResponse = block_on(async {
+        let answer: Result<UnlockResponse, Failure> = block_on(async {
             client(&args.host)
                 .post(path::UNLOCK, &request)
                 .await
                 .or_fail()
-        })?;
+        });
+        for t in [&mut request.key, &mut request.share].into_iter().flatten() {
+            crate::token::zeroize_string(t);
+        }
+        let answer = answer?;
         if answer.unlocked {
             let mut out = io::stdout().lock();
             writeln!(out, "This node is unlocked.")?;

@@ -962,7 +962,12 @@ impl Daemon {
                     "each further failure doubles the wait, up to 5 minutes; a success resets it",
                 ));
             }
-            match (req.key, req.share) {
+            // The texts are zeroized when dropped, whatever the outcome.
+            let (key, share) = (
+                req.key.map(zeroize::Zeroizing::new),
+                req.share.map(zeroize::Zeroizing::new),
+            );
+            match (key, share) {
                 (Some(text), None) => match text.trim().parse::<UnlockKey>() {
                     Ok(key) => key,
                     Err(e) => {
