@@ -1141,7 +1141,7 @@ async fn self_renew(node: &Node, file: &NodeFile) -> Result<moat_pki::Identity, 
     .await
     .map_err(|e| ApiError::new(ErrorKind::Internal, format!("reading the store: {e}")))?;
     // Only a manager the store still records as one, and not removed.
-    if state.removed.contains_key(&file.node_id) {
+    if state.is_removed(&file.node_id) {
         return Err(agent::removed_fault());
     }
     let role = state.nodes.get(&file.node_id).map(|n| n.role);

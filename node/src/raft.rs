@@ -351,7 +351,7 @@ impl PeerPolicy for StorePolicy {
     fn is_removed(&self, node: &NodeId) -> bool {
         self.0
             .read()
-            .map(|a| a.state.removed.contains_key(node))
+            .map(|a| a.state.is_removed(node))
             .unwrap_or(true)
     }
 

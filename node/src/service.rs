@@ -121,7 +121,7 @@ fn removed_in(m: &ManagerRt) -> impl Fn(&NodeId) -> bool + '_ {
     |id| {
         m.applied
             .read()
-            .map(|a| a.state.removed.contains_key(id))
+            .map(|a| a.state.is_removed(id))
             .unwrap_or(true)
     }
 }
@@ -230,7 +230,7 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
             id
         }
     };
-    if state.removed.contains_key(&id) {
+    if state.is_removed(&id) {
         return Err(RpcError::new(
             RpcErrorKind::Removed,
             format!(

@@ -312,6 +312,18 @@ pub struct ClusterState {
     /// Extra join tokens with limits, by id (the token's fingerprint).
     #[serde(default)]
     pub scoped_tokens: BTreeMap<String, ScopedToken>,
+    /// Managers cut off by a forced new cluster: refused for good (they
+    /// hold the CA key in their own stores and could issue themselves
+    /// certificates long after the removed-list entry would expire).
+    #[serde(default)]
+    pub evicted: std::collections::BTreeSet<NodeId>,
+}
+
+impl ClusterState {
+    /// Whether `id` was removed from the cluster (or evicted from it).
+    pub fn is_removed(&self, id: &NodeId) -> bool {
+        self.removed.contains_key(id) || self.evicted.contains(id)
+    }
 }
 
 /// A change to the cluster state. Commands are validated by `apply`, which
@@ -477,7 +489,7 @@ impl ClusterState {
             }
             Command::SetPolicy(policy) => self.policy = policy.clone(),
             Command::PutNode(node) => {
-                if self.removed.contains_key(&node.id) {
+                if self.is_removed(&node.id) {
                     return Response::Rejected(format!(
                         "node {} was removed from the cluster",
                         node.id
@@ -532,6 +544,7 @@ impl ClusterState {
                     if node.role == Role::Manager && node.id != *keep {
                         node.ready = false;
                         self.removed.insert(node.id, *until);
+                        self.evicted.insert(node.id);
                     }
                 }
             }
@@ -565,7 +578,7 @@ impl ClusterState {
                         matched.role().as_str()
                     ));
                 }
-                if self.removed.contains_key(&record.id) {
+                if self.is_removed(&record.id) {
                     return Response::Rejected(format!(
                         "node {} was removed from the cluster",
                         record.id
@@ -895,6 +908,35 @@ mod tests {
             Response::Rejected(_)
         ));
         assert!(!s.nodes.contains_key(&gone));
+    }
+
+    #[test]
+    fn evicted_managers_stay_refused_after_the_removed_list_is_pruned() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let (keep, gone, worker) = (NodeId::generate(), NodeId::generate(), NodeId::generate());
+        for (id, role) in [
+            (keep, Role::Manager),
+            (gone, Role::Manager),
+            (worker, Role::Worker),
+        ] {
+            s.apply(&Command::PutNode(NodeRecord {
+                role,
+                ready: true,
+                ..node(id)
+            }));
+        }
+        s.apply(&Command::EvictManagers { keep, until: 50 });
+        assert!(s.is_removed(&gone) && !s.is_removed(&keep) && !s.is_removed(&worker));
+        assert!(!s.nodes[&gone].ready, "kept for people to see, not ready");
+        s.apply(&Command::PruneRemoved { now: 60 });
+        assert!(!s.removed.contains_key(&gone));
+        assert!(s.is_removed(&gone), "eviction outlives the removed list");
+        let back = Command::PutNode(NodeRecord {
+            role: Role::Manager,
+            ..node(gone)
+        });
+        assert!(matches!(s.apply(&back), Response::Rejected(_)));
     }
 
     #[test]
