@@ -352,6 +352,10 @@ pub(crate) struct RestoreArgs {
     /// Where it will listen (default: 0.0.0.0 at the advertised port).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) listen_addr: Option<String>,
+    /// Check, before writing anything, that the unlock key in FILE (mode
+    /// 0600) opens the backup (autolock was on when it was taken).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) unlock_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -213,6 +213,15 @@ fn inspect(args: &BackupInspect) -> Result<(), Failure> {
 }
 
 pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
+    let unlock_key = match &args.unlock_key_file {
+        Some(path) => Some(moat_lock::read_unlock_key_file(path).map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context("reading the unlock key"),
+                "the file must hold the unlock key (MOATKEY-1-…) on its first line and be readable by its owner only (chmod 600)",
+            )
+        })?),
+        None => None,
+    };
     let backup = open(&args.file, &args.unprotect)?;
     let (created_at, index) = (backup.manifest.created_at, backup.manifest.raft_index);
     let restored = moat_node::restore_backup(
@@ -220,6 +229,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
         &args.state_dir,
         args.listen_addr.as_deref(),
         args.advertise_addr.as_deref(),
+        unlock_key.as_ref(),
     )
     .map_err(|e| {
         Failure::with_hint(

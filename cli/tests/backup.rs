@@ -283,12 +283,24 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    // Restored on a new address into a new directory.
+    // Restored on a new address into a new directory. The key can be
+    // checked before anything is written: a key rotated since is refused.
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let target = h.dir().join("restored");
-    let out = offline(
-        &[
+    let key_file = |name: &str, key: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = h.dir().join(name);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let (later_file, key_path) = (
+        key_file("later.key", &later_key),
+        key_file("right.key", &key),
+    );
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
             "restore",
             s(&file),
             "--state-dir",
@@ -299,9 +311,17 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
             &addr,
             "--listen-addr",
             &addr,
-        ],
-        None,
+        ];
+        args.extend_from_slice(extra);
+        offline(&args, None)
+    };
+    restore(&["--unlock-key-file", s(&later_file)]).fails_with("invalid unlock key");
+    assert!(
+        !target.exists(),
+        "a refused restore wrote {}",
+        target.display()
     );
+    let out = restore(&["--unlock-key-file", s(&key_path)]);
     let text = out.ok();
     assert!(
         text.starts_with(&format!(

@@ -194,6 +194,7 @@ pub fn restore_backup(
     dir: &Path,
     listen_addr: Option<&str>,
     advertise_addr: Option<&str>,
+    unlock_key: Option<&moat_lock::UnlockKey>,
 ) -> Result<Restored, ApiError> {
     if backup.file("store/store.json").is_none() {
         return Err(ApiError::new(
@@ -201,16 +202,12 @@ pub fn restore_backup(
             "the backup holds no store: it was not taken from a manager",
         ));
     }
-    let entry = backup
-        .files
-        .iter_mut()
-        .find(|f| f.path == "node.json")
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::InvalidArgument,
-                "the backup holds no node.json: it is not a backup of a manager",
-            )
-        })?;
+    let entry = backup.file("node.json").ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            "the backup holds no node.json: it is not a backup of a manager",
+        )
+    })?;
     let mut file: NodeFile = serde_json::from_slice(&entry.data).map_err(|e| {
         ApiError::new(
             ErrorKind::InvalidArgument,
@@ -233,11 +230,16 @@ pub fn restore_backup(
     } else if let Some(l) = listen_addr {
         file.listen_addr = crate::daemon::normalize_listen(l)?;
     }
+    let locked = backup.file("unlock.key").is_none();
+    if let Some(key) = unlock_key {
+        check_unlock_key(&backup, &file, locked, key)?;
+    }
     file.restored = true;
     file.managers.clear();
     let json = serde_json::to_vec_pretty(&file).map_err(|e| internal("encoding node.json", e))?;
-    entry.data = Zeroizing::new(json);
-    let locked = backup.file("unlock.key").is_none();
+    if let Some(entry) = backup.files.iter_mut().find(|f| f.path == "node.json") {
+        entry.data = Zeroizing::new(json);
+    }
     moat_backup::restore_into(&backup, dir)
         .map_err(|e| ApiError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
     Ok(Restored {
@@ -247,4 +249,45 @@ pub fn restore_backup(
         listen_addr: file.listen_addr,
         advertise_addr: file.advertise_addr,
     })
+}
+
+/// Checks, before anything is written, that `key` opens the backup's
+/// sealed keys (the unlock key current when it was taken).
+fn check_unlock_key(
+    backup: &Backup,
+    file: &NodeFile,
+    locked: bool,
+    key: &moat_lock::UnlockKey,
+) -> Result<(), ApiError> {
+    if !locked {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "this backup was taken with autolock off: it needs no unlock key",
+        )
+        .hint("restore it without --unlock-key-file"));
+    }
+    let sealed = backup.file("certs/node.sealed").ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            "the backup holds no sealed TLS keys: it is incomplete",
+        )
+    })?;
+    let opens = crate::files::tls_blob_opens(&sealed.data, key, &file.cluster_id, &file.node_id)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("the backup's sealed TLS keys are damaged: {e}"),
+            )
+        })?;
+    if !opens {
+        return Err(ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "invalid unlock key: it does not open this backup, which needs the unlock key current at {}",
+                moat_store::model::rfc3339(backup.manifest.created_at)
+            ),
+        )
+        .hint("give the key that was current when the backup was taken (a key rotated since does not open it); nothing was written"));
+    }
+    Ok(())
 }

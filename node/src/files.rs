@@ -311,21 +311,33 @@ pub(crate) fn tls_key_opens(
     cluster: &ClusterId,
     node: &NodeId,
 ) -> Result<bool, ApiError> {
-    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
-    match moat_lock::unseal_file(
-        layout.sealed_tls_file(),
-        KeySource::Key(kek),
-        &tls_aad(&cluster_s, &node_s),
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.root(), moat_lock::LockError::WrongKey) => Ok(false),
-        Err(e) => Err(ApiError::new(
+    let path = layout.sealed_tls_file();
+    let damaged = |e: moat_lock::LockError| {
+        ApiError::new(
             ErrorKind::Internal,
-            format!("reading this node's TLS keys: {e}"),
+            format!("reading this node's TLS keys in {}: {e}", path.display()),
         )
         .hint(format!(
             "the state directory is damaged or was tampered with; {START_OVER_HINT}"
-        ))),
+        ))
+    };
+    let blob = moat_lock::read_sealed_file(&path).map_err(damaged)?;
+    tls_blob_opens(&blob, kek, cluster, node).map_err(damaged)
+}
+
+/// Whether `kek` opens the sealed TLS keys `blob` of `node` (a node's
+/// file, or the copy in a backup).
+pub(crate) fn tls_blob_opens(
+    blob: &[u8],
+    kek: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+) -> Result<bool, moat_lock::LockError> {
+    let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
+    match moat_lock::unseal(KeySource::Key(kek), &tls_aad(&cluster_s, &node_s), blob) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.root(), moat_lock::LockError::WrongKey) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
