@@ -554,6 +554,10 @@ impl Daemon {
             let identity = self_renew(&node, &file).await?;
             tracing::warn!(not_after = %identity.not_after, "this manager's certificate had expired; issued itself a new one from the cluster CA");
         }
+        // Until the rewrite below is complete, a restart waits for this
+        // command to be run again instead of starting half-rewritten.
+        node.update_node_file(|f| f.restored = true)?;
+        node.set_fault(restored_fault());
         let forced = {
             let kek = node.kek.load_full();
             moat_store::offline::force_single_voter(
