@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use moat_testkit::secrets::{base64_decode, contains, secret_field};
 use moat_testkit::{Harness, Start};
 
 /// What every command but `info` and `unlock` says on a locked manager.
@@ -123,52 +124,6 @@ fn secret_file(h: &Harness, file: &str, text: &str, mode: u32) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// The bytes a base32 text (`0-9a-v`, unpadded, as in keys and tokens)
-/// stands for.
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
-    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        acc = (acc << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// The bytes a standard base64 text stands for.
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// The secret field of an armored key or token (`PREFIX-1-…-SECRET-CHECK`:
-/// the field before the checksum) as text and as the bytes it encodes.
-fn secret_field(armored: &str) -> (String, Vec<u8>) {
-    let parts: Vec<&str> = armored.split('-').collect();
-    let field = parts[parts.len() - 2];
-    (field.to_string(), base32_decode(field))
-}
-
 /// Every regular file under `dir`, with its bytes.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -182,10 +137,6 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A restarted manager is locked: `info` says so and every other command is
@@ -898,13 +849,4 @@ fn promoted_worker_locks_and_demoted_manager_unlocks() {
     h.kill("m3");
     h.restart("m3");
     assert_eq!(state(&h, "m3"), "locked");
-}
-
-/// The decoders the secret scan relies on (RFC 4648 test vectors).
-#[test]
-fn scan_decoders() {
-    assert_eq!(base32_decode("cpnmuoj1e8"), b"foobar");
-    assert_eq!(base32_decode("cpnmuog"), b"foob");
-    assert_eq!(base64_decode("Zm9vYmFy"), b"foobar");
-    assert_eq!(base64_decode("Zm9vYg=="), b"foob");
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use moat_testkit::secrets::{base64_decode, contains, secret_field};
 use moat_testkit::{Harness, Run};
 
 /// Cross-node convergence (heartbeats, a commit, a node going Down after
@@ -164,29 +165,6 @@ fn try_nodes(
     )
 }
 
-/// `join-token create ARGS…` on `on`: (id, token).
-fn create_token(h: &Harness, on: &str, args: &[&str]) -> (String, String) {
-    let mut all = vec!["join-token", "create"];
-    all.extend_from_slice(args);
-    let out = h.moat(on, &all);
-    let text = out.ok();
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Created join token "))
-        .unwrap_or_else(|| panic!("no id in:\n{text}"))
-        .trim_end_matches('.')
-        .to_string();
-    let token = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("moat join --token "))
-        .unwrap_or_else(|| panic!("no join command in:\n{text}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    (id, token)
-}
-
 fn quiet_token(h: &Harness, on: &str, role: &str) -> String {
     h.moat(on, &["join-token", "-q", role])
         .ok()
@@ -227,8 +205,7 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
     .ok();
     h.moat("manager-2", &["update", "--cert-expiry", "48h"])
         .ok();
-    let (scoped_id, scoped_token) = create_token(
-        &h,
+    let (scoped_id, scoped_token) = h.create_token(
         "manager-1",
         &["--role", "worker", "--uses", "3", "--description", "dr"],
     );
@@ -904,56 +881,6 @@ fn plaintext_needs_a_flag_and_passphrase_backups_round_trip() {
     assert_eq!(after["node_address"], addr.as_str());
 }
 
-/// The bytes a base32 text (`0-9a-v`, unpadded, as in keys and tokens)
-/// stands for.
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
-    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        acc = (acc << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// The bytes a standard base64 text stands for.
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// The secret field of an armored key or token (`PREFIX-1-…-SECRET-CHECK`:
-/// the field before the checksum) as text and as the bytes it encodes.
-fn secret_field(armored: &str) -> (String, Vec<u8>) {
-    let parts: Vec<&str> = armored.split('-').collect();
-    let field = parts[parts.len() - 2];
-    (field.to_string(), base32_decode(field))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// `moat store dump --show-secrets --format json` of the state directory
 /// `dir`, opened with the unlock key in `key_file`: the cluster state.
 fn dump(dir: &Path, key_file: &Path) -> serde_json::Value {
@@ -998,7 +925,7 @@ fn autolocked_backups() -> Backups {
         .find_map(|l| l.strip_prefix("    MOATKEY-"))
         .map(|rest| format!("MOATKEY-{rest}"))
         .unwrap_or_else(|| panic!("init printed no unlock key:\n{}", init.stdout));
-    let (_, scoped) = create_token(&h, "m", &["--role", "manager", "--uses", "2"]);
+    let (_, scoped) = h.create_token("m", &["--role", "manager", "--uses", "2"]);
     let (identity, recipient) = keygen(&h, "backup.key");
     let sealed = backup(&h, "m", "sealed.moat", &["--recipient", &recipient], None);
     let plain = backup(&h, "m", "plain.moat", &["--insecure-plaintext"], None);

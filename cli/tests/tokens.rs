@@ -9,29 +9,6 @@ fn harness() -> Harness {
     Harness::new(env!("CARGO_BIN_EXE_moat"))
 }
 
-/// `join-token create` output: (id, token).
-fn create(h: &Harness, args: &[&str]) -> (String, String) {
-    let mut all = vec!["join-token", "create"];
-    all.extend_from_slice(args);
-    let out = h.moat("m", &all);
-    let text = out.ok();
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Created join token "))
-        .unwrap_or_else(|| panic!("no id in:\n{text}"))
-        .trim_end_matches('.')
-        .to_string();
-    let token = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("moat join --token "))
-        .unwrap_or_else(|| panic!("no join command in:\n{text}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    (id, token)
-}
-
 fn token_entry(h: &Harness, id: &str) -> Option<serde_json::Value> {
     let all = h
         .moat("m", &["join-token", "ls", "--format", "json"])
@@ -61,8 +38,8 @@ fn single_use_token_under_a_race() {
     for r in racers {
         h.start(r);
     }
-    let (id, token) = create(
-        &h,
+    let (id, token) = h.create_token(
+        "m",
         &[
             "--role",
             "worker",
@@ -133,14 +110,14 @@ fn expiry_revocation_and_standing_ttl() {
     }
 
     // A token that lives two seconds.
-    let (_, short) = create(&h, &["--role", "worker", "--ttl", "2s"]);
+    let (_, short) = h.create_token("m", &["--role", "worker", "--ttl", "2s"]);
     std::thread::sleep(Duration::from_millis(2_500));
     let err = h.join("w1", &short, &addr);
     let err = err.fails_with("join token expired at");
     assert!(!err.contains("invalid"), "{err}");
 
     // A revoked token is simply invalid.
-    let (id, revoked) = create(&h, &["--role", "worker"]);
+    let (id, revoked) = h.create_token("m", &["--role", "worker"]);
     h.moat("m", &["join-token", "revoke", &id[..8]]).ok();
     assert!(token_entry(&h, &id).is_none());
     h.join("w1", &revoked, &addr)
@@ -167,7 +144,7 @@ fn expiry_revocation_and_standing_ttl() {
     .fails_with("--uses");
 
     // A manager token created with limits admits a manager.
-    let (_, manager_once) = create(&h, &["--role", "manager", "--uses", "1"]);
+    let (_, manager_once) = h.create_token("m", &["--role", "manager", "--uses", "1"]);
     h.join("w2", &manager_once, &addr).ok();
     assert_eq!(h.nodes("m")["w2"]["role"], "manager");
 

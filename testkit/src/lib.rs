@@ -475,6 +475,28 @@ impl Harness {
         )
     }
 
+    /// `moat join-token create ARGS…` on `name`: the new token's id and
+    /// the token.
+    pub fn create_token(&self, name: &str, args: &[&str]) -> (String, String) {
+        let mut all = vec!["join-token", "create"];
+        all.extend_from_slice(args);
+        let out = self.moat(name, &all);
+        let text = out.ok();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Created join token "))
+            .unwrap_or_else(|| panic!("no id in:\n{text}"))
+            .trim_end_matches('.')
+            .to_string();
+        let token = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("moat join --token "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no join command in:\n{text}"))
+            .to_string();
+        (id, token)
+    }
+
     /// `moat node ls --format json` on `name`, as (hostname → node) pairs.
     pub fn nodes(&self, name: &str) -> BTreeMap<String, serde_json::Value> {
         let v = self.moat(name, &["node", "ls", "--format", "json"]).json();
@@ -536,4 +558,86 @@ impl Drop for Harness {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Decoders for scanning files for secrets, written independently of the
+/// product's own (so a bug there cannot hide a leak).
+pub mod secrets {
+    /// The bytes a base32 text (`0-9a-v`, unpadded, as in keys and tokens)
+    /// stands for.
+    pub fn base32_decode(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+        let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
+        for c in text.bytes() {
+            let v = ALPHABET
+                .iter()
+                .position(|&a| a == c)
+                .unwrap_or_else(|| panic!("{c:?} is not in the alphabet"))
+                as u32;
+            acc = (acc << 5) | v;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+
+    /// The bytes a standard base64 text stands for.
+    pub fn base64_decode(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
+        for c in text
+            .bytes()
+            .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        {
+            let v = ALPHABET
+                .iter()
+                .position(|&a| a == c)
+                .unwrap_or_else(|| panic!("{c:?} is not in the alphabet"))
+                as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+
+    /// The secret field of an armored key or token (`PREFIX-1-…-SECRET-CHECK`:
+    /// the field before the checksum) as text and as the bytes it encodes.
+    pub fn secret_field(armored: &str) -> (String, Vec<u8>) {
+        let parts: Vec<&str> = armored.split('-').collect();
+        let field = parts[parts.len() - 2];
+        (field.to_string(), base32_decode(field))
+    }
+
+    /// Whether `needle` (non-empty) occurs in `haystack`.
+    pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// RFC 4648 test vectors (base32 in moat's `0-9a-v` alphabet).
+        #[test]
+        fn decoders() {
+            assert_eq!(base32_decode("cpnmuoj1e8"), b"foobar");
+            assert_eq!(base32_decode("cpnmuog"), b"foob");
+            assert_eq!(base64_decode("Zm9vYmFy"), b"foobar");
+            assert_eq!(base64_decode("Zm9vYg=="), b"foob");
+            assert_eq!(
+                secret_field("MOATKEY-1-cpnmuoj1e8-abcdefgh"),
+                ("cpnmuoj1e8".to_string(), b"foobar".to_vec())
+            );
+            assert!(contains(b"xxfoobar", b"oba") && !contains(b"abc", b""));
+        }
+    }
 }
