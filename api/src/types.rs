@@ -189,6 +189,16 @@ pub struct Info {
     pub cert_not_after: Option<String>,
     /// Why the node is in the `error` state, and what to do.
     pub error: Option<String>,
+    /// When the current unlock key was set (RFC 3339; autolock on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key_set_at: Option<String>,
+    /// Generation of the autolock setting (grows with every change).
+    #[serde(default)]
+    pub unlock_key_generation: u32,
+    /// Version of the data key this manager's store is sealed with, and
+    /// the one it is rotating to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key_version: Option<u32>,
 }
 
 /// `POST /v1/init`.

@@ -254,6 +254,16 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
             exact_duration(i.cert_expiry_seconds)
         )?;
         writeln!(out, " Autolock Managers: {}", i.autolock)?;
+        if let Some(at) = &i.unlock_key_set_at {
+            writeln!(
+                out,
+                " Unlock Key Set: {at} (generation {})",
+                i.unlock_key_generation
+            )?;
+        }
+        if let Some(v) = i.data_key_version {
+            writeln!(out, " Store Data Key Version: {v}")?;
+        }
     }
     if let Some(a) = &i.node_address {
         writeln!(out, " Node Address: {a}")?;

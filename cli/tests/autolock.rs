@@ -707,13 +707,21 @@ fn no_secret_on_a_locked_managers_disk() {
         .unwrap()
         .trim()
         .to_string();
+    let before = h.moat("m", &["info", "--format", "json"]).json();
+    assert_eq!(before["data_key_version"], 1, "{before}");
+    assert!(before["unlock_key_set_at"].is_null(), "{before}");
     let out = h.moat("m", &["update", "--autolock=true"]);
     let key = printed_key(out.ok());
     assert!(!has_key_file(&h, "m"));
-    // Turning autolock on also replaces the store's data key.
+    // Turning autolock on also replaces the store's data key, which
+    // `moat info` shows auditors, with the unlock key's generation.
     h.wait_until("the data key to be rotated", PROPAGATION, || {
         journal_count(&h, "m", "dek-rotated") > 0
     });
+    let after = h.moat("m", &["info", "--format", "json"]).json();
+    assert_eq!(after["data_key_version"], 2, "{after}");
+    assert_eq!(after["unlock_key_generation"], 1, "{after}");
+    assert!(after["unlock_key_set_at"].is_string(), "{after}");
     assert_eq!(h.stop("m"), Some(0));
 
     let former_file = secret_file(&h, "former.key", &former, 0o600);

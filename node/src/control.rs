@@ -248,6 +248,9 @@ async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         leader: None,
         cert_not_after: None,
         error: None,
+        unlock_key_set_at: None,
+        unlock_key_generation: 0,
+        data_key_version: None,
     };
     if let Some(file) = d.locked().await {
         info.state = NodeState::Locked;
@@ -297,6 +300,18 @@ async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         info.nodes = state.nodes.len();
         info.cert_expiry_seconds = state.policy.cert_expiry_secs;
         info.autolock = state.policy.autolock;
+        info.unlock_key_generation = state.unlock_key_version;
+        info.unlock_key_set_at = state
+            .unlock_key
+            .is_some()
+            .then(|| rfc3339(state.unlock_key_set_at));
+        info.data_key_version = m
+            .inner
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.dek_versions())
+            .map(|(current, _)| current.0);
         info.manager_addresses = state
             .nodes
             .values()

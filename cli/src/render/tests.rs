@@ -158,12 +158,31 @@ fn active_manager() -> Info {
         leader: Some("3q0kd8vj1n5s6p7r2t4u9m0abc".into()),
         cert_not_after: Some("2026-11-28T17:00:00Z".into()),
         error: None,
+        unlock_key_set_at: None,
+        unlock_key_generation: 0,
+        data_key_version: Some(1),
     }
 }
 
 #[test]
 fn info_active_manager() {
     insta::assert_snapshot!(text(|o| info(o, &active_manager(), NOW)));
+}
+
+#[test]
+fn info_autolocked_manager_shows_key_ages() {
+    let i = Info {
+        autolock: true,
+        unlock_key_set_at: Some("2026-11-27T09:00:00Z".into()),
+        unlock_key_generation: 3,
+        data_key_version: Some(2),
+        ..active_manager()
+    };
+    let t = text(|o| info(o, &i, NOW));
+    assert!(
+        t.contains(" Autolock Managers: true\n Unlock Key Set: 2026-11-27T09:00:00Z (generation 3)\n Store Data Key Version: 2\n"),
+        "{t}"
+    );
 }
 
 #[test]
