@@ -5,7 +5,7 @@
 //! are 0 (success), 1 (the command failed) and 2 (usage error, from clap).
 //! A closed pipe on standard output ends the command quietly with success.
 //!
-//! Offline commands (`cert`, `token`, `store`) read files; cluster
+//! Offline commands (`cert`, `token`, `store`, `audit`) read files; cluster
 //! commands (`init`, `join`, `node …`, …) are requests to a daemon's
 //! control API (moat-api) over its unix socket (`--host`, `MOAT_HOST`);
 //! `daemon` runs a node (moat-node) and `dev` runs several as children.
@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod args;
+mod audit;
 mod backup;
 mod cert;
 mod client;
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cert, Cli, Command, Node, Store, Token};
+use crate::args::{Audit, Cert, Cli, Command, Node, Store, Token};
 use crate::output::Failure;
 
 fn main() -> ExitCode {
@@ -76,6 +77,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 store: args,
                 show_secrets,
             } => store::dump(&args, show_secrets),
+        },
+        Command::Audit { command } => match command {
+            Audit::Verify(args) => audit::verify(&args),
+            Audit::VerifyProof(args) => audit::verify_proof(&args),
         },
     }
 }
