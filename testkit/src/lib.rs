@@ -566,40 +566,33 @@ pub mod secrets {
     /// The bytes a base32 text (`0-9a-v`, unpadded, as in keys and tokens)
     /// stands for.
     pub fn base32_decode(text: &str) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
-        let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-        for c in text.bytes() {
-            let v = ALPHABET
-                .iter()
-                .position(|&a| a == c)
-                .unwrap_or_else(|| panic!("{c:?} is not in the alphabet"))
-                as u32;
-            acc = (acc << 5) | v;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        out
+        decode(b"0123456789abcdefghijklmnopqrstuv", text)
     }
 
     /// The bytes a standard base64 text stands for.
     pub fn base64_decode(text: &str) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        decode(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            text,
+        )
+    }
+
+    /// Decodes `text` in a power-of-two `alphabet` (32 or 64 symbols),
+    /// skipping whitespace and `=` padding.
+    fn decode(alphabet: &[u8], text: &str) -> Vec<u8> {
+        let width = alphabet.len().trailing_zeros();
         let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
         for c in text
             .bytes()
             .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
         {
-            let v = ALPHABET
+            let v = alphabet
                 .iter()
                 .position(|&a| a == c)
                 .unwrap_or_else(|| panic!("{c:?} is not in the alphabet"))
                 as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
+            acc = (acc << width) | v;
+            bits += width;
             if bits >= 8 {
                 bits -= 8;
                 out.push((acc >> bits) as u8);
