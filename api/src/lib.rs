@@ -17,9 +17,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit;
 mod client;
 mod types;
 
+pub use audit::*;
 pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
 pub use types::*;
 
@@ -63,4 +65,14 @@ pub mod path {
     /// `POST` [`crate::BackupRequest`] → the backup file's bytes
     /// (`application/octet-stream`, see moat-backup).
     pub const BACKUP: &str = "/v1/backup";
+    /// `POST`: [`crate::AuditRecordsRequest`] → [`crate::AuditRecordsResponse`].
+    pub const AUDIT_RECORDS: &str = "/v1/audit/records";
+    /// `POST`: [`crate::AuditExportRequest`] → a one-file audit bundle.
+    pub const AUDIT_EXPORT: &str = "/v1/audit/export";
+    /// `POST`: [`crate::AuditProveRequest`] → an inclusion proof file.
+    pub const AUDIT_PROVE: &str = "/v1/audit/prove";
+    /// `POST`: [`crate::AuditHashRequest`] → [`crate::AuditHashResponse`].
+    pub const AUDIT_HASH: &str = "/v1/audit/hash";
+    /// `GET`: [`crate::CryptoInventory`].
+    pub const AUDIT_REPORT: &str = "/v1/audit/report";
 }

@@ -106,23 +106,18 @@ impl Record {
     }
 
     fn wire(&self) -> Wire<'_> {
-        let e = &self.event;
+        let e = self.event.wire();
         Wire {
             seq: self.seq,
             prev: Cow::Owned(self.prev.to_hex()),
             time: Cow::Owned(self.time.to_string()),
-            node: Cow::Owned(e.node.to_string()),
-            actor: Cow::Borrowed(e.actor.as_str()),
-            action: Cow::Borrowed(e.action.as_str()),
-            target: Cow::Borrowed(e.target.as_str()),
-            outcome: Cow::Borrowed(e.outcome.as_str()),
-            reason: Cow::Borrowed(e.outcome.reason()),
-            details: e
-                .details
-                .0
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
-                .collect(),
+            node: e.node,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            reason: e.reason,
+            details: e.details,
         }
     }
 
@@ -153,28 +148,74 @@ impl Record {
     }
 
     fn from_wire(wire: Wire<'_>) -> Result<Self, RecordError> {
+        let prev = wire
+            .prev
+            .parse()
+            .map_err(|e| RecordError::field("prev", format!("{e}")))?;
+        let time = wire.time.parse()?;
+        let event = Event::from_wire(EventWire {
+            node: wire.node,
+            actor: wire.actor,
+            action: wire.action,
+            target: wire.target,
+            outcome: wire.outcome,
+            reason: wire.reason,
+            details: wire.details,
+        })?;
+        Record::new(wire.seq, prev, time, event)
+    }
+}
+
+impl Event {
+    fn wire(&self) -> EventWire<'_> {
+        EventWire {
+            node: Cow::Owned(self.node.to_string()),
+            actor: Cow::Borrowed(self.actor.as_str()),
+            action: Cow::Borrowed(self.action.as_str()),
+            target: Cow::Borrowed(self.target.as_str()),
+            outcome: Cow::Borrowed(self.outcome.as_str()),
+            reason: Cow::Borrowed(self.outcome.reason()),
+            details: self
+                .details
+                .0
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                .collect(),
+        }
+    }
+
+    fn from_wire(wire: EventWire<'_>) -> Result<Self, RecordError> {
         let mut details = Details::new();
         for (k, v) in &wire.details {
             details.insert(k, v)?;
         }
-        Record::new(
-            wire.seq,
-            wire.prev
+        Ok(Event {
+            node: wire
+                .node
                 .parse()
-                .map_err(|e| RecordError::field("prev", format!("{e}")))?,
-            wire.time.parse()?,
-            Event {
-                node: wire
-                    .node
-                    .parse()
-                    .map_err(|e| RecordError::field("node", format!("{e}")))?,
-                actor: wire.actor.parse()?,
-                action: wire.action.parse()?,
-                target: Text::new("target", wire.target.as_ref())?,
-                outcome: Outcome::from_parts(&wire.outcome, &wire.reason)?,
-                details,
-            },
-        )
+                .map_err(|e| RecordError::field("node", format!("{e}")))?,
+            actor: wire.actor.parse()?,
+            action: wire.action.parse()?,
+            target: Text::new("target", wire.target.as_ref())?,
+            outcome: Outcome::from_parts(&wire.outcome, &wire.reason)?,
+            details,
+        })
+    }
+}
+
+/// An event's serde form is a record's fields without `seq`, `prev` and
+/// `time` (used where an event travels before it has a place in the log,
+/// such as a raft entry); deserializing validates every field.
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.wire(), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = EventWire::deserialize(d)?;
+        Event::from_wire(wire).map_err(serde::de::Error::custom)
     }
 }
 
@@ -202,6 +243,26 @@ struct Wire<'a> {
     prev: Cow<'a, str>,
     #[serde(borrow)]
     time: Cow<'a, str>,
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    target: Cow<'a, str>,
+    #[serde(borrow)]
+    outcome: Cow<'a, str>,
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
+    #[serde(borrow)]
+    details: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+/// The wire form of an [`Event`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventWire<'a> {
     #[serde(borrow)]
     node: Cow<'a, str>,
     #[serde(borrow)]

@@ -317,6 +317,9 @@ pub struct ClusterState {
     /// certificates long after the removed-list entry would expire).
     #[serde(default)]
     pub evicted: std::collections::BTreeSet<NodeId>,
+    /// The audit log: records and signed tree heads.
+    #[serde(default)]
+    pub audit: crate::audit::AuditTrail,
 }
 
 impl ClusterState {
@@ -456,6 +459,36 @@ pub enum Command {
         not_after: i64,
         /// SHA-256 of the issuing root.
         issuer: String,
+    },
+    /// Records a security event in the audit log.
+    Audit {
+        /// When it happened, by the proposer's clock (Unix seconds).
+        time: i64,
+        /// What happened.
+        event: moat_audit::Event,
+    },
+    /// Applies `change` and records `event` in the same entry, so the
+    /// change is never committed without its record. If `change` is
+    /// rejected, the event is recorded as failed with the reason.
+    Audited {
+        /// The change.
+        change: Box<Command>,
+        /// When it was made, by the proposer's clock (Unix seconds).
+        time: i64,
+        /// The event that records it (its outcome is success).
+        event: moat_audit::Event,
+    },
+    /// Keeps a signed tree head over the audit log.
+    AuditHead(moat_audit::SignedTreeHead),
+    /// Sets the cluster's audit key (once).
+    SetAuditKey(Secret),
+    /// Records events from a node's local journal, skipping those already
+    /// forwarded.
+    AuditForward {
+        /// The node whose journal they come from.
+        node: NodeId,
+        /// The events, in journal order.
+        events: Vec<crate::audit::ForwardedEvent>,
     },
 }
 
@@ -639,6 +672,50 @@ impl ClusterState {
                 Some(node) => node.role = *role,
                 None => return no_such_node(id),
             },
+            Command::Audit { time, event } => {
+                if let Err(reason) = self.audit.append(*time, event) {
+                    return Response::Rejected(format!("audit record refused: {reason}"));
+                }
+            }
+            Command::Audited {
+                change,
+                time,
+                event,
+            } => {
+                if moat_audit::Timestamp::from_unix(*time).is_err() {
+                    return Response::Rejected(format!(
+                        "audit record refused: time {time} is out of range"
+                    ));
+                }
+                let response = self.apply(change);
+                let mut event = event.clone();
+                if let Response::Rejected(reason) = &response {
+                    event.outcome = moat_audit::Outcome::failed(&crate::audit::record_text(reason))
+                        .unwrap_or(moat_audit::Outcome::Failed {
+                            reason: moat_audit::Text::default(),
+                        });
+                }
+                if let Err(reason) = self.audit.append(*time, &event) {
+                    // Cannot happen once the time is checked; never hide it.
+                    tracing::error!(%reason, "an audit record could not be appended");
+                }
+                return response;
+            }
+            Command::AuditHead(head) => {
+                if let Err(reason) = self.audit.add_head(head) {
+                    return Response::Rejected(reason);
+                }
+            }
+            Command::SetAuditKey(key) => {
+                if let Err(reason) = self.audit.set_key(key) {
+                    return Response::Rejected(reason);
+                }
+            }
+            Command::AuditForward { node, events } => {
+                if let Err(reason) = self.audit.forward(*node, events) {
+                    return Response::Rejected(format!("audit record refused: {reason}"));
+                }
+            }
             Command::RecordCert {
                 id,
                 serial,

@@ -1,0 +1,215 @@
+//! Wire types of the audit log and the compliance report
+//! (`moat audit …`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+
+/// `POST /v1/audit/records`: a page of records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecordsRequest {
+    /// First sequence number wanted (1 for the start of the log).
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many records (the daemon caps it at
+    /// [`MAX_AUDIT_PAGE`]).
+    #[serde(default)]
+    pub limit: u64,
+}
+
+/// Most records answered by one [`AuditRecordsRequest`].
+pub const MAX_AUDIT_PAGE: u64 = 10_000;
+
+/// A page of records: canonical JSON lines, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecordsResponse {
+    /// The records, each its canonical JSON text (the Merkle leaf).
+    pub records: Vec<String>,
+    /// Records in the log at the time of the answer.
+    pub size: u64,
+}
+
+/// `POST /v1/audit/export`: the answer is a one-file bundle
+/// (`application/octet-stream`, see `docs/formats/audit.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditExportRequest {
+    /// First record to include (1 or 0 for all).
+    #[serde(default)]
+    pub since: u64,
+}
+
+/// `POST /v1/audit/prove`: an inclusion proof file for one record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditProveRequest {
+    /// The record's sequence number.
+    pub seq: u64,
+}
+
+/// `POST /v1/audit/hash`: the keyed hash of a value, as records name
+/// secrets. `Debug` leaves the value out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHashRequest {
+    /// The value (a join token, an unlock key…).
+    pub value: String,
+}
+
+impl fmt::Debug for AuditHashRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditHashRequest")
+            .field("value", &"…")
+            .finish()
+    }
+}
+
+/// The answer to [`AuditHashRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHashResponse {
+    /// `hmac-sha256:<hex>`.
+    pub hash: String,
+}
+
+/// `GET /v1/audit/report`: the cluster's crypto inventory, which
+/// `moat audit report` checks against a policy and renders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CryptoInventory {
+    /// When the inventory was taken (RFC 3339).
+    pub generated_at: String,
+    /// The cluster.
+    pub cluster_id: String,
+    /// The manager that answered.
+    pub answered_by: String,
+    /// Lifetime of node certificates, seconds (the policy).
+    pub cert_expiry_seconds: u64,
+    /// The root CA.
+    pub root_ca: RootCaInfo,
+    /// Every node's certificate.
+    pub nodes: Vec<NodeCrypto>,
+    /// TLS between nodes.
+    pub tls: TlsInfo,
+    /// Join tokens (never their secrets).
+    pub join_tokens: Vec<TokenCrypto>,
+    /// Lifetime of the standing join tokens (seconds), if the policy sets one.
+    pub token_ttl_seconds: Option<u64>,
+    /// Whether autolock is on.
+    pub autolock: bool,
+    /// The unlock key (autolock on).
+    pub unlock_key: Option<KeyAge>,
+    /// The store's data encryption key on the answering manager.
+    pub data_key: DataKeyInfo,
+    /// The audit log.
+    pub audit: AuditSummary,
+}
+
+/// The root CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCaInfo {
+    /// Subject, as text.
+    pub subject: String,
+    /// Key algorithm and size or curve, e.g. `ECDSA P-256`.
+    pub algorithm: String,
+    /// Signature algorithm, e.g. `ecdsa-with-SHA256`.
+    pub signature_algorithm: String,
+    /// `sha256:<hex>` of the certificate.
+    pub fingerprint: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// Start of validity (RFC 3339).
+    pub not_before: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+}
+
+/// One node's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCrypto {
+    /// Node id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Role.
+    pub role: Role,
+    /// Heartbeating now.
+    pub ready: bool,
+    /// Key algorithm and size or curve, e.g. `ECDSA P-256`; empty if not
+    /// recorded (a certificate issued before moat recorded it).
+    pub algorithm: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// `sha256:<hex>` of the issuing root.
+    pub issuer_fingerprint: String,
+    /// Start of validity (RFC 3339), if recorded: the last issue or renewal.
+    pub not_before: Option<String>,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+}
+
+/// TLS as configured between nodes (the same on every node: moat has no
+/// setting to weaken it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// Protocol versions accepted, e.g. `TLSv1.3`.
+    pub versions: Vec<String>,
+    /// Cipher suites offered and accepted, in preference order.
+    pub cipher_suites: Vec<String>,
+    /// Key exchange groups.
+    pub key_exchange_groups: Vec<String>,
+    /// Whether both sides present certificates (always true).
+    pub mutual: bool,
+}
+
+/// One join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCrypto {
+    /// Its id (fingerprint).
+    pub id: String,
+    /// `standing` or `scoped`.
+    pub kind: String,
+    /// The role it grants.
+    pub role: Role,
+    /// When it was made (RFC 3339), if known.
+    pub created_at: Option<String>,
+    /// When it stops working (RFC 3339), if ever.
+    pub expires_at: Option<String>,
+    /// Joins left, if limited.
+    pub uses_left: Option<u32>,
+}
+
+/// A key's generation and age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAge {
+    /// Generation (grows with each rotation).
+    pub version: u32,
+    /// When it was set (RFC 3339), if known.
+    pub set_at: Option<String>,
+}
+
+/// The data encryption key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyInfo {
+    /// `AES-256-GCM`.
+    pub algorithm: String,
+    /// Version in use.
+    pub version: u32,
+    /// When this version was made (RFC 3339), if known.
+    pub created_at: Option<String>,
+    /// The version a rotation is moving to, if one is under way.
+    pub rotating_to: Option<u32>,
+    /// Whether the data key is wrapped under the unlock key (autolock) or
+    /// under a key file beside it.
+    pub wrapped_by: String,
+}
+
+/// The audit log's size and signing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    /// Records.
+    pub records: u64,
+    /// Signed tree heads kept.
+    pub heads: u64,
+    /// The newest head's size and time (RFC 3339).
+    pub last_head_size: Option<u64>,
+    /// The newest head's time (RFC 3339).
+    pub last_head_at: Option<String>,
+}

@@ -1,0 +1,503 @@
+//! The cluster's audit log as the store keeps it: records committed
+//! through raft, so every manager holds the same ordered log, and the
+//! signed tree heads over it.
+//!
+//! Records are kept as their canonical JSON lines (the Merkle leaves) in
+//! shared chunks: cloning the cluster state (which readers do often)
+//! copies a few pointers, not the log. The Merkle tree over the records is
+//! a cache beside them, rebuilt from the lines when a snapshot is loaded.
+//! See `docs/formats/audit.md` and decision D28.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use moat_audit::{
+    Event, Hash, MerkleLog, ProofError, Record, SignedTreeHead, Timestamp, leaf_hash,
+};
+use moat_pki::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Secret;
+
+/// Items per shared chunk.
+const CHUNK: usize = 4096;
+
+/// An append-only list in shared chunks: a clone shares every chunk, and
+/// a push copies at most the last one (only while a clone holds it).
+#[derive(Clone)]
+pub struct Chunked<T> {
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Clone> Chunked<T> {
+    /// Appends `item`.
+    pub fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(item);
+                self.chunks.push(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+    }
+}
+
+impl<T> Chunked<T> {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Item `index` (from 0).
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+
+    /// The last item.
+    pub fn last(&self) -> Option<&T> {
+        self.chunks.last()?.last()
+    }
+
+    /// Items from `start` (from 0) to the end.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
+        let first = start / CHUNK;
+        self.chunks
+            .iter()
+            .skip(first)
+            .flat_map(|c| c.iter())
+            .skip(start % CHUNK)
+    }
+
+    /// Every item.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.iter_from(0)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Chunked<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<T: Eq> Eq for Chunked<T> {}
+
+impl<T: fmt::Debug> fmt::Debug for Chunked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunked")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> Serialize for Chunked<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Clone> Deserialize<'de> for Chunked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<T>::deserialize(d)?;
+        let mut out = Self::default();
+        for item in items {
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// An event recorded on a node while it could not reach the cluster log
+/// (a failed unlock on a locked manager, tamper found at start), forwarded
+/// later with its place in that node's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedEvent {
+    /// Its sequence number in the node's journal.
+    pub journal_seq: u64,
+    /// When it happened (Unix seconds).
+    pub time: i64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// The audit log in the cluster state.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(from = "TrailWire", into = "TrailWire")]
+pub struct AuditTrail {
+    records: Chunked<String>,
+    heads: Chunked<SignedTreeHead>,
+    key: Option<Secret>,
+    forwarded: BTreeMap<NodeId, u64>,
+    /// Leaf hash of the last record ([`Hash::ZERO`] when empty).
+    last: Hash,
+    /// The Merkle tree over `records` (or over a longer log of which
+    /// these records are a prefix: clones share it).
+    tree: Arc<Mutex<MerkleLog>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrailWire {
+    records: Chunked<String>,
+    heads: Chunked<SignedTreeHead>,
+    key: Option<Secret>,
+    #[serde(default)]
+    forwarded: BTreeMap<NodeId, u64>,
+}
+
+impl From<TrailWire> for AuditTrail {
+    fn from(w: TrailWire) -> Self {
+        let last = w
+            .records
+            .last()
+            .map(|l| leaf_hash(l.as_bytes()))
+            .unwrap_or(Hash::ZERO);
+        Self {
+            records: w.records,
+            heads: w.heads,
+            key: w.key,
+            forwarded: w.forwarded,
+            last,
+            tree: Arc::default(),
+        }
+    }
+}
+
+impl From<AuditTrail> for TrailWire {
+    fn from(t: AuditTrail) -> Self {
+        Self {
+            records: t.records,
+            heads: t.heads,
+            key: t.key,
+            forwarded: t.forwarded,
+        }
+    }
+}
+
+impl PartialEq for AuditTrail {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records
+            && self.heads == other.heads
+            && self.key == other.key
+            && self.forwarded == other.forwarded
+    }
+}
+
+impl Eq for AuditTrail {}
+
+impl fmt::Debug for AuditTrail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditTrail")
+            .field("records", &self.records.len())
+            .field("heads", &self.heads.len())
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditTrail {
+    /// Records in the log.
+    pub fn size(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    /// Record `seq` (from 1), its canonical line.
+    pub fn record(&self, seq: u64) -> Option<&str> {
+        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.records.get(index).map(String::as_str)
+    }
+
+    /// Records from `seq` (from 1) on, their canonical lines.
+    pub fn records_from(&self, seq: u64) -> impl Iterator<Item = &str> {
+        let start = usize::try_from(seq.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.records.iter_from(start).map(String::as_str)
+    }
+
+    /// The signed tree heads, oldest first.
+    pub fn heads(&self) -> impl Iterator<Item = &SignedTreeHead> {
+        self.heads.iter()
+    }
+
+    /// Number of signed tree heads.
+    pub fn head_count(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// The newest signed tree head.
+    pub fn last_head(&self) -> Option<&SignedTreeHead> {
+        self.heads.last()
+    }
+
+    /// The cluster's audit key (the text form of its 32 bytes, hex).
+    pub fn key(&self) -> Option<&Secret> {
+        self.key.as_ref()
+    }
+
+    /// The last journal record forwarded by `node`.
+    pub fn forwarded(&self, node: &NodeId) -> u64 {
+        self.forwarded.get(node).copied().unwrap_or(0)
+    }
+
+    /// Runs `f` on the Merkle tree, brought up to this trail's records.
+    /// The tree may hold more records (a newer clone's): ask it for sizes
+    /// up to [`AuditTrail::size`] only.
+    pub fn with_tree<R>(&self, f: impl FnOnce(&MerkleLog) -> R) -> R {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        let have = usize::try_from(tree.size()).unwrap_or(usize::MAX);
+        for line in self.records.iter_from(have) {
+            tree.push_leaf(line.as_bytes());
+        }
+        f(&tree)
+    }
+
+    /// The Merkle root over the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
+        self.with_tree(|t| t.root(size))
+    }
+
+    /// Appends `event`, which happened at `time` (Unix seconds); returns
+    /// its sequence number. Deterministic: every manager builds the same
+    /// record.
+    pub(crate) fn append(&mut self, time: i64, event: &Event) -> Result<u64, String> {
+        let seq = self.size() + 1;
+        let time = Timestamp::from_unix(time).map_err(|e| e.to_string())?;
+        let record = Record::new(seq, self.last, time, event.clone()).map_err(|e| e.to_string())?;
+        let line = record.to_line();
+        self.last = leaf_hash(&line);
+        let line = String::from_utf8(line).map_err(|e| e.to_string())?;
+        self.records.push(line);
+        Ok(seq)
+    }
+
+    /// Keeps a signed tree head, if it is for a size the log has reached
+    /// and its root is the log's root at that size. (Its signature was
+    /// checked by the manager that proposed it; verifiers check it again.)
+    pub(crate) fn add_head(&mut self, head: &SignedTreeHead) -> Result<(), String> {
+        if head.size == 0 || head.size > self.size() {
+            return Err(format!(
+                "a tree head for size {} does not fit a log of {} records",
+                head.size,
+                self.size()
+            ));
+        }
+        if let Some(last) = self.heads.last() {
+            if head.size < last.size {
+                return Err(format!(
+                    "a tree head for size {} is older than the newest, at size {}",
+                    head.size, last.size
+                ));
+            }
+        }
+        let root = self.root(head.size).map_err(|e| e.to_string())?;
+        if root != head.root {
+            return Err(format!(
+                "the tree head for size {} does not match the log's root",
+                head.size
+            ));
+        }
+        self.heads.push(head.clone());
+        Ok(())
+    }
+
+    /// Sets the audit key, once.
+    pub(crate) fn set_key(&mut self, key: &Secret) -> Result<(), String> {
+        if self.key.is_some() {
+            return Err("the cluster already has an audit key".into());
+        }
+        self.key = Some(key.clone());
+        Ok(())
+    }
+
+    /// Appends the events `node` forwards from its journal that were not
+    /// forwarded before (so a retried forward records nothing twice).
+    pub(crate) fn forward(
+        &mut self,
+        node: NodeId,
+        events: &[ForwardedEvent],
+    ) -> Result<(), String> {
+        let mut done = self.forwarded(&node);
+        for e in events {
+            if e.journal_seq <= done {
+                continue;
+            }
+            self.append(e.time, &e.event)?;
+            done = e.journal_seq;
+        }
+        self.forwarded.insert(node, done);
+        Ok(())
+    }
+}
+
+/// Makes `reason` fit a record's free text: control and bidirectional
+/// characters become spaces, and it is cut to 1000 bytes.
+pub fn record_text(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(1000));
+    for c in reason.chars() {
+        let c = if c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+        {
+            ' '
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > 1000 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_audit::{Action, Actor, Details, Outcome, Text};
+
+    fn node() -> NodeId {
+        "0123456789abcdefghijklmn00".parse().unwrap()
+    }
+
+    fn event(target: &str) -> Event {
+        Event {
+            node: node(),
+            actor: Actor::local_operator(),
+            action: Action::POLICY_UPDATE,
+            target: Text::new("target", target).unwrap(),
+            outcome: Outcome::Success,
+            details: Details::new(),
+        }
+    }
+
+    #[test]
+    fn appended_records_link_and_parse() {
+        let mut t = AuditTrail::default();
+        for i in 0..5000 {
+            assert_eq!(
+                t.append(1_700_000_000 + i, &event(&format!("t{i}"))),
+                Ok(i as u64 + 1)
+            );
+        }
+        let mut prev = Hash::ZERO;
+        for (i, line) in t.records_from(1).enumerate() {
+            let r = Record::from_line(line.as_bytes()).unwrap();
+            assert_eq!(r.seq(), i as u64 + 1);
+            assert_eq!(r.prev(), prev);
+            prev = r.leaf_hash();
+        }
+        assert_eq!(t.records_from(4097).count(), 904);
+        assert!(t.record(4097).unwrap().starts_with("{\"seq\":4097,"));
+        assert_eq!(t.record(0), None);
+        assert_eq!(t.record(5001), None);
+    }
+
+    #[test]
+    fn clones_share_chunks_and_diverge_safely() {
+        let mut a = AuditTrail::default();
+        a.append(1_700_000_000, &event("one")).unwrap();
+        let b = a.clone();
+        a.append(1_700_000_001, &event("two")).unwrap();
+        assert_eq!(a.size(), 2);
+        assert_eq!(b.size(), 1);
+        // The shared tree is fine for both.
+        assert_eq!(a.root(1).unwrap(), b.root(1).unwrap());
+        assert_ne!(a.root(2).unwrap(), a.root(1).unwrap());
+    }
+
+    #[test]
+    fn serde_round_trip_rebuilds_the_link() {
+        let mut a = AuditTrail::default();
+        a.append(1_700_000_000, &event("one")).unwrap();
+        a.set_key(&Secret::new("k")).unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        let mut b: AuditTrail = serde_json::from_str(&json).unwrap();
+        assert_eq!(a, b);
+        b.append(1_700_000_001, &event("two")).unwrap();
+        a.append(1_700_000_001, &event("two")).unwrap();
+        assert_eq!(a.record(2), b.record(2));
+        assert_eq!(a.root(2).unwrap(), b.root(2).unwrap());
+        assert!(!format!("{a:?}").contains('k') || !format!("{a:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn forwarding_twice_records_once() {
+        let mut t = AuditTrail::default();
+        let evs: Vec<ForwardedEvent> = (1..=3)
+            .map(|s| ForwardedEvent {
+                journal_seq: s,
+                time: 1_700_000_000,
+                event: event("x"),
+            })
+            .collect();
+        t.forward(node(), &evs[..2]).unwrap();
+        t.forward(node(), &evs).unwrap();
+        assert_eq!(t.size(), 3);
+        assert_eq!(t.forwarded(&node()), 3);
+    }
+
+    #[test]
+    fn an_audited_change_commits_with_its_record() {
+        use crate::model::{ClusterState, Command, Policy, Response};
+        let mut s = ClusterState::default();
+        let audited = |change: Command, time: i64| Command::Audited {
+            change: Box::new(change),
+            time,
+            event: event("policy"),
+        };
+        // A rejected change is recorded as failed, with the reason.
+        let r = s.apply(&audited(
+            Command::RevokeToken { id: "nope".into() },
+            1_700_000_000,
+        ));
+        assert!(matches!(r, Response::Rejected(_)));
+        let rec = Record::from_line(s.audit.record(1).unwrap().as_bytes()).unwrap();
+        assert_eq!(rec.event().outcome.as_str(), "failed");
+        assert!(rec.event().outcome.reason().contains("no join token nope"));
+        // An applied one is recorded as a success, in the same entry.
+        let policy = Policy {
+            token_ttl_secs: Some(60),
+            ..Policy::default()
+        };
+        let r = s.apply(&audited(Command::SetPolicy(policy.clone()), 1_700_000_001));
+        assert_eq!(r, Response::Applied);
+        assert_eq!(s.policy, policy);
+        let rec = Record::from_line(s.audit.record(2).unwrap().as_bytes()).unwrap();
+        assert_eq!(rec.event().outcome, Outcome::Success);
+        // A record that cannot be built keeps the change out too.
+        let r = s.apply(&audited(Command::SetPolicy(Policy::default()), -5));
+        assert!(matches!(r, Response::Rejected(_)));
+        assert_eq!(s.policy, policy);
+        assert_eq!(s.audit.size(), 2);
+    }
+
+    #[test]
+    fn key_is_set_once() {
+        let mut t = AuditTrail::default();
+        t.set_key(&Secret::new("a")).unwrap();
+        assert!(t.set_key(&Secret::new("b")).is_err());
+        assert_eq!(t.key().unwrap().expose_secret(), "a");
+    }
+
+    #[test]
+    fn record_text_strips_controls_and_caps_length() {
+        assert_eq!(record_text("a\nb\u{202e}c"), "a b c");
+        assert_eq!(record_text(&"é".repeat(800)).len(), 1000);
+    }
+}
