@@ -138,6 +138,26 @@ impl Bundle {
         }
     }
 
+    /// The bundle in the one-file layout, in memory (what a daemon sends
+    /// for `moat audit export`).
+    pub fn to_one_file(&self) -> Result<Vec<u8>, BundleError> {
+        let header = Header {
+            format: BUNDLE_FORMAT.to_owned(),
+            base_size: self.base_size,
+            base_frontier: self.base_frontier.clone(),
+            heads: self.heads.clone(),
+            ca_pem: Some(self.ca_pem.clone()),
+        };
+        let mut out = header_json(&header)?;
+        out.push(b'\n');
+        self.scan_records(&mut |line| {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            true
+        })?;
+        Ok(out)
+    }
+
     /// Writes the bundle to `path` in `layout` (see [`BundleWriter`]).
     pub fn write(&self, path: &Path, layout: Layout) -> Result<(), BundleError> {
         let mut w = BundleWriter::create(

@@ -136,6 +136,128 @@ pub(crate) enum Audit {
     /// path leads from the record to that head's root. Exits 0 if it does,
     /// 1 otherwise.
     VerifyProof(AuditVerifyProof),
+    /// Export the cluster's audit log for an auditor.
+    ///
+    /// Writes the records (JSON Lines), every signed tree head plus one
+    /// signed now at the last record, and the cluster CA certificate, so
+    /// that `moat audit verify` can check the export alone. OUTPUT is a
+    /// new file (one-file bundle) or a new or empty directory (heads.json,
+    /// ca.pem, records.jsonl); an existing file is never overwritten.
+    Export(AuditExport),
+    /// Print an inclusion proof for one record.
+    ///
+    /// The proof carries the record, its audit path and a signed tree head;
+    /// `moat audit verify-proof` checks it with the CA certificate alone.
+    Prove(AuditProve),
+    /// List audit records.
+    #[command(visible_alias = "list")]
+    Ls(AuditLs),
+    /// Print the newest audit records and, with -f, follow new ones.
+    Tail(AuditTail),
+    /// Compute the keyed hash under which records name a secret.
+    ///
+    /// Records never hold a secret (a join token, an unlock key); where one
+    /// must be correlated they hold `hmac-sha256:…` under the cluster's
+    /// audit key. Give the value to find the records that name it. Without
+    /// VALUE (or with -), the value is read from standard input, which
+    /// keeps it out of the shell history and the process list.
+    Hash(AuditHash),
+    /// The cluster's crypto inventory, checked against a policy.
+    ///
+    /// Every node's certificate (algorithm, serial, issuer, expiry, time
+    /// left), the root CA, TLS versions and cipher suites, join tokens'
+    /// ages, the unlock key and data key versions and ages, and findings
+    /// against the policy, each with a severity and a fix. Exits 3 when a
+    /// finding is at or above the policy's fail_on severity (default high).
+    Report(AuditReport),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditExport {
+    /// Where to write the bundle: a new file, or a new or empty directory
+    /// (an existing directory, or a path ending in /, gets the directory
+    /// layout).
+    #[arg(long, short = 'o', value_name = "DIR|FILE")]
+    pub(crate) output: PathBuf,
+    /// Export records from this sequence number on (an earlier export
+    /// covers those before it).
+    #[arg(long, value_name = "SEQ", default_value_t = 1)]
+    pub(crate) since: u64,
+    /// Also write the newest signed tree head to FILE, for a later
+    /// `moat audit verify --trusted-head FILE` to prove the log only grew.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) keep_head: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditProve {
+    /// The record's sequence number.
+    pub(crate) seq: u64,
+    /// Write the proof to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditLs {
+    /// Only records from this sequence number on.
+    #[arg(long, value_name = "SEQ", default_value_t = 1)]
+    pub(crate) since: u64,
+    /// Only this action (e.g. `token.rotate`), or actions starting with
+    /// it followed by a dot (`node` for `node.join`, `node.remove`…).
+    #[arg(long, value_name = "ACTION")]
+    pub(crate) action: Option<String>,
+    /// Only records made by this node (an id or a unique id prefix).
+    #[arg(long, value_name = "NODE")]
+    pub(crate) node: Option<String>,
+    /// Output format (json: one record per line, as stored).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditTail {
+    /// Keep printing new records as they are committed (Ctrl-C stops).
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// How many of the newest records to print first.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 10)]
+    pub(crate) lines: u64,
+    /// Output format (json: one record per line, as stored).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditHash {
+    /// The value; omit it or give - to read it from standard input.
+    pub(crate) value: Option<String>,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditReport {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::report::ReportFormat::Table)]
+    pub(crate) format: crate::report::ReportFormat,
+    /// A policy file (TOML) overriding the default thresholds; see
+    /// docs/audit-report.md.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 #[derive(Debug, Args)]

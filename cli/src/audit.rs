@@ -1,4 +1,5 @@
-//! `moat audit verify` and `moat audit verify-proof` (offline).
+//! `moat audit verify` and `moat audit verify-proof` (offline), and the
+//! commands that ask a manager: export, prove, ls, tail, hash, report.
 //!
 //! The checks are moat-audit's ([`moat_audit::verify_bundle`],
 //! [`moat_audit::verify_inclusion_file`]); this file reads the inputs,
@@ -8,9 +9,18 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use moat_audit::{InclusionProofFile, Report, SignedTreeHead};
+use moat_api::{
+    AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
+    AuditRecordsRequest, AuditRecordsResponse, MAX_AUDIT_PAGE, path,
+};
+use moat_audit::{InclusionProofFile, Layout, Record, Report, SignedTreeHead};
+use zeroize::Zeroizing;
 
-use crate::args::{AuditVerify, AuditVerifyProof, Format};
+use crate::args::{
+    AuditExport, AuditHash, AuditLs, AuditProve, AuditReport, AuditTail, AuditVerify,
+    AuditVerifyProof, Format,
+};
+use crate::client::{ApiResult as _, block_on, client};
 use crate::output::{Failure, read_input, warn, write_json, write_table};
 
 /// Said when no `--ca` is given: the bundle vouches for itself.
@@ -177,4 +187,346 @@ fn read_trusted_head(path: &Path) -> Result<SignedTreeHead, Failure> {
     SignedTreeHead::from_json(&bytes)
         .with_context(|| format!("{} is not a signed tree head", path.display()))
         .map_err(|e| Failure::new(e, hint))
+}
+
+// -------------------------------------------------------------------------
+// Online commands: ask a manager.
+
+/// `moat audit export`: the daemon sends a one-file bundle, which is
+/// checked to parse, then written in the layout asked for (crash-safe, never
+/// over an existing file).
+pub(crate) fn export(args: &AuditExport) -> Result<(), Failure> {
+    let output = &args.output;
+    let layout = if output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/') {
+        Layout::Directory
+    } else {
+        Layout::File
+    };
+    if layout == Layout::File && output.exists() {
+        return Err(Failure::new(
+            anyhow!("{} already exists", output.display()),
+            "choose a new file name, or an empty directory for the directory layout",
+        ));
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() && layout == Layout::File => p.to_path_buf(),
+        _ => std::env::temp_dir(),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&parent)
+        .map_err(|e| Failure::new(e, format!("check that {} is writable", parent.display())))?;
+    let request = AuditExportRequest { since: args.since };
+    block_on(async {
+        let file = tmp.as_file_mut();
+        client(&args.host)
+            .post_download(path::AUDIT_EXPORT, &request, |chunk, _| {
+                file.write_all(chunk)
+            })
+            .await
+            .map_err(Failure::api)
+    })?;
+    tmp.as_file().sync_all()?;
+    let bundle = moat_audit::read_bundle(tmp.path())
+        .context("the manager sent an export that cannot be read")
+        .map_err(|e| Failure::new(e, "try again; if it persists, export from another manager"))?;
+    bundle
+        .write(output, layout)
+        .with_context(|| format!("cannot write the export to {}", output.display()))
+        .map_err(|e| Failure::new(e, "give a new file name, or a new or empty directory"))?;
+    let mut records = 0u64;
+    bundle
+        .for_each_record(|_| records += 1)
+        .map_err(|e| Failure::new(e, "check the export with `moat audit verify`"))?;
+    let newest = bundle.heads.iter().max_by_key(|h| h.size);
+    if let (Some(path), Some(head)) = (&args.keep_head, newest) {
+        write_new_file(path, format!("{}\n", head.to_json()).as_bytes())?;
+    }
+    let mut out = io::stdout().lock();
+    let range = match records {
+        0 => "no records".to_string(),
+        n => format!(
+            "{n} records ({} to {})",
+            bundle.base_size + 1,
+            bundle.base_size + n
+        ),
+    };
+    writeln!(
+        out,
+        "Exported {range} and {} signed tree heads to {}.",
+        bundle.heads.len(),
+        output.display()
+    )?;
+    if let Some(head) = newest {
+        writeln!(
+            out,
+            "Newest signed tree head: size {}, root {}, signed by {} at {}.",
+            head.size, head.root, head.signer, head.time
+        )?;
+    }
+    writeln!(
+        out,
+        "Check it with: moat audit verify {} --ca ROOT.crt",
+        output.display()
+    )?;
+    Ok(())
+}
+
+/// Creates `path` (never over an existing file) with `bytes`, fsynced.
+fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+        .map_err(|e| Failure::new(e, "choose a file name that does not exist yet"))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub(crate) fn prove(args: &AuditProve) -> Result<(), Failure> {
+    let request = AuditProveRequest { seq: args.seq };
+    let mut json = Vec::new();
+    block_on(async {
+        client(&args.host)
+            .post_download(path::AUDIT_PROVE, &request, |chunk, _| {
+                json.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await
+            .map_err(Failure::api)
+    })?;
+    // Check what the manager sent parses before handing it on.
+    InclusionProofFile::from_json(&json)
+        .context("the manager sent a proof that cannot be read")
+        .map_err(|e| Failure::new(e, "try again, or ask another manager"))?;
+    if !json.ends_with(b"\n") {
+        json.push(b'\n');
+    }
+    match &args.output {
+        Some(path) => {
+            write_new_file(path, &json)?;
+            let mut err = io::stderr().lock();
+            writeln!(
+                err,
+                "Inclusion proof for record {} written to {}; check it with `moat audit verify-proof {} --ca ROOT.crt`.",
+                args.seq,
+                path.display(),
+                path.display()
+            )?;
+        }
+        None => io::stdout().lock().write_all(&json)?,
+    }
+    Ok(())
+}
+
+/// Fetches records `since` on, page by page, calling `each` with every
+/// record; returns the log's size.
+async fn fetch_records(
+    host: &crate::args::HostArgs,
+    since: u64,
+    mut each: impl FnMut(Record) -> Result<(), Failure>,
+) -> Result<(u64, u64), Failure> {
+    let client = client(host);
+    let mut next = since.max(1);
+    loop {
+        let page: AuditRecordsResponse = client
+            .post(
+                path::AUDIT_RECORDS,
+                &AuditRecordsRequest {
+                    since: next,
+                    limit: MAX_AUDIT_PAGE,
+                },
+            )
+            .await
+            .or_fail()?;
+        let got = page.records.len() as u64;
+        for line in page.records {
+            let record = Record::from_line(line.as_bytes())
+                .with_context(|| format!("the manager sent a malformed record after {}", next - 1))
+                .map_err(|e| {
+                    Failure::new(
+                        e,
+                        "run `moat audit export` and `moat audit verify` to check the log",
+                    )
+                })?;
+            each(record)?;
+        }
+        next += got;
+        if got == 0 || next > page.size {
+            return Ok((page.size, next));
+        }
+    }
+}
+
+/// Whether `record` passes `ls`'s filters.
+fn selected(record: &Record, action: Option<&str>, node: Option<&str>) -> bool {
+    let e = record.event();
+    let action_ok = action.is_none_or(|a| {
+        let have = e.action.as_str();
+        have == a
+            || have
+                .strip_prefix(a)
+                .is_some_and(|rest| rest.starts_with('.'))
+    });
+    let node_ok = node.is_none_or(|n| e.node.to_string().starts_with(n));
+    action_ok && node_ok
+}
+
+/// A record's cells: SEQ, TIME, NODE, ACTOR, ACTION, TARGET, OUTCOME, DETAILS.
+fn record_cells(record: &Record) -> [String; 8] {
+    let e = record.event();
+    let mut details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !e.outcome.reason().is_empty() {
+        details.insert(0, format!("reason={}", e.outcome.reason()));
+    }
+    let node = e.node.to_string();
+    [
+        record.seq().to_string(),
+        record.time().to_string(),
+        node.chars().take(12).collect(),
+        e.actor.to_string(),
+        e.action.to_string(),
+        e.target.to_string(),
+        e.outcome.as_str().to_string(),
+        details.join(" "),
+    ]
+}
+
+const RECORD_HEADERS: [&str; 8] = [
+    "SEQ", "TIME", "NODE", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAILS",
+];
+
+pub(crate) fn ls(args: &AuditLs) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    let mut out = io::stdout().lock();
+    let json = matches!(args.format, Format::Json);
+    block_on(fetch_records(&args.host, args.since, |record| {
+        if selected(&record, args.action.as_deref(), args.node.as_deref()) {
+            if json {
+                out.write_all(&record.to_line())?;
+                out.write_all(b"\n")?;
+            } else {
+                rows.push(record_cells(&record));
+            }
+        }
+        Ok(())
+    }))?;
+    if !json {
+        write_table(&mut out, &RECORD_HEADERS, &rows)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub(crate) fn tail(args: &AuditTail) -> Result<(), Failure> {
+    let json = matches!(args.format, Format::Json);
+    let print = |record: &Record| -> Result<(), Failure> {
+        let mut out = io::stdout().lock();
+        if json {
+            out.write_all(&record.to_line())?;
+            out.write_all(b"\n")?;
+        } else {
+            writeln!(out, "{}", record_cells(record).join("  ").trim_end())?;
+        }
+        out.flush()?;
+        Ok(())
+    };
+    block_on(async {
+        // The size first, then the last N records.
+        let page: AuditRecordsResponse = client(&args.host)
+            .post(
+                path::AUDIT_RECORDS,
+                &AuditRecordsRequest { since: 1, limit: 1 },
+            )
+            .await
+            .or_fail()?;
+        let since = page.size.saturating_sub(args.lines) + 1;
+        let (_, mut next) = fetch_records(&args.host, since, |r| print(&r)).await?;
+        while args.follow {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let (_, n) = fetch_records(&args.host, next, |r| print(&r)).await?;
+            next = n;
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn hash(args: &AuditHash) -> Result<(), Failure> {
+    let value = match args.value.as_deref() {
+        Some(v) if v != "-" => Zeroizing::new(v.to_owned()),
+        _ => {
+            let hint = "give the value as an argument, or as UTF-8 text on standard input";
+            let bytes = Zeroizing::new(
+                read_input(Path::new("-"), 64 * 1024)
+                    .context("cannot read the value from standard input")
+                    .map_err(|e| Failure::new(e, hint))?,
+            );
+            let text = std::str::from_utf8(&bytes)
+                .context("the value on standard input is not UTF-8 text")
+                .map_err(|e| Failure::new(e, hint))?;
+            Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
+    };
+    if value.is_empty() {
+        return Err(Failure::new(
+            anyhow!("no value to hash"),
+            "give the value as an argument, or on standard input",
+        ));
+    }
+    let mut request = AuditHashRequest {
+        value: value.to_string(),
+    };
+    let answer: Result<AuditHashResponse, Failure> = block_on(async {
+        client(&args.host)
+            .post(path::AUDIT_HASH, &request)
+            .await
+            .or_fail()
+    });
+    crate::token::zeroize_string(&mut request.value);
+    writeln!(io::stdout().lock(), "{}", answer?.hash)?;
+    Ok(())
+}
+
+pub(crate) fn report(args: &AuditReport) -> Result<(), Failure> {
+    use crate::report;
+    let policy = match &args.policy {
+        Some(path) => report::Policy::load(path).map_err(|e| {
+            Failure::new(
+                e,
+                "fix the policy file; docs/audit-report.md lists every key",
+            )
+        })?,
+        None => report::Policy::default(),
+    };
+    let inventory: moat_api::CryptoInventory =
+        block_on(async { client(&args.host).get(path::AUDIT_REPORT).await.or_fail() })?;
+    let now = time::OffsetDateTime::now_utc();
+    let findings = report::findings(&inventory, &policy, now);
+    let text = report::render(&inventory, &findings, &policy, args.format, now);
+    match &args.output {
+        Some(path) => {
+            write_new_file(path, text.as_bytes())?;
+            writeln!(io::stderr().lock(), "Report written to {}.", path.display())?;
+        }
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    if report::fails(&findings, &policy) {
+        let at_or_above = findings
+            .iter()
+            .filter(|f| policy.fails_on(f.severity))
+            .count();
+        return Err(Failure::new(
+            anyhow!(
+                "{at_or_above} finding(s) at or above severity {}",
+                policy.fail_on
+            ),
+            "each finding above names its fix",
+        )
+        .with_code(report::EXIT_FINDINGS));
+    }
+    Ok(())
 }

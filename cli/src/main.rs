@@ -25,6 +25,7 @@ mod lock;
 mod node;
 mod output;
 mod render;
+mod report;
 mod store;
 mod token;
 
@@ -81,6 +82,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit { command } => match command {
             Audit::Verify(args) => audit::verify(&args),
             Audit::VerifyProof(args) => audit::verify_proof(&args),
+            Audit::Export(args) => audit::export(&args),
+            Audit::Prove(args) => audit::prove(&args),
+            Audit::Ls(args) => audit::ls(&args),
+            Audit::Tail(args) => audit::tail(&args),
+            Audit::Hash(args) => audit::hash(&args),
+            Audit::Report(args) => audit::report(&args),
         },
     }
 }

@@ -10,6 +10,8 @@ pub(crate) struct Failure {
     /// `None` once the failure was printed ([`Failure::reported`]).
     error: Option<anyhow::Error>,
     hint: Option<String>,
+    /// The exit code (1 unless a command documents another).
+    code: u8,
 }
 
 impl Failure {
@@ -23,7 +25,14 @@ impl Failure {
         Self {
             error: Some(error.into()),
             hint,
+            code: 1,
         }
+    }
+
+    /// The same failure, exiting with `code` instead of 1.
+    pub(crate) fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
     }
 
     /// A failure whose messages were already printed (by [`Failure::print`]):
@@ -32,6 +41,7 @@ impl Failure {
         Self {
             error: None,
             hint: None,
+            code: 1,
         }
     }
 
@@ -65,7 +75,7 @@ impl Failure {
     /// 1, or 0 for a closed pipe on standard output.
     pub(crate) fn report(&self) -> ExitCode {
         if self.print() {
-            ExitCode::FAILURE
+            ExitCode::from(self.code)
         } else {
             ExitCode::SUCCESS
         }
@@ -77,6 +87,7 @@ impl From<io::Error> for Failure {
         Self {
             error: Some(e.into()),
             hint: None,
+            code: 1,
         }
     }
 }

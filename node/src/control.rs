@@ -18,11 +18,13 @@ use moat_api::{
     TokenSummary, UnlockKeyResponse, UnlockRequest, UnlockResponse, UpdateRequest, UpdateResponse,
     path,
 };
+use moat_audit::Action;
 use moat_pki::{NodeId, Role};
 use moat_store::model::{self, ClusterState, Command, NodeRecord};
 use moat_tokens::JoinToken;
 use tokio::net::UnixListener;
 
+use crate::audit::operator;
 use crate::daemon::{Daemon, api_role, cert_expiry};
 use crate::node::Node;
 use crate::rpc::{AdminReq, RpcError};
@@ -31,7 +33,7 @@ use crate::rpc::{AdminReq, RpcError};
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// An error answer.
-struct Failure(ApiError);
+pub(crate) struct Failure(ApiError);
 
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
@@ -53,7 +55,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type Answer<T> = Result<Json<T>, Failure>;
+pub(crate) type Answer<T> = Result<Json<T>, Failure>;
 
 /// Binds the control socket: a stale socket file from a crashed daemon is
 /// replaced (the state directory lock proves no daemon uses it), and the
@@ -107,6 +109,11 @@ pub(crate) async fn serve(
         .route(path::UNLOCK_KEY, get(unlock_key))
         .route(path::UNLOCK_KEY_ROTATE, post(unlock_key_rotate))
         .route(path::BACKUP, post(backup))
+        .route(path::AUDIT_RECORDS, post(crate::control_audit::records))
+        .route(path::AUDIT_EXPORT, post(crate::control_audit::export))
+        .route(path::AUDIT_PROVE, post(crate::control_audit::prove))
+        .route(path::AUDIT_HASH, post(crate::control_audit::hash))
+        .route(path::AUDIT_REPORT, get(crate::control_audit::report))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,
@@ -176,13 +183,17 @@ async fn unlock_key(State(d): State<Arc<Daemon>>) -> Answer<UnlockKeyResponse> {
 
 async fn unlock_key_rotate(State(d): State<Arc<Daemon>>) -> Answer<UnlockKeyResponse> {
     let node = manager(&d).await?;
-    current_unlock_key(&node).await?;
     let key = moat_lock::UnlockKey::generate()
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
-    node.propose(Command::RotateUnlockKey {
-        key: model::Secret::new(key.expose_for_operator().as_str()),
-        now: unix_now(),
-    })
+    let generation = current_unlock_key(&node).await?.generation;
+    node.propose_audited(
+        Command::RotateUnlockKey {
+            key: model::Secret::new(key.expose_for_operator().as_str()),
+            now: unix_now(),
+        },
+        node.ev(operator(), Action::UNLOCK_KEY_ROTATE, "cluster")
+            .detail("from_generation", generation),
+    )
     .await?;
     tracing::info!("unlock key rotated");
     rekey_here(&node).await;
@@ -336,7 +347,7 @@ async fn leave(State(d): State<Arc<Daemon>>, Json(req): Json<LeaveRequest>) -> A
 }
 
 /// The member node, which must be a manager.
-async fn manager(d: &Daemon) -> Result<Arc<Node>, Failure> {
+pub(crate) async fn manager(d: &Daemon) -> Result<Arc<Node>, Failure> {
     let node = d.member().await?;
     node.require_manager()?;
     Ok(node)
@@ -352,7 +363,7 @@ async fn join_token(
         moat_api::Role::Worker => Role::Worker,
     };
     if req.rotate {
-        crate::node::rotate_standing_token(&node, role).await?;
+        crate::node::rotate_standing_token(&node, role, operator()).await?;
     }
     let state = node.read_state().await?;
     let tokens = state
@@ -412,16 +423,28 @@ async fn token_create(
         .ttl_seconds
         .map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)));
     let secret = token.expose_secret().to_string();
-    node.propose(Command::CreateToken(model::ScopedToken {
-        token,
-        role,
-        created_at: now,
-        created_by: format!("local operator on {} ({})", d.hostname, node.id),
-        expires_at,
-        uses_left: req.uses,
-        labels: req.labels,
-        description: req.description,
-    }))
+    let mut ev = node
+        .ev(operator(), Action::TOKEN_CREATE, format!("token:{id}"))
+        .detail("role", role.as_str());
+    if let Some(t) = req.ttl_seconds {
+        ev = ev.detail("ttl_seconds", t);
+    }
+    if let Some(u) = req.uses {
+        ev = ev.detail("uses", u);
+    }
+    node.propose_audited(
+        Command::CreateToken(model::ScopedToken {
+            token,
+            role,
+            created_at: now,
+            created_by: format!("local operator on {} ({})", d.hostname, node.id),
+            expires_at,
+            uses_left: req.uses,
+            labels: req.labels,
+            description: req.description,
+        }),
+        ev,
+    )
     .await?;
     let expires = expires_at.map(rfc3339);
     tracing::info!(token = %id, role = role.as_str(), expires_at = ?expires, uses = ?req.uses, "join token created");
@@ -437,6 +460,11 @@ async fn token_create(
 async fn token_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<TokenSummary>> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
+    Ok(Json(token_summaries(&state)))
+}
+
+/// Every join token, never its secret.
+pub(crate) fn token_summaries(state: &ClusterState) -> Vec<TokenSummary> {
     let mut out = Vec::new();
     if let Some(tokens) = &state.join_tokens {
         for role in [Role::Worker, Role::Manager] {
@@ -472,7 +500,7 @@ async fn token_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<TokenSummary>> {
             labels: t.labels.clone(),
         });
     }
-    Ok(Json(out))
+    out
 }
 
 async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -> Answer<TokenRef> {
@@ -518,8 +546,11 @@ async fn token_revoke(State(d): State<Arc<Daemon>>, Json(req): Json<TokenRef>) -
             .into());
         }
     };
-    node.propose(Command::RevokeToken { id: id.clone() })
-        .await?;
+    node.propose_audited(
+        Command::RevokeToken { id: id.clone() },
+        node.ev(operator(), Action::TOKEN_REVOKE, format!("token:{id}")),
+    )
+    .await?;
     tracing::info!(token = %id, "join token revoked");
     Ok(Json(TokenRef { id }))
 }
@@ -574,7 +605,11 @@ async fn node_role(
     let mut warning = None;
     match want {
         Role::Manager => {
-            node.propose(Command::SetRole { id, role: want }).await?;
+            node.propose_audited(
+                Command::SetRole { id, role: want },
+                node.ev(operator(), Action::NODE_PROMOTE, format!("node:{id}")),
+            )
+            .await?;
             let managers = state
                 .nodes
                 .values()
@@ -585,7 +620,7 @@ async fn node_role(
             tracing::info!(node = %id, "node promoted to manager");
         }
         Role::Worker => {
-            node.admin(AdminReq::Demote { id }).await?;
+            node.admin(AdminReq::Demote { id }, operator()).await?;
             tracing::info!(node = %id, "manager demoted");
         }
     }
@@ -611,10 +646,13 @@ async fn node_rm(
         .hint("run `moat leave` on it, or `moat node rm` on another manager")
         .into());
     }
-    node.admin(AdminReq::Remove {
-        id,
-        force: req.force,
-    })
+    node.admin(
+        AdminReq::Remove {
+            id,
+            force: req.force,
+        },
+        operator(),
+    )
     .await?;
     tracing::info!(node = %id, "node removed from the cluster");
     Ok(Json(NodeRemoveResponse { id: id.to_string() }))
@@ -628,16 +666,34 @@ async fn node_update(
     let state = node.read_state().await?;
     let id = resolve(&state, &req.node, node.id)?.id;
     check_labels(req.label_add.keys().chain(req.label_rm.iter()))?;
-    node.propose(Command::UpdateNode {
-        id,
-        labels_add: req.label_add,
-        labels_rm: req.label_rm,
-        availability: req.availability.map(|a| match a {
-            Availability::Active => model::Availability::Active,
-            Availability::Pause => model::Availability::Pause,
-            Availability::Drain => model::Availability::Drain,
-        }),
-    })
+    let mut ev = node.ev(operator(), Action::NODE_LABEL, format!("node:{id}"));
+    if !req.label_add.is_empty() {
+        let added: Vec<String> = req
+            .label_add
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        ev = ev.detail("labels_added", added.join(","));
+    }
+    if !req.label_rm.is_empty() {
+        ev = ev.detail("labels_removed", req.label_rm.join(","));
+    }
+    if let Some(a) = req.availability {
+        ev = ev.detail("availability", format!("{a:?}").to_lowercase());
+    }
+    node.propose_audited(
+        Command::UpdateNode {
+            id,
+            labels_add: req.label_add,
+            labels_rm: req.label_rm,
+            availability: req.availability.map(|a| match a {
+                Availability::Active => model::Availability::Active,
+                Availability::Pause => model::Availability::Pause,
+                Availability::Drain => model::Availability::Drain,
+            }),
+        },
+        ev,
+    )
     .await?;
     let state = node.read_state().await?;
     let record = state
@@ -670,7 +726,15 @@ async fn update(
     // Autolock is changed by its own command (policy and key together).
     policy.autolock = state.policy.autolock;
     if policy != state.policy {
-        node.propose(Command::SetPolicy(policy.clone())).await?;
+        let mut ev = node.ev(operator(), Action::POLICY_UPDATE, "cluster");
+        if policy.cert_expiry_secs != state.policy.cert_expiry_secs {
+            ev = ev.detail("cert_expiry_seconds", policy.cert_expiry_secs);
+        }
+        if policy.token_ttl_secs != state.policy.token_ttl_secs {
+            ev = ev.detail("token_ttl_seconds", policy.token_ttl_secs.unwrap_or(0));
+        }
+        node.propose_audited(Command::SetPolicy(policy.clone()), ev)
+            .await?;
         tracing::info!(
             cert_expiry_secs = policy.cert_expiry_secs,
             "cluster policy updated"
@@ -689,10 +753,18 @@ async fn update(
         } else {
             None
         };
-        node.propose(Command::SetAutolock {
-            key: key.as_ref().map(|k| model::Secret::new(k.as_str())),
-            now: unix_now(),
-        })
+        let action = if on {
+            Action::AUTOLOCK_ENABLE
+        } else {
+            Action::AUTOLOCK_DISABLE
+        };
+        node.propose_audited(
+            Command::SetAutolock {
+                key: key.as_ref().map(|k| model::Secret::new(k.as_str())),
+                now: unix_now(),
+            },
+            node.ev(operator(), action, "cluster"),
+        )
         .await?;
         tracing::info!(autolock = on, "autolock changed");
         rekey_here(&node).await;

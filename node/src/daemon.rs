@@ -421,23 +421,45 @@ impl Daemon {
             .current_leader(id, "this manager to lead its new cluster")
             .await
             .map_err(|e| internal(&e))?;
-        node.propose(Command::Init {
-            cluster_id: cluster,
-            policy: Policy {
-                cert_expiry_secs: expiry.as_secs(),
-                autolock: false,
-                token_ttl_secs: None,
+        let root_fingerprint = fingerprint(root.certificate());
+        node.propose_audited(
+            Command::Init {
+                cluster_id: cluster,
+                policy: Policy {
+                    cert_expiry_secs: expiry.as_secs(),
+                    autolock: false,
+                    token_ttl_secs: None,
+                },
+                ca,
+                join_tokens: tokens,
             },
-            ca,
-            join_tokens: tokens,
-        })
+            node.ev(
+                crate::audit::operator(),
+                moat_audit::Action::CLUSTER_INIT,
+                format!("cluster:{cluster}"),
+            )
+            .detail("root_ca", &root_fingerprint)
+            .detail("cert_expiry_seconds", expiry.as_secs())
+            .detail("autolock", unlock_key.is_some())
+            .detail("address", &advertise),
+        )
         .await
         .map_err(RpcError::into_api)?;
+        node.propose(Command::SetAuditKey(crate::audit::new_audit_key()?))
+            .await
+            .map_err(RpcError::into_api)?;
         if let Some(text) = &unlock_key {
-            node.propose(Command::SetAutolock {
-                key: Some(Secret::new(text.as_str())),
-                now: now.unix_timestamp(),
-            })
+            node.propose_audited(
+                Command::SetAutolock {
+                    key: Some(Secret::new(text.as_str())),
+                    now: now.unix_timestamp(),
+                },
+                node.ev(
+                    crate::audit::operator(),
+                    moat_audit::Action::AUTOLOCK_ENABLE,
+                    "cluster",
+                ),
+            )
             .await
             .map_err(RpcError::into_api)?;
         }
@@ -449,10 +471,19 @@ impl Daemon {
             labels: Default::default(),
             cert_serial: issued.serial.clone(),
             cert_not_after: issued.not_after.unix_timestamp(),
-            cert_issuer: fingerprint(root.certificate()),
+            cert_issuer: root_fingerprint.clone(),
             availability: Default::default(),
             ready: true,
         }))
+        .await
+        .map_err(RpcError::into_api)?;
+        node.record_cert(
+            id,
+            Role::Manager,
+            &issued,
+            root_fingerprint.clone(),
+            moat_audit::Action::CERT_ISSUE,
+        )
         .await
         .map_err(RpcError::into_api)?;
         // node.json last: from here on a restart brings the cluster back.
@@ -558,6 +589,7 @@ impl Daemon {
         // command to be run again instead of starting half-rewritten.
         node.update_node_file(|f| f.restored = true)?;
         node.set_fault(restored_fault());
+        let was_restored = file.restored;
         let forced = {
             let kek = node.kek.load_full();
             moat_store::offline::force_single_voter(
@@ -603,10 +635,34 @@ impl Daemon {
             .unwrap_or_default()
             .max(now.unix_timestamp())
             + 60;
-        node.propose(Command::EvictManagers {
-            keep: node.id,
-            until,
-        })
+        let action = if was_restored {
+            moat_audit::Action::BACKUP_RESTORE
+        } else {
+            "cluster.force_new"
+                .parse()
+                .unwrap_or(moat_audit::Action::BACKUP_RESTORE)
+        };
+        let evicted = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager && n.id != node.id)
+            .count();
+        node.propose_audited(
+            Command::EvictManagers {
+                keep: node.id,
+                until,
+            },
+            node.ev(
+                crate::audit::operator(),
+                action,
+                format!("node:{}", node.id),
+            )
+            .detail("from_index", forced.index)
+            .detail("from_term", forced.term)
+            .detail("dropped_entries", forced.dropped_entries)
+            .detail("managers_evicted", evicted)
+            .detail("address", &advertise),
+        )
         .await
         .map_err(RpcError::into_api)?;
         if let Some(record) = state.nodes.get(&node.id) {
@@ -883,7 +939,10 @@ impl Daemon {
                     .hint("use --force to ignore this message"));
                 }
                 if voters.len() > 1 {
-                    let request = node.admin(rpc::AdminReq::Leave { id: node.id, force });
+                    let request = node.admin(
+                        rpc::AdminReq::Leave { id: node.id, force },
+                        crate::audit::operator(),
+                    );
                     // With --force the node leaves even when the others cannot
                     // agree (no quorum): wait a bounded time, then go.
                     let leave = if force {
@@ -910,7 +969,13 @@ impl Daemon {
             } else if let Err(e) = node
                 .call_leader::<_, rpc::Nothing>(
                     method::ADMIN,
-                    &rpc::AdminReq::Leave { id: node.id, force },
+                    &rpc::Admin {
+                        req: rpc::AdminReq::Leave { id: node.id, force },
+                        by: rpc::RequestedBy {
+                            node: node.id,
+                            actor: crate::audit::operator().to_string(),
+                        },
+                    },
                     rpc::CALL_TIMEOUT,
                 )
                 .await

@@ -106,6 +106,23 @@ impl Journal {
     }
 
     /// Every record, for people (`moat` reads it offline too).
+    /// Up to `max` records after `seq`, in order (for forwarding into the
+    /// cluster log). Lines that do not parse are skipped here: the chain
+    /// check at start reports them.
+    pub(crate) fn records_after(&self, seq: u64, max: usize) -> Vec<Record> {
+        let Ok(f) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .split(b'\n')
+            .map_while(Result::ok)
+            .filter(|l| l.len() <= MAX_LINE)
+            .filter_map(|l| serde_json::from_slice::<Record>(&l).ok())
+            .filter(|r| r.seq > seq)
+            .take(max)
+            .collect()
+    }
+
     #[cfg(test)]
     pub(crate) fn records(&self) -> Vec<Record> {
         let Ok(f) = File::open(&self.path) else {

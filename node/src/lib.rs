@@ -13,8 +13,10 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod audit;
 mod backup;
 mod control;
+mod control_audit;
 mod daemon;
 mod files;
 mod journal;

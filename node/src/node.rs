@@ -39,6 +39,10 @@ pub const LIVENESS_TICK: Duration = Duration::from_millis(500);
 const MANAGER_SEEN_WITHIN: Duration = Duration::from_secs(3);
 /// Longest a membership change may take before the operator is told.
 const MEMBERSHIP_CHANGE_WAIT: Duration = Duration::from_secs(10);
+/// Longest a change may wait to be committed before the operator is told
+/// the cluster has no quorum (fail closed, bounded: a security change and
+/// its audit record commit together or the command fails).
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// How long a manager waits for a leader to be elected before giving up on
 /// a request.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -50,6 +54,7 @@ pub(crate) struct ManagerRt {
     pub(crate) inner: tokio::sync::Mutex<Option<RaftManager>>,
     liveness: Mutex<Liveness>,
     monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    auditor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -141,8 +146,10 @@ impl ManagerRt {
     }
 
     pub(crate) async fn shutdown(&self) {
-        if let Some(task) = self.monitor.lock().ok().and_then(|mut m| m.take()) {
-            task.abort();
+        for task in [&self.monitor, &self.auditor] {
+            if let Some(task) = task.lock().ok().and_then(|mut m| m.take()) {
+                task.abort();
+            }
         }
         if let Some(raft) = self.inner.lock().await.take() {
             raft.shutdown().await;
@@ -400,7 +407,18 @@ impl Node {
             .load_full()
             .ok_or_else(|| RpcError::from(not_a_manager()))?;
         if m.is_leader(self.id) {
-            match m.raft.client_write(command.clone()).await {
+            let write = tokio::time::timeout(COMMIT_WAIT, m.raft.client_write(command.clone()));
+            let Ok(written) = write.await else {
+                return Err(RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!(
+                        "no quorum: the change was not committed within {} s, so a majority of managers is not reachable (it may still be committed, with its audit record, if they come back)",
+                        COMMIT_WAIT.as_secs()
+                    ),
+                )
+                .hint("bring the missing managers back (`moat node ls` shows which are down), then check with `moat audit tail`; if a majority is lost for good, see docs/runbooks/recover-a-lost-quorum.md"));
+            };
+            match written {
                 Ok(resp) => return applied(resp.data),
                 Err(e) => {
                     if e.forward_to_leader().is_none() {
@@ -449,11 +467,22 @@ impl Node {
     }
 
     /// Runs a membership operation on the leader.
-    pub(crate) async fn admin(&self, req: rpc::AdminReq) -> Result<(), RpcError> {
+    pub(crate) async fn admin(
+        &self,
+        req: rpc::AdminReq,
+        actor: moat_audit::Actor,
+    ) -> Result<(), RpcError> {
         let m = self
             .manager
             .load_full()
             .ok_or_else(|| RpcError::from(not_a_manager()))?;
+        let req = rpc::Admin {
+            req,
+            by: rpc::RequestedBy {
+                node: self.id,
+                actor: actor.to_string(),
+            },
+        };
         if m.is_leader(self.id) {
             return self.run_admin(&m, req).await;
         }
@@ -463,9 +492,10 @@ impl Node {
         Ok(())
     }
 
-    async fn run_admin(&self, m: &ManagerRt, req: rpc::AdminReq) -> Result<(), RpcError> {
-        match req {
-            rpc::AdminReq::Demote { id } => self.demote_on_leader(m, id, true).await,
+    pub(crate) async fn run_admin(&self, m: &ManagerRt, admin: rpc::Admin) -> Result<(), RpcError> {
+        let by = admin.by;
+        match admin.req {
+            rpc::AdminReq::Demote { id } => self.demote_on_leader(m, id, true, &by).await,
             rpc::AdminReq::Remove { id, force } => {
                 let state = m.local_state()?;
                 let record = state.nodes.get(&id).cloned().ok_or_else(|| {
@@ -479,7 +509,7 @@ impl Node {
                         )
                         .hint(format!("run `moat node demote {id}` first, or use --force")));
                     }
-                    self.demote_on_leader(m, id, true).await?;
+                    self.demote_on_leader(m, id, true, &by).await?;
                 } else if record.ready && !force {
                     return Err(RpcError::new(
                         RpcErrorKind::FailedPrecondition,
@@ -496,18 +526,39 @@ impl Node {
                         .unix_timestamp()
                         .saturating_add(lifetime),
                 );
-                self.propose(Command::RemoveNode { id, until }).await
+                self.propose_audited(
+                    Command::RemoveNode { id, until },
+                    self.ev(
+                        by.actor(),
+                        moat_audit::Action::NODE_REMOVE,
+                        format!("node:{id}"),
+                    )
+                    .detail("hostname", &record.hostname)
+                    .detail("role", record.role.as_str())
+                    .detail("forced", force)
+                    .detail("requested_on", by.node),
+                )
+                .await
             }
             rpc::AdminReq::Leave { id, force } => {
                 let state = m.local_state()?;
                 if m.voters().contains(&id) {
-                    self.demote_on_leader(m, id, !force).await?;
+                    self.demote_on_leader(m, id, !force, &by).await?;
                 } else if !state.nodes.contains_key(&id) {
                     return Ok(());
                 }
                 m.forget(id);
-                self.propose(Command::SetNodeStatus { id, ready: false })
-                    .await
+                self.propose_audited(
+                    Command::SetNodeStatus { id, ready: false },
+                    self.ev(
+                        by.actor(),
+                        moat_audit::Action::NODE_LEAVE,
+                        format!("node:{id}"),
+                    )
+                    .detail("forced", force)
+                    .detail("requested_on", by.node),
+                )
+                .await
             }
         }
     }
@@ -521,6 +572,7 @@ impl Node {
         m: &ManagerRt,
         id: NodeId,
         check: bool,
+        by: &rpc::RequestedBy,
     ) -> Result<(), RpcError> {
         let state = m.local_state()?;
         let record = state
@@ -544,10 +596,18 @@ impl Node {
             }
         }
         if record.role == Role::Manager {
-            self.propose(Command::SetRole {
-                id,
-                role: Role::Worker,
-            })
+            self.propose_audited(
+                Command::SetRole {
+                    id,
+                    role: Role::Worker,
+                },
+                self.ev(
+                    by.actor(),
+                    moat_audit::Action::NODE_DEMOTE,
+                    format!("node:{id}"),
+                )
+                .detail("requested_on", by.node),
+            )
             .await?;
         }
         if voters.contains(&id) {
@@ -602,8 +662,16 @@ impl Node {
             inner: tokio::sync::Mutex::new(Some(raft)),
             liveness: Mutex::new(Liveness::default()),
             monitor: Mutex::new(None),
+            auditor: Mutex::new(None),
         });
         let monitor = tokio::spawn(liveness_monitor(Arc::downgrade(self), Arc::downgrade(&rt)));
+        let auditor = tokio::spawn(crate::audit::audit_loop(
+            Arc::downgrade(self),
+            Arc::downgrade(&rt),
+        ));
+        if let Ok(mut a) = rt.auditor.lock() {
+            *a = Some(auditor);
+        }
         if let Ok(mut m) = rt.monitor.lock() {
             *m = Some(monitor);
         }
@@ -678,16 +746,31 @@ impl Node {
 
 /// Replaces the standing join token for `role` (pinning the current root
 /// bundle) and commits it.
-pub(crate) async fn rotate_standing_token(node: &Node, role: Role) -> Result<(), RpcError> {
+pub(crate) async fn rotate_standing_token(
+    node: &Node,
+    role: Role,
+    actor: moat_audit::Actor,
+) -> Result<(), RpcError> {
     let bundle = node.tls.roots().to_pem();
     let token = moat_tokens::JoinToken::generate(bundle.as_bytes())
         .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
     let fingerprint = token.fingerprint();
-    node.propose(Command::RotateJoinToken {
-        role,
-        token,
-        issued_at: OffsetDateTime::now_utc().unix_timestamp(),
-    })
+    let ev = node
+        .ev(
+            actor,
+            moat_audit::Action::TOKEN_ROTATE,
+            format!("token:{}", role.as_str()),
+        )
+        .detail("role", role.as_str())
+        .detail("new_token", &fingerprint);
+    node.propose_audited(
+        Command::RotateJoinToken {
+            role,
+            token,
+            issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+        },
+        ev,
+    )
     .await?;
     tracing::info!(role = role.as_str(), token = %fingerprint, "join token rotated");
     Ok(())
@@ -822,7 +905,8 @@ async fn reconcile(node: &Node, m: &ManagerRt) {
         for role in [Role::Worker, Role::Manager] {
             let (_, issued_at) = tokens.standing(role);
             if issued_at.saturating_add(ttl) <= now
-                && let Err(e) = rotate_standing_token(node, role).await
+                && let Err(e) =
+                    rotate_standing_token(node, role, moat_audit::Actor::node(node.id)).await
             {
                 tracing::debug!(error = %e, "rotating an expired standing join token");
             }

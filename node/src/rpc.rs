@@ -261,6 +261,32 @@ pub(crate) enum AdminReq {
     Leave { id: NodeId, force: bool },
 }
 
+/// A membership operation with who asked for it (for its audit record).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Admin {
+    pub(crate) req: AdminReq,
+    pub(crate) by: RequestedBy,
+}
+
+/// Who asked for an operation run on the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RequestedBy {
+    /// The node the request came in on.
+    pub(crate) node: NodeId,
+    /// Its actor text (`operator:local`, `node:<id>`).
+    pub(crate) actor: String,
+}
+
+impl RequestedBy {
+    /// The actor; text that does not parse (from an older manager) is
+    /// attributed to the node the request came in on.
+    pub(crate) fn actor(&self) -> moat_audit::Actor {
+        self.actor
+            .parse()
+            .unwrap_or_else(|_| moat_audit::Actor::node(self.node))
+    }
+}
+
 /// `propose` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ProposeReq {

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::sync::Weak;
 
 use moat_pki::{NodeId, Role};
-use moat_store::model::{Command, NodeRecord, refusal};
+use moat_store::model::{Command, NodeRecord, refusal, rfc3339};
 use moat_tokens::JoinToken;
 use moat_transport::{Caller, ClusterHandler, Status};
 
@@ -174,7 +174,27 @@ async fn join(
         .remote
         .map(|r| r.to_string())
         .unwrap_or_else(|| "unknown".into());
-    let result = admit(node, m, &req).await;
+    let result = admit(node, m, &req, &remote).await;
+    if let Err(e) = &result {
+        // Refusals are recorded apart (nothing was committed for them).
+        let fingerprint = JoinToken::from_str(&req.token)
+            .map(|t| t.fingerprint().to_string())
+            .unwrap_or_else(|_| "malformed".into());
+        let state = m.local_state().ok();
+        let key = state.as_ref().and_then(crate::audit::audit_key);
+        let ev = node
+            .ev(
+                moat_audit::Actor::node(node.id),
+                moat_audit::Action::NODE_JOIN,
+                format!("host:{}", req.hostname),
+            )
+            .detail("token", fingerprint)
+            .secret("token_hmac", key.as_ref(), req.token.as_bytes())
+            .detail("source", &remote)
+            .detail("rejoin", req.rejoin.is_some())
+            .denied(&e.message);
+        node.record_or_log(ev).await;
+    }
     match &result {
         Ok(resp) => tracing::info!(
             remote = %remote,
@@ -193,7 +213,12 @@ async fn join(
     result
 }
 
-async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::CertResp, RpcError> {
+async fn admit(
+    node: &Node,
+    m: &ManagerRt,
+    req: &rpc::JoinReq,
+    remote: &str,
+) -> Result<rpc::CertResp, RpcError> {
     let token = JoinToken::from_str(&req.token)
         .map_err(|e| RpcError::new(RpcErrorKind::BadToken, format!("invalid join token: {e}")))?;
     if req.hostname.len() > 253 || req.advertise_addr.len() > 261 {
@@ -249,16 +274,38 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         labels: previous.map(|p| p.labels.clone()).unwrap_or_default(),
         cert_serial: issued.serial.clone(),
         cert_not_after: issued.not_after.unix_timestamp(),
-        cert_issuer: issuer,
+        cert_issuer: issuer.clone(),
         availability: previous.map(|p| p.availability).unwrap_or_default(),
         ready: true,
     };
-    node.propose(Command::AdmitNode {
-        record,
-        token,
-        rejoin: req.rejoin.is_some(),
-        now,
-    })
+    let ev = node
+        .ev(
+            moat_audit::Actor::node(node.id),
+            moat_audit::Action::NODE_JOIN,
+            format!("node:{id}"),
+        )
+        .detail("hostname", &req.hostname)
+        .detail("role", role.as_str())
+        .detail("token", token.fingerprint())
+        .secret(
+            "token_hmac",
+            crate::audit::audit_key(&state).as_ref(),
+            req.token.as_bytes(),
+        )
+        .detail("source", remote)
+        .detail("address", &req.advertise_addr)
+        .detail("rejoin", req.rejoin.is_some())
+        .detail("serial", &issued.serial)
+        .detail("not_after", rfc3339(issued.not_after.unix_timestamp()));
+    node.propose_audited(
+        Command::AdmitNode {
+            record,
+            token,
+            rejoin: req.rejoin.is_some(),
+            now,
+        },
+        ev,
+    )
     .await
     .map_err(|e| {
         let refused = [refusal::INVALID, refusal::USED_UP, refusal::EXPIRED]
@@ -267,6 +314,14 @@ async fn admit(node: &Node, m: &ManagerRt, req: &rpc::JoinReq) -> Result<rpc::Ce
         if refused { token_refusal(e.message) } else { e }
     })?;
     node.record_heartbeat(m, id);
+    if let Err(e) = node
+        .record_cert(id, role, &issued, issuer, moat_audit::Action::CERT_ISSUE)
+        .await
+    {
+        // The node is admitted; only its certificate's details wait for
+        // its first renewal.
+        tracing::error!(node = %id, error = %e.message, "could not record the certificate issued");
+    }
     Ok(rpc::CertResp {
         node_id: id,
         role,
@@ -362,12 +417,13 @@ async fn renew(
     let state = m.local_state()?;
     let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
     let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
-    node.propose(Command::RecordCert {
+    node.record_cert(
         id,
-        serial: issued.serial.clone(),
-        not_after: issued.not_after.unix_timestamp(),
+        record.role,
+        &issued,
         issuer,
-    })
+        moat_audit::Action::CERT_RENEW,
+    )
     .await?;
     tracing::info!(node = %id, serial = %issued.serial, role = record.role.as_str(), not_after = %issued.not_after, "certificate renewed");
     Ok(rpc::CertResp {
@@ -472,17 +528,21 @@ async fn admin(
         Ok((id, _)) => id,
         Err(e) => return Err(e),
     };
-    let req: rpc::AdminReq = rpc::decode(method::ADMIN, data)?;
-    // A worker may only ask to leave, for itself; everything else needs a
-    // manager.
-    match &req {
-        rpc::AdminReq::Leave { id, .. } if *id == caller_id => {}
+    let mut admin: rpc::Admin = rpc::decode(method::ADMIN, data)?;
+    // A worker may only ask to leave, for itself (and is named as the node
+    // the request came in on); everything else needs a manager.
+    match &admin.req {
+        rpc::AdminReq::Leave { id, .. } if *id == caller_id => {
+            if manager_member(m, caller).is_err() {
+                admin.by.node = caller_id;
+            }
+        }
         _ => {
             manager_member(m, caller)?;
         }
     }
     require_leader(node, m)?;
-    node.admin(req).await?;
+    node.run_admin(m, admin).await?;
     Ok(rpc::Nothing {})
 }
 

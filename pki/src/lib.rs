@@ -40,8 +40,8 @@ pub use inspect::{CertReport, inspect};
 pub use key::{KeyAlgorithm, MAX_CSR_BYTES, PrivateKey, VerifiedCsr};
 pub use renew::{RENEW_FROM, RENEW_UNTIL, renewal_time};
 pub use tls::{
-    Credentials, MANAGER_SERVER_NAME, TlsContext, bootstrap_client_config, manager_server_name,
-    provider,
+    Credentials, MANAGER_SERVER_NAME, TlsContext, TlsSummary, bootstrap_client_config,
+    manager_server_name, provider, tls_summary,
 };
 pub use verify::{
     Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain, verify_possession,

@@ -41,6 +41,37 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// What every cluster connection negotiates from: protocol versions,
+/// cipher suites and key-exchange groups, in preference order (for the
+/// compliance report; nothing in moat can change them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSummary {
+    /// Protocol versions, e.g. `TLSv1_3`.
+    pub versions: Vec<String>,
+    /// Cipher suites, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suites: Vec<String>,
+    /// Key-exchange groups, e.g. `X25519MLKEM768`.
+    pub key_exchange_groups: Vec<String>,
+}
+
+/// The TLS parameters of [`provider`].
+pub fn tls_summary() -> TlsSummary {
+    let p = provider();
+    TlsSummary {
+        versions: vec![format!("{:?}", rustls::version::TLS13.version)],
+        cipher_suites: p
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect(),
+        key_exchange_groups: p
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect(),
+    }
+}
+
 /// A node's certificate chain (leaf first) and private key.
 pub struct Credentials {
     /// Leaf first, then any intermediates (the cross-signed root during a
@@ -63,6 +94,7 @@ pub struct TlsContext {
 struct Current {
     certified: Arc<CertifiedKey>,
     identity: Identity,
+    key: Arc<PrivateKey>,
 }
 
 impl TlsContext {
@@ -84,6 +116,13 @@ impl TlsContext {
     /// The identity in the current certificate, if there is one.
     pub fn identity(&self) -> Option<Identity> {
         self.current.load().as_ref().map(|c| c.identity.clone())
+    }
+
+    /// The current certificate chain (leaf first) and its key, to sign
+    /// with this node's identity (audit tree heads).
+    pub fn signing_identity(&self) -> Option<(Vec<CertificateDer<'static>>, Arc<PrivateKey>)> {
+        let current = self.current.load_full()?;
+        Some((current.certified.cert.clone(), current.key.clone()))
     }
 
     /// The trusted roots.
@@ -123,6 +162,7 @@ impl TlsContext {
         self.current.store(Some(Arc::new(Current {
             certified: Arc::new(certified),
             identity: identity.clone(),
+            key: Arc::new(creds.key),
         })));
         Ok(identity)
     }

@@ -320,6 +320,19 @@ pub struct ClusterState {
     /// The audit log: records and signed tree heads.
     #[serde(default)]
     pub audit: crate::audit::AuditTrail,
+    /// What the compliance report needs to know of each node's current
+    /// certificate beyond its record.
+    #[serde(default)]
+    pub certs: BTreeMap<NodeId, CertInfo>,
+}
+
+/// A node certificate's key algorithm and start of validity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// Key algorithm and size or curve, e.g. `ECDSA P-256`.
+    pub algorithm: String,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
 }
 
 impl ClusterState {
@@ -459,6 +472,9 @@ pub enum Command {
         not_after: i64,
         /// SHA-256 of the issuing root.
         issuer: String,
+        /// Key algorithm and start of validity, when known.
+        #[serde(default)]
+        info: Option<CertInfo>,
     },
     /// Records a security event in the audit log.
     Audit {
@@ -532,6 +548,7 @@ impl ClusterState {
             }
             Command::RemoveNode { id, until } => {
                 self.nodes.remove(id);
+                self.certs.remove(id);
                 self.removed.insert(*id, *until);
             }
             Command::RotateJoinToken {
@@ -721,11 +738,16 @@ impl ClusterState {
                 serial,
                 not_after,
                 issuer,
+                info,
             } => match self.nodes.get_mut(id) {
                 Some(node) => {
                     node.cert_serial = serial.clone();
                     node.cert_not_after = *not_after;
                     node.cert_issuer = issuer.clone();
+                    match info {
+                        Some(info) => self.certs.insert(*id, info.clone()),
+                        None => self.certs.remove(id),
+                    };
                 }
                 None => return no_such_node(id),
             },

@@ -1,0 +1,440 @@
+//! The audit log of a real cluster, through the CLI: security events are
+//! committed through raft on every manager, exported, verified offline,
+//! tampered with and caught, proven record by record, searched by keyed
+//! hash; changes fail closed without quorum; the compliance report.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use moat_testkit::Harness;
+use serde_json::Value;
+
+fn records(h: &Harness, node: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["audit", "ls", "--format", "json"];
+    args.extend_from_slice(extra);
+    h.moat(node, &args)
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn actions(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn ca(h: &Harness) -> String {
+    h.daemon("manager-1")
+        .state_dir
+        .join("certs/ca.crt")
+        .display()
+        .to_string()
+}
+
+/// Removes line `n` (from 1) of `path`, or swaps lines `n` and `n + 1`.
+fn edit_lines(path: &Path, n: usize, swap: bool) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    if swap {
+        lines.swap(n - 1, n);
+    } else {
+        lines.remove(n - 1);
+    }
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn security_events_are_logged_on_every_manager_and_verify_offline() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let (addr, worker_token) = h.cluster(&["manager-1", "manager-2", "manager-3"], &["worker-1"]);
+    let workers: Vec<String> = h
+        .nodes("manager-1")
+        .into_iter()
+        .filter(|(_, n)| n["role"] == "worker")
+        .map(|(id, _)| id)
+        .collect();
+    let worker = workers[0].clone();
+
+    // Security events, by hand.
+    h.moat("manager-1", &["join-token", "--rotate", "-q", "manager"])
+        .ok();
+    let (token_id, _) = h.create_token("manager-2", &["--role", "worker", "--uses", "1"]);
+    h.moat(
+        "manager-3",
+        &["node", "update", "--label-add", "zone=eu", &worker],
+    )
+    .ok();
+    h.moat("manager-1", &["update", "--cert-expiry", "48h"])
+        .ok();
+    // A refused join: a real token, revoked.
+    let (revoked_id, fake) = h.create_token("manager-1", &["--role", "worker"]);
+    h.moat("manager-1", &["join-token", "revoke", &revoked_id])
+        .ok();
+    h.start("intruder");
+    assert!(h.join("intruder", &fake, &addr).code != 0);
+
+    // Every manager holds the same ordered log (raft), with the events.
+    let mine = records(&h, "manager-1", &[]);
+    h.wait_until(
+        "every manager to have the log",
+        Duration::from_secs(10),
+        || {
+            ["manager-2", "manager-3"]
+                .iter()
+                .all(|m| records(&h, m, &[]).len() >= mine.len())
+        },
+    );
+    for m in ["manager-2", "manager-3"] {
+        assert_eq!(records(&h, m, &[])[..mine.len()], mine[..], "{m}");
+    }
+    let seen = actions(&mine);
+    for want in [
+        "cluster.init success",
+        "cert.issue success",
+        "node.join success",
+        "token.rotate success",
+        "token.create success",
+        "node.label success",
+        "policy.update success",
+        "node.join denied",
+        "token.revoke success",
+    ] {
+        assert!(seen.iter().any(|a| a == want), "no {want:?} in {seen:#?}");
+    }
+    for (i, r) in mine.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64 + 1);
+    }
+    // Who, what, from where; never a secret.
+    let denied = mine
+        .iter()
+        .find(|r| r["action"] == "node.join" && r["outcome"] == "denied")
+        .unwrap();
+    assert!(
+        denied["details"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        denied["reason"].as_str().unwrap().contains("token"),
+        "{denied}"
+    );
+    let created = mine
+        .iter()
+        .find(|r| r["action"] == "token.create" && r["target"] == format!("token:{token_id}"))
+        .unwrap();
+    assert_eq!(created["target"], format!("token:{token_id}"));
+    assert_eq!(created["actor"], "operator:local");
+    let all_text = h
+        .moat("manager-1", &["audit", "ls", "--format", "json"])
+        .ok()
+        .to_string();
+    assert!(
+        !all_text.contains(&worker_token),
+        "a join token leaked into the log"
+    );
+    assert!(!all_text.contains(&fake));
+
+    // The keyed hash finds the records that name a secret.
+    let hashed = h
+        .moat_stdin("manager-2", &["audit", "hash"], &format!("{fake}\n"))
+        .ok()
+        .trim()
+        .to_string();
+    assert!(hashed.starts_with("hmac-sha256:"), "{hashed}");
+    assert_eq!(denied["details"]["token_hmac"], hashed);
+    let worker_hash = h
+        .moat("manager-3", &["audit", "hash", &worker_token])
+        .ok()
+        .trim()
+        .to_string();
+    assert!(
+        mine.iter().any(|r| r["action"] == "node.join"
+            && r["outcome"] == "success"
+            && r["details"]["token_hmac"] == worker_hash),
+        "the worker's join does not carry its token's keyed hash"
+    );
+    assert_ne!(worker_hash, hashed);
+
+    // Filters.
+    let node_only = records(&h, "manager-1", &["--action", "node"]);
+    assert!(!node_only.is_empty());
+    assert!(
+        node_only
+            .iter()
+            .all(|r| r["action"].as_str().unwrap().starts_with("node."))
+    );
+    let table = h
+        .moat("manager-1", &["audit", "ls", "--action", "token.revoke"])
+        .ok()
+        .to_string();
+    assert!(table.starts_with("SEQ"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.contains(&revoked_id), "{table}");
+    let tail = h
+        .moat(
+            "manager-1",
+            &["audit", "tail", "-n", "2", "--format", "json"],
+        )
+        .ok()
+        .to_string();
+    assert_eq!(tail.lines().count(), 2);
+
+    // Export both layouts; both verify against the CA alone.
+    let dir = h.dir().join("export-dir");
+    let file = h.dir().join("export.jsonl");
+    let kept = h.dir().join("kept-head.json");
+    let out = h
+        .moat(
+            "manager-2",
+            &[
+                "audit",
+                "export",
+                "-o",
+                file.to_str().unwrap(),
+                "--keep-head",
+                kept.to_str().unwrap(),
+            ],
+        )
+        .ok()
+        .to_string();
+    assert!(out.contains("Exported"), "{out}");
+    h.moat(
+        "manager-3",
+        &["audit", "export", "-o", &format!("{}/", dir.display())],
+    )
+    .ok();
+    for bundle in [&file, &dir] {
+        let ok = h.moat(
+            "manager-1",
+            &["audit", "verify", bundle.to_str().unwrap(), "--ca", &ca(&h)],
+        );
+        assert!(ok.ok().starts_with("OK: "), "{}", ok.stdout);
+    }
+    // An existing file is never overwritten.
+    h.moat(
+        "manager-1",
+        &["audit", "export", "-o", file.to_str().unwrap()],
+    )
+    .fails_with("already exists");
+
+    // Tampering, each located by sequence number.
+    let records_file = dir.join("records.jsonl");
+    let pristine = std::fs::read(&records_file).unwrap();
+    let verify = |h: &Harness| {
+        h.moat(
+            "manager-1",
+            &["audit", "verify", dir.to_str().unwrap(), "--ca", &ca(h)],
+        )
+    };
+    // A record deleted.
+    edit_lines(&records_file, 5, false);
+    let v = verify(&h);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("record 5 removed"), "{}", v.stdout);
+    // One byte changed.
+    let mut bytes = pristine.clone();
+    let line_start = pristine
+        .split(|b| *b == b'\n')
+        .take(6)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let pos = line_start
+        + pristine[line_start..]
+            .windows(8)
+            .position(|w| w == b"\"target\"")
+            .unwrap()
+        + 11;
+    bytes[pos] ^= 0x01;
+    std::fs::write(&records_file, &bytes).unwrap();
+    let v = verify(&h);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("record 7 was altered"), "{}", v.stdout);
+    // Two reordered.
+    std::fs::write(&records_file, &pristine).unwrap();
+    edit_lines(&records_file, 3, true);
+    let v = verify(&h);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("reordered"), "{}", v.stdout);
+    std::fs::write(&records_file, &pristine).unwrap();
+    verify(&h).ok();
+
+    // The log grows; a later export is consistent with the kept head…
+    h.moat("manager-1", &["join-token", "--rotate", "-q", "worker"])
+        .ok();
+    let later = h.dir().join("later");
+    h.moat(
+        "manager-1",
+        &["audit", "export", "-o", &format!("{}/", later.display())],
+    )
+    .ok();
+    let later_ok = h.moat(
+        "manager-1",
+        &[
+            "audit",
+            "verify",
+            later.to_str().unwrap(),
+            "--ca",
+            &ca(&h),
+            "--trusted-head",
+            kept.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        later_ok.ok().contains("consistent with the trusted head"),
+        "{}",
+        later_ok.stdout
+    );
+    // …and truncating its tail (with its heads) back before the kept head
+    // is caught.
+    let kept_size = serde_json::from_str::<Value>(&std::fs::read_to_string(&kept).unwrap()).unwrap()
+        ["size"]
+        .as_u64()
+        .unwrap() as usize;
+    let heads_file = later.join("heads.json");
+    let mut header: Value =
+        serde_json::from_str(&std::fs::read_to_string(&heads_file).unwrap()).unwrap();
+    header["heads"] = Value::Array(
+        header["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["size"].as_u64().unwrap() < kept_size as u64 - 2)
+            .cloned()
+            .collect(),
+    );
+    std::fs::write(&heads_file, header.to_string()).unwrap();
+    let text = std::fs::read_to_string(later.join("records.jsonl")).unwrap();
+    let cut: Vec<&str> = text.lines().take(kept_size - 2).collect();
+    std::fs::write(later.join("records.jsonl"), cut.join("\n") + "\n").unwrap();
+    let v = h.moat(
+        "manager-1",
+        &[
+            "audit",
+            "verify",
+            later.to_str().unwrap(),
+            "--ca",
+            &ca(&h),
+            "--trusted-head",
+            kept.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("truncated"), "{}", v.stdout);
+
+    // An inclusion proof for one record checks alone, and not once altered.
+    let proof = h.dir().join("proof.json");
+    h.moat(
+        "manager-2",
+        &["audit", "prove", "3", "-o", proof.to_str().unwrap()],
+    )
+    .ok();
+    let proven = h
+        .moat(
+            "manager-1",
+            &[
+                "audit",
+                "verify-proof",
+                proof.to_str().unwrap(),
+                "--ca",
+                &ca(&h),
+            ],
+        )
+        .ok()
+        .to_string();
+    assert!(proven.starts_with("record 3 is included"), "{proven}");
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
+    p["record"]["target"] = Value::String("node:someone-else".into());
+    let forged = h.dir().join("forged.json");
+    std::fs::write(&forged, p.to_string()).unwrap();
+    h.moat(
+        "manager-1",
+        &[
+            "audit",
+            "verify-proof",
+            forged.to_str().unwrap(),
+            "--ca",
+            &ca(&h),
+        ],
+    )
+    .fails_with("does NOT prove");
+    h.moat("manager-1", &["audit", "prove", "100000"])
+        .fails_with("no record 100000");
+
+    // The compliance report: every node, its algorithm, and findings.
+    let report = h.moat("manager-1", &["audit", "report", "--format", "json"]);
+    assert!(report.code == 0 || report.code == 3, "{}", report.stderr);
+    let r: Value = serde_json::from_str(&report.stdout).unwrap();
+    let nodes = r["inventory"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    assert!(
+        nodes.iter().all(|n| n["algorithm"] == "ECDSA P-256"),
+        "{nodes:#?}"
+    );
+    assert!(
+        r["inventory"]["tls"]["versions"]
+            .to_string()
+            .contains("TLSv1_3")
+    );
+    let findings = r["findings"].to_string();
+    assert!(findings.contains("autolock"), "{findings}");
+    let html = h.dir().join("report.html");
+    let _ = h.moat(
+        "manager-1",
+        &[
+            "audit",
+            "report",
+            "--format",
+            "html",
+            "-o",
+            html.to_str().unwrap(),
+        ],
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("manager-2") && page.contains("worker-1"));
+    assert!(!page.contains("http://") && !page.contains("https://"));
+}
+
+#[test]
+fn a_change_without_quorum_fails_and_is_never_half_recorded() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.cluster(&["manager-1", "manager-2", "manager-3"], &[]);
+    let token_before = h
+        .moat("manager-1", &["join-token", "-q", "worker"])
+        .ok()
+        .trim()
+        .to_string();
+    h.kill("manager-2");
+    h.kill("manager-3");
+    let refused = h.moat("manager-1", &["join-token", "--rotate", "-q", "worker"]);
+    refused.fails_with("quorum");
+    // Quorum back: the change and its record are both in the log, or
+    // neither is (they were one raft entry).
+    h.restart("manager-2");
+    h.restart("manager-3");
+    h.wait_until("the cluster to answer", Duration::from_secs(30), || {
+        h.moat("manager-1", &["join-token", "-q", "worker"]).code == 0
+    });
+    let token_after = h
+        .moat("manager-1", &["join-token", "-q", "worker"])
+        .ok()
+        .trim()
+        .to_string();
+    let rotated = records(&h, "manager-1", &["--action", "token.rotate"]);
+    assert_eq!(
+        token_after != token_before,
+        !rotated.is_empty(),
+        "the token changed: {}, rotation records: {rotated:?}",
+        token_after != token_before
+    );
+}

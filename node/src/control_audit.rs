@@ -1,0 +1,192 @@
+//! The control API's audit routes: records, export, proofs, keyed hashes
+//! and the crypto inventory behind `moat audit report`.
+
+use std::sync::Arc;
+
+use axum::extract::{Json, State};
+use axum::response::{IntoResponse, Response};
+use moat_api::{
+    ApiError, AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
+    AuditRecordsRequest, AuditRecordsResponse, AuditSummary, CryptoInventory, DataKeyInfo,
+    ErrorKind, KeyAge, MAX_AUDIT_PAGE, NodeCrypto, RootCaInfo, TlsInfo, TokenCrypto,
+};
+use moat_store::model::rfc3339;
+
+use crate::control::{Answer, Failure, manager, token_summaries, unix_now};
+use crate::daemon::{Daemon, api_role};
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::from(ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+pub(crate) async fn records(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<AuditRecordsRequest>,
+) -> Answer<AuditRecordsResponse> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let limit = match req.limit {
+        0 => MAX_AUDIT_PAGE,
+        n => n.min(MAX_AUDIT_PAGE),
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(Json(AuditRecordsResponse {
+        records: state
+            .audit
+            .records_from(req.since.max(1))
+            .take(limit)
+            .map(str::to_owned)
+            .collect(),
+        size: state.audit.size(),
+    }))
+}
+
+pub(crate) async fn export(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<AuditExportRequest>,
+) -> Result<Response, Failure> {
+    let node = manager(&d).await?;
+    // Linearizable: the export holds everything committed before it.
+    node.read_state().await?;
+    let m = node.require_manager()?;
+    let bytes = crate::audit::export(&node, &m, req.since)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+pub(crate) async fn prove(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<AuditProveRequest>,
+) -> Result<Response, Failure> {
+    let node = manager(&d).await?;
+    node.read_state().await?;
+    let m = node.require_manager()?;
+    let json = crate::audit::prove(&node, &m, req.seq)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response())
+}
+
+pub(crate) async fn hash(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<AuditHashRequest>,
+) -> Answer<AuditHashResponse> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    Ok(Json(AuditHashResponse {
+        hash: crate::audit::hash(&state, &req.value)?,
+    }))
+}
+
+pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInventory> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let ca_pem = crate::audit::ca_pem(&state)?;
+    let root = moat_pki::inspect(ca_pem.as_bytes())
+        .map_err(internal)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| internal("the cluster's CA certificate is empty"))?;
+    let root_fingerprint = crate::node::fingerprint(
+        node.tls
+            .roots()
+            .certs()
+            .first()
+            .map(|c| c.as_ref())
+            .unwrap_or_default(),
+    );
+    let nodes = state
+        .nodes
+        .values()
+        .map(|n| (n, state.certs.get(&n.id)))
+        .map(|(n, info)| NodeCrypto {
+            id: n.id.to_string(),
+            hostname: n.hostname.clone(),
+            role: api_role(n.role),
+            ready: n.ready,
+            algorithm: info.map(|i| i.algorithm.clone()).unwrap_or_default(),
+            serial: n.cert_serial.clone(),
+            issuer_fingerprint: n.cert_issuer.clone(),
+            not_before: info.map(|i| rfc3339(i.not_before)),
+            not_after: rfc3339(n.cert_not_after),
+        })
+        .collect();
+    let tls = moat_pki::tls_summary();
+    let m = node.require_manager()?;
+    let deks = m.inner.lock().await.as_ref().and_then(|r| r.dek_versions());
+    let data_key = DataKeyInfo {
+        algorithm: "AES-256-GCM".into(),
+        version: deks.as_ref().map(|(v, _)| v.0).unwrap_or(0),
+        created_at: deks.as_ref().and_then(|(v, _)| {
+            let file = node
+                .layout
+                .store_dir()
+                .join("keys")
+                .join(format!("dek-{}.sealed", v.0));
+            let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
+            let secs = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs();
+            Some(rfc3339(i64::try_from(secs).ok()?))
+        }),
+        rotating_to: deks.and_then(|(_, next)| next.map(|v| v.0)),
+        wrapped_by: if state.policy.autolock {
+            "unlock key (autolock)".into()
+        } else {
+            "key file beside the store (autolock off)".into()
+        },
+    };
+    let trail = &state.audit;
+    Ok(Json(CryptoInventory {
+        generated_at: rfc3339(unix_now()),
+        cluster_id: state.cluster_id.map(|c| c.to_string()).unwrap_or_default(),
+        answered_by: node.id.to_string(),
+        cert_expiry_seconds: state.policy.cert_expiry_secs,
+        root_ca: RootCaInfo {
+            subject: root.subject,
+            algorithm: format!("{} {}", root.key_algorithm, root.key_size),
+            signature_algorithm: root.signature_algorithm,
+            fingerprint: root_fingerprint,
+            serial: root.serial,
+            not_before: root.not_before,
+            not_after: root.not_after,
+        },
+        nodes,
+        tls: TlsInfo {
+            versions: tls.versions,
+            cipher_suites: tls.cipher_suites,
+            key_exchange_groups: tls.key_exchange_groups,
+            mutual: true,
+        },
+        join_tokens: token_summaries(&state)
+            .into_iter()
+            .map(|t| TokenCrypto {
+                id: t.id,
+                kind: t.kind,
+                role: t.role,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                uses_left: t.uses_left,
+            })
+            .collect(),
+        token_ttl_seconds: state.policy.token_ttl_secs,
+        autolock: state.policy.autolock,
+        unlock_key: state.unlock_key.as_ref().map(|_| KeyAge {
+            version: state.unlock_key_version,
+            set_at: (state.unlock_key_set_at > 0).then(|| rfc3339(state.unlock_key_set_at)),
+        }),
+        data_key,
+        audit: AuditSummary {
+            records: trail.size(),
+            heads: trail.head_count() as u64,
+            last_head_size: trail.last_head().map(|h| h.size),
+            last_head_at: trail.last_head().map(|h| h.time.to_string()),
+        },
+    }))
+}
