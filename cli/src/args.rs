@@ -401,6 +401,12 @@ pub(crate) struct DaemonArgs {
     /// descriptor (e.g. a pipe from a secrets manager).
     #[arg(long, value_name = "FD")]
     pub(crate) unlock_key_fd: Option<u32>,
+    /// Serve Prometheus metrics (plain HTTP, GET /metrics) on ADDRESS:PORT:
+    /// certificate and root CA expiry, join token ages, raft term, leader
+    /// and commit index, locked state, audit log size, failed unlocks.
+    /// Off by default; bind it to a private address.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub(crate) metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]

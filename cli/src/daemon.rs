@@ -50,6 +50,7 @@ async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
         control_socket: args.control_socket,
         hostname: args.hostname,
         unlock_key,
+        metrics_addr: args.metrics_addr,
     })
     .await
     .map_err(|e| {

@@ -438,3 +438,98 @@ fn a_change_without_quorum_fails_and_is_never_half_recorded() {
         token_after != token_before
     );
 }
+
+/// `GET /metrics` on `addr`, as text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    text
+}
+
+/// A metric's value (the first sample whose line starts with `prefix`).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+#[test]
+fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let start = moat_testkit::Start {
+        args: &["--metrics-addr", &addr],
+        stdin: None,
+    };
+    h.start_with("m", start);
+    let out = h
+        .moat("m", &["init", "--listen-addr", "127.0.0.1:0", "--autolock"])
+        .ok()
+        .to_string();
+    assert!(out.contains("MOATKEY-"), "{out}");
+    let old_key = h.moat("m", &["unlock-key", "-q"]).ok().trim().to_string();
+    h.moat("m", &["unlock-key", "--rotate"]).ok();
+    let key = h.moat("m", &["unlock-key", "-q"]).ok().trim().to_string();
+    assert_ne!(key, old_key);
+
+    let text = scrape(&addr);
+    assert_eq!(metric(&text, "moat_locked "), 0.0);
+    assert_eq!(metric(&text, "moat_raft_is_leader "), 1.0);
+    assert_eq!(metric(&text, "moat_autolock "), 1.0);
+    assert!(metric(&text, "moat_audit_records ") >= 3.0);
+    assert!(metric(&text, "moat_root_ca_expiry_timestamp_seconds ") > 1.7e9);
+    assert!(
+        text.contains("moat_node_cert_expiry_timestamp_seconds{node=\""),
+        "{text}"
+    );
+    assert!(text.contains("hostname=\"m\",role=\"manager\"}"), "{text}");
+    assert!(text.contains("moat_join_token_age_seconds{id=\""), "{text}");
+    assert!(!text.contains(&key), "the unlock key is in the metrics");
+
+    // Locked after a restart: a wrong key (the one before a rotation) is
+    // refused and counted.
+    h.stop("m");
+    h.restart_with("m", start);
+    assert_eq!(metric(&scrape(&addr), "moat_locked "), 1.0);
+    let wrong = old_key;
+    assert_ne!(
+        h.moat_stdin("m", &["unlock"], &format!("{wrong}\n")).code,
+        0
+    );
+    let text = scrape(&addr);
+    assert_eq!(metric(&text, "moat_unlock_failures_total "), 1.0);
+    h.moat_stdin("m", &["unlock"], &format!("{key}\n")).ok();
+    assert_eq!(metric(&scrape(&addr), "moat_locked "), 0.0);
+
+    // The journal's events reach the cluster log once it is open again.
+    h.wait_until(
+        "the unlock attempts in the log",
+        Duration::from_secs(10),
+        || {
+            let unlocks = records(&h, "m", &["--action", "node.unlock"]);
+            unlocks.iter().any(|r| r["outcome"] == "denied")
+                && unlocks.iter().any(|r| r["outcome"] == "success")
+        },
+    );
+    // Forwarded once, even across further rounds.
+    std::thread::sleep(Duration::from_secs(2));
+    let unlocks = records(&h, "m", &["--action", "node.unlock"]);
+    assert_eq!(unlocks.len(), 2, "{unlocks:#?}");
+    assert_eq!(unlocks[0]["actor"], "operator:local");
+    assert!(unlocks[0]["details"]["journal_seq"].is_string());
+}

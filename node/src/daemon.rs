@@ -41,6 +41,9 @@ pub struct DaemonOptions {
     /// Unlock key for unattended start of a locked manager (read from
     /// `--unlock-key-file` or `--unlock-key-fd`); tried once at start.
     pub unlock_key: Option<UnlockKey>,
+    /// Serve Prometheus metrics on this address (`--metrics-addr`); off
+    /// when `None`.
+    pub metrics_addr: Option<String>,
 }
 
 /// How long `leave --force` waits for the cluster to confirm.
@@ -89,6 +92,8 @@ pub(crate) struct Daemon {
     pub(crate) phase: RwLock<Phase>,
     /// Serializes init, join, leave and role changes of this node.
     lifecycle: Mutex<()>,
+    /// Failed unlock attempts since start (a metric).
+    pub(crate) failed_unlocks: std::sync::atomic::AtomicU64,
 }
 
 /// Runs a daemon until SIGTERM or SIGINT.
@@ -113,7 +118,16 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
         hostname,
         phase: RwLock::new(Phase::Inactive),
         lifecycle: Mutex::new(()),
+        failed_unlocks: std::sync::atomic::AtomicU64::new(0),
     });
+    let metrics = match &opts.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(NodeError::Control)?,
+        ),
+        None => None,
+    };
     // The first TLS handshake of a process seeds aws-lc's random generator
     // from CPU jitter (tens of ms): do it before the socket answers, not
     // during the first join.
@@ -126,6 +140,12 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
 
     let socket = opts.control_socket.unwrap_or_else(|| layout.socket());
     let listener = crate::control::bind(&socket).map_err(NodeError::Control)?;
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        }
+        tokio::spawn(crate::metrics::serve(listener, daemon.clone()));
+    }
     tracing::info!(socket = %socket.display(), state_dir = %layout.dir().display(), "moat daemon ready");
     let shutdown = async {
         let mut term =
@@ -1149,6 +1169,8 @@ impl Daemon {
             if let Phase::Locked(l) = &mut *self.phase.write().await {
                 l.throttle.failed(Instant::now());
             }
+            self.failed_unlocks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.record_as(&node, actor, "unlock", "denied", "invalid unlock key");
             return Err(
                 ApiError::new(ErrorKind::PermissionDenied, "invalid unlock key").hint(UNLOCK_HINT),

@@ -21,6 +21,7 @@ mod daemon;
 mod files;
 mod journal;
 mod keys;
+mod metrics;
 mod node;
 mod raft;
 mod rpc;

@@ -17,6 +17,7 @@ async fn start(dir: &Path, name: &str) -> Client {
         control_socket: None,
         hostname: Some(name.to_string()),
         unlock_key: None,
+        metrics_addr: None,
     };
     tokio::spawn(async move {
         if let Err(e) = moat_node::run_daemon(opts).await {

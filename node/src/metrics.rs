@@ -1,0 +1,235 @@
+//! The Prometheus endpoint (`moat daemon --metrics-addr A:P`, off by
+//! default): `GET /metrics` in the text exposition format, plain HTTP.
+//!
+//! It tells certificate and CA expiry, token ages, raft state, whether the
+//! node is locked, the audit log's size and failed unlock attempts. No
+//! secret is ever a metric; node ids and host names are (bind it to a
+//! private address). See docs/daemon.md for the list.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use moat_api::{ApiError, ErrorKind};
+use tokio::net::TcpListener;
+
+use crate::daemon::{Daemon, Phase};
+
+/// Binds the metrics listener.
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ApiError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
+        .hint("give --metrics-addr a free ADDRESS:PORT of this machine, e.g. 127.0.0.1:9377")
+    })
+}
+
+/// Serves `/metrics` until the daemon stops.
+pub(crate) async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(daemon);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics endpoint stopped");
+    }
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&d).await,
+    )
+}
+
+/// A label value, escaped as the exposition format wants.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes one metric family: its help, type and samples.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// The metrics text.
+pub(crate) async fn render(d: &Daemon) -> String {
+    let mut out = Out(String::new());
+    let now = crate::control::unix_now();
+    let phase = d.phase.read().await;
+    out.gauge(
+        "moat_locked",
+        "1 while this manager is locked and waits for its unlock key.",
+        u8::from(matches!(&*phase, Phase::Locked(_))),
+    );
+    out.family(
+        "moat_unlock_failures_total",
+        "counter",
+        "Failed unlock attempts since the daemon started.",
+    );
+    out.sample(
+        "moat_unlock_failures_total",
+        &[],
+        d.failed_unlocks.load(Ordering::Relaxed),
+    );
+    let Phase::Member { node, .. } = &*phase else {
+        return out.0;
+    };
+    let node = node.clone();
+    drop(phase);
+    if let Some(identity) = node.tls.identity() {
+        out.gauge(
+            "moat_cert_expiry_timestamp_seconds",
+            "End of this node's certificate validity (Unix seconds).",
+            identity.not_after.unix_timestamp(),
+        );
+    }
+    let Some(m) = node.manager.load_full() else {
+        return out.0;
+    };
+    let metrics = m.raft.metrics().borrow().clone();
+    out.gauge(
+        "moat_raft_term",
+        "The raft term this manager is in.",
+        metrics.current_term,
+    );
+    out.gauge(
+        "moat_raft_is_leader",
+        "1 if this manager leads the raft group.",
+        u8::from(metrics.current_leader == Some(node.id)),
+    );
+    out.family(
+        "moat_raft_leader",
+        "gauge",
+        "The leader this manager knows (value 1, leader id as a label).",
+    );
+    if let Some(leader) = metrics.current_leader {
+        out.sample("moat_raft_leader", &[("leader", &leader.to_string())], 1);
+    }
+    out.gauge(
+        "moat_raft_last_log_index",
+        "Index of the last raft log entry on this manager.",
+        metrics.last_log_index.unwrap_or(0),
+    );
+    out.gauge(
+        "moat_raft_commit_index",
+        "Index of the last raft log entry applied on this manager (committed).",
+        metrics.last_applied.map(|l| l.index).unwrap_or(0),
+    );
+    let Ok(state) = m.local_state() else {
+        return out.0;
+    };
+    out.family(
+        "moat_node_cert_expiry_timestamp_seconds",
+        "gauge",
+        "End of each node's recorded certificate validity (Unix seconds).",
+    );
+    for n in state.nodes.values() {
+        out.sample(
+            "moat_node_cert_expiry_timestamp_seconds",
+            &[
+                ("node", &n.id.to_string()),
+                ("hostname", &n.hostname),
+                ("role", n.role.as_str()),
+            ],
+            n.cert_not_after,
+        );
+    }
+    if let Some(ca) = &state.ca
+        && let Ok(Some(root)) =
+            moat_pki::inspect(ca.root_cert_pem.as_bytes()).map(|r| r.into_iter().next())
+        && let Ok(t) = time::OffsetDateTime::parse(
+            &root.not_after,
+            &time::format_description::well_known::Rfc3339,
+        )
+    {
+        out.gauge(
+            "moat_root_ca_expiry_timestamp_seconds",
+            "End of the root CA certificate's validity (Unix seconds).",
+            t.unix_timestamp(),
+        );
+    }
+    out.family(
+        "moat_join_token_age_seconds",
+        "gauge",
+        "Age of each join token (standing and scoped), seconds.",
+    );
+    for t in crate::control::token_summaries(&state) {
+        let Some(created) = t.created_at.as_deref().and_then(|c| {
+            time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+        }) else {
+            continue;
+        };
+        out.sample(
+            "moat_join_token_age_seconds",
+            &[("id", &t.id), ("kind", &t.kind), ("role", t.role.as_str())],
+            now.saturating_sub(created.unix_timestamp()).max(0),
+        );
+    }
+    out.gauge(
+        "moat_audit_records",
+        "Records in the cluster's audit log (the last sequence number).",
+        state.audit.size(),
+    );
+    out.gauge(
+        "moat_audit_signed_size",
+        "Records covered by the newest signed tree head.",
+        state.audit.last_head().map(|h| h.size).unwrap_or(0),
+    );
+    out.gauge(
+        "moat_autolock",
+        "1 if autolock is on.",
+        u8::from(state.policy.autolock),
+    );
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut out = Out(String::new());
+        out.sample("m", &[("host", "x\"}")], 1);
+        assert_eq!(out.0, "m{host=\"x\\\"}\"} 1\n");
+    }
+}
