@@ -442,12 +442,14 @@ pub(crate) fn tail(args: &AuditTail) -> Result<(), Failure> {
             .or_fail()?;
         let since = page.size.saturating_sub(args.lines) + 1;
         let (_, mut next) = fetch_records(&args.host, since, |r| print(&r)).await?;
-        while args.follow {
+        if !args.follow {
+            return Ok(());
+        }
+        loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let (_, n) = fetch_records(&args.host, next, |r| print(&r)).await?;
             next = n;
         }
-        Ok(())
     })
 }
 

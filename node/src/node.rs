@@ -762,7 +762,7 @@ pub(crate) async fn rotate_standing_token(
             format!("token:{}", role.as_str()),
         )
         .detail("role", role.as_str())
-        .detail("new_token", &fingerprint);
+        .detail("new_token", fingerprint.to_string());
     node.propose_audited(
         Command::RotateJoinToken {
             role,

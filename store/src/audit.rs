@@ -297,13 +297,13 @@ impl AuditTrail {
                 self.size()
             ));
         }
-        if let Some(last) = self.heads.last() {
-            if head.size < last.size {
-                return Err(format!(
-                    "a tree head for size {} is older than the newest, at size {}",
-                    head.size, last.size
-                ));
-            }
+        if let Some(last) = self.heads.last()
+            && head.size < last.size
+        {
+            return Err(format!(
+                "a tree head for size {} is older than the newest, at size {}",
+                head.size, last.size
+            ));
         }
         let root = self.root(head.size).map_err(|e| e.to_string())?;
         if root != head.root {
