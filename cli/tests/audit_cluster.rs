@@ -533,3 +533,35 @@ fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
     assert_eq!(unlocks[0]["actor"], "operator:local");
     assert!(unlocks[0]["details"]["journal_seq"].is_string());
 }
+
+#[test]
+fn tampering_found_on_a_worker_reaches_the_cluster_log() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.cluster(&["manager-1"], &["worker-1"]);
+    let worker = h.nodes("manager-1")["worker-1"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.stop("worker-1");
+    let journal = h.daemon("worker-1").state_dir.join("journal.jsonl");
+    let mut text = std::fs::read_to_string(&journal).unwrap_or_default();
+    text.push_str("{\"seq\":99,\"forged\":true}\n");
+    std::fs::write(&journal, text).unwrap();
+    h.restart("worker-1");
+    h.wait_until(
+        "the worker's tamper record in the log",
+        Duration::from_secs(15),
+        || {
+            records(
+                &h,
+                "manager-1",
+                &["--action", "tamper.detect", "--node", &worker],
+            )
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("journal.jsonl"))
+        },
+    );
+    // Only the worker's own events: nothing it forwards names another node.
+    let theirs = records(&h, "manager-1", &["--node", &worker]);
+    assert!(theirs.iter().all(|r| r["node"] == worker.as_str()));
+}

@@ -17,6 +17,7 @@ use crate::rpc::{self, RpcError, RpcErrorKind, method};
 pub(crate) async fn run(node: Arc<Node>) {
     let mut renew_at = renewal_deadline(&node);
     let mut period = HEARTBEAT_PERIOD;
+    let mut journal_forwarded = 0u64;
     loop {
         if node.fault().is_some() {
             return;
@@ -50,6 +51,14 @@ pub(crate) async fn run(node: Arc<Node>) {
                 return;
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        // A manager forwards its journal itself (the audit loop); a worker
+        // through a manager.
+        if node.manager.load().is_none()
+            && let Err(e) =
+                crate::audit::forward_worker_journal(&node, &mut journal_forwarded).await
+        {
+            tracing::debug!(error = %e, "journal not forwarded yet");
         }
         // Follow the cluster's autolock setting (re-seal this node's keys).
         if let Err(e) = node.reconcile_keys().await {

@@ -35,7 +35,7 @@ pub(crate) const HEAD_EVERY: Duration = Duration::from_secs(30);
 /// How often the leader looks at the log, and managers at their journals.
 pub(crate) const AUDIT_TICK: Duration = Duration::from_secs(1);
 /// Most journal records forwarded in one entry.
-const FORWARD_BATCH: usize = 64;
+pub(crate) const FORWARD_BATCH: usize = 64;
 
 /// An event being built.
 pub(crate) struct Ev(Event);
@@ -306,6 +306,29 @@ async fn forward_journal(node: &Node, state: &ClusterState) -> Result<(), RpcErr
         events,
     })
     .await
+}
+
+/// A worker forwards its journal through a manager: `done` is the last
+/// journal record known to be in the log (0 after a start: the manager
+/// skips what it already has).
+pub(crate) async fn forward_worker_journal(node: &Node, done: &mut u64) -> Result<(), RpcError> {
+    let pending = node.journal.records_after(*done, FORWARD_BATCH);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let events = pending
+        .iter()
+        .map(|r| journal_event(node.id, r))
+        .collect::<Vec<_>>();
+    let resp: crate::rpc::ForwardResp = node
+        .call_leader(
+            crate::rpc::method::AUDIT_FORWARD,
+            &crate::rpc::ForwardReq { events },
+            crate::rpc::CALL_TIMEOUT,
+        )
+        .await?;
+    *done = resp.forwarded.max(*done);
+    Ok(())
 }
 
 /// A journal record as an audit event.

@@ -37,6 +37,21 @@ pub(crate) mod method {
     /// Managers (and a node leaving, for itself), on the leader:
     /// operations that change Raft membership.
     pub(crate) const ADMIN: &str = "admin";
+    /// Any node, for itself: record events from its local journal in the
+    /// cluster's audit log.
+    pub(crate) const AUDIT_FORWARD: &str = "audit_forward";
+}
+
+/// `audit_forward` request: journal events, in journal order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForwardReq {
+    pub(crate) events: Vec<moat_store::audit::ForwardedEvent>,
+}
+
+/// `audit_forward` answer: the last journal record now in the log.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct ForwardResp {
+    pub(crate) forwarded: u64,
 }
 
 /// A manager as nodes know it.

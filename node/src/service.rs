@@ -50,6 +50,7 @@ impl ClusterHandler for Service {
             method::READ_INDEX => encode_answer(&read_index_call(&node, &m, &caller).await),
             method::ADD_VOTER => encode_answer(&add_voter(&node, &m, &caller, &data).await),
             method::ADMIN => encode_answer(&admin(&node, &m, &caller, &data).await),
+            method::AUDIT_FORWARD => encode_answer(&audit_forward(&node, &m, &caller, &data).await),
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"
@@ -544,6 +545,42 @@ async fn admin(
     require_leader(node, m)?;
     node.run_admin(m, admin).await?;
     Ok(rpc::Nothing {})
+}
+
+/// A node's journal events, into the cluster log under its own id (an
+/// event naming another node is refused).
+async fn audit_forward(
+    node: &Node,
+    m: &ManagerRt,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::ForwardResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::ForwardReq = rpc::decode(method::AUDIT_FORWARD, data)?;
+    if req.events.len() > crate::audit::FORWARD_BATCH {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            format!("at most {} events at a time", crate::audit::FORWARD_BATCH),
+        ));
+    }
+    if let Some(e) = req.events.iter().find(|e| e.event.node != id) {
+        return Err(RpcError::new(
+            RpcErrorKind::Denied,
+            format!(
+                "node {id} may only forward its own events, not node {}'s",
+                e.event.node
+            ),
+        ));
+    }
+    let Some(last) = req.events.last().map(|e| e.journal_seq) else {
+        return Ok(rpc::ForwardResp { forwarded: 0 });
+    };
+    node.propose(Command::AuditForward {
+        node: id,
+        events: req.events,
+    })
+    .await?;
+    Ok(rpc::ForwardResp { forwarded: last })
 }
 
 #[cfg(test)]
