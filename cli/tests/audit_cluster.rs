@@ -384,7 +384,7 @@ fn security_events_are_logged_on_every_manager_and_verify_offline() {
     assert!(
         r["inventory"]["tls"]["versions"]
             .to_string()
-            .contains("TLSv1_3")
+            .contains("TLSv1.3")
     );
     let findings = r["findings"].to_string();
     assert!(findings.contains("autolock"), "{findings}");

@@ -46,7 +46,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// compliance report; nothing in moat can change them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSummary {
-    /// Protocol versions, e.g. `TLSv1_3`.
+    /// Protocol versions, e.g. `TLSv1.3`.
     pub versions: Vec<String>,
     /// Cipher suites, e.g. `TLS13_AES_256_GCM_SHA384`.
     pub cipher_suites: Vec<String>,
@@ -58,7 +58,8 @@ pub struct TlsSummary {
 pub fn tls_summary() -> TlsSummary {
     let p = provider();
     TlsSummary {
-        versions: vec![format!("{:?}", rustls::version::TLS13.version)],
+        // rustls names it `TLSv1_3`; people and policies write `TLSv1.3`.
+        versions: vec![format!("{:?}", rustls::version::TLS13.version).replace('_', ".")],
         cipher_suites: p
             .cipher_suites
             .iter()
