@@ -15,9 +15,6 @@
 //! their usual meaning (the command failed, usage error). See
 //! `docs/audit-report.md`.
 
-// wired by `moat audit report`
-#![allow(dead_code)]
-
 use std::fmt::{self, Write as _};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -293,7 +290,7 @@ impl fmt::Display for PolicyDuration {
             return write!(f, "{}", humantime::format_duration(self.0));
         }
         for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if secs % n == 0 {
+            if secs.is_multiple_of(n) {
                 return write!(f, "{}{unit}", secs / n);
             }
         }
@@ -418,7 +415,7 @@ pub(crate) fn findings(
     c.keys(inv);
     c.audit(inv);
     let mut out = c.out;
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 
@@ -1106,7 +1103,11 @@ impl Report<'_> {
                 ("Report generated", Cell::plain(self.generated())),
                 (
                     "Nodes",
-                    Cell::plain(format!("{} ({managers} managers)", inv.nodes.len())),
+                    Cell::plain(format!(
+                        "{} ({managers} manager{})",
+                        inv.nodes.len(),
+                        if managers == 1 { "" } else { "s" }
+                    )),
                 ),
                 (
                     "Certificate lifetime",
@@ -1548,9 +1549,24 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
-/// `s` escaped for HTML (`&`, `<`, `>`, `"`, `'`).
-pub(crate) fn html_escape(s: &str) -> String {
-    Esc(s).to_string()
+/// Text escaped for HTML, with `quoted` spans (commands, in fixes) shown
+/// as code when the backticks pair up.
+struct Ticks<'a>(&'a str);
+
+impl fmt::Display for Ticks<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.matches('`').count().is_multiple_of(2) {
+            return write!(f, "{}", Esc(self.0));
+        }
+        for (i, part) in self.0.split('`').enumerate() {
+            if i.is_multiple_of(2) {
+                write!(f, "{}", Esc(part))?;
+            } else {
+                write!(f, "<code>{}</code>", Esc(part))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The report's style: system fonts, no URLs.
@@ -1562,7 +1578,7 @@ const CSS: &str = r#"
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--fg);
 font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1200px;margin:0 auto;padding:32px 28px 48px}
+main{max-width:1240px;margin:0 auto;padding:32px 28px 48px}
 header{background:#101828;color:#fff;border-radius:10px;padding:24px 28px}
 header h1{margin:0;font-size:24px;font-weight:650;letter-spacing:-.01em}
 header .meta{margin:6px 0 0;color:#cfd6e0;font-size:13px}
@@ -1582,7 +1598,13 @@ h2{margin:0 0 14px;font-size:13px;font-weight:700;text-transform:uppercase;lette
 table{width:100%;border-collapse:collapse;font-size:13px}
 th{text-align:left;font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
 border-bottom:2px solid var(--line);padding:6px 10px;white-space:nowrap}
-td{border-bottom:1px solid var(--line);padding:7px 10px;vertical-align:top;overflow-wrap:anywhere}
+td{border-bottom:1px solid var(--line);padding:7px 10px;vertical-align:top}
+.scroll{overflow-x:auto}
+table.grid td{white-space:nowrap;padding:7px 8px}
+table.grid th{padding:6px 8px}
+table.findings{table-layout:fixed}
+table.findings td{overflow-wrap:anywhere}
+col.c-sev{width:112px}col.c-subject{width:22%}col.c-problem{width:33%}
 tbody tr:last-child td{border-bottom:none}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 28px;margin:0}
 dt{color:var(--muted)}
@@ -1592,7 +1614,7 @@ background:#f2f4f7;border-radius:4px;padding:1px 5px}
 .good{color:var(--ok);font-weight:600}
 .warn{color:var(--medium);font-weight:600}
 .bad{color:var(--critical);font-weight:700}
-.pill{display:inline-block;min-width:70px;text-align:center;padding:2px 8px;border-radius:999px;color:#fff;
+.pill{display:inline-block;white-space:nowrap;min-width:76px;text-align:center;padding:2px 8px;border-radius:999px;color:#fff;
 font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.06em}
 .pill.critical{background:var(--critical)}.pill.high{background:var(--high)}.pill.medium{background:var(--medium)}
 .pill.low{background:var(--low)}.pill.info{background:var(--info)}
@@ -1602,8 +1624,10 @@ tr.high td{background:var(--high-bg)}tr.high td:first-child{border-left-color:va
 tr.medium td{background:var(--medium-bg)}tr.medium td:first-child{border-left-color:var(--medium)}
 tr.low td{background:var(--low-bg)}tr.low td:first-child{border-left-color:var(--low)}
 tr.info td{background:var(--info-bg)}tr.info td:first-child{border-left-color:var(--info)}
-.findings td:nth-child(2){font-weight:600;white-space:nowrap}
-.findings td:nth-child(4){color:#344054}
+table.findings td:nth-child(2){font-weight:600}
+table.findings td:nth-child(4){color:#344054}
+td code{white-space:nowrap}
+table.findings td code{white-space:normal}
 .empty{color:var(--muted);font-style:italic;margin:0}
 .note{color:var(--muted);font-size:12px;margin:10px 0 0}
 footer{margin-top:24px;color:var(--muted);font-size:12px;text-align:center}
@@ -1678,12 +1702,8 @@ impl Report<'_> {
 }
 
 fn write_html_section(out: &mut String, section: &Section) -> fmt::Result {
-    let class = if section.title == "Findings" {
-        " class=\"findings\""
-    } else {
-        ""
-    };
-    writeln!(out, "<section{class}><h2>{}</h2>", Esc(section.title))?;
+    let findings = section.title == "Findings";
+    writeln!(out, "<section><h2>{}</h2>", Esc(section.title))?;
     match &section.body {
         Body::Fields(fields) => {
             writeln!(out, "<dl>")?;
@@ -1698,7 +1718,21 @@ fn write_html_section(out: &mut String, section: &Section) -> fmt::Result {
             writeln!(out, "<p class=\"empty\">{}</p>", Esc(empty))?;
         }
         Body::Table { headers, rows, .. } => {
-            write!(out, "<table><thead><tr>")?;
+            if findings {
+                // Fixed columns, so long fixes wrap instead of squeezing
+                // the rest.
+                write!(
+                    out,
+                    "<table class=\"findings\"><colgroup><col class=\"c-sev\"><col \
+                     class=\"c-subject\"><col class=\"c-problem\"><col \
+                     class=\"c-fix\"></colgroup><thead><tr>"
+                )?;
+            } else {
+                write!(
+                    out,
+                    "<div class=\"scroll\"><table class=\"grid\"><thead><tr>"
+                )?;
+            }
             for h in *headers {
                 write!(out, "<th>{}</th>", Esc(h))?;
             }
@@ -1715,7 +1749,11 @@ fn write_html_section(out: &mut String, section: &Section) -> fmt::Result {
                 }
                 writeln!(out, "</tr>")?;
             }
-            writeln!(out, "</tbody></table>")?;
+            writeln!(
+                out,
+                "</tbody></table>{}",
+                if findings { "" } else { "</div>" }
+            )?;
         }
     }
     if let Some(note) = &section.note {
@@ -1727,7 +1765,7 @@ fn write_html_section(out: &mut String, section: &Section) -> fmt::Result {
 fn write_html_cell(out: &mut String, c: &Cell) -> fmt::Result {
     let text = Esc(&c.text);
     match c.tone {
-        Tone::Plain => write!(out, "{text}"),
+        Tone::Plain => write!(out, "{}", Ticks(&c.text)),
         Tone::Mono => write!(out, "<code>{text}</code>"),
         Tone::Good => write!(out, "<span class=\"good\">{text}</span>"),
         Tone::Warn => write!(out, "<span class=\"warn\">{text}</span>"),
@@ -1951,7 +1989,7 @@ mod tests {
             &fs,
             "join token 3f9k2d0a7u1c5e9b",
             Severity::Medium,
-            "1 month old",
+            "5 weeks old",
         );
         assert!(
             fs[0].fix.contains("moat join-token --rotate worker"),
@@ -2311,9 +2349,16 @@ fail_on = "medium"
     #[test]
     fn html_escapes_every_inventory_string() {
         assert_eq!(
-            html_escape(r#"<a href="x">Tom & 'Jerry'</a>"#),
+            Esc(r#"<a href="x">Tom & 'Jerry'</a>"#).to_string(),
             "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;"
         );
+        // Commands in fixes show as code, still escaped; an unpaired
+        // backtick stays text.
+        assert_eq!(
+            Ticks("run `a<b` now").to_string(),
+            "run <code>a&lt;b</code> now"
+        );
+        assert_eq!(Ticks("a`<b").to_string(), "a`&lt;b");
         let html = rendered(&troubled(), ReportFormat::Html);
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
