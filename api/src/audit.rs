@@ -213,3 +213,81 @@ pub struct AuditSummary {
     /// The newest head's time (RFC 3339).
     pub last_head_at: Option<String>,
 }
+
+/// `GET /v1/ca`: the root CA and any rotation under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaInfo {
+    /// The root CA certificate now in charge.
+    pub root: RootCaInfo,
+    /// Its PEM.
+    pub root_pem: String,
+    /// Rotations completed.
+    pub generation: u64,
+    /// A rotation under way.
+    pub rotation: Option<CaRotationInfo>,
+}
+
+/// A root CA rotation under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotationInfo {
+    /// Which rotation.
+    pub id: u64,
+    /// `reissuing` while nodes renew; `finishing` once every node has (or
+    /// the rotation was forced).
+    pub phase: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// The new root.
+    pub new_root: RootCaInfo,
+    /// The operator supplied the new root.
+    pub external: bool,
+    /// Finish without the nodes that have not renewed.
+    pub force: bool,
+    /// Nodes in the cluster.
+    pub nodes_total: u64,
+    /// Nodes holding a certificate from the new root.
+    pub nodes_done: u64,
+    /// The nodes the rotation waits for.
+    pub waiting: Vec<WaitingNode>,
+}
+
+/// A node a rotation waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingNode {
+    /// Node id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Heartbeating (a node that is down cannot renew until it is back).
+    pub ready: bool,
+}
+
+/// `POST /v1/ca/rotate`. `Debug` leaves the key out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotateRequest {
+    /// New lifetime of node certificates, seconds (like `update
+    /// --cert-expiry`).
+    #[serde(default)]
+    pub cert_expiry_seconds: Option<u64>,
+    /// The operator's own root certificate, PEM.
+    #[serde(default)]
+    pub ca_cert_pem: Option<String>,
+    /// Its private key, PKCS#8 PEM.
+    #[serde(default)]
+    pub ca_key_pem: Option<String>,
+    /// Finish a rotation under way without the nodes that have not
+    /// renewed (with no rotation under way: start one that will not wait).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl fmt::Debug for CaRotateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaRotateRequest")
+            .field("cert_expiry_seconds", &self.cert_expiry_seconds)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "…"))
+            .field("ca_key_pem", &self.ca_key_pem.as_ref().map(|_| "…"))
+            .field("force", &self.force)
+            .finish()
+    }
+}

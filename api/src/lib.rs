@@ -75,4 +75,10 @@ pub mod path {
     pub const AUDIT_HASH: &str = "/v1/audit/hash";
     /// `GET`: [`crate::CryptoInventory`].
     pub const AUDIT_REPORT: &str = "/v1/audit/report";
+    /// `GET`: [`crate::CaInfo`].
+    pub const CA: &str = "/v1/ca";
+    /// `POST`: [`crate::CaRotateRequest`] → [`crate::CaInfo`].
+    pub const CA_ROTATE: &str = "/v1/ca/rotate";
+    /// `POST`: [`crate::Empty`] → [`crate::CaInfo`].
+    pub const CA_ROLLBACK: &str = "/v1/ca/rollback";
 }

@@ -195,6 +195,10 @@ pub struct Info {
     /// Generation of the autolock setting (grows with every change).
     #[serde(default)]
     pub unlock_key_generation: u32,
+    /// A root CA rotation under way: `rotation N: k/n nodes on the new
+    /// root` (managers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_rotation: Option<String>,
     /// Version of the data key this manager's store is sealed with, and
     /// the one it is rotating to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -109,14 +109,59 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: Store,
     },
-    /// Check an exported audit log or an inclusion proof (offline).
-    #[command(after_help = "\
-`moat audit export/prove/ls/tail/hash` come with the daemon side of the audit log \
-(not yet available); these commands only check files.")]
+    /// The cluster's audit log: export, verify, prove, list, search, and
+    /// the compliance report.
     Audit {
         #[command(subcommand)]
         command: Audit,
     },
+    /// Show the root CA, or rotate it (run on a manager).
+    ///
+    /// Without options: the root CA certificate, its fingerprint and
+    /// expiry, and any rotation under way (with the nodes it waits for).
+    ///
+    /// With --rotate: a new root (or yours, with --ca-cert and --ca-key),
+    /// cross-signed by the current one; every node trusts both, renews
+    /// from the new root, then trusts it alone; the join tokens are
+    /// replaced. No node loses its connections. Until the last step,
+    /// --rollback returns every node to the current root.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaArgs {
+    /// Rotate the root CA (or, with --force, finish the rotation under way
+    /// without the nodes that have not renewed).
+    #[arg(long)]
+    pub(crate) rotate: bool,
+    /// Abandon the rotation under way: every node goes back to the
+    /// current root.
+    #[arg(long, conflicts_with_all = ["rotate", "ca_cert", "ca_key", "cert_expiry", "force"])]
+    pub(crate) rollback: bool,
+    /// Finish without waiting for nodes that are down; they must rejoin.
+    #[arg(long, requires = "rotate")]
+    pub(crate) force: bool,
+    /// Lifetime of node certificates from now on, e.g. `24h`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "rotate")]
+    pub(crate) cert_expiry: Option<Duration>,
+    /// Your own root CA certificate (PEM) to rotate to; its subject must
+    /// name this cluster (O=<cluster id>).
+    #[arg(long, value_name = "FILE", requires_all = ["rotate", "ca_key"])]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (PKCS#8 PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["rotate", "ca_cert"])]
+    pub(crate) ca_key: Option<PathBuf>,
+    /// Start the rotation and return at once (`moat ca` shows progress).
+    #[arg(long, short = 'd')]
+    pub(crate) detach: bool,
+    /// Print only the root certificate (PEM), no progress.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@
 mod args;
 mod audit;
 mod backup;
+mod ca;
 mod cert;
 mod client;
 mod cluster;
@@ -79,6 +80,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 show_secrets,
             } => store::dump(&args, show_secrets),
         },
+        Command::Ca(args) => ca::run(&args),
         Command::Audit { command } => match command {
             Audit::Verify(args) => audit::verify(&args),
             Audit::VerifyProof(args) => audit::verify_proof(&args),

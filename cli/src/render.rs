@@ -253,6 +253,10 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
             "  Expiry Duration: {}",
             exact_duration(i.cert_expiry_seconds)
         )?;
+        match &i.root_rotation {
+            Some(r) => writeln!(out, "  Root Rotation In Progress: true ({r})")?,
+            None => writeln!(out, "  Root Rotation In Progress: false")?,
+        }
         writeln!(out, " Autolock Managers: {}", i.autolock)?;
         if let Some(at) = &i.unlock_key_set_at {
             writeln!(
@@ -419,7 +423,7 @@ fn expires(not_after: &str, now: OffsetDateTime) -> String {
     parse_time(not_after).map_or_else(|| not_after.to_owned(), |t| relative(t, now))
 }
 
-fn parse_time(t: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(t: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(t, &Rfc3339).ok()
 }
 

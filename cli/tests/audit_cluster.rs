@@ -539,16 +539,31 @@ fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
         metric(&scrape(&addr), "moat_audit_signed_size ") > 0.0
     });
     let export = h.dir().join("signed");
-    h.moat("m", &["audit", "export", "-o", &format!("{}/", export.display())])
-        .ok();
+    h.moat(
+        "m",
+        &["audit", "export", "-o", &format!("{}/", export.display())],
+    )
+    .ok();
     let header: Value =
         serde_json::from_str(&std::fs::read_to_string(export.join("heads.json")).unwrap()).unwrap();
     // The export needs no head of its own when the leader's covers it all.
     let heads = header["heads"].as_array().unwrap();
-    assert!(!heads.is_empty() && heads[0]["size"].as_u64().unwrap() > 0, "{header}");
+    assert!(
+        !heads.is_empty() && heads[0]["size"].as_u64().unwrap() > 0,
+        "{header}"
+    );
     let ca = h.daemon("m").state_dir.join("certs/ca.crt");
-    h.moat("m", &["audit", "verify", export.to_str().unwrap(), "--ca", ca.to_str().unwrap()])
-        .ok();
+    h.moat(
+        "m",
+        &[
+            "audit",
+            "verify",
+            export.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .ok();
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub(crate) async fn run(node: Arc<Node>) {
     let mut renew_at = renewal_deadline(&node);
     let mut period = HEARTBEAT_PERIOD;
     let mut journal_forwarded = 0u64;
+    let mut last_trust_warning: Option<std::time::Instant> = None;
     loop {
         if node.fault().is_some() {
             return;
@@ -36,6 +37,32 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }
                 // The leader sets the pace, within sane bounds.
                 period = Duration::from_millis(resp.period_ms.clamp(100, 10_000));
+                // Root rotation: trust what the cluster trusts, and hold a
+                // certificate from the root that issues now (without the
+                // cross-signed root once the rotation is over).
+                match node.follow_trust(&resp.roots_pem) {
+                    Ok(true) => tracing::info!("now trusting the cluster's current root CA set"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not follow the cluster's root CAs"),
+                }
+                if let Some((chain, _)) = node.tls.signing_identity() {
+                    let issuing_root = node
+                        .tls
+                        .roots()
+                        .certs()
+                        .iter()
+                        .find(|r| crate::node::fingerprint(r.as_ref()) == resp.issuer)
+                        .cloned();
+                    let wrong_root = match (chain.first(), issuing_root) {
+                        (Some(leaf), Some(root)) => {
+                            !moat_pki::issued_by(leaf.as_ref(), root.as_ref())
+                        }
+                        _ => false,
+                    };
+                    if wrong_root || (!resp.rotating && chain.len() > 1) {
+                        renew_now = true;
+                    }
+                }
                 if Some(resp.role) != node.role() {
                     tracing::info!(
                         role = resp.role.as_str(),
@@ -49,6 +76,16 @@ pub(crate) async fn run(node: Arc<Node>) {
                 node.set_fault(removed_fault());
                 node.stop_manager().await;
                 return;
+            }
+            Err(e) if e.message.contains("UnknownIssuer") => {
+                // Not transient: this node and the managers no longer
+                // share a root (a rotation finished while it was away).
+                if last_trust_warning
+                    .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
+                {
+                    tracing::error!(error = %e, hint = crate::ca::left_behind_hint(), "the managers' certificates are from a root this node does not trust");
+                    last_trust_warning = Some(std::time::Instant::now());
+                }
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
@@ -134,12 +171,7 @@ async fn heartbeat(node: &Node) -> Result<rpc::HeartbeatResp, RpcError> {
             .get(&node.id)
             .map(|n| n.role)
             .unwrap_or(Role::Manager);
-        return Ok(rpc::HeartbeatResp {
-            managers: node.manager_peers(),
-            role,
-            period_ms: HEARTBEAT_PERIOD.as_millis() as u64,
-            cert_expiry_secs: state.policy.cert_expiry_secs,
-        });
+        return Ok(crate::service::heartbeat_answer(node, &state, role));
     }
     let req = rpc::HeartbeatReq {
         address: node.node_file().advertise_addr,

@@ -236,6 +236,9 @@ pub(crate) async fn audit_loop(node: std::sync::Weak<Node>, rt: std::sync::Weak<
                 tracing::warn!(error = %e.message, "could not commit the audit key");
             }
         }
+        if let Err(e) = crate::ca::drive(&node, &state).await {
+            tracing::warn!(error = %e.message, "could not finish the root CA rotation yet");
+        }
         if head_due(&state.audit, crate::control::unix_now())
             && let Err(e) = sign_and_commit_head(&node, &state.audit).await
         {

@@ -114,6 +114,9 @@ pub(crate) async fn serve(
         .route(path::AUDIT_PROVE, post(crate::control_audit::prove))
         .route(path::AUDIT_HASH, post(crate::control_audit::hash))
         .route(path::AUDIT_REPORT, get(crate::control_audit::report))
+        .route(path::CA, get(crate::control_audit::ca))
+        .route(path::CA_ROTATE, post(crate::control_audit::ca_rotate))
+        .route(path::CA_ROLLBACK, post(crate::control_audit::ca_rollback))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,
@@ -262,6 +265,7 @@ async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         unlock_key_set_at: None,
         unlock_key_generation: 0,
         data_key_version: None,
+        root_rotation: None,
     };
     if let Some(file) = d.locked().await {
         info.state = NodeState::Locked;
@@ -312,6 +316,15 @@ async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         info.cert_expiry_seconds = state.policy.cert_expiry_secs;
         info.autolock = state.policy.autolock;
         info.unlock_key_generation = state.unlock_key_version;
+        info.root_rotation = crate::ca::status(&state)
+            .ok()
+            .and_then(|c| c.rotation)
+            .map(|r| {
+                format!(
+                    "rotation {} {}: {}/{} nodes on the new root",
+                    r.id, r.phase, r.nodes_done, r.nodes_total
+                )
+            });
         info.unlock_key_set_at = state
             .unlock_key
             .is_some()
@@ -415,7 +428,13 @@ async fn token_create(
         moat_api::Role::Manager => Role::Manager,
         moat_api::Role::Worker => Role::Worker,
     };
-    let token = JoinToken::generate(node.tls.roots().to_pem().as_bytes())
+    let bundle = node
+        .read_state()
+        .await?
+        .ca
+        .map(|c| c.root_cert_pem)
+        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "the cluster is not initialized"))?;
+    let token = JoinToken::generate(bundle.as_bytes())
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     let id = token.fingerprint().to_string();
     let now = moat_pki::OffsetDateTime::now_utc().unix_timestamp();

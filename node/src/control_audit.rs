@@ -6,18 +6,14 @@ use std::sync::Arc;
 use axum::extract::{Json, State};
 use axum::response::{IntoResponse, Response};
 use moat_api::{
-    ApiError, AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
-    AuditRecordsRequest, AuditRecordsResponse, AuditSummary, CryptoInventory, DataKeyInfo,
-    ErrorKind, KeyAge, MAX_AUDIT_PAGE, NodeCrypto, RootCaInfo, TlsInfo, TokenCrypto,
+    AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
+    AuditRecordsRequest, AuditRecordsResponse, AuditSummary, CaInfo, CaRotateRequest,
+    CryptoInventory, DataKeyInfo, KeyAge, MAX_AUDIT_PAGE, NodeCrypto, TlsInfo, TokenCrypto,
 };
 use moat_store::model::rfc3339;
 
 use crate::control::{Answer, Failure, manager, token_summaries, unix_now};
 use crate::daemon::{Daemon, api_role};
-
-fn internal(e: impl std::fmt::Display) -> Failure {
-    Failure::from(ApiError::new(ErrorKind::Internal, e.to_string()))
-}
 
 pub(crate) async fn records(
     State(d): State<Arc<Daemon>>,
@@ -83,23 +79,32 @@ pub(crate) async fn hash(
     }))
 }
 
+pub(crate) async fn ca(State(d): State<Arc<Daemon>>) -> Answer<CaInfo> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    Ok(Json(crate::ca::status(&state)?))
+}
+
+pub(crate) async fn ca_rotate(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<CaRotateRequest>,
+) -> Answer<CaInfo> {
+    let node = manager(&d).await?;
+    Ok(Json(crate::ca::rotate(&node, req).await?))
+}
+
+pub(crate) async fn ca_rollback(
+    State(d): State<Arc<Daemon>>,
+    Json(_): Json<moat_api::Empty>,
+) -> Answer<CaInfo> {
+    let node = manager(&d).await?;
+    Ok(Json(crate::ca::rollback(&node).await?))
+}
+
 pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInventory> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let ca_pem = crate::audit::ca_pem(&state)?;
-    let root = moat_pki::inspect(ca_pem.as_bytes())
-        .map_err(internal)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| internal("the cluster's CA certificate is empty"))?;
-    let root_fingerprint = crate::node::fingerprint(
-        node.tls
-            .roots()
-            .certs()
-            .first()
-            .map(|c| c.as_ref())
-            .unwrap_or_default(),
-    );
+    let root_ca = crate::ca::root_info(&crate::audit::ca_pem(&state)?)?;
     let nodes = state
         .nodes
         .values()
@@ -148,15 +153,7 @@ pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
         cluster_id: state.cluster_id.map(|c| c.to_string()).unwrap_or_default(),
         answered_by: node.id.to_string(),
         cert_expiry_seconds: state.policy.cert_expiry_secs,
-        root_ca: RootCaInfo {
-            subject: root.subject,
-            algorithm: format!("{} {}", root.key_algorithm, root.key_size),
-            signature_algorithm: root.signature_algorithm,
-            fingerprint: root_fingerprint,
-            serial: root.serial,
-            not_before: root.not_before,
-            not_after: root.not_after,
-        },
+        root_ca,
         nodes,
         tls: TlsInfo {
             versions: tls.versions,

@@ -15,6 +15,7 @@
 mod agent;
 mod audit;
 mod backup;
+mod ca;
 mod control;
 mod control_audit;
 mod daemon;

@@ -257,6 +257,42 @@ impl Node {
         }
     }
 
+    /// Trusts `roots_pem` (the cluster's roots, as the leader says), if it
+    /// is not what this node trusts already; saves it with the node's keys.
+    pub(crate) fn follow_trust(&self, roots_pem: &str) -> Result<bool, ApiError> {
+        if roots_pem.is_empty() || self.tls.roots().to_pem() == roots_pem {
+            return Ok(false);
+        }
+        let roots = moat_pki::TrustRoots::from_pem(roots_pem.as_bytes()).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("the leader sent roots this node cannot use: {e}"),
+            )
+        })?;
+        if roots.cluster_id().ok() != Some(self.cluster) {
+            return Err(ApiError::new(
+                ErrorKind::Internal,
+                "the leader sent roots of another cluster",
+            ));
+        }
+        let (chain, key) = self.tls.signing_identity().ok_or_else(|| {
+            ApiError::new(ErrorKind::Internal, "this node has no certificate yet")
+        })?;
+        let chain_pem: String = chain.iter().map(|c| der_to_pem(c)).collect();
+        let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        crate::files::save_tls(
+            &self.layout,
+            &self.kek.load(),
+            &self.cluster,
+            &self.id,
+            &chain_pem,
+            &key,
+            &roots,
+        )?;
+        self.tls.set_roots(roots);
+        Ok(true)
+    }
+
     /// Installs a new chain and key after checking them, saves them, and
     /// drops cached connections so the next calls present the new
     /// certificate.
@@ -703,14 +739,17 @@ impl Node {
     // The CA
 
     /// Issues a certificate for `csr_pem` to `node` in `role`, under the
-    /// cluster's policy.
+    /// cluster's policy, from the root that issues now (the new one during
+    /// a root rotation). Returns the certificate, its chain in PEM (with
+    /// the cross-signed new root during a rotation) and the issuing root's
+    /// fingerprint.
     pub(crate) fn issue(
         state: &ClusterState,
         csr_pem: &str,
         node: NodeId,
         role: Role,
     ) -> Result<(moat_pki::IssuedCert, String, String), RpcError> {
-        let ca = state.ca.as_ref().ok_or_else(|| {
+        let (ca, intermediate) = state.issuing_ca().ok_or_else(|| {
             RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
         })?;
         let root = root_ca(ca)?;
@@ -722,9 +761,12 @@ impl Node {
         let issued = root
             .issue(&csr, node, role, expiry, OffsetDateTime::now_utc())
             .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
-        let leaf_pem = der_to_pem(&issued.der);
+        let mut chain_pem = der_to_pem(&issued.der);
+        if let Some(cross) = intermediate {
+            chain_pem.push_str(cross);
+        }
         let issuer = fingerprint(root.certificate());
-        Ok((issued, leaf_pem, issuer))
+        Ok((issued, chain_pem, issuer))
     }
 
     /// The managers, for nodes' failover lists: every Raft member with its
@@ -751,7 +793,16 @@ pub(crate) async fn rotate_standing_token(
     role: Role,
     actor: moat_audit::Actor,
 ) -> Result<(), RpcError> {
-    let bundle = node.tls.roots().to_pem();
+    // Tokens pin the CA's root (not this node's trust, which holds two
+    // roots during a rotation).
+    let bundle = node
+        .read_state()
+        .await?
+        .ca
+        .map(|c| c.root_cert_pem)
+        .ok_or_else(|| {
+            RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+        })?;
     let token = moat_tokens::JoinToken::generate(bundle.as_bytes())
         .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
     let fingerprint = token.fingerprint();

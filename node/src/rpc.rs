@@ -250,6 +250,18 @@ pub(crate) struct HeartbeatResp {
     pub(crate) period_ms: u64,
     /// The cluster's certificate lifetime, seconds.
     pub(crate) cert_expiry_secs: u64,
+    /// The roots every node should trust (PEM): two during a root
+    /// rotation.
+    #[serde(default)]
+    pub(crate) roots_pem: String,
+    /// Fingerprint of the root that issues certificates now: a node whose
+    /// certificate came from another renews.
+    #[serde(default)]
+    pub(crate) issuer: String,
+    /// A root rotation is under way (certificates carry the cross-signed
+    /// root until it ends).
+    #[serde(default)]
+    pub(crate) rotating: bool,
 }
 
 /// `read_index` answer.

@@ -40,8 +40,15 @@ impl ClusterHandler for Service {
             return Err(Status::unavailable("this node is no longer a manager"));
         };
         Ok(match method {
-            method::CA_BUNDLE => encode_answer(&Ok::<_, RpcError>(rpc::CaBundle {
-                roots_pem: node.tls.roots().to_pem(),
+            // The CA's root, which join tokens pin (during a rotation this
+            // node also trusts the new root; a joiner learns it later).
+            method::CA_BUNDLE => encode_answer(&m.local_state().map(|s| {
+                rpc::CaBundle {
+                    roots_pem: s
+                        .ca
+                        .map(|c| c.root_cert_pem)
+                        .unwrap_or_else(|| node.tls.roots().to_pem()),
+                }
             })),
             method::JOIN => encode_answer(&join(&node, &m, &caller, &data).await),
             method::RENEW => encode_answer(&renew(&node, &m, &caller, &data).await),
@@ -450,12 +457,32 @@ fn heartbeat(
     let state = m.local_state()?;
     let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
     node.record_heartbeat(m, id);
-    Ok(rpc::HeartbeatResp {
+    Ok(heartbeat_answer(node, &state, record.role))
+}
+
+/// What the leader tells a node at each heartbeat.
+pub(crate) fn heartbeat_answer(
+    node: &Node,
+    state: &moat_store::model::ClusterState,
+    role: Role,
+) -> rpc::HeartbeatResp {
+    rpc::HeartbeatResp {
         managers: node.manager_peers(),
-        role: record.role,
+        role,
         period_ms: crate::node::HEARTBEAT_PERIOD.as_millis() as u64,
         cert_expiry_secs: state.policy.cert_expiry_secs,
-    })
+        roots_pem: state.trusted_roots_pem().unwrap_or_default(),
+        issuer: issuer_fingerprint(state).unwrap_or_default(),
+        rotating: state.ca_rotation.is_some(),
+    }
+}
+
+/// Fingerprint of the root that issues certificates now.
+pub(crate) fn issuer_fingerprint(state: &moat_store::model::ClusterState) -> Option<String> {
+    state
+        .issuing_ca()
+        .and_then(|(ca, _)| crate::node::root_ca(ca).ok())
+        .map(|r| crate::node::fingerprint(r.certificate()))
 }
 
 async fn propose(

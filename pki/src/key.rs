@@ -94,6 +94,17 @@ impl PrivateKey {
         Ok(Self { pair })
     }
 
+    /// Reads a PKCS#8 PEM key (`-----BEGIN PRIVATE KEY-----`), e.g. an
+    /// operator's own root CA key.
+    pub fn from_pkcs8_pem(pem: &[u8]) -> Result<Self, CertError> {
+        use rustls::pki_types::PrivatePkcs8KeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| {
+            CertError::malformed("private key", format!("not a PKCS#8 PEM key ({e})"))
+        })?;
+        Self::from_pkcs8_der(der.secret_pkcs8_der())
+    }
+
     /// The PKCS#8 DER encoding, in a buffer that is zeroized when dropped.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(self.pair.serialize_der())

@@ -44,7 +44,8 @@ pub use tls::{
     manager_server_name, provider, tls_summary,
 };
 pub use verify::{
-    Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, verify_chain, verify_possession,
+    Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, issued_by, verify_chain,
+    verify_possession,
 };
 
 /// Re-exported so callers name the same DER and time types.

@@ -330,3 +330,35 @@ fn webpki_error(
         },
     }
 }
+
+/// Whether `cert` (DER) names `root` (DER) as its issuer: the same
+/// distinguished name, and the same key identifier where both carry one.
+/// This is naming, not proof (no signature is checked): it tells which of
+/// the roots a node trusts issued a certificate already verified.
+pub fn issued_by(cert: &[u8], root: &[u8]) -> bool {
+    use x509_parser::extensions::ParsedExtension;
+    let (Ok(cert), Ok(root)) = (parse_cert(cert), parse_cert(root)) else {
+        return false;
+    };
+    if cert.issuer().as_raw() != root.subject().as_raw() {
+        return false;
+    }
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        });
+    let ski = root
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+            _ => None,
+        });
+    match (aki, ski) {
+        (Some(a), Some(s)) => a == s,
+        _ => true,
+    }
+}

@@ -324,6 +324,57 @@ pub struct ClusterState {
     /// certificate beyond its record.
     #[serde(default)]
     pub certs: BTreeMap<NodeId, CertInfo>,
+    /// A root CA rotation under way.
+    #[serde(default)]
+    pub ca_rotation: Option<CaRotation>,
+    /// Root CA rotations completed.
+    #[serde(default)]
+    pub ca_generation: u64,
+}
+
+/// A root CA rotation under way (see `docs/runbooks/rotate-the-ca.md`).
+///
+/// While it lasts, nodes trust the old and the new root, the CA issues
+/// from the new root with `cross_signed_pem` (the new root's key certified
+/// by the old root) in every chain, and every node renews. When every
+/// node holds a certificate from the new root (or the rotation is forced),
+/// the leader finishes it: the new root becomes the CA, the old one is
+/// dropped, and the join tokens are replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    /// Which rotation (`ca_generation + 1` when it started).
+    pub id: u64,
+    /// The new root.
+    pub new_ca: CaMaterial,
+    /// The new root cross-signed by the old one, PEM.
+    pub cross_signed_pem: String,
+    /// When it started (Unix seconds).
+    pub started_at: i64,
+    /// Finish without waiting for nodes that have not renewed.
+    pub force: bool,
+    /// The operator supplied the new root.
+    pub external: bool,
+}
+
+impl ClusterState {
+    /// The root that issues certificates now (the new one during a
+    /// rotation) and the intermediate to send with them.
+    pub fn issuing_ca(&self) -> Option<(&CaMaterial, Option<&str>)> {
+        match &self.ca_rotation {
+            Some(r) => Some((&r.new_ca, Some(r.cross_signed_pem.as_str()))),
+            None => self.ca.as_ref().map(|c| (c, None)),
+        }
+    }
+
+    /// The roots every node should trust now, PEM: the CA's, plus the
+    /// new one during a rotation.
+    pub fn trusted_roots_pem(&self) -> Option<String> {
+        let ca = self.ca.as_ref()?;
+        Some(match &self.ca_rotation {
+            Some(r) => format!("{}{}", ca.root_cert_pem, r.new_ca.root_cert_pem),
+            None => ca.root_cert_pem.clone(),
+        })
+    }
 }
 
 /// A node certificate's key algorithm and start of validity.
@@ -475,6 +526,28 @@ pub enum Command {
         /// Key algorithm and start of validity, when known.
         #[serde(default)]
         info: Option<CertInfo>,
+    },
+    /// Starts a root CA rotation.
+    StartCaRotation(CaRotation),
+    /// Lets the rotation `id` finish without the nodes that have not
+    /// renewed.
+    ForceCaRotation {
+        /// The rotation.
+        id: u64,
+    },
+    /// Ends the rotation `id`: the new root becomes the CA, scoped join
+    /// tokens (which pin the old root) are dropped, the standing ones
+    /// replaced.
+    FinishCaRotation {
+        /// The rotation.
+        id: u64,
+        /// New standing join tokens, pinning the new root.
+        join_tokens: JoinTokens,
+    },
+    /// Abandons the rotation `id`: the old root stays the CA.
+    RollbackCaRotation {
+        /// The rotation.
+        id: u64,
     },
     /// Records a security event in the audit log.
     Audit {
@@ -689,6 +762,42 @@ impl ClusterState {
                 Some(node) => node.role = *role,
                 None => return no_such_node(id),
             },
+            Command::StartCaRotation(rotation) => {
+                if self.ca.is_none() {
+                    return Response::Rejected("the cluster is not initialized".into());
+                }
+                if let Some(r) = &self.ca_rotation {
+                    return Response::Rejected(format!(
+                        "root CA rotation {} is already under way",
+                        r.id
+                    ));
+                }
+                if rotation.id != self.ca_generation + 1 {
+                    return Response::Rejected(format!(
+                        "rotation {} does not follow rotation {}",
+                        rotation.id, self.ca_generation
+                    ));
+                }
+                self.ca_rotation = Some(rotation.clone());
+            }
+            Command::ForceCaRotation { id } => match self.ca_rotation.as_mut() {
+                Some(r) if r.id == *id => r.force = true,
+                _ => return Response::Rejected(format!("no root CA rotation {id} under way")),
+            },
+            Command::FinishCaRotation { id, join_tokens } => {
+                let Some(r) = self.ca_rotation.take_if(|r| r.id == *id) else {
+                    return Response::Rejected(format!("no root CA rotation {id} under way"));
+                };
+                self.ca = Some(r.new_ca);
+                self.ca_generation = r.id;
+                self.join_tokens = Some(join_tokens.clone());
+                self.scoped_tokens.clear();
+            }
+            Command::RollbackCaRotation { id } => {
+                if self.ca_rotation.take_if(|r| r.id == *id).is_none() {
+                    return Response::Rejected(format!("no root CA rotation {id} under way"));
+                }
+            }
             Command::Audit { time, event } => {
                 if let Err(reason) = self.audit.append(*time, event) {
                     return Response::Rejected(format!("audit record refused: {reason}"));

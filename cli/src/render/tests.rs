@@ -161,6 +161,7 @@ fn active_manager() -> Info {
         unlock_key_set_at: None,
         unlock_key_generation: 0,
         data_key_version: Some(1),
+        root_rotation: None,
     }
 }
 
