@@ -198,6 +198,12 @@ pub(crate) async fn rotate(node: &Node, req: CaRotateRequest) -> Result<CaInfo, 
     )
     .await?;
     tracing::info!(rotation = id, new_root = %new_fingerprint, external, "root CA rotation started");
+    // This manager renews at once rather than at its next heartbeat (the
+    // others follow at theirs); a one-node cluster is then done.
+    if let Err(e) = crate::agent::renew(node).await {
+        tracing::warn!(error = %e, "renewing from the new root failed; the next heartbeat retries");
+    }
+    finish_if_done(node).await;
     status(&node.read_state().await?)
 }
 
@@ -346,6 +352,18 @@ pub(crate) async fn rollback(node: &Node) -> Result<CaInfo, RpcError> {
     .await?;
     tracing::warn!(rotation = r.id, "root CA rotation rolled back");
     status(&node.read_state().await?)
+}
+
+/// Finishes the rotation now if nothing is left to wait for (after a
+/// renewal); the leader's loop would within a second.
+pub(crate) async fn finish_if_done(node: &Node) {
+    let Some(state) = node.manager.load_full().and_then(|m| m.local_state().ok()) else {
+        return;
+    };
+    if let Err(e) = drive(node, &state).await {
+        // The leader's loop may have finished it first.
+        tracing::debug!(error = %e.message, "root CA rotation not finished here");
+    }
 }
 
 /// The leader's step: finishes the rotation once every node holds a

@@ -433,6 +433,9 @@ async fn renew(
         moat_audit::Action::CERT_RENEW,
     )
     .await?;
+    if state.ca_rotation.is_some() {
+        crate::ca::finish_if_done(node).await;
+    }
     tracing::info!(node = %id, serial = %issued.serial, role = record.role.as_str(), not_after = %issued.not_after, "certificate renewed");
     Ok(rpc::CertResp {
         node_id: id,
