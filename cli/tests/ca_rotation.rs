@@ -62,6 +62,31 @@ fn a_live_cluster_rotates_without_a_failed_request() {
         .unwrap()
         .to_string();
 
+    // Enough audit records for the leader to sign a tree head under the
+    // old root (it signs every 256 records).
+    for i in 0..260 {
+        h.moat(
+            "manager-1",
+            &[
+                "node",
+                "update",
+                "--label-add",
+                &format!("pre={i}"),
+                &worker_id,
+            ],
+        )
+        .ok();
+    }
+    h.wait_until(
+        "a tree head signed under the old root",
+        Duration::from_secs(10),
+        || {
+            let r = h.moat("manager-1", &["audit", "report", "--format", "json"]);
+            serde_json::from_str::<Value>(&r.stdout)
+                .is_ok_and(|v| v["inventory"]["audit"]["heads"].as_u64() >= Some(1))
+        },
+    );
+
     // A client keeps writing to the store through every manager.
     let h = Arc::new(h);
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,6 +166,33 @@ fn a_live_cluster_rotates_without_a_failed_request() {
         phases.contains("\"phase\":\"start\"") && phases.contains("\"phase\":\"finish\""),
         "{phases}"
     );
+
+    // The audit log signed before and after the rotation still verifies:
+    // the export carries the old root too.
+    let export = h.dir().join("audit");
+    h.moat(
+        "manager-1",
+        &["audit", "export", "-o", &format!("{}/", export.display())],
+    )
+    .ok();
+    let verified = h.moat("manager-1", &["audit", "verify", export.to_str().unwrap()]);
+    assert!(verified.ok().contains("OK: "), "{}", verified.stdout);
+    let roots = std::fs::read_to_string(export.join("ca.pem")).unwrap();
+    assert_eq!(roots.matches("BEGIN CERTIFICATE").count(), 2, "{roots}");
+    // …which the head signed before the rotation needs.
+    let new_only = h.dir().join("new-root.pem");
+    std::fs::write(&new_only, info["root_pem"].as_str().unwrap()).unwrap();
+    let partial = h.moat(
+        "manager-1",
+        &[
+            "audit",
+            "verify",
+            export.to_str().unwrap(),
+            "--ca",
+            new_only.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(partial.code, 1, "{}", partial.stdout);
 
     // Old tokens are refused, new ones work.
     let mut h = Arc::try_unwrap(h).unwrap_or_else(|_| panic!("harness still shared"));

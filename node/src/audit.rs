@@ -436,13 +436,21 @@ pub(crate) fn prove(node: &Node, m: &ManagerRt, seq: u64) -> Result<String, RpcE
     Ok(file.to_json())
 }
 
-/// The root CA certificate(s), PEM.
+/// The root CA certificate(s) an export carries, PEM: the current root,
+/// any root a rotation under way moves to, and the roots rotations
+/// replaced (older heads were signed under them).
 pub(crate) fn ca_pem(state: &ClusterState) -> Result<String, RpcError> {
-    state
-        .ca
-        .as_ref()
-        .map(|c| c.root_cert_pem.clone())
-        .ok_or_else(|| RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized"))
+    let current = state.trusted_roots_pem().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    Ok(state
+        .retired_roots
+        .iter()
+        .rev()
+        .fold(current, |mut all, old| {
+            all.push_str(old);
+            all
+        }))
 }
 
 /// `moat audit hash`: the keyed hash of `value`.

@@ -104,7 +104,7 @@ pub(crate) async fn ca_rollback(
 pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInventory> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let root_ca = crate::ca::root_info(&crate::audit::ca_pem(&state)?)?;
+    let root_ca = crate::ca::status(&state)?.root;
     let nodes = state
         .nodes
         .values()

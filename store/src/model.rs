@@ -330,6 +330,10 @@ pub struct ClusterState {
     /// Root CA rotations completed.
     #[serde(default)]
     pub ca_generation: u64,
+    /// Roots replaced by rotations, oldest first (PEM): audit tree heads
+    /// signed under them stay checkable.
+    #[serde(default)]
+    pub retired_roots: Vec<String>,
 }
 
 /// A root CA rotation under way (see `docs/runbooks/rotate-the-ca.md`).
@@ -788,7 +792,9 @@ impl ClusterState {
                 let Some(r) = self.ca_rotation.take_if(|r| r.id == *id) else {
                     return Response::Rejected(format!("no root CA rotation {id} under way"));
                 };
-                self.ca = Some(r.new_ca);
+                if let Some(old) = self.ca.replace(r.new_ca) {
+                    self.retired_roots.push(old.root_cert_pem);
+                }
                 self.ca_generation = r.id;
                 self.join_tokens = Some(join_tokens.clone());
                 self.scoped_tokens.clear();
