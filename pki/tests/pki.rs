@@ -391,6 +391,36 @@ fn cross_signed_rotation_verifies_against_old_and_new_roots() {
         old.cross_sign(&root(), now()),
         Err(CertError::WrongCluster { .. })
     ));
+    // Which root issued a leaf, by name and key identifier.
+    let (_, old_creds, _) = node(&old, Role::Worker, now());
+    assert!(moat_pki::issued_by(
+        chain[0].as_ref(),
+        new.certificate().as_ref()
+    ));
+    assert!(!moat_pki::issued_by(
+        chain[0].as_ref(),
+        old.certificate().as_ref()
+    ));
+    assert!(moat_pki::issued_by(
+        old_creds.chain[0].as_ref(),
+        old.certificate().as_ref()
+    ));
+    assert!(!moat_pki::issued_by(
+        old_creds.chain[0].as_ref(),
+        new.certificate().as_ref()
+    ));
+    assert!(!moat_pki::issued_by(b"junk", new.certificate().as_ref()));
+}
+
+#[test]
+fn a_pkcs8_pem_key_reads_back() {
+    let ca = root();
+    let der = ca.key().to_pkcs8_der();
+    let b64 = data_encoding::BASE64.encode(&der);
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    let key = PrivateKey::from_pkcs8_pem(pem.as_bytes()).unwrap();
+    assert_eq!(key.public_key_der(), ca.key().public_key_der());
+    assert!(PrivateKey::from_pkcs8_pem(b"not a key").is_err());
 }
 
 #[test]
