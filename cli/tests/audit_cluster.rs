@@ -597,3 +597,50 @@ fn tampering_found_on_a_worker_reaches_the_cluster_log() {
     let theirs = records(&h, "manager-1", &["--node", &worker]);
     assert!(theirs.iter().all(|r| r["node"] == worker.as_str()));
 }
+
+/// A change asked of a follower while the leader has no quorum: it fails
+/// once, within the bound, and is never proposed twice.
+#[test]
+fn a_change_on_a_follower_without_quorum_is_proposed_once() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let names = [
+        "manager-1",
+        "manager-2",
+        "manager-3",
+        "manager-4",
+        "manager-5",
+    ];
+    h.cluster(&names, &[]);
+    let leader = h.moat("manager-1", &["info", "--format", "json"]).json()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids = h.nodes("manager-1");
+    let leader_name = ids
+        .iter()
+        .find(|(_, n)| n["id"] == leader.as_str())
+        .map(|(name, _)| name.clone())
+        .unwrap();
+    let followers: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != leader_name)
+        .collect();
+    let asker = followers[0];
+    for gone in &followers[1..] {
+        h.kill(gone);
+    }
+    let started = std::time::Instant::now();
+    h.moat(asker, &["join-token", "--rotate", "-q", "worker"])
+        .fails_with("quorum");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for gone in &followers[1..] {
+        h.restart(gone);
+    }
+    h.wait_until("the cluster to answer", Duration::from_secs(30), || {
+        h.moat(asker, &["join-token", "-q", "worker"]).code == 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rotated = records(&h, asker, &["--action", "token.rotate"]);
+    assert!(rotated.len() <= 1, "proposed more than once: {rotated:#?}");
+}

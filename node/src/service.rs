@@ -182,9 +182,13 @@ async fn join(
         .remote
         .map(|r| r.to_string())
         .unwrap_or_else(|| "unknown".into());
-    let result = admit(node, m, &req, &remote).await;
-    if let Err(e) = &result {
-        // Refusals are recorded apart (nothing was committed for them).
+    let mut recorded = false;
+    let result = admit(node, m, &req, &remote, &mut recorded).await;
+    if let Err(e) = &result
+        && !recorded
+    {
+        // Refused before anything was proposed: recorded here. (A join the
+        // raft log refused is recorded with its proposal, as failed.)
         let fingerprint = JoinToken::from_str(&req.token)
             .map(|t| t.fingerprint().to_string())
             .unwrap_or_else(|_| "malformed".into());
@@ -226,6 +230,7 @@ async fn admit(
     m: &ManagerRt,
     req: &rpc::JoinReq,
     remote: &str,
+    recorded: &mut bool,
 ) -> Result<rpc::CertResp, RpcError> {
     let token = JoinToken::from_str(&req.token)
         .map_err(|e| RpcError::new(RpcErrorKind::BadToken, format!("invalid join token: {e}")))?;
@@ -316,6 +321,9 @@ async fn admit(
     )
     .await
     .map_err(|e| {
+        // Rejected by the log: the entry, and with it the failed record,
+        // was committed.
+        *recorded = e.kind == RpcErrorKind::FailedPrecondition;
         let refused = [refusal::INVALID, refusal::USED_UP, refusal::EXPIRED]
             .iter()
             .any(|p| e.message.starts_with(p));
@@ -560,12 +568,17 @@ async fn admin(
         Err(e) => return Err(e),
     };
     let mut admin: rpc::Admin = rpc::decode(method::ADMIN, data)?;
-    // A worker may only ask to leave, for itself (and is named as the node
-    // the request came in on); everything else needs a manager.
+    // A worker may only ask to leave, for itself; everything else needs a
+    // manager.
     match &admin.req {
         rpc::AdminReq::Leave { id, .. } if *id == caller_id => {
+            // A worker speaks for itself: its word on who asked is not
+            // taken.
             if manager_member(m, caller).is_err() {
-                admin.by.node = caller_id;
+                admin.by = rpc::RequestedBy {
+                    node: caller_id,
+                    actor: moat_audit::Actor::node(caller_id).to_string(),
+                };
             }
         }
         _ => {

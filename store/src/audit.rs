@@ -488,6 +488,31 @@ mod tests {
     }
 
     #[test]
+    fn a_store_dump_hides_the_audit_key_and_a_rotating_root_key() {
+        use crate::model::{CaMaterial, CaRotation, ClusterState};
+        let mut s = ClusterState::default();
+        s.audit.set_key(&Secret::new("auditkeysecret")).unwrap();
+        s.ca_rotation = Some(CaRotation {
+            id: 1,
+            new_ca: CaMaterial {
+                root_cert_pem: "cert".into(),
+                root_key_pkcs8: Secret::new("rootkeysecret"),
+            },
+            cross_signed_pem: "cross".into(),
+            started_at: 0,
+            force: false,
+            external: false,
+        });
+        let hidden = s.to_dump_json(false).to_string();
+        assert!(
+            !hidden.contains("auditkeysecret") && !hidden.contains("rootkeysecret"),
+            "{hidden}"
+        );
+        let shown = s.to_dump_json(true).to_string();
+        assert!(shown.contains("auditkeysecret") && shown.contains("rootkeysecret"));
+    }
+
+    #[test]
     fn key_is_set_once() {
         let mut t = AuditTrail::default();
         t.set_key(&Secret::new("a")).unwrap();

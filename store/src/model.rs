@@ -894,6 +894,18 @@ impl ClusterState {
             if self.unlock_key.is_some() {
                 v["unlock_key"] = "<redacted>".into();
             }
+            if let Some(audit) = v.get_mut("audit").and_then(|a| a.as_object_mut())
+                && self.audit.key().is_some()
+            {
+                audit.insert("key".into(), "<redacted>".into());
+            }
+            if let Some(ca) = v
+                .get_mut("ca_rotation")
+                .and_then(|r| r.get_mut("new_ca"))
+                .and_then(|c| c.as_object_mut())
+            {
+                ca.insert("root_key_pkcs8".into(), "<redacted>".into());
+            }
             if let Some(scoped) = v.get_mut("scoped_tokens").and_then(|t| t.as_object_mut()) {
                 for (id, token) in scoped.iter_mut() {
                     token["token"] = format!("<redacted; fingerprint {id}>").into();
