@@ -9,21 +9,26 @@
 //! * the encrypted store (`OpenStore::create`/`open`, every log record and
 //!   snapshot sealed with the DEK) and the same store with encryption off
 //!   (`RecordCipher::danger_plaintext`, which exists only for this);
-//! * 1 writer and 64 concurrent writers.
+//! * 1 writer and 64 concurrent writers;
+//! * with `--audit`, also the encrypted store with every write wrapped in
+//!   `Command::Audited` (the change and its audit record, a `node.label`
+//!   event, committed in one raft entry), as moat's control API writes an
+//!   operator's change.
 //!
-//! The encrypted and plaintext runs of one (cluster size, writers) pair are
-//! interleaved — plaintext first in even rounds, encrypted first in odd
-//! ones — and every run starts from fresh directories and is warmed up
-//! before timing, so both see the same machine conditions. The ratio column
-//! is encrypted over plaintext throughput (target: at least 95 %).
+//! The runs of one (cluster size, writers) pair are interleaved — plaintext,
+//! encrypted, audited in even rounds, the reverse in odd ones — and every
+//! run starts from fresh directories and is warmed up before timing, so all
+//! see the same machine conditions. The ratio columns are encrypted over
+//! plaintext throughput (target: at least 95 %) and audited over unaudited
+//! encrypted throughput ("audit on/off").
 //!
 //! If an `etcd` binary is on `PATH` (or named by `MOAT_BENCH_ETCD`), the
 //! same puts are then sent to a 1-member and a 3-member etcd cluster on
 //! loopback over etcd's gRPC API, as a baseline. etcd runs without TLS.
 //!
 //! `cargo run --release -p moat-bench --bin store -- [--quick]
-//! [--commands N] [--rounds R] [--no-etcd] [--dir DIR]`. `--quick` writes 300
-//! commands per run once (a smoke run; figures not meaningful).
+//! [--commands N] [--rounds R] [--audit] [--no-etcd] [--dir DIR]`. `--quick`
+//! writes 300 commands per run once (a smoke run; figures not meaningful).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -42,6 +47,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
 use moat_lock::{KeySource, UnlockKey};
 use moat_node::{RaftManager, raft_config};
 use moat_pki::{
@@ -56,7 +62,8 @@ use tokio::net::TcpListener;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
-const USAGE: &str = "usage: store [--quick] [--commands N] [--rounds R] [--no-etcd] [--dir DIR]";
+const USAGE: &str =
+    "usage: store [--quick] [--commands N] [--rounds R] [--audit] [--no-etcd] [--dir DIR]";
 
 /// Untimed writes before every timed run: connections are up, the leader
 /// has replicated to its followers and the log files exist.
@@ -67,6 +74,7 @@ struct Options {
     quick: bool,
     commands: u32,
     rounds: u32,
+    audit: bool,
     etcd: bool,
     dir: PathBuf,
 }
@@ -76,6 +84,7 @@ fn parse_args() -> Result<Options> {
         quick: false,
         commands: 5_000,
         rounds: 2,
+        audit: false,
         etcd: true,
         dir: std::env::temp_dir(),
     };
@@ -97,6 +106,7 @@ fn parse_args() -> Result<Options> {
                 rounds = Some(v.parse().with_context(|| format!("--rounds {v}"))?);
             }
             "--dir" => opts.dir = PathBuf::from(value("--dir")?),
+            "--audit" => opts.audit = true,
             "--no-etcd" => opts.etcd = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -135,37 +145,59 @@ async fn run(opts: &Options) -> Result<()> {
         opts.rounds,
         opts.dir.display()
     );
+    let modes: &[Mode] = if opts.audit {
+        &[Mode::Plaintext, Mode::Encrypted, Mode::Audited]
+    } else {
+        &[Mode::Plaintext, Mode::Encrypted]
+    };
     for size in [1, 3] {
         for writers in [1, 64] {
-            let (mut plain, mut sealed) = (Sample::default(), Sample::default());
+            let mut samples: Vec<Sample> = modes.iter().map(|_| Sample::default()).collect();
             for round in 0..opts.rounds {
-                let order = if round % 2 == 0 {
-                    [false, true]
-                } else {
-                    [true, false]
-                };
-                for encrypted in order {
+                // Neighbours swap who goes first every round.
+                let mut order: Vec<usize> = (0..modes.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let mode = modes[i];
                     eprintln!(
                         "moat: {size} manager(s), {}, {writers} writer(s), round {}/{}",
-                        if encrypted { "encrypted" } else { "plaintext" },
+                        mode.label(),
                         round + 1,
                         opts.rounds
                     );
-                    let sample = moat_run(&pki, &opts.dir, size, encrypted, writers, opts.commands)
+                    let sample = moat_run(&pki, &opts.dir, size, mode, writers, opts.commands)
                         .await
                         .with_context(|| {
-                            format!("moat, {size} manager(s), encrypted={encrypted}, {writers} writer(s)")
+                            format!(
+                                "moat, {size} manager(s), {}, {writers} writer(s)",
+                                mode.label()
+                            )
                         })?;
-                    if encrypted {
-                        sealed.merge(sample);
-                    } else {
-                        plain.merge(sample);
-                    }
+                    samples[i].merge(sample);
                 }
             }
-            let ratio = sealed.rate() / plain.rate();
+            let mut samples = samples.into_iter();
+            let (plain, sealed) = (
+                samples.next().unwrap_or_default(),
+                samples.next().unwrap_or_default(),
+            );
+            let (plain_rate, sealed_rate) = (plain.rate(), sealed.rate());
             table.row("moat", size, "plaintext", writers, plain, None);
+            let ratio = Ratio::EncPlain(sealed_rate / plain_rate);
             table.row("moat", size, "AES-256-GCM", writers, sealed, Some(ratio));
+            if let Some(audited) = samples.next() {
+                let ratio = Ratio::AuditOnOff(audited.rate() / sealed_rate);
+                table.row(
+                    "moat+audit",
+                    size,
+                    "AES-256-GCM",
+                    writers,
+                    audited,
+                    Some(ratio),
+                );
+            }
         }
     }
 
@@ -310,8 +342,56 @@ fn records(count: u32) -> Vec<NodeRecord> {
         .collect()
 }
 
+/// `record` written as an operator's label change is: in one raft entry
+/// with its audit record, recorded by `manager` at `time`.
+fn audited(record: NodeRecord, manager: NodeId, time: i64) -> Result<Command> {
+    let mut details = Details::new();
+    details.insert("hostname", &record.hostname)?;
+    let labels: Vec<String> = record
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    details.insert("labels_add", &labels.join(","))?;
+    details.insert("request", "moat node update --label-add")?;
+    let event = Event {
+        node: manager,
+        actor: Actor::local_user(1000),
+        action: Action::NODE_LABEL,
+        target: Text::new("target", &format!("node:{}", record.id))?,
+        outcome: Outcome::Success,
+        details,
+    };
+    Ok(Command::Audited {
+        change: Box::new(Command::PutNode(record)),
+        time,
+        event,
+    })
+}
+
 // ---------------------------------------------------------------------------
 // moat
+
+/// What a run's store is and what it is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Encryption off (`RecordCipher::danger_plaintext`), plain writes.
+    Plaintext,
+    /// The normal, encrypted store, plain writes.
+    Encrypted,
+    /// The encrypted store, every write wrapped in `Command::Audited`.
+    Audited,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Plaintext => "plaintext",
+            Mode::Encrypted => "encrypted",
+            Mode::Audited => "encrypted, audited",
+        }
+    }
+}
 
 /// A cluster CA and three managers' TLS identities, shared by every run
 /// (each run has fresh stores).
@@ -371,7 +451,7 @@ async fn moat_run(
     pki: &Pki,
     base: &Path,
     size: usize,
-    encrypted: bool,
+    mode: Mode,
     writers: usize,
     commands: u32,
 ) -> Result<Sample> {
@@ -386,7 +466,7 @@ async fn moat_run(
                 &root.path().join(format!("manager-{i}")),
                 pki.cluster,
                 *id,
-                encrypted,
+                mode != Mode::Plaintext,
             )?;
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -408,13 +488,20 @@ async fn moat_run(
             .map_err(|e| anyhow!("initializing the cluster: {e}"))?;
         let leader = moat_leader(&managers).await?;
         let raft = managers[leader].raft.clone();
-        let records = Arc::new(records(WARM_UP + commands));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let writes = records(WARM_UP + commands)
+            .into_iter()
+            .map(|r| match mode {
+                Mode::Audited => audited(r, managers[leader].id, now),
+                Mode::Plaintext | Mode::Encrypted => Ok(Command::PutNode(r)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let writes = Arc::new(writes);
         let write = move |i: u32| {
-            let (raft, records) = (raft.clone(), records.clone());
+            let (raft, writes) = (raft.clone(), writes.clone());
             async move {
-                let record = records[i as usize].clone();
                 let resp = raft
-                    .client_write(Command::PutNode(record))
+                    .client_write(writes[i as usize].clone())
                     .await
                     .map_err(|e| anyhow!("client_write: {e}"))?;
                 ensure!(
@@ -724,7 +811,16 @@ struct Row {
     encryption: &'static str,
     writers: usize,
     sample: Sample,
-    ratio: Option<f64>,
+    ratio: Option<Ratio>,
+}
+
+/// A row's throughput over another row's of the same configuration.
+#[derive(Clone, Copy)]
+enum Ratio {
+    /// Encrypted over plaintext.
+    EncPlain(f64),
+    /// Audited over unaudited (both encrypted).
+    AuditOnOff(f64),
 }
 
 #[derive(Default)]
@@ -740,7 +836,7 @@ impl Table {
         encryption: &'static str,
         writers: usize,
         sample: Sample,
-        ratio: Option<f64>,
+        ratio: Option<Ratio>,
     ) {
         self.rows.push(Row {
             system: system.to_string(),
@@ -753,9 +849,18 @@ impl Table {
     }
 
     fn print(&mut self, opts: &Options) {
+        // The audit column only when audited rows were measured.
+        let audit_column = |text: &str| {
+            if opts.audit {
+                format!(" {text:>12}")
+            } else {
+                String::new()
+            }
+        };
+        let percent = |r: f64| format!("{:.1}%", 100.0 * r);
         println!();
         println!(
-            "{:<12} {:>5} {:<14} {:>7} {:>9} {:>12} {:>8} {:>8} {:>12}",
+            "{:<12} {:>5} {:<14} {:>7} {:>9} {:>12} {:>8} {:>8} {:>12}{}",
             "system",
             "nodes",
             "encryption",
@@ -764,14 +869,17 @@ impl Table {
             "runs min-max",
             "p50 ms",
             "p99 ms",
-            "enc / plain"
+            "enc / plain",
+            audit_column("audit on/off")
         );
         for row in &mut self.rows {
-            let ratio = row
-                .ratio
-                .map_or(String::new(), |r| format!("{:.1}%", 100.0 * r));
+            let (enc, audit) = match row.ratio {
+                None => (String::new(), String::new()),
+                Some(Ratio::EncPlain(r)) => (percent(r), String::new()),
+                Some(Ratio::AuditOnOff(r)) => (String::new(), percent(r)),
+            };
             println!(
-                "{:<12} {:>5} {:<14} {:>7} {:>9.0} {:>12} {:>8.2} {:>8.2} {:>12}",
+                "{:<12} {:>5} {:<14} {:>7} {:>9.0} {:>12} {:>8.2} {:>8.2} {:>12}{}",
                 row.system,
                 row.nodes,
                 row.encryption,
@@ -780,7 +888,8 @@ impl Table {
                 row.sample.spread(),
                 row.sample.percentile_ms(50),
                 row.sample.percentile_ms(99),
-                ratio
+                enc,
+                audit_column(&audit)
             );
         }
         println!(
@@ -789,6 +898,13 @@ impl Table {
              enc / plain = encrypted over plaintext throughput (target >= 95%)",
             opts.commands, opts.rounds
         );
+        if opts.audit {
+            println!(
+                "moat+audit: every write is Command::Audited (the PutNode and its node.label \
+                 audit record in one raft entry); audit on/off = its throughput over \
+                 AES-256-GCM's without audit"
+            );
+        }
         if opts.quick {
             println!("(--quick: short runs, figures are only a smoke test)");
         }
