@@ -519,7 +519,7 @@ fn scan_lines(
         }
         let mut start = 0;
         let mut keep_going = true;
-        while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
             let end = start + pos;
             keep_going = if partial.is_empty() {
                 line_fits(&buf[start..end])? && f(&buf[start..end])
