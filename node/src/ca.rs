@@ -412,6 +412,15 @@ pub(crate) async fn drive(node: &Node, state: &ClusterState) -> Result<(), RpcEr
     )
     .await?;
     tracing::info!(rotation = r.id, new_root = %new_fingerprint, left_behind = left_behind.len(), "root CA rotation finished; join tokens replaced");
+    // This manager switches now; the others at their next heartbeat.
+    match node.follow_trust(&r.new_ca.root_cert_pem) {
+        Ok(_) => node
+            .renew_soon
+            .store(true, std::sync::atomic::Ordering::SeqCst),
+        Err(e) => {
+            tracing::warn!(error = %e, "switching trust to the new root failed; the next heartbeat retries")
+        }
+    }
     Ok(())
 }
 
