@@ -164,11 +164,23 @@ pub(crate) fn open<R: Read>(
 ) -> Result<(age::stream::StreamReader<HeaderBudget<R>>, Encryption), BackupError> {
     // The header, then age's 16-byte nonce.
     let budget = Rc::new(Cell::new(Some(max_header + 16)));
+    let start = Rc::new(std::cell::RefCell::new(Vec::new()));
     let reader = HeaderBudget {
         inner: input,
         remaining: Rc::clone(&budget),
+        start: Rc::clone(&start),
     };
-    let decryptor = age::Decryptor::new(reader).map_err(|e| map_header_error(e, max_header))?;
+    let decryptor = age::Decryptor::new(reader).map_err(|e| {
+        // age says "unknown format" for any header it cannot parse: if
+        // the file is age v1, its header was damaged.
+        let v1 = start.borrow().as_slice() == AGE_V1_INTRO;
+        match map_header_error(e, max_header) {
+            BackupError::UnsupportedAgeFormat if v1 => BackupError::Damaged {
+                reason: Damage::AgeHeader,
+            },
+            other => other,
+        }
+    })?;
     budget.set(None);
 
     let scrypt = decryptor.is_scrypt();
@@ -244,7 +256,13 @@ fn map_key_error(e: age::DecryptError, scrypt: bool) -> BackupError {
 pub(crate) struct HeaderBudget<R> {
     inner: R,
     remaining: Rc<Cell<Option<u64>>>,
+    /// The first bytes read (up to the age v1 intro line's length), to
+    /// tell a damaged v1 header from another age version.
+    start: Rc<std::cell::RefCell<Vec<u8>>>,
 }
+
+/// The first line of every age v1 file.
+const AGE_V1_INTRO: &[u8] = b"age-encryption.org/v1\n";
 
 impl<R: Read> Read for HeaderBudget<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -255,6 +273,9 @@ impl<R: Read> Read for HeaderBudget<R> {
                 let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let n = self.inner.read(&mut buf[..max])?;
                 self.remaining.set(Some(left - n as u64));
+                let mut start = self.start.borrow_mut();
+                let want = AGE_V1_INTRO.len().saturating_sub(start.len()).min(n);
+                start.extend_from_slice(&buf[..want]);
                 Ok(n)
             }
         }
@@ -345,6 +366,7 @@ mod tests {
         let mut r = HeaderBudget {
             inner: &data[..],
             remaining: Rc::clone(&budget),
+            start: Rc::default(),
         };
         let mut buf = [0u8; 64];
         assert_eq!(r.read(&mut buf).unwrap(), 10);

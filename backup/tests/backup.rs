@@ -486,6 +486,35 @@ fn age_nonce_or_header_mac_flip_is_damaged() {
     );
 }
 
+/// Any single bit flipped anywhere in the age header — including ones
+/// that make it unparseable, such as a base64 character of the MAC turned
+/// into a non-base64 one — is damage, never "another age version".
+#[test]
+fn every_header_bit_flip_is_damage_not_an_unknown_version() {
+    let k = key();
+    let out = encrypted(&k);
+    let header_end = age_payload_start(&out) - 16;
+    let intro = b"age-encryption.org/v1\n".len();
+    for at in intro..header_end {
+        for mask in [0x01u8, 0x20, 0x80] {
+            let mut bad = out.clone();
+            bad[at] ^= mask;
+            let e = read_backup(&bad[..], &ids(&k)).unwrap_err();
+            assert!(
+                !matches!(e, BackupError::UnsupportedAgeFormat),
+                "flip {mask:#x} at {at}: {e:?}"
+            );
+        }
+    }
+    // A file that is not age v1 still says so.
+    let mut v2 = out.clone();
+    v2[20] = b'2';
+    assert!(matches!(
+        read_backup(&v2[..], &ids(&k)).unwrap_err(),
+        BackupError::UnsupportedAgeFormat
+    ));
+}
+
 #[test]
 fn data_appended_to_an_age_file_is_damaged() {
     let k = key();
