@@ -32,6 +32,14 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 /// bound for a dead node to show Down is this plus one liveness tick
 /// ([`LIVENESS_TICK`]) plus a Raft commit.
 pub const DOWN_AFTER: Duration = Duration::from_secs(5);
+/// After an election, how long a node recorded Ready may go without a
+/// heartbeat to the new leader before it is marked Down: longer than
+/// [`DOWN_AFTER`], because a node may first wait out a call to the old
+/// leader (cut off, not crashed: [`rpc::CALL_TIMEOUT`]) before it finds
+/// the new one, a heartbeat period later.
+pub(crate) const ELECTION_GRACE: Duration = Duration::from_secs(
+    DOWN_AFTER.as_secs() + rpc::CALL_TIMEOUT.as_secs() + HEARTBEAT_PERIOD.as_secs(),
+);
 /// How often the leader compares heartbeats with the recorded status.
 pub const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// A manager the leader heard from within this is reachable for quorum
@@ -1082,8 +1090,8 @@ async fn liveness_monitor(node: std::sync::Weak<Node>, rt: std::sync::Weak<Manag
                     // a node recorded Down stays Down until it heartbeats.
                     let ready = n.id == node.id
                         || match l.last_seen.get(&n.id) {
-                            Some(at) => (*at).max(since).elapsed() < DOWN_AFTER,
-                            None => n.ready && since.elapsed() < DOWN_AFTER,
+                            Some(at) if *at >= since => at.elapsed() < DOWN_AFTER,
+                            Some(_) | None => n.ready && since.elapsed() < ELECTION_GRACE,
                         };
                     (ready != n.ready).then_some((n.id, ready))
                 })
