@@ -475,54 +475,33 @@ impl Node {
                 }
             }
         }
-        // Sent to the leader once: a proposal is not idempotent, and one
-        // that timed out may still commit, so only a "not leader" answer
-        // (nothing was proposed) is followed. The wait covers the leader's
-        // own bound.
-        let req = rpc::ProposeReq { command };
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut hint: Option<Peer> = None;
-        loop {
-            let Some(leader) = hint.take().or_else(|| m.leader()) else {
-                if Instant::now() >= deadline {
-                    return Err(no_leader(RpcError::new(
-                        RpcErrorKind::Unavailable,
-                        "no leader was elected in time",
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let answer: Result<rpc::Nothing, RpcError> = self
-                .call(
-                    &leader.addr,
-                    method::PROPOSE,
-                    &req,
-                    COMMIT_WAIT + rpc::CALL_TIMEOUT,
+        // Forwarded to the leader, and sent again after a timeout while a
+        // leader is looked for: the `Once` id makes a repeat of a proposal
+        // that did reach the log answer instead of applying twice.
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let req = rpc::ProposeReq {
+            command: Command::Once {
+                id: u128::from_le_bytes(id),
+                command: Box::new(command),
+            },
+        };
+        let answer: Result<rpc::Nothing, RpcError> = self
+            .call_leader(method::PROPOSE, &req, rpc::CALL_TIMEOUT)
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == RpcErrorKind::Unavailable && !e.message.contains("quorum") => {
+                Err(RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!(
+                        "no quorum: the leader did not confirm the change ({}); it may still be committed, with its audit record",
+                        e.message
+                    ),
                 )
-                .await;
-            match answer {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind == RpcErrorKind::NotLeader && Instant::now() < deadline => {
-                    hint = e.leader.clone();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) if e.kind == RpcErrorKind::NotLeader => return Err(no_leader(e)),
-                Err(e)
-                    if e.kind == RpcErrorKind::Unavailable
-                        && !e.message.starts_with("no quorum") =>
-                {
-                    return Err(RpcError::new(
-                        RpcErrorKind::Unavailable,
-                        format!(
-                            "no quorum: the leader did not confirm the change ({}); it may still be committed, with its audit record",
-                            e.message
-                        ),
-                    )
-                    .hint("check that the leader and a majority of managers are up (`moat node ls`), then check with `moat audit tail`"));
-                }
-                Err(e) => return Err(e),
+                .hint("check that the leader and a majority of managers are up (`moat node ls`), then check with `moat audit tail`"))
             }
+            Err(e) => Err(e),
         }
     }
 

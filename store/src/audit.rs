@@ -513,6 +513,44 @@ mod tests {
     }
 
     #[test]
+    fn a_proposal_sent_twice_is_applied_once() {
+        use crate::model::{ClusterState, Command, Response};
+        let mut s = ClusterState::default();
+        let once = |id: u128, target: &str| Command::Once {
+            id,
+            command: Box::new(Command::Audit {
+                time: 1_700_000_000,
+                event: event(target),
+            }),
+        };
+        assert_eq!(s.apply(&once(7, "a")), Response::Applied);
+        assert_eq!(s.apply(&once(7, "a")), Response::Applied);
+        assert_eq!(s.audit.size(), 1);
+        assert_eq!(s.apply(&once(8, "a")), Response::Applied);
+        assert_eq!(s.audit.size(), 2);
+        // A repeat gets the first answer, a refusal included.
+        let bad = Command::Once {
+            id: 9,
+            command: Box::new(Command::RevokeToken { id: "nope".into() }),
+        };
+        let first = s.apply(&bad);
+        assert!(matches!(first, Response::Rejected(_)));
+        assert_eq!(s.apply(&bad), first);
+        // Only the newest ids are kept.
+        for id in 100..(100 + crate::model::MAX_RECENT_PROPOSALS as u128) {
+            s.apply(&once(id, "b"));
+        }
+        assert_eq!(s.recent_proposals.len(), crate::model::MAX_RECENT_PROPOSALS);
+        let size = s.audit.size();
+        s.apply(&once(7, "a"));
+        assert_eq!(
+            s.audit.size(),
+            size + 1,
+            "an id forgotten long ago applies again"
+        );
+    }
+
+    #[test]
     fn key_is_set_once() {
         let mut t = AuditTrail::default();
         t.set_key(&Secret::new("a")).unwrap();

@@ -334,7 +334,15 @@ pub struct ClusterState {
     /// signed under them stay checkable.
     #[serde(default)]
     pub retired_roots: Vec<String>,
+    /// The last [`MAX_RECENT_PROPOSALS`] [`Command::Once`] ids applied,
+    /// oldest first, with their responses: a proposal sent again (a
+    /// retry after a timeout) is answered, not applied twice.
+    #[serde(default)]
+    pub recent_proposals: std::collections::VecDeque<(u128, Response)>,
 }
+
+/// How many [`Command::Once`] ids the state remembers.
+pub const MAX_RECENT_PROPOSALS: usize = 1024;
 
 /// A root CA rotation under way (see `docs/runbooks/rotate-the-ca.md`).
 ///
@@ -530,6 +538,15 @@ pub enum Command {
         /// Key algorithm and start of validity, when known.
         #[serde(default)]
         info: Option<CertInfo>,
+    },
+    /// Applies `command` once, whatever number of times this entry is
+    /// proposed under the same `id` (a forwarded proposal retried after a
+    /// timeout): a repeat gets the first one's response.
+    Once {
+        /// A random id chosen by the proposer.
+        id: u128,
+        /// The command.
+        command: Box<Command>,
     },
     /// Starts a root CA rotation.
     StartCaRotation(CaRotation),
@@ -766,6 +783,17 @@ impl ClusterState {
                 Some(node) => node.role = *role,
                 None => return no_such_node(id),
             },
+            Command::Once { id, command } => {
+                if let Some((_, response)) = self.recent_proposals.iter().find(|(i, _)| i == id) {
+                    return response.clone();
+                }
+                let response = self.apply(command);
+                if self.recent_proposals.len() >= MAX_RECENT_PROPOSALS {
+                    self.recent_proposals.pop_front();
+                }
+                self.recent_proposals.push_back((*id, response.clone()));
+                return response;
+            }
             Command::StartCaRotation(rotation) => {
                 if self.ca.is_none() {
                     return Response::Rejected("the cluster is not initialized".into());
