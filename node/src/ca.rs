@@ -109,7 +109,9 @@ pub(crate) fn status(state: &ClusterState) -> Result<CaInfo, RpcError> {
 }
 
 /// `moat ca --rotate`: starts a rotation (or forces the one under way).
-pub(crate) async fn rotate(node: &Node, req: CaRotateRequest) -> Result<CaInfo, RpcError> {
+pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaInfo, RpcError> {
+    // An operator's root key is wiped from this request whatever happens.
+    let key_pem = zeroize::Zeroizing::new(req.ca_key_pem.take());
     let state = node.read_state().await?;
     if let Some(r) = &state.ca_rotation {
         if !req.force {
@@ -148,8 +150,8 @@ pub(crate) async fn rotate(node: &Node, req: CaRotateRequest) -> Result<CaInfo, 
         }
     }
     let id = state.ca_generation + 1;
-    let external = req.ca_cert_pem.is_some() || req.ca_key_pem.is_some();
-    let new = match (&req.ca_cert_pem, &req.ca_key_pem) {
+    let external = req.ca_cert_pem.is_some() || key_pem.is_some();
+    let new = match (&req.ca_cert_pem, key_pem.as_ref()) {
         (Some(cert), Some(key)) => external_root(&state, &old, cert, key, now)?,
         (None, None) => RootCa::generate(
             old.cluster_id(),

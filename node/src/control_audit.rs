@@ -72,10 +72,12 @@ pub(crate) async fn hash(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<AuditHashRequest>,
 ) -> Answer<AuditHashResponse> {
+    // The value is a secret (a token, a key): wiped once hashed.
+    let value = zeroize::Zeroizing::new(req.value);
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     Ok(Json(AuditHashResponse {
-        hash: crate::audit::hash(&state, &req.value)?,
+        hash: crate::audit::hash(&state, &value)?,
     }))
 }
 
