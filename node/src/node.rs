@@ -417,10 +417,31 @@ impl Node {
                     hint = e.leader.clone();
                     e
                 }
+                // The leader answered that it has no majority: that is the
+                // answer, not a reason to look elsewhere.
+                Err(e)
+                    if e.kind == RpcErrorKind::Unavailable
+                        && e.message.starts_with("no quorum") =>
+                {
+                    return Err(e);
+                }
                 Err(e) if e.kind == RpcErrorKind::Unavailable => e,
                 other => return other,
             };
             if Instant::now() >= deadline {
+                if !answered && self.manager.load().is_some() {
+                    // A manager that reaches neither the leader nor any
+                    // manager that could name one is on the losing side of
+                    // a partition (or alone): no majority to commit with.
+                    return Err(RpcError::new(
+                        RpcErrorKind::Unavailable,
+                        format!(
+                            "no quorum: this manager reaches neither the leader nor another manager ({})",
+                            last.message
+                        ),
+                    )
+                    .hint("bring the other managers back or restore the network between them (`moat node ls` on another manager shows which are down); if a majority is lost for good, see docs/runbooks/recover-a-lost-quorum.md"));
+                }
                 if !answered {
                     return Err(RpcError::new(
                         RpcErrorKind::Unavailable,
