@@ -347,7 +347,7 @@ impl Node {
         let client = ClusterClient::connect(
             addr,
             ServerTrust::Verified(self.tls.clone()),
-            rpc::CALL_TIMEOUT,
+            rpc::CONNECT_TIMEOUT,
         )
         .await
         .map_err(|e| {

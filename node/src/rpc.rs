@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 /// How long one cluster call may take, unless the method says otherwise.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A manager that does not accept a TLS connection within this is taken as
+/// unreachable, so a caller moves on to another manager (a dead host drops
+/// packets instead of refusing them).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Joins and voter additions wait for Raft (and a manager's catch-up).
 pub(crate) const SLOW_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
