@@ -644,3 +644,85 @@ fn a_change_on_a_follower_without_quorum_is_proposed_once() {
     let rotated = records(&h, asker, &["--action", "token.rotate"]);
     assert!(rotated.len() <= 1, "proposed more than once: {rotated:#?}");
 }
+
+#[test]
+fn a_flood_of_refused_joins_is_rate_limited_in_the_log_and_summarised() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    h.start_with(
+        "m",
+        moat_testkit::Start {
+            args: &["--metrics-addr", &metrics],
+            stdin: None,
+        },
+    );
+    let (addr, _) = h.init("m", &[]);
+    let (revoked_id, revoked) = h.create_token("m", &["--role", "worker"]);
+    h.moat("m", &["join-token", "revoke", &revoked_id]).ok();
+    let denied = |h: &Harness| -> Vec<Value> {
+        records(h, "m", &["--action", "node.join"])
+            .into_iter()
+            .filter(|r| r["outcome"] == "denied")
+            .collect()
+    };
+    let before = records(&h, "m", &[]).len();
+
+    // Twelve refused joins from one address (loopback): five recorded one
+    // by one (the per-source burst), seven counted.
+    h.start("intruder");
+    for _ in 0..12 {
+        assert_ne!(h.join("intruder", &revoked, &addr).code, 0);
+    }
+    let text = scrape(&metrics);
+    assert_eq!(metric(&text, "moat_join_refusals_total "), 12.0);
+    assert_eq!(metric(&text, "moat_join_refusals_unrecorded_total "), 7.0);
+    let one_by_one = denied(&h);
+    assert_eq!(one_by_one.len(), 5, "{one_by_one:#?}");
+    for r in &one_by_one {
+        assert_eq!(
+            r["details"]["source"].as_str().unwrap().split(':').next(),
+            Some("127.0.0.1")
+        );
+        assert!(r["details"]["token_hmac"].is_string(), "{r}");
+    }
+    assert_eq!(records(&h, "m", &[]).len(), before + 5);
+
+    // Within a minute or so, one summary record holds the seven.
+    h.wait_until(
+        "the summary of the refused joins",
+        Duration::from_secs(90),
+        || denied(&h).len() == 6,
+    );
+    let summary = denied(&h).pop().unwrap();
+    assert_eq!(summary["details"]["suppressed"], "7", "{summary}");
+    assert_eq!(summary["details"]["sources"], "127.0.0.1 ×7", "{summary}");
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .contains("7 more refused join(s) were counted"),
+        "{summary}"
+    );
+    // Nothing else was recorded meanwhile, and the log still verifies.
+    assert_eq!(records(&h, "m", &[]).len(), before + 6);
+    let bundle = h.dir().join("refusals.bundle");
+    h.moat("m", &["audit", "export", "-o", bundle.to_str().unwrap()])
+        .ok();
+    let root = h.daemon("m").state_dir.join("certs/ca.crt");
+    h.moat(
+        "m",
+        &[
+            "audit",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--ca",
+            root.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}

@@ -223,6 +223,7 @@ pub(crate) async fn audit_loop(node: std::sync::Weak<Node>, rt: std::sync::Weak<
         if let Err(e) = forward_journal(&node, &state).await {
             tracing::debug!(error = %e.message, "journal not forwarded yet");
         }
+        record_refusal_summary(&node, &m).await;
         if !m.is_leader(node.id) {
             continue;
         }
@@ -244,6 +245,40 @@ pub(crate) async fn audit_loop(node: std::sync::Weak<Node>, rt: std::sync::Weak<
         {
             tracing::warn!(error = %e.message, "could not sign an audit tree head");
         }
+    }
+}
+
+/// Records the refused joins this manager counted but did not record one
+/// by one (see `refusals`), once a minute at most.
+async fn record_refusal_summary(node: &Node, m: &ManagerRt) {
+    let summary = m
+        .refusals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_summary(std::time::Instant::now());
+    let Some(summary) = summary else {
+        return;
+    };
+    let ev = node
+        .ev(
+            Actor::node(node.id),
+            Action::NODE_JOIN,
+            format!("node:{}", node.id),
+        )
+        .detail("suppressed", summary.total)
+        .detail("sources", summary.sources_text())
+        .detail("window_s", crate::refusals::SUMMARY_EVERY.as_secs())
+        .denied(&format!(
+            "{} more refused join(s) were counted, not recorded one by one (rate limit)",
+            summary.total
+        ));
+    if let Err(e) = node.record(ev).await {
+        tracing::error!(
+            suppressed = summary.total,
+            sources = %summary.sources_text(),
+            error = %e.message,
+            "the summary of refused joins could not be recorded in the audit log"
+        );
     }
 }
 

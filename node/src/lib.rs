@@ -25,6 +25,7 @@ mod keys;
 mod metrics;
 mod node;
 mod raft;
+mod refusals;
 mod rpc;
 mod service;
 

@@ -124,6 +124,22 @@ pub(crate) async fn render(d: &Daemon) -> String {
     let Some(m) = node.manager.load_full() else {
         return out.0;
     };
+    let (seen, suppressed) = {
+        let r = m.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        (r.seen, r.suppressed)
+    };
+    out.family(
+        "moat_join_refusals_total",
+        "counter",
+        "Join requests this manager refused since it started.",
+    );
+    out.sample("moat_join_refusals_total", &[], seen);
+    out.family(
+        "moat_join_refusals_unrecorded_total",
+        "counter",
+        "Refused joins over the audit rate limit: counted in a summary record, not recorded one by one.",
+    );
+    out.sample("moat_join_refusals_unrecorded_total", &[], suppressed);
     let metrics = m.raft.metrics().borrow().clone();
     out.gauge(
         "moat_raft_term",

@@ -63,6 +63,8 @@ pub(crate) struct ManagerRt {
     liveness: Mutex<Liveness>,
     monitor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     auditor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Which refused joins are recorded one by one (see `refusals`).
+    pub(crate) refusals: Mutex<crate::refusals::Refusals>,
 }
 
 #[derive(Default)]
@@ -751,6 +753,7 @@ impl Node {
             liveness: Mutex::new(Liveness::default()),
             monitor: Mutex::new(None),
             auditor: Mutex::new(None),
+            refusals: Mutex::new(crate::refusals::Refusals::new(Instant::now())),
         });
         let monitor = tokio::spawn(liveness_monitor(Arc::downgrade(self), Arc::downgrade(&rt)));
         let auditor = tokio::spawn(crate::audit::audit_loop(

@@ -184,11 +184,21 @@ async fn join(
         .unwrap_or_else(|| "unknown".into());
     let mut recorded = false;
     let result = admit(node, m, &req, &remote, &mut recorded).await;
-    if let Err(e) = &result
-        && !recorded
+    let verdict = match &result {
+        Err(_) if !recorded => Some(
+            m.refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(caller.remote.map(|r| r.ip()), std::time::Instant::now()),
+        ),
+        _ => None,
+    };
+    if let (Err(e), Some(crate::refusals::Verdict::Record { suppressed_before })) =
+        (&result, verdict)
     {
-        // Refused before anything was proposed: recorded here. (A join the
-        // raft log refused is recorded with its proposal, as failed.)
+        // Refused before anything was proposed: recorded here, within the
+        // rate limit (the rest go into a summary: see `refusals`). A join
+        // the raft log refused is recorded with its proposal, as failed.
         let fingerprint = JoinToken::from_str(&req.token)
             .map(|t| t.fingerprint().to_string())
             .unwrap_or_else(|_| "malformed".into());
@@ -203,8 +213,13 @@ async fn join(
             .detail("token", fingerprint)
             .secret("token_hmac", key.as_ref(), req.token.as_bytes())
             .detail("source", &remote)
-            .detail("rejoin", req.rejoin.is_some())
-            .denied(&e.message);
+            .detail("rejoin", req.rejoin.is_some());
+        let ev = if suppressed_before > 0 {
+            ev.detail("suppressed_before", suppressed_before)
+        } else {
+            ev
+        }
+        .denied(&e.message);
         node.record_or_log(ev).await;
     }
     match &result {
