@@ -140,6 +140,13 @@ pub(crate) async fn render(d: &Daemon) -> String {
         "Refused joins over the audit rate limit: counted in a summary record, not recorded one by one.",
     );
     out.sample("moat_join_refusals_unrecorded_total", &[], suppressed);
+    let refused = m.renewals.lock().unwrap_or_else(|p| p.into_inner()).refused;
+    out.family(
+        "moat_renewals_refused_total",
+        "counter",
+        "Certificate renewals this manager refused as too frequent since it started.",
+    );
+    out.sample("moat_renewals_refused_total", &[], refused);
     let metrics = m.raft.metrics().borrow().clone();
     out.gauge(
         "moat_raft_term",

@@ -65,6 +65,8 @@ pub(crate) struct ManagerRt {
     auditor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Which refused joins are recorded one by one (see `refusals`).
     pub(crate) refusals: Mutex<crate::refusals::Refusals>,
+    /// How often each node may renew (see `refusals`).
+    pub(crate) renewals: Mutex<crate::refusals::Renewals>,
 }
 
 #[derive(Default)]
@@ -754,6 +756,7 @@ impl Node {
             monitor: Mutex::new(None),
             auditor: Mutex::new(None),
             refusals: Mutex::new(crate::refusals::Refusals::new(Instant::now())),
+            renewals: Mutex::new(crate::refusals::Renewals::default()),
         });
         let monitor = tokio::spawn(liveness_monitor(Arc::downgrade(self), Arc::downgrade(&rt)));
         let auditor = tokio::spawn(crate::audit::audit_loop(

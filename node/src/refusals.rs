@@ -1,4 +1,5 @@
-//! How many refused joins become audit records one by one.
+//! Limits on how fast callers can make a manager write audit records:
+//! refused joins (anyone) and certificate renewals (any node).
 //!
 //! Anyone who reaches a manager's cluster port can send a join request; a
 //! refused one is a security event, and every audit record is committed
@@ -16,6 +17,14 @@
 //! Worst case per manager under a sustained flood from many addresses: the
 //! global bucket's rate (6 a minute) plus one summary a minute, about
 //! 10,000 records a day.
+//!
+//! Certificate renewals are audited too (`cert.renew`, with the change to
+//! the node's recorded certificate), and a node, a compromised worker say,
+//! may ask for as many as it likes. [`Renewals`] lets each node renew in a
+//! small burst and then once per tenth of the certificate lifetime (10 s
+//! to 1 h), with a fresh burst whenever its situation changes (its role,
+//! a CA rotation starting, finishing or rolled back), so that the renewals
+//! those require are never held back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -219,6 +228,61 @@ impl Refusals {
     }
 }
 
+/// Renewals a node gets at once in the same situation.
+const RENEW_BURST: u32 = 3;
+/// Bounds of the time between renewals past the burst.
+const RENEW_REFILL_MIN: Duration = Duration::from_secs(10);
+const RENEW_REFILL_MAX: Duration = Duration::from_secs(3600);
+
+/// What a renewal depends on: a change gives the node a fresh burst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Situation {
+    pub(crate) role: moat_pki::Role,
+    pub(crate) ca_generation: u64,
+    pub(crate) rotation: Option<u64>,
+}
+
+/// Per-manager renewal limits; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Renewals {
+    nodes: HashMap<moat_pki::NodeId, (Situation, Bucket)>,
+    /// Renewals refused here since the manager started (for metrics).
+    pub(crate) refused: u64,
+}
+
+impl Renewals {
+    /// Whether node `id` may renew now; if not, how long until it may.
+    /// `lifetime` is the cluster's certificate lifetime.
+    pub(crate) fn check(
+        &mut self,
+        id: moat_pki::NodeId,
+        situation: Situation,
+        lifetime: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let refill = (lifetime / 10).clamp(RENEW_REFILL_MIN, RENEW_REFILL_MAX);
+        if self.nodes.len() >= MAX_SOURCES && !self.nodes.contains_key(&id) {
+            self.nodes
+                .retain(|_, (_, b)| !b.is_full(RENEW_BURST, refill, now));
+        }
+        let entry = self
+            .nodes
+            .entry(id)
+            .or_insert_with(|| (situation.clone(), Bucket::full(RENEW_BURST, now)));
+        if entry.0 != situation {
+            *entry = (situation, Bucket::full(RENEW_BURST, now));
+        }
+        let bucket = &mut entry.1;
+        bucket.refill(RENEW_BURST, refill, now);
+        if bucket.tokens > 0 {
+            bucket.tokens -= 1;
+            return Ok(());
+        }
+        self.refused = self.refused.saturating_add(1);
+        Err((bucket.at + refill).saturating_duration_since(now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +432,75 @@ mod tests {
         }
         assert_eq!(r.key_for(ip("203.0.113.5"), t), OTHER);
         assert_eq!(r.key_for(None, t), OTHER);
+    }
+
+    fn situation(generation: u64, rotation: Option<u64>) -> Situation {
+        Situation {
+            role: moat_pki::Role::Worker,
+            ca_generation: generation,
+            rotation,
+        }
+    }
+
+    #[test]
+    fn renewals_come_in_a_burst_then_one_per_tenth_of_the_lifetime() {
+        let t = Instant::now();
+        let mut r = Renewals::default();
+        let id = moat_pki::NodeId::generate();
+        let day = Duration::from_secs(5 * 3600);
+        for _ in 0..RENEW_BURST {
+            assert_eq!(r.check(id, situation(0, None), day, t), Ok(()));
+        }
+        // Five-hour certificates: one more after 30 min, not before.
+        let wait = r.check(id, situation(0, None), day, t).unwrap_err();
+        assert_eq!(wait, day / 10);
+        let soon = t + Duration::from_secs(1000);
+        assert!(r.check(id, situation(0, None), day, soon).is_err());
+        assert_eq!(r.check(id, situation(0, None), day, t + day / 10), Ok(()));
+        assert_eq!(r.refused, 2);
+        // Another node is not held back.
+        let other = moat_pki::NodeId::generate();
+        assert_eq!(r.check(other, situation(0, None), day, t), Ok(()));
+        // One-minute certificates: the floor is 10 s.
+        let n = moat_pki::NodeId::generate();
+        let minute = Duration::from_secs(60);
+        for _ in 0..RENEW_BURST {
+            r.check(n, situation(0, None), minute, t).unwrap();
+        }
+        assert_eq!(
+            r.check(n, situation(0, None), minute, t),
+            Err(RENEW_REFILL_MIN)
+        );
+        // A year's certificates: the ceiling is 1 h.
+        let y = moat_pki::NodeId::generate();
+        let year = Duration::from_secs(365 * 86_400);
+        for _ in 0..RENEW_BURST {
+            r.check(y, situation(0, None), year, t).unwrap();
+        }
+        assert_eq!(
+            r.check(y, situation(0, None), year, t),
+            Err(RENEW_REFILL_MAX)
+        );
+    }
+
+    #[test]
+    fn a_new_situation_gives_a_fresh_burst() {
+        let t = Instant::now();
+        let mut r = Renewals::default();
+        let id = moat_pki::NodeId::generate();
+        let day = Duration::from_secs(86_400);
+        // Ten back-to-back CA rotations (start, finish): never held back.
+        for g in 0..10u64 {
+            for s in [situation(g, Some(g + 1)), situation(g + 1, None)] {
+                assert_eq!(r.check(id, s.clone(), day, t), Ok(()), "{s:?}");
+                assert_eq!(r.check(id, s, day, t), Ok(()), "a retry");
+            }
+        }
+        // The last situation has one renewal left of its burst.
+        let mut manager = situation(10, None);
+        assert_eq!(r.check(id, manager.clone(), day, t), Ok(()));
+        assert!(r.check(id, manager.clone(), day, t).is_err());
+        manager.role = moat_pki::Role::Manager;
+        assert_eq!(r.check(id, manager, day, t), Ok(()), "a promotion");
     }
 }

@@ -447,6 +447,31 @@ async fn renew(
     let req: rpc::RenewReq = rpc::decode(method::RENEW, data)?;
     let state = m.local_state()?;
     let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
+    let situation = crate::refusals::Situation {
+        role: record.role,
+        ca_generation: state.ca_generation,
+        rotation: state.ca_rotation.as_ref().map(|r| r.id),
+    };
+    let lifetime = std::time::Duration::from_secs(state.policy.cert_expiry_secs);
+    let allowed = m.renewals.lock().unwrap_or_else(|p| p.into_inner()).check(
+        id,
+        situation,
+        lifetime,
+        std::time::Instant::now(),
+    );
+    if let Err(wait) = allowed {
+        // Not audited: the limit is what keeps renewals from flooding the
+        // log. The daemon log and `moat_renewals_refused_total` count it.
+        tracing::warn!(node = %id, retry_in_s = wait.as_secs() + 1, "renewal refused: too many renewals from this node");
+        return Err(RpcError::new(
+            RpcErrorKind::FailedPrecondition,
+            format!(
+                "too many certificate renewals from node {id}: the current certificate is recent; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        )
+        .hint("the node renews by itself well before its certificate ends; nothing needs doing unless this repeats, which points at a misbehaving node"));
+    }
     let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
     node.record_cert(
         id,
