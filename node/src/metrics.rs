@@ -147,6 +147,17 @@ pub(crate) async fn render(d: &Daemon) -> String {
         "Certificate renewals this manager refused as too frequent since it started.",
     );
     out.sample("moat_renewals_refused_total", &[], refused);
+    let deferred = m
+        .forwards
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .deferred;
+    out.family(
+        "moat_audit_forwards_deferred_total",
+        "counter",
+        "Journal events from nodes turned away as too many at once (they stay in the node's journal and are forwarded later).",
+    );
+    out.sample("moat_audit_forwards_deferred_total", &[], deferred);
     let metrics = m.raft.metrics().borrow().clone();
     out.gauge(
         "moat_raft_term",

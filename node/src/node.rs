@@ -67,6 +67,8 @@ pub(crate) struct ManagerRt {
     pub(crate) refusals: Mutex<crate::refusals::Refusals>,
     /// How often each node may renew (see `refusals`).
     pub(crate) renewals: Mutex<crate::refusals::Renewals>,
+    /// How fast each worker may forward journal events (see `refusals`).
+    pub(crate) forwards: Mutex<crate::refusals::Forwards>,
 }
 
 #[derive(Default)]
@@ -757,6 +759,7 @@ impl Node {
             auditor: Mutex::new(None),
             refusals: Mutex::new(crate::refusals::Refusals::new(Instant::now())),
             renewals: Mutex::new(crate::refusals::Renewals::default()),
+            forwards: Mutex::new(crate::refusals::Forwards::default()),
         });
         let monitor = tokio::spawn(liveness_monitor(Arc::downgrade(self), Arc::downgrade(&rt)));
         let auditor = tokio::spawn(crate::audit::audit_loop(

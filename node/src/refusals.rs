@@ -1,5 +1,6 @@
 //! Limits on how fast callers can make a manager write audit records:
-//! refused joins (anyone) and certificate renewals (any node).
+//! refused joins (anyone), certificate renewals and forwarded journal
+//! events (any node).
 //!
 //! Anyone who reaches a manager's cluster port can send a join request; a
 //! refused one is a security event, and every audit record is committed
@@ -25,6 +26,11 @@
 //! to 1 h), with a fresh burst whenever its situation changes (its role,
 //! a CA rotation starting, finishing or rolled back), so that the renewals
 //! those require are never held back.
+//!
+//! A node's forwarded journal events ([`Forwards`]) get a burst of 256 and
+//! then one every 10 s; what is over stays in the node's journal, which
+//! forwards it later from where the cluster log stopped: nothing is lost,
+//! an honest node's rare backlog only takes longer.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -283,6 +289,38 @@ impl Renewals {
     }
 }
 
+/// Journal events a node forwards at once, and then one per period.
+const FORWARD_BURST: u32 = 256;
+const FORWARD_REFILL: Duration = Duration::from_secs(10);
+
+/// Per-manager limits on forwarded journal events; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Forwards {
+    nodes: HashMap<moat_pki::NodeId, Bucket>,
+    /// Events turned away here since the manager started (for metrics).
+    pub(crate) deferred: u64,
+}
+
+impl Forwards {
+    /// How many of `n` events node `id` may forward now (the first ones).
+    pub(crate) fn allow(&mut self, id: moat_pki::NodeId, n: usize, now: Instant) -> usize {
+        if self.nodes.len() >= MAX_SOURCES && !self.nodes.contains_key(&id) {
+            self.nodes
+                .retain(|_, b| !b.is_full(FORWARD_BURST, FORWARD_REFILL, now));
+        }
+        let bucket = self
+            .nodes
+            .entry(id)
+            .or_insert_with(|| Bucket::full(FORWARD_BURST, now));
+        bucket.refill(FORWARD_BURST, FORWARD_REFILL, now);
+        let want = u32::try_from(n).unwrap_or(u32::MAX);
+        let granted = want.min(bucket.tokens);
+        bucket.tokens -= granted;
+        self.deferred = self.deferred.saturating_add(u64::from(want - granted));
+        granted as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,5 +540,22 @@ mod tests {
         assert!(r.check(id, manager.clone(), day, t).is_err());
         manager.role = moat_pki::Role::Manager;
         assert_eq!(r.check(id, manager, day, t), Ok(()), "a promotion");
+    }
+
+    #[test]
+    fn forwarded_events_past_the_burst_wait_their_turn() {
+        let t = Instant::now();
+        let mut f = Forwards::default();
+        let id = moat_pki::NodeId::generate();
+        let mut sent = 0;
+        for _ in 0..10 {
+            sent += f.allow(id, 64, t);
+        }
+        assert_eq!(sent, FORWARD_BURST as usize);
+        assert_eq!(f.deferred, 640 - u64::from(FORWARD_BURST));
+        assert_eq!(f.allow(id, 64, t + FORWARD_REFILL / 2), 0);
+        assert_eq!(f.allow(id, 64, t + FORWARD_REFILL * 3), 3);
+        // Another node has its own.
+        assert_eq!(f.allow(moat_pki::NodeId::generate(), 64, t), 64);
     }
 }

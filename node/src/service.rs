@@ -655,14 +655,33 @@ async fn audit_forward(
             ),
         ));
     }
-    let Some(last) = req.events.last().map(|e| e.journal_seq) else {
+    // What the cluster log already holds (a node restarted sends its
+    // journal from the start) costs nothing and skips ahead.
+    let done = m.local_state()?.audit.forwarded(&id);
+    let mut events = req.events;
+    events.retain(|e| e.journal_seq > done);
+    if events.is_empty() {
+        return Ok(rpc::ForwardResp { forwarded: done });
+    }
+    let allowed = m.forwards.lock().unwrap_or_else(|p| p.into_inner()).allow(
+        id,
+        events.len(),
+        std::time::Instant::now(),
+    );
+    if allowed == 0 {
+        return Err(RpcError::new(
+            RpcErrorKind::FailedPrecondition,
+            format!(
+                "node {id} forwards journal events faster than a manager records them; they stay in its journal and go later"
+            ),
+        ));
+    }
+    events.truncate(allowed);
+    let Some(last) = events.last().map(|e| e.journal_seq) else {
         return Ok(rpc::ForwardResp { forwarded: 0 });
     };
-    node.propose(Command::AuditForward {
-        node: id,
-        events: req.events,
-    })
-    .await?;
+    node.propose(Command::AuditForward { node: id, events })
+        .await?;
     Ok(rpc::ForwardResp { forwarded: last })
 }
 
