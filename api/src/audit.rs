@@ -212,6 +212,14 @@ pub struct AuditSummary {
     pub last_head_size: Option<u64>,
     /// The newest head's time (RFC 3339).
     pub last_head_at: Option<String>,
+    /// Bytes of the answering manager's newest store snapshot, which holds
+    /// the whole state, this log included (absent before its first).
+    #[serde(default)]
+    pub snapshot_bytes: Option<u64>,
+    /// The most a snapshot may hold: past it, managers cannot load or
+    /// send it.
+    #[serde(default)]
+    pub snapshot_limit_bytes: Option<u64>,
 }
 
 /// `GET /v1/ca`: the root CA and any rotation under way.

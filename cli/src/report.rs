@@ -893,6 +893,32 @@ impl Checks<'_> {
         if let Some(at) = &a.last_head_at {
             self.time(Severity::Low, subject, "newest head time", at, fix);
         }
+        if let (Some(bytes), Some(limit)) = (a.snapshot_bytes, a.snapshot_limit_bytes)
+            && limit > 0
+        {
+            let share = bytes as f64 / limit as f64;
+            let severity = if share >= 0.8 {
+                Some(Severity::High)
+            } else if share >= 0.5 {
+                Some(Severity::Medium)
+            } else {
+                None
+            };
+            if let Some(severity) = severity {
+                self.push(
+                    severity,
+                    subject,
+                    format!(
+                        "the store's snapshot is {} MiB, {:.0} % of its {} MiB limit, and the audit log ({} records) only grows: past the limit managers can no longer load or send it",
+                        bytes >> 20,
+                        share * 100.0,
+                        limit >> 20,
+                        a.records
+                    ),
+                    "find what writes so many records (`moat audit ls --format json`, counted by action and node), stop its cause, and keep exports of the log; archiving old records is not supported yet (docs/runbooks/audit-the-cluster.md#the-logs-size)",
+                );
+            }
+        }
     }
 }
 
@@ -1875,6 +1901,8 @@ mod tests {
                 heads: 12,
                 last_head_size: Some(120),
                 last_head_at: Some(at(Duration::minutes(-5))),
+                snapshot_bytes: Some(2 << 20),
+                snapshot_limit_bytes: Some(256 << 20),
             },
         }
     }
@@ -2131,6 +2159,32 @@ mod tests {
         inv.audit.last_head_at = None;
         assert_one(&check(&inv), "audit log", Severity::Low, "127 records");
         inv.audit.records = 0;
+        assert_eq!(check(&inv), vec![]);
+    }
+
+    #[test]
+    fn a_snapshot_near_its_limit_is_a_finding() {
+        let mut inv = inventory();
+        inv.audit.snapshot_bytes = Some(127 << 20);
+        assert_eq!(check(&inv), vec![]);
+        inv.audit.snapshot_bytes = Some(128 << 20);
+        assert_one(
+            &check(&inv),
+            "audit log",
+            Severity::Medium,
+            "the store's snapshot is 128 MiB, 50 % of its 256 MiB limit, and the audit log (120 records)",
+        );
+        inv.audit.snapshot_bytes = Some(210 << 20);
+        assert_one(
+            &check(&inv),
+            "audit log",
+            Severity::High,
+            "82 % of its 256 MiB",
+        );
+        // An older manager says nothing about it; a zero limit is no limit.
+        inv.audit.snapshot_limit_bytes = Some(0);
+        assert_eq!(check(&inv), vec![]);
+        inv.audit.snapshot_limit_bytes = None;
         assert_eq!(check(&inv), vec![]);
     }
 

@@ -492,6 +492,13 @@ fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
     assert_eq!(metric(&text, "moat_raft_is_leader "), 1.0);
     assert_eq!(metric(&text, "moat_autolock "), 1.0);
     assert!(metric(&text, "moat_audit_records ") >= 3.0);
+    assert_eq!(metric(&text, "moat_snapshot_limit_bytes "), 268_435_456.0);
+    assert_eq!(
+        metric(&text, "moat_snapshot_bytes "),
+        0.0,
+        "no snapshot yet"
+    );
+    assert_eq!(metric(&text, "moat_join_refusals_total "), 0.0);
     assert!(metric(&text, "moat_root_ca_expiry_timestamp_seconds ") > 1.7e9);
     assert!(
         text.contains("moat_node_cert_expiry_timestamp_seconds{node=\""),

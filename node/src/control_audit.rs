@@ -186,6 +186,12 @@ pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
             heads: trail.head_count() as u64,
             last_head_size: trail.last_head().map(|h| h.size),
             last_head_at: trail.last_head().map(|h| h.time.to_string()),
+            snapshot_bytes: node
+                .manager
+                .load_full()
+                .and_then(|m| m.applied.read().ok().map(|a| a.snapshot_bytes))
+                .filter(|b| *b > 0),
+            snapshot_limit_bytes: Some(moat_store::MAX_SNAPSHOT_BYTES),
         },
     }))
 }

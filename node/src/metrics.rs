@@ -158,6 +158,17 @@ pub(crate) async fn render(d: &Daemon) -> String {
         "Journal events from nodes turned away as too many at once (they stay in the node's journal and are forwarded later).",
     );
     out.sample("moat_audit_forwards_deferred_total", &[], deferred);
+    let snapshot = m.applied.read().map(|a| a.snapshot_bytes).unwrap_or(0);
+    out.gauge(
+        "moat_snapshot_bytes",
+        "Bytes of this manager's newest store snapshot (the whole state, the audit log included); 0 before the first.",
+        snapshot,
+    );
+    out.gauge(
+        "moat_snapshot_limit_bytes",
+        "The most a store snapshot may hold: past it, managers cannot load or send it.",
+        moat_store::MAX_SNAPSHOT_BYTES,
+    );
     let metrics = m.raft.metrics().borrow().clone();
     out.gauge(
         "moat_raft_term",

@@ -59,6 +59,10 @@ pub struct Applied {
     pub membership: StoredMembership,
     /// The cluster model.
     pub state: ClusterState,
+    /// Bytes of this manager's newest snapshot file (0 before the first):
+    /// watched against [`MAX_SNAPSHOT_BYTES`], since the whole state, the
+    /// audit log included, must fit one snapshot.
+    pub snapshot_bytes: u64,
 }
 
 /// The state machine of the cluster store (implements openraft's
@@ -76,11 +80,12 @@ impl StateMachineStore {
     pub fn open(dir: &Path, cipher: Arc<RecordCipher>) -> Result<Self, StoreError> {
         crate::fsutil::create_dir(dir)?;
         let mut applied = Applied::default();
-        if let Some((_, file)) = newest_snapshot(dir, &cipher)? {
+        if let Some((path, file)) = newest_snapshot(dir, &cipher)? {
             applied = Applied {
                 last_applied: file.meta.last_log_id,
                 membership: file.meta.last_membership.clone(),
                 state: file.state,
+                snapshot_bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
             };
         }
         Ok(Self {
@@ -97,8 +102,17 @@ impl StateMachineStore {
 
     /// Writes `file` as the current snapshot (atomically) and removes
     /// older ones.
-    pub(crate) fn write_snapshot(&self, file: &SnapshotFile) -> Result<(), StoreError> {
+    /// Returns its size in bytes.
+    pub(crate) fn write_snapshot(&self, file: &SnapshotFile) -> Result<u64, StoreError> {
         let (name, bytes) = seal_snapshot(&self.cipher, file)?;
+        let size = bytes.len() as u64;
+        if size > MAX_SNAPSHOT_BYTES / 2 {
+            tracing::warn!(
+                bytes = size,
+                limit = MAX_SNAPSHOT_BYTES,
+                "the store's snapshot is over half its size limit: see docs/runbooks/audit-the-cluster.md (the log's size)"
+            );
+        }
         let path = self.dir.join(name);
         crate::fsutil::write_atomic(&path, &bytes)?;
         // Only now that the new snapshot is durable do older ones go.
@@ -107,7 +121,8 @@ impl StateMachineStore {
                 std::fs::remove_file(&old).map_err(StoreError::io("remove", &old))?;
             }
         }
-        crate::fsutil::sync_dir(&self.dir)
+        crate::fsutil::sync_dir(&self.dir)?;
+        Ok(size)
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
@@ -141,7 +156,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, applied.state.clone())
         };
         let file = SnapshotFile { meta, state };
-        self.write_snapshot(&file)?;
+        let size = self.write_snapshot(&file)?;
+        if let Ok(mut applied) = self.applied.write() {
+            applied.snapshot_bytes = size;
+        }
         let data = serde_json::to_vec(&file.state).map_err(|e| StoreError::Encoding {
             what: "snapshot",
             reason: e.to_string(),
@@ -205,12 +223,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             state,
         };
-        self.write_snapshot(&file)?;
+        let snapshot_bytes = self.write_snapshot(&file)?;
         let mut applied = self.applied.write().map_err(|_| poisoned())?;
         *applied = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             state: file.state,
+            snapshot_bytes,
         };
         Ok(())
     }
@@ -376,8 +395,15 @@ mod tests {
         let c = cipher(ClusterId::generate(), NodeId::generate());
         let mut sm = with_snapshot(dir.path(), c.clone()).await;
         sm.build_snapshot().await.unwrap();
-        snapshot_path(dir.path());
+        let size = std::fs::metadata(snapshot_path(dir.path())).unwrap().len();
+        assert!(size > 0);
+        assert_eq!(sm.applied().read().unwrap().snapshot_bytes, size);
         let mut again = StateMachineStore::open(dir.path(), c).unwrap();
+        assert_eq!(
+            again.applied().read().unwrap().snapshot_bytes,
+            size,
+            "after a restart"
+        );
         let (last, _) = again.applied_state().await.unwrap();
         assert_eq!(last.map(|l| l.index), Some(2));
         let snap = again.get_current_snapshot().await.unwrap().unwrap();
