@@ -1,7 +1,6 @@
 //! The control API: HTTP+JSON on the daemon's unix socket (see moat-api
 //! for the paths and types).
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -794,7 +793,7 @@ async fn update(
 }
 
 /// Finds the node `name` names: `self` (the node answering), an id, a
-/// unique id prefix, or a unique host name.
+/// unique host name, or a unique id prefix, in that order.
 fn resolve<'a>(
     state: &'a ClusterState,
     name: &str,
@@ -810,31 +809,32 @@ fn resolve<'a>(
     {
         return Ok(r);
     }
-    let by_prefix: Vec<_> = state
-        .nodes
-        .values()
-        .filter(|r| !name.is_empty() && r.id.to_string().starts_with(name))
-        .collect();
+    // As Docker: a full id, else an exact host name, else an id prefix.
+    // A host name wins over a prefix, so `m3` is the node named m3 even
+    // when another node's random id starts with "m3".
     let by_host: Vec<_> = state
         .nodes
         .values()
         .filter(|r| r.hostname == name)
         .collect();
-    let ids: BTreeSet<NodeId> = by_prefix
-        .iter()
-        .chain(by_host.iter())
-        .map(|r| r.id)
-        .collect();
-    match (ids.len(), by_prefix.into_iter().chain(by_host).next()) {
-        (1, Some(record)) => Ok(record),
-        (0, _) | (_, None) => Err(ApiError::new(
-            ErrorKind::NotFound,
-            format!("No such node: {name}"),
-        )
-        .hint("list nodes with `moat node ls`")),
-        (n, _) => Err(ApiError::new(
+    let matches = if by_host.is_empty() {
+        state
+            .nodes
+            .values()
+            .filter(|r| !name.is_empty() && r.id.to_string().starts_with(name))
+            .collect()
+    } else {
+        by_host
+    };
+    match matches.as_slice() {
+        [record] => Ok(record),
+        [] => Err(
+            ApiError::new(ErrorKind::NotFound, format!("No such node: {name}"))
+                .hint("list nodes with `moat node ls`"),
+        ),
+        many => Err(ApiError::new(
             ErrorKind::InvalidArgument,
-            format!("node {name} is ambiguous ({n} matches)"),
+            format!("node {name} is ambiguous ({} matches)", many.len()),
         )
         .hint("use the full node id")),
     }
@@ -882,3 +882,68 @@ fn node_info(r: &NodeRecord, node: &Node) -> NodeInfo {
 }
 
 use moat_store::model::rfc3339;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_store::model::NodeRecord;
+
+    fn id_starting(prefix: &str) -> NodeId {
+        let s = NodeId::generate().to_string();
+        format!("{prefix}{}", &s[prefix.len()..]).parse().unwrap()
+    }
+
+    fn add(state: &mut ClusterState, id: NodeId, hostname: &str) {
+        state.nodes.insert(
+            id,
+            NodeRecord {
+                id,
+                hostname: hostname.into(),
+                role: Role::Worker,
+                address: String::new(),
+                labels: Default::default(),
+                cert_serial: String::new(),
+                cert_not_after: 0,
+                cert_issuer: String::new(),
+                availability: Default::default(),
+                ready: true,
+            },
+        );
+    }
+
+    /// Found by the chaos suite: node `m5`'s random id began with "m3", and
+    /// `moat node update … m3` answered "ambiguous".
+    #[test]
+    fn a_host_name_wins_over_an_id_prefix() {
+        let mut state = ClusterState::default();
+        let (m3, m5, web) = (id_starting("aa"), id_starting("m3aa"), id_starting("m3vv"));
+        add(&mut state, m3, "m3");
+        add(&mut state, m5, "m5");
+        add(&mut state, web, "web");
+        let me = m5;
+        assert_eq!(resolve(&state, "m3", me).unwrap().id, m3);
+        assert_eq!(resolve(&state, &m5.to_string(), me).unwrap().id, m5);
+        assert_eq!(resolve(&state, "m3a", me).unwrap().id, m5);
+        assert_eq!(resolve(&state, "m3v", me).unwrap().id, web);
+        assert_eq!(resolve(&state, "self", me).unwrap().id, m5);
+        assert_eq!(resolve(&state, "m5", me).unwrap().id, m5);
+        assert!(
+            resolve(&state, "nope", me)
+                .unwrap_err()
+                .message
+                .contains("No such node: nope")
+        );
+        assert!(resolve(&state, "", me).is_err());
+        // Without a node named m3, the prefix matches two: ambiguous.
+        state.nodes.remove(&m3);
+        let e = resolve(&state, "m3", me).unwrap_err();
+        assert!(
+            e.message.contains("node m3 is ambiguous (2 matches)"),
+            "{e:?}"
+        );
+        // Two nodes with one host name: ambiguous too.
+        add(&mut state, id_starting("bb"), "web");
+        let e = resolve(&state, "web", me).unwrap_err();
+        assert!(e.message.contains("ambiguous (2 matches)"), "{e:?}");
+    }
+}

@@ -287,6 +287,16 @@ impl Renewals {
         self.refused = self.refused.saturating_add(1);
         Err((bucket.at + refill).saturating_duration_since(now))
     }
+
+    /// Gives back the renewal [`Renewals::check`] allowed node `id`: it
+    /// failed before anything was recorded (no quorum, say), and a node
+    /// that retries through an outage must not run out of renewals by
+    /// the time the cluster is back.
+    pub(crate) fn refund(&mut self, id: moat_pki::NodeId) {
+        if let Some((_, bucket)) = self.nodes.get_mut(&id) {
+            bucket.tokens = (bucket.tokens + 1).min(RENEW_BURST);
+        }
+    }
 }
 
 /// Journal events a node forwards at once, and then one per period.
@@ -540,6 +550,24 @@ mod tests {
         assert!(r.check(id, manager.clone(), day, t).is_err());
         manager.role = moat_pki::Role::Manager;
         assert_eq!(r.check(id, manager, day, t), Ok(()), "a promotion");
+    }
+
+    #[test]
+    fn failed_renewals_are_given_back() {
+        let t = Instant::now();
+        let mut r = Renewals::default();
+        let id = moat_pki::NodeId::generate();
+        let day = Duration::from_secs(86_400);
+        // An outage: a hundred attempts, each failing and given back.
+        for _ in 0..100 {
+            assert_eq!(r.check(id, situation(0, None), day, t), Ok(()));
+            r.refund(id);
+        }
+        for _ in 0..RENEW_BURST {
+            assert_eq!(r.check(id, situation(0, None), day, t), Ok(()));
+        }
+        assert!(r.check(id, situation(0, None), day, t).is_err());
+        r.refund(moat_pki::NodeId::generate()); // unknown: nothing happens
     }
 
     #[test]

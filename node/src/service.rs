@@ -472,15 +472,29 @@ async fn renew(
         )
         .hint("the node renews by itself well before its certificate ends; nothing needs doing unless this repeats, which points at a misbehaving node"));
     }
-    let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
-    node.record_cert(
-        id,
-        record.role,
-        &issued,
-        issuer,
-        moat_audit::Action::CERT_RENEW,
-    )
-    .await?;
+    let renewed = async {
+        let (issued, leaf_pem, issuer) = Node::issue(&state, &req.csr_pem, id, record.role)?;
+        node.record_cert(
+            id,
+            record.role,
+            &issued,
+            issuer,
+            moat_audit::Action::CERT_RENEW,
+        )
+        .await?;
+        Ok::<_, RpcError>((issued, leaf_pem))
+    }
+    .await;
+    let (issued, leaf_pem) = match renewed {
+        Ok(done) => done,
+        Err(e) => {
+            m.renewals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refund(id);
+            return Err(e);
+        }
+    };
     if state.ca_rotation.is_some() {
         crate::ca::finish_if_done(node).await;
     }
