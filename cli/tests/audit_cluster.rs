@@ -439,6 +439,33 @@ fn a_change_without_quorum_fails_and_is_never_half_recorded() {
     );
 }
 
+/// A loopback address with a port free right now (for `--metrics-addr`).
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `moat audit verify EXPORT --ca` with `node`'s root certificate; fails
+/// the test unless the export verifies.
+fn verify_export(h: &Harness, node: &str, export: &Path) {
+    let ca = h.daemon(node).state_dir.join("certs/ca.crt");
+    h.moat(
+        node,
+        &[
+            "audit",
+            "verify",
+            export.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}
+
 /// `GET /metrics` on `addr`, as text.
 fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
@@ -466,12 +493,7 @@ fn metric(text: &str, prefix: &str) -> f64 {
 #[test]
 fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let start = moat_testkit::Start {
         args: &["--metrics-addr", &addr],
         stdin: None,
@@ -559,18 +581,7 @@ fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
         !heads.is_empty() && heads[0]["size"].as_u64().unwrap() > 0,
         "{header}"
     );
-    let ca = h.daemon("m").state_dir.join("certs/ca.crt");
-    h.moat(
-        "m",
-        &[
-            "audit",
-            "verify",
-            export.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    verify_export(&h, "m", &export);
 }
 
 #[test]
@@ -655,12 +666,7 @@ fn a_change_on_a_follower_without_quorum_is_proposed_once() {
 #[test]
 fn a_flood_of_refused_joins_is_rate_limited_in_the_log_and_summarised() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{port}");
+    let metrics = free_addr();
     h.start_with(
         "m",
         moat_testkit::Start {
@@ -720,16 +726,5 @@ fn a_flood_of_refused_joins_is_rate_limited_in_the_log_and_summarised() {
     let bundle = h.dir().join("refusals.bundle");
     h.moat("m", &["audit", "export", "-o", bundle.to_str().unwrap()])
         .ok();
-    let root = h.daemon("m").state_dir.join("certs/ca.crt");
-    h.moat(
-        "m",
-        &[
-            "audit",
-            "verify",
-            bundle.to_str().unwrap(),
-            "--ca",
-            root.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    verify_export(&h, "m", &bundle);
 }
