@@ -1,9 +1,9 @@
 //! Wire types of the audit log and the compliance report
 //! (`moat audit …`).
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+
+use crate::SecretString;
 
 use crate::Role;
 
@@ -48,19 +48,11 @@ pub struct AuditProveRequest {
 }
 
 /// `POST /v1/audit/hash`: the keyed hash of a value, as records name
-/// secrets. `Debug` leaves the value out.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// secrets. The value is a [`SecretString`].
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AuditHashRequest {
     /// The value (a join token, an unlock key…).
-    pub value: String,
-}
-
-impl fmt::Debug for AuditHashRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuditHashRequest")
-            .field("value", &"…")
-            .finish()
-    }
+    pub value: SecretString,
 }
 
 /// The answer to [`AuditHashRequest`].
@@ -270,8 +262,8 @@ pub struct WaitingNode {
     pub ready: bool,
 }
 
-/// `POST /v1/ca/rotate`. `Debug` leaves the key out.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/ca/rotate`. The key is a [`SecretString`].
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CaRotateRequest {
     /// New lifetime of node certificates, seconds (like `update
     /// --cert-expiry`).
@@ -282,20 +274,9 @@ pub struct CaRotateRequest {
     pub ca_cert_pem: Option<String>,
     /// Its private key, PKCS#8 PEM.
     #[serde(default)]
-    pub ca_key_pem: Option<String>,
+    pub ca_key_pem: Option<SecretString>,
     /// Finish a rotation under way without the nodes that have not
     /// renewed (with no rotation under way: start one that will not wait).
     #[serde(default)]
     pub force: bool,
-}
-
-impl fmt::Debug for CaRotateRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CaRotateRequest")
-            .field("cert_expiry_seconds", &self.cert_expiry_seconds)
-            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "…"))
-            .field("ca_key_pem", &self.ca_key_pem.as_ref().map(|_| "…"))
-            .field("force", &self.force)
-            .finish()
-    }
 }

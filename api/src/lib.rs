@@ -19,10 +19,12 @@
 
 mod audit;
 mod client;
+mod secret;
 mod types;
 
 pub use audit::*;
 pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
+pub use secret::SecretString;
 pub use types::*;
 
 /// The versioned request paths.

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::SecretString;
+
 /// What every failed request answers, with an HTTP status that matches
 /// [`ErrorKind`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -223,8 +225,8 @@ pub struct InitRequest {
     pub force_new_cluster: bool,
 }
 
-/// Answer to `init`. `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to `init`. The token is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct InitResponse {
     /// The new manager's id.
     pub node_id: String,
@@ -233,17 +235,17 @@ pub struct InitResponse {
     /// The address workers join.
     pub advertise_addr: String,
     /// The worker join token (the operator asked for it by initializing).
-    pub worker_token: String,
+    pub worker_token: SecretString,
     /// The unlock key, when initialized with autolock (shown once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unlock_key: Option<String>,
+    pub unlock_key: Option<SecretString>,
 }
 
-/// `POST /v1/join`. `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/join`. The token is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The join token.
-    pub token: String,
+    pub token: SecretString,
     /// A manager's address (`host:port`).
     pub remote_addr: String,
     /// Where to listen for cluster traffic (managers; recorded for workers
@@ -285,13 +287,13 @@ pub struct JoinTokenRequest {
     pub rotate: bool,
 }
 
-/// Answer to `join-token`. `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to `join-token`. The token is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct JoinTokenResponse {
     /// Which token.
     pub role: Role,
     /// The token.
-    pub token: String,
+    pub token: SecretString,
     /// The address to join (this manager's advertise address).
     pub addr: String,
     /// Whether it was just rotated.
@@ -399,30 +401,19 @@ pub struct CreateTokenRequest {
     pub description: String,
 }
 
-/// Answer to `join-token create`. `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer to `join-token create`. The token is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CreateTokenResponse {
     /// The token's id (its fingerprint, not secret).
     pub id: String,
     /// The token.
-    pub token: String,
+    pub token: SecretString,
     /// The address to join.
     pub addr: String,
     /// When it stops working (RFC 3339).
     pub expires_at: Option<String>,
     /// How many joins it allows.
     pub uses: Option<u32>,
-}
-
-impl fmt::Debug for CreateTokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreateTokenResponse")
-            .field("id", &self.id)
-            .field("token", &"…")
-            .field("expires_at", &self.expires_at)
-            .field("uses", &self.uses)
-            .finish_non_exhaustive()
-    }
 }
 
 /// One join token as `join-token ls` shows it: never the secret.
@@ -468,27 +459,27 @@ pub struct UpdateRequest {
 }
 
 /// Answer to `update`: the cluster as it now is, and the unlock key when
-/// this update turned autolock on (shown once). `Debug` leaves the key out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// this update turned autolock on (shown once). The key is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UpdateResponse {
     /// The cluster after the update.
     #[serde(flatten)]
     pub info: Info,
     /// The new unlock key, if autolock was just turned on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unlock_key: Option<String>,
+    pub unlock_key: Option<SecretString>,
 }
 
 /// `POST /v1/unlock`: the unlock key, or one share of it (see
-/// `moat unlock-key --split`). `Debug` leaves both out.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `moat unlock-key --split`). Both are [`SecretString`]s.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct UnlockRequest {
     /// The whole unlock key (`MOATKEY-1-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<SecretString>,
     /// One share (`MOATSHARE-1-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub share: Option<String>,
+    pub share: Option<SecretString>,
 }
 
 /// Answer to `unlock`.
@@ -511,107 +502,35 @@ pub struct UnlockResponse {
     pub note: Option<String>,
 }
 
-/// The cluster's unlock key. `Debug` leaves the key out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The cluster's unlock key. The key is a [`SecretString`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UnlockKeyResponse {
     /// The key (`MOATKEY-1-…`).
-    pub key: String,
+    pub key: SecretString,
     /// Generation of the autolock setting it belongs to.
     pub generation: u32,
     /// When it was set (RFC 3339).
     pub set_at: String,
 }
 
-impl fmt::Debug for UpdateResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpdateResponse")
-            .field("info", &self.info)
-            .field("unlock_key", &self.unlock_key.as_ref().map(|_| "…"))
-            .finish()
-    }
-}
-
-impl fmt::Debug for UnlockRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnlockRequest")
-            .field("key", &self.key.as_ref().map(|_| "…"))
-            .field("share", &self.share.as_ref().map(|_| "…"))
-            .finish()
-    }
-}
-
-impl fmt::Debug for UnlockKeyResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnlockKeyResponse")
-            .field("key", &"…")
-            .field("generation", &self.generation)
-            .field("set_at", &self.set_at)
-            .finish()
-    }
-}
-
-/// `POST /v1/backup`: how to protect the backup. `Debug` leaves the
-/// passphrase out.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/backup`: how to protect the backup. The passphrase is a
+/// [`SecretString`].
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct BackupRequest {
     /// age X25519 recipients (`age1…`) to encrypt to.
     #[serde(default)]
     pub recipients: Vec<String>,
     /// A passphrase to encrypt with (age scrypt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passphrase: Option<String>,
+    pub passphrase: Option<SecretString>,
     /// Write it unencrypted (still integrity-checked). Refused unless set.
     #[serde(default)]
     pub insecure_plaintext: bool,
 }
 
-impl fmt::Debug for BackupRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackupRequest")
-            .field("recipients", &self.recipients)
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "…"))
-            .field("insecure_plaintext", &self.insecure_plaintext)
-            .finish()
-    }
-}
-
 /// An empty JSON object, for requests and answers that carry nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
-
-impl fmt::Debug for JoinRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinRequest")
-            .field("token", &"…")
-            .field("remote_addr", &self.remote_addr)
-            .field("listen_addr", &self.listen_addr)
-            .field("advertise_addr", &self.advertise_addr)
-            .field("rejoin", &self.rejoin)
-            .finish()
-    }
-}
-
-impl fmt::Debug for JoinTokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinTokenResponse")
-            .field("role", &self.role)
-            .field("token", &"…")
-            .field("addr", &self.addr)
-            .field("rotated", &self.rotated)
-            .finish()
-    }
-}
-
-impl fmt::Debug for InitResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InitResponse")
-            .field("node_id", &self.node_id)
-            .field("cluster_id", &self.cluster_id)
-            .field("advertise_addr", &self.advertise_addr)
-            .field("worker_token", &"…")
-            .finish()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -452,6 +452,11 @@ pub(crate) struct DaemonArgs {
     /// Off by default; bind it to a private address.
     #[arg(long, value_name = "ADDRESS:PORT")]
     pub(crate) metrics_addr: Option<String>,
+    /// For tests only: run this daemon's clock DURATION ahead of the
+    /// system's (certificates, tokens and liveness see that time). Hidden;
+    /// the daemon logs a warning when it is set.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub(crate) danger_clock_ahead: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

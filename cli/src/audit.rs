@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use moat_api::{
+use moat_api::{SecretString, 
     AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
     AuditRecordsRequest, AuditRecordsResponse, MAX_AUDIT_PAGE, path,
 };
@@ -475,8 +475,8 @@ pub(crate) fn hash(args: &AuditHash) -> Result<(), Failure> {
             "give the value as an argument, or on standard input",
         ));
     }
-    let mut request = AuditHashRequest {
-        value: value.to_string(),
+    let request = AuditHashRequest {
+        value: SecretString::new(value.to_string()),
     };
     let answer: Result<AuditHashResponse, Failure> = block_on(async {
         client(&args.host)
@@ -484,7 +484,7 @@ pub(crate) fn hash(args: &AuditHash) -> Result<(), Failure> {
             .await
             .or_fail()
     });
-    crate::token::zeroize_string(&mut request.value);
+    drop(request);
     writeln!(io::stdout().lock(), "{}", answer?.hash)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use moat_api::{BackupRequest, path};
+use moat_api::{SecretString, BackupRequest, path};
 use moat_backup::{AgeIdentity, Backup, BackupError, Unprotect};
 use zeroize::Zeroizing;
 
@@ -30,9 +30,9 @@ pub(crate) fn backup(args: &BackupArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    let mut request = BackupRequest {
+    let request = BackupRequest {
         recipients: args.recipients.clone(),
-        passphrase: passphrase.as_ref().map(|p| p.to_string()),
+        passphrase: passphrase.map(SecretString::from),
         insecure_plaintext: args.insecure_plaintext,
     };
     let dir = match output.parent() {
@@ -68,9 +68,7 @@ pub(crate) fn backup(args: &BackupArgs) -> Result<(), Failure> {
             .await
             .map_err(Failure::api)
     });
-    if let Some(p) = request.passphrase.as_mut() {
-        crate::token::zeroize_string(p);
-    }
+    drop(request);
     bar.finish_and_clear();
     let written = written?;
     {
@@ -233,8 +231,8 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
     )
     .map_err(|e| {
         Failure::with_hint(
-            anyhow::anyhow!("restoring into {}: {}", args.state_dir.display(), e.message),
-            e.hint,
+            anyhow::anyhow!("restoring into {}: {}", args.state_dir.display(), e.message()),
+            e.hint_text().map(str::to_owned),
         )
     })?;
     let dir = args.state_dir.display();

@@ -5,7 +5,7 @@ use std::io::{self, IsTerminal as _, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use moat_api::{CaInfo, CaRotateRequest, Empty, path};
+use moat_api::{SecretString, CaInfo, CaRotateRequest, Empty, path};
 use time::OffsetDateTime;
 
 use crate::args::{CaArgs, Format};
@@ -42,7 +42,7 @@ pub(crate) fn run(args: &CaArgs) -> Result<(), Failure> {
                 .with_context(|| format!("{} is not PEM text", p.display()))
                 .map_err(|e| Failure::new(e, "give a PEM file"))
         };
-        let mut request = CaRotateRequest {
+        let request = CaRotateRequest {
             cert_expiry_seconds: args.cert_expiry.map(|d| d.as_secs()),
             ca_cert_pem: args
                 .ca_cert
@@ -52,15 +52,13 @@ pub(crate) fn run(args: &CaArgs) -> Result<(), Failure> {
             ca_key_pem: args
                 .ca_key
                 .as_deref()
-                .map(|p| read(p, "CA key"))
+                .map(|p| read(p, "CA key").map(SecretString::new))
                 .transpose()?,
             force: args.force,
         };
         let started: Result<CaInfo, Failure> =
             block_on(async { client.post(path::CA_ROTATE, &request).await.or_fail() });
-        if let Some(k) = request.ca_key_pem.as_mut() {
-            crate::token::zeroize_string(k);
-        }
+        drop(request);
         let started = started?;
         if args.detach {
             started

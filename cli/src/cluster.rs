@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use moat_api::{
+use moat_api::{SecretString, 
     CreateTokenRequest, CreateTokenResponse, Empty, Info, InitRequest, InitResponse, JoinRequest,
     JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, TokenRef, TokenSummary,
     UpdateRequest, UpdateResponse, path,
@@ -17,7 +17,7 @@ use crate::args::{
 use crate::client::{ApiResult as _, block_on, client};
 use crate::output::{Failure, write_json};
 use crate::render;
-use crate::token::{read_token, zeroize_string};
+use crate::token::read_token;
 
 pub(crate) fn init(args: &InitArgs) -> Result<(), Failure> {
     let request = InitRequest {
@@ -47,8 +47,8 @@ pub(crate) fn init(args: &InitArgs) -> Result<(), Failure> {
 pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
     // A bad token fails here, before anything is contacted.
     let token = read_token(&args.token)?;
-    let mut request = JoinRequest {
-        token: token.expose_secret().to_string(),
+    let request = JoinRequest {
+        token: SecretString::new(token.expose_secret().to_string()),
         remote_addr: args.remote_addr.clone(),
         listen_addr: args.listen_addr.clone(),
         advertise_addr: args.advertise_addr.clone(),
@@ -60,7 +60,7 @@ pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
             .await
             .or_fail()
     });
-    zeroize_string(&mut request.token);
+    drop(request);
     let answer = answer?;
     if let Some(w) = &answer.warning {
         crate::output::warn(w);
@@ -118,7 +118,7 @@ fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {
     })?;
     let mut out = io::stdout().lock();
     if args.quiet {
-        writeln!(out, "{}", answer.token)?;
+        writeln!(out, "{}", answer.token.expose_secret())?;
     } else {
         writeln!(out, "Created join token {}.", answer.id)?;
         let mut limits = Vec::new();
@@ -137,7 +137,8 @@ fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {
         writeln!(
             out,
             "    moat join --token {} {}",
-            answer.token, answer.addr
+            answer.token.expose_secret(),
+            answer.addr
         )?;
         writeln!(out)?;
     }
@@ -205,7 +206,7 @@ pub(crate) fn update(args: &UpdateArgs) -> Result<(), Failure> {
     writeln!(out, "Cluster updated.")?;
     if let Some(key) = &answer.unlock_key {
         writeln!(out)?;
-        render::unlock_key(&mut out, key)?;
+        render::unlock_key(&mut out, key.expose_secret())?;
     }
     out.flush()?;
     Ok(())

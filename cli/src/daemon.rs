@@ -51,16 +51,17 @@ async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
         hostname: args.hostname,
         unlock_key,
         metrics_addr: args.metrics_addr,
+        danger_clock_ahead: args.danger_clock_ahead.unwrap_or_default(),
     })
     .await
     .map_err(|e| {
-        Failure::new(
-            anyhow::Error::new(e).context("the daemon stopped"),
+        let hint = e.hint_text().map(str::to_owned).unwrap_or_else(|| {
             format!(
                 "see the log lines above; the node's state is in {}",
                 state_dir.display()
-            ),
-        )
+            )
+        });
+        Failure::new(anyhow::Error::new(e).context("the daemon stopped"), hint)
     })
 }
 

@@ -14,7 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use moat_api::{
+use moat_api::{SecretString, 
     Client, ClientError, Host, Info, InitRequest, InitResponse, JoinRequest, JoinResponse,
     JoinTokenRequest, JoinTokenResponse, Role, path,
 };
@@ -266,7 +266,7 @@ impl Cluster {
                 &init.worker_token
             };
             let request = JoinRequest {
-                token: token.clone(),
+                token: SecretString::new(token.expose_secret().to_string()),
                 remote_addr: init.advertise_addr.clone(),
                 listen_addr: LISTEN_ADDR.into(),
                 advertise_addr: None,
@@ -302,8 +302,8 @@ impl Cluster {
                 })
                 .collect(),
             join_addr: init.advertise_addr,
-            worker_token: init.worker_token,
-            manager_token: manager_token.token,
+            worker_token: init.worker_token.expose_secret().to_string(),
+            manager_token: manager_token.token.expose_secret().to_string(),
         })
     }
 

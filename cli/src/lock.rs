@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
-use moat_api::{Empty, UnlockKeyResponse, UnlockRequest, UnlockResponse, path};
+use moat_api::{Empty, SecretString, UnlockKeyResponse, UnlockRequest, UnlockResponse, path};
 use zeroize::Zeroizing;
 
 use crate::args::{UnlockArgs, UnlockKeyArgs};
@@ -35,26 +35,15 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
                 "type the key at the prompt, or pipe it on standard input",
             ));
         };
-        let mut request = if text.starts_with("MOATSHARE") {
-            UnlockRequest {
-                key: None,
-                share: Some(text.to_string()),
-            }
-        } else {
-            UnlockRequest {
-                key: Some(text.to_string()),
-                share: None,
-            }
-        };
+        let request = checked_request(text, progress.as_deref())?;
         let answer: Result<UnlockResponse, Failure> = block_on(async {
             client(&args.host)
                 .post(path::UNLOCK, &request)
                 .await
                 .or_fail()
         });
-        for t in [&mut request.key, &mut request.share].into_iter().flatten() {
-            crate::token::zeroize_string(t);
-        }
+        // The text is wiped on drop.
+        drop(request);
         let answer = answer?;
         if answer.unlocked {
             let mut out = io::stdout().lock();
@@ -74,6 +63,47 @@ pub(crate) fn unlock(args: &UnlockArgs) -> Result<(), Failure> {
         crate::output::progress(format_args!("Share accepted: {now}."));
         prompt = "Enter the next share (empty to stop): ";
         progress = Some(now);
+    }
+}
+
+/// The request for `text`, once it parses as an unlock key or a share
+/// (`MOATSHARE-…`), as the daemon parses it. So a mistyped one (prefix,
+/// version, length, character, checksum) is refused here, with the
+/// codec's message, and never reaches the daemon, where it would count as
+/// a failed attempt. The daemon takes nothing else in these fields (no
+/// passphrase). The request carries the text, as it always has (moved,
+/// not copied); the parsed value is dropped (zeroized) at once.
+fn checked_request(
+    text: Zeroizing<String>,
+    progress: Option<&str>,
+) -> Result<UnlockRequest, Failure> {
+    let kept = progress
+        .map(|p| format!("; the node keeps the shares given so far ({p})"))
+        .unwrap_or_default();
+    if text.starts_with("MOATSHARE") {
+        text.parse::<moat_lock::UnlockShare>().map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context("invalid share"),
+                format!("copy the share exactly as `moat unlock-key --split` printed it{kept}"),
+            )
+        })?;
+        Ok(UnlockRequest {
+            key: None,
+            share: Some(SecretString::from(text)),
+        })
+    } else {
+        text.parse::<moat_lock::UnlockKey>().map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context("invalid unlock key"),
+                format!(
+                    "copy the whole MOATKEY-1-… line (or one MOATSHARE-1-… share) as it was printed{kept}"
+                ),
+            )
+        })?;
+        Ok(UnlockRequest {
+            key: Some(SecretString::from(text)),
+            share: None,
+        })
     }
 }
 
@@ -120,8 +150,7 @@ pub(crate) fn unlock_key(args: &UnlockKeyArgs) -> Result<(), Failure> {
         }
         .or_fail()
     })?;
-    let key = Zeroizing::new(answer.key.clone());
-    drop(answer);
+    let key = answer.key.into_zeroizing();
     let mut out = io::stdout().lock();
     match args.split {
         None if args.quiet => writeln!(out, "{}", key.as_str())?,

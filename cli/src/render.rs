@@ -35,7 +35,8 @@ pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
     writeln!(
         out,
         "    moat join --token {} {}",
-        r.worker_token, r.advertise_addr
+        r.worker_token.expose_secret(),
+        r.advertise_addr
     )?;
     writeln!(out)?;
     writeln!(
@@ -44,7 +45,7 @@ pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
     )?;
     if let Some(key) = &r.unlock_key {
         writeln!(out)?;
-        unlock_key(out, key)?;
+        unlock_key(out, key.expose_secret())?;
     }
     Ok(())
 }
@@ -110,7 +111,7 @@ pub(crate) fn join_token(
     quiet: bool,
 ) -> io::Result<()> {
     if quiet {
-        return writeln!(out, "{}", r.token);
+        return writeln!(out, "{}", r.token.expose_secret());
     }
     if r.rotated {
         writeln!(out, "Successfully rotated {} join token.", r.role)?;
@@ -122,7 +123,12 @@ pub(crate) fn join_token(
         r.role
     )?;
     writeln!(out)?;
-    writeln!(out, "    moat join --token {} {}", r.token, r.addr)?;
+    writeln!(
+        out,
+        "    moat join --token {} {}",
+        r.token.expose_secret(),
+        r.addr
+    )?;
     writeln!(out)
 }
 

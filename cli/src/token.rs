@@ -43,15 +43,14 @@ pub(crate) fn inspect(args: &TokenInspect) -> Result<(), Failure> {
 /// echoing the text.
 pub(crate) fn read_token(arg: &str) -> Result<JoinToken, Failure> {
     if arg == "-" {
-        let mut text = String::new();
+        // Wiped when dropped, whatever the parse says.
+        let mut text = zeroize::Zeroizing::new(String::new());
         io::stdin()
             .lock()
             .take(4096)
             .read_to_string(&mut text)
             .map_err(|e| Failure::new(e, "pipe the token on standard input as text"))?;
-        let token = text.trim().parse();
-        zeroize_string(&mut text);
-        token
+        text.trim().parse()
     } else {
         arg.parse()
     }
@@ -62,13 +61,4 @@ pub(crate) fn read_token(arg: &str) -> Result<JoinToken, Failure> {
              a manager prints the current one with 'moat join-token worker' (or 'manager')",
         )
     })
-}
-
-/// Overwrites a string that held a secret before it is freed.
-pub(crate) fn zeroize_string(s: &mut String) {
-    // SAFETY-free: replace every byte through the safe API.
-    let len = s.len();
-    s.clear();
-    s.extend(std::iter::repeat_n('\0', len));
-    s.clear();
 }

@@ -364,3 +364,66 @@ fn cluster_usage_errors_exit_2() {
         .code(2);
     moat().args(["dev", "--managers", "0"]).assert().code(2);
 }
+
+/// Guards: `moat unlock` parses the key or share before it connects, so a
+/// mistyped one is refused with the codec's message and never reaches a
+/// locked daemon (where it would count as a failed, throttled attempt).
+/// No socket exists at the --host given; only the well-formed key gets as
+/// far as trying to connect.
+#[test]
+fn unlock_checks_the_key_before_connecting() {
+    let key = moat_lock::UnlockKey::generate().unwrap();
+    let text = key.expose_for_operator().to_string();
+    let share = moat_lock::split_unlock_key(&key, 2, 3).unwrap()[0]
+        .expose_for_operator()
+        .to_string();
+    // One character of the secret field changed, still in the alphabet.
+    let typo = |t: &str| {
+        let mut b = t.as_bytes().to_vec();
+        let i = t.len() - 12;
+        b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+        String::from_utf8(b).unwrap()
+    };
+    let cases = [
+        (
+            typo(&text),
+            "invalid unlock key: the unlock key checksum does not match",
+        ),
+        (
+            text[..text.len() - 1].to_string(),
+            "invalid unlock key: the unlock key has 70 characters",
+        ),
+        (
+            text.replace("MOATKEY", "MOATKEX"),
+            "invalid unlock key: this is not a moat unlock key",
+        ),
+        (
+            typo(&share),
+            "invalid share: the share checksum does not match",
+        ),
+        (
+            share[..share.len() - 2].to_string(),
+            "invalid share: the share has 88 characters",
+        ),
+    ];
+    for (input, message) in cases {
+        let out = moat()
+            .args(["unlock", "--host", "unix:///nonexistent/moat.sock"])
+            .write_stdin(format!("{input}\n"))
+            .assert()
+            .code(1)
+            .stdout("")
+            .get_output()
+            .clone();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with(&format!("moat: {message}")), "{err}");
+        assert!(!err.contains("cannot connect"), "{err}");
+        assert!(!err.contains(&input[12..60]), "secret echoed: {err}");
+    }
+    moat()
+        .args(["unlock", "--host", "unix:///nonexistent/moat.sock"])
+        .write_stdin(format!("{text}\n"))
+        .assert()
+        .code(1)
+        .stderr(contains("cannot connect"));
+}

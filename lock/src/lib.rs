@@ -33,6 +33,14 @@
 //! random id) and repeated shares, reports [`ShareProgress`], and combines
 //! once K are in. The format is in `docs/formats/unlock-key-shares.md`.
 //!
+//! # Unlock gate
+//!
+//! A locked node takes keys and shares through an [`UnlockGate`]: after
+//! [`FREE_FAILURES`] wrong keys in a row nothing is tried for 1 s, then
+//! 2 s, … up to [`MAX_BACKOFF`]; it collects shares and tries the rebuilt
+//! key. It is pure: the caller passes the time and the check that opens
+//! the node.
+//!
 //! # Sealed blob format, version 1
 //!
 //! All integers are big-endian. Offsets in bytes.
@@ -86,6 +94,7 @@
 mod dek;
 mod error;
 mod file;
+mod gate;
 mod key;
 mod seal;
 mod shamir;
@@ -95,6 +104,9 @@ pub use error::{KeyFormatError, KeyKind, LockError, ShareFormatError};
 pub use file::{
     read_sealed_file, read_unlock_key_file, seal_to_file, unseal_file, write_file_atomic,
     write_sealed_file, write_unlock_key_file,
+};
+pub use gate::{
+    Attempt, FREE_FAILURES, MAX_BACKOFF, Refusal, SetAside, Throttled, UnlockGate, UnlockInput,
 };
 pub use key::{KEY_LEN, KdfParams, KeySource, Passphrase, UnlockKey};
 pub use seal::{

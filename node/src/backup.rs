@@ -13,13 +13,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use moat_api::{ApiError, BackupRequest, ErrorKind};
+use moat_api::{BackupRequest, ErrorKind};
 use moat_backup::{Backup, BackupFile, Manifest, Protection};
 use moat_pki::Role;
 use zeroize::Zeroizing;
 
+use crate::error::NodeError;
 use crate::files::NodeFile;
-use crate::node::Node;
+use crate::journal::{JournalAction, JournalActor, JournalEvent};
+use crate::member::Member;
 
 /// Files copied as they are (relative to the state directory), if present.
 const NODE_FILES: &[&str] = &[
@@ -32,30 +34,30 @@ const NODE_FILES: &[&str] = &[
     "journal.jsonl",
 ];
 
-fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+fn internal(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::new(ErrorKind::Internal, format!("{what}: {e}"))
 }
 
 /// Takes a backup of this manager, without stopping it; returns the
 /// backup file's bytes.
-pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn take(node: &Arc<Member>, req: BackupRequest) -> Result<Vec<u8>, NodeError> {
     let protection = match (
         req.recipients.is_empty(),
         req.passphrase,
         req.insecure_plaintext,
     ) {
         (false, None, false) => Protection::Recipients(req.recipients),
-        (true, Some(p), false) => Protection::Passphrase(Zeroizing::new(p)),
+        (true, Some(p), false) => Protection::Passphrase(p.into_zeroizing()),
         (true, None, true) => Protection::InsecurePlaintext,
         (true, None, false) => {
-            return Err(ApiError::new(
+            return Err(NodeError::new(
                 ErrorKind::InvalidArgument,
                 "a backup holds the cluster's keys and must be encrypted",
             )
             .hint("give --recipient AGE_RECIPIENT (repeatable; `moat backup keygen` makes a key pair) or --passphrase; --insecure-plaintext writes it unencrypted"));
         }
         _ => {
-            return Err(ApiError::new(
+            return Err(NodeError::new(
                 ErrorKind::InvalidArgument,
                 "choose one of --recipient, --passphrase and --insecure-plaintext",
             ));
@@ -63,22 +65,22 @@ pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>
     };
     let m = node.require_manager()?;
     // Everything committed before this call is in what follows.
-    let state = node.read_state().await.map_err(|e| e.into_api())?;
+    let state = node.read_state().await.map_err(NodeError::from)?;
     let cipher = m
         .inner
         .lock()
         .await
         .as_ref()
         .map(|r| r.cipher())
-        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "this manager is stopping"))?;
-    let created_at = crate::control::unix_now();
+        .ok_or_else(|| NodeError::new(ErrorKind::Unavailable, "this manager is stopping"))?;
+    let created_at = node.clock.unix();
     let (files, manifest) = {
         let applied = m
             .applied
             .read()
-            .map_err(|_| ApiError::new(ErrorKind::Internal, "state lock poisoned"))?;
+            .map_err(|_| NodeError::new(ErrorKind::Internal, "state lock poisoned"))?;
         let last = applied.last_applied.ok_or_else(|| {
-            ApiError::new(
+            NodeError::new(
                 ErrorKind::Unavailable,
                 "this manager has applied nothing yet",
             )
@@ -94,7 +96,7 @@ pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>
         drop(applied);
         // Key files and the snapshot's DEK must match: no rekey or DEK
         // rotation step runs while they are read.
-        let _keys = node.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = node.keyring().hold();
         let (name, sealed) = moat_store::seal_snapshot(&cipher, &snapshot)
             .map_err(|e| internal("sealing the snapshot", e))?;
         let mut files = vec![BackupFile::new(
@@ -147,13 +149,16 @@ pub(crate) async fn take(node: &Arc<Node>, req: BackupRequest) -> Result<Vec<u8>
     })
     .await
     .map_err(|e| internal("writing the backup", e))?
-    .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-    node.journal("backup", "success", &format!("{} bytes", bytes.len()));
+    .map_err(|e| NodeError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+    node.journal(
+        JournalEvent::new(JournalActor::LocalOperator, JournalAction::Backup)
+            .note(format!("{} bytes", bytes.len())),
+    );
     tracing::info!(bytes = bytes.len(), "backup taken");
     Ok(bytes)
 }
 
-fn read_file(dir: &Path, rel: &str) -> Result<Option<BackupFile>, ApiError> {
+fn read_file(dir: &Path, rel: &str) -> Result<Option<BackupFile>, NodeError> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(rel);
     let meta = match std::fs::metadata(&path) {
@@ -195,29 +200,29 @@ pub fn restore_backup(
     listen_addr: Option<&str>,
     advertise_addr: Option<&str>,
     unlock_key: Option<&moat_lock::UnlockKey>,
-) -> Result<Restored, ApiError> {
+) -> Result<Restored, NodeError> {
     if backup.file("store/store.json").is_none() {
-        return Err(ApiError::new(
+        return Err(NodeError::new(
             ErrorKind::InvalidArgument,
             "the backup holds no store: it was not taken from a manager",
         ));
     }
     let entry = backup.file("node.json").ok_or_else(|| {
-        ApiError::new(
+        NodeError::new(
             ErrorKind::InvalidArgument,
             "the backup holds no node.json: it is not a backup of a manager",
         )
     })?;
     let mut file: NodeFile = serde_json::from_slice(&entry.data).map_err(|e| {
-        ApiError::new(
+        NodeError::new(
             ErrorKind::InvalidArgument,
             format!("the backup's node.json is malformed: {e}"),
         )
     })?;
     if let Some(a) = advertise_addr {
-        file.advertise_addr = crate::daemon::normalize_listen(a)?;
+        file.advertise_addr = crate::addr::normalize_listen(a)?;
         file.listen_addr = match listen_addr {
-            Some(l) => crate::daemon::normalize_listen(l)?,
+            Some(l) => crate::addr::normalize_listen(l)?,
             None => {
                 let port = file
                     .advertise_addr
@@ -228,7 +233,7 @@ pub fn restore_backup(
             }
         };
     } else if let Some(l) = listen_addr {
-        file.listen_addr = crate::daemon::normalize_listen(l)?;
+        file.listen_addr = crate::addr::normalize_listen(l)?;
     }
     let locked = backup.file("unlock.key").is_none();
     if let Some(key) = unlock_key {
@@ -241,7 +246,7 @@ pub fn restore_backup(
         entry.data = Zeroizing::new(json);
     }
     moat_backup::restore_into(&backup, dir)
-        .map_err(|e| ApiError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
+        .map_err(|e| NodeError::new(ErrorKind::FailedPrecondition, e.to_string()))?;
     Ok(Restored {
         cluster_id: file.cluster_id.to_string(),
         node_id: file.node_id.to_string(),
@@ -258,29 +263,29 @@ fn check_unlock_key(
     file: &NodeFile,
     locked: bool,
     key: &moat_lock::UnlockKey,
-) -> Result<(), ApiError> {
+) -> Result<(), NodeError> {
     if !locked {
-        return Err(ApiError::new(
+        return Err(NodeError::new(
             ErrorKind::InvalidArgument,
             "this backup was taken with autolock off: it needs no unlock key",
         )
         .hint("restore it without --unlock-key-file"));
     }
     let sealed = backup.file("certs/node.sealed").ok_or_else(|| {
-        ApiError::new(
+        NodeError::new(
             ErrorKind::InvalidArgument,
             "the backup holds no sealed TLS keys: it is incomplete",
         )
     })?;
     let opens = crate::files::tls_blob_opens(&sealed.data, key, &file.cluster_id, &file.node_id)
         .map_err(|e| {
-            ApiError::new(
+            NodeError::new(
                 ErrorKind::InvalidArgument,
                 format!("the backup's sealed TLS keys are damaged: {e}"),
             )
         })?;
     if !opens {
-        return Err(ApiError::new(
+        return Err(NodeError::new(
             ErrorKind::PermissionDenied,
             format!(
                 "invalid unlock key: it does not open this backup, which needs the unlock key current at {}",

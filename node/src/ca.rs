@@ -1,4 +1,5 @@
-//! Root CA rotation: start (a new root, or the operator's own, cross-signed
+//! The cluster's CA: issuing certificates under the cluster's policy
+//! ([`issue`]), and root CA rotation: start (a new root, or the operator's own, cross-signed
 //! by the old one), progress, force, rollback, and the leader's step that
 //! finishes a rotation once every node holds a certificate from the new
 //! root. The phases live in the store (`ClusterState::ca_rotation`), so a
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use moat_api::{CaInfo, CaRotateRequest, CaRotationInfo, RootCaInfo, WaitingNode};
 use moat_audit::Action;
-use moat_pki::{CertificateDer, OffsetDateTime, PrivateKey, RootCa, RootOptions};
+use moat_pki::{
+    CertExpiry, CertificateDer, NodeId, OffsetDateTime, PrivateKey, Role, RootCa, RootOptions,
+    cert_pem, fingerprint,
+};
 use moat_store::model::{
     CaMaterial, CaRotation, ClusterState, Command, JoinTokens, Secret, rfc3339,
 };
 use moat_tokens::JoinToken;
 
-use crate::audit::operator;
-use crate::node::{Node, der_to_pem, fingerprint, root_ca};
+use crate::member::{Member, operator};
 use crate::rpc::{RpcError, RpcErrorKind};
 
 /// An operator's root must stay valid at least this long…
@@ -33,6 +36,60 @@ fn invalid(message: impl Into<String>, hint: &str) -> RpcError {
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::new(RpcErrorKind::Internal, e.to_string())
+}
+
+/// Issues a certificate for `csr_pem` to `node` in `role`, under the
+/// cluster's policy, from the root that issues now (the new one during a
+/// root rotation), valid from `now`. Returns the certificate, its chain in
+/// PEM (with the cross-signed new root during a rotation) and the issuing
+/// root's fingerprint.
+pub(crate) fn issue(
+    state: &ClusterState,
+    csr_pem: &str,
+    node: NodeId,
+    role: Role,
+    now: OffsetDateTime,
+) -> Result<(moat_pki::IssuedCert, String, String), RpcError> {
+    let (ca, intermediate) = state.issuing_ca().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let root = root_ca(ca)?;
+    let csr = moat_pki::VerifiedCsr::from_pem(csr_pem.as_bytes())
+        .map_err(|e| RpcError::new(RpcErrorKind::Invalid, format!("certificate request: {e}")))?;
+    let expiry =
+        CertExpiry::new(Duration::from_secs(state.policy.cert_expiry_secs)).map_err(internal)?;
+    let issued = root
+        .issue(&csr, node, role, expiry, now)
+        .map_err(internal)?;
+    let mut chain_pem = cert_pem(&issued.der);
+    if let Some(cross) = intermediate {
+        chain_pem.push_str(cross);
+    }
+    let issuer = fingerprint(root.certificate());
+    Ok((issued, chain_pem, issuer))
+}
+
+/// Fingerprint of the root that issues certificates now.
+pub(crate) fn issuer_fingerprint(state: &ClusterState) -> Option<String> {
+    state
+        .issuing_ca()
+        .and_then(|(ca, _)| root_ca(ca).ok())
+        .map(|r| fingerprint(r.certificate()))
+}
+
+pub(crate) fn root_ca(ca: &CaMaterial) -> Result<RootCa, RpcError> {
+    use moat_pki::pem::PemObject;
+    let internal =
+        |what: &str, e: String| RpcError::new(RpcErrorKind::Internal, format!("{what}: {e}"));
+    let cert = moat_pki::CertificateDer::from_pem_slice(ca.root_cert_pem.as_bytes())
+        .map_err(|e| internal("root certificate", format!("{e:?}")))?;
+    let der = zeroize::Zeroizing::new(
+        data_encoding::BASE64
+            .decode(ca.root_key_pkcs8.expose_secret().as_bytes())
+            .map_err(|e| internal("root key", e.to_string()))?,
+    );
+    let key = PrivateKey::from_pkcs8_der(&der).map_err(|e| internal("root key", e.to_string()))?;
+    RootCa::from_parts(cert, key).map_err(|e| internal("root CA", e.to_string()))
 }
 
 /// What a root certificate (PEM) is, for people.
@@ -109,9 +166,9 @@ pub(crate) fn status(state: &ClusterState) -> Result<CaInfo, RpcError> {
 }
 
 /// `moat ca --rotate`: starts a rotation (or forces the one under way).
-pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaInfo, RpcError> {
+pub(crate) async fn rotate(node: &Member, mut req: CaRotateRequest) -> Result<CaInfo, RpcError> {
     // An operator's root key is wiped from this request whatever happens.
-    let key_pem = zeroize::Zeroizing::new(req.ca_key_pem.take());
+    let key_pem = req.ca_key_pem.take();
     let state = node.read_state().await?;
     if let Some(r) = &state.ca_rotation {
         if !req.force {
@@ -134,10 +191,10 @@ pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaIn
         RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
     })?;
     let old = root_ca(old_ca)?;
-    let now = OffsetDateTime::now_utc();
+    let now = node.clock.now();
     if let Some(secs) = req.cert_expiry_seconds {
         let mut policy = state.policy.clone();
-        policy.cert_expiry_secs = crate::daemon::cert_expiry(Some(secs))
+        policy.cert_expiry_secs = crate::wire::cert_expiry(Some(secs))
             .map_err(RpcError::from)?
             .as_secs();
         if policy != state.policy {
@@ -152,7 +209,7 @@ pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaIn
     let id = state.ca_generation + 1;
     let external = req.ca_cert_pem.is_some() || key_pem.is_some();
     let new = match (&req.ca_cert_pem, key_pem.as_ref()) {
-        (Some(cert), Some(key)) => external_root(&state, &old, cert, key, now)?,
+        (Some(cert), Some(key)) => external_root(&state, &old, cert, key.expose_secret(), now)?,
         (None, None) => RootCa::generate(
             old.cluster_id(),
             &RootOptions {
@@ -183,7 +240,7 @@ pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaIn
             root_cert_pem: new_pem,
             root_key_pkcs8: Secret::new(data_encoding::BASE64.encode(&new.key().to_pkcs8_der())),
         },
-        cross_signed_pem: der_to_pem(&cross),
+        cross_signed_pem: cert_pem(&cross),
         started_at: now.unix_timestamp(),
         force: req.force,
         external,
@@ -202,7 +259,7 @@ pub(crate) async fn rotate(node: &Node, mut req: CaRotateRequest) -> Result<CaIn
     tracing::info!(rotation = id, new_root = %new_fingerprint, external, "root CA rotation started");
     // This manager renews at once rather than at its next heartbeat (the
     // others follow at theirs); a one-node cluster is then done.
-    if let Err(e) = crate::agent::renew(node).await {
+    if let Err(e) = node.renew().await {
         tracing::warn!(error = %e, "renewing from the new root failed; the next heartbeat retries");
     }
     finish_if_done(node).await;
@@ -337,7 +394,7 @@ fn waiting_list(state: &ClusterState, r: &CaRotation) -> String {
 }
 
 /// `moat ca --rollback`.
-pub(crate) async fn rollback(node: &Node) -> Result<CaInfo, RpcError> {
+pub(crate) async fn rollback(node: &Member) -> Result<CaInfo, RpcError> {
     let state = node.read_state().await?;
     let Some(r) = &state.ca_rotation else {
         return Err(RpcError::new(
@@ -358,8 +415,8 @@ pub(crate) async fn rollback(node: &Node) -> Result<CaInfo, RpcError> {
 
 /// Finishes the rotation now if nothing is left to wait for (after a
 /// renewal); the leader's loop would within a second.
-pub(crate) async fn finish_if_done(node: &Node) {
-    let Some(state) = node.manager.load_full().and_then(|m| m.local_state().ok()) else {
+pub(crate) async fn finish_if_done(node: &Member) {
+    let Some(state) = node.manager().and_then(|m| m.local_state().ok()) else {
         return;
     };
     if let Err(e) = drive(node, &state).await {
@@ -370,7 +427,7 @@ pub(crate) async fn finish_if_done(node: &Node) {
 
 /// The leader's step: finishes the rotation once every node holds a
 /// certificate from the new root, or at once when forced.
-pub(crate) async fn drive(node: &Node, state: &ClusterState) -> Result<(), RpcError> {
+pub(crate) async fn drive(node: &Member, state: &ClusterState) -> Result<(), RpcError> {
     let Some(r) = &state.ca_rotation else {
         return Ok(());
     };
@@ -381,7 +438,7 @@ pub(crate) async fn drive(node: &Node, state: &ClusterState) -> Result<(), RpcEr
         return Ok(());
     }
     let bundle = new.certificate_pem();
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = node.clock.unix();
     let token = || JoinToken::generate(bundle.as_bytes()).map_err(internal);
     let join_tokens = JoinTokens {
         worker: token()?,
@@ -416,9 +473,7 @@ pub(crate) async fn drive(node: &Node, state: &ClusterState) -> Result<(), RpcEr
     tracing::info!(rotation = r.id, new_root = %new_fingerprint, left_behind = left_behind.len(), "root CA rotation finished; join tokens replaced");
     // This manager switches now; the others at their next heartbeat.
     match node.follow_trust(&r.new_ca.root_cert_pem) {
-        Ok(_) => node
-            .renew_soon
-            .store(true, std::sync::atomic::Ordering::SeqCst),
+        Ok(_) => node.renew_soon(),
         Err(e) => {
             tracing::warn!(error = %e, "switching trust to the new root failed; the next heartbeat retries")
         }

@@ -24,12 +24,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use data_encoding::BASE64;
-use moat_api::{ApiError, ErrorKind};
+use moat_api::ErrorKind;
 use moat_lock::{Aad, KeySource, UnlockKey};
 use moat_pki::{CertificateDer, ClusterId, NodeId, PrivateKey, TrustRoots};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::error::NodeError;
 use crate::rpc::Peer;
 
 const NODE_FILE_FORMAT: u32 = 1;
@@ -93,7 +94,7 @@ impl Layout {
 
     /// Creates the directory (mode 0700) and takes the daemon lock, so two
     /// daemons never share a state directory.
-    pub(crate) fn lock(&self) -> Result<File, ApiError> {
+    pub(crate) fn lock(&self) -> Result<File, NodeError> {
         create_private_dir(&self.dir)?;
         let file = File::options()
             .create(true)
@@ -103,7 +104,7 @@ impl Layout {
             .map_err(|e| io_error(&format!("opening {}", self.lock_file().display()), e))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(fs::TryLockError::WouldBlock) => Err(ApiError::new(
+            Err(fs::TryLockError::WouldBlock) => Err(NodeError::new(
                 ErrorKind::FailedPrecondition,
                 format!(
                     "another moat daemon is running with state directory {}",
@@ -118,7 +119,7 @@ impl Layout {
     /// Removes everything that makes this node a cluster member, node file
     /// first (so a crash half-way leaves a node that is simply not in a
     /// cluster).
-    pub(crate) fn wipe(&self) -> Result<(), ApiError> {
+    pub(crate) fn wipe(&self) -> Result<(), NodeError> {
         remove_file(&self.node_file())?;
         for dir in [self.certs_dir(), self.store_dir()] {
             match fs::remove_dir_all(&dir) {
@@ -133,7 +134,7 @@ impl Layout {
 
     /// Moves keys, certificates and a store left without a node.json into
     /// `DIR/abandoned-<unix time>/`; returns where, if anything was moved.
-    pub(crate) fn set_aside_leftovers(&self) -> Result<Option<PathBuf>, ApiError> {
+    pub(crate) fn set_aside_leftovers(&self) -> Result<Option<PathBuf>, NodeError> {
         let leftovers: Vec<PathBuf> = [self.certs_dir(), self.store_dir(), self.kek_file()]
             .into_iter()
             .filter(|p| p.exists())
@@ -214,19 +215,19 @@ impl NodeFile {
         }
     }
 
-    pub(crate) fn load(layout: &Layout) -> Result<Self, ApiError> {
+    pub(crate) fn load(layout: &Layout) -> Result<Self, NodeError> {
         let path = layout.node_file();
         let bytes =
             fs::read(&path).map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
         let file: NodeFile = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
+            NodeError::new(
                 ErrorKind::Internal,
                 format!("{} is damaged: {e}", path.display()),
             )
             .hint(START_OVER_HINT)
         })?;
         if file.format != NODE_FILE_FORMAT {
-            return Err(ApiError::new(
+            return Err(NodeError::new(
                 ErrorKind::Internal,
                 format!(
                     "{} has format {}, this moat understands {NODE_FILE_FORMAT}",
@@ -239,11 +240,11 @@ impl NodeFile {
         Ok(file)
     }
 
-    pub(crate) fn save(&self, layout: &Layout) -> Result<(), ApiError> {
+    pub(crate) fn save(&self, layout: &Layout) -> Result<(), NodeError> {
         let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("encoding node.json: {e}")))?;
+            .map_err(|e| NodeError::new(ErrorKind::Internal, format!("encoding node.json: {e}")))?;
         moat_lock::write_file_atomic(layout.node_file(), &json)
-            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+            .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))
     }
 }
 
@@ -273,7 +274,7 @@ pub(crate) fn save_tls(
     chain_pem: &str,
     key: &PrivateKey,
     roots: &TrustRoots,
-) -> Result<(), ApiError> {
+) -> Result<(), NodeError> {
     create_private_dir(&layout.certs_dir())?;
     let sealed = SealedTls {
         chain_pem: chain_pem.to_string(),
@@ -282,7 +283,7 @@ pub(crate) fn save_tls(
     };
     let json = Zeroizing::new(
         serde_json::to_vec(&sealed)
-            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("encoding TLS keys: {e}")))?,
+            .map_err(|e| NodeError::new(ErrorKind::Internal, format!("encoding TLS keys: {e}")))?,
     );
     drop(sealed);
     let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
@@ -294,35 +295,13 @@ pub(crate) fn save_tls(
         &aad,
         &json,
     )
-    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))?;
     write_public(&layout.chain_file(), chain_pem.as_bytes())?;
     write_public(&layout.roots_file(), roots.to_pem().as_bytes())
 }
 
 fn tls_aad<'a>(cluster: &'a str, node: &'a str) -> Aad<'a> {
     Aad::new(TLS_PURPOSE, cluster, node)
-}
-
-/// Whether `kek` is the key this node's TLS keys are sealed under: `false`
-/// for a wrong key; an error if the file is damaged or missing.
-pub(crate) fn tls_key_opens(
-    layout: &Layout,
-    kek: &UnlockKey,
-    cluster: &ClusterId,
-    node: &NodeId,
-) -> Result<bool, ApiError> {
-    let path = layout.sealed_tls_file();
-    let damaged = |e: moat_lock::LockError| {
-        ApiError::new(
-            ErrorKind::Internal,
-            format!("reading this node's TLS keys in {}: {e}", path.display()),
-        )
-        .hint(format!(
-            "the state directory is damaged or was tampered with; {START_OVER_HINT}"
-        ))
-    };
-    let blob = moat_lock::read_sealed_file(&path).map_err(damaged)?;
-    tls_blob_opens(&blob, kek, cluster, node).map_err(damaged)
 }
 
 /// Whether `kek` opens the sealed TLS keys `blob` of `node` (a node's
@@ -348,70 +327,86 @@ pub(crate) fn reseal_tls(
     new: &UnlockKey,
     cluster: &ClusterId,
     node: &NodeId,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, NodeError> {
     let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
     let aad = tls_aad(&cluster_s, &node_s);
     let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(old), &aad)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))?;
+        .map_err(|e| NodeError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))?;
     moat_lock::seal(KeySource::Key(new), 1, &aad, &unsealed.plaintext)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))
+        .map_err(|e| NodeError::new(ErrorKind::Internal, format!("re-sealing TLS keys: {e}")))
 }
 
-/// Reads back what [`save_tls`] wrote.
+/// What [`save_tls`] sealed: the chain (leaf first), its key and the
+/// trusted roots.
+pub(crate) struct TlsFiles {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKey,
+    pub(crate) roots: TrustRoots,
+}
+
+/// Reads back what [`save_tls`] wrote; a key that does not open it is an
+/// error naming the file (see [`open_tls`] to tell a wrong key apart).
 pub(crate) fn load_tls(
     layout: &Layout,
     kek: &UnlockKey,
     cluster: &ClusterId,
     node: &NodeId,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKey, TrustRoots), ApiError> {
+) -> Result<TlsFiles, NodeError> {
+    open_tls(layout, kek, cluster, node)?
+        .ok_or_else(|| damaged_tls(layout, "the key it is sealed under is not this node's key"))
+}
+
+/// Opens this node's sealed TLS files with `kek`, reading the file once:
+/// `None` if `kek` is not the key they are sealed under (a wrong unlock
+/// key), an error naming the file if it is missing, damaged or altered.
+pub(crate) fn open_tls(
+    layout: &Layout,
+    kek: &UnlockKey,
+    cluster: &ClusterId,
+    node: &NodeId,
+) -> Result<Option<TlsFiles>, NodeError> {
     let (cluster_s, node_s) = (cluster.to_string(), node.to_string());
     let aad = tls_aad(&cluster_s, &node_s);
-    let unsealed = moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(kek), &aad)
-        .map_err(|e| {
-            ApiError::new(
-                ErrorKind::Internal,
-                format!("reading this node's TLS keys: {e}"),
-            )
-            .hint(format!(
-                "the state directory is damaged or was tampered with; {START_OVER_HINT}"
-            ))
-        })?;
-    let sealed: SealedTls = serde_json::from_slice(&unsealed.plaintext).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Internal,
-            format!("this node's sealed TLS keys are malformed: {e}"),
-        )
-    })?;
+    let unsealed = match moat_lock::unseal_file(layout.sealed_tls_file(), KeySource::Key(kek), &aad)
+    {
+        Ok(u) => u,
+        Err(e) if matches!(e.root(), moat_lock::LockError::WrongKey) => return Ok(None),
+        Err(e) => return Err(damaged_tls(layout, &e.to_string())),
+    };
+    let sealed: SealedTls = serde_json::from_slice(&unsealed.plaintext)
+        .map_err(|e| damaged_tls(layout, &format!("not sealed TLS keys: {e}")))?;
     let der = Zeroizing::new(
         BASE64
             .decode(sealed.key_pkcs8_b64.as_bytes())
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorKind::Internal,
-                    format!("this node's TLS key is malformed: {e}"),
-                )
-            })?,
+            .map_err(|e| damaged_tls(layout, &format!("the TLS key is malformed: {e}")))?,
     );
     let key = PrivateKey::from_pkcs8_der(&der)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("this node's TLS key: {e}")))?;
+        .map_err(|e| damaged_tls(layout, &format!("the TLS key: {e}")))?;
     let chain = chain_from_pem(&sealed.chain_pem)?;
-    let roots = TrustRoots::from_pem(sealed.roots_pem.as_bytes()).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Internal,
-            format!("this node's sealed root bundle: {e}"),
-        )
-    })?;
-    Ok((chain, key, roots))
+    let roots = TrustRoots::from_pem(sealed.roots_pem.as_bytes())
+        .map_err(|e| damaged_tls(layout, &format!("the sealed root bundle: {e}")))?;
+    Ok(Some(TlsFiles { chain, key, roots }))
+}
+
+/// Damage found in the sealed TLS files: fatal, never retried.
+fn damaged_tls(layout: &Layout, problem: &str) -> NodeError {
+    NodeError::fatal(
+        &layout.sealed_tls_file(),
+        format!("this node's sealed TLS keys cannot be read: {problem}"),
+    )
+    .hint(format!(
+        "the state directory is damaged or was tampered with; {START_OVER_HINT}"
+    ))
 }
 
 /// Parses a PEM certificate chain.
-pub(crate) fn chain_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+pub(crate) fn chain_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, NodeError> {
     use moat_pki::pem::PemObject;
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("certificate chain: {e:?}")))?;
+        .map_err(|e| NodeError::new(ErrorKind::Internal, format!("certificate chain: {e:?}")))?;
     if chain.is_empty() {
-        return Err(ApiError::new(
+        return Err(NodeError::new(
             ErrorKind::Internal,
             "certificate chain is empty",
         ));
@@ -420,25 +415,25 @@ pub(crate) fn chain_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 /// Reads the node's key-encryption key, or creates it on first use.
-pub(crate) fn load_or_create_kek(layout: &Layout) -> Result<UnlockKey, ApiError> {
+pub(crate) fn load_or_create_kek(layout: &Layout) -> Result<UnlockKey, NodeError> {
     let path = layout.kek_file();
     if path.exists() {
         return moat_lock::read_unlock_key_file(&path)
-            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()));
+            .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()));
     }
     let key =
-        UnlockKey::generate().map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        UnlockKey::generate().map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))?;
     moat_lock::write_unlock_key_file(&path, &key)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))?;
     Ok(key)
 }
 
-fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ApiError> {
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     moat_lock::write_file_atomic(path, bytes)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+        .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), ApiError> {
+fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
@@ -449,7 +444,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ApiError> {
         .map_err(|e| io_error(&format!("restricting {}", dir.display()), e))
 }
 
-pub(crate) fn remove_file(path: &Path) -> Result<(), ApiError> {
+pub(crate) fn remove_file(path: &Path) -> Result<(), NodeError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -457,12 +452,12 @@ pub(crate) fn remove_file(path: &Path) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), ApiError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(&format!("syncing {}", dir.display()), e))
 }
 
-pub(crate) fn io_error(what: &str, e: io::Error) -> ApiError {
-    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+pub(crate) fn io_error(what: &str, e: io::Error) -> NodeError {
+    NodeError::new(ErrorKind::Internal, format!("{what}: {e}"))
 }

@@ -23,15 +23,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use moat_api::{ApiError, ErrorKind};
+use moat_api::ErrorKind;
 use moat_lock::{KeySource, LockError, UnlockKey};
 use moat_pki::{ClusterId, NodeId, Role};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::error::NodeError;
 use crate::files::{self, Layout, io_error};
 
 const COMMIT_FILE: &str = "rekey.commit";
@@ -63,8 +62,8 @@ fn next_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn lock_error(what: &str, e: LockError) -> ApiError {
-    ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
+fn lock_error(what: &str, e: LockError) -> NodeError {
+    NodeError::new(ErrorKind::Internal, format!("{what}: {e}"))
 }
 
 /// Re-seals this node's sealed files from `old` to `new`, crash-safely
@@ -76,12 +75,12 @@ pub(crate) fn rekey(
     old: &UnlockKey,
     new: &UnlockKey,
     kek_file: KekFile,
-) -> Result<(), ApiError> {
+) -> Result<(), NodeError> {
     // A previous attempt's leftovers first (committed or not).
     finish_rekey(layout)?;
     let commit = stage(layout, cluster, node, old, new, kek_file)?;
     let json = serde_json::to_vec(&commit)
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("encoding the rekey: {e}")))?;
+        .map_err(|e| NodeError::new(ErrorKind::Internal, format!("encoding the rekey: {e}")))?;
     // The commit point: from here on the new key is the one.
     moat_lock::write_file_atomic(layout.dir().join(COMMIT_FILE), &json)
         .map_err(|e| lock_error("committing the rekey", e))?;
@@ -97,7 +96,7 @@ fn stage(
     old: &UnlockKey,
     new: &UnlockKey,
     kek_file: KekFile,
-) -> Result<Commit, ApiError> {
+) -> Result<Commit, NodeError> {
     let mut staged = Vec::new();
     let tls = layout.sealed_tls_file();
     if tls.exists() {
@@ -110,7 +109,7 @@ fn stage(
     if store.join("store.json").exists() {
         let deks = moat_store::rewrap_deks(&store, KeySource::Key(old), KeySource::Key(new))
             .map_err(|e| {
-                ApiError::new(
+                NodeError::new(
                     ErrorKind::Internal,
                     format!("re-sealing the store's data keys: {e}"),
                 )
@@ -139,7 +138,7 @@ fn stage(
 
 /// Completes a committed rekey, or discards an uncommitted one; returns
 /// whether a committed one was found.
-pub(crate) fn finish_rekey(layout: &Layout) -> Result<bool, ApiError> {
+pub(crate) fn finish_rekey(layout: &Layout) -> Result<bool, NodeError> {
     let path = layout.dir().join(COMMIT_FILE);
     let bytes = match fs::File::open(&path) {
         Ok(f) => {
@@ -158,18 +157,15 @@ pub(crate) fn finish_rekey(layout: &Layout) -> Result<bool, ApiError> {
         return Ok(false);
     };
     let commit: Commit = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Internal,
-            format!("{} is damaged: {e}", path.display()),
-        )
-        .hint(crate::files::START_OVER_HINT)
+        NodeError::fatal(&path, format!("the key-change record is damaged: {e}"))
+            .hint(crate::files::START_OVER_HINT)
     })?;
     let mut dirs = std::collections::BTreeSet::new();
     for rel in &commit.files {
         if !is_sealed_file(rel) {
-            return Err(ApiError::new(
-                ErrorKind::Internal,
-                format!("{} names {rel:?}, which is not a key file", path.display()),
+            return Err(NodeError::fatal(
+                &path,
+                format!("the key-change record names {rel:?}, which is not a key file"),
             )
             .hint(crate::files::START_OVER_HINT));
         }
@@ -204,7 +200,7 @@ fn is_sealed_file(rel: &str) -> bool {
             .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn discard_staged(layout: &Layout) -> Result<(), ApiError> {
+fn discard_staged(layout: &Layout) -> Result<(), NodeError> {
     for dir in [
         layout.dir().to_path_buf(),
         layout.dir().join("certs"),
@@ -232,15 +228,10 @@ pub(crate) struct Autolock {
 
 impl Autolock {
     /// Reads the setting from a manager's applied state.
-    pub(crate) fn of(m: &crate::node::ManagerRt) -> Result<Self, ApiError> {
-        let applied = m
-            .applied
-            .read()
-            .map_err(|_| ApiError::new(ErrorKind::Internal, "state lock poisoned"))?;
-        let state = &applied.state;
+    pub(crate) fn of(state: &moat_store::model::ClusterState) -> Result<Self, NodeError> {
         let key = match (&state.unlock_key, state.policy.autolock) {
             (Some(k), true) => Some(k.expose_secret().parse::<UnlockKey>().map_err(|e| {
-                ApiError::new(
+                NodeError::new(
                     ErrorKind::Internal,
                     format!("the unlock key in the store is malformed: {e}"),
                 )
@@ -254,132 +245,11 @@ impl Autolock {
     }
 }
 
-impl crate::node::Node {
-    /// Brings this node's key files in line with the cluster's autolock
-    /// setting (see [`plan`]); returns what it did.
-    pub(crate) async fn reconcile_keys(self: &Arc<Self>) -> Result<KeyPlan, ApiError> {
-        let Some(role) = self.role() else {
-            return Ok(KeyPlan::Keep);
-        };
-        let setting = match self.manager.load_full() {
-            Some(m) if role == Role::Manager => Some(Autolock::of(&m)?),
-            _ => None,
-        };
-        let file_generation = self.node_file().key_generation;
-        let on_disk = self.layout.kek_file().exists();
-        let current = self.kek.load_full();
-        let plan = plan(role, setting.as_ref(), file_generation, on_disk, &current);
-        let generation = setting.as_ref().map(|s| s.generation);
-        let new_key = match (&plan, &setting) {
-            (KeyPlan::Keep, _) => None,
-            (KeyPlan::Lock | KeyPlan::Rotate, Some(Autolock { key: Some(k), .. })) => {
-                Some(clone_key(k)?)
-            }
-            (KeyPlan::Unlock, _) => Some(
-                UnlockKey::generate()
-                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?,
-            ),
-            _ => None,
-        };
-        if let Some(new_key) = new_key {
-            let kek_file = match plan {
-                KeyPlan::Lock => KekFile::Remove,
-                KeyPlan::Unlock => KekFile::Write,
-                _ => KekFile::Keep,
-            };
-            if plan == KeyPlan::Lock {
-                self.update_node_file(|f| f.dek_rotation_due = true)?;
-            }
-            {
-                let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-                rekey(
-                    &self.layout,
-                    &self.cluster,
-                    &self.id,
-                    &current,
-                    &new_key,
-                    kek_file,
-                )?;
-                self.kek.store(Arc::new(new_key));
-            }
-            let what = match (plan, role) {
-                (KeyPlan::Lock, _) => "autolock-enabled",
-                (KeyPlan::Rotate, _) => "unlock-key-rotated",
-                (_, Role::Worker) => "own-key-restored",
-                _ => "autolock-disabled",
-            };
-            tracing::info!(event = what, "re-sealed this node's keys");
-            self.journal(what, "success", "");
-            if plan == KeyPlan::Lock {
-                // Both were sealed under a key kept on disk until now.
-                self.renew_soon
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                let node = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = node.rotate_dek().await {
-                        tracing::error!(error = %e, "rotating the store's data key after autolock was turned on failed; it is retried at the next start");
-                    }
-                });
-            }
-        }
-        // A worker follows no setting: should it be promoted again, the
-        // setting of that day applies, however old.
-        let generation = if role == Role::Worker {
-            Some(0)
-        } else {
-            generation.filter(|g| *g > file_generation)
-        };
-        if let Some(g) = generation
-            && g != file_generation
-        {
-            self.update_node_file(|f| f.key_generation = g)?;
-        }
-        Ok(plan)
-    }
-
-    /// Rotates the store's data key (crash-safe; resumed at start).
-    pub(crate) async fn rotate_dek(&self) -> Result<moat_lock::DekVersion, ApiError> {
-        let m = self.require_manager()?;
-        let inner = m.inner.lock().await;
-        let Some(raft) = inner.as_ref() else {
-            return Err(ApiError::new(
-                ErrorKind::Unavailable,
-                "this manager is stopping",
-            ));
-        };
-        let version = raft
-            .rotate_dek_with(
-                |dir, identity, cipher| {
-                    let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-                    let kek = self.kek.load();
-                    moat_store::begin_dek_rotation(dir, identity, KeySource::Key(&kek), cipher)
-                },
-                &self.layout.store_dir(),
-                |cipher| {
-                    let _keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-                    moat_store::complete_dek_rotation(&self.layout.store_dir(), cipher)
-                },
-            )
-            .await
-            .map_err(|e| {
-                ApiError::new(ErrorKind::Internal, format!("rotating the data key: {e}"))
-            })?;
-        self.update_node_file(|f| f.dek_rotation_due = false)?;
-        tracing::info!(version = version.0, "store data key rotated");
-        self.journal(
-            "dek-rotated",
-            "success",
-            &format!("now version {}", version.0),
-        );
-        Ok(version)
-    }
-}
-
 /// A copy of a key (the type is deliberately not `Clone`).
-pub(crate) fn clone_key(key: &UnlockKey) -> Result<UnlockKey, ApiError> {
+pub(crate) fn clone_key(key: &UnlockKey) -> Result<UnlockKey, NodeError> {
     key.expose_for_operator()
         .parse()
-        .map_err(|e: LockError| ApiError::new(ErrorKind::Internal, e.to_string()))
+        .map_err(|e: LockError| NodeError::new(ErrorKind::Internal, e.to_string()))
 }
 
 /// What a node must do to its keys to match the cluster's autolock policy.
@@ -427,49 +297,6 @@ pub(crate) fn plan(
     }
 }
 
-/// Consecutive failed unlock attempts allowed before each further one has
-/// to wait.
-pub(crate) const FREE_ATTEMPTS: u32 = 5;
-/// The longest wait between attempts.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Slows down guessing at a locked node: after [`FREE_ATTEMPTS`]
-/// consecutive failures, the next attempt is refused until 1 s has passed,
-/// then 2 s, 4 s, … up to [`MAX_BACKOFF`]. It lives as long as the
-/// locked state (a success ends it). Kept in
-/// memory: a restart resets it, which costs an attacker a restart per few
-/// guesses at a 256-bit key.
-#[derive(Debug, Default)]
-pub(crate) struct Throttle {
-    failures: u32,
-    not_before: Option<Instant>,
-}
-
-impl Throttle {
-    /// `Err(wait)` if an attempt at `now` must wait.
-    pub(crate) fn check(&self, now: Instant) -> Result<(), Duration> {
-        match self.not_before {
-            Some(t) if now < t => Err(t - now),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a failed attempt at `now`.
-    pub(crate) fn failed(&mut self, now: Instant) {
-        self.failures = self.failures.saturating_add(1);
-        if self.failures >= FREE_ATTEMPTS {
-            let doublings = (self.failures - FREE_ATTEMPTS).min(16);
-            let wait = Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF);
-            self.not_before = Some(now + wait);
-        }
-    }
-
-    /// Consecutive failures so far.
-    pub(crate) fn failures(&self) -> u32 {
-        self.failures
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,28 +332,6 @@ mod tests {
         assert_eq!(plan(Role::Worker, None, 0, true, &b), KeyPlan::Keep);
     }
 
-    #[test]
-    fn throttle_waits_longer_after_five_failures() {
-        let t0 = Instant::now();
-        let mut t = Throttle::default();
-        for _ in 0..4 {
-            t.failed(t0);
-            assert!(t.check(t0).is_ok());
-        }
-        t.failed(t0);
-        assert_eq!(t.check(t0), Err(Duration::from_secs(1)));
-        assert!(t.check(t0 + Duration::from_secs(1)).is_ok());
-        t.failed(t0);
-        assert_eq!(t.check(t0), Err(Duration::from_secs(2)));
-        t.failed(t0);
-        assert_eq!(t.check(t0), Err(Duration::from_secs(4)));
-        for _ in 0..30 {
-            t.failed(t0);
-        }
-        assert_eq!(t.check(t0), Err(MAX_BACKOFF));
-        assert_eq!(t.failures(), 37);
-    }
-
     /// A node's key files sealed under `key`: TLS and a store.
     fn node_dir(key: &UnlockKey) -> (tempfile::TempDir, Layout, ClusterId, NodeId) {
         let tmp = tempfile::tempdir().unwrap();
@@ -550,7 +355,10 @@ mod tests {
     }
 
     fn opens_with(layout: &Layout, c: &ClusterId, n: &NodeId, key: &UnlockKey) -> bool {
-        let tls = files::tls_key_opens(layout, key, c, n).unwrap();
+        let tls = match files::open_tls(layout, key, c, n) {
+            Ok(opened) => opened.is_some(),
+            Err(e) => panic!("{e}"),
+        };
         let store = moat_store::OpenStore::open(&layout.store_dir(), KeySource::Key(key)).is_ok();
         assert_eq!(tls, store, "TLS key and store sealed under different keys");
         tls

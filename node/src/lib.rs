@@ -1,35 +1,64 @@
 //! The moat daemon: one node's process.
 //!
 //! moat-node owns running things: the control API on the daemon's unix
-//! socket, the node's lifecycle (init, join, leave, restart), the manager
-//! side (Raft store, CA, dispatcher of heartbeats, membership changes with
-//! quorum checks), and what every node does in the background (heartbeats,
-//! certificate renewal, taking up a new role). It never parses
-//! command-line arguments (that is `cli/`), and it reaches the disk only
-//! through moat-store, moat-lock and its state-directory layout
-//! (`files`).
+//! socket, the node's lifecycle (init, join, leave, unlock, restart), the
+//! manager side (Raft store, CA, dispatcher of heartbeats, membership
+//! changes with quorum checks), the leader's housekeeping, and what every
+//! node does in the background (heartbeats, certificate renewal, taking up
+//! a new role). It never parses command-line arguments (that is `cli/`),
+//! and it reaches the disk only through moat-store, moat-lock and its
+//! state-directory layout (`files`). Time comes from one injected
+//! [`Clock`].
+//!
+//! Where things live (lower rows never import higher ones):
+//!
+//! | module | owns |
+//! |---|---|
+//! | `error`, `clock`, `addr`, `faults`, `wire`, `rpc`, `files`, `journal`, `keys`, `keyring`, `liveness`, `refusals`, `raft` | leaves: the error and its kinds, time, addresses, fault messages, wire conversions, cluster RPC types, the state directory, the local journal, re-keying, the KEK, who is alive, rate limits, the Raft member |
+//! | `member/` | a cluster member ([`member::Member`]) and its manager side: calls, proposals, audit records, keys, certificates |
+//! | `ca`, `tokens` | issuing certificates and rotating the root; standing join tokens |
+//! | `service/` | the cluster RPCs a manager answers (who may call what) |
+//! | `housekeeping` | the leader's loops: Down marking, token expiry, CA-rotation driving, audit heads |
+//! | `roles` | taking up and leaving the manager role |
+//! | `agent` | every member's loop: heartbeat, renewal, role |
+//! | `daemon/` | the node's phases; one file per lifecycle step |
+//! | `run` | the process: start, serve, stop |
+//! | `control/`, `metrics`, `backup` | the control socket's routes, Prometheus, backups |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod addr;
 mod agent;
-mod audit;
 mod backup;
 mod ca;
+mod clock;
 mod control;
-mod control_audit;
 mod daemon;
+mod error;
+mod faults;
 mod files;
+mod housekeeping;
 mod journal;
+mod keyring;
 mod keys;
+mod liveness;
+mod member;
 mod metrics;
-mod node;
 mod raft;
 mod refusals;
+mod roles;
 mod rpc;
+mod run;
 mod service;
+mod tokens;
+mod wire;
 
+pub use addr::DEFAULT_PORT;
 pub use backup::{Restored, restore_backup};
-pub use daemon::{DEFAULT_PORT, DaemonOptions, run_daemon};
-pub use node::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
-pub use raft::{NodeError, RaftManager, RotationStep, raft_config};
+pub use clock::Clock;
+pub use daemon::DaemonOptions;
+pub use error::{NodeError, Refusal, Trouble};
+pub use liveness::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
+pub use raft::{ManagerError, RaftManager, RotationStep, raft_config};
+pub use run::run_daemon;

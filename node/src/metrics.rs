@@ -13,15 +13,16 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use moat_api::{ApiError, ErrorKind};
+use moat_api::ErrorKind;
 use tokio::net::TcpListener;
 
 use crate::daemon::{Daemon, Phase};
+use crate::error::NodeError;
 
 /// Binds the metrics listener.
-pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ApiError> {
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).await.map_err(|e| {
-        ApiError::new(
+        NodeError::new(
             ErrorKind::InvalidArgument,
             format!("cannot listen for metrics on {addr}: {e}"),
         )
@@ -92,7 +93,7 @@ impl Out {
 /// The metrics text.
 pub(crate) async fn render(d: &Daemon) -> String {
     let mut out = Out(String::new());
-    let now = crate::control::unix_now();
+    let now = d.clock.unix();
     let phase = d.phase.read().await;
     out.gauge(
         "moat_locked",
@@ -121,7 +122,7 @@ pub(crate) async fn render(d: &Daemon) -> String {
             identity.not_after.unix_timestamp(),
         );
     }
-    let Some(m) = node.manager.load_full() else {
+    let Some(m) = node.manager() else {
         return out.0;
     };
     let (seen, suppressed) = {
@@ -236,7 +237,7 @@ pub(crate) async fn render(d: &Daemon) -> String {
         "gauge",
         "Age of each join token (standing and scoped), seconds.",
     );
-    for t in crate::control::token_summaries(&state) {
+    for t in crate::tokens::token_summaries(&state) {
         let Some(created) = t.created_at.as_deref().and_then(|c| {
             time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
         }) else {

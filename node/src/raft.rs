@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 /// Errors starting or running a manager.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum NodeError {
+pub enum ManagerError {
     /// openraft refused to start (configuration or storage).
     #[error("starting raft: {0}")]
     Raft(String),
@@ -30,10 +30,6 @@ pub enum NodeError {
     /// Raft did not reach a state in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
-    /// The daemon could not start or serve (the message says why and what
-    /// to do).
-    #[error("{}{}", .0.message, .0.hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
-    Control(moat_api::ApiError),
     /// A socket could not be bound or read.
     #[error("{what}: {source}")]
     Io {
@@ -90,7 +86,7 @@ impl RaftManager {
         tls: Arc<TlsContext>,
         listener: TcpListener,
         config: openraft::Config,
-    ) -> Result<Self, NodeError> {
+    ) -> Result<Self, ManagerError> {
         Self::start_with(id, store, tls, listener, config, None).await
     }
 
@@ -103,21 +99,21 @@ impl RaftManager {
         listener: TcpListener,
         config: openraft::Config,
         cluster: Option<Arc<dyn ClusterHandler>>,
-    ) -> Result<Self, NodeError> {
-        let addr = listener.local_addr().map_err(|source| NodeError::Io {
+    ) -> Result<Self, ManagerError> {
+        let addr = listener.local_addr().map_err(|source| ManagerError::Io {
             what: "reading the listener address".into(),
             source,
         })?;
         let config = Arc::new(
             config
                 .validate()
-                .map_err(|e| NodeError::Raft(e.to_string()))?,
+                .map_err(|e| ManagerError::Raft(e.to_string()))?,
         );
         let applied = store.sm.applied();
         let (identity, cipher) = (store.identity, store.cipher.clone());
         let raft = Raft::new(id, config, Network::new(tls.clone()), store.log, store.sm)
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
         let policy: Arc<dyn PeerPolicy> = Arc::new(StorePolicy(applied.clone()));
         let handler: Arc<dyn RaftHandler> = Arc::new(raft.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -168,7 +164,7 @@ impl RaftManager {
         store_dir: &Path,
         kek: KeySource<'_>,
         stop_after: Option<RotationStep>,
-    ) -> Result<DekVersion, NodeError> {
+    ) -> Result<DekVersion, ManagerError> {
         let pending = moat_store::begin_dek_rotation(store_dir, &self.identity, kek, &self.cipher)?;
         self.finish_dek_rotation(pending, stop_after, || {
             moat_store::complete_dek_rotation(store_dir, &self.cipher)
@@ -189,7 +185,7 @@ impl RaftManager {
         ) -> Result<DekVersion, moat_store::StoreError>,
         store_dir: &Path,
         complete: impl FnOnce(&moat_store::RecordCipher) -> Result<DekVersion, moat_store::StoreError>,
-    ) -> Result<DekVersion, NodeError> {
+    ) -> Result<DekVersion, ManagerError> {
         let pending = begin(store_dir, &self.identity, &self.cipher)?;
         self.finish_dek_rotation(pending, None, || complete(&self.cipher))
             .await
@@ -200,7 +196,7 @@ impl RaftManager {
         pending: DekVersion,
         stop_after: Option<RotationStep>,
         complete: impl FnOnce() -> Result<DekVersion, moat_store::StoreError>,
-    ) -> Result<DekVersion, NodeError> {
+    ) -> Result<DekVersion, ManagerError> {
         if stop_after == Some(RotationStep::Begun) {
             return Ok(pending);
         }
@@ -213,7 +209,7 @@ impl RaftManager {
             .trigger()
             .snapshot()
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
         self.wait_for("a snapshot sealed with the new DEK", |m| {
             m.snapshot.is_some_and(|s| s.index >= last)
         })
@@ -226,12 +222,12 @@ impl RaftManager {
             .metrics()
             .borrow()
             .snapshot
-            .ok_or_else(|| NodeError::Timeout("a snapshot".into()))?;
+            .ok_or_else(|| ManagerError::Timeout("a snapshot".into()))?;
         self.raft
             .trigger()
             .purge_log(snapshot.index)
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
         self.wait_for("the log to be purged up to the snapshot", |m| {
             m.purged.is_some_and(|p| p.index >= snapshot.index)
         })
@@ -245,7 +241,7 @@ impl RaftManager {
     /// Adds a manager to the Raft group: first as a learner, waiting until
     /// it has caught up with the log, then as a voter. One membership
     /// change at a time, through the leader.
-    pub async fn add_manager(&self, id: NodeId, addr: SocketAddr) -> Result<(), NodeError> {
+    pub async fn add_manager(&self, id: NodeId, addr: SocketAddr) -> Result<(), ManagerError> {
         add_voter(&self.raft, id, addr).await
     }
 
@@ -256,7 +252,7 @@ impl RaftManager {
         &self,
         id: NodeId,
         reachable: &std::collections::BTreeSet<NodeId>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ManagerError> {
         let voters: std::collections::BTreeSet<NodeId> = self
             .raft
             .metrics()
@@ -272,7 +268,7 @@ impl RaftManager {
                 false,
             )
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
         Ok(())
     }
 
@@ -285,13 +281,13 @@ impl RaftManager {
         &self,
         what: &str,
         done: impl Fn(&openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool + Send,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ManagerError> {
         self.raft
             .wait(Some(Duration::from_secs(30)))
             .metrics(done, what)
             .await
             .map(drop)
-            .map_err(|_| NodeError::Timeout(what.to_string()))
+            .map_err(|_| ManagerError::Timeout(what.to_string()))
     }
 
     /// Stops Raft and the transport server; the store on disk stays as it
@@ -329,16 +325,20 @@ pub enum RotationStep {
 
 /// Adds `id` at `addr` to `raft`'s group: as a learner, blocking until it
 /// has caught up with the log, then as a voter. Call on the leader.
-pub(crate) async fn add_voter(raft: &Raft, id: NodeId, addr: SocketAddr) -> Result<(), NodeError> {
+pub(crate) async fn add_voter(
+    raft: &Raft,
+    id: NodeId,
+    addr: SocketAddr,
+) -> Result<(), ManagerError> {
     raft.add_learner(id, openraft::BasicNode::new(addr.to_string()), true)
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
     raft.change_membership(
         openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])),
         false,
     )
     .await
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    .map_err(|e| ManagerError::Raft(e.to_string()))?;
     Ok(())
 }
 

@@ -6,11 +6,14 @@
 
 use std::time::Duration;
 
-use moat_api::{ApiError, ErrorKind};
+use moat_api::ErrorKind;
+use moat_api::SecretString;
 use moat_pki::{NodeId, Role};
 use moat_store::model::Command;
 use moat_transport::{ClusterClient, Code, Status};
 use serde::de::DeserializeOwned;
+
+use crate::error::NodeError;
 use serde::{Deserialize, Serialize};
 
 /// How long one cluster call may take, unless the method says otherwise.
@@ -125,8 +128,8 @@ impl RpcError {
         }
     }
 
-    /// The control API error an operator sees.
-    pub(crate) fn into_api(self) -> ApiError {
+    /// The daemon's error for this answer (its kind kept).
+    pub(crate) fn into_node(self) -> NodeError {
         let kind = match self.kind {
             RpcErrorKind::Denied | RpcErrorKind::Removed | RpcErrorKind::BadToken => {
                 ErrorKind::PermissionDenied
@@ -137,17 +140,25 @@ impl RpcError {
             RpcErrorKind::NotFound => ErrorKind::NotFound,
             RpcErrorKind::Internal => ErrorKind::Internal,
         };
-        ApiError {
-            kind,
-            message: self.message,
-            hint: self.hint,
+        let e = NodeError::new(kind, self.message);
+        match self.hint {
+            Some(h) => e.hint(h),
+            None => e,
         }
     }
 }
 
-impl From<ApiError> for RpcError {
-    fn from(e: ApiError) -> Self {
-        let kind = match e.kind {
+impl From<RpcError> for NodeError {
+    fn from(e: RpcError) -> Self {
+        e.into_node()
+    }
+}
+
+/// A daemon error on the cluster wire. Damage stays a node's own business:
+/// a caller learns only that this manager failed internally.
+impl From<NodeError> for RpcError {
+    fn from(e: NodeError) -> Self {
+        let kind = match e.api_kind() {
             ErrorKind::InvalidArgument => RpcErrorKind::Invalid,
             ErrorKind::FailedPrecondition => RpcErrorKind::FailedPrecondition,
             ErrorKind::NotFound => RpcErrorKind::NotFound,
@@ -155,10 +166,11 @@ impl From<ApiError> for RpcError {
             ErrorKind::Unavailable => RpcErrorKind::Unavailable,
             ErrorKind::Internal => RpcErrorKind::Internal,
         };
+        let api = e.into_api();
         Self {
             kind,
-            message: e.message,
-            hint: e.hint,
+            message: api.message,
+            hint: api.hint,
             leader: None,
         }
     }
@@ -170,29 +182,18 @@ pub(crate) struct CaBundle {
     pub(crate) roots_pem: String,
 }
 
-/// `join` request. `Debug` leaves the token out.
-#[derive(Clone, Serialize, Deserialize)]
+/// `join` request (the token is a [`SecretString`]).
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct JoinReq {
     /// The join token, as text (the secret travels only over TLS to a
     /// manager verified against the pinned root).
-    pub(crate) token: String,
+    pub(crate) token: SecretString,
     pub(crate) csr_pem: String,
     pub(crate) hostname: String,
     pub(crate) advertise_addr: String,
     /// Keep the identity of an expired certificate: proof that the caller
     /// holds its key.
     pub(crate) rejoin: Option<RejoinProof>,
-}
-
-impl std::fmt::Debug for JoinReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinReq")
-            .field("token", &"…")
-            .field("hostname", &self.hostname)
-            .field("advertise_addr", &self.advertise_addr)
-            .field("rejoin", &self.rejoin.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 /// A rejoining node's old certificate chain and a signature, made with
@@ -212,7 +213,7 @@ pub(crate) fn rejoin_message(csr_pem: &str) -> Vec<u8> {
 }
 
 /// `join` and `renew` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct CertResp {
     pub(crate) node_id: NodeId,
     pub(crate) role: Role,
@@ -226,7 +227,7 @@ pub(crate) struct CertResp {
     /// seals its keys under it from the start and never keeps a key file
     /// (it receives the key with the store anyway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) unlock_key: Option<moat_store::model::Secret>,
+    pub(crate) unlock_key: Option<SecretString>,
     /// The autolock generation that key belongs to.
     #[serde(default)]
     pub(crate) key_generation: u32,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use moat_api::{
     Client, Host, Info, InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest,
-    JoinTokenResponse, NodeInfo, NodeState, NodeStatus, Role, path,
+    JoinTokenResponse, NodeInfo, NodeState, NodeStatus, Role, SecretString, path,
 };
 
 async fn start(dir: &Path, name: &str) -> Client {
@@ -18,6 +18,7 @@ async fn start(dir: &Path, name: &str) -> Client {
         hostname: Some(name.to_string()),
         unlock_key: None,
         metrics_addr: None,
+        danger_clock_ahead: std::time::Duration::ZERO,
     };
     tokio::spawn(async move {
         if let Err(e) = moat_node::run_daemon(opts).await {
@@ -98,9 +99,9 @@ async fn init_join_and_list() {
     assert!(err.to_string().contains("not a cluster manager"), "{err}");
 }
 
-fn join_req(token: &str, addr: &str) -> JoinRequest {
+fn join_req(token: &SecretString, addr: &str) -> JoinRequest {
     JoinRequest {
-        token: token.to_string(),
+        token: SecretString::new(token.expose_secret().to_string()),
         remote_addr: addr.to_string(),
         listen_addr: "127.0.0.1:0".into(),
         advertise_addr: None,
@@ -165,7 +166,7 @@ async fn tokens_pins_roles_and_removal() {
         )
         .await
         .unwrap();
-    assert_ne!(rotated.token, cluster.worker_token);
+    assert!(!rotated.token.ct_eq(cluster.worker_token.expose_secret()));
     let err = w
         .post::<_, JoinResponse>(
             path::JOIN,

@@ -55,6 +55,12 @@ impl CertExpiry {
         }
     }
 
+    /// A requested lifetime in seconds, or the default when none was
+    /// asked for, checked as [`CertExpiry::new`] does.
+    pub fn from_secs_or_default(secs: Option<u64>) -> Result<Self, CertError> {
+        secs.map_or(Ok(Self::DEFAULT), |s| Self::new(StdDuration::from_secs(s)))
+    }
+
     /// The lifetime.
     pub fn duration(self) -> StdDuration {
         self.0

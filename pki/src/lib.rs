@@ -13,7 +13,8 @@
 //! * TLS: [`TlsContext`] builds rustls server and client configurations
 //!   (TLS 1.3 only, X25519MLKEM768 preferred) whose certificate and roots
 //!   can be swapped at run time;
-//! * inspection: [`inspect`].
+//! * inspection: [`inspect`]; text forms: [`cert_pem`], [`fingerprint`];
+//! * time: [`Clock`], read wherever a certificate is issued or checked.
 //!
 //! It never touches the network or the disk: callers seal keys (moat-lock)
 //! and move bytes. Time and randomness are parameters wherever a test needs
@@ -23,6 +24,8 @@
 #![deny(missing_docs)]
 
 mod ca;
+mod clock;
+mod encode;
 mod error;
 mod id;
 mod inspect;
@@ -34,6 +37,8 @@ mod verify;
 pub use ca::{
     CA_DNS_NAME, CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions,
 };
+pub use clock::{Clock, SystemClock};
+pub use encode::{cert_pem, csr_pem, fingerprint, pem_encode};
 pub use error::{CertError, Error, IdError, RoleError};
 pub use id::{ClusterId, ID_CHARS, NodeId, Role};
 pub use inspect::{CertReport, inspect};

@@ -19,6 +19,7 @@ use rustls::{
 };
 use time::OffsetDateTime;
 
+use crate::clock::{Clock, HandshakeTime, SystemClock};
 use crate::verify::{from_unix_time, verify_chain};
 use crate::{CertError, ClusterId, Error, Identity, PrivateKey, Role, TrustRoots, Usage};
 
@@ -88,6 +89,7 @@ pub struct Credentials {
 /// connections are untouched.
 pub struct TlsContext {
     cluster: ClusterId,
+    clock: Arc<dyn Clock>,
     roots: ArcSwap<TrustRoots>,
     current: ArcSwapOption<Current>,
 }
@@ -102,8 +104,15 @@ impl TlsContext {
     /// A context for a node of `cluster` that trusts `roots` and has no
     /// certificate yet (a joining node).
     pub fn new(cluster: ClusterId, roots: TrustRoots) -> Arc<Self> {
+        Self::with_clock(cluster, roots, Arc::new(SystemClock))
+    }
+
+    /// [`TlsContext::new`], checking peers' certificates in handshakes
+    /// against `clock` instead of the system clock.
+    pub fn with_clock(cluster: ClusterId, roots: TrustRoots, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             cluster,
+            clock,
             roots: ArcSwap::from_pointee(roots),
             current: ArcSwapOption::empty(),
         })
@@ -196,7 +205,7 @@ impl TlsContext {
     /// and a renewed, rotated or revoked certificate takes effect on the
     /// next connection.
     pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, Error> {
-        let mut config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_details(provider(), self.handshake_time())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(ClusterClientVerifier(self.clone())))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
@@ -211,7 +220,7 @@ impl TlsContext {
     /// when it has one. No session resumption (see
     /// [`TlsContext::server_config`]).
     pub fn client_config(self: &Arc<Self>) -> Result<ClientConfig, Error> {
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let mut config = ClientConfig::builder_with_details(provider(), self.handshake_time())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             // Not weaker than the default verifier: ours runs the same
             // webpki path validation, then also checks cluster and role.
@@ -220,6 +229,15 @@ impl TlsContext {
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         config.resumption = rustls::client::Resumption::disabled();
         Ok(config)
+    }
+
+    /// The clock this context checks certificates against.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    fn handshake_time(&self) -> Arc<dyn rustls::time_provider::TimeProvider> {
+        Arc::new(HandshakeTime(self.clock.clone()))
     }
 
     fn certified(&self) -> Option<Arc<CertifiedKey>> {

@@ -11,11 +11,15 @@ use std::fmt;
 use moat_pki::{ClusterId, NodeId, Role};
 use moat_tokens::JoinToken;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// A secret string kept in the store: serialized in full (the store is
 /// encrypted), zeroized on drop, and printed as `…` by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// No `PartialEq`: compare with [`Secret::ct_eq`], in constant time.
+/// `Clone` because applying a command copies its secret into the state.
+#[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
 
 impl Serialize for Secret {
@@ -39,6 +43,12 @@ impl Secret {
     /// The secret value.
     pub fn expose_secret(&self) -> &str {
         &self.0
+    }
+
+    /// Compares the secret with `other` in constant time (for a given
+    /// length: the lengths themselves are not hidden).
+    pub fn ct_eq(&self, other: &Secret) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
     }
 }
 
@@ -72,7 +82,7 @@ impl Default for Policy {
 }
 
 /// The root CA material: shared by all managers, which all act as the CA.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaMaterial {
     /// The root certificate, PEM.
     pub root_cert_pem: String,
@@ -283,7 +293,7 @@ pub enum Availability {
 }
 
 /// The whole replicated cluster state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterState {
     /// Set once by [`Command::Init`].
     pub cluster_id: Option<ClusterId>,
@@ -352,7 +362,7 @@ pub const MAX_RECENT_PROPOSALS: usize = 1024;
 /// node holds a certificate from the new root (or the rotation is forced),
 /// the leader finishes it: the new root becomes the CA, the old one is
 /// dropped, and the join tokens are replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaRotation {
     /// Which rotation (`ca_generation + 1` when it started).
     pub id: u64,
@@ -952,6 +962,14 @@ fn no_such_node(id: &NodeId) -> Response {
 mod tests {
     use super::*;
 
+    /// The state as JSON, secrets included. `ClusterState` has no
+    /// `PartialEq` (it holds secrets, which compare only in constant
+    /// time), so tests compare states in this form: every field is
+    /// serialized, so it is at least as strict as a field-wise `==`.
+    fn json(s: &ClusterState) -> serde_json::Value {
+        serde_json::to_value(s).unwrap()
+    }
+
     fn tokens() -> JoinTokens {
         JoinTokens {
             worker: JoinToken::generate(b"bundle").unwrap(),
@@ -1014,7 +1032,7 @@ mod tests {
         for c in &commands {
             assert_eq!(one.apply(c), two.apply(c));
         }
-        assert_eq!(one, two);
+        assert_eq!(json(&one), json(&two));
         assert!(one.nodes.is_empty());
         assert_eq!(one.removed.get(&a_id), Some(&50));
         assert_eq!(one.policy.cert_expiry_secs, 3600);
@@ -1147,11 +1165,11 @@ mod tests {
             issued_at: 0,
         };
         assert!(matches!(s.apply(&rotate), Response::Rejected(_)));
-        assert_eq!(s, ClusterState::default());
+        assert_eq!(json(&s), json(&ClusterState::default()));
         s.apply(&init());
         let before = s.clone();
         assert!(matches!(s.apply(&init()), Response::Rejected(_)));
-        assert_eq!(s, before);
+        assert_eq!(json(&s), json(&before));
         let gone = NodeId::generate();
         s.apply(&Command::RemoveNode {
             id: gone,
@@ -1267,6 +1285,6 @@ mod tests {
         s.apply(&init());
         s.apply(&Command::PutNode(node(NodeId::generate())));
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
-        assert_eq!(back, s);
+        assert_eq!(json(&back), json(&s));
     }
 }

@@ -28,8 +28,8 @@ use crate::codec::{FRAMING_ALLOWANCE, check_size, decode, encode};
 use crate::error::with_causes;
 use crate::pb::Payload;
 use crate::pb::raft_client::RaftClient;
-use crate::server::{Clock, SystemClock};
 use crate::{CONNECT_TIMEOUT, MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES, TransportError};
+use moat_pki::Clock;
 
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -91,14 +91,15 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    /// A factory using `tls` for every connection, with the default
-    /// [`Backoff`] and [`CONNECT_TIMEOUT`].
+    /// A factory using `tls` for every connection (and its clock for
+    /// certificate checks), with the default [`Backoff`] and
+    /// [`CONNECT_TIMEOUT`].
     pub fn new(tls: Arc<TlsContext>) -> Self {
         Self {
+            clock: tls.clock(),
             tls,
             backoff: Backoff::default(),
             connect_timeout: CONNECT_TIMEOUT,
-            clock: Arc::new(SystemClock),
         }
     }
 

@@ -21,7 +21,9 @@ use crate::error::with_causes;
 use crate::pb_cluster::cluster_client::ClusterClient as GrpcClusterClient;
 use crate::pb_cluster::cluster_server::Cluster as ClusterRpc;
 use crate::pb_cluster::{CallRequest, CallResponse};
-use crate::server::{Clock, PeerInfo};
+use moat_pki::Clock;
+
+use crate::server::PeerInfo;
 use crate::{MAX_MESSAGE_BYTES, TransportError};
 
 /// Longest method name accepted.

@@ -49,7 +49,8 @@ use std::time::Duration;
 pub use client::{Backoff, Network, PeerClient};
 pub use cluster::{Caller, ClusterClient, ClusterHandler, ServerTrust};
 pub use error::TransportError;
-pub use server::{Clock, PeerPolicy, RaftHandler, RaftService, SystemClock, serve};
+pub use moat_pki::{Clock, SystemClock};
+pub use server::{PeerPolicy, RaftHandler, RaftService, serve};
 
 /// The generated protobuf and gRPC code of `proto/raft.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

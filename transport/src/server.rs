@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use moat_pki::{CertificateDer, Identity, NodeId, OffsetDateTime, Role, TlsContext};
+use moat_pki::{CertificateDer, Clock, Identity, NodeId, Role, TlsContext};
 use moat_store::TypeConfig;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -111,22 +111,6 @@ where
     }
 }
 
-/// The time against which peer certificates are checked on each call.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
 /// The Raft gRPC server of one manager.
 pub struct RaftService {
     inner: Arc<Inner>,
@@ -142,8 +126,8 @@ struct Inner {
 }
 
 impl RaftService {
-    /// A server that authorizes calls with `tls` and `policy` and hands
-    /// authorized requests to `handler`.
+    /// A server that authorizes calls with `tls` (at the time of its
+    /// clock) and `policy` and hands authorized requests to `handler`.
     pub fn new(
         tls: Arc<TlsContext>,
         handler: Arc<dyn RaftHandler>,
@@ -151,10 +135,10 @@ impl RaftService {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                clock: tls.clock(),
                 tls,
                 handler,
                 policy,
-                clock: Arc::new(SystemClock),
                 cluster: None,
             }),
         }

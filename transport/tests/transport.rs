@@ -482,6 +482,7 @@ async fn manager_cannot_speak_for_another_node() {
 /// the handshake: a connection outliving its certificate is refused.
 #[tokio::test]
 async fn certificate_is_checked_on_every_call_against_the_clock() {
+    #[derive(Debug)]
     struct Later(Mutex<OffsetDateTime>);
     impl Clock for Later {
         fn now(&self) -> OffsetDateTime {

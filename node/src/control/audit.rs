@@ -12,10 +12,12 @@ use moat_api::{
 };
 use moat_store::model::rfc3339;
 
-use crate::control::{Answer, Failure, manager, token_summaries, unix_now};
-use crate::daemon::{Daemon, api_role};
+use super::answer::{Answer, Failure, manager};
+use crate::daemon::Daemon;
+use crate::tokens::token_summaries;
+use crate::wire::api_role;
 
-pub(crate) async fn records(
+pub(super) async fn records(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<AuditRecordsRequest>,
 ) -> Answer<AuditRecordsResponse> {
@@ -37,7 +39,7 @@ pub(crate) async fn records(
     }))
 }
 
-pub(crate) async fn export(
+pub(super) async fn export(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<AuditExportRequest>,
 ) -> Result<Response, Failure> {
@@ -45,7 +47,7 @@ pub(crate) async fn export(
     // Linearizable: the export holds everything committed before it.
     node.read_state().await?;
     let m = node.require_manager()?;
-    let bytes = crate::audit::export(&node, &m, req.since)?;
+    let bytes = node.export(&m, req.since)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         bytes,
@@ -53,14 +55,14 @@ pub(crate) async fn export(
         .into_response())
 }
 
-pub(crate) async fn prove(
+pub(super) async fn prove(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<AuditProveRequest>,
 ) -> Result<Response, Failure> {
     let node = manager(&d).await?;
     node.read_state().await?;
     let m = node.require_manager()?;
-    let json = crate::audit::prove(&node, &m, req.seq)?;
+    let json = node.prove(&m, req.seq)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
@@ -68,26 +70,25 @@ pub(crate) async fn prove(
         .into_response())
 }
 
-pub(crate) async fn hash(
+pub(super) async fn hash(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<AuditHashRequest>,
 ) -> Answer<AuditHashResponse> {
     // The value is a secret (a token, a key): wiped once hashed.
-    let value = zeroize::Zeroizing::new(req.value);
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     Ok(Json(AuditHashResponse {
-        hash: crate::audit::hash(&state, &value)?,
+        hash: crate::member::audit_hash(&state, req.value.expose_secret())?,
     }))
 }
 
-pub(crate) async fn ca(State(d): State<Arc<Daemon>>) -> Answer<CaInfo> {
+pub(super) async fn ca(State(d): State<Arc<Daemon>>) -> Answer<CaInfo> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     Ok(Json(crate::ca::status(&state)?))
 }
 
-pub(crate) async fn ca_rotate(
+pub(super) async fn ca_rotate(
     State(d): State<Arc<Daemon>>,
     Json(req): Json<CaRotateRequest>,
 ) -> Answer<CaInfo> {
@@ -95,7 +96,7 @@ pub(crate) async fn ca_rotate(
     Ok(Json(crate::ca::rotate(&node, req).await?))
 }
 
-pub(crate) async fn ca_rollback(
+pub(super) async fn ca_rollback(
     State(d): State<Arc<Daemon>>,
     Json(_): Json<moat_api::Empty>,
 ) -> Answer<CaInfo> {
@@ -103,7 +104,7 @@ pub(crate) async fn ca_rollback(
     Ok(Json(crate::ca::rollback(&node).await?))
 }
 
-pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInventory> {
+pub(super) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInventory> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     let root_ca = crate::ca::status(&state)?.root;
@@ -151,7 +152,7 @@ pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
     };
     let trail = &state.audit;
     Ok(Json(CryptoInventory {
-        generated_at: rfc3339(unix_now()),
+        generated_at: rfc3339(node.clock.unix()),
         cluster_id: state.cluster_id.map(|c| c.to_string()).unwrap_or_default(),
         answered_by: node.id.to_string(),
         cert_expiry_seconds: state.policy.cert_expiry_secs,
@@ -187,8 +188,7 @@ pub(crate) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
             last_head_size: trail.last_head().map(|h| h.size),
             last_head_at: trail.last_head().map(|h| h.time.to_string()),
             snapshot_bytes: node
-                .manager
-                .load_full()
+                .manager()
                 .and_then(|m| m.applied.read().ok().map(|a| a.snapshot_bytes))
                 .filter(|b| *b > 0),
             snapshot_limit_bytes: Some(moat_store::MAX_SNAPSHOT_BYTES),

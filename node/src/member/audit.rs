@@ -1,0 +1,433 @@
+//! Recording security events in the cluster's audit log (the member's
+//! half; the leader's loop that keeps the log signed is in
+//! `housekeeping`).
+//!
+//! * A change that alters security (a token, a role, the policy, a key) is
+//!   proposed with its record in the same raft entry
+//!   ([`Member::propose_audited`]): it commits with its record or not at
+//!   all, and a cluster that cannot commit answers with an error within the
+//!   proposal's bound. That is the fail-closed rule.
+//! * Events with no change of their own (a refused join, a certificate
+//!   issued) are recorded by [`Member::record`].
+//! * Events on a node that cannot reach the log (a failed unlock while
+//!   locked, tampering found at start) go to its local journal first, as
+//!   typed [`crate::journal::JournalEvent`]s; they are forwarded into the
+//!   log by the manager's housekeeping or, on a worker, by
+//!   [`Member::forward_worker_journal`].
+//! * Exports and inclusion proofs are signed here, on request.
+
+use std::fmt::Display;
+
+use moat_audit::{
+    Action, Actor, AuditKey, Bundle, Event, HeadSigner, InclusionProofFile, Outcome,
+    SignedTreeHead, Text, Timestamp,
+};
+use moat_pki::NodeId;
+use moat_store::audit::{AuditTrail, ForwardedEvent, record_text};
+use moat_store::model::{CertInfo, ClusterState, Command, Secret, rfc3339};
+
+use super::{Manager, Member};
+use crate::error::NodeError;
+use crate::journal::{JournalAction, JournalActor, JournalOutcome, Record};
+use crate::rpc::{RpcError, RpcErrorKind};
+
+/// Most journal records forwarded in one entry.
+pub(crate) const FORWARD_BATCH: usize = 64;
+
+/// An audit event being built: who did what to which target, how it
+/// ended, and its (non-secret or keyed-hash) details.
+pub(crate) struct EventDraft(Event);
+
+impl EventDraft {
+    /// The finished event.
+    #[cfg(test)]
+    pub(crate) fn into_event(self) -> Event {
+        self.0
+    }
+
+    pub(crate) fn new(node: NodeId, actor: Actor, action: Action, target: &str) -> Self {
+        Self(Event {
+            node,
+            actor,
+            action,
+            target: text(target),
+            outcome: Outcome::Success,
+            details: moat_audit::Details::new(),
+        })
+    }
+
+    /// Adds a (non-secret) detail; text that does not fit is cleaned up.
+    pub(crate) fn detail(mut self, key: &str, value: impl Display) -> Self {
+        if let Err(e) = self.0.details.insert(key, &record_text(&value.to_string())) {
+            tracing::warn!(error = %e, key, "an audit detail was left out");
+        }
+        self
+    }
+
+    /// Adds the keyed hash of a secret, if the cluster has its audit key.
+    pub(crate) fn secret(mut self, key: &str, audit_key: Option<&AuditKey>, value: &[u8]) -> Self {
+        if let Some(k) = audit_key
+            && let Err(e) = self.0.details.insert_secret(key, k, value)
+        {
+            tracing::warn!(error = %e, key, "an audit detail was left out");
+        }
+        self
+    }
+
+    pub(crate) fn denied(mut self, reason: &str) -> Self {
+        self.0.outcome = Outcome::Denied {
+            reason: text(reason),
+        };
+        self
+    }
+
+    pub(crate) fn failed(mut self, reason: &str) -> Self {
+        self.0.outcome = Outcome::Failed {
+            reason: text(reason),
+        };
+        self
+    }
+}
+
+fn text(s: &str) -> Text {
+    Text::new("text", &record_text(s)).unwrap_or_default()
+}
+
+/// The person at this node's control socket (the socket is the daemon
+/// user's alone).
+pub(crate) fn operator() -> Actor {
+    Actor::local_operator()
+}
+
+/// The cluster's audit key, if it has one.
+pub(crate) fn audit_key(state: &ClusterState) -> Option<AuditKey> {
+    let hex = state.audit.key()?;
+    let bytes = zeroize::Zeroizing::new(
+        data_encoding::HEXLOWER
+            .decode(hex.expose_secret().as_bytes())
+            .ok()?,
+    );
+    AuditKey::from_slice(&bytes).ok()
+}
+
+impl Member {
+    /// An event recorded by this node.
+    pub(crate) fn ev(&self, actor: Actor, action: Action, target: impl Display) -> EventDraft {
+        EventDraft::new(self.id, actor, action, &target.to_string())
+    }
+
+    /// Commits `change` together with its audit record (see the module
+    /// docs): either both are in the log, or the caller gets an error.
+    pub(crate) async fn propose_audited(
+        &self,
+        change: Command,
+        ev: EventDraft,
+    ) -> Result<(), RpcError> {
+        self.propose(Command::Audited {
+            change: Box::new(change),
+            time: self.clock.unix(),
+            event: ev.0,
+        })
+        .await
+    }
+
+    /// Records an event that changes nothing else. The caller decides
+    /// whether a failure matters; most log it and go on (the event itself,
+    /// a refusal say, has already happened).
+    pub(crate) async fn record(&self, ev: EventDraft) -> Result<(), RpcError> {
+        self.propose(Command::Audit {
+            time: self.clock.unix(),
+            event: ev.0,
+        })
+        .await
+    }
+
+    /// Records the certificate just issued to node `id` (its serial,
+    /// expiry, issuer, key algorithm) with its audit record (`action`:
+    /// issue or renew).
+    pub(crate) async fn record_cert(
+        &self,
+        id: NodeId,
+        role: moat_pki::Role,
+        issued: &moat_pki::IssuedCert,
+        issuer: String,
+        action: Action,
+    ) -> Result<(), RpcError> {
+        let info = cert_info(issued);
+        let ev = self
+            .ev(Actor::node(id), action, format!("node:{id}"))
+            .detail("serial", &issued.serial)
+            .detail("role", role.as_str())
+            .detail("not_after", rfc3339(issued.not_after.unix_timestamp()))
+            .detail("issuer", &issuer)
+            .detail(
+                "algorithm",
+                info.as_ref().map(|i| i.algorithm.as_str()).unwrap_or(""),
+            );
+        self.propose_audited(
+            Command::RecordCert {
+                id,
+                serial: issued.serial.clone(),
+                not_after: issued.not_after.unix_timestamp(),
+                issuer,
+                info,
+            },
+            ev,
+        )
+        .await
+    }
+
+    /// [`Member::record`], logging a failure.
+    pub(crate) async fn record_or_log(&self, ev: EventDraft) {
+        let action = ev.0.action.clone();
+        if let Err(e) = self.record(ev).await {
+            tracing::error!(%action, error = %e.message, "an audit record could not be committed");
+        }
+    }
+
+    /// A worker forwards its journal through a manager: `done` is the last
+    /// journal record known to be in the log (0 after a start: the manager
+    /// skips what it already has).
+    pub(crate) async fn forward_worker_journal(&self, done: &mut u64) -> Result<(), RpcError> {
+        let events = self.pending_journal_events(*done);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let resp: crate::rpc::ForwardResp = self
+            .call_leader(
+                crate::rpc::method::AUDIT_FORWARD,
+                &crate::rpc::ForwardReq { events },
+                crate::rpc::CALL_TIMEOUT,
+            )
+            .await?;
+        *done = resp.forwarded.max(*done);
+        Ok(())
+    }
+
+    /// Journal records this member has not forwarded yet (after `done`),
+    /// as audit events.
+    pub(crate) fn pending_journal_events(&self, done: u64) -> Vec<ForwardedEvent> {
+        self.journal
+            .records_after(done, FORWARD_BATCH)
+            .iter()
+            .map(|r| journal_event(self.id, r, self.clock.unix()))
+            .collect()
+    }
+
+    /// Signs the head of `trail` at its current size with this manager's key.
+    pub(crate) fn sign_head(&self, trail: &AuditTrail) -> Result<SignedTreeHead, RpcError> {
+        let internal = |e: String| RpcError::new(RpcErrorKind::Internal, e);
+        let (chain, key) = self
+            .tls
+            .signing_identity()
+            .ok_or_else(|| internal("this manager has no certificate yet".into()))?;
+        let now = self.clock.now();
+        let signer = HeadSigner::new(&key, &chain, &self.tls.roots(), now)
+            .map_err(|e| internal(format!("this manager cannot sign tree heads: {e}")))?;
+        let size = trail.size();
+        let root = trail.root(size).map_err(|e| internal(e.to_string()))?;
+        let time = Timestamp::from_datetime(now).map_err(|e| internal(e.to_string()))?;
+        signer
+            .sign(size, root, time)
+            .map_err(|e| internal(format!("signing a tree head: {e}")))
+    }
+
+    /// The one-file export bundle of records `since` on (1 or 0: all), with
+    /// every head and a fresh head signed here at the last record.
+    pub(crate) fn export(&self, m: &Manager, since: u64) -> Result<Vec<u8>, RpcError> {
+        let state = m.local_state()?;
+        let trail = &state.audit;
+        let internal = |e: String| RpcError::new(RpcErrorKind::Internal, e);
+        let since = since.max(1);
+        if since > trail.size() + 1 {
+            return Err(RpcError::new(
+                RpcErrorKind::Invalid,
+                format!(
+                    "the log has {} records: nothing from record {since} on",
+                    trail.size()
+                ),
+            ));
+        }
+        let base = since - 1;
+        let mut heads: Vec<SignedTreeHead> = trail.heads().cloned().collect();
+        if trail.size() > 0 && trail.last_head().is_none_or(|h| h.size < trail.size()) {
+            heads.push(self.sign_head(trail)?);
+        }
+        let ca_pem = ca_pem(&state)?;
+        let frontier = trail
+            .with_tree(|t| t.frontier(base))
+            .map_err(|e| internal(e.to_string()))?;
+        let mut bundle = Bundle::new(ca_pem, heads).with_base(base, frontier);
+        for line in trail.records_from(since) {
+            bundle
+                .push_record(line.as_bytes())
+                .map_err(|e| internal(e.to_string()))?;
+        }
+        bundle.to_one_file().map_err(|e| internal(e.to_string()))
+    }
+
+    /// An inclusion proof for record `seq` against the newest head that
+    /// covers it (a fresh one, signed here, if none does yet).
+    pub(crate) fn prove(&self, m: &Manager, seq: u64) -> Result<String, RpcError> {
+        let state = m.local_state()?;
+        let trail = &state.audit;
+        let line = trail.record(seq).ok_or_else(|| {
+            RpcError::new(
+                RpcErrorKind::NotFound,
+                format!(
+                    "the audit log has no record {seq} (it has {})",
+                    trail.size()
+                ),
+            )
+            .hint("`moat audit ls` lists the records")
+        })?;
+        let record = moat_audit::Record::from_line(line.as_bytes())
+            .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+        let head = match trail.last_head() {
+            Some(h) if h.size >= seq => h.clone(),
+            _ => self.sign_head(trail)?,
+        };
+        let file = trail
+            .with_tree(|t| InclusionProofFile::new(t, record, head))
+            .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+        Ok(file.to_json())
+    }
+}
+
+/// A certificate's key algorithm (as `moat cert inspect` names it) and
+/// start of validity.
+fn cert_info(issued: &moat_pki::IssuedCert) -> Option<CertInfo> {
+    let report = moat_pki::inspect(issued.der.as_ref())
+        .ok()?
+        .into_iter()
+        .next()?;
+    Some(CertInfo {
+        algorithm: format!("{} {}", report.key_algorithm, report.key_size),
+        not_before: issued.not_before.unix_timestamp(),
+    })
+}
+
+/// A new audit key, in the text form the store keeps.
+pub(crate) fn new_audit_key() -> Result<Secret, NodeError> {
+    let key = AuditKey::generate().map_err(|e| {
+        NodeError::new(
+            moat_api::ErrorKind::Internal,
+            format!("generating the audit key: {e}"),
+        )
+    })?;
+    Ok(Secret::new(
+        data_encoding::HEXLOWER.encode(key.expose_secret()),
+    ))
+}
+
+/// A journal record as an audit event (`now`: the time given to a record
+/// whose own time does not parse).
+fn journal_event(me: NodeId, r: &Record, now: i64) -> ForwardedEvent {
+    let action = match &r.action {
+        JournalAction::TamperDetected => Action::TAMPER_DETECT,
+        JournalAction::Unlock => Action::NODE_UNLOCK,
+        JournalAction::DekRotated => Action::DEK_ROTATE,
+        JournalAction::Backup => Action::BACKUP_CREATE,
+        // The rest keep the journal's name, under `node.` (as records
+        // made before the journal was typed do).
+        other => format!("node.{}", other.as_str().replace('-', "_"))
+            .parse()
+            .unwrap_or(Action::TAMPER_DETECT),
+    };
+    let actor = match r.actor {
+        JournalActor::LocalOperator | JournalActor::UnattendedStart => operator(),
+        JournalActor::ThisNode | JournalActor::Other(_) => Actor::node(me),
+    };
+    let mut ev = EventDraft::new(me, actor, action, &format!("node:{me}"))
+        .detail("journal_seq", r.seq)
+        .detail("journal_action", r.action.as_str());
+    ev = match (r.outcome, r.reason.is_empty()) {
+        (JournalOutcome::Success, true) => ev,
+        (JournalOutcome::Success, false) => ev.detail("note", &r.reason),
+        (JournalOutcome::Denied, false) => ev.denied(&r.reason),
+        (JournalOutcome::Denied, true) => ev.denied("denied"),
+        (JournalOutcome::Failed, false) => ev.failed(&r.reason),
+        (JournalOutcome::Failed, true) => ev.failed("failed"),
+    };
+    let time = r
+        .time
+        .parse::<Timestamp>()
+        .map(Timestamp::unix_seconds)
+        .unwrap_or(now);
+    ForwardedEvent {
+        journal_seq: r.seq,
+        time,
+        event: ev.0,
+    }
+}
+
+/// The root CA certificate(s) an export carries, PEM: the current root,
+/// any root a rotation under way moves to, and the roots rotations
+/// replaced (older heads were signed under them).
+pub(crate) fn ca_pem(state: &ClusterState) -> Result<String, RpcError> {
+    let current = state.trusted_roots_pem().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    Ok(state
+        .retired_roots
+        .iter()
+        .rev()
+        .fold(current, |mut all, old| {
+            all.push_str(old);
+            all
+        }))
+}
+
+/// `moat audit hash`: the keyed hash of `value`.
+pub(crate) fn audit_hash(state: &ClusterState, value: &str) -> Result<String, RpcError> {
+    let key = audit_key(state).ok_or_else(|| {
+        RpcError::new(
+            RpcErrorKind::Unavailable,
+            "the cluster has no audit key yet (the leader makes one within a second of starting)",
+        )
+        .hint("try again in a moment")
+    })?;
+    Ok(key.hash(value.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> NodeId {
+        "0123456789abcdefghijklmn00".parse().unwrap()
+    }
+
+    #[test]
+    fn journal_records_become_events() {
+        let r = Record {
+            seq: 7,
+            time: "2026-01-02T03:04:05Z".into(),
+            node: String::new(),
+            actor: JournalActor::LocalOperator,
+            action: JournalAction::Unlock,
+            outcome: JournalOutcome::Failed,
+            reason: "wrong unlock key".into(),
+            prev: String::new(),
+        };
+        let f = journal_event(me(), &r, 0);
+        assert_eq!(f.journal_seq, 7);
+        assert_eq!(f.event.action, Action::NODE_UNLOCK);
+        assert_eq!(f.event.outcome.as_str(), "failed");
+        assert_eq!(f.event.outcome.reason(), "wrong unlock key");
+        assert_eq!(f.event.actor, operator());
+        assert_eq!(f.time, 1_767_323_045);
+        let r = Record {
+            action: JournalAction::UnlockKeyRotated,
+            actor: JournalActor::ThisNode,
+            outcome: JournalOutcome::Success,
+            reason: String::new(),
+            time: "not a time".into(),
+            ..r
+        };
+        let f = journal_event(me(), &r, 42);
+        assert_eq!(f.event.action.as_str(), "node.unlock_key_rotated");
+        assert_eq!(f.event.actor, Actor::node(me()));
+        assert_eq!(f.time, 42);
+    }
+}

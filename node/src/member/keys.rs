@@ -1,0 +1,131 @@
+//! A member following the cluster's autolock setting with its own key
+//! files (the re-key itself, crash-safe, is `crate::keys`), and rotating
+//! the store's data key.
+
+use std::sync::Arc;
+
+use moat_api::ErrorKind;
+use moat_lock::{KeySource, UnlockKey};
+use moat_pki::Role;
+
+use super::Member;
+use crate::error::NodeError;
+use crate::journal::{JournalAction, JournalActor, JournalEvent};
+use crate::keys::{Autolock, KekFile, KeyPlan, clone_key, plan, rekey};
+
+impl Member {
+    /// Brings this node's key files in line with the cluster's autolock
+    /// setting (see [`plan`]); returns what it did.
+    pub(crate) async fn reconcile_keys(self: &Arc<Self>) -> Result<KeyPlan, NodeError> {
+        let Some(role) = self.role() else {
+            return Ok(KeyPlan::Keep);
+        };
+        let setting = match self.manager() {
+            Some(m) if role == Role::Manager => Some(Autolock::of(&m.local_state()?)?),
+            _ => None,
+        };
+        let file_generation = self.node_file().key_generation;
+        let on_disk = self.layout.kek_file().exists();
+        let held = self.keyring.hold();
+        let current = held.kek();
+        let plan = plan(role, setting.as_ref(), file_generation, on_disk, &current);
+        let generation = setting.as_ref().map(|s| s.generation);
+        let new_key = match (&plan, &setting) {
+            (KeyPlan::Keep, _) => None,
+            (KeyPlan::Lock | KeyPlan::Rotate, Some(Autolock { key: Some(k), .. })) => {
+                Some(clone_key(k)?)
+            }
+            (KeyPlan::Unlock, _) => Some(
+                UnlockKey::generate()
+                    .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        if let Some(new_key) = new_key {
+            let kek_file = match plan {
+                KeyPlan::Lock => KekFile::Remove,
+                KeyPlan::Unlock => KekFile::Write,
+                _ => KekFile::Keep,
+            };
+            if plan == KeyPlan::Lock {
+                self.update_node_file(|f| f.dek_rotation_due = true)?;
+            }
+            rekey(
+                &self.layout,
+                &self.cluster,
+                &self.id,
+                &current,
+                &new_key,
+                kek_file,
+            )?;
+            held.replace(new_key);
+            let what = match (plan, role) {
+                (KeyPlan::Lock, _) => JournalAction::AutolockEnabled,
+                (KeyPlan::Rotate, _) => JournalAction::UnlockKeyRotated,
+                (_, Role::Worker) => JournalAction::OwnKeyRestored,
+                _ => JournalAction::AutolockDisabled,
+            };
+            tracing::info!(event = what.as_str(), "re-sealed this node's keys");
+            self.journal(JournalEvent::new(JournalActor::ThisNode, what));
+            if plan == KeyPlan::Lock {
+                // Both were sealed under a key kept on disk until now.
+                self.renew_soon();
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.rotate_dek().await {
+                        tracing::error!(error = %e, "rotating the store's data key after autolock was turned on failed; it is retried at the next start");
+                    }
+                });
+            }
+        }
+        // A worker follows no setting: should it be promoted again, the
+        // setting of that day applies, however old.
+        let generation = if role == Role::Worker {
+            Some(0)
+        } else {
+            generation.filter(|g| *g > file_generation)
+        };
+        if let Some(g) = generation
+            && g != file_generation
+        {
+            self.update_node_file(|f| f.key_generation = g)?;
+        }
+        Ok(plan)
+    }
+
+    /// Rotates the store's data key (crash-safe; resumed at start).
+    pub(crate) async fn rotate_dek(&self) -> Result<moat_lock::DekVersion, NodeError> {
+        let m = self.require_manager()?;
+        let inner = m.inner.lock().await;
+        let Some(raft) = inner.as_ref() else {
+            return Err(NodeError::new(
+                ErrorKind::Unavailable,
+                "this manager is stopping",
+            ));
+        };
+        let version = raft
+            .rotate_dek_with(
+                |dir, identity, cipher| {
+                    let held = self.keyring.hold();
+                    let kek = held.kek();
+                    moat_store::begin_dek_rotation(dir, identity, KeySource::Key(&kek), cipher)
+                },
+                &self.layout.store_dir(),
+                |cipher| {
+                    let _held = self.keyring.hold();
+                    moat_store::complete_dek_rotation(&self.layout.store_dir(), cipher)
+                },
+            )
+            .await
+            .map_err(|e| {
+                NodeError::new(ErrorKind::Internal, format!("rotating the data key: {e}"))
+            })?;
+        self.update_node_file(|f| f.dek_rotation_due = false)?;
+        tracing::info!(version = version.0, "store data key rotated");
+        self.journal(
+            JournalEvent::new(JournalActor::ThisNode, JournalAction::DekRotated)
+                .note(format!("now version {}", version.0)),
+        );
+        Ok(version)
+    }
+}

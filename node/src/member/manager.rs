@@ -1,0 +1,221 @@
+//! The manager side of a member: its Raft handle and applied state, what
+//! the leader knows of other nodes' liveness, and the rate limits on what
+//! callers may make it record (see `refusals`).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use moat_pki::NodeId;
+use moat_store::Applied;
+use moat_store::model::ClusterState;
+
+use crate::clock::Clock;
+use crate::liveness::Liveness;
+use crate::raft::RaftManager;
+use crate::refusals::{Forwards, Refusals, Renewals};
+use crate::rpc::{Peer, RpcError, RpcErrorKind};
+
+/// Longest a membership change may take before the operator is told.
+const MEMBERSHIP_CHANGE_WAIT: Duration = Duration::from_secs(10);
+
+/// The manager side of a member.
+pub(crate) struct Manager {
+    pub(crate) raft: moat_store::Raft,
+    pub(crate) applied: Arc<RwLock<Applied>>,
+    pub(crate) inner: tokio::sync::Mutex<Option<RaftManager>>,
+    clock: Clock,
+    liveness: Mutex<Liveness>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Which refused joins are recorded one by one (see `refusals`).
+    pub(crate) refusals: Mutex<Refusals>,
+    /// How often each node may renew (see `refusals`).
+    pub(crate) renewals: Mutex<Renewals>,
+    /// How fast each worker may forward journal events (see `refusals`).
+    pub(crate) forwards: Mutex<Forwards>,
+}
+
+impl Manager {
+    /// The manager side around a started Raft member.
+    pub(crate) fn new(raft: RaftManager, clock: Clock) -> Self {
+        let now = clock.instant();
+        Self {
+            raft: raft.raft.clone(),
+            applied: raft.applied.clone(),
+            inner: tokio::sync::Mutex::new(Some(raft)),
+            clock,
+            liveness: Mutex::new(Liveness::default()),
+            tasks: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Refusals::new(now)),
+            renewals: Mutex::new(Renewals::default()),
+            forwards: Mutex::new(Forwards::default()),
+        }
+    }
+
+    /// Keeps `task` (a housekeeping loop) to stop it with the manager.
+    pub(crate) fn keep_task(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(task);
+        }
+    }
+
+    /// The applied state (not linearizable: see [`Node::read_state`]).
+    pub(crate) fn local_state(&self) -> Result<ClusterState, RpcError> {
+        self.applied
+            .read()
+            .map(|a| a.state.clone())
+            .map_err(|_| RpcError::new(RpcErrorKind::Internal, "state lock poisoned"))
+    }
+
+    pub(crate) fn is_leader(&self, me: NodeId) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(me)
+    }
+
+    /// The leader, as this manager knows it.
+    pub(crate) fn leader(&self) -> Option<Peer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?;
+        Some(Peer {
+            id,
+            addr: node.addr.clone(),
+        })
+    }
+
+    pub(crate) fn voters(&self) -> BTreeSet<NodeId> {
+        crate::raft::voters_of(&self.raft)
+    }
+
+    /// Every member (voter or learner) with its address.
+    pub(crate) fn members(&self) -> Vec<Peer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| Peer {
+                id: *id,
+                addr: node.addr.clone(),
+            })
+            .collect()
+    }
+
+    /// The voters this leader has heard from lately (managers heartbeat
+    /// every second), plus itself. Just after an election, when no
+    /// heartbeat has arrived yet, the committed status stands in.
+    pub(crate) fn reachable_voters(&self, state: &ClusterState, me: NodeId) -> BTreeSet<NodeId> {
+        let voters = self.voters();
+        match self.liveness.lock() {
+            Ok(l) => l.reachable(voters, state, me, self.clock.instant()),
+            Err(_) => BTreeSet::from([me]),
+        }
+    }
+
+    /// Marks `id` as gone now, so the liveness loop reports it Down at its
+    /// next tick instead of waiting out the heartbeat bound.
+    pub(crate) fn forget(&self, id: NodeId) {
+        if let Ok(mut l) = self.liveness.lock() {
+            l.forget(id, self.clock.instant());
+        }
+    }
+
+    /// Records a heartbeat from `id`.
+    pub(crate) fn saw(&self, id: NodeId) {
+        if let Ok(mut l) = self.liveness.lock() {
+            l.saw(id, self.clock.instant());
+        }
+    }
+
+    /// This manager does not lead (any more): the next leadership starts
+    /// its liveness bounds afresh.
+    pub(crate) fn not_leading(&self) {
+        if let Ok(mut l) = self.liveness.lock() {
+            l.not_leading();
+        }
+    }
+
+    /// The Ready/Down changes to commit, as the leader of `term` (`me`)
+    /// sees its nodes now (see [`Liveness::changes`]).
+    pub(crate) fn liveness_changes(
+        &self,
+        state: &ClusterState,
+        me: NodeId,
+        term: u64,
+    ) -> Vec<(NodeId, bool)> {
+        match self.liveness.lock() {
+            Ok(mut l) => l.changes(state, me, term, self.clock.instant()),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for task in tasks {
+            task.abort();
+        }
+        if let Some(raft) = self.inner.lock().await.take() {
+            raft.shutdown().await;
+        }
+    }
+
+    /// Takes `id` out of the Raft voters, waiting at most
+    /// [`MEMBERSHIP_CHANGE_WAIT`].
+    pub(crate) async fn remove_voter(&self, id: NodeId) -> Result<(), RpcError> {
+        let change = self.raft.change_membership(
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            false,
+        );
+        match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RpcError::new(
+                RpcErrorKind::Unavailable,
+                format!("removing {id} from the raft group: {e}"),
+            )),
+            Err(_) => Err(RpcError::new(
+                RpcErrorKind::Unavailable,
+                format!(
+                    "removing {id} from the raft group did not commit within {} s",
+                    MEMBERSHIP_CHANGE_WAIT.as_secs()
+                ),
+            )
+            .hint("a majority of managers must be reachable; the change completes on its own once they are")),
+        }
+    }
+}
+
+pub(crate) async fn read_index(m: &Manager) -> Result<u64, RpcError> {
+    let log_id = m.raft.ensure_linearizable().await.map_err(|e| {
+        use openraft::error::{CheckIsLeaderError, RaftError};
+        let message = match &e {
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+                let voters = m.voters().len();
+                format!(
+                    "no quorum: the leader reaches {} of {voters} managers and a majority ({}) is needed to make or confirm any change",
+                    q.got.len(),
+                    voters / 2 + 1
+                )
+            }
+            other => format!("no quorum: the leader cannot confirm it still leads a majority ({other})"),
+        };
+        RpcError::new(RpcErrorKind::Unavailable, message).hint(
+            "bring the missing managers back (`moat node ls` on another manager shows which are down); if a majority is lost for good, see docs/runbooks/recover-a-lost-quorum.md (`moat init --force-new-cluster` on a survivor)",
+        )
+    })?;
+    Ok(log_id.map(|l| l.index).unwrap_or(0))
+}
+
+/// The warning for an even number of managers, which tolerates no more
+/// failures than one manager fewer.
+pub(crate) fn even_managers_warning(managers: usize) -> Option<String> {
+    (managers > 0 && managers.is_multiple_of(2)).then(|| {
+        format!(
+            "the cluster now has {managers} managers. An even number tolerates no more failures than one manager fewer ({managers} managers tolerate {} failure(s), as do {}); keep an odd number of managers",
+            (managers - 1) / 2,
+            managers - 1
+        )
+    })
+}

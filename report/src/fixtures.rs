@@ -1,0 +1,160 @@
+//! Sample inventories for tests (this crate's, and a renderer's with the
+//! `fixtures` feature): [`healthy`] has nothing wrong at [`NOW`] under the
+//! default policy, [`troubled`] something wrong in every section,
+//! [`malformed`] values no manager should send.
+
+use moat_api::{
+    AuditSummary, CryptoInventory, DataKeyInfo, KeyAge, NodeCrypto, Role, RootCaInfo, TlsInfo,
+    TokenCrypto,
+};
+use time::format_description::well_known::Rfc3339;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+/// The time the samples are checked at.
+pub const NOW: OffsetDateTime = datetime!(2026-11-27 18:00:00 UTC);
+
+/// The samples' root CA fingerprint.
+pub const ROOT_FP: &str = "sha256:5f1c0e8a3d2b4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f506";
+
+/// [`NOW`] moved by `d`, as the inventory writes times (RFC 3339).
+pub fn at(d: Duration) -> String {
+    (NOW + d)
+        .format(&Rfc3339)
+        .unwrap_or_else(|e| panic!("a sample time does not format: {e}"))
+}
+
+/// A ready node on a 24 h certificate from the samples' root, at half its
+/// life.
+pub fn node(id: &str, hostname: &str, role: Role) -> NodeCrypto {
+    NodeCrypto {
+        id: id.into(),
+        hostname: hostname.into(),
+        role,
+        ready: true,
+        algorithm: "ECDSA P-256".into(),
+        serial: "4f2a9c01d3".into(),
+        issuer_fingerprint: ROOT_FP.into(),
+        not_before: Some(at(Duration::hours(-12))),
+        not_after: at(Duration::hours(12)),
+    }
+}
+
+/// A cluster the default policy has nothing to say about at [`NOW`]: a
+/// manager and a worker, a standing and a scoped token, autolock on.
+pub fn healthy() -> CryptoInventory {
+    CryptoInventory {
+        generated_at: at(Duration::seconds(-2)),
+        cluster_id: "9f1c3b7d2e4a6c8b0d1f3e5a7c9b1d3f".into(),
+        answered_by: "k3q0h7m2p9r4t6v8".into(),
+        cert_expiry_seconds: 86_400,
+        root_ca: RootCaInfo {
+            subject: "CN=moat root CA,O=9f1c3b7d2e4a6c8b0d1f3e5a7c9b1d3f".into(),
+            algorithm: "ECDSA P-256".into(),
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            fingerprint: ROOT_FP.into(),
+            serial: "01".into(),
+            not_before: at(Duration::days(-365)),
+            not_after: at(Duration::days(365 * 9)),
+        },
+        nodes: vec![
+            node("k3q0h7m2p9r4t6v8", "manager-1", Role::Manager),
+            node("a8c2e4g6j8l0n2q4", "web-1", Role::Worker),
+        ],
+        tls: TlsInfo {
+            versions: vec!["TLSv1.3".into()],
+            cipher_suites: vec![
+                "TLS13_AES_256_GCM_SHA384".into(),
+                "TLS13_CHACHA20_POLY1305_SHA256".into(),
+            ],
+            key_exchange_groups: vec!["X25519MLKEM768".into(), "X25519".into()],
+            mutual: true,
+        },
+        join_tokens: vec![
+            TokenCrypto {
+                id: "3f9k2d0a7u1c5e9b".into(),
+                kind: "standing".into(),
+                role: Role::Worker,
+                created_at: Some(at(Duration::days(-1))),
+                expires_at: None,
+                uses_left: None,
+            },
+            TokenCrypto {
+                id: "7u1c5e9b3f9k2d0a".into(),
+                kind: "scoped".into(),
+                role: Role::Manager,
+                created_at: Some(at(Duration::days(-1))),
+                expires_at: Some(at(Duration::hours(1))),
+                uses_left: Some(1),
+            },
+        ],
+        token_ttl_seconds: Some(7 * 86_400),
+        autolock: true,
+        unlock_key: Some(KeyAge {
+            version: 2,
+            set_at: Some(at(Duration::days(-10))),
+        }),
+        data_key: DataKeyInfo {
+            algorithm: "AES-256-GCM".into(),
+            version: 3,
+            created_at: Some(at(Duration::days(-10))),
+            rotating_to: None,
+            wrapped_by: "unlock key".into(),
+        },
+        audit: AuditSummary {
+            records: 120,
+            heads: 12,
+            last_head_size: Some(120),
+            last_head_at: Some(at(Duration::minutes(-5))),
+            snapshot_bytes: Some(2 << 20),
+            snapshot_limit_bytes: Some(256 << 20),
+        },
+    }
+}
+
+/// [`healthy`] with something wrong in every section (an expired node,
+/// a down one, one from another root with no recorded algorithm, a root
+/// CA expiring in 200 days, an old token and data key, unsigned audit
+/// records), and a host name that tries to run a script.
+pub fn troubled() -> CryptoInventory {
+    let mut inv = healthy();
+    inv.nodes[1].hostname = "<script>alert(1)</script>".into();
+    inv.nodes[1].not_after = at(Duration::hours(-3));
+    inv.nodes.push(NodeCrypto {
+        ready: false,
+        not_before: Some(at(Duration::hours(-21))),
+        not_after: at(Duration::hours(3)),
+        ..node("m5p7r9t1v3x5z7b9", "db-2", Role::Worker)
+    });
+    inv.nodes.push(NodeCrypto {
+        algorithm: String::new(),
+        issuer_fingerprint: "sha256:1d0e99c2a4b6".into(),
+        ..node("q2s4u6w8y0a2c4e6", "legacy-7", Role::Worker)
+    });
+    inv.root_ca.not_after = at(Duration::days(200));
+    inv.join_tokens[0].created_at = Some(at(Duration::days(-45)));
+    inv.data_key.created_at = Some(at(Duration::days(-120)));
+    inv.audit.records = 131;
+    inv
+}
+
+/// [`healthy`] with times that do not parse (one with an escape
+/// sequence), a multi-byte id and the largest numbers: a check or a
+/// renderer must not panic on it.
+pub fn malformed() -> CryptoInventory {
+    let mut inv = healthy();
+    inv.root_ca.not_after = "next tuesday".into();
+    inv.nodes[0].not_after = String::new();
+    inv.nodes[1].not_before = Some("\u{1b}[31m".into());
+    inv.nodes[1].id = "é".repeat(40);
+    inv.join_tokens[0].created_at = Some("9999-99-99".into());
+    inv.unlock_key = Some(KeyAge {
+        version: u32::MAX,
+        set_at: Some("-".into()),
+    });
+    inv.data_key.created_at = Some("+999999-01-01T00:00:00Z".into());
+    inv.cert_expiry_seconds = u64::MAX;
+    inv.audit.last_head_size = Some(u64::MAX);
+    inv.audit.last_head_at = Some("yesterday".into());
+    inv
+}
