@@ -9,9 +9,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use moat_api::{SecretString, 
+use moat_api::{
     AuditExportRequest, AuditHashRequest, AuditHashResponse, AuditProveRequest,
-    AuditRecordsRequest, AuditRecordsResponse, MAX_AUDIT_PAGE, path,
+    AuditRecordsRequest, AuditRecordsResponse, MAX_AUDIT_PAGE, SecretString, path,
 };
 use moat_audit::{InclusionProofFile, Layout, Record, Report, SignedTreeHead};
 use zeroize::Zeroizing;

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use moat_api::{SecretString, BackupRequest, path};
+use moat_api::{BackupRequest, SecretString, path};
 use moat_backup::{AgeIdentity, Backup, BackupError, Unprotect};
 use zeroize::Zeroizing;
 
@@ -231,7 +231,11 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
     )
     .map_err(|e| {
         Failure::with_hint(
-            anyhow::anyhow!("restoring into {}: {}", args.state_dir.display(), e.message()),
+            anyhow::anyhow!(
+                "restoring into {}: {}",
+                args.state_dir.display(),
+                e.message()
+            ),
             e.hint_text().map(str::to_owned),
         )
     })?;

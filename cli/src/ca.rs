@@ -5,7 +5,7 @@ use std::io::{self, IsTerminal as _, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use moat_api::{SecretString, CaInfo, CaRotateRequest, Empty, path};
+use moat_api::{CaInfo, CaRotateRequest, Empty, SecretString, path};
 use time::OffsetDateTime;
 
 use crate::args::{CaArgs, Format};

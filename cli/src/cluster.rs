@@ -3,10 +3,10 @@
 
 use std::io::{self, Write};
 
-use moat_api::{SecretString, 
+use moat_api::{
     CreateTokenRequest, CreateTokenResponse, Empty, Info, InitRequest, InitResponse, JoinRequest,
-    JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, TokenRef, TokenSummary,
-    UpdateRequest, UpdateResponse, path,
+    JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, SecretString, TokenRef,
+    TokenSummary, UpdateRequest, UpdateResponse, path,
 };
 use time::OffsetDateTime;
 

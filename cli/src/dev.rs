@@ -14,9 +14,9 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use moat_api::{SecretString, 
+use moat_api::{
     Client, ClientError, Host, Info, InitRequest, InitResponse, JoinRequest, JoinResponse,
-    JoinTokenRequest, JoinTokenResponse, Role, path,
+    JoinTokenRequest, JoinTokenResponse, Role, SecretString, path,
 };
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};

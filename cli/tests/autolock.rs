@@ -271,10 +271,6 @@ fn locked_manager_refuses_commands_and_slows_guessing() {
     }
 }
 
-/// Unattended restarts: a key file readable by others stops the daemon
-/// at start; a private key file, or the key on an inherited descriptor,
-/// unlocks it before it serves; a stale key leaves it locked (and
-/// journaled) but running.
 /// A mistyped key (one character changed) is refused by `moat unlock`
 /// itself, with the parser's message, and never reaches the daemon: six in
 /// a row leave no throttle behind, and the right key unlocks at once.
@@ -309,6 +305,10 @@ fn mistyped_keys_are_refused_by_the_cli_and_never_throttle() {
     wait_serving(&h, "m");
 }
 
+/// Unattended restarts: a key file readable by others stops the daemon
+/// at start; a private key file, or the key on an inherited descriptor,
+/// unlocks it before it serves; a stale key leaves it locked (and
+/// journaled) but running.
 #[test]
 fn unattended_unlock_from_a_key_file_or_descriptor() {
     let mut h = harness();
