@@ -8,7 +8,6 @@
 use std::cmp::Ordering;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use moat_api::{
     Availability, Host, Info, InitResponse, JoinResponse, JoinTokenResponse, ManagerStatus,
@@ -369,28 +368,10 @@ pub(crate) fn dev_summary(out: &mut impl Write, s: &DevSummary) -> io::Result<()
     )
 }
 
-/// Docker's `units.HumanDuration`, in lower case: `less than a second`,
-/// `about a minute`, `5 minutes`, `about an hour`, `23 hours`, `3 days`,
-/// `2 weeks`, `3 months`, `2 years`.
-pub(crate) fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let minutes = secs / 60;
-    // Docker rounds hours to the nearest one.
-    let hours = (secs + 1800) / 3600;
-    match () {
-        () if secs < 1 => "less than a second".into(),
-        () if secs == 1 => "1 second".into(),
-        () if secs < 60 => format!("{secs} seconds"),
-        () if minutes == 1 => "about a minute".into(),
-        () if minutes < 60 => format!("{minutes} minutes"),
-        () if hours == 1 => "about an hour".into(),
-        () if hours < 48 => format!("{hours} hours"),
-        () if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        () if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        () if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        () => format!("{} years", secs / 3600 / 24 / 365),
-    }
-}
+/// Docker's `units.HumanDuration`, in lower case (`less than a second`,
+/// `about a minute`, `5 minutes`, …): moat-report words its findings with
+/// it, and the tables here the same way.
+pub(crate) use moat_report::human_duration;
 
 /// `in 23 hours` or `expired 2 days ago`.
 pub(crate) fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {

@@ -36,19 +36,6 @@ fn trusted(h: &Harness, node: &str) -> String {
     std::fs::read_to_string(h.daemon(node).state_dir.join("certs/ca.crt")).unwrap()
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 #[test]
 fn a_live_cluster_rotates_without_a_failed_request() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
@@ -355,7 +342,7 @@ fn the_operators_own_root_is_checked_then_used() {
             write(&format!("{name}.crt"), &ca.certificate_pem()),
             write(
                 &format!("{name}.key"),
-                &pem("PRIVATE KEY", &ca.key().to_pkcs8_der()),
+                &moat_pki::pem_encode("PRIVATE KEY", &ca.key().to_pkcs8_der()),
             ),
         )
     };

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use moat_api::{ManagerStatus, Role};
 use time::macros::datetime;
