@@ -492,13 +492,13 @@ pub(crate) fn hash(args: &AuditHash) -> Result<(), Failure> {
 pub(crate) fn report(args: &AuditReport) -> Result<(), Failure> {
     use crate::report;
     let policy = match &args.policy {
-        Some(path) => report::Policy::load(path).map_err(|e| {
+        Some(path) => report::load_policy(path).map_err(|e| {
             Failure::new(
                 e,
                 "fix the policy file; docs/audit-report.md lists every key",
             )
         })?,
-        None => report::Policy::default(),
+        None => moat_report::Policy::default(),
     };
     let inventory: moat_api::CryptoInventory =
         block_on(async { client(&args.host).get(path::AUDIT_REPORT).await.or_fail() })?;

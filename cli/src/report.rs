@@ -18,13 +18,12 @@
 
 use std::fmt::{self, Write as _};
 use std::io;
-use std::ops::Deref;
 use std::path::Path;
 
 use anyhow::Context as _;
 use moat_api::{CryptoInventory, NodeCrypto};
 use moat_report::{
-    CertLife, Finding, MAX_POLICY_BYTES, PolicyDuration, Severity, Summary, human_duration,
+    CertLife, Finding, MAX_POLICY_BYTES, Policy, PolicyDuration, Severity, Summary, human_duration,
     issued_by_root, percent, short_id, worst,
 };
 use serde::Serialize;
@@ -40,31 +39,15 @@ use crate::render::{exact_duration, parse_time, relative};
 /// policy's `fail_on` severity.
 pub(crate) const EXIT_FINDINGS: u8 = 3;
 
-/// The policy `moat audit report` checks against: [`moat_report::Policy`]
-/// (which it derefs to), the defaults or read from the operator's file by
-/// [`Policy::load`].
-#[derive(Debug, Default)]
-pub(crate) struct Policy(moat_report::Policy);
-
-impl Policy {
-    /// Reads a TOML policy file (`-` is standard input); a file over
-    /// [`MAX_POLICY_BYTES`] is refused before it is read. The error names
-    /// the file, and for a bad policy the key and line.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Policy> {
-        let bytes = read_input(path, MAX_POLICY_BYTES)
-            .with_context(|| format!("cannot read the policy file {}", path.display()))?;
-        let policy = moat_report::Policy::parse(&bytes)
-            .with_context(|| format!("the policy file {} is not valid", path.display()))?;
-        Ok(Policy(policy))
-    }
-}
-
-impl Deref for Policy {
-    type Target = moat_report::Policy;
-
-    fn deref(&self) -> &moat_report::Policy {
-        &self.0
-    }
+/// Reads the operator's TOML policy file (`-` is standard input) for
+/// `moat audit report`; a file over [`MAX_POLICY_BYTES`] is refused before
+/// it is read. The error names the file, and for a bad policy the key and
+/// line.
+pub(crate) fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let bytes = read_input(path, MAX_POLICY_BYTES)
+        .with_context(|| format!("cannot read the policy file {}", path.display()))?;
+    Policy::parse(&bytes)
+        .with_context(|| format!("the policy file {} is not valid", path.display()))
 }
 
 /// How `moat audit report` prints.
@@ -936,13 +919,13 @@ mod tests {
 
     /// `moat audit report --policy FILE`'s error, as printed after `moat: `.
     fn load_error(path: &Path) -> String {
-        format!("{:#}", Policy::load(path).unwrap_err())
+        format!("{:#}", load_policy(path).unwrap_err())
     }
 
     #[test]
     fn a_policy_file_is_read_and_its_errors_name_it() {
         let f = policy_file(b"fail_on = \"medium\"\n");
-        assert_eq!(Policy::load(f.path()).unwrap().fail_on, Severity::Medium);
+        assert_eq!(load_policy(f.path()).unwrap().fail_on, Severity::Medium);
         let f = policy_file(b"token_maxage = \"30d\"\n");
         let e = load_error(f.path());
         assert!(
