@@ -133,8 +133,9 @@ impl Layout {
     }
 
     /// Moves keys, certificates and a store left without a node.json into
-    /// `DIR/abandoned-<unix time>/`; returns where, if anything was moved.
-    pub(crate) fn set_aside_leftovers(&self) -> Result<Option<PathBuf>, NodeError> {
+    /// `DIR/abandoned-<unix time>/` (`now`, Unix seconds); returns where,
+    /// if anything was moved.
+    pub(crate) fn set_aside_leftovers(&self, now: i64) -> Result<Option<PathBuf>, NodeError> {
         let leftovers: Vec<PathBuf> = [self.certs_dir(), self.store_dir(), self.kek_file()]
             .into_iter()
             .filter(|p| p.exists())
@@ -142,11 +143,7 @@ impl Layout {
         if leftovers.is_empty() {
             return Ok(None);
         }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let aside = self.dir.join(format!("abandoned-{stamp}"));
+        let aside = self.dir.join(format!("abandoned-{now}"));
         create_private_dir(&aside)?;
         for path in leftovers {
             let name = path.file_name().unwrap_or_default();

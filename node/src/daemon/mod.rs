@@ -159,7 +159,7 @@ impl Daemon {
             // No node.json: not in a cluster. Anything else is the residue of
             // an init or join that did not finish; it is set aside, never
             // deleted, in case node.json was lost some other way.
-            if let Some(aside) = self.layout.set_aside_leftovers()? {
+            if let Some(aside) = self.layout.set_aside_leftovers(self.clock.unix())? {
                 tracing::warn!(
                     moved_to = %aside.display(),
                     "found keys or a store without node.json (an interrupted init or join?); set them aside and started as a node outside any cluster"
