@@ -59,6 +59,9 @@ impl Member {
                 kek_file,
             )?;
             held.replace(new_key);
+            // Sealed files are done: the data-key rotation below takes the
+            // lock itself.
+            drop(held);
             let what = match (plan, role) {
                 (KeyPlan::Lock, _) => JournalAction::AutolockEnabled,
                 (KeyPlan::Rotate, _) => JournalAction::UnlockKeyRotated,
