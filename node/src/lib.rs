@@ -51,6 +51,8 @@ mod roles;
 mod rpc;
 mod run;
 mod service;
+#[cfg(test)]
+mod testing;
 mod tokens;
 mod wire;
 

@@ -128,27 +128,11 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moat_pki::Role;
-    use moat_store::model::NodeRecord;
 
     fn state(nodes: &[(NodeId, bool)]) -> ClusterState {
         let mut s = ClusterState::default();
         for (id, ready) in nodes {
-            s.nodes.insert(
-                *id,
-                NodeRecord {
-                    id: *id,
-                    hostname: id.to_string(),
-                    role: Role::Worker,
-                    address: String::new(),
-                    labels: Default::default(),
-                    cert_serial: String::new(),
-                    cert_not_after: 0,
-                    cert_issuer: String::new(),
-                    availability: Default::default(),
-                    ready: *ready,
-                },
-            );
+            crate::testing::add_worker(&mut s, *id, &id.to_string(), *ready);
         }
         s
     }

@@ -234,7 +234,6 @@ fn node_info(r: &NodeRecord, node: &Member) -> NodeInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moat_store::model::NodeRecord;
 
     fn id_starting(prefix: &str) -> NodeId {
         let s = NodeId::generate().to_string();
@@ -242,21 +241,7 @@ mod tests {
     }
 
     fn add(state: &mut ClusterState, id: NodeId, hostname: &str) {
-        state.nodes.insert(
-            id,
-            NodeRecord {
-                id,
-                hostname: hostname.into(),
-                role: Role::Worker,
-                address: String::new(),
-                labels: Default::default(),
-                cert_serial: String::new(),
-                cert_not_after: 0,
-                cert_issuer: String::new(),
-                availability: Default::default(),
-                ready: true,
-            },
-        );
+        crate::testing::add_worker(state, id, hostname, true);
     }
 
     /// Found by the chaos suite: node `m5`'s random id began with "m3", and
