@@ -9,7 +9,7 @@
 //! A clock is the system's, shifted by an offset that only grows:
 //!
 //! * `0` for every daemon an operator runs;
-//! * a fixed lead set at start with the hidden, danger-named daemon
+//! * a fixed lead (at most a century) set at start with the hidden, danger-named daemon
 //!   option `--danger-clock-ahead` (for tests that need a cluster to have
 //!   been down longer than certificates live, without sleeping; it logs a
 //!   warning at start and is never needed in production);
@@ -24,6 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moat_pki::OffsetDateTime;
+
+/// The furthest a clock runs ahead: a century, so that adding the lead to
+/// the system's time can never overflow (a larger `--danger-clock-ahead`
+/// is cut to this, not a panic).
+const MAX_AHEAD_MS: u64 = 100 * 366 * 24 * 3600 * 1000;
 
 /// The daemon's clock (cheap to clone; clones share the offset).
 #[derive(Debug, Clone)]
@@ -44,7 +49,7 @@ impl Clock {
     pub fn danger_ahead(ahead: Duration) -> Self {
         Self {
             ahead_ms: Arc::new(AtomicU64::new(
-                u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(ahead.as_millis()).map_or(MAX_AHEAD_MS, |ms| ms.min(MAX_AHEAD_MS)),
             )),
         }
     }
@@ -56,8 +61,12 @@ impl Clock {
 
     /// Moves this clock (and its clones) forward by `by`.
     pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.ahead_ms.fetch_add(ms, Ordering::SeqCst);
+        let ms = u64::try_from(by.as_millis()).unwrap_or(MAX_AHEAD_MS);
+        let _ = self
+            .ahead_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(ms).min(MAX_AHEAD_MS))
+            });
     }
 
     /// The current time.
@@ -104,6 +113,17 @@ mod tests {
             copy.since(copy.instant() + Duration::from_secs(5)),
             Duration::ZERO
         );
+    }
+
+    /// A lead too large to add to the time is cut, not a panic.
+    #[test]
+    fn an_absurd_lead_is_cut_to_a_century() {
+        let clock = Clock::danger_ahead(Duration::MAX);
+        assert_eq!(clock.ahead(), Duration::from_millis(MAX_AHEAD_MS));
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.ahead(), Duration::from_millis(MAX_AHEAD_MS));
+        assert!(clock.now() > OffsetDateTime::now_utc());
+        assert!(clock.since(Instant::now()) >= Duration::from_secs(3600));
     }
 
     #[test]

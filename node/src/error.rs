@@ -150,16 +150,6 @@ impl fmt::Display for NodeError {
 
 impl std::error::Error for NodeError {}
 
-/// A wire error read back (from a client or a stored fault) keeps its kind.
-impl From<ApiError> for NodeError {
-    fn from(e: ApiError) -> Self {
-        Self {
-            hint: e.hint,
-            ..Self::new(e.kind, e.message)
-        }
-    }
-}
-
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         e.into_api()

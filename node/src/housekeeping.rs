@@ -24,7 +24,7 @@ use moat_pki::Role;
 use moat_store::audit::AuditTrail;
 use moat_store::model::{ClusterState, Command};
 
-pub(crate) use crate::liveness::{DOWN_AFTER, LIVENESS_TICK};
+use crate::liveness::{DOWN_AFTER, LIVENESS_TICK};
 use crate::member::{Manager, Member, new_audit_key};
 use crate::rpc::RpcError;
 

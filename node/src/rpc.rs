@@ -154,8 +154,9 @@ impl From<RpcError> for NodeError {
     }
 }
 
-/// A daemon error on the cluster wire. Damage stays a node's own business:
-/// a caller learns only that this manager failed internally.
+/// A daemon error on the cluster wire, under the closest kind: damage
+/// found in this manager's files is an internal error to the caller (it
+/// is not theirs to retry or mend), with its message.
 impl From<NodeError> for RpcError {
     fn from(e: NodeError) -> Self {
         let kind = match e.api_kind() {

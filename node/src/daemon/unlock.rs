@@ -21,10 +21,7 @@ impl Daemon {
     /// `moat unlock`: the whole key, or one share of it.
     pub(crate) async fn unlock(&self, req: UnlockRequest) -> Result<UnlockResponse, NodeError> {
         let _guard = self.lifecycle.lock().await;
-        let input = match self.parse_unlock(req).await {
-            Ok(input) => input,
-            Err(e) => return Err(e),
-        };
+        let input = self.parse_unlock(req).await?;
         self.try_unlock(input, JournalActor::LocalOperator).await
     }
 
@@ -98,7 +95,11 @@ impl Daemon {
         actor: JournalActor,
     ) -> Result<UnlockResponse, NodeError> {
         let now = self.clock.instant();
-        let share = matches!(input, UnlockInput::Share(_));
+        // What a throttled attempt is journaled as.
+        let attempted = match input {
+            UnlockInput::Key(_) => JournalAction::Unlock,
+            UnlockInput::Share(_) => JournalAction::UnlockShare,
+        };
         let (attempt, file) = {
             let mut phase = self.phase.write().await;
             let Phase::Locked(locked) = &mut *phase else {
@@ -113,28 +114,15 @@ impl Daemon {
             (attempt, file)
         };
         let node = file.node_id.to_string();
-        let journal = |action: JournalAction, event: fn(JournalEvent) -> JournalEvent| {
-            self.journal
-                .record_or_log(&node, event(JournalEvent::new(actor.clone(), action)));
-        };
-        let share_action = || {
-            if share {
-                JournalAction::UnlockShare
-            } else {
-                JournalAction::Unlock
-            }
-        };
+        let event = |action| JournalEvent::new(actor.clone(), action);
+        let record = |event: JournalEvent| self.journal.record_or_log(&node, event);
         match attempt {
             Attempt::Unlocked((key, tls)) => {
                 if let Err(e) = self.bring_up(file, key, tls).await {
-                    self.journal.record_or_log(
-                        &node,
-                        JournalEvent::new(actor, JournalAction::Unlock)
-                            .failed(e.message().to_string()),
-                    );
+                    record(event(JournalAction::Unlock).failed(e.message()));
                     return Err(e);
                 }
-                journal(JournalAction::Unlock, |e| e);
+                record(event(JournalAction::Unlock));
                 tracing::info!(node = %node, "unlocked");
                 Ok(UnlockResponse {
                     unlocked: true,
@@ -153,21 +141,14 @@ impl Daemon {
                         "this share belongs to another split ({}) than the {} share(s) given before; those were set aside and collecting started over with this one",
                         aside.found, aside.dropped
                     );
-                    self.journal.record_or_log(
-                        &node,
-                        JournalEvent::new(actor.clone(), JournalAction::UnlockShare)
-                            .denied(message.clone()),
-                    );
+                    record(event(JournalAction::UnlockShare).denied(message.clone()));
                     message
                 });
-                self.journal.record_or_log(
-                    &node,
-                    JournalEvent::new(actor, JournalAction::UnlockShare).note(format!(
-                        "share accepted: {} of {} needed",
-                        progress.have(),
-                        progress.need()
-                    )),
-                );
+                record(event(JournalAction::UnlockShare).note(format!(
+                    "share accepted: {} of {} needed",
+                    progress.have(),
+                    progress.need()
+                )));
                 Ok(UnlockResponse {
                     unlocked: false,
                     shares_have: progress.have(),
@@ -177,9 +158,7 @@ impl Daemon {
                 })
             }
             Attempt::Refused(Refusal::Throttled(t)) => {
-                journal(share_action(), |e| {
-                    e.denied("throttled after repeated failures")
-                });
+                record(event(attempted).denied("throttled after repeated failures"));
                 let secs = t.retry_after.as_secs_f64().ceil() as u64;
                 Err(NodeError::new(
                     ErrorKind::Unavailable,
@@ -195,7 +174,7 @@ impl Daemon {
             Attempt::Refused(Refusal::WrongKey { .. }) => {
                 self.failed_unlocks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                journal(JournalAction::Unlock, |e| e.denied("invalid unlock key"));
+                record(event(JournalAction::Unlock).denied("invalid unlock key"));
                 Err(
                     NodeError::new(ErrorKind::PermissionDenied, "invalid unlock key")
                         .hint(UNLOCK_HINT),
@@ -203,10 +182,7 @@ impl Daemon {
             }
             Attempt::Refused(Refusal::ShareRefused(e)) => {
                 let message = e.to_string();
-                self.journal.record_or_log(
-                    &node,
-                    JournalEvent::new(actor, JournalAction::UnlockShare).denied(message.clone()),
-                );
+                record(event(JournalAction::UnlockShare).denied(message.clone()));
                 Err(NodeError::new(ErrorKind::InvalidArgument, message)
                     .hint("give a share of the current split that was not given yet"))
             }
@@ -214,10 +190,7 @@ impl Daemon {
                 Err(NodeError::new(ErrorKind::InvalidArgument, e.to_string()))
             }
             Attempt::Refused(Refusal::CheckFailed(e)) => {
-                self.journal.record_or_log(
-                    &node,
-                    JournalEvent::new(actor, JournalAction::Unlock).failed(e.message().to_string()),
-                );
+                record(event(JournalAction::Unlock).failed(e.message()));
                 Err(e)
             }
         }
