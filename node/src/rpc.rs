@@ -389,3 +389,69 @@ pub(crate) fn decode<T: DeserializeOwned>(method: &str, data: &[u8]) -> Result<T
         )
     })
 }
+
+/// A cluster request decoded by [`decode_request`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DecodedRequest {
+    /// The request encoded again, as a manager's own answer code would.
+    pub json: Vec<u8>,
+    /// Its `Debug` text (what a log line would show).
+    pub debug: String,
+    /// The secrets it holds (a join token), which `debug` must not show.
+    pub secrets: Vec<String>,
+}
+
+/// The names [`decode_request`] knows: every method whose request a
+/// manager decodes (`ca_bundle` and `read_index` read none), and
+/// `ca_bundle answer`, the answer a joiner reads from a manager it has not
+/// verified yet.
+#[doc(hidden)]
+pub const FUZZ_METHODS: &[&str] = &[
+    method::JOIN,
+    "ca_bundle answer",
+    method::RENEW,
+    method::HEARTBEAT,
+    method::PROPOSE,
+    method::ADD_VOTER,
+    method::ADMIN,
+    method::AUDIT_FORWARD,
+];
+
+/// Decodes `data` as the body of `method` with the decoder a manager runs
+/// on it (for `join`, before it knows who is calling), for the
+/// `cluster_rpc` fuzz target of `fuzz/`. Not part of the API.
+#[doc(hidden)]
+pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, String> {
+    fn done<T: Serialize + std::fmt::Debug>(
+        value: T,
+        secrets: Vec<String>,
+    ) -> Result<DecodedRequest, String> {
+        let json = serde_json::to_vec(&value).map_err(|e| format!("re-encoding: {e}"))?;
+        Ok(DecodedRequest {
+            json,
+            debug: format!("{value:?}"),
+            secrets,
+        })
+    }
+    let m = |e: RpcError| e.message;
+    match method {
+        method::JOIN => {
+            let req: JoinReq = decode(method, data).map_err(m)?;
+            let secret = req.token.expose_secret().to_string();
+            done(req, vec![secret])
+        }
+        "ca_bundle answer" => {
+            let answer: Result<CaBundle, RpcError> =
+                serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            done(answer, Vec::new())
+        }
+        method::RENEW => done(decode::<RenewReq>(method, data).map_err(m)?, Vec::new()),
+        method::HEARTBEAT => done(decode::<HeartbeatReq>(method, data).map_err(m)?, Vec::new()),
+        method::PROPOSE => done(decode::<ProposeReq>(method, data).map_err(m)?, Vec::new()),
+        method::ADD_VOTER => done(decode::<AddVoterReq>(method, data).map_err(m)?, Vec::new()),
+        method::ADMIN => done(decode::<Admin>(method, data).map_err(m)?, Vec::new()),
+        method::AUDIT_FORWARD => done(decode::<ForwardReq>(method, data).map_err(m)?, Vec::new()),
+        other => Err(format!("unknown cluster method {other:?}")),
+    }
+}
