@@ -7,6 +7,9 @@
 //!   opaque [`Payload`](pb::Payload) per request and response);
 //! * the server side: [`RaftService`] / [`serve`] accept TCP, run the TLS
 //!   handshake with [`TlsContext::server_config`](moat_pki::TlsContext::server_config),
+//!   keep connections in bounded pools (members with a verified
+//!   certificate apart from callers without one, who get one small call
+//!   per connection; see `limits.rs` and `anonymous.rs`),
 //!   and authorize **every call** from the peer's certificate chain: it must
 //!   verify against the cluster roots now, carry the manager role, not belong
 //!   to a removed node ([`PeerPolicy`]), and name the same node as the Raft
@@ -38,10 +41,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod anonymous;
 mod client;
 mod cluster;
 mod codec;
 mod error;
+mod limits;
 mod server;
 
 use std::time::Duration;
@@ -88,6 +93,51 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// less with openraft's per-RPC deadline, sent as `grpc-timeout`).
 pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Most connections (established or handshaking) a server holds at once;
-/// more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections from members (clients whose certificate verified
+/// against the cluster roots in the handshake) a server holds at once;
+/// more are closed. Connections without a certificate never take one of
+/// these slots.
+pub const MAX_MEMBER_CONNECTIONS: usize = 256;
+
+/// Most member connections one node (the node id of a verified
+/// certificate) holds at once: one stolen or removed node's certificate
+/// cannot take the member pool. A node keeps one or two connections to
+/// each manager.
+pub const MAX_CONNECTIONS_PER_NODE: usize = 16;
+
+/// Most TLS handshakes a server runs at once; more connections are closed
+/// on accept.
+pub const MAX_HANDSHAKES: usize = 128;
+
+/// Most TLS handshakes from one source (an IPv4 address, an IPv6 /64) at
+/// once.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+
+/// Most connections without a client certificate (joining nodes) a server
+/// holds at once, from all sources together.
+pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 64;
+
+/// Most connections without a client certificate from one source (an
+/// IPv4 address, an IPv6 /64) at once.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 8;
+
+/// How long a connection without a client certificate may wait after its
+/// handshake before its one call starts; then it is closed.
+pub const UNAUTHENTICATED_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the one call of a connection without a client certificate may
+/// run (a join waits for its node to be committed through Raft).
+pub const UNAUTHENTICATED_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection without a client certificate stays open after
+/// its call answered, for the answer to reach the caller.
+pub const UNAUTHENTICATED_LINGER: Duration = Duration::from_secs(1);
+
+/// Largest encoded request accepted from a caller without a client
+/// certificate (64 KiB): a join request (token, CSR, rejoin proof) or a
+/// CA-bundle request is a few KiB.
+pub const MAX_UNAUTHENTICATED_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Each connection pool logs at most one refused connection per interval;
+/// the line counts the refusals it did not log.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

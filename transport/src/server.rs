@@ -18,21 +18,23 @@ use openraft::raft::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
+use crate::anonymous::{Lifetime, OneCall, OneCallLayer};
 use crate::cluster::{ClusterHandler, ClusterService};
 use crate::codec::{decode, encode};
 use crate::error::with_causes;
+use crate::limits::{Key, Limits, Pool, Refusal};
 use crate::pb::Payload;
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer as GrpcRaftServer};
 use crate::pb_cluster::cluster_server::ClusterServer as GrpcClusterServer;
 use crate::{
-    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
-    SERVER_REQUEST_TIMEOUT, TransportError,
+    HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES, MAX_UNAUTHENTICATED_REQUEST_BYTES,
+    REFUSAL_LOG_INTERVAL, SERVER_REQUEST_TIMEOUT, TransportError, UNAUTHENTICATED_REQUEST_TIMEOUT,
 };
 
 /// What the server calls once a request is authorized: normally the local
@@ -167,9 +169,16 @@ impl RaftService {
     /// accepting and lets calls in flight finish.
     ///
     /// Each accepted connection gets [`HANDSHAKE_TIMEOUT`] to complete the
-    /// TLS handshake (ALPN `h2`); at most [`MAX_CONNECTIONS`] are held at
-    /// once. Handshake failures are logged at debug level and do not stop
-    /// the server.
+    /// TLS handshake (ALPN `h2`). Connections are held in bounded pools
+    /// (see `limits.rs`): one for handshakes, one for members (a client
+    /// certificate that verified), one for callers without a certificate.
+    /// The last are served apart, with one call per connection, at most
+    /// [`MAX_UNAUTHENTICATED_REQUEST_BYTES`] per request, one stream at a
+    /// time, [`UNAUTHENTICATED_REQUEST_TIMEOUT`] per call and an idle
+    /// timeout (see `anonymous.rs`). A refused connection is closed and
+    /// logged at most once per [`REFUSAL_LOG_INTERVAL`] per pool.
+    /// Handshake failures are logged at debug level and do not stop the
+    /// server.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -183,43 +192,83 @@ impl RaftService {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let (tx, rx) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
+        let (members_tx, members_rx) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
+        let (anonymous_tx, anonymous_rx) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
+        let routes = Routes {
+            members: members_tx,
+            anonymous: anonymous_tx,
+        };
         // Aborted when this future ends or is dropped, so the listener closes
         // with the server (a restarted node can bind its address again).
-        let _accept = AbortOnDrop(tokio::spawn(accept_loop(listener, acceptor, tx)));
+        let _accept = AbortOnDrop(tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            self.inner.clone(),
+            routes,
+        )));
 
-        let grpc = GrpcRaftServer::new(GrpcService {
-            inner: self.inner.clone(),
-        })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-
-        let cluster = self.inner.cluster.clone().map(|handler| {
-            GrpcClusterServer::new(ClusterService {
-                tls: self.inner.tls.clone(),
-                clock: self.inner.clock.clone(),
-                handler,
-            })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
-
-        tonic::transport::Server::builder()
+        let (stop, stopped) = watch::channel(false);
+        let members = tonic::transport::Server::builder()
             .timeout(SERVER_REQUEST_TIMEOUT)
             .concurrency_limit_per_connection(32)
             .max_concurrent_streams(64)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(16 * 1024)
-            .add_service(grpc)
-            .add_optional_service(cluster)
-            .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
-            .await
-            .map_err(|e| TransportError::Grpc {
-                what: "raft gRPC server".into(),
-                reason: with_causes(&e),
-            })
+            .add_service(self.raft_grpc(MAX_MESSAGE_BYTES))
+            .add_optional_service(self.cluster_grpc(MAX_MESSAGE_BYTES))
+            .serve_with_incoming_shutdown(ReceiverStream::new(members_rx), until(stopped.clone()));
+        // Callers without a certificate (joining nodes): one small call per
+        // connection, one stream, a shorter deadline. Raft calls are served
+        // too, only to be refused with the reason.
+        let anonymous = tonic::transport::Server::builder()
+            .timeout(UNAUTHENTICATED_REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(1)
+            .max_concurrent_streams(1)
+            .http2_max_header_list_size(16 * 1024)
+            .layer(OneCallLayer)
+            .add_service(self.raft_grpc(MAX_UNAUTHENTICATED_REQUEST_BYTES))
+            .add_optional_service(self.cluster_grpc(MAX_UNAUTHENTICATED_REQUEST_BYTES))
+            .serve_with_incoming_shutdown(ReceiverStream::new(anonymous_rx), until(stopped));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let ((), members, anonymous) = tokio::join!(signal, members, anonymous);
+        members.and(anonymous).map_err(|e| TransportError::Grpc {
+            what: "raft gRPC server".into(),
+            reason: with_causes(&e),
+        })
     }
+
+    /// The Raft gRPC service, decoding requests of at most `max_request`
+    /// bytes.
+    fn raft_grpc(&self, max_request: usize) -> GrpcRaftServer<GrpcService> {
+        GrpcRaftServer::new(GrpcService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The cluster gRPC service, if this server has one, decoding requests
+    /// of at most `max_request` bytes.
+    fn cluster_grpc(&self, max_request: usize) -> Option<GrpcClusterServer<ClusterService>> {
+        self.inner.cluster.clone().map(|handler| {
+            GrpcClusterServer::new(ClusterService {
+                tls: self.inner.tls.clone(),
+                clock: self.inner.clock.clone(),
+                handler,
+            })
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        })
+    }
+}
+
+/// Completes once `stopped` turns true (or its sender is gone).
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Serves Raft RPCs on `listener` until `shutdown` completes (see
@@ -236,14 +285,24 @@ pub async fn serve(
         .await
 }
 
+/// Where a connection goes once its handshake is done: to the server for
+/// members, or to the one for callers without a certificate.
+struct Routes {
+    members: mpsc::Sender<Result<ServerStream, io::Error>>,
+    anonymous: mpsc::Sender<Result<ServerStream, io::Error>>,
+}
+
 /// Accepts TCP connections and hands each to its own handshake task, so a
-/// slow or silent client cannot hold up others.
+/// slow or silent client cannot hold up others; keeps every connection in
+/// its pool (see `limits.rs`).
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<Result<ServerStream, io::Error>>,
+    inner: Arc<Inner>,
+    routes: Routes,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = Arc::new(Limits::default());
+    let routes = Arc::new(routes);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -255,40 +314,110 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %remote, "raft listener: connection limit reached, closing");
-            continue;
+        let source = Key::source(remote);
+        let handshake = match limits.enter(Pool::Handshake, source) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refused(&limits, Pool::Handshake, source, remote, why);
+                continue;
+            }
         };
         let acceptor = acceptor.clone();
-        let tx = tx.clone();
+        let inner = inner.clone();
+        let limits = limits.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
             // Without Nagle, small RPCs (votes, heartbeats) are not delayed.
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let certs = tls.get_ref().1.peer_certificates().map(|chain| {
-                        chain
-                            .iter()
-                            .map(|c| c.clone().into_owned())
-                            .collect::<Vec<_>>()
-                            .into()
-                    });
-                    let stream = ServerStream {
-                        inner: tls,
-                        info: PeerInfo { remote, certs },
-                        _slot: slot,
-                    };
-                    let _ = tx.send(Ok(stream)).await;
-                }
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %remote, error = %e, "raft listener: TLS handshake failed");
+                    return;
                 }
                 Err(_) => {
                     tracing::debug!(peer = %remote, "raft listener: TLS handshake timed out");
+                    return;
                 }
-            }
+            };
+            drop(handshake);
+            let certs: Option<Arc<[CertificateDer<'static>]>> =
+                tls.get_ref().1.peer_certificates().map(|chain| {
+                    chain
+                        .iter()
+                        .map(|c| c.clone().into_owned())
+                        .collect::<Vec<_>>()
+                        .into()
+                });
+            // A presented certificate verified in the handshake (or the
+            // handshake failed); checked once more at the service's clock.
+            let node = certs
+                .as_deref()
+                .filter(|chain| !chain.is_empty())
+                .and_then(|chain| inner.tls.verify_peer(chain, inner.clock.now()).ok())
+                .map(|identity| identity.node_id);
+            let (pool, key, call) = match node {
+                Some(node) => (Pool::Member, Key::Node(node), None),
+                None => (
+                    Pool::Unauthenticated,
+                    source,
+                    Some(Arc::new(OneCall::new(tokio::time::Instant::now()))),
+                ),
+            };
+            let slot = match limits.enter(pool, key) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    refused(&limits, pool, key, remote, why);
+                    return;
+                }
+            };
+            let stream = ServerStream {
+                inner: tls,
+                lifetime: call.clone().map(Lifetime::new),
+                info: PeerInfo {
+                    remote,
+                    certs,
+                    call,
+                },
+                _slot: slot,
+            };
+            let route = match pool {
+                Pool::Member => &routes.members,
+                Pool::Handshake | Pool::Unauthenticated => &routes.anonymous,
+            };
+            let _ = route.send(Ok(stream)).await;
         });
     }
+}
+
+/// Logs a refused connection, at most once per [`REFUSAL_LOG_INTERVAL`]
+/// per pool.
+fn refused(limits: &Limits, pool: Pool, key: Key, remote: SocketAddr, why: Refusal) {
+    let Some(unlogged) = limits.note_refusal(pool, std::time::Instant::now()) else {
+        return;
+    };
+    let (total, share) = pool.caps();
+    let name = pool.name();
+    let reason = match why {
+        Refusal::PoolFull => format!("the {name} pool is full ({total} connections)"),
+        Refusal::ShareFull => match key {
+            Key::Node(_) => {
+                format!("{key} already holds {share} {name} connections, its most")
+            }
+            Key::Source(_) => {
+                format!("{key} already holds {share} {name} connections, the most per source")
+            }
+        },
+    };
+    tracing::warn!(
+        pool = name,
+        source = %remote.ip(),
+        unlogged,
+        "raft listener: refused a connection from {remote}: {reason}; \
+         {unlogged} more {name} connections refused since this pool's last such line \
+         (one line per {}s at most)",
+        REFUSAL_LOG_INTERVAL.as_secs()
+    );
 }
 
 /// A server-side TLS connection, carrying what tonic puts in each
@@ -296,15 +425,19 @@ async fn accept_loop(
 struct ServerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
-    _slot: OwnedSemaphorePermit,
+    /// For a connection without a client certificate: when it ends.
+    lifetime: Option<Lifetime>,
+    _slot: crate::limits::Slot,
 }
 
-/// The connection a request arrived on: the peer's address and the
-/// certificate chain it presented in the handshake, if any.
+/// The connection a request arrived on: the peer's address, the
+/// certificate chain it presented in the handshake, if any, and without
+/// one, the connection's call budget.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerInfo {
     pub(crate) remote: SocketAddr,
     pub(crate) certs: Option<Arc<[CertificateDer<'static>]>>,
+    pub(crate) call: Option<Arc<OneCall>>,
 }
 
 impl Connected for ServerStream {
@@ -321,7 +454,15 @@ impl AsyncRead for ServerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(lifetime) = &mut this.lifetime
+            && lifetime.poll_expired(cx).is_ready()
+        {
+            // End of stream: HTTP/2 closes the connection (flushing what it
+            // still has to send) and the slot is given back.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 

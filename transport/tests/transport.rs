@@ -673,6 +673,243 @@ async fn unreachable_peer_backs_off_then_reconnects() {
     server.stop().await;
 }
 
+// ------------------------------------------- connection pools (issue 16)
+
+/// Connections without a client certificate (issue 16, finding 1): their
+/// own small pool, capped per source, idle-timed-out, one small call per
+/// connection; members keep connecting while they flood.
+mod pools {
+    use std::time::Instant;
+
+    use moat_transport::{
+        Caller, ClusterClient, ClusterHandler, MAX_UNAUTHENTICATED_PER_SOURCE,
+        MAX_UNAUTHENTICATED_REQUEST_BYTES, ServerTrust, Status, UNAUTHENTICATED_IDLE_TIMEOUT,
+    };
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream;
+
+    use super::*;
+
+    /// Answers every cluster call with its own data, counting calls.
+    #[derive(Default)]
+    struct Echo {
+        calls: Mutex<Vec<(bool, usize)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ClusterHandler for Echo {
+        async fn call(
+            &self,
+            caller: Caller,
+            _method: &str,
+            data: Vec<u8>,
+        ) -> Result<Vec<u8>, Status> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((caller.identity.is_some(), data.len()));
+            Ok(data)
+        }
+    }
+
+    struct Manager {
+        ca: Ca,
+        server_id: NodeId,
+        echo: Arc<Echo>,
+        server: Server,
+    }
+
+    async fn manager() -> Manager {
+        let ca = Ca::new();
+        let (server_id, server_tls) = ca.node(Role::Manager);
+        let echo = Arc::new(Echo::default());
+        let service = RaftService::new(
+            server_tls,
+            Arc::new(Recorder::default()),
+            Arc::new(|_: &NodeId| false),
+        )
+        .with_cluster(echo.clone());
+        let server = Server::start(service).await;
+        Manager {
+            ca,
+            server_id,
+            echo,
+            server,
+        }
+    }
+
+    /// A TLS 1.3 connection without a client certificate that sends
+    /// nothing, as a flood would open.
+    async fn idle_connection(addr: &str) -> TlsStream<TcpStream> {
+        let mut config = moat_pki::bootstrap_client_config().unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(Arc::new(config))
+            .connect(moat_pki::manager_server_name(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Reads until the server closes `conn`; `None` if it is still open
+    /// after `limit`.
+    async fn closed_within(conn: &mut TlsStream<TcpStream>, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        let read_to_end = async {
+            while let Ok(n) = conn.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_to_end)
+            .await
+            .ok()
+            .map(|()| start.elapsed())
+    }
+
+    /// Guards the per-source cap and the idle timeout: a source holds at
+    /// most its share of idle connections, each closed after the idle
+    /// timeout; a manager's certificate still gets in meanwhile, and the
+    /// source's share comes back.
+    #[tokio::test]
+    async fn idle_unauthenticated_connections_are_capped_per_source_and_timed_out() {
+        let m = manager().await;
+        let addr = m.server.addr.clone();
+        let opened = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..MAX_UNAUTHENTICATED_PER_SOURCE {
+            held.push(idle_connection(&addr).await);
+        }
+        // Past the share: the handshake completes, then the server closes.
+        for _ in 0..4 {
+            let mut extra = idle_connection(&addr).await;
+            assert!(
+                closed_within(&mut extra, Duration::from_secs(3))
+                    .await
+                    .is_some(),
+                "a connection past the per-source share was kept"
+            );
+        }
+        // Members are not in that pool: Raft and cluster calls work.
+        let (me, tls) = m.ca.node(Role::Manager);
+        let mut peer = Network::new(tls.clone()).client(m.server_id, &BasicNode::new(&addr));
+        peer.vote(vote_of(me), opt()).await.unwrap();
+        let member =
+            ClusterClient::connect(&addr, ServerTrust::Verified(tls), Duration::from_secs(5))
+                .await
+                .unwrap();
+        for _ in 0..3 {
+            member
+                .call("heartbeat", b"{}".to_vec(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        // The share's connections are closed once idle for the timeout.
+        for conn in &mut held {
+            closed_within(conn, UNAUTHENTICATED_IDLE_TIMEOUT + Duration::from_secs(5))
+                .await
+                .expect("an idle unauthenticated connection outlived the idle timeout");
+        }
+        let lived = opened.elapsed();
+        assert!(
+            lived >= UNAUTHENTICATED_IDLE_TIMEOUT - Duration::from_secs(1),
+            "idle connections were closed after {lived:?}, before the idle timeout"
+        );
+        // The share is back: a joining node's call goes through.
+        let joiner = ClusterClient::connect(&addr, ServerTrust::Bootstrap, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            joiner
+                .call("ca_bundle", b"{}".to_vec(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+            b"{}"
+        );
+        let calls = m.echo.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|(member, _)| *member).count(), 3);
+        assert_eq!(calls.iter().filter(|(member, _)| !*member).count(), 1);
+        m.server.stop().await;
+    }
+
+    /// Guards one call per connection without a certificate: the second
+    /// call on it is refused, saying why; a member makes as many as it
+    /// likes on one connection.
+    #[tokio::test]
+    async fn an_unauthenticated_connection_carries_one_call() {
+        let m = manager().await;
+        let addr = m.server.addr.clone();
+        let joiner = ClusterClient::connect(&addr, ServerTrust::Bootstrap, Duration::from_secs(5))
+            .await
+            .unwrap();
+        joiner
+            .call("ca_bundle", b"{}".to_vec(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let second = joiner
+            .call("join", b"{}".to_vec(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(second.code(), tonic::Code::ResourceExhausted, "{second:?}");
+        assert!(second.message().contains("one call"), "{second:?}");
+        assert_eq!(m.echo.calls.lock().unwrap().len(), 1);
+        m.server.stop().await;
+    }
+
+    /// Guards the request cap without a certificate: a body over 64 KiB
+    /// is refused before the handler, with the limit in the message; the
+    /// same body from a member goes through.
+    #[tokio::test]
+    async fn an_oversized_unauthenticated_request_is_refused_with_the_limit() {
+        let m = manager().await;
+        let addr = m.server.addr.clone();
+        let big = vec![b'x'; MAX_UNAUTHENTICATED_REQUEST_BYTES + 1];
+        let joiner = ClusterClient::connect(&addr, ServerTrust::Bootstrap, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let err = joiner
+            .call("join", big.clone(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        assert!(
+            err.message()
+                .contains(&MAX_UNAUTHENTICATED_REQUEST_BYTES.to_string())
+                && err.message().contains("without a client certificate"),
+            "{err:?}"
+        );
+        assert!(m.echo.calls.lock().unwrap().is_empty());
+
+        // Just under the cap is fine.
+        let fits = vec![b'x'; MAX_UNAUTHENTICATED_REQUEST_BYTES - 64];
+        let joiner = ClusterClient::connect(&addr, ServerTrust::Bootstrap, Duration::from_secs(5))
+            .await
+            .unwrap();
+        joiner
+            .call("join", fits, Duration::from_secs(5))
+            .await
+            .unwrap();
+
+        let (_, tls) = m.ca.node(Role::Worker);
+        let member =
+            ClusterClient::connect(&addr, ServerTrust::Verified(tls), Duration::from_secs(5))
+                .await
+                .unwrap();
+        assert_eq!(
+            member
+                .call("renew", big.clone(), Duration::from_secs(5))
+                .await
+                .unwrap()
+                .len(),
+            big.len()
+        );
+        m.server.stop().await;
+    }
+}
+
 // ------------------------------------------------- real openraft cluster
 
 /// Three, then four, real `openraft::Raft` managers with moat-store's
