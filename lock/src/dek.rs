@@ -12,10 +12,20 @@ use crate::error::LockError;
 use crate::key::{KEY_LEN, KeySource, fill_random};
 use crate::seal::{Aad, TAG_LEN, seal, unseal};
 
-/// How many records one DEK may seal in this process before
+/// How many records one DEK value may seal, over its whole life, before
 /// [`Dek::seal_record`] refuses: 2^30. Random 96-bit nonces stay far below
 /// the 2^32 NIST bound for AES-GCM at this count.
+///
+/// The counter lives in the [`Dek`] value; a caller that keeps a DEK
+/// across processes carries it over with [`Dek::resume_leased`] and a
+/// durable lease (the store does, see `docs/store.md`).
 pub const MAX_RECORDS_PER_DEK: u64 = 1 << 30;
+
+/// The count at which a DEK should be rotated: 3/4 of
+/// [`MAX_RECORDS_PER_DEK`] (see [`Dek::rotation_advised`]), so that a
+/// rotation that fails a few times still has 2^28 records of room before
+/// sealing refuses.
+pub const DEK_ROTATE_AT: u64 = MAX_RECORDS_PER_DEK / 4 * 3;
 
 const VERSION_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
@@ -44,8 +54,14 @@ pub struct Dek {
     /// The expanded AES-256-GCM key, built once (the `aes` crate's
     /// `zeroize` feature wipes the round keys on drop).
     aead: Aes256Gcm,
-    /// Records sealed by this value, in this process.
+    /// Records counted as sealed by this value: in this process, plus
+    /// what [`Dek::resume_leased`] carried over from earlier ones.
     uses: AtomicU64,
+    /// How many records may be counted before the caller must extend the
+    /// lease ([`Dek::extend_lease`]); [`MAX_RECORDS_PER_DEK`] for a value
+    /// that keeps no lease. Only grows, except in
+    /// [`resume_leased`](Dek::resume_leased).
+    lease_end: AtomicU64,
 }
 
 impl Dek {
@@ -92,15 +108,32 @@ impl Dek {
     /// (e.g. the log index and term); pass the same `aad` to
     /// [`DekSet::open_record`]. Nonces are random. After
     /// [`MAX_RECORDS_PER_DEK`] records this value refuses with
-    /// [`LockError::DekUsageLimit`]: rotate the DEK.
+    /// [`LockError::DekUsageLimit`]: rotate the DEK. A leased value (see
+    /// [`resume_leased`](Self::resume_leased)) refuses with
+    /// [`LockError::DekLeaseEnded`] at the end of its lease, before
+    /// sealing anything: make a longer lease durable, call
+    /// [`extend_lease`](Self::extend_lease) and seal again.
     pub fn seal_record(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, LockError> {
         self.uses
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < MAX_RECORDS_PER_DEK).then_some(n + 1)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                let allowed = self
+                    .lease_end
+                    .load(Ordering::Acquire)
+                    .min(MAX_RECORDS_PER_DEK);
+                (n < allowed).then_some(n + 1)
             })
-            .map_err(|_| LockError::DekUsageLimit {
-                version: self.version,
-                limit: MAX_RECORDS_PER_DEK,
+            .map_err(|n| {
+                if n >= MAX_RECORDS_PER_DEK {
+                    LockError::DekUsageLimit {
+                        version: self.version,
+                        limit: MAX_RECORDS_PER_DEK,
+                    }
+                } else {
+                    LockError::DekLeaseEnded {
+                        version: self.version,
+                        sealed: n,
+                    }
+                }
             })?;
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
@@ -126,9 +159,43 @@ impl Dek {
         Ok(record)
     }
 
-    /// Records sealed by this value so far in this process.
+    /// Records counted as sealed by this value: in this process, plus the
+    /// count [`resume_leased`](Self::resume_leased) carried over.
     pub fn records_sealed(&self) -> u64 {
-        self.uses.load(Ordering::Relaxed)
+        self.uses.load(Ordering::Acquire)
+    }
+
+    /// Carries this value's record count over from earlier processes and
+    /// puts it on a lease: `sealed` (the durable lease end they left,
+    /// every leased record counted as used) is added to the count (which
+    /// never goes down), and from now on [`seal_record`](Self::seal_record)
+    /// refuses with [`LockError::DekLeaseEnded`] rather than seal past the
+    /// lease the caller grants with [`extend_lease`](Self::extend_lease).
+    /// The caller makes each lease end durable before granting it, so a
+    /// crash loses at most the unused rest of one lease and never lets the
+    /// count restart lower.
+    pub fn resume_leased(&self, sealed: u64) {
+        let now = self.uses.fetch_max(sealed, Ordering::AcqRel).max(sealed);
+        self.lease_end.store(now, Ordering::Release);
+    }
+
+    /// Lets this value seal records up to `end` in all (capped at
+    /// [`MAX_RECORDS_PER_DEK`]); a lower `end` than the current lease does
+    /// nothing. Call it only once `end` is durable.
+    pub fn extend_lease(&self, end: u64) {
+        self.lease_end
+            .fetch_max(end.min(MAX_RECORDS_PER_DEK), Ordering::AcqRel);
+    }
+
+    /// The count up to which this value may seal without a new lease.
+    pub fn lease_end(&self) -> u64 {
+        self.lease_end.load(Ordering::Acquire)
+    }
+
+    /// Whether this value has sealed [`DEK_ROTATE_AT`] records or more:
+    /// time to rotate it, well before [`MAX_RECORDS_PER_DEK`] refuses.
+    pub fn rotation_advised(&self) -> bool {
+        self.records_sealed() >= DEK_ROTATE_AT
     }
 
     fn from_key(version: DekVersion, key: Zeroizing<[u8; KEY_LEN]>) -> Dek {
@@ -138,6 +205,7 @@ impl Dek {
             key,
             aead,
             uses: AtomicU64::new(0),
+            lease_end: AtomicU64::new(MAX_RECORDS_PER_DEK),
         }
     }
 
@@ -447,6 +515,48 @@ mod tests {
             other => panic!("expected DekUsageLimit, got {other:?}"),
         }
         assert_eq!(d.records_sealed(), MAX_RECORDS_PER_DEK);
+    }
+
+    /// Guards issue 16, finding 7: a DEK's count carried over from an
+    /// earlier process is never lowered, and a leased DEK seals nothing
+    /// past the lease its caller made durable.
+    #[test]
+    fn leased_dek_resumes_its_count_and_stops_at_the_lease() {
+        let d = dek(2);
+        d.seal_record(b"", b"before").unwrap();
+        d.resume_leased(10);
+        assert_eq!(d.records_sealed(), 10, "the earlier processes' count");
+        assert_eq!(d.lease_end(), 10);
+        match d.seal_record(b"", b"past the lease") {
+            Err(e @ LockError::DekLeaseEnded { sealed: 10, .. }) => {
+                assert!(e.to_string().contains("extend the lease"));
+            }
+            other => panic!("expected DekLeaseEnded, got {other:?}"),
+        }
+        assert_eq!(d.records_sealed(), 10, "a refusal counts nothing");
+        d.extend_lease(12);
+        d.extend_lease(11);
+        assert_eq!(d.lease_end(), 12, "a lease never shrinks by extension");
+        d.seal_record(b"", b"11th").unwrap();
+        d.seal_record(b"", b"12th").unwrap();
+        assert!(matches!(
+            d.seal_record(b"", b"13th"),
+            Err(LockError::DekLeaseEnded { sealed: 12, .. })
+        ));
+        d.resume_leased(3);
+        assert_eq!(d.records_sealed(), 12, "resuming never lowers the count");
+        assert!(!d.rotation_advised());
+
+        d.resume_leased(DEK_ROTATE_AT);
+        assert!(d.rotation_advised());
+        d.extend_lease(u64::MAX);
+        assert_eq!(d.lease_end(), MAX_RECORDS_PER_DEK, "capped at the limit");
+        d.resume_leased(MAX_RECORDS_PER_DEK);
+        d.extend_lease(u64::MAX);
+        assert!(matches!(
+            d.seal_record(b"", b"over the limit"),
+            Err(LockError::DekUsageLimit { .. })
+        ));
     }
 
     #[test]

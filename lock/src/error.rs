@@ -311,6 +311,19 @@ pub enum LockError {
         limit: u64,
     },
 
+    /// A leased DEK reached the end of its durable lease (see
+    /// [`Dek::resume_leased`](crate::Dek::resume_leased)); nothing was
+    /// sealed. The caller makes a longer lease durable and seals again.
+    #[error(
+        "DEK version {version} has used the {sealed} records of its durable lease: extend the lease before sealing more"
+    )]
+    DekLeaseEnded {
+        /// The DEK.
+        version: DekVersion,
+        /// Records counted as sealed by it (the lease end).
+        sealed: u64,
+    },
+
     /// A file-system operation failed.
     #[error("could not {action} {}", path.display())]
     Io {

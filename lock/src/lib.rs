@@ -84,7 +84,10 @@
 //!
 //! [`Dek::seal_record`] writes `[DEK version u32][nonce 12][ciphertext][tag
 //! 16]` with AAD = the 4 version bytes followed by the caller's bytes, and
-//! refuses after [`MAX_RECORDS_PER_DEK`] records per DEK value.
+//! refuses after [`MAX_RECORDS_PER_DEK`] records per DEK value. A caller
+//! that keeps a DEK across restarts carries its count over with
+//! [`Dek::resume_leased`] and extends a durable lease
+//! ([`Dek::extend_lease`]) before the count passes it.
 //!
 //! The full description is in `docs/formats/sealed-blob.md`.
 
@@ -99,7 +102,9 @@ mod key;
 mod seal;
 mod shamir;
 
-pub use dek::{Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD, record_version};
+pub use dek::{
+    DEK_ROTATE_AT, Dek, DekSet, DekVersion, MAX_RECORDS_PER_DEK, RECORD_OVERHEAD, record_version,
+};
 pub use error::{KeyFormatError, KeyKind, LockError, ShareFormatError};
 pub use file::{
     read_sealed_file, read_unlock_key_file, seal_to_file, unseal_file, write_file_atomic,

@@ -9,6 +9,7 @@ use moat_pki::{ClusterId, NodeId};
 use zeroize::Zeroizing;
 
 use crate::StoreError;
+use crate::lease::Leases;
 
 /// Which kind of store file a record belongs to; part of every record's AAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +30,25 @@ pub enum FileKind {
 /// The AAD of a record is `"moat-store-v1" ‖ kind ‖ cluster id ‖ node id ‖
 /// position`, so a record copied from another manager, moved to another
 /// index or term, or replayed into another file fails authentication.
+///
+/// Each DEK's record count is kept durably by the store that opened it
+/// (see [`OpenStore::open`](crate::OpenStore::open) and `docs/store.md`):
+/// before a record past a DEK's lease is sealed, a longer lease is on
+/// disk. A cipher made with [`RecordCipher::new`] counts in this process
+/// only.
 pub struct RecordCipher {
     cluster: ClusterId,
     node: NodeId,
     keys: Keys,
+    /// Where the DEKs' lease ends are made durable; `None`: counts are
+    /// kept in this process only.
+    leases: Option<Leases>,
 }
+
+/// How many times [`RecordCipher::seal`] extends a lease for one record
+/// before giving up (each extension makes room for at least one record,
+/// so more than one is needed only when other threads take that room).
+const LEASE_TRIES: usize = 16;
 
 enum Keys {
     Encrypted(Box<RwLock<DekSet>>),
@@ -46,12 +61,24 @@ const PLAINTEXT_MARK: &[u8; 4] = b"PLN0";
 impl RecordCipher {
     /// A cipher for the store of `node` in `cluster` using `deks`: new
     /// records are sealed with the pending DEK during a rotation, else
-    /// with the current one; records of either version open.
+    /// with the current one; records of either version open. The DEKs'
+    /// record counts are kept in this process only (a store's own cipher
+    /// keeps them on disk: [`OpenStore::open`](crate::OpenStore::open)).
     pub fn new(cluster: ClusterId, node: NodeId, deks: DekSet) -> Self {
         Self {
             cluster,
             node,
             keys: Keys::Encrypted(Box::new(RwLock::new(deks))),
+            leases: None,
+        }
+    }
+
+    /// A cipher whose DEKs are on leases kept in `leases` (their counts
+    /// already resumed from it).
+    pub(crate) fn leased(cluster: ClusterId, node: NodeId, deks: DekSet, leases: Leases) -> Self {
+        Self {
+            leases: Some(leases),
+            ..Self::new(cluster, node, deks)
         }
     }
 
@@ -62,6 +89,7 @@ impl RecordCipher {
             cluster,
             node,
             keys: Keys::Plaintext,
+            leases: None,
         }
     }
 
@@ -95,7 +123,40 @@ impl RecordCipher {
         }
     }
 
+    /// Records counted as sealed by the DEK new records are sealed with,
+    /// over its whole life (see `docs/store.md`), with its version;
+    /// `None` without encryption.
+    pub fn records_sealed(&self) -> Option<(moat_lock::DekVersion, u64)> {
+        match &self.keys {
+            Keys::Encrypted(deks) => deks.read().ok().map(|d| {
+                let dek = d.pending().unwrap_or(d.current());
+                (dek.version(), dek.records_sealed())
+            }),
+            Keys::Plaintext => None,
+        }
+    }
+
+    /// Whether the DEK new records are sealed with has sealed
+    /// [`moat_lock::DEK_ROTATE_AT`] records or more (or its count was
+    /// lost): time to rotate it, before sealing refuses at
+    /// [`moat_lock::MAX_RECORDS_PER_DEK`].
+    pub fn rotation_advised(&self) -> bool {
+        match &self.keys {
+            Keys::Encrypted(deks) => deks
+                .read()
+                .map(|d| d.pending().unwrap_or(d.current()).rotation_advised())
+                .unwrap_or(false),
+            Keys::Plaintext => false,
+        }
+    }
+
     /// Seals `plaintext` as a record of `kind` at `position`.
+    ///
+    /// Durability: if the record is past its DEK's lease, a longer lease
+    /// is on disk before the record is sealed; if that write fails,
+    /// nothing is sealed and the error names the lease file. A DEK at
+    /// [`moat_lock::MAX_RECORDS_PER_DEK`] refuses with
+    /// [`LockError::DekUsageLimit`]: rotate it.
     pub fn seal(
         &self,
         kind: FileKind,
@@ -106,7 +167,24 @@ impl RecordCipher {
             Keys::Encrypted(deks) => {
                 let deks = deks.read().map_err(|_| poisoned())?;
                 let dek = deks.pending().unwrap_or(deks.current());
-                Ok(dek.seal_record(&self.aad(kind, position), plaintext)?)
+                let aad = self.aad(kind, position);
+                for _ in 0..LEASE_TRIES {
+                    match dek.seal_record(&aad, plaintext) {
+                        Err(LockError::DekLeaseEnded { .. }) => match &self.leases {
+                            Some(leases) => leases.extend(dek)?,
+                            None => {
+                                return Err(StoreError::Invalid(
+                                    "this store was opened read-only: it seals nothing".into(),
+                                ));
+                            }
+                        },
+                        sealed => return Ok(sealed?),
+                    }
+                }
+                Err(StoreError::Invalid(format!(
+                    "could not reserve room for a record under DEK version {} after {LEASE_TRIES} lease extensions; try again",
+                    dek.version()
+                )))
             }
             Keys::Plaintext => {
                 let mut out = Vec::with_capacity(plaintext.len() + 4);
@@ -140,6 +218,11 @@ impl RecordCipher {
                 }),
             },
         }
+    }
+
+    /// The lease keeper, for a store opened writable.
+    pub(crate) fn leases(&self) -> Option<&Leases> {
+        self.leases.as_ref()
     }
 
     /// Runs `f` with the DEK set (for rotation and for wrapping the keys).

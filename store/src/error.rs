@@ -48,6 +48,20 @@ pub enum StoreError {
         #[source]
         source: moat_lock::LockError,
     },
+    /// The record count of a DEK (`keys/dek-<v>.uses`) is damaged. Fatal:
+    /// starting the count over could seal past the DEK's limit.
+    #[error(
+        "{} (the record count of data key version {version}) is damaged: {reason}; the store refuses to open, since a restarted count could seal past the key's limit — if only this file is damaged, delete it: the key is then counted as due for rotation and the manager rotates it when it starts",
+        path.display()
+    )]
+    Lease {
+        /// The lease file.
+        path: PathBuf,
+        /// The DEK it counts for.
+        version: moat_lock::DekVersion,
+        /// What is wrong.
+        reason: String,
+    },
     /// Sealing or opening with the store keys failed.
     #[error(transparent)]
     Lock(#[from] moat_lock::LockError),

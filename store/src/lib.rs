@@ -19,6 +19,7 @@ pub mod audit;
 mod crypto;
 mod error;
 mod fsutil;
+mod lease;
 mod log;
 pub mod model;
 pub mod offline;
@@ -30,6 +31,7 @@ mod types;
 
 pub use crypto::{FileKind, RecordCipher};
 pub use error::StoreError;
+pub use lease::DEK_USE_LEASE;
 pub use log::{
     COMMITTED_PERSIST_EVERY, DEFAULT_SEGMENT_BYTES, LogStore, LogStoreOptions, LogStoreReader,
     MAX_FRAME_LEN,

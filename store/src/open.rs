@@ -8,6 +8,8 @@
 //! DIR/keys/dek-<v>.sealed     DEK version v, sealed under the KEK (moat-lock
 //!                             sealed blob, purpose "store-dek"); two files
 //!                             while a rotation is in progress
+//! DIR/keys/dek-<v>.uses       how many records DEK v may have sealed so far,
+//!                             over its whole life (its lease; see `lease`)
 //! DIR/log/                    the encrypted raft log (see `log`)
 //! DIR/snapshots/              encrypted snapshots (see `sm`)
 //! ```
@@ -19,6 +21,7 @@ use moat_lock::{Aad, Dek, DekSet, DekVersion, KeySource};
 use moat_pki::{ClusterId, NodeId};
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{self, DEK_USE_LEASE, Leases};
 use crate::{LogStore, LogStoreOptions, RecordCipher, StateMachineStore, StoreError};
 
 const IDENTITY_FILE: &str = "store.json";
@@ -70,6 +73,9 @@ impl OpenStore {
             node_id: node,
         };
         let dek = Dek::generate(DekVersion(1))?;
+        // The count first: a sealed DEK file without one means a count
+        // that was lost (see `lease`).
+        lease::write_lease(&dir.join("keys"), dek.version(), 0)?;
         write_dek(dir, &identity, kek, &dek)?;
         let json = serde_json::to_vec_pretty(&identity).map_err(|e| StoreError::Encoding {
             what: "store identity",
@@ -80,9 +86,21 @@ impl OpenStore {
     }
 
     /// Opens the store in `dir`, unwrapping its DEKs with `kek` and
-    /// authenticating every log record and snapshot.
+    /// authenticating every log record and snapshot. Each DEK's record
+    /// count resumes from its lease file (`keys/dek-<v>.uses`), which is
+    /// extended by [`DEK_USE_LEASE`] records at a time, durably, before a
+    /// record past it is sealed. A damaged lease file is refused
+    /// ([`StoreError::Lease`]); a missing one counts the DEK as due for
+    /// rotation ([`moat_lock::DEK_ROTATE_AT`]).
     pub fn open(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
-        let (identity, cipher) = unlock(dir, kek)?;
+        Self::open_with_lease(dir, kek, DEK_USE_LEASE)
+    }
+
+    /// [`open`](Self::open) with leases of `lease` records (at least 1)
+    /// instead of [`DEK_USE_LEASE`]: smaller leases write the lease file
+    /// more often and lose less of a DEK's budget to a crash. For tests.
+    pub fn open_with_lease(dir: &Path, kek: KeySource<'_>, lease: u64) -> Result<Self, StoreError> {
+        let (identity, cipher) = unlock(dir, kek, Some(lease))?;
         Self::open_with(dir, identity, cipher)
     }
 
@@ -90,7 +108,7 @@ impl OpenStore {
     /// a stopped manager or a backup): repairs a running store would make,
     /// such as cutting a torn log tail, are skipped, and writes are refused.
     pub fn open_read_only(dir: &Path, kek: KeySource<'_>) -> Result<Self, StoreError> {
-        let (identity, cipher) = unlock(dir, kek)?;
+        let (identity, cipher) = unlock(dir, kek, None)?;
         let log = LogStore::open_with(
             &dir.join("log"),
             cipher.clone(),
@@ -130,14 +148,26 @@ impl OpenStore {
     }
 }
 
-/// Reads the store's identity and unwraps its DEKs into a record cipher.
+/// Reads the store's identity and unwraps its DEKs into a record cipher,
+/// their counts resumed from their lease files. With `lease` (records per
+/// extension) the cipher extends the leases; without (read-only), it
+/// refuses to seal.
 fn unlock(
     dir: &Path,
     kek: KeySource<'_>,
+    lease: Option<u64>,
 ) -> Result<(StoreIdentity, Arc<RecordCipher>), StoreError> {
     let identity = read_identity(dir)?;
     let deks = read_deks(dir, &identity, kek)?;
-    let cipher = RecordCipher::new(identity.cluster_id, identity.node_id, deks);
+    let keys_dir = dir.join("keys");
+    for dek in std::iter::once(deks.current()).chain(deks.pending()) {
+        lease::resume(&keys_dir, dek)?;
+    }
+    let (cluster, node) = (identity.cluster_id, identity.node_id);
+    let cipher = match lease {
+        Some(step) => RecordCipher::leased(cluster, node, deks, Leases::new(keys_dir, step)),
+        None => RecordCipher::new(cluster, node, deks),
+    };
     Ok((identity, Arc::new(cipher)))
 }
 

@@ -4,7 +4,8 @@
 //! new one without stopping the manager:
 //!
 //! 1. **begin** — a new DEK (version + 1) is sealed under the KEK and made
-//!    durable as `keys/dek-<v+1>.sealed`; from then on every new record is
+//!    durable as `keys/dek-<v+1>.sealed`, after its record count
+//!    `keys/dek-<v+1>.uses` (0); from then on every new record is
 //!    sealed with it, and the log starts a new segment so no segment mixes
 //!    versions.
 //! 2. **snapshot** — once every entry written before step 1 is applied, a
@@ -14,8 +15,8 @@
 //!    old records are deleted, and the log metadata and the vote are
 //!    re-sealed with the new DEK.
 //! 4. **complete** — when [`files_sealed_with`] finds no file that still
-//!    uses the old DEK, the new DEK becomes current and the old key file is
-//!    deleted (directory fsynced).
+//!    uses the old DEK, the new DEK becomes current and the old key file
+//!    and its record count are deleted (directory fsynced).
 //!
 //! A restart at any point resumes: two key files mean a rotation is in
 //! progress (the higher version is the new key); both keys open records
@@ -44,9 +45,14 @@ pub fn begin_dek_rotation(
             let pending = deks.begin_rotation()?;
             let version = pending.version();
             // Still under the DEK write lock: no record can be sealed with
-            // the new key before its file is on disk. If writing fails, the
-            // rotation is abandoned in memory too.
-            if let Err(e) = crate::write_dek(dir, identity, kek, pending) {
+            // the new key before its files are on disk, its record count
+            // (0) first. If writing fails, the rotation is abandoned in
+            // memory too.
+            let counted = match cipher.leases() {
+                Some(leases) => leases.start(pending),
+                None => Ok(()),
+            };
+            if let Err(e) = counted.and_then(|()| crate::write_dek(dir, identity, kek, pending)) {
                 deks.abandon_rotation();
                 return Err(e);
             }
@@ -77,9 +83,18 @@ pub fn complete_dek_rotation(dir: &Path, cipher: &RecordCipher) -> Result<DekVer
     cipher
         .with_deks(|d| d.complete_rotation().map(drop))
         .transpose()?;
-    let old_file = dir.join("keys").join(format!("dek-{}.sealed", old.0));
+    let keys_dir = dir.join("keys");
+    let old_file = keys_dir.join(format!("dek-{}.sealed", old.0));
     std::fs::remove_file(&old_file).map_err(StoreError::io("remove", &old_file))?;
-    crate::fsutil::sync_dir(&dir.join("keys"))?;
+    // Its record count goes with it (a crash in between leaves a count
+    // without a key, which nothing reads).
+    let old_count = crate::lease::lease_path(&keys_dir, old);
+    match std::fs::remove_file(&old_count) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("remove", &old_count)(e)),
+    }
+    crate::fsutil::sync_dir(&keys_dir)?;
     Ok(new)
 }
 

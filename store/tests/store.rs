@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use moat_lock::{Aad, KeySource, UnlockKey};
+use moat_lock::{Aad, DekVersion, KeySource, UnlockKey};
 use moat_pki::{ClusterId, NodeId, Role};
 use moat_store::model::{CaMaterial, Command, JoinTokens, Policy, Secret};
 use moat_store::{Entry, LogId, OpenStore, StoreError, Vote, offline};
@@ -389,4 +389,169 @@ async fn committed_id_is_flushed_at_clean_shutdown() {
         .await
         .unwrap();
     assert_eq!(report.committed, Some(5));
+}
+
+/// The lease end `keys/dek-<v>.uses` holds.
+fn leased(path: &Path) -> u64 {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    json["leased"].as_u64().unwrap()
+}
+
+fn seal_one(store: &OpenStore) -> Result<Vec<u8>, StoreError> {
+    store
+        .cipher
+        .seal(moat_store::FileKind::Meta, b"lease-test", b"record")
+}
+
+/// Guards issue 16, finding 7: a DEK's record count survives a restart
+/// (it used to start from zero in every process).
+#[tokio::test]
+async fn dek_record_count_survives_a_restart() {
+    let f = fixture().await;
+    let sealed = {
+        let store = OpenStore::open_with_lease(&f.dir, KeySource::Key(&f.key), 4).unwrap();
+        for _ in 0..10 {
+            seal_one(&store).unwrap();
+        }
+        let (version, sealed) = store.cipher.records_sealed().unwrap();
+        assert_eq!(version, DekVersion(1));
+        sealed
+    };
+    assert!(sealed >= 10, "{sealed}");
+    let uses = f.dir.join("keys/dek-1.uses");
+    assert!(
+        leased(&uses) >= sealed,
+        "the lease on disk covers every record"
+    );
+
+    let store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+    let (_, resumed) = store.cipher.records_sealed().unwrap();
+    assert!(
+        resumed >= sealed,
+        "the count restarted at {resumed}, below the {sealed} records sealed before"
+    );
+    assert_eq!(resumed, leased(&uses), "every leased record counts as used");
+}
+
+/// Guards issue 16, finding 7: the lease is extended on disk before a
+/// record past it is sealed; if that write fails, nothing is sealed.
+#[tokio::test]
+async fn dek_lease_is_durable_before_a_record_past_it() {
+    let f = fixture().await;
+    let uses = f.dir.join("keys/dek-1.uses");
+    let store = OpenStore::open_with_lease(&f.dir, KeySource::Key(&f.key), 4).unwrap();
+    let count = || store.cipher.records_sealed().unwrap().1;
+    let start = count();
+    assert_eq!(start, leased(&uses), "the count starts at the lease end");
+
+    seal_one(&store).unwrap();
+    assert_eq!(leased(&uses), start + 4, "extended before the first record");
+    for _ in 0..3 {
+        seal_one(&store).unwrap();
+    }
+    assert_eq!(count(), start + 4);
+    assert_eq!(leased(&uses), start + 4, "no write inside the lease");
+
+    // The next lease cannot be written: a directory stands in its place.
+    std::fs::remove_file(&uses).unwrap();
+    std::fs::create_dir(&uses).unwrap();
+    std::fs::write(uses.join("block"), b"").unwrap();
+    let err = seal_one(&store).unwrap_err();
+    assert!(err.to_string().contains("dek-1.uses"), "{err}");
+    assert_eq!(count(), start + 4, "nothing sealed past the durable lease");
+
+    std::fs::remove_dir_all(&uses).unwrap();
+    seal_one(&store).unwrap();
+    assert_eq!(count(), start + 5);
+    assert_eq!(leased(&uses), start + 8);
+}
+
+/// Guards issue 16, finding 7: a damaged record count is never taken for
+/// zero; the store refuses to open and names the file.
+#[tokio::test]
+async fn a_damaged_dek_lease_file_is_refused() {
+    let f = fixture().await;
+    let uses = f.dir.join("keys/dek-1.uses");
+    let over = moat_lock::MAX_RECORDS_PER_DEK + 1;
+    for bad in [
+        "garbage".to_string(),
+        r#"{"format":1,"dek":2,"leased":5}"#.to_string(),
+        format!(r#"{{"format":1,"dek":1,"leased":{over}}}"#),
+        r#"{"format":9,"dek":1,"leased":5}"#.to_string(),
+        r#"{"format":1,"dek":1,"leased":-1}"#.to_string(),
+    ] {
+        std::fs::write(&uses, &bad).unwrap();
+        let err = match OpenStore::open(&f.dir, KeySource::Key(&f.key)) {
+            Err(e) => e,
+            Ok(_) => panic!("{bad}: a damaged count was accepted"),
+        };
+        assert!(matches!(err, StoreError::Lease { .. }), "{bad}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&uses.display().to_string()), "{msg}");
+        assert!(msg.contains("delete it"), "{msg}");
+        let err = offline::verify(&f.dir, KeySource::Key(&f.key))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Lease { .. }), "verify: {err}");
+    }
+}
+
+/// A DEK without a record count (sealed by an older moat, or restored
+/// from a backup) counts as due for rotation, and keeps counting so.
+#[tokio::test]
+async fn a_missing_dek_lease_file_counts_the_key_as_due_for_rotation() {
+    let f = fixture().await;
+    let uses = f.dir.join("keys/dek-1.uses");
+    std::fs::remove_file(&uses).unwrap();
+    {
+        let store = OpenStore::open_with_lease(&f.dir, KeySource::Key(&f.key), 4).unwrap();
+        assert_eq!(
+            store.cipher.records_sealed(),
+            Some((DekVersion(1), moat_lock::DEK_ROTATE_AT))
+        );
+        assert!(store.cipher.rotation_advised());
+        seal_one(&store).unwrap();
+        assert_eq!(leased(&uses), moat_lock::DEK_ROTATE_AT + 4);
+    }
+    let store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+    assert!(store.cipher.rotation_advised());
+}
+
+/// At the limit sealing refuses and says to rotate; a rotation starts
+/// the new key's count at zero, on disk before its first record.
+#[tokio::test]
+async fn a_worn_out_dek_refuses_and_rotation_starts_a_new_count() {
+    let f = fixture().await;
+    let max = moat_lock::MAX_RECORDS_PER_DEK;
+    std::fs::write(
+        f.dir.join("keys/dek-1.uses"),
+        format!(r#"{{"format":1,"dek":1,"leased":{max}}}"#),
+    )
+    .unwrap();
+    let store = OpenStore::open(&f.dir, KeySource::Key(&f.key)).unwrap();
+    assert!(store.cipher.rotation_advised());
+    let err = seal_one(&store).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Lock(moat_lock::LockError::DekUsageLimit { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rotate"), "{err}");
+
+    let version = moat_store::begin_dek_rotation(
+        &f.dir,
+        &store.identity,
+        KeySource::Key(&f.key),
+        &store.cipher,
+    )
+    .unwrap();
+    assert_eq!(version, DekVersion(2));
+    let uses2 = f.dir.join("keys/dek-2.uses");
+    assert_eq!(leased(&uses2), 0, "the new key's count is on disk first");
+    assert!(!store.cipher.rotation_advised());
+    seal_one(&store).unwrap();
+    assert_eq!(store.cipher.records_sealed(), Some((DekVersion(2), 1)));
+    assert_eq!(leased(&uses2), moat_store::DEK_USE_LEASE);
 }
