@@ -105,6 +105,10 @@ pub(crate) async fn run(node: Arc<Member>) {
             }
             tracing::warn!(error = %e, "re-sealing this node's keys failed; retrying next round");
         }
+        // A store data key near its record limit is rotated (issue 16).
+        if let Err(e) = node.rotate_worn_dek() {
+            tracing::warn!(error = %e, "starting the rotation of a worn data key failed; retrying next round");
+        }
         if node.take_renew_soon() {
             renew_now = true;
         }

@@ -30,7 +30,7 @@ fn dek_files(m: &Member) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(m.dir.join("keys"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("dek-"))
+        .filter(|n| n.starts_with("dek-") && n.ends_with(".sealed"))
         .collect();
     v.sort();
     v
@@ -38,6 +38,9 @@ fn dek_files(m: &Member) -> Vec<String> {
 
 async fn check_finished(m: &Member, expected_nodes: usize) {
     assert_eq!(dek_files(m), vec!["dek-2.sealed".to_string()]);
+    // The record count goes with the retired key; the new key has one.
+    assert!(!m.dir.join("keys/dek-1.uses").exists());
+    assert!(m.dir.join("keys/dek-2.uses").exists());
     assert!(files_sealed_with(&m.dir, DekVersion(1)).unwrap().is_empty());
     let report = offline::verify(&m.dir, KeySource::Key(&m.key))
         .await

@@ -96,6 +96,51 @@ impl Member {
         Ok(plan)
     }
 
+    /// Starts a data-key rotation in the background when the store's DEK
+    /// has sealed [`moat_lock::DEK_ROTATE_AT`] records (3/4 of its limit)
+    /// or its count was lost: long before sealing refuses at
+    /// [`moat_lock::MAX_RECORDS_PER_DEK`], which would stop the log. The
+    /// need is recorded in `node.json` first (`dek_rotation_due`), so a
+    /// rotation that fails or is cut short by a stop is resumed at the
+    /// next start. Called every agent round; cheap when nothing is due.
+    /// Returns whether it started one.
+    pub(crate) fn rotate_worn_dek(self: &Arc<Self>) -> Result<bool, NodeError> {
+        if self.role() != Some(Role::Manager) || self.node_file().dek_rotation_due {
+            return Ok(false);
+        }
+        let Some(m) = self.manager() else {
+            return Ok(false);
+        };
+        // Busy (stopping, or a rotation holds the lock): next round.
+        let Ok(inner) = m.inner.try_lock() else {
+            return Ok(false);
+        };
+        let Some(cipher) = inner.as_ref().map(|r| r.cipher()) else {
+            return Ok(false);
+        };
+        drop(inner);
+        if !cipher.rotation_advised() {
+            return Ok(false);
+        }
+        let (version, sealed) = cipher
+            .records_sealed()
+            .unwrap_or((moat_lock::DekVersion(0), 0));
+        tracing::warn!(
+            dek = version.0,
+            records = sealed,
+            limit = moat_lock::MAX_RECORDS_PER_DEK,
+            "the store's data key has sealed 3/4 of its record limit (or its count was lost); rotating it"
+        );
+        self.update_node_file(|f| f.dek_rotation_due = true)?;
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.rotate_dek().await {
+                tracing::error!(error = %e, "rotating the worn store data key failed; it is retried at the next start");
+            }
+        });
+        Ok(true)
+    }
+
     /// Rotates the store's data key (crash-safe; resumed at start).
     pub(crate) async fn rotate_dek(&self) -> Result<moat_lock::DekVersion, NodeError> {
         let m = self.require_manager()?;
