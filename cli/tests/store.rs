@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use assert_cmd::Command;
 use moat_lock::{KeySource, UnlockKey};
@@ -159,4 +160,40 @@ fn key_file_problems_are_explained() {
         .assert()
         .code(1)
         .stderr(contains("cannot read the unlock key").and(contains("--unlock-key-file")));
+}
+
+/// Guards issue 16, finding 7: a manager whose store data key has sealed
+/// 3/4 of its record limit (here: counted so in `keys/dek-1.uses` while
+/// it was stopped) rotates that key by itself once it runs again, and the
+/// old key's count goes with the old key.
+#[test]
+fn a_worn_data_key_is_rotated_by_its_manager() {
+    let mut h = moat_testkit::Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.start("m");
+    h.init("m", &[]);
+    let keys = h.daemon("m").state_dir.join("store/keys");
+    h.wait_until(
+        "the data key's count is on disk",
+        Duration::from_secs(20),
+        || keys.join("dek-1.uses").exists(),
+    );
+    assert_eq!(h.stop("m"), Some(0));
+    let worn = moat_lock::DEK_ROTATE_AT;
+    std::fs::write(
+        keys.join("dek-1.uses"),
+        format!(r#"{{"format":1,"dek":1,"leased":{worn}}}"#),
+    )
+    .unwrap();
+    h.restart("m");
+    h.wait_until(
+        "the worn data key is rotated",
+        Duration::from_secs(60),
+        || keys.join("dek-2.sealed").exists() && !keys.join("dek-1.sealed").exists(),
+    );
+    assert!(
+        !keys.join("dek-1.uses").exists(),
+        "the old count stays behind"
+    );
+    assert!(keys.join("dek-2.uses").exists());
+    h.moat("m", &["node", "ls"]).ok();
 }
