@@ -557,7 +557,7 @@ class MoatNode:
         """`moat init --listen-addr 127.0.0.1:0 FLAGS`; returns (seconds,
         the cluster's address, stdout)."""
         dt, out = self.cli("init", *flags, "--listen-addr", "127.0.0.1:0")
-        m = re.search(r"moat join --token \S+ (\S+)", out)
+        m = re.search(r"MOAT_JOIN_TOKEN=\S+ moat join (\S+)", out)
         if not m:
             raise BenchError(f"`moat init {' '.join(flags)}` printed no join command:\n{out}")
         return dt, m.group(1), out

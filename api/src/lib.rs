@@ -7,6 +7,8 @@
 //! * the error body every failure carries ([`ApiError`]: a message, the
 //!   next step for the operator, and a machine-readable [`ErrorKind`]);
 //! * [`Client`], which speaks that protocol over a unix socket.
+//! * [`validate_hostname`], the one check of a node's host name that the
+//!   CLI and the daemon (at start, and a manager admitting a join) share.
 //!
 //! It holds no business logic: the daemon (moat-node) decides, the CLI
 //! (moat) formats. The socket is the only authentication (mode 0600, owned
@@ -19,11 +21,13 @@
 
 mod audit;
 mod client;
+mod hostname;
 mod secret;
 mod types;
 
 pub use audit::*;
 pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
+pub use hostname::{InvalidHostname, MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use secret::SecretString;
 pub use types::*;
 

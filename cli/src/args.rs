@@ -35,8 +35,11 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Join this node to a cluster as a worker or a manager.
     ///
-    /// The token decides the role. It is checked locally first: a mistyped
-    /// or truncated token fails before anything is contacted.
+    /// The token decides the role. Give it in MOAT_JOIN_TOKEN (as the
+    /// command `moat init` and `moat join-token` print) or with `--token -`
+    /// on standard input, so that it stays out of the process list. It is
+    /// checked locally first: a mistyped or truncated token fails before
+    /// anything is contacted.
     Join(JoinArgs),
     /// Print (or rotate) the token that joins a worker or a manager;
     /// create, list and revoke scoped tokens.
@@ -435,7 +438,9 @@ pub(crate) struct DaemonArgs {
     /// The control API socket. Default: DIR/moat.sock.
     #[arg(long, value_name = "PATH")]
     pub(crate) control_socket: Option<PathBuf>,
-    /// The host name this node reports. Default: the machine's.
+    /// The host name this node reports. Default: the machine's. ASCII
+    /// letters, digits and hyphens, dots between labels (RFC 1123); any
+    /// other name is refused.
     #[arg(long, value_name = "NAME")]
     pub(crate) hostname: Option<String>,
     /// Unlock this manager at start with the key in FILE (mode 0600 or
@@ -596,9 +601,12 @@ pub(crate) struct RestoreArgs {
 pub(crate) struct JoinArgs {
     #[command(flatten)]
     pub(crate) host: HostArgs,
-    /// The join token (MOATTKN-1-…), or `-` to read it from standard input.
-    #[arg(long, value_name = "TOKEN")]
-    pub(crate) token: String,
+    /// The join token, read from the environment variable MOAT_JOIN_TOKEN
+    /// when this option is not given. `-` reads one line from standard
+    /// input. A token written here (MOATTKN-1-…) works, with a warning:
+    /// other users of this machine can read it in `ps`.
+    #[arg(long, value_name = "TOKEN|-")]
+    pub(crate) token: Option<String>,
     /// Where to listen for cluster traffic (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN_ADDR)]
     pub(crate) listen_addr: String,

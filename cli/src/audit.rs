@@ -21,7 +21,7 @@ use crate::args::{
     AuditVerifyProof, Format,
 };
 use crate::client::{ApiResult as _, block_on, client};
-use crate::output::{Failure, read_input, warn, write_json, write_table};
+use crate::output::{Failure, read_input, safe, warn, write_json, write_table};
 
 /// Said when no `--ca` is given: the bundle vouches for itself.
 const SELF_TRUST: &str = "trusting the CA certificate inside the bundle; pass --ca ROOT.crt to \
@@ -162,7 +162,7 @@ fn write_report(
         }
     }
     for note in &report.notes {
-        writeln!(out, "note: {note}")?;
+        writeln!(out, "note: {}", safe(&note.to_string()))?;
     }
     Ok(())
 }
@@ -384,7 +384,7 @@ fn record_cells(record: &Record) -> [String; 8] {
         record.seq().to_string(),
         record.time().to_string(),
         node.chars().take(12).collect(),
-        e.actor.to_string(),
+        actor,
         e.action.to_string(),
         e.target.to_string(),
         e.outcome.as_str().to_string(),

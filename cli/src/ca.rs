@@ -126,7 +126,7 @@ fn follow(client: &moat_api::Client, started: &CaInfo, quiet: bool) -> Result<Ca
                         format!(
                             "waiting for {} node(s), down: {} (--force finishes without them)",
                             r.waiting.len(),
-                            down.join(", ")
+                            crate::output::safe(&down.join(", "))
                         )
                     } else {
                         format!("waiting for {} node(s)", r.waiting.len())

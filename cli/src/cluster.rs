@@ -8,6 +8,7 @@ use moat_api::{
     JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, SecretString, TokenRef,
     TokenSummary, UpdateRequest, UpdateResponse, path,
 };
+use moat_tokens::JoinToken;
 use time::OffsetDateTime;
 
 use crate::args::{
@@ -15,8 +16,8 @@ use crate::args::{
     TokenLsArgs, TokenRevokeArgs, UpdateArgs,
 };
 use crate::client::{ApiResult as _, block_on, client};
-use crate::output::{Failure, write_json};
-use crate::render;
+use crate::output::{Failure, safe, write_json};
+use crate::render::{self, JOIN_TOKEN_ENV};
 use crate::token::read_token;
 
 pub(crate) fn init(args: &InitArgs) -> Result<(), Failure> {
@@ -46,7 +47,7 @@ pub(crate) fn init(args: &InitArgs) -> Result<(), Failure> {
 
 pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
     // A bad token fails here, before anything is contacted.
-    let token = read_token(&args.token)?;
+    let token = join_token_input(args.token.as_deref())?;
     let request = JoinRequest {
         token: SecretString::new(token.expose_secret().to_string()),
         remote_addr: args.remote_addr.clone(),
@@ -69,6 +70,44 @@ pub(crate) fn join(args: &JoinArgs) -> Result<(), Failure> {
     render::join(&mut out, &answer)?;
     out.flush()?;
     Ok(())
+}
+
+/// `moat join`'s token: `--token -` reads standard input; `--token TOKEN`
+/// works with a warning (any local user sees a process's arguments);
+/// without `--token`, the environment variable `MOAT_JOIN_TOKEN`, which
+/// only the process's own user can read.
+fn join_token_input(arg: Option<&str>) -> Result<JoinToken, Failure> {
+    match arg {
+        Some(text) => {
+            if text != "-" {
+                crate::output::warn(&format!(
+                    "the join token is on the command line, where every user of this machine \
+                     can read it (ps, /proc/PID/cmdline); pass it in {JOIN_TOKEN_ENV} or with \
+                     --token - on standard input"
+                ));
+            }
+            read_token(text)
+        }
+        None => match std::env::var(JOIN_TOKEN_ENV) {
+            Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                read_token(text.trim()).map_err(|f| f.context(JOIN_TOKEN_ENV))
+            }
+            Err(std::env::VarError::NotPresent) => Err(Failure::new(
+                anyhow::anyhow!(
+                    "no join token: set {JOIN_TOKEN_ENV}, or give --token - and the token on standard input"
+                ),
+                "on a manager, `moat join-token worker` (or `manager`) prints the command to run here",
+            )
+            // A missing argument, as clap would have said when --token
+            // was required.
+            .with_code(2)),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Failure::new(
+                anyhow::anyhow!("{JOIN_TOKEN_ENV} is not text"),
+                "set it to the token that `moat join-token worker` (or `manager`) prints on a manager",
+            )),
+        },
+    }
 }
 
 pub(crate) fn join_token(args: &JoinTokenArgs) -> Result<(), Failure> {
@@ -120,10 +159,10 @@ fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {
     if args.quiet {
         writeln!(out, "{}", answer.token.expose_secret())?;
     } else {
-        writeln!(out, "Created join token {}.", answer.id)?;
+        writeln!(out, "Created join token {}.", safe(&answer.id))?;
         let mut limits = Vec::new();
         if let Some(at) = &answer.expires_at {
-            limits.push(format!("expires at {at}"));
+            limits.push(format!("expires at {}", safe(at)));
         }
         if let Some(uses) = answer.uses {
             limits.push(format!("{uses} use(s)"));
@@ -134,12 +173,7 @@ fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {
         writeln!(out)?;
         writeln!(out, "To join with it, run the following command:")?;
         writeln!(out)?;
-        writeln!(
-            out,
-            "    moat join --token {} {}",
-            answer.token.expose_secret(),
-            answer.addr
-        )?;
+        render::join_command(&mut out, answer.token.expose_secret(), &answer.addr)?;
         writeln!(out)?;
     }
     out.flush()?;
@@ -171,7 +205,7 @@ fn token_revoke(args: &TokenRevokeArgs) -> Result<(), Failure> {
             .or_fail()
     })?;
     let mut out = io::stdout().lock();
-    writeln!(out, "{}", revoked.id)?;
+    writeln!(out, "{}", safe(&revoked.id))?;
     out.flush()?;
     Ok(())
 }

@@ -11,6 +11,15 @@ use crate::output::Failure;
 const LOG_ENV: &str = "MOAT_LOG";
 
 pub(crate) fn run(args: DaemonArgs) -> Result<(), Failure> {
+    if let Some(name) = &args.hostname {
+        moat_api::validate_hostname(name).map_err(|e| {
+            Failure::new(
+                anyhow::Error::new(e).context("invalid --hostname"),
+                "give a host name of ASCII letters, digits and hyphens, with dots between \
+                 labels (RFC 1123), e.g. --hostname worker-1",
+            )
+        })?;
+    }
     init_logging()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::args::{Format, NodeInspect, NodeLs, NodeNames, NodeRm, NodeUpdate};
 use crate::client::{ApiResult as _, block_on, client};
-use crate::output::{Failure, warn, write_json};
+use crate::output::{Failure, safe, warn, write_json};
 use crate::render;
 
 pub(crate) fn ls(args: &NodeLs) -> Result<(), Failure> {
@@ -85,7 +85,7 @@ pub(crate) fn update(args: &NodeUpdate) -> Result<(), Failure> {
             .or_fail()
     })?;
     let mut out = io::stdout().lock();
-    writeln!(out, "{}", args.node)?;
+    writeln!(out, "{}", safe(&args.node))?;
     out.flush()?;
     Ok(())
 }
@@ -130,7 +130,7 @@ where
             match f(node.clone()).await {
                 Ok(line) => {
                     let mut out = io::stdout().lock();
-                    writeln!(out, "{line}")?;
+                    writeln!(out, "{}", safe(&line))?;
                     out.flush()?;
                 }
                 Err(failure) => {

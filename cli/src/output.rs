@@ -1,5 +1,13 @@
 //! Printing reports and failures.
+//!
+//! Text that the cluster's members, a file or a daemon can influence (host
+//! names, labels, token descriptions, audit details, the daemon's error
+//! messages) goes through [`safe`] before it reaches a terminal: a control
+//! character is shown escaped (`\u{1b}`), never sent, so it cannot move
+//! the cursor, retitle the window or forge a line. Tables and `Key: value`
+//! lines escape every cell themselves; JSON is escaped by serde_json.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -35,6 +43,12 @@ impl Failure {
         self
     }
 
+    /// The same failure, with `what` before its message (`what: …`).
+    pub(crate) fn context(mut self, what: &'static str) -> Self {
+        self.error = self.error.map(|e| e.context(what));
+        self
+    }
+
     /// A failure whose messages were already printed (by [`Failure::print`]):
     /// it only makes the command exit 1.
     pub(crate) fn reported() -> Self {
@@ -48,27 +62,38 @@ impl Failure {
     /// A failed control API request. The daemon's message is printed as it
     /// is, with its hint; a connection failure says how to reach a daemon.
     pub(crate) fn api(e: moat_api::ClientError) -> Self {
-        let hint = e.hint();
+        // The daemon's words may quote what a cluster member sent (a host
+        // name, a label): escaped whole, new lines included.
+        let hint = e.hint().map(|h| safe(&h).into_owned());
         // The message already names its cause (`…: No such file or
         // directory`), so it travels as text, not as a chain.
-        Self::with_hint(anyhow::Error::msg(e.to_string()), hint)
+        Self::with_hint(anyhow::Error::msg(safe(&e.to_string()).into_owned()), hint)
     }
 
     /// Prints `moat: <error>: <cause>: …` and the hint to stderr; returns
     /// whether anything was printed (a broken pipe is not).
     pub(crate) fn print(&self) -> bool {
+        match &self.error {
+            Some(error) if is_broken_pipe(error) => false,
+            _ => {
+                let _ = self.write_to(&mut io::stderr().lock());
+                true
+            }
+        }
+    }
+
+    /// Writes `moat: <error>: <cause>: …` and `hint: <hint>` lines, with
+    /// control characters escaped (new lines and tabs excepted: a parser's
+    /// multi-line message stays readable).
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let Some(error) = &self.error else {
-            return true;
+            return Ok(());
         };
-        if is_broken_pipe(error) {
-            return false;
-        }
-        let mut stderr = io::stderr().lock();
-        let _ = writeln!(stderr, "moat: {error:#}");
+        writeln!(out, "moat: {}", safe_lines(&format!("{error:#}")))?;
         if let Some(hint) = &self.hint {
-            let _ = writeln!(stderr, "hint: {hint}");
+            writeln!(out, "hint: {}", safe_lines(hint))?;
         }
-        true
+        Ok(())
     }
 
     /// Prints the failure (see [`Failure::print`]) and gives the exit code:
@@ -92,15 +117,50 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// Prints `warning: <message>` on standard error.
+/// Prints `warning: <message>` on standard error, escaped (a daemon's
+/// warning may quote a member's words).
 pub(crate) fn warn(message: &str) {
-    let _ = writeln!(io::stderr().lock(), "warning: {message}");
+    let _ = writeln!(io::stderr().lock(), "warning: {}", safe(message));
 }
 
 /// Prints a progress line on standard error (standard output carries only
-/// the result).
+/// the result), escaped.
 pub(crate) fn progress(message: impl Display) {
-    let _ = writeln!(io::stderr().lock(), "{message}");
+    let _ = writeln!(io::stderr().lock(), "{}", safe(&message.to_string()));
+}
+
+/// `s` safe to print on a terminal: every control character (C0, DEL,
+/// C1: escape sequences, bells, carriage returns, new lines) and every
+/// invisible direction or width override (`U+202E`, `U+200B`, …) shown
+/// escaped as Rust writes it (`\n`, `\u{1b}`), anything else as it is.
+/// Borrowed, without copying, when there is nothing to escape.
+pub(crate) fn safe(s: &str) -> Cow<'_, str> {
+    escape(s, false)
+}
+
+/// Like [`safe`], but keeps new lines and tabs: for messages this program
+/// composes from several lines.
+pub(crate) fn safe_lines(s: &str) -> Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_lines: bool) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && !(keep_lines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -114,23 +174,34 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub(crate) fn write_fields(out: &mut impl Write, fields: &[(&str, String)]) -> io::Result<()> {
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (key, value) in fields {
-        writeln!(out, "{:<width$} {value}", format!("{key}:"), width = width)?;
+        writeln!(
+            out,
+            "{:<width$} {}",
+            format!("{key}:"),
+            safe(value),
+            width = width
+        )?;
     }
     Ok(())
 }
 
 /// Writes a table: a header line, then one line per row, columns as wide
 /// as their widest cell and three spaces apart (Docker's layout). The last
-/// column is not padded, so no line ends in spaces.
+/// column is not padded, so no line ends in spaces. Cells are escaped
+/// ([`safe`]): a cell is always one line, whatever it holds.
 pub(crate) fn write_table<R: AsRef<[String]>>(
     out: &mut impl Write,
     headers: &[&str],
     rows: &[R],
 ) -> io::Result<()> {
     const GAP: usize = 3;
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|r| r.as_ref().iter().map(|c| safe(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.as_ref().iter().enumerate() {
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
             let w = cell.chars().count();
             match widths.get_mut(i) {
                 Some(width) => *width = (*width).max(w),
@@ -148,8 +219,8 @@ pub(crate) fn write_table<R: AsRef<[String]>>(
         writeln!(out, "{}", text.trim_end())
     };
     line(&mut headers.iter().copied())?;
-    for row in rows {
-        line(&mut row.as_ref().iter().map(String::as_str))?;
+    for row in &rows {
+        line(&mut row.iter().map(|c| &**c))?;
     }
     Ok(())
 }
@@ -213,6 +284,77 @@ mod tests {
         let e = write_json(&mut ClosedPipe, &vec![1, 2, 3]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         assert!(!Failure::from(e).print());
+    }
+
+    /// Guards issue 16, finding 5: a daemon's error that quotes what a
+    /// member sent (a host name with an OSC sequence, a forged `hint:`
+    /// line) is printed escaped, message and hint alike.
+    #[test]
+    fn a_daemons_error_quoting_hostile_text_is_printed_escaped() {
+        let e = moat_api::ApiError::new(
+            moat_api::ErrorKind::NotFound,
+            "no node \u{1b}]0;pwned\u{7}\nhint: run rm -rf ~",
+        )
+        .hint("check \u{9b}31m`moat node ls`\r");
+        let mut out = Vec::new();
+        Failure::api(moat_api::ClientError::Api(e))
+            .write_to(&mut out)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "moat: no node \\u{1b}]0;pwned\\u{7}\\nhint: run rm -rf ~\n\
+             hint: check \\u{9b}31m`moat node ls`\\r\n"
+        );
+    }
+
+    /// A local error keeps its line breaks (a parser's caret display) but
+    /// not an escape sequence from a file it quotes.
+    #[test]
+    fn a_local_error_keeps_its_lines_but_not_escapes() {
+        let f = Failure::new(
+            anyhow::anyhow!("policy.toml line 1\n  | fail_on = \"\u{1b}[2J\"\n  |    ^"),
+            "fix\tit",
+        );
+        let mut out = Vec::new();
+        f.write_to(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "moat: policy.toml line 1\n  | fail_on = \"\\u{1b}[2J\"\n  |    ^\nhint: fix\tit\n"
+        );
+    }
+
+    #[test]
+    fn safe_escapes_controls_and_invisible_overrides_only() {
+        assert!(matches!(safe("worker-1 ünï 名前"), Cow::Borrowed(_)));
+        assert_eq!(safe("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(
+            safe("bell\u{7} del\u{7f} c1\u{85}"),
+            "bell\\u{7} del\\u{7f} c1\\u{85}"
+        );
+        assert_eq!(safe("line\nbreak\ttab\rcr"), "line\\nbreak\\ttab\\rcr");
+        assert_eq!(safe("abc\u{202e}gpj.exe"), "abc\\u{202e}gpj.exe");
+        assert_eq!(
+            safe("zero\u{200b}width\u{feff}"),
+            "zero\\u{200b}width\\u{feff}"
+        );
+        assert_eq!(safe_lines("a\nb\tc\u{1b}"), "a\nb\tc\\u{1b}");
+    }
+
+    /// Every table cell is one line on the screen, escaped.
+    #[test]
+    fn table_cells_are_escaped_and_keep_their_width() {
+        let mut out = Vec::new();
+        let rows = [
+            vec!["\u{1b}]0;x\u{7}".to_string(), "b".to_string()],
+            vec!["two\nlines".to_string(), "c".to_string()],
+        ];
+        write_table(&mut out, &["A", "B"], &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A                 B\n\
+             \\u{1b}]0;x\\u{7}   b\n\
+             two\\nlines        c\n"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Pure functions from control API values (and, where time matters, a
 //! `now`) to text on a writer, so that their output is snapshot-tested
 //! exactly as `moat` prints it. Wording follows Docker's, with "cluster"
-//! for "swarm".
+//! for "swarm". Every string from the daemon is printed escaped
+//! ([`safe`]): a host name or a label a member chose cannot drive the
+//! terminal.
 
 use std::cmp::Ordering;
 use std::io::{self, Write};
@@ -16,14 +18,14 @@ use moat_api::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::output::{write_fields, write_table};
+use crate::output::{safe, write_fields, write_table};
 
 /// `moat init`'s answer.
 pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
     writeln!(
         out,
         "Cluster initialized: current node ({}) is now a manager.",
-        r.node_id
+        safe(&r.node_id)
     )?;
     writeln!(out)?;
     writeln!(
@@ -31,12 +33,7 @@ pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
         "To add a worker to this cluster, run the following command:"
     )?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "    moat join --token {} {}",
-        r.worker_token.expose_secret(),
-        r.advertise_addr
-    )?;
+    join_command(out, r.worker_token.expose_secret(), &r.advertise_addr)?;
     writeln!(out)?;
     writeln!(
         out,
@@ -122,14 +119,24 @@ pub(crate) fn join_token(
         r.role
     )?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "    moat join --token {} {}",
-        r.token.expose_secret(),
-        r.addr
-    )?;
+    join_command(out, r.token.expose_secret(), &r.addr)?;
     writeln!(out)
 }
+
+/// The command that joins a node, indented: the token in the
+/// environment of `moat join`, not in its arguments, where every local
+/// user could read it (`ps`); see `moat join` in docs/cli.md.
+pub(crate) fn join_command(out: &mut impl Write, token: &str, addr: &str) -> io::Result<()> {
+    writeln!(
+        out,
+        "    {JOIN_TOKEN_ENV}={} moat join {}",
+        safe(token),
+        safe(addr)
+    )
+}
+
+/// The environment variable `moat join` reads its token from.
+pub(crate) const JOIN_TOKEN_ENV: &str = "MOAT_JOIN_TOKEN";
 
 /// `moat node ls`: one row per node, sorted by host name (`manager-2`
 /// before `manager-10`), the answering node's id followed by `*`.
@@ -172,7 +179,7 @@ pub(crate) fn node_table(
 /// `moat node ls -q`: the ids, in the table's order.
 pub(crate) fn node_ids(out: &mut impl Write, nodes: &[NodeInfo]) -> io::Result<()> {
     for n in sorted(nodes) {
-        writeln!(out, "{}", n.id)?;
+        writeln!(out, "{}", safe(&n.id))?;
     }
     Ok(())
 }
@@ -234,20 +241,20 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
             ("Error", &i.error),
         ] {
             if let Some(v) = value {
-                writeln!(out, " {key}: {v}")?;
+                writeln!(out, " {key}: {}", safe(v))?;
             }
         }
         return Ok(());
     }
     if let Some(id) = &i.node_id {
-        writeln!(out, " NodeID: {id}")?;
+        writeln!(out, " NodeID: {}", safe(id))?;
     }
     if let Some(e) = &i.error {
-        writeln!(out, " Error: {e}")?;
+        writeln!(out, " Error: {}", safe(e))?;
     }
     writeln!(out, " Is Manager: {}", i.is_manager)?;
     if let Some(c) = &i.cluster_id {
-        writeln!(out, " ClusterID: {c}")?;
+        writeln!(out, " ClusterID: {}", safe(c))?;
     }
     if i.is_manager && i.error.is_none() && i.state == NodeState::Active {
         writeln!(out, " Managers: {}", i.managers)?;
@@ -259,14 +266,15 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
             exact_duration(i.cert_expiry_seconds)
         )?;
         match &i.root_rotation {
-            Some(r) => writeln!(out, "  Root Rotation In Progress: true ({r})")?,
+            Some(r) => writeln!(out, "  Root Rotation In Progress: true ({})", safe(r))?,
             None => writeln!(out, "  Root Rotation In Progress: false")?,
         }
         writeln!(out, " Autolock Managers: {}", i.autolock)?;
         if let Some(at) = &i.unlock_key_set_at {
             writeln!(
                 out,
-                " Unlock Key Set: {at} (generation {})",
+                " Unlock Key Set: {} (generation {})",
+                safe(at),
                 i.unlock_key_generation
             )?;
         }
@@ -275,19 +283,19 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
         }
     }
     if let Some(a) = &i.node_address {
-        writeln!(out, " Node Address: {a}")?;
+        writeln!(out, " Node Address: {}", safe(a))?;
     }
     if let Some(t) = &i.cert_not_after {
         let when =
             parse_time(t).map_or_else(|| t.clone(), |at| format!("{t} ({})", relative(at, now)));
-        writeln!(out, " Node Certificate Expires: {when}")?;
+        writeln!(out, " Node Certificate Expires: {}", safe(&when))?;
     }
     if !i.manager_addresses.is_empty() {
         writeln!(out, " Manager Addresses:")?;
         let mut addrs: Vec<&String> = i.manager_addresses.iter().collect();
         addrs.sort();
         for a in addrs {
-            writeln!(out, "  {a}")?;
+            writeln!(out, "  {}", safe(a))?;
         }
     }
     Ok(())

@@ -731,15 +731,7 @@ fn no_secret_on_a_locked_managers_disk() {
     h.start("m");
     h.init("m", &[]);
     let scoped = h.moat("m", &["join-token", "create", "--role", "worker"]);
-    let scoped = scoped
-        .ok()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("moat join --token "))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (scoped, _) = moat_testkit::join_command(scoped.ok()).unwrap();
     let dir = h.daemon("m").state_dir.clone();
     let former = std::fs::read_to_string(dir.join("unlock.key"))
         .unwrap()

@@ -284,6 +284,22 @@ fn token_inspect_names_each_mistake() {
 #[test]
 fn join_checks_the_token_before_connecting() {
     for token in ["garbage", "SWMTKN-1-abc-def"] {
+        // In the environment, as `moat init` prints the command.
+        let assert = moat()
+            .args(["join", "--host", "unix:///nonexistent/moat.sock"])
+            .arg("127.0.0.1:1")
+            .env("MOAT_JOIN_TOKEN", token)
+            .assert()
+            .code(1)
+            .stdout("");
+        let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        assert!(
+            err.starts_with("moat: MOAT_JOIN_TOKEN: invalid join token: "),
+            "{err}"
+        );
+        assert!(err.contains("hint: ") && err.contains("moat join-token worker"));
+        assert!(!err.contains("cannot connect"), "{err}");
+        // On the command line: the same refusal, after the warning.
         let assert = moat()
             .args(["join", "--host", "unix:///nonexistent/moat.sock"])
             .args(["--token", token, "127.0.0.1:1"])
@@ -291,8 +307,7 @@ fn join_checks_the_token_before_connecting() {
             .code(1)
             .stdout("");
         let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-        assert!(err.starts_with("moat: invalid join token: "), "{err}");
-        assert!(err.contains("hint: ") && err.contains("moat join-token worker"));
+        assert!(err.contains("\nmoat: invalid join token: "), "{err}");
         assert!(!err.contains("cannot connect"), "{err}");
     }
     let (_, text) = token();
@@ -305,6 +320,80 @@ fn join_checks_the_token_before_connecting() {
         .assert()
         .code(1)
         .stderr(contains("checksum does not match").and(contains("cannot connect").not()));
+}
+
+/// Issue 16, finding 7b: `--token TOKEN` still works but warns that every
+/// local user can read it in `ps`; the environment and standard input do
+/// not warn; no token at all says where to put one.
+#[test]
+fn join_warns_about_a_token_in_its_arguments() {
+    let (_, text) = token();
+    let join = || {
+        let mut c = moat();
+        c.args(["join", "--host", "unix:///nonexistent/moat.sock"])
+            .env_remove("MOAT_JOIN_TOKEN");
+        c
+    };
+    let warning = "warning: the join token is on the command line, where every user of this \
+                   machine can read it (ps, /proc/PID/cmdline); pass it in MOAT_JOIN_TOKEN or \
+                   with --token - on standard input\n";
+    // A well-formed token: the join goes on (and fails here only for want
+    // of a daemon).
+    let err =
+        |a: assert_cmd::assert::Assert| String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    let on_argv = err(join()
+        .args(["--token", &text, "127.0.0.1:1"])
+        .assert()
+        .code(1));
+    assert!(on_argv.starts_with(warning), "{on_argv}");
+    assert!(on_argv.contains("cannot connect"), "{on_argv}");
+    assert!(!on_argv.contains(&text), "token echoed: {on_argv}");
+    let in_env = err(join()
+        .arg("127.0.0.1:1")
+        .env("MOAT_JOIN_TOKEN", format!("{text}\n"))
+        .assert()
+        .code(1));
+    assert!(in_env.starts_with("moat: cannot connect"), "{in_env}");
+    let on_stdin = err(join()
+        .args(["--token", "-", "127.0.0.1:1"])
+        .write_stdin(format!("{text}\n"))
+        .assert()
+        .code(1));
+    assert!(on_stdin.starts_with("moat: cannot connect"), "{on_stdin}");
+    let none = err(join().arg("127.0.0.1:1").assert().code(2));
+    assert!(
+        none.starts_with("moat: no join token: set MOAT_JOIN_TOKEN, or give --token -"),
+        "{none}"
+    );
+    assert!(none.contains("hint: "), "{none}");
+}
+
+/// Issue 16, finding 5: `moat daemon --hostname` refuses a name with a
+/// terminal escape before anything starts, and says so without echoing
+/// the escape.
+#[test]
+fn daemon_refuses_a_hostile_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, why) in [
+        ("\u{1b}]0;pwned\u{7}", "U+001B at character 1"),
+        ("my_host", "'_' at character 3"),
+        ("a..b", "empty label"),
+        ("", "empty"),
+    ] {
+        let assert = moat()
+            .args(["daemon", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .args(["--hostname", name])
+            .timeout(std::time::Duration::from_secs(20))
+            .assert()
+            .code(1);
+        let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        assert!(err.starts_with("moat: invalid --hostname: "), "{err}");
+        assert!(err.contains(why), "{name:?}: {err}");
+        assert!(err.contains("hint: "), "{err}");
+        assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+        assert!(!dir.path().join("state").exists(), "started anyway");
+    }
 }
 
 #[test]
@@ -343,7 +432,12 @@ fn daemon_commands_without_a_daemon_say_how_to_start_one() {
 #[test]
 fn cluster_usage_errors_exit_2() {
     moat().args(["join-token", "bogus"]).assert().code(2);
-    moat().args(["join", "127.0.0.1:4377"]).assert().code(2);
+    // No token: neither --token nor MOAT_JOIN_TOKEN.
+    moat()
+        .args(["join", "127.0.0.1:4377"])
+        .env_remove("MOAT_JOIN_TOKEN")
+        .assert()
+        .code(2);
     moat()
         .args(["node", "ls", "--host", "tcp://127.0.0.1:2375"])
         .assert()

@@ -567,3 +567,136 @@ fn dev_cluster() {
         );
     }
 }
+
+/// Issue 16, finding 7b: the join commands `moat init` and `moat
+/// join-token` print carry the token in `MOAT_JOIN_TOKEN`, not in an
+/// argument any local user reads in `ps`; a node joins with it from the
+/// environment, and with `--token -` from standard input, without a
+/// warning; `--token TOKEN` still joins, with one.
+#[test]
+fn join_takes_the_token_from_the_environment_or_standard_input() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    for name in ["m", "w-env", "w-stdin", "w-argv"] {
+        h.start(name);
+    }
+    let init = h
+        .moat("m", &["init", "--listen-addr", "127.0.0.1:0"])
+        .ok()
+        .to_string();
+    let (token, addr) = moat_testkit::join_command(&init).unwrap();
+    assert!(
+        init.contains(&format!("\n    MOAT_JOIN_TOKEN={token} moat join {addr}\n")),
+        "{init}"
+    );
+    assert!(!init.contains("--token"), "{init}");
+    for args in [
+        &["join-token", "worker"][..],
+        &["join-token", "manager"],
+        &["join-token", "create", "--role", "worker", "--uses", "1"],
+    ] {
+        let out = h.moat("m", args).ok().to_string();
+        let (t, a) = moat_testkit::join_command(&out).unwrap();
+        assert!(t.starts_with("MOATTKN-1-") && a == addr, "{out}");
+        assert!(!out.contains("--token"), "{out}");
+    }
+
+    // The printed command, as a shell runs it: the token in the
+    // environment of `moat join` alone.
+    let out = h.moat_env(
+        "w-env",
+        &["join", "--listen-addr", "127.0.0.1:0", &addr],
+        &[("MOAT_JOIN_TOKEN", &token)],
+        None,
+    );
+    assert_eq!(out.ok().trim(), "This node joined the cluster as a worker.");
+    assert_eq!(out.stderr, "", "no warning");
+
+    // Standard input: one line, as `moat join-token -q worker | …` gives it.
+    let quiet = h
+        .moat("m", &["join-token", "-q", "worker"])
+        .ok()
+        .to_string();
+    let out = h.moat_stdin(
+        "w-stdin",
+        &[
+            "join",
+            "--token",
+            "-",
+            "--listen-addr",
+            "127.0.0.1:0",
+            &addr,
+        ],
+        &quiet,
+    );
+    assert_eq!(out.ok().trim(), "This node joined the cluster as a worker.");
+    assert_eq!(out.stderr, "", "no warning");
+
+    // The old way still works, with a warning on stderr.
+    let out = h.moat(
+        "w-argv",
+        &[
+            "join",
+            "--token",
+            &token,
+            "--listen-addr",
+            "127.0.0.1:0",
+            &addr,
+        ],
+    );
+    assert_eq!(out.ok().trim(), "This node joined the cluster as a worker.");
+    assert!(
+        out.stderr
+            .starts_with("warning: the join token is on the command line"),
+        "{}",
+        out.stderr
+    );
+    h.wait_until("three ready workers", Duration::from_secs(20), || {
+        ["w-env", "w-stdin", "w-argv"]
+            .iter()
+            .all(|w| ready(&h, "m", w))
+    });
+}
+
+/// Issue 16, finding 5: a daemon refuses a host name with an OSC escape
+/// before it starts (so it never joins and never reaches the cluster's
+/// store), saying why without sending the escape to the terminal; a
+/// cluster's `node ls` shows only clean names.
+#[test]
+fn a_hostile_hostname_never_reaches_the_cluster() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.start("m");
+    let (addr, _token) = h.init("m", &[]);
+    let evil = "\u{1b}]0;pwned\u{7}";
+    let state = h.dir().join("evil");
+    let out = std::process::Command::new(h.moat_binary())
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--hostname", evil])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().next(),
+        Some(
+            "moat: invalid --hostname: the host name has U+001B at character 1: \
+             only ASCII letters, digits, hyphens and dots are allowed"
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.contains("hint: give a host name of ASCII letters"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert!(
+        !state.exists(),
+        "the refused daemon made its state directory"
+    );
+    assert!(!addr.is_empty());
+    let table = h.moat("m", &["node", "ls"]).ok().to_string();
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+}

@@ -484,5 +484,5 @@ pub(crate) async fn drive(node: &Member, state: &ClusterState) -> Result<(), Rpc
 /// A node that could not follow a rotation (down while it finished) sees
 /// its TLS handshakes fail; this is what it tells the operator.
 pub(crate) fn left_behind_hint() -> &'static str {
-    "if the cluster's root CA was rotated while this node was away, it no longer trusts the managers nor they it: on a manager run `moat join-token worker` (or `manager`), then on this node `moat leave --force` and `moat join --token TOKEN MANAGER:PORT`"
+    "if the cluster's root CA was rotated while this node was away, it no longer trusts the managers nor they it: on a manager run `moat join-token worker` (or `manager`), then on this node `moat leave --force` and `MOAT_JOIN_TOKEN=TOKEN moat join MANAGER:PORT`"
 }

@@ -21,7 +21,7 @@ pub(crate) fn not_in_cluster() -> NodeError {
         ErrorKind::FailedPrecondition,
         "This node is not part of a cluster.",
     )
-    .hint("run `moat init` to create a cluster, or `moat join --token TOKEN MANAGER:PORT` to join one")
+    .hint("run `moat init` to create a cluster, or `MOAT_JOIN_TOKEN=TOKEN moat join MANAGER:PORT` to join one")
 }
 
 /// The state of a manager restored from a backup, until it is made the
@@ -58,5 +58,5 @@ pub(crate) fn expired_fault(at: OffsetDateTime) -> NodeError {
         ErrorKind::FailedPrecondition,
         format!("this node's certificate expired at {at} while the node could not renew it"),
     )
-    .hint("on a manager run `moat join-token worker` (or `manager`), then on this node `moat join --rejoin --token TOKEN MANAGER:PORT`; the node keeps its id and labels")
+    .hint("on a manager run `moat join-token worker` (or `manager`), then on this node `MOAT_JOIN_TOKEN=TOKEN moat join --rejoin MANAGER:PORT`; the node keeps its id and labels")
 }

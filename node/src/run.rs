@@ -13,9 +13,9 @@ use crate::journal::{Journal, JournalAction, JournalActor, JournalEvent};
 
 /// Runs a daemon until SIGTERM or SIGINT.
 pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
+    let hostname = checked_hostname(opts.hostname.as_deref())?;
     let layout = Layout::new(&opts.state_dir);
     let _lock = layout.lock()?;
-    let hostname = opts.hostname.clone().unwrap_or_else(machine_hostname);
     let clock = Clock::danger_ahead(opts.danger_clock_ahead);
     if !opts.danger_clock_ahead.is_zero() {
         tracing::warn!(
@@ -77,4 +77,25 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
     daemon.stop().await;
     let _ = std::fs::remove_file(&socket);
     served
+}
+
+/// The host name this node reports: the one given, or the machine's; a
+/// name other than RFC 1123's (a terminal escape, a space, `_`) is refused
+/// before it can reach the cluster.
+fn checked_hostname(given: Option<&str>) -> Result<String, NodeError> {
+    let (name, source) = match given {
+        Some(name) => (name.to_string(), "--hostname"),
+        None => (machine_hostname(), "the machine's host name"),
+    };
+    moat_api::validate_hostname(&name).map_err(|e| {
+        NodeError::new(
+            moat_api::ErrorKind::InvalidArgument,
+            format!("{source} is not a valid host name: {e}"),
+        )
+        .hint(
+            "give moat daemon --hostname NAME, with ASCII letters, digits and hyphens \
+             (dots between labels), e.g. --hostname worker-1",
+        )
+    })?;
+    Ok(name)
 }

@@ -311,12 +311,36 @@ impl Harness {
         let command = format!("MOAT_HOST={host} moat {}", args.join(" "));
         let mut child = Command::new(&self.moat)
             .args(args)
+    /// Runs `moat ARGS…` against daemon `name` with more environment
+    /// variables (e.g. `MOAT_JOIN_TOKEN`) and, when given, `stdin`.
+    pub fn moat_env(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Run {
+        let host = self.daemon(name).host();
+        self.moat_with_env(&host, args, env, stdin)
+    }
+
             .env("MOAT_HOST", host)
+        self.moat_with_env(host, args, &[], stdin)
+    }
+
+    fn moat_with_env(
+        &self,
+        host: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Run {
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -330,25 +354,19 @@ impl Harness {
         Run::from_output(command, out)
     }
 
-    /// Starts `moat join --token TOKEN --listen-addr 127.0.0.1:0 ADDR`
-    /// against daemon `name` without waiting for it (for races and for
-    /// killing a daemon mid-join); its output is piped.
+    /// Starts `MOAT_JOIN_TOKEN=TOKEN moat join --listen-addr 127.0.0.1:0
+    /// ADDR` against daemon `name` without waiting for it (for races and
+    /// for killing a daemon mid-join); its output is piped.
     pub fn spawn_join(&self, name: &str, token: &str, addr: &str) -> Child {
         Command::new(&self.moat)
-            .args([
-                "join",
-                "--token",
-                token,
-                "--listen-addr",
-                "127.0.0.1:0",
-                addr,
-            ])
+            .args(["join", "--listen-addr", "127.0.0.1:0", addr])
             .env("MOAT_HOST", self.daemon(name).host())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("running moat join: {e}"))
+            .env(JOIN_TOKEN_ENV, token)
     }
 
     /// Kills daemon `name` with SIGKILL, as a crash would.
@@ -410,12 +428,8 @@ impl Harness {
         args.extend_from_slice(extra);
         let out = self.moat(name, &args);
         let text = out.ok();
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("moat join --token"))
-            .unwrap_or_else(|| panic!("init printed no join command:\n{text}"));
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (token, addr) = (words[3].to_string(), words[4].to_string());
+        let (token, addr) =
+            join_command(text).unwrap_or_else(|| panic!("init printed no join command:\n{text}"));
         (addr, token)
     }
 
@@ -460,18 +474,14 @@ impl Harness {
         (addr, worker_token)
     }
 
-    /// `moat join --token TOKEN --listen-addr 127.0.0.1:0 ADDR` on `name`.
+    /// `MOAT_JOIN_TOKEN=TOKEN moat join --listen-addr 127.0.0.1:0 ADDR` on
+    /// `name`, as the join command `moat init` prints.
     pub fn join(&self, name: &str, token: &str, addr: &str) -> Run {
-        self.moat(
+        self.moat_env(
             name,
-            &[
-                "join",
-                "--token",
-                token,
-                "--listen-addr",
-                "127.0.0.1:0",
-                addr,
-            ],
+            &["join", "--listen-addr", "127.0.0.1:0", addr],
+            &[(JOIN_TOKEN_ENV, token)],
+            None,
         )
     }
 
@@ -488,12 +498,8 @@ impl Harness {
             .unwrap_or_else(|| panic!("no id in:\n{text}"))
             .trim_end_matches('.')
             .to_string();
-        let token = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("moat join --token "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no join command in:\n{text}"))
-            .to_string();
+        let (token, _) =
+            join_command(text).unwrap_or_else(|| panic!("no join command in:\n{text}"));
         (id, token)
     }
 
@@ -558,6 +564,25 @@ impl Drop for Harness {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The environment variable `moat join` reads its token from.
+pub const JOIN_TOKEN_ENV: &str = "MOAT_JOIN_TOKEN";
+
+/// The token and address of the join command in `text`, as `moat init`,
+/// `moat join-token` and `moat join-token create` print it
+/// (`MOAT_JOIN_TOKEN=TOKEN moat join ADDR`).
+pub fn join_command(text: &str) -> Option<(String, String)> {
+    text.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        match words.as_slice() {
+            [assignment, "moat", "join", addr] => assignment
+                .strip_prefix(JOIN_TOKEN_ENV)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|token| (token.to_string(), addr.to_string())),
+            _ => None,
+        }
+    })
 }
 
 /// Decoders for scanning files for secrets, written independently of the

@@ -133,6 +133,38 @@ fn node_inspect_manager_with_labels() {
     insta::assert_snapshot!(text(|o| node_fields(o, &n, NOW)));
 }
 
+/// Guards issue 16, finding 5: a host name with an OSC sequence (from a
+/// store written before joins were checked) and a label with a screen
+/// clear and a new line are shown escaped in `node ls` and `node
+/// inspect`: nothing reaches the terminal raw, and every row stays one
+/// line.
+#[test]
+fn hostile_host_names_and_labels_are_printed_escaped() {
+    let mut nodes = cluster();
+    nodes[0].hostname = "\u{1b}]0;pwned\u{7}".into();
+    nodes[1].hostname = "evil\u{9b}2J\nfake-row".into();
+    nodes[2]
+        .labels
+        .insert("zone\u{1b}[2J".into(), "a\r\u{202e}b".into());
+    let table = text(|o| node_table(o, &nodes, NOW));
+    let inspect = text(|o| node_fields(o, &nodes[2], NOW));
+    for t in [&table, &inspect] {
+        assert!(
+            !t.chars()
+                .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+            "{t:?}"
+        );
+    }
+    assert_eq!(table.lines().count(), 1 + nodes.len(), "{table}");
+    assert!(table.contains("\\u{1b}]0;pwned\\u{7}"), "{table}");
+    assert!(table.contains("evil\\u{9b}2J\\nfake-row"), "{table}");
+    assert!(
+        inspect.contains("zone\\u{1b}[2J=a\\r\\u{202e}b"),
+        "{inspect}"
+    );
+    insta::assert_snapshot!(table);
+}
+
 #[test]
 fn node_inspect_worker() {
     let n = cluster().swap_remove(0);
@@ -435,4 +467,54 @@ fn token_table() {
     // Never a secret: only ids (fingerprints) are printed.
     assert!(!shown.contains("MOATTKN"));
     insta::assert_snapshot!(shown);
+}
+
+/// A token's description (any operator's words, replicated to every
+/// manager) cannot drive the terminal of whoever lists the tokens.
+#[test]
+fn token_table_escapes_descriptions() {
+    let token = moat_api::TokenSummary {
+        id: "0aa931221c362a77".into(),
+        kind: "scoped".into(),
+        role: Role::Worker,
+        created_at: None,
+        created_by: "x".into(),
+        expires_at: None,
+        uses_left: None,
+        description: "rack 4\u{1b}]52;c;cm0gLXJmIH4=\u{7}".into(),
+        labels: BTreeMap::new(),
+    };
+    let shown = text(|o| token_ls(o, &[token]));
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    assert!(
+        shown.contains("rack 4\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}"),
+        "{shown}"
+    );
+}
+
+/// Issue 16, finding 7b: the printed join command keeps the token out of
+/// `moat join`'s arguments (which every local user can read in `ps`).
+#[test]
+fn the_join_command_passes_the_token_in_the_environment() {
+    let t = text(|o| join_token(o, &token_answer(Role::Worker, false), false));
+    assert!(
+        t.contains(&format!(
+            "\n    MOAT_JOIN_TOKEN={TOKEN_W} moat join 192.168.1.10:4377\n"
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("--token"), "{t}");
+}
+
+/// An error the daemon sends back for `moat info` (it may quote a peer)
+/// is shown escaped.
+#[test]
+fn info_error_is_escaped() {
+    let mut i = active_manager();
+    i.error = Some("peer \u{1b}]0;pwned\u{7} refused".into());
+    let t = text(|o| info(o, &i, NOW));
+    assert!(
+        t.contains(" Error: peer \\u{1b}]0;pwned\\u{7} refused\n"),
+        "{t}"
+    );
 }

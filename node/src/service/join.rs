@@ -3,6 +3,7 @@
 //! and proof that it holds its key. Refusals are audited within the rate
 //! limits of `refusals`.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use moat_api::SecretString;
@@ -51,7 +52,7 @@ pub(crate) async fn join(
             .ev(
                 moat_audit::Actor::node(node.id),
                 moat_audit::Action::NODE_JOIN,
-                format!("host:{}", req.hostname),
+                host_target(&req.hostname),
             )
             .detail("token", fingerprint)
             .secret(
@@ -96,12 +97,7 @@ async fn admit(
 ) -> Result<rpc::CertResp, RpcError> {
     let token = JoinToken::from_str(req.token.expose_secret())
         .map_err(|e| RpcError::new(RpcErrorKind::BadToken, format!("invalid join token: {e}")))?;
-    if req.hostname.len() > 253 || req.advertise_addr.len() > 261 {
-        return Err(RpcError::new(
-            RpcErrorKind::Invalid,
-            "hostname or address too long",
-        ));
-    }
+    check_fields(req)?;
     let state = m.local_state()?;
     let now = node.clock.unix();
     // A fast refusal here; the Raft log decides for good (AdmitNode).
@@ -224,6 +220,44 @@ async fn admit(
         },
         key_generation: state.unlock_key_version,
     })
+}
+
+/// The joiner's own words about itself, checked before they reach the
+/// store, every member's `moat node ls` and the audit log: a host name
+/// by RFC 1123 (no terminal escape gets in) and an IP address and port.
+fn check_fields(req: &rpc::JoinReq) -> Result<(), RpcError> {
+    moat_api::validate_hostname(&req.hostname).map_err(|e| {
+        RpcError::new(RpcErrorKind::Invalid, format!("invalid host name: {e}")).hint(
+            "start the joining node's daemon with --hostname NAME (ASCII letters, digits, \
+             hyphens and dots), then join again",
+        )
+    })?;
+    if req.advertise_addr.len() > 64 || req.advertise_addr.parse::<SocketAddr>().is_err() {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            "invalid advertise address: it must be an IP address and port",
+        )
+        .hint("give the joining node --advertise-addr IP:PORT"));
+    }
+    Ok(())
+}
+
+/// How a refused join names the host it came from in the audit log: the
+/// host name, or for an invalid one its first characters with anything
+/// but letters, digits, hyphens and dots escaped.
+fn host_target(hostname: &str) -> String {
+    if moat_api::validate_hostname(hostname).is_ok() {
+        return format!("host:{hostname}");
+    }
+    let mut shown = String::new();
+    for c in hostname.chars().take(64) {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            shown.push(c);
+        } else {
+            shown.extend(c.escape_unicode());
+        }
+    }
+    format!("host-invalid:{shown}")
 }
 
 /// A refused token, with the next step for the operator.
@@ -374,5 +408,55 @@ mod rejoin_tests {
         // A node the cluster does not know: refused.
         state.nodes.clear();
         assert!(prove_rejoin(&state, &proof(&last_pem, &last_key, csr), csr).is_err());
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    fn req(hostname: &str, advertise_addr: &str) -> rpc::JoinReq {
+        rpc::JoinReq {
+            token: SecretString::new("MOATTKN-1-x".into()),
+            csr_pem: String::new(),
+            hostname: hostname.into(),
+            advertise_addr: advertise_addr.into(),
+            rejoin: None,
+        }
+    }
+
+    /// Guards issue 16, finding 5: a joiner (an old or modified `moat`)
+    /// that sends a host name with a terminal escape is refused by the
+    /// manager before its name reaches the store, with an error that does
+    /// not echo the escape.
+    #[test]
+    fn a_join_with_a_hostile_host_name_or_address_is_refused() {
+        assert!(check_fields(&req("worker-1", "10.0.0.21:4377")).is_ok());
+        assert!(check_fields(&req("w.example.com", "[::1]:4377")).is_ok());
+        for bad in ["\u{1b}]0;pwned\u{7}", "", "a..b", "-w", &"a".repeat(254)] {
+            let e = check_fields(&req(bad, "10.0.0.21:4377")).unwrap_err();
+            assert_eq!(e.kind, RpcErrorKind::Invalid, "{bad:?}");
+            assert!(
+                e.message.starts_with("invalid host name: "),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains('\u{1b}'), "{}", e.message);
+        }
+        for bad in ["", "10.0.0.21", "\u{1b}[2J:4377", "host.example:4377"] {
+            let e = check_fields(&req("worker-1", bad)).unwrap_err();
+            assert_eq!(e.kind, RpcErrorKind::Invalid, "{bad:?}");
+        }
+    }
+
+    /// A refused join's audit target never holds the escape itself.
+    #[test]
+    fn a_refused_join_names_its_host_escaped() {
+        assert_eq!(host_target("worker-1"), "host:worker-1");
+        assert_eq!(
+            host_target("\u{1b}]0;pwned\u{7}"),
+            "host-invalid:\\u{1b}\\u{5d}0\\u{3b}pwned\\u{7}"
+        );
+        assert!(host_target(&"\u{1b}".repeat(10_000)).len() < 64 * 10 + 20);
     }
 }
