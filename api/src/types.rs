@@ -371,6 +371,10 @@ pub struct NodeRemoveRequest {
 pub struct NodeRemoveResponse {
     /// The removed node's id.
     pub id: String,
+    /// The node was a manager: it held the CA key, and whoever holds its
+    /// key could still sign with it (the CLI says to rotate the CA).
+    #[serde(default)]
+    pub was_manager: bool,
 }
 
 /// `POST /v1/nodes/update`.

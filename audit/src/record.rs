@@ -512,6 +512,9 @@ actions! {
     TAMPER_DETECT = "tamper.detect";
     /// A signed tree head of the audit log was made.
     AUDIT_HEAD = "audit.head";
+    /// A node forwarded a journal event that could not be recorded as
+    /// sent (outcome denied; details: what the node claimed).
+    AUDIT_FORWARD = "audit.forward";
 }
 
 /// Free text: a target, a reason, a detail value. At most

@@ -433,19 +433,20 @@ pub fn verify_bundle(
         }
     };
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    let roles = RoleChanges::read(bundle);
     for head in &bundle.heads {
         let Some(v) = verifier.as_mut() else { break };
-        match v.verify(head) {
-            Ok(_) => checkpoints.push(Checkpoint {
+        match v.verify(head).map_err(|e| e.to_string()).and_then(|_| roles.check(head)) {
+            Ok(()) => checkpoints.push(Checkpoint {
                 size: head.size,
                 root: head.root,
                 source: Source::Head,
                 matched: None,
             }),
-            Err(e) => sink.push(Problem::BadHead {
+            Err(reason) => sink.push(Problem::BadHead {
                 size: head.size,
                 signer: head.signer.to_string(),
-                reason: e.to_string(),
+                reason,
             }),
         }
     }
@@ -597,6 +598,74 @@ pub fn verify_bundle(
     report.problems = sink.problems;
     report.more_problems = sink.more;
     report
+}
+
+/// Who lost the manager role, and when, by the bundle's records: a head
+/// signed after its signer was removed or demoted (and not promoted
+/// again) is not taken, whatever its certificate says.
+#[derive(Default)]
+struct RoleChanges {
+    /// Per node: (seq, time, the action) of each successful
+    /// `node.remove`, `node.demote` and `node.promote` record, in log order.
+    by_node: HashMap<String, Vec<(u64, crate::Timestamp, &'static str)>>,
+}
+
+impl RoleChanges {
+    /// Reads the role changes from `bundle`'s records. Only lines naming
+    /// one of the three actions are parsed; unreadable lines are left to
+    /// the main scan to report.
+    fn read(bundle: &Bundle) -> Self {
+        const ACTIONS: [&str; 3] = ["node.remove", "node.demote", "node.promote"];
+        // Every such action starts `"action":"node.`; few lines match.
+        let finder = memchr::memmem::Finder::new(b"\"action\":\"node.");
+        let mut out = Self::default();
+        let _ = bundle.scan_records(&mut |line| {
+            let named = finder.find(line).is_some();
+            if !named {
+                return true;
+            }
+            let Ok(record) = crate::Record::from_line(line) else {
+                return true;
+            };
+            let event = record.event();
+            let Some(action) = ACTIONS.iter().find(|a| event.action.as_str() == **a) else {
+                return true;
+            };
+            if event.outcome != crate::Outcome::Success {
+                return true;
+            }
+            if let Some(node) = event.target.as_str().strip_prefix("node:") {
+                out.by_node.entry(node.to_string()).or_default().push((
+                    record.seq(),
+                    record.time(),
+                    action,
+                ));
+            }
+            true
+        });
+        out
+    }
+
+    /// `Err` if `head`'s signer had been removed or demoted, by a record
+    /// the head covers, before the head's time.
+    fn check(&self, head: &SignedTreeHead) -> Result<(), String> {
+        let Some(changes) = self.by_node.get(&head.signer.to_string()) else {
+            return Ok(());
+        };
+        let last = changes
+            .iter()
+            .filter(|(seq, time, _)| *seq <= head.size && *time < head.time)
+            .max_by_key(|(seq, _, _)| *seq);
+        match last {
+            Some((seq, time, action)) if *action != "node.promote" => Err(format!(
+                "its signer, node {}, was {} by record {seq} at {time}, before the head's time {}; a node that is no longer a manager cannot vouch for the log",
+                head.signer,
+                if *action == "node.remove" { "removed" } else { "demoted" },
+                head.time
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Default)]

@@ -810,3 +810,47 @@ mod properties {
         }
     }
 }
+
+/// Review finding 7: a head signed after its signer lost the manager role
+/// (by a record the head covers) is refused; one signed before, or after
+/// a promotion back, is taken.
+#[test]
+fn heads_signed_after_the_signer_was_demoted_or_removed_are_refused() {
+    let c = Cluster::new();
+    let role_change = |action: Action| Event {
+        node: c.manager,
+        actor: Actor::local_operator(),
+        action,
+        target: Text::new("target", &format!("node:{}", c.manager)).unwrap(),
+        outcome: Outcome::Success,
+        details: Details::new(),
+    };
+    for (action, word) in [(Action::NODE_DEMOTE, "demoted"), (Action::NODE_REMOVE, "removed")] {
+        let signer = c.signer();
+        let t = |secs: i64| Timestamp::from_datetime(c.now + Duration::seconds(secs)).unwrap();
+        let mut log = MerkleLog::new();
+        let mut lines = Vec::new();
+        let push = |log: &mut MerkleLog, lines: &mut Vec<Vec<u8>>, at: i64, ev: Event| {
+            let r = log.seal(t(at), ev);
+            log.append_record(&r).unwrap();
+            lines.push(r.to_line());
+        };
+        push(&mut log, &mut lines, 0, event(&c, 1));
+        let before = signer.sign(1, log.current_root(), t(1)).unwrap();
+        push(&mut log, &mut lines, 2, role_change(action.clone()));
+        push(&mut log, &mut lines, 3, event(&c, 3));
+        let after = signer.sign(3, log.current_root(), t(10)).unwrap();
+        let report = verify(&c, &lines, &[before.clone(), after.clone()]);
+        assert!(!report.ok(), "{:?}", said(&report));
+        assert_says(&report, &format!("was {word} by record 2"));
+        assert_eq!(report.verified_size, 1, "only the head from before counts");
+
+        // Promoted again (record 4), its later heads count again.
+        if action == Action::NODE_DEMOTE {
+            push(&mut log, &mut lines, 11, role_change(Action::NODE_PROMOTE));
+            let back = signer.sign(4, log.current_root(), t(12)).unwrap();
+            let report = verify(&c, &lines, &[before, back]);
+            assert!(report.ok(), "{:?}", said(&report));
+        }
+    }
+}

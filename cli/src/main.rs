@@ -22,6 +22,7 @@ mod client;
 mod cluster;
 mod daemon;
 mod dev;
+mod harden;
 mod lock;
 mod node;
 mod output;

@@ -65,7 +65,13 @@ pub(crate) fn rm(args: &NodeRm) -> Result<(), Failure> {
                 node: node.clone(),
                 force: args.force,
             };
-            let _: NodeRemoveResponse = api.post(path::NODE_REMOVE, &request).await.or_fail()?;
+            let removed: NodeRemoveResponse =
+                api.post(path::NODE_REMOVE, &request).await.or_fail()?;
+            if removed.was_manager {
+                crate::output::warn(&format!(
+                    "{node} was a manager: it held the cluster's CA key. If its key or disk may be compromised, run `moat ca --rotate` to retire everything that key could sign (docs/runbooks/rotate-the-ca.md)."
+                ));
+            }
             Ok(node)
         }
     })

@@ -167,7 +167,14 @@ async fn audit_loop(node: Weak<Member>, rt: Weak<Manager>) {
         if let Err(e) = crate::ca::drive(&node, &state).await {
             tracing::warn!(error = %e.message, "could not finish the root CA rotation yet");
         }
-        if head_due(&state.audit, node.clock.unix())
+        // A leader being demoted (or removed) no longer vouches for the
+        // log: verifiers refuse heads signed after that record.
+        let still_manager = state
+            .nodes
+            .get(&node.id)
+            .is_some_and(|n| n.role == moat_pki::Role::Manager);
+        if still_manager
+            && head_due(&state.audit, node.clock.unix())
             && let Err(e) = sign_and_commit_head(&node, &state.audit).await
         {
             tracing::warn!(error = %e.message, "could not sign an audit tree head");
@@ -218,6 +225,7 @@ async fn forward_journal(node: &Member, state: &ClusterState) -> Result<(), RpcE
     node.propose(Command::AuditForward {
         node: node.id,
         events,
+        now: node.clock.unix(),
     })
     .await
 }

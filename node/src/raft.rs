@@ -114,7 +114,10 @@ impl RaftManager {
         let raft = Raft::new(id, config, Network::new(tls.clone()), store.log, store.sm)
             .await
             .map_err(|e| ManagerError::Raft(e.to_string()))?;
-        let policy: Arc<dyn PeerPolicy> = Arc::new(StorePolicy(applied.clone()));
+        let policy: Arc<dyn PeerPolicy> = Arc::new(StorePolicy {
+            applied: applied.clone(),
+            raft: raft.clone(),
+        });
         let handler: Arc<dyn RaftHandler> = Arc::new(raft.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -342,21 +345,30 @@ pub(crate) async fn add_voter(
     Ok(())
 }
 
-/// Who may talk Raft, from the applied cluster state: nodes on the removed
-/// list may not; nodes recorded as workers (demoted managers) may not ask
-/// for votes. A poisoned lock fails closed.
-struct StorePolicy(Arc<RwLock<Applied>>);
+/// Who may talk Raft, from the applied cluster state and this manager's
+/// Raft membership: nodes on the removed list may not; nodes recorded as
+/// workers (demoted managers) may not ask for votes; a node that is not a
+/// voter of the (possibly joint) membership may not talk Raft at all, nor
+/// may a certificate a demotion revoked, unless its node is still a voter
+/// holding it (a demoted leader committing its own removal). A manager
+/// whose log holds no membership yet (just added, catching up) cannot
+/// tell, and takes any manager certificate that is not removed: see
+/// docs/security-model.md. A poisoned lock fails closed.
+struct StorePolicy {
+    applied: Arc<RwLock<Applied>>,
+    raft: Raft,
+}
 
 impl PeerPolicy for StorePolicy {
     fn is_removed(&self, node: &NodeId) -> bool {
-        self.0
+        self.applied
             .read()
             .map(|a| a.state.is_removed(node))
             .unwrap_or(true)
     }
 
     fn may_vote(&self, node: &NodeId) -> bool {
-        self.0
+        self.applied
             .read()
             .map(|a| {
                 a.state
@@ -365,6 +377,35 @@ impl PeerPolicy for StorePolicy {
                     .is_none_or(|n| n.role == moat_pki::Role::Manager)
             })
             .unwrap_or(false)
+    }
+
+    fn admit(&self, peer: &moat_pki::Identity) -> Result<(), String> {
+        let voters = voters_of(&self.raft);
+        let id = peer.node_id;
+        let voter = voters.contains(&id);
+        if !voters.is_empty() && !voter {
+            return Err(format!(
+                "node {id} is not a voter of this manager's Raft membership: its manager certificate gives it no Raft rights"
+            ));
+        }
+        let applied = self
+            .applied
+            .read()
+            .map_err(|_| "this manager's state is unreadable".to_string())?;
+        let state = &applied.state;
+        if state.is_revoked(&peer.serial) {
+            let current = state
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.cert_serial == peer.serial);
+            if !(voter && current) {
+                return Err(format!(
+                    "the manager certificate {} of node {id} was revoked when the node was demoted",
+                    peer.serial
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,7 +13,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use moat_audit::{
-    Event, Hash, MerkleLog, ProofError, Record, SignedTreeHead, Timestamp, leaf_hash,
+    Action, Actor, Details, Event, Hash, MerkleLog, Outcome, ProofError, Record, SignedTreeHead,
+    Text, Timestamp, leaf_hash,
 };
 use moat_pki::NodeId;
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,10 @@ pub struct AuditTrail {
     heads: Chunked<SignedTreeHead>,
     key: Option<Secret>,
     forwarded: BTreeMap<NodeId, u64>,
+    /// Bytes of journal events each node had recorded on the day (Unix
+    /// day number) it last forwarded: the cluster-wide daily budget
+    /// ([`FORWARD_BYTES_PER_DAY`]), decided in the Raft log.
+    forward_budget: BTreeMap<NodeId, DayBudget>,
     /// Leaf hash of the last record ([`Hash::ZERO`] when empty).
     last: Hash,
     /// The Merkle tree over `records` (or over a longer log of which
@@ -160,6 +165,17 @@ struct TrailWire {
     key: Option<Secret>,
     #[serde(default)]
     forwarded: BTreeMap<NodeId, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    forward_budget: BTreeMap<NodeId, DayBudget>,
+}
+
+/// What one node's forwarded journal events used of a day's budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayBudget {
+    /// The day, as Unix seconds divided by 86 400.
+    pub day: i64,
+    /// Bytes of records made from the node's events that day.
+    pub bytes: u64,
 }
 
 impl From<TrailWire> for AuditTrail {
@@ -174,6 +190,7 @@ impl From<TrailWire> for AuditTrail {
             heads: w.heads,
             key: w.key,
             forwarded: w.forwarded,
+            forward_budget: w.forward_budget,
             last,
             tree: Arc::default(),
         }
@@ -187,6 +204,7 @@ impl From<AuditTrail> for TrailWire {
             heads: t.heads,
             key: t.key,
             forwarded: t.forwarded,
+            forward_budget: t.forward_budget,
         }
     }
 }
@@ -316,22 +334,159 @@ impl AuditTrail {
 
     /// Appends the events `node` forwards from its journal that were not
     /// forwarded before (so a retried forward records nothing twice).
+    ///
+    /// A node speaks only for itself: each event is recorded as done by
+    /// `node` to `node`, at the proposer's time `now` (the node's claimed
+    /// time and actor stay as details), and marked `forwarded=journal`.
+    /// An event whose action a journal may not hold
+    /// ([`JOURNAL_ACTIONS`]), or that is larger than
+    /// [`MAX_FORWARDED_EVENT_BYTES`], is recorded as an
+    /// [`Action::AUDIT_FORWARD`] record, denied, naming what was claimed.
+    /// Records made from one node's events count against
+    /// [`FORWARD_BYTES_PER_DAY`]; past it the rest stays in the node's
+    /// journal and goes the next day (an error, changing nothing, if not
+    /// one event fits).
+    ///
+    /// `now` = 0 (entries written before these rules) records the events
+    /// as sent, so old logs replay to the same state.
     pub(crate) fn forward(
         &mut self,
         node: NodeId,
         events: &[ForwardedEvent],
+        now: i64,
     ) -> Result<(), String> {
         let mut done = self.forwarded(&node);
+        let day = now.div_euclid(86_400);
+        let mut budget = self
+            .forward_budget
+            .get(&node)
+            .copied()
+            .filter(|b| b.day == day)
+            .unwrap_or(DayBudget { day, bytes: 0 });
+        let mut over = false;
         for e in events {
             if e.journal_seq <= done {
                 continue;
             }
-            self.append(e.time, &e.event)?;
+            if now == 0 {
+                self.append(e.time, &e.event)?;
+            } else {
+                let event = journal_record(node, e);
+                let bytes = serde_json::to_vec(&event).map_or(u64::MAX, |v| v.len() as u64);
+                if budget.bytes.saturating_add(bytes) > FORWARD_BYTES_PER_DAY {
+                    over = true;
+                    break;
+                }
+                self.append(now, &event)?;
+                budget.bytes += bytes;
+            }
             done = e.journal_seq;
         }
+        if over && done == self.forwarded(&node) {
+            // Nothing recorded: the state stays as it was.
+            return Err(format!(
+                "node {node} has used its budget of {FORWARD_BYTES_PER_DAY} bytes of journal events for today (UTC); the rest stays in its journal and is forwarded tomorrow"
+            ));
+        }
         self.forwarded.insert(node, done);
+        if now != 0 {
+            self.forward_budget.insert(node, budget);
+        }
         Ok(())
     }
+}
+
+/// The actions a node's own journal may hold (what `moat-node`'s journal
+/// records map to); anything else a node forwards is recorded as refused.
+pub const JOURNAL_ACTIONS: &[&str] = &[
+    "node.unlock",
+    "node.unlock_share",
+    "tamper.detect",
+    "node.autolock_enabled",
+    "node.unlock_key_rotated",
+    "node.autolock_disabled",
+    "node.own_key_restored",
+    "dek.rotate",
+    "backup.create",
+    "node.force_new_cluster",
+];
+
+/// The largest forwarded event (its JSON) recorded as sent.
+pub const MAX_FORWARDED_EVENT_BYTES: usize = 4 * 1024;
+
+/// Bytes of records one node's journal may add to the cluster log per
+/// day (UTC), for the whole cluster.
+pub const FORWARD_BYTES_PER_DAY: u64 = 1024 * 1024;
+
+/// The record made of a forwarded journal event: by and about `node`,
+/// marked as forwarded, with what the node claimed kept as details; or a
+/// denied [`Action::AUDIT_FORWARD`] record if the event cannot be taken.
+fn journal_record(node: NodeId, e: &ForwardedEvent) -> Event {
+    let claimed = &e.event;
+    let size = serde_json::to_vec(claimed).map_or(usize::MAX, |v| v.len());
+    let why = if size > MAX_FORWARDED_EVENT_BYTES {
+        Some(format!(
+            "the event is {size} bytes; a journal event may be at most {MAX_FORWARDED_EVENT_BYTES}"
+        ))
+    } else if !JOURNAL_ACTIONS.contains(&claimed.action.as_str()) {
+        Some(format!(
+            "a node's journal may not hold the action {}",
+            claimed.action.as_str()
+        ))
+    } else {
+        None
+    };
+    let mut details = Details::new();
+    let mut accepted = why.is_none();
+    if accepted {
+        details = claimed.details.clone();
+        for (key, value) in claimed_facts(e) {
+            if details.get(key).is_some() || details.insert(key, &value).is_err() {
+                accepted = false;
+                details = Details::new();
+                break;
+            }
+        }
+    }
+    let target = Text::new("target", &format!("node:{node}")).unwrap_or_default();
+    if accepted {
+        return Event {
+            node,
+            actor: Actor::node(node),
+            action: claimed.action.clone(),
+            target,
+            outcome: claimed.outcome.clone(),
+            details,
+        };
+    }
+    let why = why.unwrap_or_else(|| {
+        "the event's details leave no room for the forwarding marks".to_string()
+    });
+    for (key, value) in claimed_facts(e) {
+        let _ = details.insert(key, &value);
+    }
+    let _ = details.insert("claimed_action", claimed.action.as_str());
+    Event {
+        node,
+        actor: Actor::node(node),
+        action: Action::AUDIT_FORWARD,
+        target,
+        outcome: Outcome::Denied {
+            reason: Text::new("reason", &record_text(&why)).unwrap_or_default(),
+        },
+        details,
+    }
+}
+
+/// The marks every record made from a journal event carries.
+fn claimed_facts(e: &ForwardedEvent) -> [(&'static str, String); 4] {
+    let time = Timestamp::from_unix(e.time).map_or_else(|_| e.time.to_string(), |t| t.to_string());
+    [
+        ("forwarded", "journal".to_string()),
+        ("journal_seq", e.journal_seq.to_string()),
+        ("claimed_time", time),
+        ("claimed_actor", e.event.actor.as_str().to_string()),
+    ]
 }
 
 /// Makes `reason` fit a record's free text: control and bidirectional
@@ -427,6 +582,128 @@ mod tests {
         assert!(!format!("{a:?}").contains('k') || !format!("{a:?}").contains("\"k\""));
     }
 
+    fn journal(seq: u64, time: i64, action: Action, actor: Actor, target: &str) -> ForwardedEvent {
+        ForwardedEvent {
+            journal_seq: seq,
+            time,
+            event: Event {
+                actor,
+                action,
+                ..event(target)
+            },
+        }
+    }
+
+    fn last_record(t: &AuditTrail) -> Record {
+        Record::from_line(t.record(t.size()).unwrap().as_bytes()).unwrap()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_forged_journal_event_is_recorded_as_refused_by_the_node_now() {
+        // The review's reproduction: a worker's journal line claiming an
+        // operator removed a node, a year back.
+        let mut t = AuditTrail::default();
+        let forged = journal(
+            1,
+            NOW - 365 * 86_400,
+            Action::NODE_REMOVE,
+            Actor::local_operator(),
+            "node:someone-else",
+        );
+        t.forward(node(), &[forged], NOW).unwrap();
+        let r = last_record(&t);
+        let e = r.event();
+        assert_eq!(e.action, Action::AUDIT_FORWARD);
+        assert_eq!(e.outcome.as_str(), "denied");
+        assert!(e.outcome.reason().contains("node.remove"), "{:?}", e.outcome);
+        assert_eq!(e.actor, Actor::node(node()));
+        assert_eq!(e.target.as_str(), format!("node:{}", node()));
+        assert_eq!(r.time().unix_seconds(), NOW);
+        assert_eq!(e.details.get("forwarded"), Some("journal"));
+        assert_eq!(e.details.get("claimed_action"), Some("node.remove"));
+        assert_eq!(e.details.get("claimed_actor"), Some("operator:local"));
+        assert_eq!(t.forwarded(&node()), 1);
+    }
+
+    #[test]
+    fn an_allowed_journal_event_speaks_only_for_its_node() {
+        let mut t = AuditTrail::default();
+        let claimed = NOW - 86_400;
+        let ev = journal(7, claimed, Action::NODE_UNLOCK, Actor::local_operator(), "node:x");
+        t.forward(node(), &[ev], NOW).unwrap();
+        let r = last_record(&t);
+        let e = r.event();
+        assert_eq!(e.action, Action::NODE_UNLOCK);
+        assert_eq!(e.outcome, Outcome::Success);
+        assert_eq!(e.actor, Actor::node(node()));
+        assert_eq!(e.target.as_str(), format!("node:{}", node()));
+        assert_eq!(r.time().unix_seconds(), NOW, "the manager's clock, not the claim");
+        let claimed_text = Timestamp::from_unix(claimed).unwrap().to_string();
+        assert_eq!(e.details.get("claimed_time"), Some(claimed_text.as_str()));
+        assert_eq!(e.details.get("claimed_actor"), Some("operator:local"));
+        assert_eq!(e.details.get("journal_seq"), Some("7"));
+        assert_eq!(t.forwarded(&node()), 7);
+    }
+
+    #[test]
+    fn an_oversized_journal_event_is_refused() {
+        let mut t = AuditTrail::default();
+        let mut ev = journal(1, NOW, Action::NODE_UNLOCK, Actor::node(node()), "node:x");
+        for i in 0..8 {
+            ev.event
+                .details
+                .insert(&format!("pad{i}"), &"x".repeat(1000))
+                .unwrap();
+        }
+        t.forward(node(), &[ev], NOW).unwrap();
+        let e = last_record(&t).event().clone();
+        assert_eq!(e.action, Action::AUDIT_FORWARD);
+        assert!(e.outcome.reason().contains("at most 4096"), "{:?}", e.outcome);
+        assert_eq!(e.details.get("pad0"), None, "the padding is not recorded");
+    }
+
+    #[test]
+    fn each_node_has_a_daily_budget() {
+        let mut t = AuditTrail::default();
+        let big = |seq| {
+            let mut ev = journal(seq, NOW, Action::DEK_ROTATE, Actor::node(node()), "node:x");
+            ev.event
+                .details
+                .insert("pad", &"y".repeat(MAX_TEXT))
+                .unwrap();
+            ev
+        };
+        const MAX_TEXT: usize = 1000;
+        let events: Vec<_> = (1..=2000).map(big).collect();
+        // One proposal's worth at a time, as a node sends them.
+        let mut refused = None;
+        for batch in events.chunks(100) {
+            if let Err(e) = t.forward(node(), batch, NOW) {
+                refused = Some(e);
+                break;
+            }
+        }
+        let refused = refused.expect("the budget ends forwarding within the day");
+        assert!(refused.contains("budget"), "{refused}");
+        let done = t.forwarded(&node());
+        assert!(done > 500 && done < 2000, "{done}");
+        // The budget counts events; a record adds its seq, link and time.
+        let bytes: usize = t.records_from(1).map(str::len).sum();
+        assert!(bytes as u64 <= FORWARD_BYTES_PER_DAY * 5 / 4, "{bytes}");
+        // Refused changes nothing; the next day the rest goes.
+        let size = t.size();
+        assert!(t.forward(node(), &events[done as usize..], NOW + 60).is_err());
+        assert_eq!(t.size(), size);
+        t.forward(node(), &events[done as usize..], NOW + 86_400).unwrap();
+        assert!(t.forwarded(&node()) > done);
+        // Another node's budget is its own.
+        let other = NodeId::generate();
+        t.forward(other, &events[..1], NOW).unwrap();
+        assert_eq!(t.forwarded(&other), 1);
+    }
+
     #[test]
     fn forwarding_twice_records_once() {
         let mut t = AuditTrail::default();
@@ -437,8 +714,8 @@ mod tests {
                 event: event("x"),
             })
             .collect();
-        t.forward(node(), &evs[..2]).unwrap();
-        t.forward(node(), &evs).unwrap();
+        t.forward(node(), &evs[..2], 0).unwrap();
+        t.forward(node(), &evs, 0).unwrap();
         assert_eq!(t.size(), 3);
         assert_eq!(t.forwarded(&node()), 3);
     }

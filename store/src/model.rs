@@ -349,6 +349,12 @@ pub struct ClusterState {
     /// retry after a timeout) is answered, not applied twice.
     #[serde(default)]
     pub recent_proposals: std::collections::VecDeque<(u128, Response)>,
+    /// Manager certificates revoked by a demotion (serial, hex), with the
+    /// Unix time they expire: refused for every manager power (Raft,
+    /// manager calls) though they are still valid. Pruned with the removed
+    /// list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked_serials: BTreeMap<String, i64>,
 }
 
 /// How many [`Command::Once`] ids the state remembers.
@@ -412,6 +418,12 @@ impl ClusterState {
     /// Whether `id` was removed from the cluster (or evicted from it).
     pub fn is_removed(&self, id: &NodeId) -> bool {
         self.removed.contains_key(id) || self.evicted.contains(id)
+    }
+
+    /// Whether the certificate with `serial` (hex) was revoked (a demoted
+    /// manager's).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked_serials.contains_key(serial)
     }
 }
 
@@ -609,6 +621,11 @@ pub enum Command {
         node: NodeId,
         /// The events, in journal order.
         events: Vec<crate::audit::ForwardedEvent>,
+        /// The proposer's clock (Unix seconds): the time of the records
+        /// and the day whose budget they count against. 0 in entries
+        /// written before forwarded events were checked.
+        #[serde(default)]
+        now: i64,
     },
 }
 
@@ -712,7 +729,10 @@ impl ClusterState {
                 self.unlock_key_version = self.unlock_key_version.saturating_add(1);
                 self.unlock_key_set_at = *now;
             }
-            Command::PruneRemoved { now } => self.removed.retain(|_, until| *until > *now),
+            Command::PruneRemoved { now } => {
+                self.removed.retain(|_, until| *until > *now);
+                self.revoked_serials.retain(|_, until| *until > *now);
+            }
             Command::AdmitNode {
                 record,
                 token,
@@ -790,7 +810,18 @@ impl ClusterState {
                 None => return no_such_node(id),
             },
             Command::SetRole { id, role } => match self.nodes.get_mut(id) {
-                Some(node) => node.role = *role,
+                Some(node) => {
+                    // A demotion revokes the manager certificate at once:
+                    // its holder keeps no manager power while it lasts.
+                    if node.role == Role::Manager
+                        && *role == Role::Worker
+                        && !node.cert_serial.is_empty()
+                    {
+                        self.revoked_serials
+                            .insert(node.cert_serial.clone(), node.cert_not_after);
+                    }
+                    node.role = *role;
+                }
                 None => return no_such_node(id),
             },
             Command::Once { id, command } => {
@@ -881,8 +912,8 @@ impl ClusterState {
                     return Response::Rejected(reason);
                 }
             }
-            Command::AuditForward { node, events } => {
-                if let Err(reason) = self.audit.forward(*node, events) {
+            Command::AuditForward { node, events, now } => {
+                if let Err(reason) = self.audit.forward(*node, events, *now) {
                     return Response::Rejected(format!("audit record refused: {reason}"));
                 }
             }
@@ -1248,6 +1279,8 @@ mod tests {
         let mut s = ClusterState::default();
         s.apply(&init());
         s.apply(&Command::SetUnlockKey(Some(Secret::new("UNLOCK-SECRET"))));
+        s.apply(&Command::SetAuditKey(Secret::new("AUDIT-KEY-SECRET")));
+        assert!(s.audit.key().is_some());
         let worker = s
             .join_tokens
             .as_ref()
@@ -1256,9 +1289,18 @@ mod tests {
             .expose_secret()
             .to_string();
         let redacted = s.to_dump_json(false).to_string();
-        for secret in ["CA-KEY-SECRET", "UNLOCK-SECRET", worker.as_str()] {
+        for secret in [
+            "CA-KEY-SECRET",
+            "UNLOCK-SECRET",
+            "AUDIT-KEY-SECRET",
+            worker.as_str(),
+        ] {
             assert!(!redacted.contains(secret), "{secret} leaked");
         }
+        assert!(
+            s.to_dump_json(true).to_string().contains("AUDIT-KEY-SECRET"),
+            "--show-secrets shows the audit key"
+        );
         assert!(
             redacted.contains(
                 &s.join_tokens

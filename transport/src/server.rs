@@ -101,6 +101,15 @@ pub trait PeerPolicy: Send + Sync + 'static {
         let _ = node;
         true
     }
+
+    /// Whether the manager certificate `peer` (verified, not removed) may
+    /// talk Raft here at all: the node must be in this manager's Raft
+    /// membership, its certificate not revoked. `Err` says why not.
+    /// Everyone may, unless the policy says otherwise.
+    fn admit(&self, peer: &Identity) -> Result<(), String> {
+        let _ = peer;
+        Ok(())
+    }
 }
 
 /// Any `Fn(&NodeId) -> bool` is a policy: `|_| false` removes nobody.
@@ -538,6 +547,9 @@ impl Inner {
                 format!("node {} was removed from the cluster", identity.node_id),
             ));
         }
+        self.policy
+            .admit(&identity)
+            .map_err(|why| deny(rpc, info, why))?;
         Ok(identity)
     }
 }

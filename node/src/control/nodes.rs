@@ -88,7 +88,8 @@ pub(super) async fn node_rm(
 ) -> Answer<NodeRemoveResponse> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let id = resolve(&state, &req.node, node.id)?.id;
+    let record = resolve(&state, &req.node, node.id)?;
+    let (id, was_manager) = (record.id, record.role == moat_pki::Role::Manager);
     if id == node.id {
         return Err(NodeError::new(
             ErrorKind::FailedPrecondition,
@@ -106,7 +107,10 @@ pub(super) async fn node_rm(
     )
     .await?;
     tracing::info!(node = %id, "node removed from the cluster");
-    Ok(Json(NodeRemoveResponse { id: id.to_string() }))
+    Ok(Json(NodeRemoveResponse {
+        id: id.to_string(),
+        was_manager,
+    }))
 }
 
 pub(super) async fn node_update(

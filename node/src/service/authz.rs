@@ -4,6 +4,8 @@
 use moat_pki::{NodeId, Role};
 use moat_transport::Caller;
 
+use moat_store::model::ClusterState;
+
 use crate::member::{Manager, Member};
 use crate::rpc::{RpcError, RpcErrorKind};
 
@@ -16,12 +18,16 @@ pub(crate) enum Need {
     Manager,
 }
 
-/// Authorizes a caller: a certificate that verified at the time of the
-/// call, a node not on the removed list, and the role `need` asks for.
+/// Authorizes a caller against `state`, the applied cluster state: a
+/// certificate that verified at the time of the call, a node not on the
+/// removed list, and the role `need` asks for. A manager call needs more
+/// than a manager certificate: the store must know the node as a manager
+/// (a demoted manager's certificate, or one for an id the store does not
+/// hold, does not count) and the certificate must not have been revoked
+/// by a demotion.
 fn authorize(
     caller: &Caller,
-    is_removed: impl Fn(&NodeId) -> bool,
-    recorded_role: impl Fn(&NodeId) -> Option<Role>,
+    state: &ClusterState,
     need: Need,
 ) -> Result<(NodeId, Role), RpcError> {
     let Some(identity) = &caller.identity else {
@@ -34,63 +40,70 @@ fn authorize(
             format!("this call needs a node certificate of the cluster: {why}"),
         ));
     };
-    if is_removed(&identity.node_id) {
+    let id = identity.node_id;
+    if state.is_removed(&id) {
         return Err(RpcError::new(
             RpcErrorKind::Removed,
-            format!("node {} was removed from the cluster", identity.node_id),
+            format!("node {id} was removed from the cluster"),
         )
         .hint("run `moat leave --force` on that node to clear its state, then join it again with a new token"));
     }
-    if need == Need::Manager && identity.role != Role::Manager {
+    if need == Need::Member {
+        return Ok((id, identity.role));
+    }
+    if identity.role != Role::Manager {
         return Err(RpcError::new(
             RpcErrorKind::Denied,
-            format!(
-                "node {} is a worker: only managers may make this call",
-                identity.node_id
-            ),
+            format!("node {id} is a worker: only managers may make this call"),
         ));
     }
     // A demoted manager's certificate stays valid until it expires; the
-    // store's role is what counts.
-    if need == Need::Manager && recorded_role(&identity.node_id) == Some(Role::Worker) {
+    // store's role, and its list of revoked certificates, are what count.
+    match state.nodes.get(&id).map(|n| n.role) {
+        None => return Err(unknown_node(id)),
+        Some(Role::Worker) => {
+            return Err(RpcError::new(
+                RpcErrorKind::Denied,
+                format!("node {id} was demoted to worker: its manager certificate no longer counts"),
+            ));
+        }
+        Some(Role::Manager) => {}
+    }
+    if state.is_revoked(&identity.serial) {
         return Err(RpcError::new(
             RpcErrorKind::Denied,
             format!(
-                "node {} was demoted to worker: its manager certificate no longer counts",
-                identity.node_id
+                "the manager certificate {} of node {id} was revoked when the node was demoted",
+                identity.serial
             ),
-        ));
+        )
+        .hint("the node renews its certificate on its own; if this persists, restart its daemon"));
     }
-    Ok((identity.node_id, identity.role))
+    Ok((id, Role::Manager))
 }
 
-fn removed_in(m: &Manager) -> impl Fn(&NodeId) -> bool + '_ {
-    // A poisoned lock fails closed: everyone counts as removed.
-    |id| {
-        m.applied
-            .read()
-            .map(|a| a.state.is_removed(id))
-            .unwrap_or(true)
-    }
-}
-
-fn role_in(m: &Manager) -> impl Fn(&NodeId) -> Option<Role> + '_ {
-    |id| {
-        m.applied
-            .read()
-            .ok()
-            .and_then(|a| a.state.nodes.get(id).map(|n| n.role))
+/// Runs `f` on the manager's applied state; a poisoned lock fails closed.
+fn with_state<T>(
+    m: &Manager,
+    f: impl FnOnce(&ClusterState) -> Result<T, RpcError>,
+) -> Result<T, RpcError> {
+    match m.applied.read() {
+        Ok(applied) => f(&applied.state),
+        Err(_) => Err(RpcError::new(
+            RpcErrorKind::Internal,
+            "this manager's state is unreadable after a crash of one of its tasks; restart its daemon",
+        )),
     }
 }
 
 /// The caller's node, if it is a member.
 pub(crate) fn member(m: &Manager, caller: &Caller) -> Result<(NodeId, Role), RpcError> {
-    authorize(caller, removed_in(m), role_in(m), Need::Member)
+    with_state(m, |state| authorize(caller, state, Need::Member))
 }
 
 /// The caller's node, if it is a manager member.
 pub(crate) fn manager_member(m: &Manager, caller: &Caller) -> Result<NodeId, RpcError> {
-    authorize(caller, removed_in(m), role_in(m), Need::Manager).map(|(id, _)| id)
+    with_state(m, |state| authorize(caller, state, Need::Manager)).map(|(id, _)| id)
 }
 
 /// A caller with a valid certificate whose node this manager's state does
@@ -115,6 +128,7 @@ pub(crate) fn require_leader(node: &Member, m: &Manager) -> Result<(), RpcError>
 mod tests {
     use super::*;
     use moat_pki::{ClusterId, Identity, OffsetDateTime};
+    use moat_store::model::Command;
 
     fn caller(role: Option<Role>) -> (Caller, NodeId) {
         let id = NodeId::generate();
@@ -136,40 +150,69 @@ mod tests {
         )
     }
 
+    /// A state that knows `id` as `role`, its certificate serial "01".
+    fn knowing(id: NodeId, role: Role) -> ClusterState {
+        let mut state = ClusterState::default();
+        crate::testing::add_worker(&mut state, id, "h", true);
+        if let Some(n) = state.nodes.get_mut(&id) {
+            n.role = role;
+            n.cert_serial = "01".into();
+            n.cert_not_after = i64::MAX;
+        }
+        state
+    }
+
     #[test]
     fn workers_cannot_make_manager_calls() {
-        let (c, _) = caller(Some(Role::Worker));
-        let e = authorize(&c, |_| false, |_| None, Need::Manager).unwrap_err();
+        let (c, id) = caller(Some(Role::Worker));
+        let state = knowing(id, Role::Worker);
+        let e = authorize(&c, &state, Need::Manager).unwrap_err();
         assert_eq!(e.kind, RpcErrorKind::Denied);
-        assert!(authorize(&c, |_| false, |_| None, Need::Member).is_ok());
+        assert!(authorize(&c, &state, Need::Member).is_ok());
         let (m, id) = caller(Some(Role::Manager));
         assert_eq!(
-            authorize(&m, |_| false, |_| None, Need::Manager).unwrap(),
+            authorize(&m, &knowing(id, Role::Manager), Need::Manager).unwrap(),
             (id, Role::Manager)
         );
     }
 
     #[test]
+    fn a_manager_certificate_for_an_unknown_id_is_refused() {
+        let (c, id) = caller(Some(Role::Manager));
+        let e = authorize(&c, &ClusterState::default(), Need::Manager).unwrap_err();
+        assert!(e.message.contains(&format!("does not know node {id}")), "{}", e.message);
+    }
+
+    #[test]
     fn a_demoted_manager_certificate_no_longer_counts() {
         let (c, id) = caller(Some(Role::Manager));
-        let e = authorize(
-            &c,
-            |_| false,
-            |n| (*n == id).then_some(Role::Worker),
-            Need::Manager,
-        )
-        .unwrap_err();
+        let mut state = knowing(id, Role::Manager);
+        assert!(authorize(&c, &state, Need::Manager).is_ok());
+        state.apply(&Command::SetRole {
+            id,
+            role: Role::Worker,
+        });
+        let e = authorize(&c, &state, Need::Manager).unwrap_err();
         assert_eq!(e.kind, RpcErrorKind::Denied);
         assert!(e.message.contains("demoted"), "{}", e.message);
         // Member calls (heartbeat, renew) still work: that is how it learns.
-        assert!(authorize(&c, |_| false, |_| Some(Role::Worker), Need::Member).is_ok());
+        assert!(authorize(&c, &state, Need::Member).is_ok());
+        // Promoted again, the old certificate stays revoked.
+        state.apply(&Command::SetRole {
+            id,
+            role: Role::Manager,
+        });
+        let e = authorize(&c, &state, Need::Manager).unwrap_err();
+        assert!(e.message.contains("was revoked"), "{}", e.message);
     }
 
     #[test]
     fn removed_nodes_are_refused_whatever_their_certificate() {
         let (c, id) = caller(Some(Role::Manager));
+        let mut state = knowing(id, Role::Manager);
+        state.removed.insert(id, i64::MAX);
         for need in [Need::Member, Need::Manager] {
-            let e = authorize(&c, |n| *n == id, |_| None, need).unwrap_err();
+            let e = authorize(&c, &state, need).unwrap_err();
             assert_eq!(e.kind, RpcErrorKind::Removed);
             assert!(e.message.contains("removed from the cluster"));
         }
@@ -178,10 +221,11 @@ mod tests {
     #[test]
     fn no_or_rejected_certificate_is_refused() {
         let (mut c, _) = caller(None);
-        let e = authorize(&c, |_| false, |_| None, Need::Member).unwrap_err();
+        let state = ClusterState::default();
+        let e = authorize(&c, &state, Need::Member).unwrap_err();
         assert_eq!(e.kind, RpcErrorKind::Denied);
         c.rejected = Some("certificate expired".into());
-        let e = authorize(&c, |_| false, |_| None, Need::Member).unwrap_err();
+        let e = authorize(&c, &state, Need::Member).unwrap_err();
         assert!(e.message.contains("certificate expired"), "{}", e.message);
     }
 }

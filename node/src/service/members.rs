@@ -259,7 +259,13 @@ pub(crate) async fn audit_forward(
     let Some(last) = events.last().map(|e| e.journal_seq) else {
         return Ok(rpc::ForwardResp { forwarded: 0 });
     };
-    node.propose(Command::AuditForward { node: id, events })
-        .await?;
-    Ok(rpc::ForwardResp { forwarded: last })
+    node.propose(Command::AuditForward {
+        node: id,
+        events,
+        now: node.clock.unix(),
+    })
+    .await?;
+    // Past the day's budget only a part is recorded: report what was.
+    let forwarded = m.local_state()?.audit.forwarded(&id).min(last);
+    Ok(rpc::ForwardResp { forwarded })
 }
