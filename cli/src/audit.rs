@@ -380,6 +380,12 @@ fn record_cells(record: &Record) -> [String; 8] {
         details.insert(0, format!("reason={}", e.outcome.reason()));
     }
     let node = e.node.to_string();
+    // A node's own journal event, forwarded: the node vouches for it, no
+    // manager saw it happen.
+    let actor = match e.details.get("forwarded") {
+        Some(from) => format!("{} (forwarded {from})", e.actor),
+        None => e.actor.to_string(),
+    };
     [
         record.seq().to_string(),
         record.time().to_string(),
@@ -426,7 +432,8 @@ pub(crate) fn tail(args: &AuditTail) -> Result<(), Failure> {
             out.write_all(&record.to_line())?;
             out.write_all(b"\n")?;
         } else {
-            writeln!(out, "{}", record_cells(record).join("  ").trim_end())?;
+            let cells = record_cells(record).map(|c| safe(&c).into_owned());
+            writeln!(out, "{}", cells.join("  ").trim_end())?;
         }
         out.flush()?;
         Ok(())

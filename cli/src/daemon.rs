@@ -21,6 +21,9 @@ pub(crate) fn run(args: DaemonArgs) -> Result<(), Failure> {
         })?;
     }
     init_logging()?;
+    // Before the runtime starts (its threads are locked too) and before
+    // any key is read.
+    crate::harden::harden();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
