@@ -7,17 +7,16 @@ use std::time::Duration as StdDuration;
 
 use rand_core::{OsRng, RngCore};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
+use crate::names::{key_identifier, node_san_names, subject_key_identifier};
 use crate::verify::{parse_cert, subject_attr};
 use crate::{CertError, ClusterId, KeyAlgorithm, NodeId, PrivateKey, Role, VerifiedCsr};
-
-/// DNS name every manager certificate carries besides its node id and role.
-pub const CA_DNS_NAME: &str = "moat-ca";
 
 /// Default lifetime of a root CA certificate: 10 years.
 pub const DEFAULT_ROOT_VALIDITY: StdDuration = StdDuration::from_secs(10 * 365 * 86400);
@@ -158,6 +157,7 @@ impl RootCa {
         params.serial_number = Some(random_serial(&mut OsRng));
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + to_time(options.validity);
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(key.der_bytes()));
         let cert = params
             .self_signed(&key.pair)
             .map_err(|e| CertError::generation("root CA certificate", e))?;
@@ -213,8 +213,9 @@ impl RootCa {
     /// Issues a node certificate for the key in `csr`.
     ///
     /// Everything but the public key is the CA's choice: subject
-    /// `CN=<node>, OU=moat-<role>, O=<cluster>`, DNS names (node id, role
-    /// name, and `moat-ca` for managers), TLS client and server usage, a
+    /// `CN=<node>, OU=moat-<role>, O=<cluster>`, the DNS names
+    /// `<node>.<cluster>.moat.internal` and `<role>.moat.internal`, TLS
+    /// client and server usage, subject and authority key identifiers, a
     /// random 128-bit serial, and a lifetime of `expiry` from `now` with
     /// `NotBefore` back-dated by [`CertExpiry::backdate`].
     pub fn issue(
@@ -231,11 +232,7 @@ impl RootCa {
         dn.push(DnType::OrganizationalUnitName, role.organizational_unit());
         dn.push(DnType::OrganizationName, self.cluster.to_string());
         params.distinguished_name = dn;
-        let mut names = vec![node.to_string(), role.organizational_unit().to_string()];
-        if role == Role::Manager {
-            names.push(CA_DNS_NAME.to_string());
-        }
-        params.subject_alt_names = names
+        params.subject_alt_names = node_san_names(&node, role, &self.cluster)
             .into_iter()
             .map(|n| {
                 n.try_into()
@@ -254,6 +251,13 @@ impl RootCa {
         let now = now.replace_nanosecond(0).unwrap_or(now);
         params.not_before = now - to_time(expiry.backdate());
         params.not_after = now + to_time(expiry.duration());
+        // A subject key identifier, and the root's as the authority key
+        // identifier. (rcgen writes a leaf's subject key identifier only
+        // with IsCa::ExplicitNoCa, whose basic constraints encode the
+        // default cA=FALSE explicitly, which DER forbids: pkilint FATAL.)
+        params.custom_extensions = vec![subject_key_identifier_extension(&key_identifier(
+            csr.public_key().der_bytes(),
+        ))];
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(csr.public_key(), &self.issuer)
@@ -309,6 +313,12 @@ impl RootCa {
             .not_after
             .to_datetime()
             .min(new_cert.validity().not_after.to_datetime());
+        // The new root's own key identifier, so that leaves naming it as
+        // their authority match this intermediate too.
+        params.key_identifier_method = KeyIdMethod::PreSpecified(
+            subject_key_identifier(&new_cert)
+                .unwrap_or_else(|| key_identifier(new_root.key().der_bytes())),
+        );
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(new_root.key(), &self.issuer)
@@ -343,6 +353,16 @@ fn root_subject_of(
         subject_attr(cert, DnType::OrganizationName)?,
     );
     Ok(dn)
+}
+
+/// The subjectKeyIdentifier extension (RFC 5280 §4.2.1.2, OID 2.5.29.14,
+/// not critical) for `key_id`: an OCTET STRING of at most 20 bytes.
+fn subject_key_identifier_extension(key_id: &[u8]) -> CustomExtension {
+    let mut value = Vec::with_capacity(key_id.len() + 2);
+    value.push(0x04); // OCTET STRING
+    value.push(key_id.len() as u8); // short form: key_id is 20 bytes
+    value.extend_from_slice(key_id);
+    CustomExtension::from_oid_content(&[2, 5, 29, 14], value)
 }
 
 fn ca_key_usages() -> Vec<KeyUsagePurpose> {

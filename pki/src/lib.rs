@@ -2,7 +2,9 @@
 //!
 //! moat-pki owns:
 //!
-//! * identifiers: [`NodeId`], [`ClusterId`], [`Role`];
+//! * identifiers: [`NodeId`], [`ClusterId`], [`Role`], and how they are
+//!   written into a certificate (subject, DNS names under [`NAME_ZONE`],
+//!   key identifiers);
 //! * keys and requests: [`PrivateKey`] (no `Debug`, zeroized), CSRs, and
 //!   [`VerifiedCsr`], which keeps nothing of a request but its public key;
 //! * the CA: [`RootCa`] creates the root, issues node certificates under
@@ -30,19 +32,19 @@ mod error;
 mod id;
 mod inspect;
 mod key;
+mod names;
 mod renew;
 mod tls;
 mod verify;
 
-pub use ca::{
-    CA_DNS_NAME, CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions,
-};
+pub use ca::{CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions};
 pub use clock::{Clock, SystemClock};
 pub use encode::{cert_pem, csr_pem, fingerprint, pem_encode};
 pub use error::{CertError, Error, IdError, RoleError};
 pub use id::{ClusterId, ID_CHARS, NodeId, Role};
 pub use inspect::{CertReport, inspect};
 pub use key::{KeyAlgorithm, MAX_CSR_BYTES, PrivateKey, VerifiedCsr};
+pub use names::{NAME_ZONE, node_dns_name};
 pub use renew::{RENEW_FROM, RENEW_UNTIL, renewal_time};
 pub use tls::{
     Credentials, MANAGER_SERVER_NAME, TlsContext, TlsSummary, bootstrap_client_config,

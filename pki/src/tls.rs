@@ -24,8 +24,8 @@ use crate::verify::{from_unix_time, verify_chain};
 use crate::{CertError, ClusterId, Error, Identity, PrivateKey, Role, TrustRoots, Usage};
 
 /// The TLS server name a node asks for when it connects to a manager. Every
-/// manager certificate carries it as a DNS name.
-pub const MANAGER_SERVER_NAME: &str = "moat-manager";
+/// manager certificate carries it as a DNS name ([`Role::dns_name`]).
+pub const MANAGER_SERVER_NAME: &str = Role::Manager.dns_name();
 
 /// The crypto provider for every cluster connection: aws-lc-rs with its
 /// default key-exchange order (X25519MLKEM768 first) and only the TLS 1.3
@@ -411,9 +411,15 @@ impl ServerCertVerifier for ManagerServerVerifier {
                 found: identity.role,
             }));
         }
-        webpki::EndEntityCert::try_from(end_entity)
-            .and_then(|ee| ee.verify_is_valid_for_subject_name(server_name))
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
+        // Only the manager name is asked for. verify_chain checked that the
+        // certificate's DNS names are exactly those of its subject, so a
+        // manager certificate carries this name (or, issued before D35,
+        // its old form `moat-manager`, accepted until renewed).
+        if server_name.to_str() != MANAGER_SERVER_NAME {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
+        }
         Ok(ServerCertVerified::assertion())
     }
 

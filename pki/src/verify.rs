@@ -115,7 +115,9 @@ impl TrustRoots {
 }
 
 /// Verifies that `chain` (leaf first, then intermediates) leads to one of
-/// `roots`, is valid at `now` for `usage`, and names a node of `cluster`.
+/// `roots`, is valid at `now` for `usage`, and names a node of `cluster`:
+/// node, role and cluster from the subject, and subject alternative names
+/// that say exactly the same (see `names.rs`).
 pub fn verify_chain(
     chain: &[CertificateDer<'_>],
     roots: &TrustRoots,
@@ -149,6 +151,12 @@ pub fn verify_chain(
     )
     .map_err(|e| webpki_error(e, &parsed, now, usage))?;
     let identity = identity_of(&parsed)?;
+    crate::names::check_san_names(
+        &parsed,
+        &identity.node_id,
+        identity.role,
+        &identity.cluster_id,
+    )?;
     if identity.cluster_id != *cluster {
         return Err(CertError::WrongCluster {
             expected: cluster.to_string(),

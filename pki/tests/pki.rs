@@ -169,7 +169,10 @@ fn issued_certificate_follows_ca_policy_not_csr() {
     );
     assert_eq!(
         r.subject_alt_names,
-        vec![format!("DNS:{id}"), "DNS:moat-worker".to_string()]
+        vec![
+            format!("DNS:{id}.{}.moat.internal", ca.cluster_id()),
+            "DNS:worker.moat.internal".to_string()
+        ]
     );
     assert!(!r.is_ca);
     assert_eq!(r.serial.len(), 32, "128-bit serial");
@@ -198,18 +201,18 @@ fn issued_certificate_follows_ca_policy_not_csr() {
 }
 
 #[test]
-fn manager_certificates_carry_ca_name_and_both_usages() {
+fn manager_certificates_carry_manager_name_and_both_usages() {
     let ca = root();
     let (id, creds, _) = node(&ca, Role::Manager, now());
     let r = report(&creds.chain[0]);
     assert_eq!(
         r.subject_alt_names,
         vec![
-            format!("DNS:{id}"),
-            "DNS:moat-manager".into(),
-            "DNS:moat-ca".into()
+            format!("DNS:{id}.{}.moat.internal", ca.cluster_id()),
+            format!("DNS:{MANAGER_SERVER_NAME}"),
         ]
     );
+    assert_eq!(MANAGER_SERVER_NAME, "manager.moat.internal");
     for usage in [Usage::Client, Usage::Server] {
         let ident =
             verify_chain(&creds.chain, &roots_of(&ca), &ca.cluster_id(), usage, now()).unwrap();
@@ -813,4 +816,263 @@ fn possession_of_an_expired_certificate_key_is_proven_by_signature() {
         )
         .is_err()
     );
+}
+
+/// A DNS name in the preferred name syntax of RFC 1034 §3.5 as RFC 5280
+/// §4.2.1.6 asks, the way pkilint checks it: at least two labels of
+/// letters, digits and inner hyphens, at most 63 characters each, and a
+/// top-level label of letters only.
+fn is_preferred_dns_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && labels
+            .last()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic())
+}
+
+fn parsed(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(der)
+        .unwrap()
+        .1
+}
+
+fn ski(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    parsed(der)
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+}
+
+fn aki(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    parsed(der)
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+}
+
+/// Regression (issue 16, finding 8: an RFC 5280 linter rejected the node
+/// certificates): every name in every certificate moat makes — root,
+/// manager, worker, the next root, the cross-signed root and a leaf of the
+/// next root — is a valid DNS name; every certificate carries a subject key
+/// identifier made by RFC 7093 method 1, and every certificate not
+/// self-signed an authority key identifier equal to its issuer's.
+#[test]
+fn certificates_have_valid_dns_names_and_linked_key_identifiers() {
+    for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
+        let opts = |generation| RootOptions {
+            algorithm,
+            generation,
+            ..RootOptions::default()
+        };
+        let old = RootCa::generate(ClusterId::generate(), &opts(1), now()).unwrap();
+        let new = RootCa::generate(old.cluster_id(), &opts(2), now()).unwrap();
+        let cross = old.cross_sign(&new, now()).unwrap();
+        let (_, manager, _) = node(&old, Role::Manager, now());
+        let (_, worker, _) = node(&old, Role::Worker, now());
+        let (_, next, _) = node(&new, Role::Manager, now());
+        // (certificate, its issuer's certificate)
+        let certs = [
+            (old.certificate().clone(), old.certificate().clone()),
+            (new.certificate().clone(), new.certificate().clone()),
+            (cross.clone(), old.certificate().clone()),
+            (manager.chain[0].clone(), old.certificate().clone()),
+            (worker.chain[0].clone(), old.certificate().clone()),
+            (next.chain[0].clone(), new.certificate().clone()),
+        ];
+        for (i, (cert, issuer)) in certs.iter().enumerate() {
+            let what = format!("{algorithm} certificate {i}");
+            for name in report(cert).subject_alt_names {
+                let dns = name.strip_prefix("DNS:").unwrap_or("");
+                assert!(is_preferred_dns_name(dns), "{what}: {name}");
+            }
+            let p = parsed(cert);
+            let key_bits = &p.public_key().subject_public_key.data;
+            let digest = ring::digest::digest(&ring::digest::SHA256, key_bits);
+            assert_eq!(
+                ski(cert).as_deref(),
+                Some(&digest.as_ref()[..20]),
+                "{what}: subject key identifier (RFC 7093 method 1)"
+            );
+            if cert != issuer {
+                assert_eq!(aki(cert), ski(issuer), "{what}: authority key identifier");
+                assert!(aki(cert).is_some(), "{what}");
+            }
+        }
+        // A leaf of the new root names the new root's key, and so does the
+        // cross-signed root that stands in for it.
+        assert_eq!(aki(&next.chain[0]), ski(&cross));
+        // Node certificates are not CAs (no basic constraints: cA=FALSE is
+        // the default and DER forbids writing it).
+        for leaf in [&manager.chain[0], &worker.chain[0], &next.chain[0]] {
+            assert!(parsed(leaf).basic_constraints().unwrap().is_none());
+            assert!(!parsed(leaf).is_ca());
+        }
+    }
+}
+
+/// A certificate signed with `ca`'s key for `node` as `role` with exactly
+/// the DNS names `names` (what a CA of an older moat, or a faulty one,
+/// would issue).
+fn minted(
+    ca: &RootCa,
+    node: NodeId,
+    role: Role,
+    names: &[String],
+) -> (Credentials, OffsetDateTime) {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let ca_key = PrivateKey::from_pkcs8_der(&ca.key().to_pkcs8_der()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.certificate(), ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, node.to_string());
+    dn.push(
+        rcgen::DnType::OrganizationalUnitName,
+        role.organizational_unit(),
+    );
+    dn.push(rcgen::DnType::OrganizationName, ca.cluster_id().to_string());
+    params.distinguished_name = dn;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let t = now().replace_nanosecond(0).unwrap();
+    params.not_before = t - Duration::minutes(5);
+    params.not_after = t + Duration::hours(1);
+    let kp = rcgen::KeyPair::try_from(key.to_pkcs8_der().as_slice()).unwrap();
+    let cert = params.signed_by(&kp, &issuer).unwrap();
+    (
+        Credentials {
+            chain: vec![cert.der().clone()],
+            key,
+        },
+        t,
+    )
+}
+
+/// Regression (finding 8): the DNS names must say what the subject says.
+/// A certificate of this cluster's CA whose names point at another node,
+/// another cluster or another role, or add a name, is refused; the names
+/// of certificates issued before D35 (`<node id>`, `moat-<role>`,
+/// `moat-ca`) are still accepted until they are renewed.
+#[test]
+fn names_that_disagree_with_the_subject_are_refused() {
+    let ca = root();
+    let cluster = ca.cluster_id();
+    let id = NodeId::generate();
+    let own = node_dns_name(&id, &cluster);
+    let check = |role: Role, names: Vec<String>| {
+        let (creds, t) = minted(&ca, id, role, &names);
+        verify_chain(&creds.chain, &roots_of(&ca), &cluster, Usage::Server, t)
+    };
+    let refused = [
+        (
+            Role::Worker,
+            vec![
+                node_dns_name(&NodeId::generate(), &cluster),
+                "worker.moat.internal".into(),
+            ],
+        ),
+        (
+            Role::Worker,
+            vec![
+                node_dns_name(&id, &ClusterId::generate()),
+                "worker.moat.internal".into(),
+            ],
+        ),
+        (
+            Role::Worker,
+            vec![own.clone(), "manager.moat.internal".into()],
+        ),
+        (
+            Role::Manager,
+            vec![own.clone(), "worker.moat.internal".into()],
+        ),
+        (
+            Role::Manager,
+            vec![
+                own.clone(),
+                "manager.moat.internal".into(),
+                "evil.example".into(),
+            ],
+        ),
+        (Role::Manager, vec![own.clone()]),
+        (Role::Worker, vec![]),
+        (Role::Worker, vec![id.to_string(), "moat-manager".into()]),
+    ];
+    for (role, names) in refused {
+        let Err(err) = check(role, names.clone()) else {
+            panic!("{role} {names:?} was accepted");
+        };
+        assert!(
+            matches!(err, CertError::BadSubject { .. }),
+            "{role} {names:?}: {err}"
+        );
+    }
+    // Accepted: the names moat issues, and the pre-D35 ones.
+    for (role, names) in [
+        (
+            Role::Worker,
+            vec!["worker.moat.internal".into(), own.clone()],
+        ),
+        (Role::Worker, vec![id.to_string(), "moat-worker".into()]),
+        (
+            Role::Manager,
+            vec![id.to_string(), "moat-manager".into(), "moat-ca".into()],
+        ),
+    ] {
+        let ident = check(role, names.clone()).unwrap_or_else(|e| panic!("{role} {names:?}: {e}"));
+        assert_eq!((ident.node_id, ident.role), (id, role));
+    }
+}
+
+/// A manager still holding a certificate issued before D35 (DNS name
+/// `moat-manager`, not `manager.moat.internal`) is still accepted as a
+/// manager by an upgraded node; a worker with the old names is still
+/// refused as a server.
+#[test]
+fn tls_accepts_a_manager_certificate_issued_before_d35() {
+    let ca = root();
+    let (client, _) = context(&ca, Role::Worker, now());
+    for (role, names) in [
+        (
+            Role::Manager,
+            vec!["moat-manager".to_string(), "moat-ca".into()],
+        ),
+        (Role::Worker, vec!["moat-worker".to_string()]),
+    ] {
+        let id = NodeId::generate();
+        let mut all = vec![id.to_string()];
+        all.extend(names);
+        let (creds, t) = minted(&ca, id, role, &all);
+        let server = TlsContext::new(ca.cluster_id(), roots_of(&ca));
+        server.set_credentials(creds, t).unwrap();
+        let (_s, c) = handshake(&server, &client);
+        match role {
+            Role::Manager => c.unwrap(),
+            Role::Worker => assert!(c.unwrap_err().contains("WrongRole"), "worker as server"),
+        }
+    }
 }
