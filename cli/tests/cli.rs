@@ -118,8 +118,8 @@ fn cert_inspect_table() {
             .and(contains("Public key:          ECDSA P-256"))
             .and(contains("Signature algorithm: ecdsa-with-SHA256"))
             .and(contains(format!(
-                "DNS:{}, DNS:moat-manager, DNS:moat-ca",
-                f.node
+                "DNS:{}.{}.moat.internal, DNS:manager.moat.internal",
+                f.node, f.cluster
             )))
             .and(contains("CA:                  no"))
             .and(contains("(expires in 23h 59m)").or(contains("(expires in 24h 0m)")))
