@@ -18,6 +18,12 @@ pub const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_HEADS: usize = 50_000;
 /// Largest CA certificate file.
 pub const MAX_CA_PEM_BYTES: u64 = 64 * 1024;
+/// Largest `base_size` a bundle header may claim. No log comes near 2^62
+/// records; the bound keeps every `base_size + n` of the verifier far from
+/// overflow (a crafted header with a base near `u64::MAX` made
+/// `verify_bundle` overflow; reproduced through the `audit_bundle` fuzz
+/// target, whose seeds now hold such a header).
+const MAX_BASE_SIZE: u64 = 1 << 62;
 
 /// Name of the records file in a directory bundle.
 pub const RECORDS_FILE: &str = "records.jsonl";
@@ -461,6 +467,15 @@ fn parse_header(bytes: &[u8]) -> Result<Header, BundleError> {
             max: MAX_HEADS,
         });
     }
+    if header.base_size > MAX_BASE_SIZE {
+        return Err(BundleError::malformed(
+            "bundle header",
+            format!(
+                "base_size {} is past any log (at most {MAX_BASE_SIZE} records): the bundle was not written by moat",
+                header.base_size
+            ),
+        ));
+    }
     if header.base_frontier.len() != header.base_size.count_ones() as usize {
         return Err(BundleError::malformed(
             "bundle header",
@@ -576,4 +591,49 @@ fn create_new(path: &Path) -> Result<File, BundleError> {
         .create_new(true)
         .open(path)
         .map_err(|e| BundleError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Hash, verify_bundle};
+
+    /// A one-file bundle after `base` records (a frontier of the right
+    /// length, all zero) holding one record line.
+    fn one_file_after(base: u64) -> Vec<u8> {
+        let frontier = vec![Hash::ZERO; base.count_ones() as usize];
+        let mut bundle = Bundle::new(String::new(), Vec::new()).with_base(base, frontier);
+        bundle.push_record(b"{}").expect("a short line");
+        bundle.to_one_file().expect("in memory")
+    }
+
+    /// Regression (issue 16, fuzzing `audit_bundle`): a header claiming a base
+    /// near `u64::MAX` made `verify_bundle` overflow `base + n` (a panic
+    /// with overflow checks, a wrong sequence check without). It is
+    /// refused when read, with a message naming the field.
+    #[test]
+    fn a_base_size_past_any_log_is_refused_when_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for base in [u64::MAX, u64::MAX - 1, MAX_BASE_SIZE + 1] {
+            let path = dir.path().join(format!("b{base}"));
+            fs::write(&path, one_file_after(base)).expect("write");
+            match read_bundle(&path) {
+                Err(BundleError::Malformed { reason, .. }) => {
+                    assert!(reason.contains("base_size"), "{reason}");
+                }
+                Err(e) => panic!("base {base}: unexpected error {e}"),
+                Ok(bundle) => {
+                    // What the old code went on to do.
+                    let report = verify_bundle(&bundle, b"", None);
+                    panic!("base {base} was read (verified to: {report})");
+                }
+            }
+        }
+        // The largest base allowed still reads, and verifies without a
+        // panic (to "not verified": there is no head).
+        let path = dir.path().join("max");
+        fs::write(&path, one_file_after(MAX_BASE_SIZE)).expect("write");
+        let bundle = read_bundle(&path).expect("the largest base reads");
+        assert!(!verify_bundle(&bundle, b"", None).ok());
+    }
 }
