@@ -26,6 +26,8 @@ use std::path::PathBuf;
 ///   [`EmptyPassphrase`](Self::EmptyPassphrase),
 ///   [`InvalidIdentity`](Self::InvalidIdentity),
 ///   [`NoIdentity`](Self::NoIdentity);
+/// * origin (format 2 signature, and the operator's pin):
+///   [`Origin`](Self::Origin);
 /// * operator input when writing: [`NoRecipients`](Self::NoRecipients),
 ///   [`InvalidRecipient`](Self::InvalidRecipient);
 /// * caller misuse of [`write_backup`](crate::write_backup):
@@ -151,14 +153,19 @@ pub enum BackupError {
         mode: u32,
     },
 
+    /// The backup's origin does not verify, or is not the cluster the
+    /// operator expects.
+    #[error("{0}")]
+    Origin(#[from] OriginError),
+
     /// The backup was written in a format version this build does not read.
     #[error(
-        "the backup uses format version {found}; this build reads version {supported}: use the moat release that wrote it, or a newer one"
+        "the backup uses format version {found}; this build reads versions 1 to {supported}: use the moat release that wrote it, or a newer one"
     )]
     UnsupportedVersion {
         /// The version found.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u32,
     },
 
@@ -295,6 +302,8 @@ pub enum Section {
     Payload,
     /// The manifest or its length.
     Manifest,
+    /// The origin block (format 2) or its length.
+    Origin,
     /// A file record: count, path, mode or length.
     FileRecord,
     /// The contents of a file.
@@ -310,6 +319,7 @@ impl fmt::Display for Section {
             Section::AgeHeader => "age header",
             Section::Payload => "encrypted payload",
             Section::Manifest => "manifest",
+            Section::Origin => "signature block",
             Section::FileRecord => "file records",
             Section::FileData => "file contents",
             Section::Trailer => "trailer checksum",
@@ -381,6 +391,9 @@ pub enum Limit {
     /// Size of the age header in bytes
     /// ([`MAX_AGE_HEADER_LEN`](crate::MAX_AGE_HEADER_LEN)).
     AgeHeader,
+    /// Size of the origin block in bytes
+    /// ([`MAX_ORIGIN_LEN`](crate::MAX_ORIGIN_LEN)).
+    OriginSize,
 }
 
 impl fmt::Display for Limit {
@@ -392,6 +405,7 @@ impl fmt::Display for Limit {
             Limit::TotalSize => "total size of the files in bytes",
             Limit::PathLength => "length of one path in bytes",
             Limit::AgeHeader => "age header size in bytes",
+            Limit::OriginSize => "signature block size in bytes",
         })
     }
 }
@@ -452,6 +466,12 @@ pub enum InputError {
         /// [`FORMAT_VERSION`](crate::FORMAT_VERSION).
         supported: u32,
     },
+    /// The signer would make a backup that a reader refuses (its
+    /// certificate is not a valid manager certificate of the manifest's
+    /// cluster and node at `created_at`, or its key is not the
+    /// certificate's).
+    #[error("this manager cannot sign the backup: {0}")]
+    Signer(OriginError),
     /// A file path is unsafe or clashes with another.
     #[error("the file path {path:?} is not allowed ({reason})")]
     UnsafePath {
@@ -477,5 +497,94 @@ pub enum InputError {
         found: u64,
         /// The limit.
         max: u64,
+    },
+}
+
+/// Why a backup's origin was refused: its signature (format 2) does not
+/// verify, or it is not from the cluster the operator expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginError {
+    /// The root bundle in the backup is not a moat root bundle.
+    #[error(
+        "the backup's root CA bundle is unusable ({0}): the backup was not written by moat or was tampered with"
+    )]
+    Roots(moat_pki::CertError),
+    /// The roots serve another cluster than the manifest names.
+    #[error(
+        "the backup says it is of cluster {manifest} but carries the roots of cluster {roots}: it was tampered with"
+    )]
+    ClusterMismatch {
+        /// The manifest's `cluster_id`.
+        manifest: String,
+        /// The roots' cluster.
+        roots: String,
+    },
+    /// The signer's chain does not lead to the roots, is not valid when the
+    /// backup was taken, or names another cluster.
+    #[error(
+        "the backup's signer certificate was rejected ({0}): the backup was not made by a manager of the cluster it names; do not restore from it"
+    )]
+    Certificate(moat_pki::CertError),
+    /// The signer holds a worker certificate.
+    #[error(
+        "the backup was signed by {node}, which holds a {role} certificate; only managers make backups: do not restore from it"
+    )]
+    NotAManager {
+        /// The signer.
+        node: String,
+        /// Its role.
+        role: moat_pki::Role,
+    },
+    /// The manifest names another node than the signer's certificate.
+    #[error(
+        "the backup says it was taken from {named}, but it was signed by {certified}: it was tampered with; do not restore from it"
+    )]
+    WrongSigner {
+        /// The manifest's `node_id`.
+        named: String,
+        /// The certificate's node id.
+        certified: String,
+    },
+    /// The signature does not verify: the manifest, the roots or the
+    /// signature were changed.
+    #[error(
+        "the backup's signature does not verify: it was modified after the manager signed it; do not restore from it, use another copy"
+    )]
+    BadSignature,
+    /// The origin block is malformed.
+    #[error("the backup's signature block is malformed ({reason}): do not restore from it")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operator expects a cluster, but the backup (format 1) is not
+    /// signed.
+    #[error(
+        "this backup is unsigned (format 1, written before moat signed backups), so nothing proves it comes from cluster {expected}: if you know where this file came from, pass --trust-any-cluster instead of --expect-cluster"
+    )]
+    Unsigned {
+        /// The expected cluster.
+        expected: String,
+    },
+    /// The backup is from another cluster than the one expected.
+    #[error(
+        "this backup is of cluster {found}, not of cluster {expected}: refusing to restore another cluster's backup; check that the right file was given (pass --expect-cluster {found} only if you mean to restore that cluster)"
+    )]
+    WrongCluster {
+        /// The expected cluster.
+        expected: String,
+        /// The backup's cluster.
+        found: String,
+    },
+    /// The backup's chain does not lead to the pinned root.
+    #[error(
+        "this backup was signed under root {found}, not under the expected root {expected}: it was not made by your cluster's CA; do not restore from it"
+    )]
+    WrongRoot {
+        /// The pinned fingerprint.
+        expected: String,
+        /// The roots the signer's chain leads to.
+        found: String,
     },
 }

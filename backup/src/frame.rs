@@ -23,10 +23,34 @@ const TRAILER_LEN: usize = 32;
 /// First allocation for a buffer whose declared length is larger.
 const INITIAL_ALLOC: usize = 64 * 1024;
 
-/// Writes a complete payload to `out` and returns `out`.
+/// The first format version with an origin block after the manifest.
+pub(crate) const SIGNED_VERSION: u32 = 2;
+
+/// A payload as read: the manifest (parsed, and its exact bytes, which the
+/// signature covers), the origin block (format 2) and the files.
+pub(crate) struct Payload {
+    pub(crate) manifest: Manifest,
+    pub(crate) manifest_json: Zeroizing<Vec<u8>>,
+    pub(crate) origin_json: Option<Zeroizing<Vec<u8>>>,
+    pub(crate) files: Vec<BackupFile>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("manifest", &self.manifest)
+            .field("signed", &self.origin_json.is_some())
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes a complete payload (format [`FORMAT_VERSION`]) to `out` and
+/// returns `out`.
 pub(crate) fn write_payload<W: Write>(
     out: W,
     manifest_json: &[u8],
+    origin_json: &[u8],
     files: &[BackupFile],
 ) -> io::Result<W> {
     let mut w = HashingWriter {
@@ -37,6 +61,8 @@ pub(crate) fn write_payload<W: Write>(
     w.write_all(&[b'0' + FORMAT_VERSION as u8, b'\n'])?;
     w.write_all(&len_u32(manifest_json.len())?.to_be_bytes())?;
     w.write_all(manifest_json)?;
+    w.write_all(&len_u32(origin_json.len())?.to_be_bytes())?;
+    w.write_all(origin_json)?;
     w.write_all(&len_u32(files.len())?.to_be_bytes())?;
     for file in files {
         let path_len = u16::try_from(file.path.len()).map_err(|_| too_long())?;
@@ -75,12 +101,12 @@ impl Source {
 
 /// Reads and fully verifies a payload whose magic has not been consumed
 /// yet: framing, limits, trailer, end of input, manifest, file list, paths
-/// and modes.
+/// and modes. The origin block, if any, is returned unchecked.
 pub(crate) fn read_payload<R: Read>(
     input: R,
     source: Source,
     limits: &Limits,
-) -> Result<(Manifest, Vec<BackupFile>), BackupError> {
+) -> Result<Payload, BackupError> {
     let mut r = HashingReader {
         inner: input,
         ctx: digest::Context::new(&digest::SHA256),
@@ -97,7 +123,7 @@ pub(crate) fn read_payload<R: Read>(
         return Err(BackupError::NotABackup);
     }
     let version = u32::from(version - b'0');
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(BackupError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -107,6 +133,13 @@ pub(crate) fn read_payload<R: Read>(
     let manifest_len = u64::from(read_u32(&mut r).map_err(err(Section::Manifest))?);
     check(Limit::ManifestSize, manifest_len, limits.manifest)?;
     let manifest_json = read_growing(&mut r, manifest_len).map_err(err(Section::Manifest))?;
+    let origin_json = if version >= SIGNED_VERSION {
+        let len = u64::from(read_u32(&mut r).map_err(err(Section::Origin))?);
+        check(Limit::OriginSize, len, crate::MAX_ORIGIN_LEN)?;
+        Some(read_growing(&mut r, len).map_err(err(Section::Origin))?)
+    } else {
+        None
+    };
 
     let count = u64::from(read_u32(&mut r).map_err(err(Section::FileRecord))?);
     check(Limit::FileCount, count, limits.files)?;
@@ -156,7 +189,7 @@ pub(crate) fn read_payload<R: Read>(
     }
 
     // The bytes are exactly what the writer wrote; now check what it wrote.
-    let manifest = parse_manifest(&manifest_json)?;
+    let manifest = parse_manifest(&manifest_json, version)?;
     let mut files = Vec::with_capacity(records.len());
     for (path, mode, data) in records {
         let path = match std::str::from_utf8(&path) {
@@ -178,7 +211,12 @@ pub(crate) fn read_payload<R: Read>(
     )
     .map_err(|e| e.in_backup())?;
     check_against_manifest(&manifest, &files)?;
-    Ok((manifest, files))
+    Ok(Payload {
+        manifest,
+        manifest_json,
+        origin_json,
+        files,
+    })
 }
 
 /// The manifest entry the writer records for `file`.
@@ -195,7 +233,8 @@ fn sha256_hex(data: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(digest::digest(&digest::SHA256, data).as_ref())
 }
 
-fn parse_manifest(json: &[u8]) -> Result<Manifest, BackupError> {
+/// The manifest's `format` must be the magic line's `version`.
+fn parse_manifest(json: &[u8], version: u32) -> Result<Manifest, BackupError> {
     /// Reads only the version, so a future manifest of another shape is
     /// reported as a version problem, not as damage.
     #[derive(serde::Deserialize)]
@@ -206,10 +245,18 @@ fn parse_manifest(json: &[u8]) -> Result<Manifest, BackupError> {
         reason: Damage::Manifest(e.to_string()),
     };
     let probe: Probe = serde_json::from_slice(json).map_err(damaged)?;
-    if probe.format != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&probe.format) {
         return Err(BackupError::UnsupportedVersion {
             found: probe.format,
             supported: FORMAT_VERSION,
+        });
+    }
+    if probe.format != version {
+        return Err(BackupError::Damaged {
+            reason: Damage::Manifest(format!(
+                "it says format {} inside a format {version} payload",
+                probe.format
+            )),
         });
     }
     serde_json::from_slice(json).map_err(damaged)
@@ -331,7 +378,7 @@ mod tests {
         v
     }
 
-    fn read(bytes: &[u8], limits: &Limits) -> Result<(Manifest, Vec<BackupFile>), BackupError> {
+    fn read(bytes: &[u8], limits: &Limits) -> Result<Payload, BackupError> {
         read_payload(bytes, Source::Plain, limits)
     }
 
@@ -460,13 +507,13 @@ mod tests {
 
     #[test]
     fn other_magic_versions_are_unsupported_and_other_text_is_not_a_backup() {
-        let e = read(b"MOATBACKUP2\n", &Limits::DEFAULT).unwrap_err();
+        let e = read(b"MOATBACKUP3\n", &Limits::DEFAULT).unwrap_err();
         assert!(
             matches!(
                 e,
                 BackupError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 }
             ),
             "{e:?}"

@@ -1,5 +1,6 @@
-//! moat backup files: a manager's state files plus a manifest, framed with a
-//! checksum, encrypted with age, and restored all-or-nothing.
+//! moat backup files: a manager's state files plus a manifest, signed by
+//! that manager, framed with a checksum, encrypted with age, and restored
+//! all-or-nothing.
 //!
 //! This crate owns the backup file format and nothing else: the daemon
 //! gathers the files (already-sealed key files, the sealed store snapshot,
@@ -10,32 +11,41 @@
 //! target directory, never leaves a partial restore behind, never reads an
 //! unbounded length from a file before checking it, and never puts secret
 //! bytes (file contents, identities, passphrases) in an error or a `Debug`
-//! output. It writes no cryptography of its own: encryption is age 0.12
+//! output, and never returns a signed backup whose signature it has not
+//! verified. It writes no cryptography of its own: encryption is age 0.12
 //! (X25519 recipients or scrypt passphrases, binary format), SHA-256 and
-//! randomness come from `ring`. It may call no other moat crate.
+//! randomness come from `ring`, signatures and certificate checks from
+//! `moat-pki`, the only moat crate it may call.
 //!
 //! # API
 //!
-//! * [`write_backup`]`(out, manifest, &files, protection) -> Result<Manifest>`
-//!   streams a backup to `out` and returns the manifest with
-//!   [`Manifest::files`] filled in.
+//! * [`write_backup`]`(out, manifest, &files, protection, &signer) -> Result<Manifest>`
+//!   signs the manifest with the manager's key ([`Signer`]), streams a
+//!   backup to `out` and returns the manifest with [`Manifest::files`]
+//!   filled in.
 //! * [`read_backup`]`(input, &unprotect) -> Result<Backup>` reads and
 //!   verifies everything (age authentication, trailer, manifest, per-file
-//!   length and SHA-256, paths, modes, limits) before returning.
+//!   length and SHA-256, paths, modes, limits, the signature) before
+//!   returning; [`Backup::origin`] says who signed, and
+//!   [`Backup::check_trust`] checks that against what the operator
+//!   expects ([`Trust`]). `read_backup(&bytes[..], &Unprotect::None)` is
+//!   the fuzzing entry point: it never panics.
 //! * [`restore_into`]`(&backup, dir)` writes the files into a new or empty
 //!   directory, atomically.
 //! * [`parse_identity_file`] parses an age identity file; [`detect`] tells an
 //!   encrypted backup from a plaintext one by its first bytes.
 //!
-//! # Format, version 1
+//! # Format, version 2
 //!
 //! The **payload** is this crate's own framing. Integers are big-endian.
 //!
 //! | field | size | notes |
 //! |-------|-----:|-------|
-//! | magic line | 12 | ASCII `MOATBACKUP1\n`; the digit is the format version |
+//! | magic line | 12 | ASCII `MOATBACKUP2\n`; the digit is the format version |
 //! | manifest length *m* | 4 | u32, at most [`MAX_MANIFEST_LEN`] |
-//! | manifest | *m* | UTF-8 JSON [`Manifest`], `format` = 1 |
+//! | manifest | *m* | UTF-8 JSON [`Manifest`], `format` = 2 |
+//! | origin length *o* | 4 | u32, at most [`MAX_ORIGIN_LEN`] |
+//! | origin | *o* | UTF-8 JSON: roots, signer chain, signature (see `origin.rs`) |
 //! | file count *n* | 4 | u32, at most [`MAX_FILES`]; equals the manifest's file count |
 //! | *n* file records: | | in manifest order |
 //! | · path length *p* | 2 | u16, at most [`MAX_PATH_LEN`] |
@@ -47,7 +57,9 @@
 //!
 //! Nothing may follow the trailer. The manifest repeats each file's path,
 //! mode, length and lower-case hex SHA-256, so `moat backup inspect` can
-//! list the contents and the reader can check each file twice.
+//! list the contents and the reader can check each file twice; the
+//! origin's signature covers the manifest, hence every file. Format 1 is
+//! the same without the origin fields: still read, as [`Origin::Unsigned`].
 //!
 //! An **encrypted backup** is the payload inside a binary (not armored) age
 //! v1 file, to one or more X25519 recipients (`age1…`) or to one scrypt
@@ -83,6 +95,8 @@
 //!    shape ([`Damage::Manifest`]); every path and mode
 //!    ([`BackupError::UnsafePath`], [`BackupError::UnsafeMode`]); every file
 //!    against its manifest entry ([`Damage::ManifestMismatch`]).
+//! 6. The origin (format 2): roots, signer chain at `created_at`, manager
+//!    role, node and cluster, signature ([`BackupError::Origin`]).
 //!
 //! Truncation, precisely: a file that ends inside the age header or nonce,
 //! exactly at an encrypted-chunk boundary, or (plaintext) anywhere before
@@ -111,6 +125,7 @@ mod check;
 mod crypt;
 mod error;
 mod frame;
+mod origin;
 mod restore;
 #[cfg(test)]
 mod tests;
@@ -125,11 +140,12 @@ use crate::check::{Limits, check_files};
 use crate::frame::Source;
 
 pub use crate::crypt::AgeIdentity;
-pub use crate::error::{BackupError, Damage, InputError, Limit, PathProblem, Section};
+pub use crate::error::{BackupError, Damage, InputError, Limit, OriginError, PathProblem, Section};
+pub use crate::origin::{MAX_ORIGIN_LEN, ORIGIN_SIGNING_CONTEXT, Origin, SignedBy, Signer, Trust};
 
-/// The format version this build writes and reads, in the magic line and
-/// in [`Manifest::format`].
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes, in the magic line and in
+/// [`Manifest::format`]. It reads 1 (unsigned) and 2 (signed).
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest manifest accepted, in bytes (4 MiB: room for [`MAX_FILES`]
 /// entries with paths of a few hundred bytes).
 pub const MAX_MANIFEST_LEN: u64 = 4 << 20;
@@ -294,9 +310,21 @@ pub struct Backup {
     pub files: Vec<BackupFile>,
     /// How the backup was protected.
     pub encryption: Encryption,
+    /// Who made it: a verified manager signature (format 2), or nothing
+    /// (format 1). Check it against what the operator expects with
+    /// [`Backup::check_trust`] before restoring.
+    pub origin: Origin,
 }
 
 impl Backup {
+    /// Checks the backup's origin against what the operator trusts: with
+    /// [`Trust::Cluster`], a signed backup of that cluster (and root, if
+    /// pinned), never an unsigned one; with [`Trust::AnyCluster`],
+    /// anything that [`read_backup`] accepted.
+    pub fn check_trust(&self, trust: &Trust) -> Result<(), BackupError> {
+        origin::check_trust(&self.origin, trust).map_err(BackupError::Origin)
+    }
+
     /// The file at `path`, if the backup holds one.
     pub fn file(&self, path: &str) -> Option<&BackupFile> {
         self.files.iter().find(|f| f.path == path)
@@ -344,12 +372,26 @@ pub fn write_backup<W: Write>(
     manifest: Manifest,
     files: &[BackupFile],
     protection: Protection,
+    signer: &Signer,
 ) -> Result<Manifest, BackupError> {
-    write_with(out, manifest, files, &protection, &Limits::DEFAULT, None)
+    write_with(
+        out,
+        manifest,
+        files,
+        &protection,
+        signer,
+        &Limits::DEFAULT,
+        None,
+    )
 }
 
 /// Reads a backup from `input` and verifies all of it (see the crate docs
-/// for the order of checks). Memory use is bounded by the `MAX_*` limits.
+/// for the order of checks), including its origin signature (format 2);
+/// which cluster it is from is the caller's to check, with
+/// [`Backup::check_trust`]. Memory use is bounded by the `MAX_*` limits.
+///
+/// Never panics, whatever the input: this is the entry point for fuzzing
+/// (`read_backup(&bytes[..], &Unprotect::None)`).
 pub fn read_backup<R: Read>(input: R, unprotect: &Unprotect) -> Result<Backup, BackupError> {
     read_with(input, unprotect, &Limits::DEFAULT)
 }
@@ -380,6 +422,7 @@ pub(crate) fn write_with<W: Write>(
     mut manifest: Manifest,
     files: &[BackupFile],
     protection: &Protection,
+    signer: &Signer,
     limits: &Limits,
     scrypt_work_factor: Option<u8>,
 ) -> Result<Manifest, BackupError> {
@@ -403,6 +446,7 @@ pub(crate) fn write_with<W: Write>(
     })?;
     Limits::check(Limit::ManifestSize, json.len() as u64, limits.manifest)
         .map_err(|e| e.in_input())?;
+    let origin_json = origin::sign(signer, &json, &manifest).map_err(InputError::Signer)?;
 
     let encryptor = match protection {
         Protection::Recipients(list) => Some(crypt::encryptor_for_recipients(list)?),
@@ -415,12 +459,12 @@ pub(crate) fn write_with<W: Write>(
     let out = match encryptor {
         Some(encryptor) => {
             let stream = encryptor.wrap_output(out).map_err(werr)?;
-            frame::write_payload(stream, &json, files)
+            frame::write_payload(stream, &json, &origin_json, files)
                 .map_err(werr)?
                 .finish()
                 .map_err(werr)?
         }
-        None => frame::write_payload(out, &json, files).map_err(werr)?,
+        None => frame::write_payload(out, &json, &origin_json, files).map_err(werr)?,
     };
     let mut out = out.into_inner().map_err(|e| werr(e.into_error()))?;
     out.flush().map_err(werr)?;
@@ -446,25 +490,33 @@ pub(crate) fn read_with<R: Read>(
         None => return Err(BackupError::NotABackup),
     };
     let input = prefix.chain(input);
-    match kind {
-        Kind::Plaintext => {
-            let (manifest, files) = frame::read_payload(input, Source::Plain, limits)?;
-            Ok(Backup {
-                manifest,
-                files,
-                encryption: Encryption::Plaintext,
-            })
-        }
+    let (payload, encryption) = match kind {
+        Kind::Plaintext => (
+            frame::read_payload(input, Source::Plain, limits)?,
+            Encryption::Plaintext,
+        ),
         Kind::Encrypted => {
             let (stream, encryption) = crypt::open(input, unprotect, limits.age_header)?;
-            let (manifest, files) = frame::read_payload(stream, Source::Age, limits)?;
-            Ok(Backup {
-                manifest,
-                files,
+            (
+                frame::read_payload(stream, Source::Age, limits)?,
                 encryption,
-            })
+            )
         }
-    }
+    };
+    let origin = match &payload.origin_json {
+        Some(block) => Origin::Signed(origin::verify(
+            block,
+            &payload.manifest_json,
+            &payload.manifest,
+        )?),
+        None => Origin::Unsigned,
+    };
+    Ok(Backup {
+        manifest: payload.manifest,
+        files: payload.files,
+        encryption,
+        origin,
+    })
 }
 
 /// Reads until `buf` is full or the input ends; returns the count.

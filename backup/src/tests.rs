@@ -9,13 +9,54 @@ use zeroize::Zeroizing;
 use crate::check::Limits;
 use crate::*;
 
+/// A manager of a cluster made at run time, and when its certificate was
+/// issued.
+struct Fixture {
+    signer: (
+        std::sync::Arc<moat_pki::PrivateKey>,
+        Vec<moat_pki::CertificateDer<'static>>,
+        moat_pki::TrustRoots,
+    ),
+    cluster: moat_pki::ClusterId,
+    node: moat_pki::NodeId,
+    now: i64,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        use moat_pki::*;
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let cluster = ClusterId::generate();
+        let ca = RootCa::generate(cluster, &RootOptions::default(), now).unwrap();
+        let node = NodeId::generate();
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let csr = VerifiedCsr::from_der(key.csr().unwrap().as_ref()).unwrap();
+        let expiry = CertExpiry::from_secs_or_default(None).unwrap();
+        let cert = ca.issue(&csr, node, Role::Manager, expiry, now).unwrap();
+        let roots = TrustRoots::new(vec![ca.certificate().clone()]).unwrap();
+        Fixture {
+            signer: (std::sync::Arc::new(key), vec![cert.der], roots),
+            cluster,
+            node,
+            now: now.unix_timestamp(),
+        }
+    })
+}
+
+fn signer() -> Signer {
+    let (key, chain, roots) = &fixture().signer;
+    Signer::new(key.clone(), chain.clone(), roots.clone())
+}
+
 fn manifest() -> Manifest {
+    let f = fixture();
     Manifest {
         format: FORMAT_VERSION,
         moat_version: "0.1.0".into(),
-        cluster_id: "c".into(),
-        node_id: "n".into(),
-        created_at: 0,
+        cluster_id: f.cluster.to_string(),
+        node_id: f.node.to_string(),
+        created_at: f.now,
         raft_index: 1,
         raft_term: 1,
         nodes: 1,
@@ -46,6 +87,7 @@ fn with_passphrase(p: &str, log_n: u8) -> Vec<u8> {
         manifest(),
         &files(),
         &Protection::Passphrase(pass(p)),
+        &signer(),
         &Limits::DEFAULT,
         Some(log_n),
     )
@@ -127,6 +169,7 @@ fn age_header_size_is_bounded() {
         manifest(),
         &files(),
         Protection::Recipients(recipients),
+        &signer(),
     )
     .unwrap();
     let limits = Limits {
@@ -158,6 +201,7 @@ fn writer_respects_the_limits_a_reader_enforces() {
         manifest(),
         &files(),
         &Protection::InsecurePlaintext,
+        &signer(),
         &limits,
         None,
     )
@@ -182,6 +226,7 @@ fn writer_respects_the_limits_a_reader_enforces() {
         manifest(),
         &files(),
         &Protection::InsecurePlaintext,
+        &signer(),
         &limits,
         None,
     )
@@ -205,6 +250,7 @@ fn plaintext_backup() -> Backup {
         manifest(),
         &files(),
         Protection::InsecurePlaintext,
+        &signer(),
     )
     .unwrap();
     read_backup(&out[..], &Unprotect::None).unwrap()

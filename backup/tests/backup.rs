@@ -9,23 +9,96 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use age::secrecy::ExposeSecret;
 use moat_backup::{
-    Backup, BackupError, BackupFile, Damage, Encryption, InputError, Kind, Limit, Manifest,
-    PathProblem, Protection, Section, Unprotect, detect, parse_identity_file, read_backup,
-    restore_into, write_backup,
+    Backup, BackupError, BackupFile, Damage, Encryption, InputError, Kind, Limit, Manifest, Origin,
+    OriginError, PathProblem, Protection, Section, Signer, Trust, Unprotect, detect,
+    parse_identity_file, read_backup, restore_into, write_backup,
+};
+use moat_pki::{
+    CertExpiry, CertificateDer, ClusterId, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
+    RootCa, RootOptions, TrustRoots,
 };
 use proptest::prelude::*;
 use zeroize::Zeroizing;
 
+/// A cluster made at run time: its root, and one manager's key and
+/// certificate, issued now.
+struct Cluster {
+    id: ClusterId,
+    node: NodeId,
+    now: OffsetDateTime,
+    roots: TrustRoots,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKey>,
+}
+
+impl Cluster {
+    fn new(role: Role) -> Self {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let id = ClusterId::generate();
+        let ca = RootCa::generate(id, &RootOptions::default(), now).unwrap();
+        let node = NodeId::generate();
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let csr = moat_pki::VerifiedCsr::from_der(key.csr().unwrap().as_ref()).unwrap();
+        let cert = ca
+            .issue(
+                &csr,
+                node,
+                role,
+                CertExpiry::from_secs_or_default(None).unwrap(),
+                now,
+            )
+            .unwrap();
+        Cluster {
+            id,
+            node,
+            now,
+            roots: TrustRoots::new(vec![ca.certificate().clone()]).unwrap(),
+            chain: vec![cert.der],
+            key: Arc::new(key),
+        }
+    }
+
+    fn signer(&self) -> Signer {
+        Signer::new(self.key.clone(), self.chain.clone(), self.roots.clone())
+    }
+
+    /// The manifest of a backup taken now from this cluster's manager.
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            cluster_id: self.id.to_string(),
+            node_id: self.node.to_string(),
+            created_at: self.now.unix_timestamp(),
+            ..manifest()
+        }
+    }
+
+    fn root_fingerprint(&self) -> String {
+        moat_pki::fingerprint(self.roots.certs()[0].as_ref())
+    }
+}
+
+/// The cluster every test's backups come from.
+fn ours() -> &'static Cluster {
+    static OURS: OnceLock<Cluster> = OnceLock::new();
+    OURS.get_or_init(|| Cluster::new(Role::Manager))
+}
+
+fn signer() -> Signer {
+    ours().signer()
+}
+
 fn manifest() -> Manifest {
+    let c = ours();
     Manifest {
         format: moat_backup::FORMAT_VERSION,
         moat_version: "0.1.0".into(),
-        cluster_id: "c-1234".into(),
-        node_id: "n-abcd".into(),
-        created_at: 1_800_000_000,
+        cluster_id: c.id.to_string(),
+        node_id: c.node.to_string(),
+        created_at: c.now.unix_timestamp(),
         raft_index: 42,
         raft_term: 3,
         nodes: 5,
@@ -86,6 +159,7 @@ fn encrypted(key: &Key) -> Vec<u8> {
         manifest(),
         &files(),
         Protection::Recipients(vec![key.recipient.clone()]),
+        &signer(),
     )
     .unwrap();
     out
@@ -98,6 +172,7 @@ fn plaintext() -> Vec<u8> {
         manifest(),
         &files(),
         Protection::InsecurePlaintext,
+        &signer(),
     )
     .unwrap();
     out
@@ -137,6 +212,7 @@ fn recipient_round_trip_fills_manifest_and_verifies() {
         manifest(),
         &files(),
         Protection::Recipients(vec![k1.recipient.clone(), k2.recipient.clone()]),
+        &signer(),
     )
     .unwrap();
     assert_eq!(written.files.len(), files().len());
@@ -166,7 +242,7 @@ fn recipient_round_trip_fills_manifest_and_verifies() {
 fn plaintext_round_trip_and_identity_is_ignored() {
     let out = plaintext();
     assert_eq!(detect(&out), Some(Kind::Plaintext));
-    assert!(out.starts_with(b"MOATBACKUP1\n"));
+    assert!(out.starts_with(b"MOATBACKUP2\n"));
     for unprotect in [Unprotect::None, ids(&key())] {
         let backup = read_backup(&out[..], &unprotect).unwrap();
         assert_eq!(backup.encryption, Encryption::Plaintext);
@@ -184,6 +260,7 @@ fn passphrase_round_trip_at_default_work_factor() {
         manifest(),
         &files(),
         Protection::Passphrase(pass.clone()),
+        &signer(),
     )
     .unwrap();
     let backup = read_backup(&out[..], &Unprotect::Passphrase(pass)).unwrap();
@@ -194,7 +271,14 @@ fn passphrase_round_trip_at_default_work_factor() {
 #[test]
 fn empty_backup_round_trips() {
     let mut out = Vec::new();
-    write_backup(&mut out, manifest(), &[], Protection::InsecurePlaintext).unwrap();
+    write_backup(
+        &mut out,
+        manifest(),
+        &[],
+        Protection::InsecurePlaintext,
+        &signer(),
+    )
+    .unwrap();
     let backup = read_backup(&out[..], &Unprotect::None).unwrap();
     assert!(backup.files.is_empty());
 }
@@ -213,6 +297,7 @@ fn file_larger_than_one_age_chunk_round_trips() {
         manifest(),
         &big,
         Protection::Recipients(vec![k.recipient.clone()]),
+        &signer(),
     )
     .unwrap();
     let backup = read_backup(&out[..], &ids(&k)).unwrap();
@@ -228,6 +313,7 @@ fn no_recipients_is_refused() {
         manifest(),
         &files(),
         Protection::Recipients(vec![]),
+        &signer(),
     )
     .unwrap_err();
     assert!(matches!(e, BackupError::NoRecipients), "{e:?}");
@@ -242,6 +328,7 @@ fn bad_recipient_is_named_and_nothing_is_written() {
         manifest(),
         &files(),
         Protection::Recipients(vec![k.recipient.clone(), "age1notakey".into()]),
+        &signer(),
     )
     .unwrap_err();
     assert!(
@@ -259,6 +346,7 @@ fn empty_passphrase_is_refused() {
         manifest(),
         &files(),
         Protection::Passphrase(Zeroizing::new(String::new())),
+        &signer(),
     )
     .unwrap_err();
     assert!(matches!(e, BackupError::EmptyPassphrase), "{e:?}");
@@ -267,18 +355,19 @@ fn empty_passphrase_is_refused() {
 #[test]
 fn caller_input_is_checked_before_writing() {
     let mut bad_format = manifest();
-    bad_format.format = 2;
+    bad_format.format = 3;
     let e = write_backup(
         Vec::new(),
         bad_format,
         &files(),
         Protection::InsecurePlaintext,
+        &signer(),
     )
     .unwrap_err();
     assert!(
         matches!(
             e,
-            BackupError::InvalidInput(InputError::FormatVersion { found: 2, .. })
+            BackupError::InvalidInput(InputError::FormatVersion { found: 3, .. })
         ),
         "{e:?}"
     );
@@ -291,7 +380,14 @@ fn caller_input_is_checked_before_writing() {
     ] {
         let f = [BackupFile::new(path, 0o600, Zeroizing::new(vec![1]))];
         let mut out = Vec::new();
-        let e = write_backup(&mut out, manifest(), &f, Protection::InsecurePlaintext).unwrap_err();
+        let e = write_backup(
+            &mut out,
+            manifest(),
+            &f,
+            Protection::InsecurePlaintext,
+            &signer(),
+        )
+        .unwrap_err();
         assert!(
             matches!(&e, BackupError::InvalidInput(InputError::UnsafePath { reason: r, .. }) if *r == reason),
             "{path:?}: {e:?}"
@@ -300,7 +396,14 @@ fn caller_input_is_checked_before_writing() {
     }
 
     let f = [BackupFile::new("x", 0o4755, Zeroizing::new(vec![1]))];
-    let e = write_backup(Vec::new(), manifest(), &f, Protection::InsecurePlaintext).unwrap_err();
+    let e = write_backup(
+        Vec::new(),
+        manifest(),
+        &f,
+        Protection::InsecurePlaintext,
+        &signer(),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, BackupError::InvalidInput(InputError::UnsafeMode { .. })),
         "{e:?}"
@@ -419,6 +522,7 @@ fn age_truncation_at_a_chunk_boundary_is_truncated() {
         manifest(),
         &big,
         Protection::Recipients(vec![k.recipient.clone()]),
+        &signer(),
     )
     .unwrap();
     let payload = age_payload_start(&out);
@@ -615,8 +719,10 @@ fn craft(manifest_json: &[u8], records: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
     v
 }
 
+/// A format-1 (unsigned) manifest for [`craft`].
 fn manifest_for(records: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
     let mut m = manifest();
+    m.format = 1;
     m.files = records
         .iter()
         .map(|(p, mode, d)| moat_backup::FileEntry {
@@ -730,7 +836,7 @@ fn manifest_must_match_the_files() {
 #[test]
 fn newer_manifest_format_is_unsupported() {
     let e = read_backup(
-        &craft(br#"{"format":2,"whatever":true}"#, &[])[..],
+        &craft(br#"{"format":3,"whatever":true}"#, &[])[..],
         &Unprotect::None,
     )
     .unwrap_err();
@@ -738,8 +844,8 @@ fn newer_manifest_format_is_unsupported() {
         matches!(
             e,
             BackupError::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{e:?}"
@@ -987,4 +1093,311 @@ proptest! {
             prop_assert!(read_backup(&v[..], &Unprotect::None).is_err());
         }
     }
+}
+
+// ---- origin: the manager's signature and the operator's pin ----------------
+
+/// A plaintext format-2 payload taken apart: manifest JSON, origin JSON,
+/// and the file records (count included), without the trailer.
+struct Parts {
+    manifest: Vec<u8>,
+    origin: serde_json::Value,
+    records: Vec<u8>,
+}
+
+fn split(payload: &[u8]) -> Parts {
+    assert!(payload.starts_with(b"MOATBACKUP2\n"));
+    let u32_at = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().unwrap()) as usize;
+    let m_len = u32_at(12);
+    let manifest = payload[16..16 + m_len].to_vec();
+    let o_at = 16 + m_len;
+    let o_len = u32_at(o_at);
+    let origin = serde_json::from_slice(&payload[o_at + 4..o_at + 4 + o_len]).unwrap();
+    let records = payload[o_at + 4 + o_len..payload.len() - 32].to_vec();
+    Parts {
+        manifest,
+        origin,
+        records,
+    }
+}
+
+/// Frames `parts` again with a correct trailer: only the signature can
+/// tell that something changed.
+fn join(parts: &Parts) -> Vec<u8> {
+    let origin = serde_json::to_vec(&parts.origin).unwrap();
+    let mut v = b"MOATBACKUP2\n".to_vec();
+    v.extend_from_slice(&(parts.manifest.len() as u32).to_be_bytes());
+    v.extend_from_slice(&parts.manifest);
+    v.extend_from_slice(&(origin.len() as u32).to_be_bytes());
+    v.extend_from_slice(&origin);
+    v.extend_from_slice(&parts.records);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &v);
+    v.extend_from_slice(digest.as_ref());
+    v
+}
+
+fn ours_trusted() -> Trust {
+    Trust::Cluster {
+        id: ours().id,
+        root: Some(ours().root_fingerprint()),
+    }
+}
+
+fn origin_err(e: BackupError) -> OriginError {
+    match e {
+        BackupError::Origin(o) => o,
+        other => panic!("expected an origin error, got {other:?}"),
+    }
+}
+
+#[test]
+fn signed_backup_names_its_cluster_signer_and_root() {
+    let k = key();
+    let backup = read_backup(&encrypted(&k)[..], &ids(&k)).unwrap();
+    let Origin::Signed(signed) = &backup.origin else {
+        panic!("not signed: {:?}", backup.origin);
+    };
+    assert_eq!(signed.cluster_id, ours().id);
+    assert_eq!(signed.signer.node_id, ours().node);
+    assert_eq!(signed.signer.role, Role::Manager);
+    assert_eq!(signed.roots, vec![ours().root_fingerprint()]);
+    backup.check_trust(&ours_trusted()).unwrap();
+    backup
+        .check_trust(&Trust::Cluster {
+            id: ours().id,
+            root: None,
+        })
+        .unwrap();
+    backup.check_trust(&Trust::AnyCluster).unwrap();
+}
+
+/// Regression (issue 16, finding 4): anyone who knows the age recipient
+/// could write a backup of their own cluster, and restore trusted it.
+#[test]
+fn backup_of_another_cluster_is_refused_when_ours_is_expected() {
+    let k = key();
+    let theirs = Cluster::new(Role::Manager);
+    let mut out = Vec::new();
+    write_backup(
+        &mut out,
+        theirs.manifest(),
+        &files(),
+        Protection::Recipients(vec![k.recipient.clone()]),
+        &theirs.signer(),
+    )
+    .unwrap();
+    let backup = read_backup(&out[..], &ids(&k)).unwrap();
+    let e = origin_err(backup.check_trust(&ours_trusted()).unwrap_err());
+    assert_eq!(
+        e,
+        OriginError::WrongCluster {
+            expected: ours().id.to_string(),
+            found: theirs.id.to_string(),
+        }
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains(&ours().id.to_string()) && text.contains(&theirs.id.to_string()),
+        "{text}"
+    );
+    // The forger relabels their backup with our cluster id: the roots they
+    // carry are their cluster's, so the signature check refuses it.
+    let mut parts = split(&{
+        let mut v = Vec::new();
+        write_backup(
+            &mut v,
+            theirs.manifest(),
+            &files(),
+            Protection::InsecurePlaintext,
+            &theirs.signer(),
+        )
+        .unwrap();
+        v
+    });
+    let relabelled = String::from_utf8(parts.manifest.clone())
+        .unwrap()
+        .replace(&theirs.id.to_string(), &ours().id.to_string());
+    parts.manifest = relabelled.into_bytes();
+    let e = read_backup(&join(&parts)[..], &Unprotect::None).unwrap_err();
+    assert!(
+        matches!(origin_err(e), OriginError::ClusterMismatch { .. }),
+        "relabelled"
+    );
+}
+
+/// A forger who mints a root naming our cluster id gets past the cluster
+/// id alone, never past the root fingerprint.
+#[test]
+fn a_root_minted_with_our_cluster_id_fails_the_root_pin() {
+    let now = ours().now;
+    let fake_ca = RootCa::generate(ours().id, &RootOptions::default(), now).unwrap();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr = moat_pki::VerifiedCsr::from_der(key.csr().unwrap().as_ref()).unwrap();
+    let cert = fake_ca
+        .issue(
+            &csr,
+            ours().node,
+            Role::Manager,
+            CertExpiry::from_secs_or_default(None).unwrap(),
+            now,
+        )
+        .unwrap();
+    // Our real root in the bundle as well: it must not lend its name.
+    let roots = TrustRoots::new(vec![
+        fake_ca.certificate().clone(),
+        ours().roots.certs()[0].clone(),
+    ])
+    .unwrap();
+    let forger = Signer::new(Arc::new(key), vec![cert.der], roots);
+    let mut out = Vec::new();
+    write_backup(
+        &mut out,
+        manifest(),
+        &files(),
+        Protection::InsecurePlaintext,
+        &forger,
+    )
+    .unwrap();
+    let backup = read_backup(&out[..], &Unprotect::None).unwrap();
+    let Origin::Signed(signed) = &backup.origin else {
+        panic!("not signed");
+    };
+    assert_eq!(
+        signed.roots,
+        vec![moat_pki::fingerprint(fake_ca.certificate().as_ref())]
+    );
+    let e = origin_err(backup.check_trust(&ours_trusted()).unwrap_err());
+    assert!(matches!(e, OriginError::WrongRoot { .. }), "{e:?}");
+}
+
+#[test]
+fn tampered_signature_or_manifest_is_refused() {
+    let mut out = Vec::new();
+    write_backup(
+        &mut out,
+        manifest(),
+        &files(),
+        Protection::InsecurePlaintext,
+        &signer(),
+    )
+    .unwrap();
+    read_backup(&out[..], &Unprotect::None).unwrap();
+
+    // A bit of the signature flipped.
+    let mut parts = split(&out);
+    let sig = parts.origin["signature"].as_str().unwrap();
+    let mut raw = data_encoding::BASE64.decode(sig.as_bytes()).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    parts.origin["signature"] = data_encoding::BASE64.encode(&raw).into();
+    let e = read_backup(&join(&parts)[..], &Unprotect::None).unwrap_err();
+    assert_eq!(origin_err(e), OriginError::BadSignature);
+
+    // The manifest changed after signing (same length, trailer fixed).
+    let mut parts = split(&out);
+    let text = String::from_utf8(parts.manifest.clone()).unwrap();
+    parts.manifest = text
+        .replace("\"raft_index\":42", "\"raft_index\":43")
+        .into_bytes();
+    assert_ne!(parts.manifest, text.as_bytes());
+    let e = read_backup(&join(&parts)[..], &Unprotect::None).unwrap_err();
+    assert_eq!(origin_err(e), OriginError::BadSignature);
+
+    // The signature block taken away: not a valid signature block.
+    let mut parts = split(&out);
+    parts.origin = serde_json::json!({});
+    let e = read_backup(&join(&parts)[..], &Unprotect::None).unwrap_err();
+    assert!(
+        matches!(origin_err(e), OriginError::Malformed { .. }),
+        "empty block"
+    );
+}
+
+#[test]
+fn only_a_manager_of_the_named_node_and_cluster_can_sign() {
+    let worker = Cluster::new(Role::Worker);
+    let e = write_backup(
+        Vec::new(),
+        worker.manifest(),
+        &files(),
+        Protection::InsecurePlaintext,
+        &worker.signer(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::InvalidInput(InputError::Signer(OriginError::NotAManager { .. }))
+        ),
+        "{e:?}"
+    );
+    let mut other_node = manifest();
+    other_node.node_id = NodeId::generate().to_string();
+    let e = write_backup(
+        Vec::new(),
+        other_node,
+        &files(),
+        Protection::InsecurePlaintext,
+        &signer(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::InvalidInput(InputError::Signer(OriginError::WrongSigner { .. }))
+        ),
+        "{e:?}"
+    );
+    // Taken long after the certificate expired.
+    let mut late = manifest();
+    late.created_at += 400 * 24 * 3600;
+    let e = write_backup(
+        Vec::new(),
+        late,
+        &files(),
+        Protection::InsecurePlaintext,
+        &signer(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::InvalidInput(InputError::Signer(OriginError::Certificate(_)))
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unsigned_format_1_backup_is_accepted_only_when_any_cluster_is_trusted() {
+    let records: &[(&[u8], u32, &[u8])] = &[(b"node.json", 0o600, b"{}")];
+    let backup = read_backup(
+        &craft(&manifest_for(records), records)[..],
+        &Unprotect::None,
+    )
+    .unwrap();
+    assert_eq!(backup.origin, Origin::Unsigned);
+    let e = origin_err(backup.check_trust(&ours_trusted()).unwrap_err());
+    assert!(matches!(e, OriginError::Unsigned { .. }), "{e:?}");
+    assert!(e.to_string().contains("--trust-any-cluster"), "{e}");
+    backup.check_trust(&Trust::AnyCluster).unwrap();
+}
+
+#[test]
+fn oversized_signature_block_is_too_large_before_reading_it() {
+    let mut v = b"MOATBACKUP2\n".to_vec();
+    v.extend_from_slice(&2u32.to_be_bytes());
+    v.extend_from_slice(b"{}");
+    v.extend_from_slice(&u32::MAX.to_be_bytes());
+    let e = read_backup(&v[..], &Unprotect::None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::TooLarge {
+                what: Limit::OriginSize,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

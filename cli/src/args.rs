@@ -595,6 +595,19 @@ pub(crate) struct RestoreArgs {
     /// 0600) opens the backup (autolock was on when it was taken).
     #[arg(long, value_name = "FILE")]
     pub(crate) unlock_key_file: Option<PathBuf>,
+    /// The cluster the backup must come from (its id, as `moat info`
+    /// prints it): a backup signed by a manager of any other cluster, or an
+    /// unsigned one, is refused. This or --trust-any-cluster is required.
+    #[arg(long, value_name = "ID", conflicts_with = "trust_any_cluster")]
+    pub(crate) expect_cluster: Option<String>,
+    /// Also require the backup's signer to chain to this root CA
+    /// (`sha256:…`, as `moat ca` prints it).
+    #[arg(long, value_name = "FINGERPRINT", requires = "expect_cluster")]
+    pub(crate) expect_root: Option<String>,
+    /// Restore a backup of whatever cluster signed it, or an unsigned
+    /// (format 1) backup: you vouch for where the file came from.
+    #[arg(long)]
+    pub(crate) trust_any_cluster: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use moat_api::{BackupRequest, SecretString, path};
-use moat_backup::{AgeIdentity, Backup, BackupError, Unprotect};
+use moat_backup::{AgeIdentity, Backup, BackupError, Manifest, Origin, Trust, Unprotect};
 use zeroize::Zeroizing;
 
 use crate::args::{BackupAction, BackupArgs, BackupInspect, Format, RestoreArgs};
@@ -169,16 +169,79 @@ fn open(file: &Path, unprotect: &crate::args::Unprotect) -> Result<Backup, Failu
     })
 }
 
+/// `moat backup inspect --format json`: the manifest's fields plus
+/// `origin`.
+#[derive(serde::Serialize)]
+struct InspectJson<'a> {
+    #[serde(flatten)]
+    manifest: &'a Manifest,
+    origin: OriginJson<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum OriginJson<'a> {
+    /// Format 2: the signature verified.
+    Signed {
+        cluster_id: String,
+        signer: String,
+        signer_serial: &'a str,
+        roots: &'a [String],
+    },
+    /// Format 1: no signature.
+    Unsigned,
+}
+
+fn origin_json(origin: &Origin) -> OriginJson<'_> {
+    match origin {
+        Origin::Signed(s) => OriginJson::Signed {
+            cluster_id: s.cluster_id.to_string(),
+            signer: s.signer.node_id.to_string(),
+            signer_serial: &s.signer.serial,
+            roots: &s.roots,
+        },
+        _ => OriginJson::Unsigned,
+    }
+}
+
+/// The `Signed by:` and `Root CA:` lines (or the unsigned warning).
+fn write_origin(out: &mut impl Write, origin: &Origin) -> io::Result<()> {
+    match origin {
+        Origin::Signed(s) => {
+            writeln!(
+                out,
+                "Signed by:     manager {} of cluster {} (signature verified)",
+                s.signer.node_id, s.cluster_id
+            )?;
+            writeln!(out, "Root CA:       {}", s.roots.join(", "))
+        }
+        _ => {
+            writeln!(
+                out,
+                "Signed by:     NOBODY: format 1 backup, its cluster cannot be proven"
+            )?;
+            writeln!(out, "Root CA:       unknown")
+        }
+    }
+}
+
 fn inspect(args: &BackupInspect) -> Result<(), Failure> {
     let backup = open(&args.file, &args.unprotect)?;
     let m = &backup.manifest;
     let mut out = io::stdout().lock();
     match args.format {
-        Format::Json => write_json(&mut out, m)?,
+        Format::Json => write_json(
+            &mut out,
+            &InspectJson {
+                manifest: m,
+                origin: origin_json(&backup.origin),
+            },
+        )?,
         Format::Table => {
             writeln!(out, "Backup:        {} (verified)", args.file.display())?;
             writeln!(out, "Encryption:    {:?}", backup.encryption)?;
             writeln!(out, "Cluster:       {}", m.cluster_id)?;
+            write_origin(&mut out, &backup.origin)?;
             writeln!(out, "Taken from:    {}", m.node_id)?;
             writeln!(
                 out,
@@ -220,14 +283,41 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
         })?),
         None => None,
     };
+    let expected = match &args.expect_cluster {
+        Some(id) => Some(id.parse::<moat_pki::ClusterId>().map_err(|e| {
+            Failure::new(
+                anyhow::anyhow!("--expect-cluster {id:?} is not a cluster id: {e}"),
+                "give the cluster id as `moat info` prints it (26 characters, 0-9 and a-v)",
+            )
+        })?),
+        None => None,
+    };
     let backup = open(&args.file, &args.unprotect)?;
     let (created_at, index) = (backup.manifest.created_at, backup.manifest.raft_index);
+    {
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "Backup of cluster {} taken from manager {}",
+            backup.manifest.cluster_id, backup.manifest.node_id
+        )?;
+        write_origin(&mut out, &backup.origin)?;
+        out.flush()?;
+    }
+    let trust = trust_for(&backup, expected, args)?;
+    if matches!(backup.origin, Origin::Unsigned) {
+        eprintln!(
+            "WARNING: {} is an unsigned (format 1) backup: nothing proves it comes from your cluster. Restoring it because of --trust-any-cluster.",
+            args.file.display()
+        );
+    }
     let restored = moat_node::restore_backup(
         backup,
         &args.state_dir,
         args.listen_addr.as_deref(),
         args.advertise_addr.as_deref(),
         unlock_key.as_ref(),
+        &trust,
     )
     .map_err(|e| {
         Failure::with_hint(
@@ -275,6 +365,45 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
         "Then join the other nodes again. Do not start the cluster the backup came from again."
     )?;
     Ok(())
+}
+
+/// What the operator trusts the backup's origin to be, from the flags;
+/// neither flag is a refusal that names what the backup is.
+fn trust_for(
+    backup: &Backup,
+    expected: Option<moat_pki::ClusterId>,
+    args: &RestoreArgs,
+) -> Result<Trust, Failure> {
+    if let Some(id) = expected {
+        return Ok(Trust::Cluster {
+            id,
+            root: args.expect_root.clone(),
+        });
+    }
+    if args.trust_any_cluster {
+        return Ok(Trust::AnyCluster);
+    }
+    Err(match &backup.origin {
+        Origin::Signed(s) => Failure::new(
+            anyhow::anyhow!(
+                "this backup is of cluster {} (root CA {}); restore needs to know which cluster you expect, and nothing was written",
+                s.cluster_id,
+                s.roots.join(", ")
+            ),
+            format!(
+                "if that is your cluster (`moat info` on one of its nodes, or your records, show its id), pass --expect-cluster {}; add --expect-root {} to pin its root CA as well",
+                s.cluster_id,
+                s.roots.first().map(String::as_str).unwrap_or("sha256:…")
+            ),
+        ),
+        _ => Failure::new(
+            anyhow::anyhow!(
+                "this backup is unsigned (format 1, written before moat signed backups): nothing proves it comes from cluster {} as it says, and nothing was written",
+                backup.manifest.cluster_id
+            ),
+            "if you know where this file came from, pass --trust-any-cluster",
+        ),
+    })
 }
 
 /// A passphrase from the terminal (asked twice when `confirm`) or the

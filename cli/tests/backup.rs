@@ -292,6 +292,27 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
         args.extend_from_slice(extra);
         offline(&args, None)
     };
+    // Without saying which cluster it must be, restore names what it found
+    // and the flag to pass, and writes nothing.
+    let refused = restore(&["--unlock-key-file", s(&key_path)]);
+    let err = refused.fails_with(&format!("this backup is of cluster {cluster_id}"));
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("--expect-cluster {cluster_id}")),
+        "{err}\n{}",
+        refused.stderr
+    );
+    assert!(
+        !target.exists(),
+        "a refused restore wrote {}",
+        target.display()
+    );
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["--expect-cluster", &cluster_id];
+        args.extend_from_slice(extra);
+        restore(&args)
+    };
     restore(&["--unlock-key-file", s(&later_file)]).fails_with("invalid unlock key");
     assert!(
         !target.exists(),
@@ -302,7 +323,15 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
     let text = out.ok();
     assert!(
         text.starts_with(&format!(
-            "Restored manager {backed_up_id} of cluster {cluster_id} into "
+            "Backup of cluster {cluster_id} taken from manager {backed_up_id}\n\
+             Signed by:     manager {backed_up_id} of cluster {cluster_id} (signature verified)\n\
+             Root CA:       sha256:"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\nRestored manager {backed_up_id} of cluster {cluster_id} into "
         )),
         "{text}"
     );
@@ -643,7 +672,13 @@ fn damaged_or_foreign_backups_are_refused_before_anything_is_written() {
             if precreate {
                 std::fs::create_dir(&target).unwrap();
             }
-            let mut args = vec!["restore", s(&case.file), "--state-dir", s(&target)];
+            let mut args = vec![
+                "restore",
+                s(&case.file),
+                "--state-dir",
+                s(&target),
+                "--trust-any-cluster",
+            ];
             args.extend_from_slice(&unprotect);
             let out = offline(&args, case.stdin.as_deref());
             assert_eq!(
@@ -704,6 +739,7 @@ fn damaged_or_foreign_backups_are_refused_before_anything_is_written() {
                 s(target),
                 "-i",
                 s(&identity),
+                "--trust-any-cluster",
             ],
             None,
         )
@@ -728,6 +764,7 @@ fn damaged_or_foreign_backups_are_refused_before_anything_is_written() {
         s(&fine),
         "-i",
         s(&identity),
+        "--trust-any-cluster",
     ];
     offline(&args, None).ok();
     assert!(fine.join("node.json").is_file() && fine.join("store/store.json").is_file());
@@ -783,8 +820,11 @@ fn plaintext_needs_a_flag_and_passphrase_backups_round_trip() {
         assert!(text.contains(line), "inspect lacks {line:?}:\n{text}");
     }
     let manifest = offline(&["backup", "inspect", s(&plain), "--format", "json"], None).json();
-    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["format"], 2);
     assert_eq!(manifest["cluster_id"], info["cluster_id"]);
+    assert_eq!(manifest["origin"]["kind"], "signed");
+    assert_eq!(manifest["origin"]["cluster_id"], info["cluster_id"]);
+    assert_eq!(manifest["origin"]["signer"], info["node_id"]);
     assert_eq!(manifest["node_id"], info["node_id"]);
     assert_eq!(manifest["nodes"], 2);
     assert_eq!(manifest["managers"], 1);
@@ -859,6 +899,7 @@ fn plaintext_needs_a_flag_and_passphrase_backups_round_trip() {
             s(&pass),
             "--state-dir",
             s(&target),
+            "--trust-any-cluster",
             "--passphrase",
             "--advertise-addr",
             &addr,
@@ -1032,7 +1073,13 @@ fn store_dump_reads_a_freshly_restored_state_directory() {
         ("from-sealed", &b.sealed, vec!["-i", s(&b.identity)]),
     ] {
         let target = b.h.dir().join(name);
-        let mut args = vec!["restore", s(file), "--state-dir", s(&target)];
+        let mut args = vec![
+            "restore",
+            s(file),
+            "--state-dir",
+            s(&target),
+            "--trust-any-cluster",
+        ];
         args.extend_from_slice(&unprotect);
         offline(&args, None).ok();
         offline(
@@ -1129,6 +1176,7 @@ fn restoring_a_backup_whose_certificate_has_expired() {
             s(&target),
             "-i",
             s(&identity),
+            "--trust-any-cluster",
             "--advertise-addr",
             &new_addr,
             "--listen-addr",
@@ -1172,4 +1220,161 @@ fn restoring_a_backup_whose_certificate_has_expired() {
         try_nodes(&h, "restored")
             .is_some_and(|n| n.get("w").is_some_and(|w| w["status"] == "ready"))
     });
+}
+
+/// The plaintext payload of a backup taken apart (format 2): the bytes up
+/// to the origin block, the block (JSON), the rest without the trailer.
+fn split_origin(payload: &[u8]) -> (Vec<u8>, serde_json::Value, Vec<u8>) {
+    assert!(payload.starts_with(b"MOATBACKUP2\n"), "a format 2 backup");
+    let u32_at = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().unwrap()) as usize;
+    let o_at = 16 + u32_at(12);
+    let o_len = u32_at(o_at);
+    let origin = serde_json::from_slice(&payload[o_at + 4..o_at + 4 + o_len]).unwrap();
+    (
+        payload[..o_at].to_vec(),
+        origin,
+        payload[o_at + 4 + o_len..payload.len() - 32].to_vec(),
+    )
+}
+
+/// Regression (issue 16, finding 4): a backup's integrity was proven but
+/// not its origin, so anyone who knew the age recipient and could write
+/// to backup storage could substitute a backup of their own cluster, and
+/// restore trusted it. Two real clusters back up to the same recipient:
+/// restore expecting ours refuses theirs, naming both ids; without a flag
+/// it refuses, naming what it found; a signature changed after signing is
+/// refused by `backup inspect` and `restore`; and ours, pinned by cluster
+/// id and by the root fingerprint `moat ca` prints, restores.
+#[test]
+fn a_backup_of_another_cluster_or_with_a_tampered_signature_is_refused() {
+    let mut h = harness();
+    h.start("ours");
+    h.init("ours", &[]);
+    h.start("theirs");
+    h.init("theirs", &[]);
+    let id = |name: &str| {
+        h.moat(name, &["info", "--format", "json"]).json()["cluster_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (our_id, their_id) = (id("ours"), id("theirs"));
+    assert_ne!(our_id, their_id);
+    let ca = h.moat("ours", &["ca"]);
+    let root = ca
+        .ok()
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("moat ca shows no fingerprint:\n{}", ca.stdout))
+        .to_string();
+    let (identity, recipient) = keygen(&h, "shared.key");
+    let mine = backup(&h, "ours", "ours.moat", &["--recipient", &recipient], None);
+    let forged = backup(
+        &h,
+        "theirs",
+        "theirs.moat",
+        &["--recipient", &recipient],
+        None,
+    );
+
+    let inspect = offline(&["backup", "inspect", s(&forged), "-i", s(&identity)], None);
+    assert!(
+        inspect
+            .ok()
+            .contains(&format!("of cluster {their_id} (signature verified)")),
+        "{}",
+        inspect.stdout
+    );
+    let restore = |file: &Path, target: &str, extra: &[&str]| {
+        let target = h.dir().join(target);
+        let mut args = vec![
+            "restore",
+            s(file),
+            "--state-dir",
+            s(&target),
+            "-i",
+            s(&identity),
+        ];
+        args.extend_from_slice(extra);
+        (offline(&args, None), target)
+    };
+
+    // Theirs, expecting ours: refused, naming both; nothing written.
+    let (out, target) = restore(&forged, "t1", &["--expect-cluster", &our_id]);
+    out.fails_with(&format!(
+        "this backup is of cluster {their_id}, not of cluster {our_id}"
+    ));
+    assert!(out.stdout.contains(&their_id), "{}", out.stdout);
+    assert!(
+        !target.exists(),
+        "a refused restore wrote {}",
+        target.display()
+    );
+    // Ours, without either flag: refused, naming its id and the flag.
+    let (out, target) = restore(&mine, "t2", &[]);
+    out.fails_with(&format!(
+        "this backup is of cluster {our_id} (root CA {root})"
+    ));
+    assert!(
+        out.stderr.contains(&format!("--expect-cluster {our_id}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !target.exists(),
+        "a refused restore wrote {}",
+        target.display()
+    );
+    // Ours, pinned to another root: refused.
+    let other_root = format!("sha256:{}", "0".repeat(64));
+    let (out, target) = restore(
+        &mine,
+        "t3",
+        &["--expect-cluster", &our_id, "--expect-root", &other_root],
+    );
+    out.fails_with("not under the expected root");
+    assert!(!target.exists());
+
+    // A plaintext backup whose signature is changed after signing (the
+    // trailer recomputed, so only the signature can tell).
+    let plain = backup(&h, "ours", "plain.moat", &["--insecure-plaintext"], None);
+    let bytes = std::fs::read(&plain).unwrap();
+    offline(&["backup", "inspect", s(&plain)], None).ok();
+    let (head, mut origin, rest) = split_origin(&bytes);
+    let mut sig = base64_decode(origin["signature"].as_str().unwrap());
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    origin["signature"] = data_encoding::BASE64.encode(&sig).into();
+    let origin = serde_json::to_vec(&origin).unwrap();
+    let mut tampered = head;
+    tampered.extend_from_slice(&(origin.len() as u32).to_be_bytes());
+    tampered.extend_from_slice(&origin);
+    tampered.extend_from_slice(&rest);
+    // `fingerprint` is `sha256:<hex>` of any bytes: the trailer.
+    let trailer = moat_pki::fingerprint(&tampered);
+    let trailer = data_encoding::HEXLOWER
+        .decode(trailer.trim_start_matches("sha256:").as_bytes())
+        .unwrap();
+    tampered.extend_from_slice(&trailer);
+    let tampered_file = h.dir().join("tampered.moat");
+    std::fs::write(&tampered_file, &tampered).unwrap();
+    offline(&["backup", "inspect", s(&tampered_file)], None)
+        .fails_with("the backup's signature does not verify");
+    let (out, target) = restore(&tampered_file, "t4", &["--expect-cluster", &our_id]);
+    out.fails_with("the backup's signature does not verify");
+    assert!(!target.exists());
+
+    // Ours, pinned by cluster and root: restored.
+    let (out, target) = restore(
+        &mine,
+        "t5",
+        &["--expect-cluster", &our_id, "--expect-root", &root],
+    );
+    let text = out.ok();
+    assert!(text.contains(&format!("Root CA:       {root}")), "{text}");
+    assert!(
+        text.contains(&format!("of cluster {our_id} into ")),
+        "{text}"
+    );
+    assert!(target.join("node.json").is_file());
 }

@@ -8,13 +8,15 @@
 //! sealed with the store's data key in the snapshot file format. With
 //! autolock on, the backup therefore opens only with the unlock key valid
 //! when it was taken; with autolock off it also holds `unlock.key`. The
-//! whole is encrypted with age (moat-backup).
+//! whole is encrypted with age (moat-backup) and its manifest is signed
+//! with this manager's node key (its certificate chain and the cluster's
+//! roots go into the backup), so a restore can tell which cluster made it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use moat_api::{BackupRequest, ErrorKind};
-use moat_backup::{Backup, BackupFile, Manifest, Protection};
+use moat_backup::{Backup, BackupFile, Manifest, Origin, Protection, Signer, Trust};
 use moat_pki::Role;
 use zeroize::Zeroizing;
 
@@ -64,6 +66,15 @@ pub(crate) async fn take(node: &Arc<Member>, req: BackupRequest) -> Result<Vec<u
         }
     };
     let m = node.require_manager()?;
+    // The node key, not the CA key: its certificate names this manager, its
+    // role and its cluster, and the CA key keeps the one use of issuing.
+    let (chain, key) = node.tls.signing_identity().ok_or_else(|| {
+        NodeError::new(
+            ErrorKind::Unavailable,
+            "this manager has no certificate yet",
+        )
+    })?;
+    let signer = Signer::new(key, chain, (*node.tls.roots()).clone());
     // Everything committed before this call is in what follows.
     let state = node.read_state().await.map_err(NodeError::from)?;
     let cipher = m
@@ -145,11 +156,18 @@ pub(crate) async fn take(node: &Arc<Member>, req: BackupRequest) -> Result<Vec<u
     // age's scrypt (passphrase) takes a second of CPU: off the runtime.
     let bytes = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        moat_backup::write_backup(&mut out, manifest, &files, protection).map(|_| out)
+        moat_backup::write_backup(&mut out, manifest, &files, protection, &signer).map(|_| out)
     })
     .await
     .map_err(|e| internal("writing the backup", e))?
-    .map_err(|e| NodeError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+    .map_err(|e| match e {
+        // The daemon gathered something it must not archive, or its own
+        // certificate cannot sign: a bug or a broken node, not the caller's.
+        moat_backup::BackupError::InvalidInput(_) => {
+            NodeError::new(ErrorKind::Internal, e.to_string())
+        }
+        _ => NodeError::new(ErrorKind::InvalidArgument, e.to_string()),
+    })?;
     node.journal(
         JournalEvent::new(JournalActor::LocalOperator, JournalAction::Backup)
             .note(format!("{} bytes", bytes.len())),
@@ -194,13 +212,22 @@ pub struct Restored {
 /// be empty; nothing is written to it unless all of it is): the node is
 /// marked restored, so its daemon waits for `moat init
 /// --force-new-cluster`, and gets the addresses given.
+///
+/// First the backup's origin must be what `trust` says (a signed backup of
+/// the expected cluster, or anything with [`Trust::AnyCluster`]), and a
+/// signed backup's `node.json` must name the cluster and manager that
+/// signed it.
 pub fn restore_backup(
     mut backup: Backup,
     dir: &Path,
     listen_addr: Option<&str>,
     advertise_addr: Option<&str>,
     unlock_key: Option<&moat_lock::UnlockKey>,
+    trust: &Trust,
 ) -> Result<Restored, NodeError> {
+    backup.check_trust(trust).map_err(|e| {
+        NodeError::new(ErrorKind::PermissionDenied, e.to_string()).hint("nothing was written")
+    })?;
     if backup.file("store/store.json").is_none() {
         return Err(NodeError::new(
             ErrorKind::InvalidArgument,
@@ -234,6 +261,17 @@ pub fn restore_backup(
         };
     } else if let Some(l) = listen_addr {
         file.listen_addr = crate::addr::normalize_listen(l)?;
+    }
+    if let Origin::Signed(signed) = &backup.origin
+        && (file.cluster_id != signed.cluster_id || file.node_id != signed.signer.node_id)
+    {
+        return Err(NodeError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the backup's node.json names manager {} of cluster {}, but manager {} of cluster {} signed the backup: it is inconsistent; do not restore from it",
+                file.node_id, file.cluster_id, signed.signer.node_id, signed.cluster_id
+            ),
+        ));
     }
     let locked = backup.file("unlock.key").is_none();
     if let Some(key) = unlock_key {
