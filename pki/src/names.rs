@@ -3,7 +3,7 @@
 //!
 //! The subject says who the holder is: `CN=<node id>, OU=moat-<role>,
 //! O=<cluster id>`. The subject alternative names say it again as DNS
-//! names that an RFC 5280 linter accepts (D35), under [`NAME_ZONE`]:
+//! names that an RFC 5280 linter accepts (D37), under [`NAME_ZONE`]:
 //!
 //! * `<node id>.<cluster id>.moat.internal`: this node of this cluster;
 //! * `manager.moat.internal` or `worker.moat.internal`: its role, the TLS
@@ -49,7 +49,7 @@ pub(crate) fn node_san_names(node: &NodeId, role: Role, cluster: &ClusterId) -> 
     vec![node_dns_name(node, cluster), role.dns_name().to_string()]
 }
 
-/// The names of certificates issued before D35 (`<node id>`,
+/// The names of certificates issued before D37 (`<node id>`,
 /// `moat-<role>`, and `moat-ca` on managers): not valid DNS names, but the
 /// same identity as the subject. Still accepted, so that nodes upgraded
 /// one at a time keep talking until every certificate has been renewed
@@ -63,7 +63,7 @@ fn legacy_san_names(node: &NodeId, role: Role) -> Vec<String> {
 }
 
 /// Checks that the subject alternative names of `cert` are exactly those
-/// of a certificate for `node` with `role` in `cluster` (or their pre-D35
+/// of a certificate for `node` with `role` in `cluster` (or their pre-D37
 /// form): DNS names only, none missing, none extra.
 pub(crate) fn check_san_names(
     cert: &X509Certificate<'_>,

@@ -413,7 +413,7 @@ impl ServerCertVerifier for ManagerServerVerifier {
         }
         // Only the manager name is asked for. verify_chain checked that the
         // certificate's DNS names are exactly those of its subject, so a
-        // manager certificate carries this name (or, issued before D35,
+        // manager certificate carries this name (or, issued before D37,
         // its old form `moat-manager`, accepted until renewed).
         if server_name.to_str() != MANAGER_SERVER_NAME {
             return Err(rustls::Error::InvalidCertificate(

@@ -975,7 +975,7 @@ fn minted(
 /// Regression (finding 8): the DNS names must say what the subject says.
 /// A certificate of this cluster's CA whose names point at another node,
 /// another cluster or another role, or add a name, is refused; the names
-/// of certificates issued before D35 (`<node id>`, `moat-<role>`,
+/// of certificates issued before D37 (`<node id>`, `moat-<role>`,
 /// `moat-ca`) are still accepted until they are renewed.
 #[test]
 fn names_that_disagree_with_the_subject_are_refused() {
@@ -1031,7 +1031,7 @@ fn names_that_disagree_with_the_subject_are_refused() {
             "{role} {names:?}: {err}"
         );
     }
-    // Accepted: the names moat issues, and the pre-D35 ones.
+    // Accepted: the names moat issues, and the pre-D37 ones.
     for (role, names) in [
         (
             Role::Worker,
@@ -1048,12 +1048,12 @@ fn names_that_disagree_with_the_subject_are_refused() {
     }
 }
 
-/// A manager still holding a certificate issued before D35 (DNS name
+/// A manager still holding a certificate issued before D37 (DNS name
 /// `moat-manager`, not `manager.moat.internal`) is still accepted as a
 /// manager by an upgraded node; a worker with the old names is still
 /// refused as a server.
 #[test]
-fn tls_accepts_a_manager_certificate_issued_before_d35() {
+fn tls_accepts_a_manager_certificate_issued_before_d37() {
     let ca = root();
     let (client, _) = context(&ca, Role::Worker, now());
     for (role, names) in [
