@@ -306,10 +306,11 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
     }
     let trust = trust_for(&backup, expected, args)?;
     if matches!(backup.origin, Origin::Unsigned) {
-        eprintln!(
+        writeln!(
+            io::stderr().lock(),
             "WARNING: {} is an unsigned (format 1) backup: nothing proves it comes from your cluster. Restoring it because of --trust-any-cluster.",
             args.file.display()
-        );
+        )?;
     }
     let restored = moat_node::restore_backup(
         backup,

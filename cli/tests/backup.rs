@@ -1364,6 +1364,42 @@ fn a_backup_of_another_cluster_or_with_a_tampered_signature_is_refused() {
     out.fails_with("the backup's signature does not verify");
     assert!(!target.exists());
 
+    // The same backup as format 1 (no origin block, as moat wrote before
+    // it signed backups): refused when a cluster is expected or nothing
+    // is said, restored with --trust-any-cluster and a warning.
+    let (head, _, rest) = split_origin(&bytes);
+    let manifest =
+        String::from_utf8(head[16..].to_vec())
+            .unwrap()
+            .replacen("\"format\":2", "\"format\":1", 1);
+    let mut old = b"MOATBACKUP1\n".to_vec();
+    old.extend_from_slice(&(manifest.len() as u32).to_be_bytes());
+    old.extend_from_slice(manifest.as_bytes());
+    old.extend_from_slice(&rest);
+    let trailer = moat_pki::fingerprint(&old);
+    let trailer = data_encoding::HEXLOWER
+        .decode(trailer.trim_start_matches("sha256:").as_bytes())
+        .unwrap();
+    old.extend_from_slice(&trailer);
+    let old_file = h.dir().join("format1.moat");
+    std::fs::write(&old_file, &old).unwrap();
+    let inspect = offline(&["backup", "inspect", s(&old_file)], None);
+    assert!(
+        inspect.ok().contains("Signed by:     NOBODY"),
+        "{}",
+        inspect.stdout
+    );
+    let (out, target) = restore(&old_file, "t6", &["--expect-cluster", &our_id]);
+    out.fails_with("this backup is unsigned (format 1");
+    assert!(!target.exists());
+    let (out, target) = restore(&old_file, "t7", &[]);
+    out.fails_with("pass --trust-any-cluster");
+    assert!(!target.exists());
+    let (out, target) = restore(&old_file, "t8", &["--trust-any-cluster"]);
+    out.ok();
+    assert!(out.stderr.contains("WARNING: "), "{}", out.stderr);
+    assert!(target.join("node.json").is_file());
+
     // Ours, pinned by cluster and root: restored.
     let (out, target) = restore(
         &mine,
