@@ -100,6 +100,11 @@ impl Daemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// How to start a daemon beyond the defaults (`moat daemon --state-dir
@@ -306,11 +311,6 @@ impl Harness {
         self.moat_with(&host, args, Some(stdin))
     }
 
-    fn moat_with(&self, host: &str, args: &[&str], stdin: Option<&str>) -> Run {
-        use std::io::Write;
-        let command = format!("MOAT_HOST={host} moat {}", args.join(" "));
-        let mut child = Command::new(&self.moat)
-            .args(args)
     /// Runs `moat ARGS…` against daemon `name` with more environment
     /// variables (e.g. `MOAT_JOIN_TOKEN`) and, when given, `stdin`.
     pub fn moat_env(
@@ -324,7 +324,7 @@ impl Harness {
         self.moat_with_env(&host, args, env, stdin)
     }
 
-            .env("MOAT_HOST", host)
+    fn moat_with(&self, host: &str, args: &[&str], stdin: Option<&str>) -> Run {
         self.moat_with_env(host, args, &[], stdin)
     }
 
@@ -335,12 +335,17 @@ impl Harness {
         env: &[(&str, &str)],
         stdin: Option<&str>,
     ) -> Run {
+        use std::io::Write;
+        let command = format!("MOAT_HOST={host} moat {}", args.join(" "));
+        let mut child = Command::new(&self.moat)
+            .args(args)
+            .env("MOAT_HOST", host)
+            .envs(env.iter().copied())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -361,12 +366,12 @@ impl Harness {
         Command::new(&self.moat)
             .args(["join", "--listen-addr", "127.0.0.1:0", addr])
             .env("MOAT_HOST", self.daemon(name).host())
+            .env(JOIN_TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("running moat join: {e}"))
-            .env(JOIN_TOKEN_ENV, token)
     }
 
     /// Kills daemon `name` with SIGKILL, as a crash would.
@@ -561,11 +566,6 @@ impl Drop for Harness {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// The environment variable `moat join` reads its token from.
 pub const JOIN_TOKEN_ENV: &str = "MOAT_JOIN_TOKEN";
 
@@ -583,6 +583,11 @@ pub fn join_command(text: &str) -> Option<(String, String)> {
             _ => None,
         }
     })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Decoders for scanning files for secrets, written independently of the

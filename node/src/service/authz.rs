@@ -60,7 +60,16 @@ fn authorize(
     // A demoted manager's certificate stays valid until it expires; the
     // store's role, and its list of revoked certificates, are what count.
     match state.nodes.get(&id).map(|n| n.role) {
-        None => return Err(unknown_node(id)),
+        // Retryable (a manager that just joined may not be applied here
+        // yet), but nothing is done for it.
+        None => {
+            return Err(RpcError::new(
+                RpcErrorKind::Unavailable,
+                format!(
+                    "this manager's store does not know node {id}: it is not a manager of this cluster, or this manager is still catching up"
+                ),
+            ));
+        }
         Some(Role::Worker) => {
             return Err(RpcError::new(
                 RpcErrorKind::Denied,
@@ -180,7 +189,11 @@ mod tests {
     fn a_manager_certificate_for_an_unknown_id_is_refused() {
         let (c, id) = caller(Some(Role::Manager));
         let e = authorize(&c, &ClusterState::default(), Need::Manager).unwrap_err();
-        assert!(e.message.contains(&format!("does not know node {id}")), "{}", e.message);
+        assert!(
+            e.message.contains(&format!("does not know node {id}: it is not a manager")),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

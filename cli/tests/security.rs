@@ -1,0 +1,706 @@
+//! The security regression suite: every attack the project knows of, tried
+//! against real `moat daemon` processes over mutual TLS on loopback, each
+//! printed with what the cluster answered. Run it with
+//!
+//! ```sh
+//! cargo test -p moat --test security -- --nocapture
+//! ```
+//!
+//! to see the authorization matrix: one line per attack, `refused: <the
+//! reason the cluster gave>` or `held: <what still worked>`. Every row is
+//! also an assertion: an attack that gets through fails the test.
+//!
+//! The attacker here holds what each attack assumes: a worker's key (it
+//! mints the worker's certificate with the CA key read off a stopped
+//! manager's disk, which stands for "has that node's credentials"), a
+//! demoted manager's, a made-up manager id, a forged CA for the same
+//! cluster id, another cluster's tokens and backups.
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // tests
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
+use moat_pki::{
+    CertExpiry, CertificateDer, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey,
+    Role, RootCa, RootOptions, TlsContext, TrustRoots,
+};
+use moat_store::audit::ForwardedEvent;
+use moat_testkit::Harness;
+use moat_transport::{ClusterClient, Network, ServerTrust};
+use openraft::network::{RPCOption, RaftNetwork as _};
+use serde_json::{Value, json};
+
+/// One line of the matrix.
+struct Row {
+    attack: &'static str,
+    outcome: String,
+    passed: bool,
+}
+
+#[derive(Default)]
+struct Matrix(Vec<Row>);
+
+impl Matrix {
+    /// The attack must be refused with a reason containing `expect`.
+    fn refused(&mut self, attack: &'static str, result: Result<String, String>, expect: &str) {
+        let (outcome, passed) = match result {
+            Err(reason) => {
+                let passed = reason.contains(expect);
+                (format!("refused: {}", one_line(&reason)), passed)
+            }
+            Ok(answer) => (format!("ACCEPTED: {}", one_line(&answer)), false),
+        };
+        self.push(attack, outcome, passed);
+    }
+
+    /// What must still hold under the attack.
+    fn held(&mut self, attack: &'static str, passed: bool, what: String) {
+        let outcome = if passed {
+            format!("held: {what}")
+        } else {
+            format!("BROKEN: {what}")
+        };
+        self.push(attack, outcome, passed);
+    }
+
+    fn push(&mut self, attack: &'static str, outcome: String, passed: bool) {
+        println!("{attack:<58} {outcome}");
+        let _ = std::io::stdout().flush();
+        self.0.push(Row {
+            attack,
+            outcome,
+            passed,
+        });
+    }
+
+    fn finish(self) {
+        let failed: Vec<String> = self
+            .0
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{}: {}", r.attack, r.outcome))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "attacks that were not refused as expected:\n{}",
+            failed.join("\n")
+        );
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.chars().take(220).collect()
+}
+
+/// The attacker's CA: the cluster's own root key (read off a stopped
+/// manager's store), to mint any node's certificate.
+struct Forge {
+    ca: RootCa,
+}
+
+impl Forge {
+    fn from_dump(dump: &Value) -> Self {
+        let ca = &dump["ca"];
+        let pem = ca["root_cert_pem"]
+            .as_str()
+            .expect("the dump shows the root");
+        let cert = pem_der(pem);
+        let key_b64 = ca["root_key_pkcs8"]
+            .as_str()
+            .expect("--show-secrets shows the key");
+        let key = data_encoding::BASE64.decode(key_b64.as_bytes()).unwrap();
+        let key = PrivateKey::from_pkcs8_der(&key).unwrap();
+        let ca = RootCa::from_parts(cert, key).unwrap();
+        Self { ca }
+    }
+
+    /// A TLS context presenting a certificate for `id` as `role`, issued
+    /// at `at` for `expiry`, by `issuer` (this cluster's CA unless given).
+    fn tls(
+        &self,
+        id: NodeId,
+        role: Role,
+        at: OffsetDateTime,
+        issuer: Option<&RootCa>,
+    ) -> Arc<TlsContext> {
+        let issuer = issuer.unwrap_or(&self.ca);
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let issued = issuer
+            .sign_csr(
+                key.csr().unwrap().as_ref(),
+                id,
+                role,
+                CertExpiry::new(Duration::from_secs(3600)).unwrap(),
+                at,
+            )
+            .unwrap();
+        let mut roots = vec![self.ca.certificate().clone()];
+        if let Some(other) = Some(issuer).filter(|i| i.certificate() != self.ca.certificate()) {
+            roots.push(other.certificate().clone());
+        }
+        let tls = TlsContext::new(self.ca.cluster_id(), TrustRoots::new(roots).unwrap());
+        tls.set_credentials(
+            Credentials {
+                chain: vec![issued.der],
+                key,
+            },
+            at + time::Duration::minutes(1),
+        )
+        .unwrap();
+        tls
+    }
+
+    /// A current certificate.
+    fn now(&self, id: NodeId, role: Role) -> Arc<TlsContext> {
+        self.tls(id, role, OffsetDateTime::now_utc(), None)
+    }
+}
+
+fn pem_der(pem: &str) -> CertificateDer<'static> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    CertificateDer::from(data_encoding::BASE64.decode(body.as_bytes()).unwrap())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One cluster call as `tls` (no certificate: `None`); `Err` carries the
+/// refusal, from the TLS layer, the gRPC status or the answer.
+fn call(
+    addr: &str,
+    tls: Option<Arc<TlsContext>>,
+    method: &str,
+    body: Value,
+) -> Result<String, String> {
+    runtime().block_on(async {
+        let trust = match tls {
+            Some(t) => ServerTrust::Verified(t),
+            None => ServerTrust::Bootstrap,
+        };
+        let client = ClusterClient::connect(addr, trust, Duration::from_secs(5))
+            .await
+            .map_err(|e| with_causes(&e))?;
+        let bytes = client
+            .call(
+                method,
+                serde_json::to_vec(&body).unwrap(),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|s| with_causes(&s))?;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        match answer.get("Err") {
+            Some(err) => Err(err["message"].as_str().unwrap_or_default().to_string()),
+            None => Ok(answer["Ok"].to_string()),
+        }
+    })
+}
+
+/// A TLS connection to `addr` presenting `tls`'s certificate, then one
+/// HTTP/2 preface: `Err` with the alert the manager answers with (a bad
+/// client certificate is refused in the handshake, before any call).
+fn tls_refusal(addr: &str, tls: Arc<TlsContext>) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    runtime().block_on(async {
+        let mut config = tls.client_config().map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = connector
+            .connect(moat_pki::manager_server_name(), tcp)
+            .await
+            .map_err(|e| with_causes(&e))?;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .map_err(|e| with_causes(&e))?;
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => Err("the manager closed the connection".into()),
+            Ok(Ok(n)) => Ok(format!("the manager answered {n} bytes")),
+            Ok(Err(e)) => Err(with_causes(&e)),
+            Err(_) => Ok("the manager kept the connection open".into()),
+        }
+    })
+}
+
+/// An error and its sources, on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// `moat daemon ARGS` in `dir`: its result if it exits within `limit`,
+/// else it is killed and counted as started.
+fn daemon_exit(dir: &std::path::Path, args: &[&str], limit: Duration) -> Result<String, String> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return if out.status.success() {
+                Ok(err)
+            } else {
+                Err(err)
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(format!("the daemon was still running after {limit:?}"))
+}
+
+/// `count` TCP connections to `addr` from 127.0.0.2 that never start TLS.
+fn idle_connections(
+    addr: &str,
+    count: usize,
+) -> (tokio::runtime::Runtime, Vec<tokio::net::TcpStream>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let streams = rt.block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(target).await {
+                out.push(s);
+            }
+        }
+        out
+    });
+    (rt, streams)
+}
+
+/// An AppendEntries with an empty batch and a high term, as `caller`
+/// claiming to lead, to the manager `target` at `addr`.
+fn append_entries(
+    tls: Arc<TlsContext>,
+    caller: NodeId,
+    target: NodeId,
+    addr: &str,
+) -> Result<String, String> {
+    runtime().block_on(async {
+        let mut client = Network::new(tls).client(target, &openraft::BasicNode::new(addr));
+        let req = openraft::raft::AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1_000_000, caller),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        client
+            .append_entries(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .map(|r| format!("{r:?}"))
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// A command's result: its output, or the error it printed.
+fn outcome(run: moat_testkit::Run) -> Result<String, String> {
+    if run.code == 0 {
+        Ok(run.stdout)
+    } else {
+        Err(run.stderr)
+    }
+}
+
+fn node_id(h: &Harness, on: &str, name: &str) -> NodeId {
+    h.nodes(on)[name]["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The worker token and join address of a fresh single-manager cluster
+/// on `name` (another cluster, for cross-cluster attacks).
+fn other_cluster(h: &mut Harness, name: &str, extra: &[&str]) -> (String, String) {
+    h.start(name);
+    h.init(name, extra)
+}
+
+#[test]
+fn authorization_matrix() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let (addr, worker_token) = h.cluster(&["m1", "m2", "m3"], &["w1", "w2"]);
+    let mut m = Matrix::default();
+    let ids = |h: &Harness, n: &str| node_id(h, "m1", n);
+    let (m1, m3, w1, w2) = (ids(&h, "m1"), ids(&h, "m3"), ids(&h, "w1"), ids(&h, "w2"));
+
+    // The attacker's kit: the CA key off m3's disk (stopped for the read).
+    h.stop("m3");
+    let dump = h.moat(
+        "m3",
+        &[
+            "store",
+            "dump",
+            "--show-secrets",
+            "--state-dir",
+            h.daemon("m3").state_dir.to_str().unwrap(),
+        ],
+    );
+    // A summary, then the state as JSON.
+    let text = dump.ok();
+    let state: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let forge = Forge::from_dump(&state);
+    h.restart("m3");
+
+    // --- Unauthenticated callers ---------------------------------------
+    m.refused(
+        "no certificate: propose",
+        call(
+            &addr,
+            None,
+            "propose",
+            json!({"command": {"PruneRemoved": {"now": 0}}}),
+        ),
+        "needs a node certificate",
+    );
+    let forged_root = RootCa::generate(
+        forge.ca.cluster_id(),
+        &RootOptions::default(),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    m.refused(
+        "certificate from a forged CA with this cluster's id: TLS",
+        tls_refusal(
+            &addr,
+            forge.tls(
+                w1,
+                Role::Worker,
+                OffsetDateTime::now_utc(),
+                Some(&forged_root),
+            ),
+        ),
+        "fatal alert",
+    );
+    m.refused(
+        "expired worker certificate: TLS handshake",
+        tls_refusal(
+            &addr,
+            forge.tls(
+                w1,
+                Role::Worker,
+                OffsetDateTime::now_utc() - time::Duration::days(2),
+                None,
+            ),
+        ),
+        "CertificateExpired",
+    );
+
+    // --- A worker's key -------------------------------------------------
+    let worker = forge.now(w1, Role::Worker);
+    m.refused(
+        "worker certificate: propose (a manager call)",
+        call(
+            &addr,
+            Some(worker.clone()),
+            "propose",
+            json!({"command": {"PruneRemoved": {"now": 0}}}),
+        ),
+        "only managers may make this call",
+    );
+    m.refused(
+        "worker certificate: Raft AppendEntries",
+        append_entries(worker.clone(), w1, m1, &addr),
+        "worker certificate cannot call raft RPCs",
+    );
+    // Finding 2: a journal line claiming an operator removed a node, a
+    // year ago, forwarded as the worker's own.
+    let forged = ForwardedEvent {
+        journal_seq: 1_000_000,
+        time: OffsetDateTime::now_utc().unix_timestamp() - 365 * 86_400,
+        event: Event {
+            node: w1,
+            actor: Actor::local_operator(),
+            action: Action::NODE_REMOVE,
+            target: Text::new("target", &format!("node:{m3}")).unwrap(),
+            outcome: Outcome::Success,
+            details: Details::new(),
+        },
+    };
+    let sent = call(
+        &addr,
+        Some(worker.clone()),
+        "audit_forward",
+        json!({"events": [forged]}),
+    );
+    let records = h
+        .moat(
+            "m1",
+            &[
+                "audit",
+                "ls",
+                "--format",
+                "json",
+                "--action",
+                "audit.forward",
+            ],
+        )
+        .ok()
+        .to_string();
+    let recorded = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| {
+            r["details"]["claimed_action"] == "node.remove" && r["actor"] == format!("node:{w1}")
+        });
+    let no_forged_removal = !h
+        .moat(
+            "m1",
+            &["audit", "ls", "--format", "json", "--action", "node.remove"],
+        )
+        .ok()
+        .contains(&format!("node:{m3}"));
+    m.refused(
+        "forged journal event (operator removed a node, a year ago)",
+        match (&sent, &recorded) {
+            (Ok(_), Some(r)) if no_forged_removal => Err(format!(
+                "recorded as audit.forward, {}: {}",
+                r["outcome"].as_str().unwrap_or_default(),
+                r["reason"].as_str().unwrap_or_default()
+            )),
+            _ => Ok(format!("sent: {sent:?}, recorded: {recorded:?}")),
+        },
+        "may not hold the action node.remove",
+    );
+
+    // --- Manager powers without membership (finding 3) -------------------
+    let stranger = NodeId::generate();
+    let unknown = forge.now(stranger, Role::Manager);
+    m.refused(
+        "manager certificate for an unknown id: propose",
+        call(
+            &addr,
+            Some(unknown.clone()),
+            "propose",
+            json!({"command": {"PruneRemoved": {"now": 0}}}),
+        ),
+        &format!("does not know node {stranger}"),
+    );
+    m.refused(
+        "manager certificate for an unknown id: Raft AppendEntries",
+        append_entries(unknown, stranger, m1, &addr),
+        "is not a voter",
+    );
+    h.moat("m1", &["node", "demote", "m3"]).ok();
+    h.wait_until("m3 to leave the voters", Duration::from_secs(30), || {
+        h.nodes("m1")["m3"]["role"] == "worker"
+    });
+    let demoted = forge.now(m3, Role::Manager);
+    m.refused(
+        "demoted manager's key: Raft AppendEntries",
+        append_entries(demoted.clone(), m3, m1, &addr),
+        "is not a voter",
+    );
+    m.refused(
+        "demoted manager's key: propose",
+        call(
+            &addr,
+            Some(demoted),
+            "propose",
+            json!({"command": {"PruneRemoved": {"now": 0}}}),
+        ),
+        "was demoted to worker",
+    );
+
+    // --- Removed node ---------------------------------------------------
+    h.stop("w2");
+    h.moat("m1", &["node", "rm", "--force", "w2"]).ok();
+    m.refused(
+        "removed node's key: heartbeat",
+        call(
+            &addr,
+            Some(forge.now(w2, Role::Worker)),
+            "heartbeat",
+            json!({"address": ""}),
+        ),
+        "removed from the cluster",
+    );
+
+    // --- Unauthenticated flood (finding 1) --------------------------------
+    // From 127.0.0.2: the members and the joiner are on 127.0.0.1.
+    let (flood_rt, idle) = idle_connections(&addr, 300);
+    let after_flood = call(
+        &addr,
+        Some(worker.clone()),
+        "heartbeat",
+        json!({"address": ""}),
+    );
+    h.start("w3");
+    let joined = h.join("w3", &worker_token, &addr);
+    m.held(
+        "300 idle connections from one address, then a member and a joiner",
+        after_flood.is_ok() && joined.code == 0,
+        format!(
+            "{} connections held open; heartbeat {}; join {}",
+            idle.len(),
+            if after_flood.is_ok() {
+                "answered"
+            } else {
+                "FAILED"
+            },
+            if joined.code == 0 {
+                "succeeded"
+            } else {
+                "FAILED"
+            }
+        ),
+    );
+    drop(idle);
+    drop(flood_rt);
+
+    // --- Tokens ----------------------------------------------------------
+    h.moat("m1", &["join-token", "--rotate", "worker"]).ok();
+    h.start("w4");
+    m.refused(
+        "join with a rotated (old) worker token",
+        outcome(h.join("w4", &worker_token, &addr)),
+        "",
+    );
+    let printed = h.moat("m1", &["join-token", "worker"]).ok().to_string();
+    m.held(
+        "join token in a process's argv (ps)",
+        printed.contains("MOAT_JOIN_TOKEN=") && !printed.contains("--token"),
+        format!(
+            "the printed command passes it in the environment: {}",
+            printed
+                .lines()
+                .find(|l| l.contains("moat join"))
+                .unwrap_or_default()
+                .trim()
+                .split('=')
+                .next()
+                .unwrap_or_default()
+        ),
+    );
+    let (other_addr, other_token) = other_cluster(&mut h, "x1", &[]);
+    let _ = other_addr;
+    m.refused(
+        "join with another cluster's token (wrong CA pin)",
+        outcome(h.join("w4", &other_token, &addr)),
+        "",
+    );
+
+    // --- Backups (finding 4) ----------------------------------------------
+    // Someone who knows our (public) age recipient and can write to the
+    // backup store puts a backup of their own cluster there.
+    let dir = h.dir().to_path_buf();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let keygen = outcome(h.moat("m1", &["backup", "keygen", "-o", &p("backup.key")])).unwrap();
+    let recipient = keygen
+        .lines()
+        .find_map(|l| l.strip_prefix("Public key: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    h.moat(
+        "x1",
+        &[
+            "backup",
+            "--output",
+            &p("forged.moat"),
+            "--recipient",
+            &recipient,
+        ],
+    )
+    .ok();
+    let ours = h.moat("m1", &["info", "--format", "json"]).json()["cluster_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.refused(
+        "restore of another cluster's backup, same age recipient",
+        outcome(h.moat(
+            "m1",
+            &[
+                "restore",
+                &p("forged.moat"),
+                "--state-dir",
+                &p("restored"),
+                "-i",
+                &p("backup.key"),
+                "--expect-cluster",
+                &ours,
+            ],
+        )),
+        &format!("not of cluster {ours}"),
+    );
+
+    // --- Host names (finding 5) -----------------------------------------
+    m.refused(
+        "daemon host name with terminal escapes",
+        daemon_exit(
+            &h.dir().join("evil"),
+            &["--hostname", "evil\u{1b}]0;pwned\u{7}"],
+            Duration::from_secs(20),
+        ),
+        "host name",
+    );
+
+    // --- Process memory (finding 6) --------------------------------------
+    let pid = h.daemon("m1").pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    m.held(
+        "core dump of a running manager",
+        core == "Max core file size 0 0 bytes",
+        core.clone(),
+    );
+
+    // --- Unlock key (autolock) -------------------------------------------
+    let (_, _) = other_cluster(&mut h, "x2", &["--autolock"]);
+    h.kill("x2");
+    h.restart("x2");
+    let wrong = moat_lock::UnlockKey::generate()
+        .unwrap()
+        .expose_for_operator();
+    let mut last = Ok(String::new());
+    for _ in 0..6 {
+        last = outcome(h.moat_stdin("x2", &["unlock"], &format!("{}\n", wrong.as_str())));
+    }
+    m.refused(
+        "wrong unlock key, six times",
+        last,
+        "too many failed unlock attempts",
+    );
+
+    m.finish();
+}
