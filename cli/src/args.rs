@@ -348,8 +348,8 @@ pub(crate) enum Store {
     /// Decrypt the store and print the cluster objects, for forensics.
     ///
     /// The state printed is the snapshot plus every committed log entry
-    /// after it. Secrets (the CA key, join tokens, the unlock key) are
-    /// redacted unless --show-secrets is given.
+    /// after it. Secrets (the CA key, join tokens, the unlock key, the
+    /// audit key) are redacted unless --show-secrets is given.
     Dump {
         #[command(flatten)]
         store: StoreArgs,
