@@ -436,7 +436,11 @@ pub fn verify_bundle(
     let roles = RoleChanges::read(bundle);
     for head in &bundle.heads {
         let Some(v) = verifier.as_mut() else { break };
-        match v.verify(head).map_err(|e| e.to_string()).and_then(|_| roles.check(head)) {
+        match v
+            .verify(head)
+            .map_err(|e| e.to_string())
+            .and_then(|_| roles.check(head))
+        {
             Ok(()) => checkpoints.push(Checkpoint {
                 size: head.size,
                 root: head.root,
@@ -660,7 +664,11 @@ impl RoleChanges {
             Some((seq, time, action)) if *action != "node.promote" => Err(format!(
                 "its signer, node {}, was {} by record {seq} at {time}, before the head's time {}; a node that is no longer a manager cannot vouch for the log",
                 head.signer,
-                if *action == "node.remove" { "removed" } else { "demoted" },
+                if *action == "node.remove" {
+                    "removed"
+                } else {
+                    "demoted"
+                },
                 head.time
             )),
             _ => Ok(()),

@@ -825,7 +825,10 @@ fn heads_signed_after_the_signer_was_demoted_or_removed_are_refused() {
         outcome: Outcome::Success,
         details: Details::new(),
     };
-    for (action, word) in [(Action::NODE_DEMOTE, "demoted"), (Action::NODE_REMOVE, "removed")] {
+    for (action, word) in [
+        (Action::NODE_DEMOTE, "demoted"),
+        (Action::NODE_REMOVE, "removed"),
+    ] {
         let signer = c.signer();
         let t = |secs: i64| Timestamp::from_datetime(c.now + Duration::seconds(secs)).unwrap();
         let mut log = MerkleLog::new();

@@ -63,6 +63,6 @@ pub use daemon::DaemonOptions;
 pub use error::{NodeError, Refusal, Trouble};
 pub use liveness::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
 pub use raft::{ManagerError, RaftManager, RotationStep, raft_config};
-pub use run::run_daemon;
 #[doc(hidden)]
 pub use rpc::{DecodedRequest, FUZZ_METHODS, decode_request};
+pub use run::run_daemon;

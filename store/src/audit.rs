@@ -617,7 +617,11 @@ mod tests {
         let e = r.event();
         assert_eq!(e.action, Action::AUDIT_FORWARD);
         assert_eq!(e.outcome.as_str(), "denied");
-        assert!(e.outcome.reason().contains("node.remove"), "{:?}", e.outcome);
+        assert!(
+            e.outcome.reason().contains("node.remove"),
+            "{:?}",
+            e.outcome
+        );
         assert_eq!(e.actor, Actor::node(node()));
         assert_eq!(e.target.as_str(), format!("node:{}", node()));
         assert_eq!(r.time().unix_seconds(), NOW);
@@ -631,7 +635,13 @@ mod tests {
     fn an_allowed_journal_event_speaks_only_for_its_node() {
         let mut t = AuditTrail::default();
         let claimed = NOW - 86_400;
-        let ev = journal(7, claimed, Action::NODE_UNLOCK, Actor::local_operator(), "node:x");
+        let ev = journal(
+            7,
+            claimed,
+            Action::NODE_UNLOCK,
+            Actor::local_operator(),
+            "node:x",
+        );
         t.forward(node(), &[ev], NOW).unwrap();
         let r = last_record(&t);
         let e = r.event();
@@ -639,7 +649,11 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Success);
         assert_eq!(e.actor, Actor::node(node()));
         assert_eq!(e.target.as_str(), format!("node:{}", node()));
-        assert_eq!(r.time().unix_seconds(), NOW, "the manager's clock, not the claim");
+        assert_eq!(
+            r.time().unix_seconds(),
+            NOW,
+            "the manager's clock, not the claim"
+        );
         let claimed_text = Timestamp::from_unix(claimed).unwrap().to_string();
         assert_eq!(e.details.get("claimed_time"), Some(claimed_text.as_str()));
         assert_eq!(e.details.get("claimed_actor"), Some("operator:local"));
@@ -660,7 +674,11 @@ mod tests {
         t.forward(node(), &[ev], NOW).unwrap();
         let e = last_record(&t).event().clone();
         assert_eq!(e.action, Action::AUDIT_FORWARD);
-        assert!(e.outcome.reason().contains("at most 4096"), "{:?}", e.outcome);
+        assert!(
+            e.outcome.reason().contains("at most 4096"),
+            "{:?}",
+            e.outcome
+        );
         assert_eq!(e.details.get("pad0"), None, "the padding is not recorded");
     }
 
@@ -694,9 +712,13 @@ mod tests {
         assert!(bytes as u64 <= FORWARD_BYTES_PER_DAY * 5 / 4, "{bytes}");
         // Refused changes nothing; the next day the rest goes.
         let size = t.size();
-        assert!(t.forward(node(), &events[done as usize..], NOW + 60).is_err());
+        assert!(
+            t.forward(node(), &events[done as usize..], NOW + 60)
+                .is_err()
+        );
         assert_eq!(t.size(), size);
-        t.forward(node(), &events[done as usize..], NOW + 86_400).unwrap();
+        t.forward(node(), &events[done as usize..], NOW + 86_400)
+            .unwrap();
         assert!(t.forwarded(&node()) > done);
         // Another node's budget is its own.
         let other = NodeId::generate();

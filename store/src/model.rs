@@ -1298,7 +1298,9 @@ mod tests {
             assert!(!redacted.contains(secret), "{secret} leaked");
         }
         assert!(
-            s.to_dump_json(true).to_string().contains("AUDIT-KEY-SECRET"),
+            s.to_dump_json(true)
+                .to_string()
+                .contains("AUDIT-KEY-SECRET"),
             "--show-secrets shows the audit key"
         );
         assert!(

@@ -9,10 +9,11 @@
 //! tower layer ([`OneCallLayer`]) and ends the connection from its I/O
 //! ([`Lifetime`]), which reports end-of-stream once the deadline passes so
 //! that the HTTP/2 connection closes and its slot is given back. Worst
-//! case: a connection lives [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)
-//! + [`UNAUTHENTICATED_IDLE_TIMEOUT`] +
+//! case: a connection lives the sum of
+//! [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT),
+//! [`UNAUTHENTICATED_IDLE_TIMEOUT`],
 //! [`UNAUTHENTICATED_REQUEST_TIMEOUT`](crate::UNAUTHENTICATED_REQUEST_TIMEOUT)
-//! + [`UNAUTHENTICATED_LINGER`].
+//! and [`UNAUTHENTICATED_LINGER`].
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -73,7 +73,9 @@ fn authorize(
         Some(Role::Worker) => {
             return Err(RpcError::new(
                 RpcErrorKind::Denied,
-                format!("node {id} was demoted to worker: its manager certificate no longer counts"),
+                format!(
+                    "node {id} was demoted to worker: its manager certificate no longer counts"
+                ),
             ));
         }
         Some(Role::Manager) => {}
@@ -190,7 +192,8 @@ mod tests {
         let (c, id) = caller(Some(Role::Manager));
         let e = authorize(&c, &ClusterState::default(), Need::Manager).unwrap_err();
         assert!(
-            e.message.contains(&format!("does not know node {id}: it is not a manager")),
+            e.message
+                .contains(&format!("does not know node {id}: it is not a manager")),
             "{}",
             e.message
         );
