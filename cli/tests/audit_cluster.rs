@@ -559,7 +559,15 @@ fn unlock_attempts_on_a_locked_manager_reach_the_log_and_the_metrics() {
     std::thread::sleep(Duration::from_secs(2));
     let unlocks = records(&h, "m", &["--action", "node.unlock"]);
     assert_eq!(unlocks.len(), 2, "{unlocks:#?}");
-    assert_eq!(unlocks[0]["actor"], "operator:local");
+    // A node's journal speaks only for that node (issue 16, finding 2):
+    // the operator it names is kept as a claim.
+    let me = h.moat("m", &["info", "--format", "json"]).json()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(unlocks[0]["actor"], format!("node:{me}"));
+    assert_eq!(unlocks[0]["details"]["claimed_actor"], "operator:local");
+    assert_eq!(unlocks[0]["details"]["forwarded"], "journal");
     assert!(unlocks[0]["details"]["journal_seq"].is_string());
 
     // The leader signs a tree head on its own once records wait 30 s, and

@@ -440,8 +440,10 @@ fn journal_record(node: NodeId, e: &ForwardedEvent) -> Event {
     let mut accepted = why.is_none();
     if accepted {
         details = claimed.details.clone();
+        // The marks are the manager's: they replace any detail of the
+        // same name the node sent.
         for (key, value) in claimed_facts(e) {
-            if details.get(key).is_some() || details.insert(key, &value).is_err() {
+            if details.insert(key, &value).is_err() {
                 accepted = false;
                 details = Details::new();
                 break;
@@ -659,6 +661,33 @@ mod tests {
         assert_eq!(e.details.get("claimed_actor"), Some("operator:local"));
         assert_eq!(e.details.get("journal_seq"), Some("7"));
         assert_eq!(t.forwarded(&node()), 7);
+    }
+
+    #[test]
+    fn the_forwarding_marks_replace_what_the_node_claims_under_their_names() {
+        let mut t = AuditTrail::default();
+        let mut ev = journal(
+            3,
+            NOW - 10,
+            Action::TAMPER_DETECT,
+            Actor::node(node()),
+            "node:x",
+        );
+        ev.event.details.insert("journal_seq", "3").unwrap();
+        ev.event
+            .details
+            .insert("claimed_actor", "operator:local")
+            .unwrap();
+        ev.event.details.insert("file", "journal.jsonl").unwrap();
+        t.forward(node(), &[ev], NOW).unwrap();
+        let e = last_record(&t).event().clone();
+        assert_eq!(e.action, Action::TAMPER_DETECT, "{:?}", e.outcome);
+        assert_eq!(e.details.get("journal_seq"), Some("3"));
+        assert_eq!(
+            e.details.get("claimed_actor"),
+            Some(format!("node:{}", node()).as_str())
+        );
+        assert_eq!(e.details.get("file"), Some("journal.jsonl"));
     }
 
     #[test]
