@@ -10,7 +10,7 @@ use moat_api::ErrorKind;
 use moat_api::SecretString;
 use moat_pki::{NodeId, Role};
 use moat_store::model::Command;
-use moat_transport::{ClusterClient, Code, Status};
+use moat_transport::{ClusterClient, Code, ServerTrust, Status};
 use serde::de::DeserializeOwned;
 
 use crate::error::NodeError;
@@ -364,6 +364,76 @@ pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         )
     })?;
     answer
+}
+
+/// How long a node without a certificate (joining) keeps trying a
+/// manager that refuses or closes its connection before answering: a
+/// manager caps connections without a certificate per source address
+/// (`moat_transport::MAX_UNAUTHENTICATED_PER_SOURCE`), so a burst of joins
+/// from one address (a script, a NAT) is spread out rather than failed.
+pub(crate) const UNAUTHENTICATED_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Calls `method` on a fresh connection to `addr`, the way a node without
+/// a certificate must (one call per connection). A connection that fails
+/// or is closed before any answer (`cancelled`, `unavailable`) is tried
+/// again on a new one, with backoff and jitter, for up to
+/// [`UNAUTHENTICATED_RETRY_FOR`]; an answer, even an error answer, is
+/// returned as it is. A call the manager received but whose answer was
+/// lost may so run twice: `join` is then refused the second time (the
+/// node exists, or a single-use token is used up), never admitted twice
+/// under one id.
+pub(crate) async fn call_fresh<Req: Serialize, Resp: DeserializeOwned>(
+    addr: &str,
+    trust: &ServerTrust,
+    method: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, RpcError> {
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let failure = match ClusterClient::connect(addr, trust.clone(), CALL_TIMEOUT).await {
+            // Accepted, then closed in the handshake: a manager at its
+            // limit. Anything else (refused, unreachable, a bad
+            // certificate) will not change by trying again.
+            Err(e)
+                if e.to_string().contains("TLS handshake")
+                    && !e.to_string().contains("certificate") =>
+            {
+                RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!("cannot reach a manager at {addr}: {e}"),
+                )
+            }
+            Err(e) => {
+                return Err(RpcError::new(
+                    RpcErrorKind::Unavailable,
+                    format!("cannot reach a manager at {addr}: {e}"),
+                )
+                .hint("check the address and that the manager's cluster port is reachable from this node"));
+            }
+            Ok(client) => match call(&client, method, req, timeout).await {
+                Err(e)
+                    if e.kind == RpcErrorKind::Unavailable
+                        && e.message.contains("did not answer") =>
+                {
+                    e
+                }
+                other => return other,
+            },
+        };
+        if start.elapsed() + delay > UNAUTHENTICATED_RETRY_FOR {
+            return Err(failure.hint(format!(
+                "tried for {} s; the manager may be limiting connections from this address (many joins at once, or a flood): try again later, or from another address",
+                UNAUTHENTICATED_RETRY_FOR.as_secs()
+            )));
+        }
+        let jitter = Duration::from_millis(u64::from(
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 100,
+        ));
+        tokio::time::sleep(delay + jitter).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// A failed call (not an error answer): the manager could not be reached

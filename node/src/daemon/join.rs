@@ -11,7 +11,7 @@ use moat_api::{ErrorKind, JoinRequest, JoinResponse, SecretString};
 use moat_lock::UnlockKey;
 use moat_pki::{KeyAlgorithm, PrivateKey, Role, TrustRoots};
 use moat_tokens::JoinToken;
-use moat_transport::{ClusterClient, ServerTrust};
+use moat_transport::ServerTrust;
 
 use super::{Daemon, Phase};
 use crate::addr::{normalize_listen, reserve_port};
@@ -62,14 +62,9 @@ impl Daemon {
     ) -> Result<JoinResponse, NodeError> {
         let remote = req.remote_addr.as_str();
         // 1. The root bundle, from a manager not yet trusted.
-        let bootstrap = ClusterClient::connect(remote, ServerTrust::Bootstrap, rpc::CALL_TIMEOUT)
-            .await
-            .map_err(|e| {
-                NodeError::new(ErrorKind::Unavailable, format!("cannot reach a manager at {remote}: {e}"))
-                    .hint("check the address and that the manager's cluster port is reachable from this node")
-            })?;
-        let bundle: rpc::CaBundle = rpc::call(
-            &bootstrap,
+        let bundle: rpc::CaBundle = rpc::call_fresh(
+            remote,
+            &ServerTrust::Bootstrap,
             method::CA_BUNDLE,
             &rpc::Nothing {},
             rpc::CALL_TIMEOUT,
@@ -92,18 +87,7 @@ impl Daemon {
             .map_err(|e| NodeError::new(ErrorKind::Internal, format!("root CA bundle: {e}")))?;
         // 3. Verified from now on.
         let tls = self.tls_context(cluster, roots.clone());
-        let client = ClusterClient::connect(
-            remote,
-            ServerTrust::Verified(tls.clone()),
-            rpc::CALL_TIMEOUT,
-        )
-        .await
-        .map_err(|e| {
-            NodeError::new(
-                ErrorKind::Unavailable,
-                format!("connecting to {remote}: {e}"),
-            )
-        })?;
+        let trust = ServerTrust::Verified(tls.clone());
         let key = PrivateKey::generate(KeyAlgorithm::default())
             .map_err(|e| NodeError::new(ErrorKind::Internal, e.to_string()))?;
         let csr = key
@@ -123,9 +107,10 @@ impl Daemon {
             advertise_addr: provisional.clone(),
             rejoin: proof,
         };
-        let resp: rpc::CertResp = rpc::call(&client, method::JOIN, &join, rpc::SLOW_CALL_TIMEOUT)
-            .await
-            .map_err(NodeError::from)?;
+        let resp: rpc::CertResp =
+            rpc::call_fresh(remote, &trust, method::JOIN, &join, rpc::SLOW_CALL_TIMEOUT)
+                .await
+                .map_err(NodeError::from)?;
         // 4. Keep it.
         let kek = match (&rejoin, &resp.unlock_key) {
             (Some(node), _) => node.keyring().copy_kek()?,
