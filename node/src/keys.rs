@@ -283,6 +283,11 @@ pub(crate) fn plan(
 ) -> KeyPlan {
     let setting = match setting {
         Some(s) if role == Role::Manager => s,
+        // A manager whose store is not open yet (just joined, or taking up
+        // the role) has no view of the setting: it keeps what it has. It
+        // must not fall back to a key of its own, which would write its
+        // KEK to disk in a cluster with autolock on.
+        None if role == Role::Manager => return KeyPlan::Keep,
         _ if on_disk => return KeyPlan::Keep,
         _ => return KeyPlan::Unlock,
     };
@@ -323,6 +328,11 @@ mod tests {
         // not acted on.
         assert_eq!(plan(m, Some(&on(1, &a)), 2, false, &b), KeyPlan::Keep);
         assert_eq!(plan(m, Some(&off(1)), 2, false, &b), KeyPlan::Keep);
+        // A manager without a view of the setting yet keeps its keys, on
+        // disk or not (it joined an autolocked cluster sealed under the
+        // unlock key: falling back to a key of its own would write it).
+        assert_eq!(plan(m, None, 0, false, &a), KeyPlan::Keep);
+        assert_eq!(plan(m, None, 0, true, &a), KeyPlan::Keep);
         // Workers are never locked: a demoted manager gets its own key back.
         assert_eq!(plan(Role::Worker, None, 5, false, &a), KeyPlan::Unlock);
         assert_eq!(
