@@ -253,6 +253,25 @@ mod tests {
 
     use super::*;
 
+    /// Found by the `policy` fuzz target: a fraction printed as the
+    /// shortest decimal that reads back to it must read back exactly
+    /// (serde_json's default float parser could be one unit off).
+    #[test]
+    fn a_policys_json_reads_back_to_the_same_policy_to_the_last_bit() {
+        let p = Policy::parse(
+            b"cert_renew_fraction = 0.0000000000000000000000000000000000000111609206765412825310\n",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        let back: Policy = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.cert_renew_fraction.get().to_bits(),
+            p.cert_renew_fraction.get().to_bits(),
+            "{json}"
+        );
+        assert_eq!(back, p);
+    }
+
     #[test]
     fn an_empty_policy_file_is_the_defaults() {
         let p = Policy::parse(b"# nothing\n").unwrap();
