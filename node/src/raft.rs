@@ -380,10 +380,19 @@ impl PeerPolicy for StorePolicy {
     }
 
     fn admit(&self, peer: &moat_pki::Identity) -> Result<(), String> {
-        let voters = voters_of(&self.raft);
+        // Read in place on every Raft call: no copy of the voter set.
         let id = peer.node_id;
-        let voter = voters.contains(&id);
-        if !voters.is_empty() && !voter {
+        let (none, voter) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let mut voters = membership.voter_ids().peekable();
+            (
+                voters.peek().is_none(),
+                membership.voter_ids().any(|v| v == id),
+            )
+        };
+        if !none && !voter {
             return Err(format!(
                 "node {id} is not a voter of this manager's Raft membership: its manager certificate gives it no Raft rights"
             ));
