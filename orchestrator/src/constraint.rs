@@ -275,11 +275,7 @@ mod tests {
                 .unwrap_err()
                 .contains("has no value")
         );
-        assert!(
-            parse_constraint("==a")
-                .unwrap_err()
-                .contains("has no key")
-        );
+        assert!(parse_constraint("==a").unwrap_err().contains("has no key"));
         assert!(
             parse_constraint("node.labels.==a")
                 .unwrap_err()
@@ -319,17 +315,37 @@ mod tests {
         assert!(!eq.matches(&without));
         assert!(!ne.matches(&with));
         assert!(ne.matches(&without));
-        assert!(parse_constraint("node.role==worker").unwrap().matches(&with));
-        assert!(!parse_constraint("node.role==manager").unwrap().matches(&with));
-        assert!(parse_constraint("node.hostname==h1").unwrap().matches(&with));
+        assert!(
+            parse_constraint("node.role==worker")
+                .unwrap()
+                .matches(&with)
+        );
+        assert!(
+            !parse_constraint("node.role==manager")
+                .unwrap()
+                .matches(&with)
+        );
+        assert!(
+            parse_constraint("node.hostname==h1")
+                .unwrap()
+                .matches(&with)
+        );
         assert!(parse_constraint("node.id!=n1").unwrap().matches(&with) == false);
     }
 
     #[test]
     fn spread_preference() {
         assert_eq!(parse_spread("spread=node.labels.zone").unwrap(), "zone");
-        assert!(parse_spread("spread=node.zone").unwrap_err().contains("cannot spread"));
-        assert!(parse_spread("pack=node.labels.zone").unwrap_err().contains("not supported"));
+        assert!(
+            parse_spread("spread=node.zone")
+                .unwrap_err()
+                .contains("cannot spread")
+        );
+        assert!(
+            parse_spread("pack=node.labels.zone")
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(parse_spread("spread").is_err());
         assert!(parse_spread("spread=node.labels.").is_err());
     }

@@ -18,7 +18,9 @@ pub type TaskId = String;
 pub type NodeId = String;
 
 /// How a task's program runs on its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
     /// A child process of the node's daemon, in its own process group.

@@ -34,7 +34,9 @@ impl fmt::Display for NodeRole {
 }
 
 /// Whether a node takes tasks (Docker's `--availability`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeAvailability {
     /// Takes new tasks.

@@ -180,7 +180,10 @@ impl State {
         }
         let mut matches = self
             .services
-            .range::<str, _>((std::ops::Bound::Included(id_or_name), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(id_or_name),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(id, _)| id.starts_with(id_or_name));
         let first = matches.next()?;
         if matches.next().is_some() {
@@ -243,11 +246,7 @@ impl State {
                 self.apply_changes(changes, *now);
                 Ok(())
             }
-            Command::ReportTasks {
-                node,
-                reports,
-                now,
-            } => {
+            Command::ReportTasks { node, reports, now } => {
                 self.report_tasks(node, reports, *now);
                 Ok(())
             }
@@ -305,7 +304,15 @@ impl State {
             return Ok(());
         }
         let previous = service.spec.clone();
-        self.set_spec(id, spec.clone(), Some(previous), force, false, now, UpdatePhase::Updating);
+        self.set_spec(
+            id,
+            spec.clone(),
+            Some(previous),
+            force,
+            false,
+            now,
+            UpdatePhase::Updating,
+        );
         Ok(())
     }
 
@@ -322,7 +329,15 @@ impl State {
         let current = service.spec.clone();
         // A rollback always shows as one, even when only settings that
         // keep the tasks change back.
-        self.set_spec(id, previous, Some(current), false, true, now, UpdatePhase::RollbackStarted);
+        self.set_spec(
+            id,
+            previous,
+            Some(current),
+            false,
+            true,
+            now,
+            UpdatePhase::RollbackStarted,
+        );
         Ok(())
     }
 
@@ -463,7 +478,8 @@ impl State {
                             || t.node_id.is_none()
                             || !self.services.contains_key(&t.service_id)
                     });
-                    if deletable && let Some(t) = self.tasks.remove(id)
+                    if deletable
+                        && let Some(t) = self.tasks.remove(id)
                         && t.desired_state == TaskState::Running
                     {
                         occupied.remove(&unit(&t));

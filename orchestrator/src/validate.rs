@@ -153,9 +153,7 @@ impl ServiceSpec {
             match parse_constraint(&text) {
                 Ok(back) if &back == c => {}
                 Ok(_) => {
-                    return Err(format!(
-                        "constraint {text:?} does not read back as written"
-                    ));
+                    return Err(format!("constraint {text:?} does not read back as written"));
                 }
                 Err(e) => return Err(e),
             }
@@ -249,7 +247,10 @@ mod tests {
     fn refuses_out_of_bounds() {
         let mut s = spec();
         s.task.image = "  ".into();
-        assert_eq!(s.validate().unwrap_err(), "a service needs an image or a program");
+        assert_eq!(
+            s.validate().unwrap_err(),
+            "a service needs an image or a program"
+        );
         let mut s = spec();
         s.task.args.push("a\0b".into());
         assert!(s.validate().unwrap_err().contains("NUL"));
@@ -260,7 +261,9 @@ mod tests {
         s.task.env.insert(String::new(), "c".into());
         assert!(s.validate().unwrap_err().contains("empty name"));
         let mut s = spec();
-        s.mode = Mode::Replicated { replicas: MAX_REPLICAS + 1 };
+        s.mode = Mode::Replicated {
+            replicas: MAX_REPLICAS + 1,
+        };
         assert!(s.validate().unwrap_err().contains("replicas"));
         let mut s = spec();
         s.restart.delay_ms = MAX_DELAY_MS + 1;
