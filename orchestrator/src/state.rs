@@ -153,13 +153,6 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
-/// Whether the change from `old` to `new` asks for new tasks: the task
-/// spec or the placement changed. Other changes (replicas, labels, restart
-/// and update settings) keep the running tasks.
-fn needs_new_tasks(old: &ServiceSpec, new: &ServiceSpec) -> bool {
-    old.task != new.task || old.constraints != new.constraints || old.spread_over != new.spread_over
-}
-
 /// Whether a node report may carry `state`.
 fn reportable(state: TaskState) -> bool {
     state >= TaskState::Accepted && state != TaskState::Remove && state != TaskState::Orphaned
@@ -342,9 +335,13 @@ impl State {
     }
 
     /// Gives service `id` the spec `spec`: version + 1, `updated_at` =
-    /// `now`. When the change asks for new tasks (or `force`), a rolling
-    /// update starts (`phase`; also when `always_status`); otherwise the tasks of the old version are
-    /// relabelled with the new one, as they already fit it.
+    /// `now`. Unless `force`, the tasks that already run the new task spec
+    /// (all of them when only replicas, labels, placement, restart or
+    /// update settings change; the old tasks on a rollback) are relabelled
+    /// with the new version: they fit it, and only the others are replaced
+    /// by the rolling update. A rolling update status (`phase`) is set when
+    /// the task spec changes, on `force`, or when `always_status`.
+    #[allow(clippy::too_many_arguments)]
     fn set_spec(
         &mut self,
         id: &str,
@@ -358,11 +355,10 @@ impl State {
         let Some(service) = self.services.get_mut(id) else {
             return;
         };
-        let old_version = service.version;
-        let new_tasks = force || needs_new_tasks(&service.spec, &spec);
+        let new_tasks = force || service.spec.task != spec.task;
         service.spec = spec;
         service.previous_spec = previous;
-        service.version = old_version.saturating_add(1);
+        service.version = service.version.saturating_add(1);
         service.updated_at = now;
         if new_tasks || always_status {
             service.update_status = Some(UpdateStatus {
@@ -372,10 +368,11 @@ impl State {
                 message: String::new(),
             });
         }
-        if !new_tasks {
+        if !force {
             let new_version = service.version;
+            let task_spec = &service.spec.task;
             for task in self.tasks.values_mut() {
-                if task.service_id == id && task.version == old_version {
+                if task.service_id == id && task.spec == *task_spec {
                     task.version = new_version;
                 }
             }
