@@ -276,11 +276,10 @@ impl Executor {
                 listed.insert(a.task_id.as_str());
                 let run = a.desired_state == TaskState::Running;
                 match tasks.get(&a.task_id) {
-                    Some(entry) => {
-                        if !run && !entry.rec.state.is_terminal() {
-                            entry.stop.send_replace(true);
-                        }
+                    Some(entry) if !run && !entry.rec.state.is_terminal() => {
+                        entry.stop.send_replace(true);
                     }
+                    Some(_) => {}
                     None if run => {
                         let mut rec = Record::new(a);
                         let (stop, stop_rx) = watch::channel(false);

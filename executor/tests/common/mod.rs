@@ -10,11 +10,11 @@ use moat_executor::{Executor, ExecutorConfig};
 use moat_orchestrator::{Assignment, Runtime, TaskReport, TaskSpec, TaskState};
 
 /// An executor on `dir` for node `node`.
-pub async fn open(dir: &Path, node: &str) -> Executor {
+pub(crate) async fn open(dir: &Path, node: &str) -> Executor {
     Executor::open(config(dir, node)).await.expect("open")
 }
 
-pub fn config(dir: &Path, node: &str) -> ExecutorConfig {
+pub(crate) fn config(dir: &Path, node: &str) -> ExecutorConfig {
     ExecutorConfig {
         dir: dir.join("tasks"),
         node_id: node.to_owned(),
@@ -23,7 +23,7 @@ pub fn config(dir: &Path, node: &str) -> ExecutorConfig {
 }
 
 /// An assignment to run `image` with `args`.
-pub fn assignment(task_id: &str, runtime: Runtime, image: &str, args: &[&str]) -> Assignment {
+pub(crate) fn assignment(task_id: &str, runtime: Runtime, image: &str, args: &[&str]) -> Assignment {
     Assignment {
         task_id: task_id.to_owned(),
         service_id: "svc1".to_owned(),
@@ -41,17 +41,17 @@ pub fn assignment(task_id: &str, runtime: Runtime, image: &str, args: &[&str]) -
 }
 
 /// A process task running `sh -c script`.
-pub fn sh(task_id: &str, script: &str) -> Assignment {
+pub(crate) fn sh(task_id: &str, script: &str) -> Assignment {
     assignment(task_id, Runtime::Process, "/bin/sh", &["-c", script])
 }
 
 /// The task's report, if held.
-pub fn report(exec: &Executor, task_id: &str) -> Option<TaskReport> {
+pub(crate) fn report(exec: &Executor, task_id: &str) -> Option<TaskReport> {
     exec.reports().into_iter().find(|r| r.task_id == task_id)
 }
 
 /// Waits until the task's report passes `pred` (panics after `secs`).
-pub async fn wait_for(
+pub(crate) async fn wait_for(
     exec: &Executor,
     task_id: &str,
     secs: u64,
@@ -78,17 +78,17 @@ pub async fn wait_for(
 }
 
 /// Waits until the task is in `state`.
-pub async fn wait_state(exec: &Executor, task_id: &str, state: TaskState, secs: u64) -> TaskReport {
+pub(crate) async fn wait_state(exec: &Executor, task_id: &str, state: TaskState, secs: u64) -> TaskReport {
     wait_for(exec, task_id, secs, |r| r.state == state).await
 }
 
 /// Waits until the task has ended.
-pub async fn wait_ended(exec: &Executor, task_id: &str, secs: u64) -> TaskReport {
+pub(crate) async fn wait_ended(exec: &Executor, task_id: &str, secs: u64) -> TaskReport {
     wait_for(exec, task_id, secs, |r| r.state.is_terminal()).await
 }
 
 /// Polls `cond` every 50 ms for up to `secs`.
-pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if cond() {
@@ -102,7 +102,7 @@ pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Whether process `pid` runs (exists and is not a zombie).
-pub fn process_runs(pid: i32) -> bool {
+pub(crate) fn process_runs(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match stat.rsplit_once(')') {
             Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z') | Some('X')),
@@ -113,7 +113,7 @@ pub fn process_runs(pid: i32) -> bool {
 }
 
 /// A name unlikely to be used by another test run.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
