@@ -330,7 +330,7 @@ mod tests {
                 .unwrap()
                 .matches(&with)
         );
-        assert!(parse_constraint("node.id!=n1").unwrap().matches(&with) == false);
+        assert!(!parse_constraint("node.id!=n1").unwrap().matches(&with));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct State {
 }
 
 /// A change to the [`State`], as it goes through the Raft log.
+// Variants hold the model types by value (no Box) so callers build and
+// match them directly; commands are short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Creates a service. Refused when its id or its name is taken or its
@@ -80,6 +83,7 @@ pub enum Command {
 }
 
 /// One change decided by the reconciler.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// A new task (skipped if its id exists, its service does not, or its
@@ -554,5 +558,451 @@ impl State {
                 self.tasks.remove(&id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mode, TaskSpec, TaskStatus};
+
+    fn spec(name: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            task: TaskSpec {
+                image: "app:1".into(),
+                ..TaskSpec::default()
+            },
+            mode: Mode::Replicated { replicas: 1 },
+            ..ServiceSpec::default()
+        }
+    }
+
+    fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            spec: spec(name),
+            previous_spec: None,
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            update_status: None,
+        }
+    }
+
+    fn task(id: &str, service: &str, node: Option<&str>, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service.into(),
+            slot: 1,
+            node_id: node.map(str::to_string),
+            version: 1,
+            spec: spec("x").task,
+            desired_state: TaskState::Running,
+            status: TaskStatus {
+                state,
+                since: 0,
+                message: String::new(),
+                error: None,
+                runtime_id: None,
+                exit_code: None,
+            },
+            attempt: 0,
+            created_at: 0,
+        }
+    }
+
+    fn report(id: &str, state: TaskState) -> TaskReport {
+        TaskReport {
+            task_id: id.into(),
+            state,
+            since: 999,
+            message: "m".into(),
+            error: None,
+            runtime_id: None,
+            exit_code: None,
+        }
+    }
+
+    fn with_task(t: Task) -> State {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("S1", "web")))
+            .unwrap();
+        s.tasks.insert(t.id.clone(), t);
+        s
+    }
+
+    #[test]
+    fn create_refuses_duplicates_and_bad_specs() {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("S1", "web")))
+            .unwrap();
+        let before = s.clone();
+        assert!(
+            s.apply(&Command::CreateService(service("S1", "other")))
+                .unwrap_err()
+                .contains("already taken")
+        );
+        assert!(
+            s.apply(&Command::CreateService(service("S2", "web")))
+                .unwrap_err()
+                .contains("already exists")
+        );
+        let mut bad = service("S3", "bad name");
+        bad.spec.name = "-x".into();
+        assert!(s.apply(&Command::CreateService(bad)).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn lookup_by_id_name_or_unique_prefix() {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("ABC1", "web")))
+            .unwrap();
+        s.apply(&Command::CreateService(service("ABD2", "db")))
+            .unwrap();
+        assert_eq!(s.service("ABC1").unwrap().spec.name, "web");
+        assert_eq!(s.service("db").unwrap().id, "ABD2");
+        assert_eq!(s.service("ABC").unwrap().id, "ABC1");
+        assert!(s.service("AB").is_none(), "ambiguous");
+        assert!(s.service("").is_none());
+        assert!(s.service("Z").is_none());
+    }
+
+    #[test]
+    fn update_rules() {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("S1", "web")))
+            .unwrap();
+        // No change, no force: accepted, nothing happens.
+        s.apply(&Command::UpdateService {
+            id: "S1".into(),
+            spec: spec("web"),
+            force: false,
+            now: 5,
+        })
+        .unwrap();
+        assert_eq!(s.services["S1"].version, 1);
+        assert_eq!(s.services["S1"].update_status, None);
+        let mut renamed = spec("web2");
+        renamed.task.image = "app:2".into();
+        assert!(
+            s.apply(&Command::UpdateService {
+                id: "S1".into(),
+                spec: renamed,
+                force: false,
+                now: 5,
+            })
+            .unwrap_err()
+            .contains("cannot be renamed")
+        );
+        let mut global = spec("web");
+        global.mode = Mode::Global;
+        assert!(
+            s.apply(&Command::UpdateService {
+                id: "S1".into(),
+                spec: global,
+                force: false,
+                now: 5,
+            })
+            .is_err()
+        );
+        let mut v2 = spec("web");
+        v2.task.image = "app:2".into();
+        s.apply(&Command::UpdateService {
+            id: "S1".into(),
+            spec: v2.clone(),
+            force: false,
+            now: 7,
+        })
+        .unwrap();
+        let svc = &s.services["S1"];
+        assert_eq!(svc.version, 2);
+        assert_eq!(svc.updated_at, 7);
+        assert_eq!(svc.previous_spec.as_ref().unwrap().task.image, "app:1");
+        let status = svc.update_status.clone().unwrap();
+        assert_eq!(
+            (status.phase, status.started_at),
+            (UpdatePhase::Updating, 7)
+        );
+        // Forced without change: new version, update started.
+        s.apply(&Command::UpdateService {
+            id: "S1".into(),
+            spec: v2,
+            force: true,
+            now: 9,
+        })
+        .unwrap();
+        assert_eq!(s.services["S1"].version, 3);
+        assert_eq!(
+            s.services["S1"].update_status.as_ref().unwrap().started_at,
+            9
+        );
+    }
+
+    #[test]
+    fn rollback_swaps_specs() {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("S1", "web")))
+            .unwrap();
+        assert_eq!(
+            s.apply(&Command::RollbackService {
+                id: "S1".into(),
+                now: 1
+            })
+            .unwrap_err(),
+            "service web has no previous spec to roll back to"
+        );
+        let mut v2 = spec("web");
+        v2.task.image = "app:2".into();
+        s.apply(&Command::UpdateService {
+            id: "S1".into(),
+            spec: v2,
+            force: false,
+            now: 2,
+        })
+        .unwrap();
+        s.apply(&Command::RollbackService {
+            id: "S1".into(),
+            now: 3,
+        })
+        .unwrap();
+        let svc = &s.services["S1"];
+        assert_eq!(svc.spec.task.image, "app:1");
+        assert_eq!(svc.previous_spec.as_ref().unwrap().task.image, "app:2");
+        assert_eq!(svc.version, 3);
+        assert_eq!(
+            svc.update_status.as_ref().unwrap().phase,
+            UpdatePhase::RollbackStarted
+        );
+    }
+
+    #[test]
+    fn remove_marks_tasks() {
+        let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Running));
+        s.apply(&Command::RemoveService { id: "S1".into() })
+            .unwrap();
+        assert!(s.services.is_empty());
+        assert_eq!(s.tasks["T1"].desired_state, TaskState::Remove);
+        assert!(
+            s.apply(&Command::RemoveService { id: "S1".into() })
+                .is_err()
+        );
+        // Its node stops it: it is deleted.
+        s.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports: vec![report("T1", TaskState::Shutdown)],
+            now: 10,
+        })
+        .unwrap();
+        assert!(s.tasks.is_empty());
+    }
+
+    #[test]
+    fn reports_move_forward_only_from_the_tasks_node() {
+        let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Assigned));
+        let rep = |s: &mut State, node: &str, state| {
+            s.apply(&Command::ReportTasks {
+                node: node.into(),
+                reports: vec![report("T1", state)],
+                now: 50,
+            })
+            .unwrap();
+        };
+        rep(&mut s, "n2", TaskState::Running);
+        assert_eq!(
+            s.tasks["T1"].status.state,
+            TaskState::Assigned,
+            "wrong node"
+        );
+        rep(&mut s, "n1", TaskState::Orphaned);
+        rep(&mut s, "n1", TaskState::Pending);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Assigned);
+        rep(&mut s, "n1", TaskState::Running);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Running);
+        assert_eq!(s.tasks["T1"].status.since, 50, "the proposer's clock");
+        rep(&mut s, "n1", TaskState::Starting);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Running);
+        rep(&mut s, "n1", TaskState::Failed);
+        rep(&mut s, "n1", TaskState::Running);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Failed);
+        rep(&mut s, "n1", TaskState::Rejected);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Failed);
+    }
+
+    #[test]
+    fn reports_are_truncated() {
+        let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Assigned));
+        let mut r = report("T1", TaskState::Failed);
+        r.message = "é".repeat(1000);
+        r.error = Some("x".repeat(5000));
+        r.runtime_id = Some("r".repeat(500));
+        r.exit_code = Some(3);
+        s.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports: vec![r],
+            now: 1,
+        })
+        .unwrap();
+        let st = &s.tasks["T1"].status;
+        assert_eq!(st.message.len(), 1024);
+        assert_eq!(st.error.as_ref().unwrap().len(), 1024);
+        assert_eq!(st.runtime_id.as_ref().unwrap().len(), 128);
+        assert_eq!(st.exit_code, Some(3));
+    }
+
+    #[test]
+    fn stale_changes_are_skipped() {
+        let mut s = with_task(task("T1", "S1", None, TaskState::New));
+        let before = s.clone();
+        s.apply(&Command::Reconcile {
+            changes: vec![
+                Change::Assign {
+                    task: "nope".into(),
+                    node: "n1".into(),
+                },
+                Change::SetDesired {
+                    task: "nope".into(),
+                    desired: TaskState::Shutdown,
+                },
+                Change::DeleteTask("nope".into()),
+                Change::SetUpdateStatus {
+                    service: "nope".into(),
+                    status: None,
+                },
+                Change::AddTask(task("T9", "gone", None, TaskState::New)),
+                // A second live task in slot 1 is refused.
+                Change::AddTask(task("T2", "S1", None, TaskState::New)),
+                // An existing id is not replaced.
+                Change::AddTask(task("T1", "S1", Some("n3"), TaskState::Running)),
+            ],
+            now: 5,
+        })
+        .unwrap();
+        assert_eq!(s, before);
+        s.apply(&Command::Reconcile {
+            changes: vec![
+                Change::Assign {
+                    task: "T1".into(),
+                    node: "n1".into(),
+                },
+                Change::Assign {
+                    task: "T1".into(),
+                    node: "n2".into(),
+                },
+                Change::Pending {
+                    task: "T1".into(),
+                    reason: "late".into(),
+                },
+                Change::SetState {
+                    task: "T1".into(),
+                    state: TaskState::New,
+                    message: "back".into(),
+                },
+            ],
+            now: 6,
+        })
+        .unwrap();
+        let t = &s.tasks["T1"];
+        assert_eq!(t.node_id.as_deref(), Some("n1"));
+        assert_eq!(t.status.state, TaskState::Assigned);
+        // Desired only moves forward; a shut down slot takes a new task.
+        s.apply(&Command::Reconcile {
+            changes: vec![
+                Change::SetDesired {
+                    task: "T1".into(),
+                    desired: TaskState::Shutdown,
+                },
+                Change::SetDesired {
+                    task: "T1".into(),
+                    desired: TaskState::Running,
+                },
+                Change::AddTask(task("T2", "S1", None, TaskState::New)),
+                // Not deletable: placed and not ended.
+                Change::DeleteTask("T1".into()),
+                Change::SetState {
+                    task: "T1".into(),
+                    state: TaskState::Orphaned,
+                    message: "node n1 is down".into(),
+                },
+                Change::SetState {
+                    task: "T1".into(),
+                    state: TaskState::Running,
+                    message: "no".into(),
+                },
+            ],
+            now: 7,
+        })
+        .unwrap();
+        assert_eq!(s.tasks["T1"].desired_state, TaskState::Shutdown);
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Orphaned);
+        assert!(s.tasks.contains_key("T2"));
+        // The orphan's node tells it ended: it leaves Orphaned.
+        let a = s.assignments_for("n1");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].desired_state, TaskState::Shutdown);
+        s.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports: vec![report("T1", TaskState::Shutdown)],
+            now: 8,
+        })
+        .unwrap();
+        assert_eq!(s.tasks["T1"].status.state, TaskState::Shutdown);
+        assert!(s.assignments_for("n1").is_empty());
+        s.apply(&Command::Reconcile {
+            changes: vec![Change::DeleteTask("T1".into())],
+            now: 9,
+        })
+        .unwrap();
+        assert!(!s.tasks.contains_key("T1"));
+    }
+
+    #[test]
+    fn set_spec_needs_the_expected_previous() {
+        let mut s = State::default();
+        s.apply(&Command::CreateService(service("S1", "web")))
+            .unwrap();
+        let mut v2 = spec("web");
+        v2.task.image = "app:2".into();
+        let wrong = Change::SetSpec {
+            service: "S1".into(),
+            spec: v2.clone(),
+            previous: Some(v2.clone()),
+        };
+        s.apply(&Command::Reconcile {
+            changes: vec![wrong],
+            now: 3,
+        })
+        .unwrap();
+        assert_eq!(s.services["S1"].version, 1);
+        let right = Change::SetSpec {
+            service: "S1".into(),
+            spec: v2,
+            previous: Some(spec("web")),
+        };
+        s.apply(&Command::Reconcile {
+            changes: vec![right.clone(), right],
+            now: 4,
+        })
+        .unwrap();
+        assert_eq!(s.services["S1"].version, 2, "applied once");
+        assert_eq!(s.services["S1"].updated_at, 4);
+    }
+
+    #[test]
+    fn state_round_trips_as_json() {
+        let s = with_task(task("T1", "S1", Some("n1"), TaskState::Running));
+        let text = serde_json::to_string(&s).unwrap();
+        let back: State = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let cmd = Command::Reconcile {
+            changes: vec![Change::Pending {
+                task: "T1".into(),
+                reason: "r".into(),
+            }],
+            now: 1,
+        };
+        let back: Command = serde_json::from_str(&serde_json::to_string(&cmd).unwrap()).unwrap();
+        assert_eq!(back, cmd);
     }
 }

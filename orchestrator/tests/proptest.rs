@@ -1,0 +1,302 @@
+//! Random clusters and random histories: the reconciler keeps its
+//! invariants and converges.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Sim, node, spec};
+use moat_orchestrator::*;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        name: u8,
+        replicas: Option<u64>,
+        spread: bool,
+        zone_a: bool,
+    },
+    Scale {
+        name: u8,
+        replicas: u64,
+    },
+    Image {
+        name: u8,
+        tag: u8,
+    },
+    Remove {
+        name: u8,
+    },
+    Report {
+        pick: usize,
+        state: TaskState,
+    },
+    Node {
+        pick: usize,
+        ready: bool,
+        availability: NodeAvailability,
+    },
+    RunAll,
+    Wait(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0u8..3,
+            proptest::option::weighted(0.8, 0u64..6),
+            any::<bool>(),
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(name, replicas, spread, zone_a)| Op::Create {
+                name,
+                replicas,
+                spread,
+                zone_a
+            }),
+        (0u8..3, 0u64..7).prop_map(|(name, replicas)| Op::Scale { name, replicas }),
+        (0u8..3, 0u8..3).prop_map(|(name, tag)| Op::Image { name, tag }),
+        (0u8..3).prop_map(|name| Op::Remove { name }),
+        (
+            any::<usize>(),
+            prop_oneof![
+                Just(TaskState::Running),
+                Just(TaskState::Failed),
+                Just(TaskState::Complete),
+                Just(TaskState::Shutdown),
+                Just(TaskState::Rejected),
+            ]
+        )
+            .prop_map(|(pick, state)| Op::Report { pick, state }),
+        (
+            any::<usize>(),
+            any::<bool>(),
+            prop_oneof![
+                Just(NodeAvailability::Active),
+                Just(NodeAvailability::Pause),
+                Just(NodeAvailability::Drain),
+            ]
+        )
+            .prop_map(|(pick, ready, availability)| Op::Node {
+                pick,
+                ready,
+                availability
+            }),
+        Just(Op::RunAll),
+        (0i64..20_000).prop_map(Op::Wait),
+    ]
+}
+
+fn nodes() -> impl Strategy<Value = Vec<NodeView>> {
+    proptest::collection::vec((0u8..3, any::<bool>()), 1..6).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (zone, ready))| {
+                let mut n = match zone {
+                    0 => node(&format!("n{i}"), &[("zone", "a")]),
+                    1 => node(&format!("n{i}"), &[("zone", "b")]),
+                    _ => node(&format!("n{i}"), &[]),
+                };
+                n.ready = ready;
+                n
+            })
+            .collect()
+    })
+}
+
+/// No slot (node, for a global service) has two live tasks.
+fn check_slots(state: &State) {
+    let mut seen = BTreeSet::new();
+    for t in state.tasks.values() {
+        if t.desired_state != TaskState::Running {
+            continue;
+        }
+        let key = if t.slot == 0 {
+            (t.service_id.clone(), 0, t.node_id.clone())
+        } else {
+            (t.service_id.clone(), t.slot, None)
+        };
+        assert!(seen.insert(key), "two live tasks in one slot: {t:#?}");
+    }
+}
+
+fn plan_with(sim: &Sim, now: i64) -> Plan {
+    let mut next = sim.next;
+    let mut new_id = || {
+        next += 1;
+        format!("t{next:06}")
+    };
+    reconcile(&sim.nodes, &sim.state, now, &mut new_id, &sim.limits)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reconcile_keeps_invariants_and_converges(
+        nodes in nodes(),
+        ops in proptest::collection::vec(op(), 1..25),
+        max_changes in prop_oneof![Just(5000usize), 3usize..12],
+    ) {
+        let mut sim = Sim::new(0);
+        sim.nodes = nodes;
+        sim.limits.max_changes = max_changes;
+        let mut now = 1_000i64;
+        let names = ["a", "b", "c"];
+        for op in ops {
+            match op {
+                Op::Create { name, replicas, spread, zone_a } => {
+                    let n = names[usize::from(name)];
+                    if sim.state.service(n).is_none() {
+                        let mode = match replicas {
+                            Some(r) => Mode::Replicated { replicas: r },
+                            None => Mode::Global,
+                        };
+                        let mut s = spec(n, mode);
+                        if spread {
+                            s.spread_over = vec!["zone".into()];
+                        }
+                        if zone_a {
+                            s.constraints = vec![parse_constraint("node.labels.zone==a").unwrap()];
+                        }
+                        s.update.monitor_ms = 1_000;
+                        sim.create(s, now);
+                    }
+                }
+                Op::Scale { name, replicas } => {
+                    if let Some(svc) = sim.state.service(names[usize::from(name)]) {
+                        let id = svc.id.clone();
+                        if matches!(svc.spec.mode, Mode::Replicated { .. }) {
+                            sim.update(&id, |s| s.mode = Mode::Replicated { replicas }, now);
+                        }
+                    }
+                }
+                Op::Image { name, tag } => {
+                    if let Some(svc) = sim.state.service(names[usize::from(name)]) {
+                        let id = svc.id.clone();
+                        sim.update(&id, |s| s.task.image = format!("app:{tag}"), now);
+                    }
+                }
+                Op::Remove { name } => {
+                    if let Some(svc) = sim.state.service(names[usize::from(name)]) {
+                        let id = svc.id.clone();
+                        sim.state.apply(&Command::RemoveService { id }).unwrap();
+                    }
+                }
+                Op::Report { pick, state } => {
+                    let placed: Vec<(String, String)> = sim
+                        .state
+                        .tasks
+                        .values()
+                        .filter_map(|t| t.node_id.clone().map(|n| (t.id.clone(), n)))
+                        .collect();
+                    if !placed.is_empty() {
+                        let (task, node) = placed[pick % placed.len()].clone();
+                        sim.state.apply(&Command::ReportTasks {
+                            node,
+                            reports: vec![TaskReport {
+                                task_id: task,
+                                state,
+                                since: now,
+                                message: String::new(),
+                                error: None,
+                                runtime_id: None,
+                                exit_code: None,
+                            }],
+                            now,
+                        }).unwrap();
+                    }
+                }
+                Op::Node { pick, ready, availability } => {
+                    let len = sim.nodes.len();
+                    let n = &mut sim.nodes[pick % len];
+                    n.ready = ready;
+                    n.availability = availability;
+                }
+                Op::RunAll => sim.run_all(now),
+                Op::Wait(ms) => now += ms,
+            }
+            // Deterministic: the same inputs give the same plan.
+            let a = plan_with(&sim, now);
+            let b = plan_with(&sim, now);
+            prop_assert_eq!(&a, &b);
+            prop_assert!(a.changes.len() <= sim.limits.max_changes);
+            sim.step(now);
+            check_slots(&sim.state);
+        }
+
+        // Every node up and active; nodes run what they are told.
+        for n in &mut sim.nodes {
+            n.ready = true;
+            n.availability = NodeAvailability::Active;
+        }
+        let mut quiet = false;
+        for _ in 0..60 {
+            now += 10_000;
+            let plan = sim.step(now);
+            check_slots(&sim.state);
+            let before = sim.state.clone();
+            sim.run_all(now);
+            if plan.changes.is_empty() && before == sim.state {
+                quiet = true;
+                break;
+            }
+        }
+        prop_assert!(quiet, "no convergence: {:#?}", sim.state);
+
+        let zone_a: Vec<&NodeView> = sim
+            .nodes
+            .iter()
+            .filter(|n| n.labels.get("zone").map(String::as_str) == Some("a"))
+            .collect();
+        for svc in sim.state.services.values() {
+            let live: Vec<&Task> = sim
+                .state
+                .tasks_of(&svc.id)
+                .filter(|t| t.desired_state == TaskState::Running)
+                .collect();
+            let unplaceable = !svc.spec.constraints.is_empty() && zone_a.is_empty();
+            match svc.spec.mode {
+                Mode::Replicated { replicas } => {
+                    let slots: BTreeSet<u64> = live.iter().map(|t| t.slot).collect();
+                    prop_assert_eq!(live.len() as u64, replicas);
+                    prop_assert_eq!(slots, (1..=replicas).collect::<BTreeSet<u64>>());
+                    let paused = svc.update_status.as_ref().is_some_and(|u| {
+                        matches!(u.phase, UpdatePhase::Paused | UpdatePhase::RollbackPaused)
+                    });
+                    for t in &live {
+                        if !paused {
+                            prop_assert_eq!(t.version, svc.version);
+                        }
+                        let want = if unplaceable { TaskState::Pending } else { TaskState::Running };
+                        prop_assert_eq!(t.status.state, want);
+                    }
+                }
+                Mode::Global => {
+                    let on: BTreeMap<&str, usize> = live.iter().fold(BTreeMap::new(), |mut m, t| {
+                        *m.entry(t.node_id.as_deref().unwrap_or("")).or_insert(0) += 1;
+                        m
+                    });
+                    let want: usize = if svc.spec.constraints.is_empty() { sim.nodes.len() } else { zone_a.len() };
+                    prop_assert_eq!(on.len(), want);
+                    prop_assert!(live.iter().all(|t| t.status.state == TaskState::Running));
+                }
+            }
+            if let Some(u) = svc.update_status.as_ref().filter(|_| !unplaceable) {
+                prop_assert!(
+                    !matches!(u.phase, UpdatePhase::Updating | UpdatePhase::RollbackStarted),
+                    "update not finished: {:?}", u
+                );
+            }
+        }
+        // Nothing is left running that should not.
+        for t in sim.state.tasks.values() {
+            prop_assert!(
+                t.desired_state == TaskState::Running || t.status.state.is_terminal(),
+                "not stopped: {:#?}", t
+            );
+            prop_assert!(sim.state.services.contains_key(&t.service_id));
+        }
+    }
+}
