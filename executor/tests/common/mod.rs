@@ -23,7 +23,12 @@ pub(crate) fn config(dir: &Path, node: &str) -> ExecutorConfig {
 }
 
 /// An assignment to run `image` with `args`.
-pub(crate) fn assignment(task_id: &str, runtime: Runtime, image: &str, args: &[&str]) -> Assignment {
+pub(crate) fn assignment(
+    task_id: &str,
+    runtime: Runtime,
+    image: &str,
+    args: &[&str],
+) -> Assignment {
     Assignment {
         task_id: task_id.to_owned(),
         service_id: "svc1".to_owned(),
@@ -78,7 +83,12 @@ pub(crate) async fn wait_for(
 }
 
 /// Waits until the task is in `state`.
-pub(crate) async fn wait_state(exec: &Executor, task_id: &str, state: TaskState, secs: u64) -> TaskReport {
+pub(crate) async fn wait_state(
+    exec: &Executor,
+    task_id: &str,
+    state: TaskState,
+    secs: u64,
+) -> TaskReport {
     wait_for(exec, task_id, secs, |r| r.state == state).await
 }
 

@@ -1,0 +1,286 @@
+//! Runtime `docker`, with the real Docker Engine. Skipped (with a line on
+//! stderr) only when `/var/run/docker.sock` is absent, or when
+//! `/bin/busybox` (Debian package `busybox-static`) is, since the test
+//! image is made from it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use common::*;
+use moat_executor::Executor;
+use moat_orchestrator::{Assignment, Runtime, TaskState};
+
+/// The test image; removed when the last test using it ends.
+struct TestImage {
+    tag: String,
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.tag])
+            .output();
+    }
+}
+
+static IMAGE: Mutex<Weak<TestImage>> = Mutex::new(Weak::new());
+
+/// The test image (made if no running test holds it), or `None` to skip.
+fn image() -> Option<Arc<TestImage>> {
+    if !Path::new("/var/run/docker.sock").exists() {
+        eprintln!("skipped: /var/run/docker.sock is absent (no Docker Engine)");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "skipped: /bin/busybox is absent; install the Debian package busybox-static to run the docker tests"
+        );
+        return None;
+    }
+    let mut slot = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(image) = slot.upgrade() {
+        return Some(image);
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
+    for tool in ["sh", "sleep", "echo", "env"] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).expect("symlink");
+    }
+    let tag = format!("moat-test-busybox:{}", unique("t"));
+    let image = Arc::new(TestImage { tag: tag.clone() });
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -cf - . | docker import --change 'CMD [\"/bin/sh\"]' - '{tag}'",
+            root.path().display()
+        ))
+        .output()
+        .expect("docker import");
+    assert!(
+        out.status.success(),
+        "docker import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *slot = Arc::downgrade(&image);
+    Some(image)
+}
+
+/// Removes every container labelled for a test's node.
+struct Containers {
+    node: String,
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for id in labelled(&self.node) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
+
+/// The containers labelled `moat.node=<node>`.
+fn labelled(node: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label=moat.node={node}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `docker inspect -f <format> <id>`, `None` if there is no such container.
+fn inspect(id: &str, format: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "--type", "container", "-f", format, id])
+        .output()
+        .expect("docker inspect");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn container(image: &TestImage, task_id: &str, script: &str) -> Assignment {
+    assignment(task_id, Runtime::Docker, &image.tag, &["sh", "-c", script])
+}
+
+async fn wait_log(exec: &Executor, task_id: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = exec.logs(task_id, None).await.expect("logs");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log of {task_id} never held {needle:?}: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_logs_and_stops() {
+    let Some(image) = image() else { return };
+    let node = unique("node");
+    let _containers = Containers { node: node.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), &node).await;
+    let mut a = container(&image, "d1", "echo hello $FOO; sleep 30");
+    a.spec.env.insert("FOO".into(), "world".into());
+    exec.apply(std::slice::from_ref(&a)).await;
+    let r = wait_state(&exec, "d1", TaskState::Running, 60).await;
+    let id = r.runtime_id.expect("container id");
+    assert_eq!(
+        inspect(&id, "{{.State.Running}} {{.Name}}").as_deref(),
+        Some("true /moat-web.1.d1")
+    );
+    let labels = inspect(
+        &id,
+        "{{index .Config.Labels \"moat.node\"}} {{index .Config.Labels \"moat.task.id\"}} {{index .Config.Labels \"moat.service.id\"}} {{index .Config.Labels \"moat.service.name\"}} {{index .Config.Labels \"moat.slot\"}}",
+    );
+    assert_eq!(labels, Some(format!("{node} d1 svc1 web 1")));
+    let restart = inspect(&id, "{{.HostConfig.RestartPolicy.Name}}").expect("inspect");
+    assert!(restart.is_empty() || restart == "no", "{restart}");
+    wait_log(&exec, "d1", "hello world").await;
+    let record = std::fs::read_to_string(dir.path().join("tasks/d1.json")).expect("record");
+    assert!(record.contains(&id), "{record}");
+    assert!(!record.contains("world"), "env value persisted: {record}");
+
+    let mut stop = a.clone();
+    stop.desired_state = TaskState::Shutdown;
+    exec.apply(&[stop]).await;
+    let r = wait_ended(&exec, "d1", 60).await;
+    assert_eq!(r.state, TaskState::Shutdown, "{r:?}");
+    assert_eq!(
+        inspect(&id, "{{.Id}}"),
+        None,
+        "the container must be removed"
+    );
+    // Its logs were kept.
+    wait_log(&exec, "d1", "hello world").await;
+    exec.apply(&[]).await;
+    assert!(eventually(10, || report(&exec, "d1").is_none()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_exit_code_fails_the_task() {
+    let Some(image) = image() else { return };
+    let node = unique("node");
+    let _containers = Containers { node: node.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), &node).await;
+    let bad = container(&image, "d2", "echo bye; exit 3");
+    let good = container(&image, "d3", "exit 0");
+    exec.apply(&[bad, good]).await;
+    let r = wait_ended(&exec, "d2", 60).await;
+    assert_eq!(
+        (r.state, r.exit_code),
+        (TaskState::Failed, Some(3)),
+        "{r:?}"
+    );
+    assert_eq!(r.error.as_deref(), Some("exit status 3"));
+    let id = r.runtime_id.expect("container id");
+    let r = wait_ended(&exec, "d3", 60).await;
+    assert_eq!(
+        (r.state, r.exit_code),
+        (TaskState::Complete, Some(0)),
+        "{r:?}"
+    );
+    // Kept until forgotten, for its logs.
+    assert!(inspect(&id, "{{.Id}}").is_some());
+    wait_log(&exec, "d2", "bye").await;
+    exec.apply(&[]).await;
+    assert!(eventually(20, || inspect(&id, "{{.Id}}").is_none()).await);
+    assert!(eventually(20, || labelled(&node).is_empty()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_rejected() {
+    let Some(_image) = image() else { return };
+    let node = unique("node");
+    let _containers = Containers { node: node.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), &node).await;
+    exec.apply(&[assignment(
+        "d4",
+        Runtime::Docker,
+        "moat-nonexistent:latest",
+        &[],
+    )])
+    .await;
+    let r = wait_ended(&exec, "d4", 150).await;
+    assert_eq!(r.state, TaskState::Rejected, "{r:?}");
+    let error = r.error.expect("error");
+    assert!(
+        error.contains(
+            "image moat-nonexistent:latest is not present on this node and could not be pulled"
+        ),
+        "{error}"
+    );
+    assert!(labelled(&node).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_container_is_adopted_after_a_restart() {
+    let Some(image) = image() else { return };
+    let node = unique("node");
+    let _containers = Containers { node: node.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), &node).await;
+    let a = container(&image, "d5", "sleep 30");
+    exec.apply(std::slice::from_ref(&a)).await;
+    let r = wait_state(&exec, "d5", TaskState::Running, 60).await;
+    let id = r.runtime_id.clone().expect("container id");
+    drop(exec);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inspect(&id, "{{.State.Running}}").as_deref(), Some("true"));
+
+    let exec = open(dir.path(), &node).await;
+    let adopted = report(&exec, "d5").expect("adopted");
+    assert_eq!(adopted.state, TaskState::Running, "{adopted:?}");
+    assert_eq!(adopted.runtime_id, r.runtime_id);
+    exec.apply(std::slice::from_ref(&a)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(labelled(&node), vec![id.clone()], "nothing new starts");
+    exec.apply(&[]).await;
+    let r = wait_ended(&exec, "d5", 60).await;
+    assert_eq!(r.state, TaskState::Shutdown, "{r:?}");
+    assert_eq!(inspect(&id, "{{.Id}}"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_removes_leftover_containers() {
+    let Some(image) = image() else { return };
+    let node = unique("node");
+    let _containers = Containers { node: node.clone() };
+    let out = Command::new("docker")
+        .args(["run", "-d", "--label"])
+        .arg(format!("moat.node={node}"))
+        .args([&image.tag, "sleep", "30"])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(labelled(&node), vec![id.clone()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), &node).await;
+    assert!(
+        labelled(&node).is_empty(),
+        "the leftover container must be gone"
+    );
+    assert!(exec.reports().is_empty());
+}
