@@ -541,3 +541,27 @@ pub(crate) fn keep_tail(bytes: &mut Vec<u8>, tail: Option<u64>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Executor>();
+    }
+
+    #[test]
+    fn tails_keep_the_last_bytes() {
+        let mut bytes = b"hello".to_vec();
+        keep_tail(&mut bytes, Some(3));
+        assert_eq!(bytes, b"llo");
+        keep_tail(&mut bytes, Some(10));
+        assert_eq!(bytes, b"llo");
+        keep_tail(&mut bytes, None);
+        assert_eq!(bytes, b"llo");
+        keep_tail(&mut bytes, Some(0));
+        assert!(bytes.is_empty());
+    }
+}

@@ -288,12 +288,17 @@ async fn watch_adopted(
                 }
             }
             () = stop_requested(&mut stop) => {
-                signal_group(pid, Signal::SIGTERM);
+                // Only a group whose leader is still the task's.
+                if alive(pid, start) {
+                    signal_group(pid, Signal::SIGTERM);
+                }
                 let grace = tokio::time::Instant::now() + Duration::from_millis(rec.stop_grace_ms);
                 while alive(pid, start) && tokio::time::Instant::now() < grace {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                signal_group(pid, Signal::SIGKILL);
+                if alive(pid, start) {
+                    signal_group(pid, Signal::SIGKILL);
+                }
                 let deadline = tokio::time::Instant::now() + KILL_WAIT;
                 while alive(pid, start) && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -306,4 +311,40 @@ async fn watch_adopted(
     }
     tracing::info!(task = %rec.task_id, state = %rec.state, "adopted task ended");
     finish(&inner, &rec).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_reads_as_alive() {
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let (start, state) = proc_stat(pid).expect("own stat");
+        assert!(state != 'Z');
+        assert!(alive(pid, Some(start)));
+        assert!(!alive(pid, Some(start + 1)));
+        assert!(!alive(pid, None));
+        assert!(proc_stat(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn exit_statuses_map_to_states() {
+        let (state, error, code) = outcome(&ExitStatus::from_raw(0));
+        assert_eq!((state, error, code), (TaskState::Complete, None, Some(0)));
+        let (state, error, code) = outcome(&ExitStatus::from_raw(3 << 8));
+        assert_eq!(
+            (state, error.as_deref(), code),
+            (TaskState::Failed, Some("exit status 3"), Some(3))
+        );
+        let (state, error, code) = outcome(&ExitStatus::from_raw(9));
+        assert_eq!(
+            (state, error.as_deref(), code),
+            (
+                TaskState::Failed,
+                Some("killed by signal SIGKILL"),
+                Some(137)
+            )
+        );
+    }
 }

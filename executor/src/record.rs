@@ -228,3 +228,51 @@ pub(crate) fn read(path: &Path) -> Result<Record, ExecError> {
     }
     Ok(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_must_be_file_names() {
+        assert!(valid_task_id("abcDEF0123456789_-"));
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "a.json", "é"] {
+            assert!(!valid_task_id(bad), "{bad:?}");
+        }
+        assert!(!valid_task_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn records_round_trip_and_damage_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Assignment {
+            task_id: "t1".into(),
+            service_id: "s".into(),
+            service_name: "web".into(),
+            slot: 2,
+            spec: moat_orchestrator::TaskSpec {
+                env: [("K".to_owned(), "secret".to_owned())].into(),
+                ..Default::default()
+            },
+            desired_state: TaskState::Running,
+        };
+        let rec = Record::new(&a);
+        write(dir.path(), &rec).expect("write");
+        let path = record_path(dir.path(), "t1");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("secret"));
+        assert_eq!(read(&path).expect("read back"), rec);
+        for bad in [
+            text.replace("\"format\": 1", "\"format\": 2"),
+            text.replace("\"task_id\": \"t1\"", "\"task_id\": \"t2\""),
+            text.replace("\"state\": \"accepted\"", "\"state\": \"new\""),
+            text.replace("\"pid\": null", "\"pid\": 1"),
+            text[..text.len() / 2].to_owned(),
+        ] {
+            assert_ne!(bad, text);
+            std::fs::write(&path, &bad).expect("write");
+            let err = read(&path).expect_err("damaged");
+            assert!(err.to_string().contains("t1.json"), "{err}");
+        }
+    }
+}

@@ -3,6 +3,8 @@
 //! `/bin/busybox` (Debian package `busybox-static`) is, since the test
 //! image is made from it.
 
+#![allow(clippy::print_stderr)] // the skip and timing notes
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! Runtime `process`, with real processes.
 
+#![allow(clippy::print_stderr)] // the skip and timing notes
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -334,4 +336,44 @@ async fn a_damaged_record_fails_open_naming_the_file() {
     let exec = open(dir.path(), "n1").await;
     assert!(exec.reports().is_empty());
     assert!(!tasks.join("good.json.tmp").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_docker_engine_fails_neither_open_nor_process_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || moat_executor::ExecutorConfig {
+        docker_host: Some("unix:///nonexistent/docker.sock".to_owned()),
+        ..common::config(dir.path(), "n1")
+    };
+    let exec = Executor::open(config()).await.expect("open");
+    exec.apply(&[
+        assignment("c1", Runtime::Docker, "busybox:latest", &[]),
+        sh("p1", "exit 0"),
+    ])
+    .await;
+    let r = wait_ended(&exec, "c1", 10).await;
+    assert_eq!(r.state, TaskState::Rejected, "{r:?}");
+    let error = r.error.expect("error");
+    assert!(error.contains("unix:///nonexistent/docker.sock"), "{error}");
+    let r = wait_ended(&exec, "p1", 10).await;
+    assert_eq!(r.state, TaskState::Complete, "{r:?}");
+    drop(exec);
+    // A container task recorded as running, the engine gone: adopted as it
+    // was (watched until the engine answers), and open succeeds.
+    let record = std::fs::read_to_string(dir.path().join("tasks/p1.json")).expect("record");
+    let record = record
+        .replace("\"p1\"", "\"c2\"")
+        .replace("\"process\"", "\"docker\"")
+        .replace("\"complete\"", "\"running\"")
+        .replace("\"container_id\": null", "\"container_id\": \"0123abcd\"")
+        .replace("\"pid\": ", "\"was_pid\": ");
+    std::fs::write(dir.path().join("tasks/c2.json"), record).expect("write");
+    let exec = Executor::open(config()).await.expect("open");
+    let r = report(&exec, "c2").expect("held");
+    assert_eq!(r.state, TaskState::Running, "{r:?}");
+    assert_eq!(r.runtime_id.as_deref(), Some("0123abcd"));
+    assert_eq!(
+        report(&exec, "p1").expect("held").state,
+        TaskState::Complete
+    );
 }
