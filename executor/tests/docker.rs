@@ -223,6 +223,7 @@ async fn a_missing_image_is_rejected() {
     let r = wait_ended(&exec, "d4", 150).await;
     assert_eq!(r.state, TaskState::Rejected, "{r:?}");
     let error = r.error.expect("error");
+    eprintln!("rejected: {error}");
     assert!(
         error.contains(
             "image moat-nonexistent:latest is not present on this node and could not be pulled"
