@@ -201,9 +201,13 @@ async fn a_container_exit_code_fails_the_task() {
     // Kept until forgotten, for its logs.
     assert!(inspect(&id, "{{.Id}}").is_some());
     wait_log(&exec, "d2", "bye").await;
+    // stop_all removes the containers of ended tasks too, keeping the logs.
+    exec.stop_all().await;
+    assert!(labelled(&node).is_empty());
+    wait_log(&exec, "d2", "bye").await;
+    assert_eq!(report(&exec, "d2").expect("held").state, TaskState::Failed);
     exec.apply(&[]).await;
-    assert!(eventually(20, || inspect(&id, "{{.Id}}").is_none()).await);
-    assert!(eventually(20, || labelled(&node).is_empty()).await);
+    assert!(eventually(20, || exec.reports().is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,20 +245,39 @@ async fn a_running_container_is_adopted_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exec = open(dir.path(), &node).await;
     let a = container(&image, "d5", "sleep 30");
-    exec.apply(std::slice::from_ref(&a)).await;
+    let b = container(&image, "d6", "sleep 1; exit 5");
+    exec.apply(&[a.clone(), b.clone()]).await;
     let r = wait_state(&exec, "d5", TaskState::Running, 60).await;
     let id = r.runtime_id.clone().expect("container id");
+    let r6 = wait_state(&exec, "d6", TaskState::Running, 60).await;
     drop(exec);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(inspect(&id, "{{.State.Running}}").as_deref(), Some("true"));
+    // d6 ends while no executor runs.
+    let id6 = r6.runtime_id.expect("container id");
+    let waited = Command::new("docker")
+        .args(["wait", &id6])
+        .output()
+        .expect("docker wait");
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "5");
 
     let exec = open(dir.path(), &node).await;
     let adopted = report(&exec, "d5").expect("adopted");
     assert_eq!(adopted.state, TaskState::Running, "{adopted:?}");
     assert_eq!(adopted.runtime_id, r.runtime_id);
+    let ended = report(&exec, "d6").expect("held");
+    assert_eq!(
+        (ended.state, ended.exit_code),
+        (TaskState::Failed, Some(5)),
+        "{ended:?}"
+    );
     exec.apply(std::slice::from_ref(&a)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(labelled(&node), vec![id.clone()], "nothing new starts");
+    assert_eq!(
+        labelled(&node),
+        vec![id.clone()],
+        "nothing new starts; d6 is forgotten"
+    );
     exec.apply(&[]).await;
     let r = wait_ended(&exec, "d5", 60).await;
     assert_eq!(r.state, TaskState::Shutdown, "{r:?}");

@@ -249,9 +249,12 @@ async fn a_running_task_is_adopted_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exec = open(dir.path(), "n1").await;
     let a = sh("t7", "sleep 30 & wait");
-    exec.apply(std::slice::from_ref(&a)).await;
+    let b = sh("t7b", "sleep 30");
+    exec.apply(&[a.clone(), b.clone()]).await;
     let r = wait_state(&exec, "t7", TaskState::Running, 10).await;
     let pid: i32 = r.runtime_id.clone().expect("pid").parse().expect("pid");
+    let rb = wait_state(&exec, "t7b", TaskState::Running, 10).await;
+    let pid_b: i32 = rb.runtime_id.clone().expect("pid").parse().expect("pid");
     drop(exec);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(process_runs(pid), "the task must outlive the executor");
@@ -260,8 +263,27 @@ async fn a_running_task_is_adopted_after_a_restart() {
     let adopted = report(&exec, "t7").expect("adopted");
     assert_eq!(adopted.state, TaskState::Running, "{adopted:?}");
     assert_eq!(adopted.runtime_id, r.runtime_id);
+    // An adopted process that ends: its status is unknown.
+    assert_eq!(
+        report(&exec, "t7b").expect("adopted").runtime_id,
+        rb.runtime_id
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_b),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let ended = wait_ended(&exec, "t7b", 10).await;
+    assert_eq!(ended.state, TaskState::Failed, "{ended:?}");
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("status unknown")),
+        "{ended:?}"
+    );
     // Listed again: nothing new starts.
-    exec.apply(std::slice::from_ref(&a)).await;
+    exec.apply(&[a.clone(), b.clone()]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(report(&exec, "t7").expect("held").runtime_id, r.runtime_id);
     // Not listed: stopped.
