@@ -23,12 +23,14 @@ mod audit;
 mod client;
 mod hostname;
 mod secret;
+mod services;
 mod types;
 
 pub use audit::*;
 pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
 pub use hostname::{InvalidHostname, MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use secret::SecretString;
+pub use services::*;
 pub use types::*;
 
 /// The versioned request paths.
@@ -87,4 +89,24 @@ pub mod path {
     pub const CA_ROTATE: &str = "/v1/ca/rotate";
     /// `POST`: [`crate::Empty`] → [`crate::CaInfo`].
     pub const CA_ROLLBACK: &str = "/v1/ca/rollback";
+    /// `GET`: `Vec<`[`crate::ServiceInfo`]`>`.
+    pub const SERVICES: &str = "/v1/services";
+    /// `POST` [`crate::ServiceCreateRequest`] → [`crate::ServiceChanged`].
+    pub const SERVICE_CREATE: &str = "/v1/services/create";
+    /// `POST` [`crate::ServiceRef`] → [`crate::ServiceInfo`].
+    pub const SERVICE_INSPECT: &str = "/v1/services/inspect";
+    /// `POST` [`crate::ServiceRef`] → `Vec<`[`crate::TaskInfo`]`>`.
+    pub const SERVICE_PS: &str = "/v1/services/ps";
+    /// `POST` [`crate::ServiceScaleRequest`] → `Vec<`[`crate::ServiceChanged`]`>`.
+    pub const SERVICE_SCALE: &str = "/v1/services/scale";
+    /// `POST` [`crate::ServiceUpdateRequest`] → [`crate::ServiceChanged`].
+    pub const SERVICE_UPDATE: &str = "/v1/services/update";
+    /// `POST` [`crate::ServiceRef`] → [`crate::ServiceChanged`].
+    pub const SERVICE_ROLLBACK: &str = "/v1/services/rollback";
+    /// `POST` [`crate::ServiceRemoveRequest`] → [`crate::ServiceRemoveResponse`].
+    pub const SERVICE_REMOVE: &str = "/v1/services/remove";
+    /// `POST` [`crate::ServiceLogsRequest`] → `Vec<`[`crate::TaskLog`]`>`.
+    pub const SERVICE_LOGS: &str = "/v1/services/logs";
+    /// `POST` [`crate::NodeRef`] → `Vec<`[`crate::TaskInfo`]`>`.
+    pub const NODE_PS: &str = "/v1/nodes/ps";
 }

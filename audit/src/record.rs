@@ -515,6 +515,19 @@ actions! {
     /// A node forwarded a journal event that could not be recorded as
     /// sent (outcome denied; details: what the node claimed).
     AUDIT_FORWARD = "audit.forward";
+    /// A service was created (details: mode, replicas, runtime, image).
+    SERVICE_CREATE = "service.create";
+    /// A service's spec changed (details: version, what changed).
+    SERVICE_UPDATE = "service.update";
+    /// A service's replica count changed (details: replicas).
+    SERVICE_SCALE = "service.scale";
+    /// A service went back to its previous spec.
+    SERVICE_ROLLBACK = "service.rollback";
+    /// A service was removed with its tasks.
+    SERVICE_REMOVE = "service.remove";
+    /// The scheduler placed tasks (details per service: tasks placed on
+    /// each node, tasks left pending and why).
+    TASK_PLACE = "task.place";
 }
 
 /// Free text: a target, a reason, a detail value. At most

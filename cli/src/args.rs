@@ -90,6 +90,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: Node,
     },
+    /// Run services on the cluster: tasks placed by the scheduler on the
+    /// nodes, as processes or Docker containers (run on a manager).
+    Service {
+        #[command(subcommand)]
+        command: Service,
+    },
     /// Run a local cluster of daemons on loopback, for trying moat out.
     ///
     /// Starts N managers and M workers as child processes, each with its
@@ -457,6 +463,11 @@ pub(crate) struct DaemonArgs {
     /// Off by default; bind it to a private address.
     #[arg(long, value_name = "ADDRESS:PORT")]
     pub(crate) metrics_addr: Option<String>,
+    /// The Docker Engine API for tasks of runtime `docker`, e.g.
+    /// unix:///var/run/docker.sock. Default: DOCKER_HOST, else the
+    /// engine's usual socket.
+    #[arg(long, value_name = "URL")]
+    pub(crate) docker_host: Option<String>,
     /// For tests only: run this daemon's clock DURATION ahead of the
     /// system's (certificates, tokens and liveness see that time). Hidden;
     /// the daemon logs a warning when it is set.
@@ -773,6 +784,264 @@ pub(crate) enum Node {
     Rm(NodeRm),
     /// Change a node's labels or availability.
     Update(NodeUpdate),
+    /// List the tasks on a node (default: the node answering).
+    Ps(NodePs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodePs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// A node id, a unique prefix of one, a host name, or `self`.
+    #[arg(value_name = "NODE", default_value = "self")]
+    pub(crate) node: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Service {
+    /// Create a service and wait until its tasks run.
+    ///
+    /// Prints the service's id. Without --detach, waits until every task
+    /// runs, or stops at the first one that fails to start, showing the
+    /// progress on standard error.
+    Create(ServiceCreate),
+    /// List services.
+    #[command(visible_alias = "list")]
+    Ls(ServiceLs),
+    /// List the tasks of a service, the newest of each slot first.
+    Ps(ServicePs),
+    /// Show a service in detail.
+    Inspect(ServiceInspect),
+    /// Change the replica count of services: `moat service scale web=5`.
+    Scale(ServiceScale),
+    /// Change a service; its tasks are replaced in a rolling update.
+    Update(ServiceUpdate),
+    /// Go back to a service's previous spec.
+    Rollback(ServiceRollback),
+    /// Remove services and stop their tasks.
+    #[command(visible_alias = "remove")]
+    Rm(ServiceRm),
+}
+
+/// How a service's tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RuntimeArg {
+    /// A child process of the node's daemon, in its own process group.
+    Process,
+    /// A container through the node's Docker Engine.
+    Docker,
+}
+
+/// Replicated (N tasks) or global (one per eligible node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
+    /// --replicas tasks, spread over the nodes.
+    Replicated,
+    /// One task on every node that passes the constraints.
+    Global,
+}
+
+/// When a task that ended is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RestartConditionArg {
+    /// Always.
+    Any,
+    /// When it failed (non-zero exit status, rejected, node lost).
+    OnFailure,
+    /// Never.
+    None,
+}
+
+/// What a rolling update does when a new task fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FailureActionArg {
+    /// Stop the update.
+    Pause,
+    /// Go back to the previous spec.
+    Rollback,
+}
+
+/// Placement, restart and update flags, shared by `create` and `update`.
+#[derive(Debug, Args)]
+pub(crate) struct ServiceFlags {
+    /// Number of tasks (replicated mode).
+    #[arg(long, value_name = "N")]
+    pub(crate) replicas: Option<u64>,
+    /// Placement constraint, as Docker writes them: node.labels.KEY==VALUE,
+    /// node.role==manager, node.hostname!=NAME, node.id==ID; repeatable,
+    /// all must hold. (`update`: replaces the service's list.)
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) constraint: Vec<String>,
+    /// Spread tasks over the values of a node label first:
+    /// spread=node.labels.KEY; repeatable.
+    #[arg(long, value_name = "PREF")]
+    pub(crate) placement_pref: Vec<String>,
+    /// When to replace a task that ended.
+    #[arg(long, value_enum, value_name = "CONDITION")]
+    pub(crate) restart_condition: Option<RestartConditionArg>,
+    /// Wait between a task's end and its replacement (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) restart_delay: Option<Duration>,
+    /// Replace one slot's task at most N times (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub(crate) restart_max_attempts: Option<u64>,
+    /// Tasks replaced at once in a rolling update (0: all; default 1).
+    #[arg(long, value_name = "N")]
+    pub(crate) update_parallelism: Option<u64>,
+    /// Wait between two batches of a rolling update (default 0s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) update_delay: Option<Duration>,
+    /// What to do when a new task fails during an update (default pause).
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub(crate) update_failure_action: Option<FailureActionArg>,
+    /// How long a new task must run before its batch counts as done
+    /// (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) update_monitor: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when a task stops (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) stop_grace_period: Option<Duration>,
+    /// Return at once instead of waiting for the tasks.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceCreate {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// The service's name (default: one made from its id).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Replicated (default) or global.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) mode: Option<ModeArg>,
+    /// How tasks run (default process).
+    #[arg(long, value_enum, value_name = "RUNTIME")]
+    pub(crate) runtime: Option<RuntimeArg>,
+    /// Environment variable of every task (NAME=VALUE); repeatable.
+    #[arg(long, short, value_name = "NAME=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Service label (`key=value`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub(crate) label: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) flags: ServiceFlags,
+    /// The program (runtime process: a path, or a name in the daemon's
+    /// PATH) or image (runtime docker).
+    #[arg(value_name = "IMAGE_OR_PROGRAM")]
+    pub(crate) image: String,
+    /// Its arguments.
+    #[arg(value_name = "ARG", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceLs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Print only service ids.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServicePs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// Only the tasks that should be running (no history).
+    #[arg(long)]
+    pub(crate) running: bool,
+    /// A service id, a unique prefix of one, or a name.
+    #[arg(value_name = "SERVICE")]
+    pub(crate) service: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceInspect {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// A service id, a unique prefix of one, or a name.
+    #[arg(value_name = "SERVICE")]
+    pub(crate) service: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceScale {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Return at once instead of waiting for the tasks.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+    /// SERVICE=REPLICAS pairs.
+    #[arg(value_name = "SERVICE=N", required = true, value_parser = parse_scale)]
+    pub(crate) scales: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceUpdate {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// A new image or program.
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) image: Option<String>,
+    /// New arguments, split at white space: --args "-c 'sleep 5'" is not
+    /// shell-parsed.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub(crate) args: Option<String>,
+    /// Add or replace an environment variable (NAME=VALUE); repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) env_add: Vec<String>,
+    /// Remove an environment variable; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) env_rm: Vec<String>,
+    /// Add a placement constraint; repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) constraint_add: Vec<String>,
+    /// Remove a placement constraint; repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) constraint_rm: Vec<String>,
+    /// Replace every task even if nothing changed.
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) flags: ServiceFlags,
+    /// A service id, a unique prefix of one, or a name.
+    #[arg(value_name = "SERVICE")]
+    pub(crate) service: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceRollback {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Return at once instead of waiting for the tasks.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+    /// A service id, a unique prefix of one, or a name.
+    #[arg(value_name = "SERVICE")]
+    pub(crate) service: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceRm {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Service ids, unique prefixes of them, or names.
+    #[arg(value_name = "SERVICE", required = true)]
+    pub(crate) services: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -938,6 +1207,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("give a whole number of seconds, at least 1s (e.g. 24h, 90m)".into());
     }
     Ok(d)
+}
+
+/// A duration that may be zero or below a second (`0s`, `500ms`, `5s`).
+fn parse_span(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}: give a duration like 500ms, 5s or 1m"))
+}
+
+/// `SERVICE=N`.
+fn parse_scale(s: &str) -> Result<(String, u64), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SERVICE=REPLICAS"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?} names no service: write SERVICE=REPLICAS"));
+    }
+    let n = n
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?}: the replica count must be a whole number"))?;
+    Ok((name.to_owned(), n))
 }
 
 /// `key=value`, or `key` alone for an empty value.

@@ -64,6 +64,7 @@ async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
         unlock_key,
         metrics_addr: args.metrics_addr,
         danger_clock_ahead: args.danger_clock_ahead.unwrap_or_default(),
+        docker_host: args.docker_host,
     })
     .await
     .map_err(|e| {

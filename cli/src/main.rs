@@ -28,6 +28,7 @@ mod node;
 mod output;
 mod render;
 mod report;
+mod service;
 mod store;
 mod token;
 
@@ -35,7 +36,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Audit, Cert, Cli, Command, Node, Store, Token};
+use crate::args::{Audit, Cert, Cli, Command, Node, Service, Store, Token};
 use crate::output::Failure;
 
 fn main() -> ExitCode {
@@ -66,6 +67,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Node::Demote(args) => node::demote(&args),
             Node::Rm(args) => node::rm(&args),
             Node::Update(args) => node::update(&args),
+            Node::Ps(args) => service::node_ps(&args),
+        },
+        Command::Service { command } => match command {
+            Service::Create(args) => service::create(&args),
+            Service::Ls(args) => service::ls(&args),
+            Service::Ps(args) => service::ps(&args),
+            Service::Inspect(args) => service::inspect(&args),
+            Service::Scale(args) => service::scale(&args),
+            Service::Update(args) => service::update(&args),
+            Service::Rollback(args) => service::rollback(&args),
+            Service::Rm(args) => service::rm(&args),
         },
         Command::Dev(args) => dev::run(&args),
         Command::Cert { command } => match command {

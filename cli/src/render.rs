@@ -498,8 +498,11 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+mod services;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use services::{service_fields, service_ids, service_table, task_table};
 
 /// `moat join-token ls`: one row per token, never a secret.
 pub(crate) fn token_ls(out: &mut impl Write, tokens: &[moat_api::TokenSummary]) -> io::Result<()> {

@@ -79,6 +79,11 @@ impl Clock {
         self.now().unix_timestamp()
     }
 
+    /// The current time in Unix milliseconds (the orchestrator's unit).
+    pub fn unix_ms(&self) -> i64 {
+        i64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+
     /// The current monotonic instant (for deadlines and ages).
     pub fn instant(&self) -> Instant {
         Instant::now() + self.ahead()

@@ -92,6 +92,11 @@ impl Layout {
         self.dir.join("store")
     }
 
+    /// The executor's directory: task records and their output.
+    pub(crate) fn tasks_dir(&self) -> PathBuf {
+        self.dir.join("tasks")
+    }
+
     /// Creates the directory (mode 0700) and takes the daemon lock, so two
     /// daemons never share a state directory.
     pub(crate) fn lock(&self) -> Result<File, NodeError> {
@@ -121,7 +126,7 @@ impl Layout {
     /// cluster).
     pub(crate) fn wipe(&self) -> Result<(), NodeError> {
         remove_file(&self.node_file())?;
-        for dir in [self.certs_dir(), self.store_dir()] {
+        for dir in [self.certs_dir(), self.store_dir(), self.tasks_dir()] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -19,6 +19,8 @@
 //! | `ca`, `tokens` | issuing certificates and rotating the root; standing join tokens |
 //! | `service/` | the cluster RPCs a manager answers (who may call what) |
 //! | `housekeeping` | the leader's loops: Down marking, token expiry, CA-rotation driving, audit heads |
+//! | `orchestrate` | the leader's reconciler loop: services and tasks (moat-orchestrator) to placements |
+//! | `tasks` | every member's task loop: its executor (moat-executor) in step with the leader |
 //! | `roles` | taking up and leaving the manager role |
 //! | `agent` | every member's loop: heartbeat, renewal, role |
 //! | `daemon/` | the node's phases; one file per lifecycle step |
@@ -45,12 +47,14 @@ mod keys;
 mod liveness;
 mod member;
 mod metrics;
+mod orchestrate;
 mod raft;
 mod refusals;
 mod roles;
 mod rpc;
 mod run;
 mod service;
+mod tasks;
 #[cfg(test)]
 mod testing;
 mod tokens;

@@ -53,6 +53,7 @@ pub(crate) async fn start_manager(
     let addr = raft.addr;
     let m = Arc::new(Manager::new(raft, node.clock.clone()));
     crate::housekeeping::start(node, &m);
+    crate::orchestrate::start(node, &m);
     node.set_manager(m);
     Ok(addr)
 }

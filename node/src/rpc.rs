@@ -47,6 +47,28 @@ pub(crate) mod method {
     /// Any node, for itself: record events from its local journal in the
     /// cluster's audit log.
     pub(crate) const AUDIT_FORWARD: &str = "audit_forward";
+    /// Any node, for itself, on the leader: report its tasks' states and
+    /// learn its assignments (a long poll).
+    pub(crate) const TASK_SYNC: &str = "task_sync";
+}
+
+/// `task_sync` request: the state of every task the node holds, and the
+/// digest of the assignments it last got (the call waits up to `wait_ms`
+/// for them to change).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskSyncReq {
+    pub(crate) reports: Vec<moat_orchestrator::TaskReport>,
+    #[serde(default)]
+    pub(crate) known: Option<String>,
+    #[serde(default)]
+    pub(crate) wait_ms: u64,
+}
+
+/// `task_sync` answer: every task the node must run or stop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskSyncResp {
+    pub(crate) assignments: Vec<moat_orchestrator::Assignment>,
+    pub(crate) digest: String,
 }
 
 /// `audit_forward` request: journal events, in journal order.
@@ -486,6 +508,8 @@ pub const FUZZ_METHODS: &[&str] = &[
     method::ADD_VOTER,
     method::ADMIN,
     method::AUDIT_FORWARD,
+    method::TASK_SYNC,
+    "task_sync answer",
 ];
 
 /// Decodes `data` as the body of `method` with the decoder a manager runs
@@ -522,6 +546,13 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
         method::ADD_VOTER => done(decode::<AddVoterReq>(method, data).map_err(m)?, Vec::new()),
         method::ADMIN => done(decode::<Admin>(method, data).map_err(m)?, Vec::new()),
         method::AUDIT_FORWARD => done(decode::<ForwardReq>(method, data).map_err(m)?, Vec::new()),
+        method::TASK_SYNC => done(decode::<TaskSyncReq>(method, data).map_err(m)?, Vec::new()),
+        // What a worker reads from the leader and hands to its executor.
+        "task_sync answer" => {
+            let answer: Result<TaskSyncResp, RpcError> =
+                serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            done(answer, Vec::new())
+        }
         other => Err(format!("unknown cluster method {other:?}")),
     }
 }

@@ -37,6 +37,7 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
         Arc::new(journal),
         hostname,
         clock,
+        opts.docker_host.clone(),
     ));
     let metrics = match &opts.metrics_addr {
         Some(addr) => Some(crate::metrics::bind(addr).await?),

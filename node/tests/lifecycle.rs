@@ -19,6 +19,7 @@ async fn start(dir: &Path, name: &str) -> Client {
         unlock_key: None,
         metrics_addr: None,
         danger_clock_ahead: std::time::Duration::ZERO,
+        docker_host: None,
     };
     tokio::spawn(async move {
         if let Err(e) = moat_node::run_daemon(opts).await {

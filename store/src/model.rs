@@ -355,6 +355,15 @@ pub struct ClusterState {
     /// list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revoked_serials: BTreeMap<String, i64>,
+    /// Services and their tasks (the orchestrator's part of the state).
+    #[serde(default, skip_serializing_if = "no_services")]
+    pub orchestrator: moat_orchestrator::State,
+}
+
+/// Whether the orchestrator's part of the state is empty: a cluster that
+/// never ran a service writes the same snapshots as before.
+fn no_services(s: &moat_orchestrator::State) -> bool {
+    s.services.is_empty() && s.tasks.is_empty()
 }
 
 /// How many [`Command::Once`] ids the state remembers.
@@ -627,6 +636,10 @@ pub enum Command {
         #[serde(default)]
         now: i64,
     },
+    /// Changes services and tasks (see moat-orchestrator): made by an
+    /// operator's `moat service …`, by the leader's reconciler, or by a
+    /// node reporting its tasks' states.
+    Orchestrate(moat_orchestrator::Command),
 }
 
 /// The result of applying a command.
@@ -915,6 +928,11 @@ impl ClusterState {
             Command::AuditForward { node, events, now } => {
                 if let Err(reason) = self.audit.forward(*node, events, *now) {
                     return Response::Rejected(format!("audit record refused: {reason}"));
+                }
+            }
+            Command::Orchestrate(command) => {
+                if let Err(reason) = self.orchestrator.apply(command) {
+                    return Response::Rejected(reason);
                 }
             }
             Command::RecordCert {

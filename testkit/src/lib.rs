@@ -551,6 +551,12 @@ impl Drop for Harness {
                 let _ = child.wait();
             }
         }
+        // Task processes outlive their daemons (as they must: see
+        // node/src/tasks.rs); the test's end is theirs too.
+        let killed = self.kill_tasks();
+        if killed > 0 && !std::thread::panicking() {
+            eprintln!("stopped {killed} task process(es) left running by the test");
+        }
         // MOAT_TEST_KEEP=1 keeps a failed test's state directories and logs.
         if std::thread::panicking() && std::env::var_os("MOAT_TEST_KEEP").is_some() {
             let dir = std::mem::replace(
@@ -563,6 +569,40 @@ impl Drop for Harness {
             let kept = dir.keep();
             eprintln!("kept the failed test's directory: {}", kept.display());
         }
+    }
+}
+
+impl Harness {
+    /// The processes whose working directory is inside this harness's
+    /// directory: the tasks of runtime `process` that its daemons started
+    /// (each runs in its own directory under the node's state directory).
+    pub fn task_pids(&self) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let root = self.dir.path();
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
+            })
+            .collect()
+    }
+
+    /// Kills (SIGKILL) every process [`task_pids`](Self::task_pids) finds;
+    /// returns how many.
+    pub fn kill_tasks(&self) -> usize {
+        let pids = self.task_pids();
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        pids.len()
     }
 }
 

@@ -11,12 +11,15 @@
 //! | `tokens.rs` | `join-token` |
 //! | `settings.rs` | `update`, `unlock`, `unlock-key` |
 //! | `audit.rs` | `audit`, `ca` |
+//! | `services.rs` | `service …`, `node ps` (flags to specs: `specs.rs`) |
 
 mod answer;
 mod audit;
 mod cluster;
 mod nodes;
+mod services;
 mod settings;
+mod specs;
 mod tokens;
 
 use std::future::Future;
@@ -95,6 +98,15 @@ pub(crate) async fn serve(
         .route(path::CA, get(audit::ca))
         .route(path::CA_ROTATE, post(audit::ca_rotate))
         .route(path::CA_ROLLBACK, post(audit::ca_rollback))
+        .route(path::SERVICES, get(services::service_ls))
+        .route(path::SERVICE_CREATE, post(services::service_create))
+        .route(path::SERVICE_INSPECT, post(services::service_inspect))
+        .route(path::SERVICE_PS, post(services::service_ps))
+        .route(path::SERVICE_SCALE, post(services::service_scale))
+        .route(path::SERVICE_UPDATE, post(services::service_update))
+        .route(path::SERVICE_ROLLBACK, post(services::service_rollback))
+        .route(path::SERVICE_REMOVE, post(services::service_rm))
+        .route(path::NODE_PS, post(services::node_ps))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,

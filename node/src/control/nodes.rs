@@ -156,7 +156,7 @@ pub(super) async fn node_update(
 
 /// Finds the node `name` names: `self` (the node answering), an id, a
 /// unique host name, or a unique id prefix, in that order.
-fn resolve<'a>(
+pub(super) fn resolve<'a>(
     state: &'a ClusterState,
     name: &str,
     me: NodeId,

@@ -84,6 +84,11 @@ impl Daemon {
             node.stop_manager().await;
             *phase = Phase::Inactive;
         }
+        // A node that left runs nothing for the cluster: its tasks stop
+        // (the cluster replaces them elsewhere) before their records go.
+        if let Some(exec) = node.executor() {
+            exec.stop_all().await;
+        }
         self.layout.wipe()?;
         tracing::info!(node = %node.id, "left the cluster");
         Ok(())

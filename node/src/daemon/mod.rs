@@ -53,6 +53,9 @@ pub struct DaemonOptions {
     /// Run the daemon's clock this far ahead of the system's (tests only:
     /// see `clock`). Zero for every real daemon.
     pub danger_clock_ahead: Duration,
+    /// The Docker Engine API the docker runtime talks to (`unix:///…`);
+    /// `None`: the engine's usual socket (or `DOCKER_HOST`).
+    pub docker_host: Option<String>,
 }
 
 pub(crate) enum Phase {
@@ -84,6 +87,8 @@ pub(crate) struct Daemon {
     lifecycle: Mutex<()>,
     /// Failed unlock attempts since start (a metric).
     pub(crate) failed_unlocks: std::sync::atomic::AtomicU64,
+    /// `--docker-host`, for the executor's docker runtime.
+    pub(crate) docker_host: Option<String>,
 }
 
 pub(crate) fn machine_hostname() -> String {
@@ -101,6 +106,7 @@ impl Daemon {
         journal: Arc<Journal>,
         hostname: String,
         clock: Clock,
+        docker_host: Option<String>,
     ) -> Self {
         Self {
             layout,
@@ -110,6 +116,7 @@ impl Daemon {
             phase: RwLock::new(Phase::Inactive),
             lifecycle: Mutex::new(()),
             failed_unlocks: std::sync::atomic::AtomicU64::new(0),
+            docker_host,
         }
     }
 
@@ -301,7 +308,25 @@ impl Daemon {
 
     /// Starts the agent of `node` and makes it this daemon's member.
     async fn run_agent(&self, node: Arc<Member>) {
-        let agent = tokio::spawn(crate::agent::run(node.clone()));
+        let docker_host = self.docker_host.clone();
+        let member = node.clone();
+        // The agent and the task loop stop together (a fault, `leave`);
+        // the tasks themselves keep running (see `tasks`).
+        let agent = tokio::spawn(async move {
+            let tasks = {
+                let member = member.clone();
+                async move {
+                    crate::tasks::run(member, docker_host).await;
+                    // The executor could not open (or the node is
+                    // faulted): the agent goes on alone.
+                    std::future::pending::<()>().await
+                }
+            };
+            tokio::select! {
+                () = crate::agent::run(member) => {}
+                () = tasks => {}
+            }
+        });
         *self.phase.write().await = Phase::Member {
             node,
             agent: Some(agent),

@@ -59,6 +59,22 @@ impl Manager {
         }
     }
 
+    /// Runs `f` on the applied state under its read lock, without a copy
+    /// (the reconciler and the task sync look at it several times a
+    /// second; keep `f` short, the state machine waits for it).
+    pub(crate) fn with_state<T>(
+        &self,
+        f: impl FnOnce(&ClusterState) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
+        match self.applied.read() {
+            Ok(applied) => f(&applied.state),
+            Err(_) => Err(RpcError::new(
+                RpcErrorKind::Internal,
+                "this manager's state is unreadable after a crash of one of its tasks; restart its daemon",
+            )),
+        }
+    }
+
     /// The applied state (not linearizable: see [`Node::read_state`]).
     pub(crate) fn local_state(&self) -> Result<ClusterState, RpcError> {
         self.applied

@@ -32,7 +32,6 @@ use moat_lock::UnlockKey;
 use moat_pki::{ClusterId, Credentials, NodeId, PrivateKey, Role, TlsContext};
 use moat_transport::ClusterClient;
 
-#[cfg(test)]
 pub(crate) use audit::EventDraft;
 pub(crate) use audit::{FORWARD_BATCH, audit_hash, audit_key, new_audit_key, operator};
 pub(crate) use manager::{Manager, even_managers_warning, read_index};
@@ -68,6 +67,8 @@ pub(crate) struct Member {
     /// Renew at the next agent round (a certificate the cluster has not
     /// recorded, e.g. self-issued after an outage).
     renew_soon: AtomicBool,
+    /// This node's task executor, once the task loop opened it.
+    executor: ArcSwapOption<moat_executor::Executor>,
 }
 
 impl Member {
@@ -93,7 +94,18 @@ impl Member {
             clients: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
             renew_soon: AtomicBool::new(false),
+            executor: ArcSwapOption::empty(),
         })
+    }
+
+    /// This node's task executor, once open.
+    pub(crate) fn executor(&self) -> Option<Arc<moat_executor::Executor>> {
+        self.executor.load_full()
+    }
+
+    /// Records the executor the task loop opened.
+    pub(crate) fn set_executor(&self, exec: Arc<moat_executor::Executor>) {
+        self.executor.store(Some(exec));
     }
 
     /// The role in this node's certificate.

@@ -98,13 +98,7 @@ fn with_state<T>(
     m: &Manager,
     f: impl FnOnce(&ClusterState) -> Result<T, RpcError>,
 ) -> Result<T, RpcError> {
-    match m.applied.read() {
-        Ok(applied) => f(&applied.state),
-        Err(_) => Err(RpcError::new(
-            RpcErrorKind::Internal,
-            "this manager's state is unreadable after a crash of one of its tasks; restart its daemon",
-        )),
-    }
+    m.with_state(f)
 }
 
 /// The caller's node, if it is a member.

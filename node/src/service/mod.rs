@@ -11,6 +11,7 @@
 //! | read_index  | managers                      | leader  |
 //! | add_voter   | a manager (for itself)        | leader  |
 //! | admin       | managers; any member to leave | leader  |
+//! | task_sync   | any member, for itself        | leader  |
 //!
 //! "Member" means: the certificate verifies now against the cluster roots
 //! and its node is not on the removed list. A removed node's calls are
@@ -23,10 +24,12 @@
 //! | `authz.rs` | who may call: certificate, removed list, role |
 //! | `join.rs` | admitting a node with a join token (or a rejoin proof) |
 //! | `members.rs` | the calls of members: renew, heartbeat, propose, read index, add voter, admin, forwarded journal events |
+//! | `tasks.rs` | task states in, assignments out (`task_sync`) |
 
 mod authz;
 mod join;
 mod members;
+pub(crate) mod tasks;
 
 use std::sync::Weak;
 
@@ -74,6 +77,7 @@ impl ClusterHandler for Service {
             method::AUDIT_FORWARD => {
                 encode_answer(&members::audit_forward(&node, &m, &caller, &data).await)
             }
+            method::TASK_SYNC => encode_answer(&tasks::task_sync(&node, &m, &caller, &data).await),
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"

@@ -1,0 +1,135 @@
+//! `task_sync`: a node reports the states of the tasks it holds and learns
+//! what it must run or stop. Level-triggered: each call carries every
+//! task's current state, so a lost call costs nothing but time, and a
+//! node back from a partition converges on its first call.
+//!
+//! The leader proposes only what changes the store (one entry per call,
+//! whatever the number of tasks in it), then answers with the node's
+//! assignments; if they are the ones the node already has (`known`), it
+//! waits up to `wait_ms` for the store to change them (a long poll, so a
+//! placement reaches its node within one Raft commit, without polling).
+
+use std::time::Duration;
+
+use moat_orchestrator::{Assignment, State, TaskReport};
+use moat_pki::NodeId;
+use moat_store::model::Command;
+use moat_transport::Caller;
+
+use super::authz::{member, require_leader};
+use crate::member::{Manager, Member};
+use crate::rpc::{self, RpcError, RpcErrorKind, method};
+
+/// Most task reports one call may carry.
+pub(crate) const MAX_REPORTS: usize = 10_000;
+/// Longest a call waits for its assignments to change.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(15);
+
+/// The RPC: a member, for itself, on the leader.
+pub(crate) async fn task_sync(
+    node: &Member,
+    m: &Manager,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::TaskSyncResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::TaskSyncReq = rpc::decode(method::TASK_SYNC, data)?;
+    require_leader(node, m)?;
+    sync(node, m, id, req).await
+}
+
+/// The leader's side of a sync, for node `id` (a remote caller, or the
+/// leader's own executor).
+pub(crate) async fn sync(
+    node: &Member,
+    m: &Manager,
+    id: NodeId,
+    req: rpc::TaskSyncReq,
+) -> Result<rpc::TaskSyncResp, RpcError> {
+    if req.reports.len() > MAX_REPORTS {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            format!(
+                "{} task reports in one call; at most {MAX_REPORTS}",
+                req.reports.len()
+            ),
+        ));
+    }
+    let me = id.to_string();
+    let changed = m.with_state(|s| Ok(news(&s.orchestrator, &me, req.reports)))?;
+    if !changed.is_empty() {
+        node.propose(Command::Orchestrate(
+            moat_orchestrator::Command::ReportTasks {
+                node: me.clone(),
+                reports: changed,
+                now: node.clock.unix_ms(),
+            },
+        ))
+        .await?;
+    }
+    let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut metrics = m.raft.metrics();
+    let mut seen_applied = None;
+    loop {
+        let applied = metrics.borrow_and_update().last_applied;
+        if seen_applied.is_none() || applied != seen_applied.flatten() {
+            seen_applied = Some(applied);
+            let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
+            let digest = digest(&assignments);
+            if req.known.as_deref() != Some(digest.as_str())
+                || tokio::time::Instant::now() >= deadline
+                || !m.is_leader(node.id)
+            {
+                return Ok(rpc::TaskSyncResp {
+                    assignments,
+                    digest,
+                });
+            }
+        }
+        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            // The deadline, or Raft stopping: answer with what is known.
+            _ => {
+                let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
+                let digest = digest(&assignments);
+                return Ok(rpc::TaskSyncResp {
+                    assignments,
+                    digest,
+                });
+            }
+        }
+    }
+}
+
+/// The reports that would change the store: about a task of this node,
+/// in a later state than recorded, or in the same state with news (the
+/// process or container id, an exit status, an error). Anything else is
+/// dropped here, so a node that reports the same states every call costs
+/// no Raft write.
+fn news(state: &State, node: &str, reports: Vec<TaskReport>) -> Vec<TaskReport> {
+    reports
+        .into_iter()
+        .filter(|r| {
+            let Some(task) = state.tasks.get(&r.task_id) else {
+                return false;
+            };
+            if task.node_id.as_deref() != Some(node) || task.status.state.is_terminal() {
+                return false;
+            }
+            let s = &task.status;
+            r.state > s.state
+                || (r.state == s.state
+                    && (r.runtime_id != s.runtime_id
+                        || r.exit_code != s.exit_code
+                        || r.error != s.error))
+        })
+        .collect()
+}
+
+/// A digest of a node's assignments (SHA-256 of their JSON, hex).
+pub(crate) fn digest(assignments: &[Assignment]) -> String {
+    let json = serde_json::to_vec(assignments).unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, &json);
+    data_encoding::HEXLOWER.encode(d.as_ref())
+}

@@ -1,0 +1,91 @@
+//! Every member's task loop: its executor (moat-executor) runs what the
+//! cluster assigns to this node, and the loop keeps the two in step over
+//! the node's mutual-TLS session with the leader (`task_sync`).
+//!
+//! A node that reaches no manager keeps its tasks running, as Docker's
+//! workers do; it stops or starts nothing until the leader answers again.
+//! A daemon that restarts finds the tasks it started before (they outlive
+//! it in their own process groups or containers) and reports them on its
+//! first call; the answer says which to keep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_executor::{Executor, ExecutorConfig};
+
+use crate::member::Member;
+use crate::rpc::{self, RpcError, method};
+
+/// How long a sync waits at the leader for new assignments.
+const LONG_POLL: Duration = Duration::from_secs(15);
+/// Reports that change within this of each other go in one call.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+/// Backoff after a failed call: from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Opens this node's executor and keeps it in step with the cluster until
+/// the node is faulted or the task is aborted (its tasks keep running).
+pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
+    let config = ExecutorConfig {
+        dir: node.layout.tasks_dir(),
+        node_id: node.id.to_string(),
+        docker_host,
+    };
+    let exec = match Executor::open(config).await {
+        Ok(exec) => exec,
+        Err(e) => {
+            tracing::error!(error = %e, "the task executor could not start: this node runs no tasks until its daemon is restarted");
+            return;
+        }
+    };
+    let exec = Arc::new(exec);
+    node.set_executor(exec.clone());
+    let mut changes = exec.subscribe();
+    let mut known: Option<String> = None;
+    let mut retry = RETRY_FIRST;
+    loop {
+        if node.fault().is_some() {
+            return;
+        }
+        changes.borrow_and_update();
+        let req = rpc::TaskSyncReq {
+            reports: exec.reports(),
+            known: known.clone(),
+            wait_ms: u64::try_from(LONG_POLL.as_millis()).unwrap_or(u64::MAX),
+        };
+        tokio::select! {
+            answer = sync(&node, req) => match answer {
+                Ok(resp) => {
+                    exec.apply(&resp.assignments).await;
+                    known = Some(resp.digest);
+                    retry = RETRY_FIRST;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "task sync failed; tasks keep running as they are");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            },
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A task changed state: report it now (with whatever else
+                // changes in the next few milliseconds).
+                tokio::time::sleep(DEBOUNCE).await;
+            }
+        }
+    }
+}
+
+/// One sync with the leader: in process when this node leads.
+async fn sync(node: &Member, req: rpc::TaskSyncReq) -> Result<rpc::TaskSyncResp, RpcError> {
+    if let Some(m) = node.manager()
+        && m.is_leader(node.id)
+    {
+        return crate::service::tasks::sync(node, &m, node.id, req).await;
+    }
+    node.call_leader(method::TASK_SYNC, &req, LONG_POLL + rpc::CALL_TIMEOUT)
+        .await
+}
