@@ -10,7 +10,7 @@
 //! * **Replicated** services have slots `1..=replicas`, each with at most
 //!   one *live* task (desired `Running`). A slot without one gets a new
 //!   task, unless it is *finished*: its newest task (latest `created_at`,
-//!   then highest attempt, then id) was made for the current version, has
+//!   then highest version, attempt, id) was made for the current version, has
 //!   ended, has desired `Shutdown`, and the restart policy does not want it
 //!   restarted (condition `none`; `on-failure` and it completed;
 //!   `max_attempts` reached). A version change (`service update`, even
@@ -211,6 +211,13 @@ fn restart_wanted(service: &Service, t: &Task) -> bool {
     }
 }
 
+/// Whether an ended live task gets a replacement: a task of an older
+/// version always does (the service moved on), others as the restart
+/// policy says. The complement of [`finished`] once it is given up.
+fn should_replace(service: &Service, t: &Task) -> bool {
+    t.version < service.version || restart_wanted(service, t)
+}
+
 /// Whether a slot whose newest task is `newest` is over (see the module
 /// documentation).
 fn finished(service: &Service, newest: &Task) -> bool {
@@ -221,10 +228,14 @@ fn finished(service: &Service, newest: &Task) -> bool {
 }
 
 fn newest<'t>(tasks: &[&'t Task]) -> Option<&'t Task> {
-    tasks
-        .iter()
-        .copied()
-        .max_by(|a, b| (a.created_at, a.attempt, &a.id).cmp(&(b.created_at, b.attempt, &b.id)))
+    tasks.iter().copied().max_by(|a, b| {
+        (a.created_at, a.version, a.attempt, &a.id).cmp(&(
+            b.created_at,
+            b.version,
+            b.attempt,
+            &b.id,
+        ))
+    })
 }
 
 fn plural(n: usize) -> &'static str {
@@ -396,9 +407,16 @@ impl Ctx<'_, '_> {
     }
 
     /// The ended tasks of one slot beyond the history to keep; `stopping`
-    /// are tasks this plan just took out of `Running`, `added` whether it
-    /// made a new task for the slot.
-    fn trim_history(&mut self, tasks: &[&Task], stopping: &BTreeSet<&str>, added: bool) {
+    /// are tasks this plan just took out of `Running`, `ending` those it
+    /// just marked `Orphaned`, `added` whether it made a new task for the
+    /// slot. Counting them now keeps the next plan empty.
+    fn trim_history(
+        &mut self,
+        tasks: &[&Task],
+        stopping: &BTreeSet<&str>,
+        ending: &BTreeSet<&str>,
+        added: bool,
+    ) {
         let newest_id = if added {
             None
         } else {
@@ -758,6 +776,7 @@ fn plan_replicated<'s>(
         }
         let slot_tasks = slots.get(&slot).unwrap_or(&empty);
         let mut stopping: BTreeSet<&str> = BTreeSet::new();
+        let mut ending: BTreeSet<&str> = BTreeSet::new();
         let mut added = false;
         let mut live: Vec<&Task> = slot_tasks.iter().copied().filter(|t| is_live(t)).collect();
         live.sort_by(|a, b| {
@@ -797,7 +816,9 @@ fn plan_replicated<'s>(
                             message: format!("node {n} is down"),
                         };
                         let group = vec![orphan, shutdown(t)];
-                        let pushed = if service.spec.restart.condition == RestartCondition::None {
+                        let keep_gone = service.spec.restart.condition == RestartCondition::None
+                            && t.version >= service.version;
+                        let pushed = if keep_gone {
                             ctx.planner.push(group)
                         } else {
                             added = ctx.replace(pass, service, group, slot, None, t.attempt + 1);
@@ -806,6 +827,7 @@ fn plan_replicated<'s>(
                         if pushed {
                             ctx.unload(t);
                             stopping.insert(t.id.as_str());
+                            ending.insert(t.id.as_str());
                         }
                     }
                     Health::Waiting => {
@@ -866,9 +888,8 @@ fn plan_replicated<'s>(
             },
             Some(t) => {
                 // Ended while wanted running: restart, or give up.
-                pass.settled = false;
                 let lost = t.status.state == TaskState::Orphaned;
-                if !restart_wanted(service, t) {
+                if !should_replace(service, t) {
                     if ctx.set_desired(t, TaskState::Shutdown) {
                         stopping.insert(t.id.as_str());
                     }
@@ -882,6 +903,9 @@ fn plan_replicated<'s>(
                     if added {
                         stopping.insert(t.id.as_str());
                     }
+                } else {
+                    // Waits for its restart delay.
+                    pass.settled = false;
                 }
             }
             None => {
@@ -895,7 +919,7 @@ fn plan_replicated<'s>(
             }
         }
         if !ctx.planner.full {
-            ctx.trim_history(slot_tasks, &stopping, added);
+            ctx.trim_history(slot_tasks, &stopping, &ending, added);
         }
     }
 }
@@ -946,6 +970,7 @@ fn plan_global<'s>(
             && idx.is_some_and(|i| fits.get(i).copied().unwrap_or(false));
         let can_place = keep && view.is_some_and(|n| n.availability == NodeAvailability::Active);
         let mut stopping: BTreeSet<&str> = BTreeSet::new();
+        let mut ending: BTreeSet<&str> = BTreeSet::new();
         let mut added = false;
         let mut live: Vec<&Task> = unit.iter().copied().filter(|t| is_live(t)).collect();
         live.sort_by(|a, b| {
@@ -989,9 +1014,10 @@ fn plan_global<'s>(
                         if pushed {
                             ctx.unload(t);
                             stopping.insert(t.id.as_str());
+                            ending.insert(t.id.as_str());
                         }
                     }
-                    Health::Waiting => {}
+                    Health::Waiting => pass.settled = false,
                     Health::Up(_) => {
                         if !keep {
                             ctx.set_desired(t, TaskState::Remove);
@@ -1008,9 +1034,8 @@ fn plan_global<'s>(
                     // Drained, no longer fitting, or gone: nothing runs.
                     ctx.delete(t);
                 } else if can_place {
-                    pass.settled = false;
                     let lost = t.status.state == TaskState::Orphaned;
-                    if !restart_wanted(service, t) {
+                    if !should_replace(service, t) {
                         if ctx.set_desired(t, TaskState::Shutdown) {
                             stopping.insert(t.id.as_str());
                         }
@@ -1025,7 +1050,12 @@ fn plan_global<'s>(
                         if added {
                             stopping.insert(t.id.as_str());
                         }
+                    } else {
+                        pass.settled = false;
                     }
+                } else {
+                    // On a paused or unreachable node: waits.
+                    pass.settled = false;
                 }
             }
             None => {
@@ -1049,7 +1079,7 @@ fn plan_global<'s>(
                 }
             }
         } else {
-            ctx.trim_history(unit, &stopping, added);
+            ctx.trim_history(unit, &stopping, &ending, added);
         }
     }
 }

@@ -130,8 +130,138 @@ fn plan_with(sim: &Sim, now: i64) -> Plan {
     reconcile(&sim.nodes, &sim.state, now, &mut new_id, &sim.limits)
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    condition: RestartCondition,
+    max_attempts: Option<u64>,
+    rollback: bool,
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        prop_oneof![
+            Just(RestartCondition::Any),
+            Just(RestartCondition::OnFailure),
+            Just(RestartCondition::None),
+        ],
+        proptest::option::of(0u64..3),
+        any::<bool>(),
+    )
+        .prop_map(|(condition, max_attempts, rollback)| Policy {
+            condition,
+            max_attempts,
+            rollback,
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With restart policies that may give up: never two live tasks in a
+    /// slot, plans deterministic and idempotent, and a slot without a live
+    /// task is one that was given up.
+    #[test]
+    fn restart_policies_keep_slots_consistent(
+        nodes in nodes(),
+        ops in proptest::collection::vec(op(), 1..25),
+        policy in policy(),
+    ) {
+        let mut sim = Sim::new(0);
+        sim.nodes = nodes;
+        let mut now = 1_000i64;
+        let names = ["a", "b", "c"];
+        for op in ops {
+            match op {
+                Op::Create { name, replicas, .. } => {
+                    let n = names[usize::from(name)];
+                    if sim.state.service(n).is_none() {
+                        let mode = match replicas {
+                            Some(r) => Mode::Replicated { replicas: r },
+                            None => Mode::Global,
+                        };
+                        let mut s = spec(n, mode);
+                        s.restart.condition = policy.condition;
+                        s.restart.max_attempts = policy.max_attempts;
+                        s.restart.delay_ms = 0;
+                        s.update.monitor_ms = 0;
+                        if policy.rollback {
+                            s.update.failure_action = FailureAction::Rollback;
+                        }
+                        sim.create(s, now);
+                    }
+                }
+                Op::Image { name, tag } => {
+                    if let Some(svc) = sim.state.service(names[usize::from(name)]) {
+                        let id = svc.id.clone();
+                        sim.update(&id, |s| s.task.image = format!("app:{tag}"), now);
+                    }
+                }
+                Op::Report { pick, state } => {
+                    let placed: Vec<(String, String)> = sim
+                        .state
+                        .tasks
+                        .values()
+                        .filter_map(|t| t.node_id.clone().map(|n| (t.id.clone(), n)))
+                        .collect();
+                    if !placed.is_empty() {
+                        let (task, node) = placed[pick % placed.len()].clone();
+                        sim.state.apply(&Command::ReportTasks {
+                            node,
+                            reports: vec![TaskReport {
+                                task_id: task,
+                                state,
+                                since: now,
+                                message: String::new(),
+                                error: None,
+                                runtime_id: None,
+                                exit_code: None,
+                            }],
+                            now,
+                        }).unwrap();
+                    }
+                }
+                Op::Node { pick, ready, availability } => {
+                    let len = sim.nodes.len();
+                    let n = &mut sim.nodes[pick % len];
+                    n.ready = ready;
+                    n.availability = availability;
+                }
+                Op::RunAll => sim.run_all(now),
+                Op::Wait(ms) => now += ms,
+                Op::Scale { .. } | Op::Remove { .. } => {}
+            }
+            let a = plan_with(&sim, now);
+            let b = plan_with(&sim, now);
+            prop_assert_eq!(&a, &b);
+            let applied = sim.step(now);
+            check_slots(&sim.state);
+            let rollback = applied.changes.iter().any(|c| matches!(c, Change::SetSpec { .. }));
+            let again = plan_with(&sim, now);
+            if !rollback {
+                prop_assert!(again.changes.is_empty(), "after {:#?}\nagain {:#?}", applied, again);
+            }
+            // Once quiet, a slot without a live task was given up.
+            let quiet = if again.changes.is_empty() { sim.state.services.values().collect() } else { Vec::new() };
+            for svc in quiet {
+                let Mode::Replicated { replicas } = svc.spec.mode else {
+                    continue;
+                };
+                for slot in 1..=replicas {
+                    let tasks: Vec<&Task> =
+                        sim.state.tasks_of(&svc.id).filter(|t| t.slot == slot).collect();
+                    if tasks.iter().any(|t| t.desired_state == TaskState::Running) {
+                        continue;
+                    }
+                    let newest = tasks
+                        .iter()
+                        .max_by_key(|t| (t.created_at, t.version, t.attempt, t.id.clone()))
+                        .unwrap();
+                    prop_assert_eq!(newest.desired_state, TaskState::Shutdown);
+                    prop_assert!(newest.status.state.is_terminal());
+                }
+            }
+        }
+    }
 
     #[test]
     fn reconcile_keeps_invariants_and_converges(
@@ -222,8 +352,15 @@ proptest! {
             let b = plan_with(&sim, now);
             prop_assert_eq!(&a, &b);
             prop_assert!(a.changes.len() <= sim.limits.max_changes);
-            sim.step(now);
+            let applied = sim.step(now);
             check_slots(&sim.state);
+            // Idempotent: once a whole plan is applied, nothing is left to
+            // do at the same time (a rollback takes a second plan).
+            let rollback = applied.changes.iter().any(|c| matches!(c, Change::SetSpec { .. }));
+            if sim.limits.max_changes == 5000 && !rollback {
+                let again = plan_with(&sim, now);
+                prop_assert!(again.changes.is_empty(), "after {:#?}\nagain {:#?}", applied, again);
+            }
         }
 
         // Every node up and active; nodes run what they are told.
