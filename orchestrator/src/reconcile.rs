@@ -426,16 +426,25 @@ impl Ctx<'_, '_> {
             .iter()
             .copied()
             .filter(|t| {
-                t.status.state.is_terminal()
+                let orphan =
+                    t.status.state == TaskState::Orphaned || ending.contains(t.id.as_str());
+                (t.status.state.is_terminal() || orphan)
                     && (!is_live(t) || stopping.contains(t.id.as_str()))
                     && Some(t.id.as_str()) != newest_id
-                    && !(t.status.state == TaskState::Orphaned
+                    && !(orphan
                         && t.node_id
                             .as_deref()
                             .is_some_and(|n| self.nodes.listed_down(n)))
             })
             .collect();
-        old.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        old.sort_by(|a, b| {
+            (b.created_at, b.version, b.attempt, &b.id).cmp(&(
+                a.created_at,
+                a.version,
+                a.attempt,
+                &a.id,
+            ))
+        });
         for t in old.into_iter().skip(self.limits.history_per_slot) {
             if !self.delete(t) {
                 return;
