@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -201,7 +203,11 @@ pub(crate) async fn run(
         return finish(&inner, &rec).await;
     }
     rec.set(TaskState::Starting, "starting");
-    inner.show(&rec);
+    // Recorded before the container exists: a daemon that stops now does
+    // not start the task again, and the next open removes the container.
+    if let Err(e) = inner.commit(&rec).await {
+        return reject(&inner, rec, e.to_string()).await;
+    }
     let name = container_name(&rec);
     let labels = HashMap::from([
         ("moat.node".to_owned(), inner.config.node_id.clone()),
@@ -299,6 +305,15 @@ fn running(info: &ContainerInspectResponse) -> bool {
 /// Gives `rec` the final state of an inspected container that ended.
 fn ended(rec: &mut Record, info: &ContainerInspectResponse) {
     let state = info.state.clone().unwrap_or_default();
+    if state.status == Some(ContainerStateStatusEnum::CREATED) {
+        // Made, never started: the daemon stopped while starting it.
+        rec.exit_code = None;
+        rec.fail(
+            TaskState::Failed,
+            "the daemon stopped while starting it; it never ran",
+        );
+        return;
+    }
     let code = state
         .exit_code
         .map(|c| i32::try_from(c).unwrap_or(i32::MAX));

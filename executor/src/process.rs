@@ -49,6 +49,44 @@ pub(crate) fn alive(pid: i32, start: Option<u64>) -> bool {
     }
 }
 
+/// The process group leader whose environment names task `task_id`
+/// (`MOAT_TASK_ID=<task_id>`), if any.
+fn find_by_task_id(task_id: &str) -> Option<i32> {
+    let needle = format!("MOAT_TASK_ID={task_id}");
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            continue;
+        }
+        // Only a group leader: the task's own process, not a descendant
+        // that moved elsewhere.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(2))
+            .and_then(|f| f.parse::<i32>().ok());
+        if pgrp == Some(pid) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 /// Sends `signal` to the process group `pgid`, ignoring a group that is gone.
 fn signal_group(pgid: i32, signal: Signal) {
     if let Err(e) = killpg(Pid::from_raw(pgid), signal)
@@ -147,7 +185,13 @@ pub(crate) async fn run(
         return;
     }
     rec.set(TaskState::Starting, "starting");
-    inner.show(&rec);
+    // Recorded before the process exists: a daemon that stops now does
+    // not start the task again, and the next open looks for the process.
+    if let Err(e) = inner.commit(&rec).await {
+        rec.fail(TaskState::Rejected, e.to_string());
+        inner.show(&rec);
+        return;
+    }
     let mut child = match spawn(&inner, &rec, &spec) {
         Ok(child) => child,
         Err(error) => {
@@ -255,10 +299,23 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, mut rec: Record) -> Result<(), Exe
                 "exited while the daemon was down; status unknown",
             );
         }
-        None => rec.fail(
-            TaskState::Failed,
-            "the daemon stopped while starting it; whether it ran is unknown",
-        ),
+        None => {
+            // Stopped between spawning it and recording its pid: find it by
+            // its environment, and end it.
+            let task_id = rec.task_id.clone();
+            let found = tokio::task::spawn_blocking(move || find_by_task_id(&task_id))
+                .await
+                .ok()
+                .flatten();
+            if let Some(pid) = found {
+                tracing::warn!(task = %rec.task_id, pid, "killing a task process that was never recorded");
+                signal_group(pid, Signal::SIGKILL);
+            }
+            rec.fail(
+                TaskState::Failed,
+                "the daemon stopped while starting it; status unknown",
+            );
+        }
     }
     persist(&inner.config.dir, &rec).await?;
     inner.insert(rec);

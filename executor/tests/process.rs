@@ -399,3 +399,42 @@ async fn an_unreachable_docker_engine_fails_neither_open_nor_process_tasks() {
         TaskState::Complete
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_but_never_recorded_is_found_and_killed() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = open(dir.path(), "n1").await;
+    exec.apply(&[sh("t9", "exit 0")]).await;
+    wait_ended(&exec, "t9", 10).await;
+    drop(exec);
+    // As if the daemon stopped after spawning t9 and before recording its pid.
+    let path = dir.path().join("tasks/t9.json");
+    let record = std::fs::read_to_string(&path).expect("record");
+    let pid_line = record
+        .lines()
+        .find(|l| l.contains("\"pid\":"))
+        .expect("pid line")
+        .to_owned();
+    let record = record
+        .replace("\"complete\"", "\"starting\"")
+        .replace(&pid_line, "  \"pid\": null,");
+    std::fs::write(&path, record).expect("write");
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("30")
+        .env("MOAT_TASK_ID", "t9")
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    let pid = i32::try_from(orphan.id()).expect("pid");
+    assert!(process_runs(pid));
+
+    let exec = open(dir.path(), "n1").await;
+    let r = report(&exec, "t9").expect("held");
+    assert_eq!(r.state, TaskState::Failed, "{r:?}");
+    assert!(
+        eventually(5, || !process_runs(pid)).await,
+        "the unrecorded process must be killed"
+    );
+    let _ = orphan.wait();
+}
