@@ -298,7 +298,11 @@ pub struct Service {
     #[serde(default)]
     pub previous_spec: Option<ServiceSpec>,
     /// Grows by one with every change of `spec` (or `--force`): a task
-    /// made for an older version is replaced by the rolling update.
+    /// of an older version is replaced by the rolling update. Tasks whose
+    /// task spec the change keeps (scaling, labels, restart or update
+    /// settings, the old tasks on a rollback) are relabelled with the new
+    /// version when it is applied, so only tasks that must change are
+    /// replaced.
     pub version: u64,
     /// When it was created (Unix milliseconds).
     pub created_at: i64,
@@ -408,7 +412,8 @@ pub struct Task {
     /// Its node, once placed (a global service's tasks are made for one).
     #[serde(default)]
     pub node_id: Option<NodeId>,
-    /// The service version it was made from.
+    /// The service version it was made from, or a later one whose task
+    /// spec is the same (see [`Service::version`]).
     pub version: u64,
     /// What it runs.
     pub spec: TaskSpec,

@@ -830,7 +830,14 @@ fn plan_replicated<'s>(
                         let pushed = if keep_gone {
                             ctx.planner.push(group)
                         } else {
-                            added = ctx.replace(pass, service, group, slot, None, t.attempt + 1);
+                            added = ctx.replace(
+                                pass,
+                                service,
+                                group,
+                                slot,
+                                None,
+                                t.attempt.saturating_add(1),
+                            );
                             added
                         };
                         if pushed {
@@ -859,7 +866,7 @@ fn plan_replicated<'s>(
                                 vec![shutdown(t)],
                                 slot,
                                 None,
-                                t.attempt + 1,
+                                t.attempt.saturating_add(1),
                             );
                             if added {
                                 ctx.unload(t);
@@ -906,7 +913,7 @@ fn plan_replicated<'s>(
                     let attempt = if t.version < service.version {
                         0
                     } else {
-                        t.attempt + 1
+                        t.attempt.saturating_add(1)
                     };
                     added = ctx.replace(pass, service, vec![shutdown(t)], slot, None, attempt);
                     if added {
@@ -922,7 +929,7 @@ fn plan_replicated<'s>(
                 if !last.is_some_and(|t| finished(service, t)) {
                     let attempt = last
                         .filter(|t| t.version == service.version)
-                        .map_or(0, |t| t.attempt + 1);
+                        .map_or(0, |t| t.attempt.saturating_add(1));
                     added = ctx.replace(pass, service, Vec::new(), slot, None, attempt);
                 }
             }
@@ -1052,7 +1059,7 @@ fn plan_global<'s>(
                         let attempt = if t.version < service.version {
                             0
                         } else {
-                            t.attempt + 1
+                            t.attempt.saturating_add(1)
                         };
                         added =
                             ctx.replace(pass, service, vec![shutdown(t)], 0, Some(node), attempt);
@@ -1072,7 +1079,7 @@ fn plan_global<'s>(
                 if can_place && !last.is_some_and(|t| finished(service, t)) {
                     let attempt = last
                         .filter(|t| t.version == service.version)
-                        .map_or(0, |t| t.attempt + 1);
+                        .map_or(0, |t| t.attempt.saturating_add(1));
                     added = ctx.replace(pass, service, Vec::new(), 0, Some(node), attempt);
                 }
             }

@@ -86,9 +86,10 @@ pub enum Command {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
-    /// A new task (skipped if its id exists, its service does not, or its
-    /// slot — its node for a global service — already has a task whose
-    /// desired state is `Running`).
+    /// A new task (skipped if its id exists, its service does not, its
+    /// desired state is not `Running`, `Shutdown` or `Remove`, or its slot
+    /// — its node for a global service — already has a task whose desired
+    /// state is `Running`).
     AddTask(Task),
     /// Places a task (`New` or `Pending`, desired `Running`) on a node.
     Assign {
@@ -414,9 +415,14 @@ impl State {
         for change in changes {
             match change {
                 Change::AddTask(task) => {
+                    let desired_ok = matches!(
+                        task.desired_state,
+                        TaskState::Running | TaskState::Shutdown | TaskState::Remove
+                    );
                     if self.tasks.contains_key(&task.id)
                         || !self.services.contains_key(&task.service_id)
                         || task.id.is_empty()
+                        || !desired_ok
                     {
                         continue;
                     }
@@ -452,6 +458,7 @@ impl State {
                 Change::SetDesired { task, desired } => {
                     if let Some(t) = self.tasks.get_mut(task)
                         && *desired > t.desired_state
+                        && matches!(desired, TaskState::Shutdown | TaskState::Remove)
                     {
                         if t.desired_state == TaskState::Running {
                             occupied.remove(&unit(t));

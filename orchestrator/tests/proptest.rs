@@ -437,3 +437,154 @@ proptest! {
         }
     }
 }
+
+fn any_state() -> impl Strategy<Value = TaskState> {
+    (0usize..13).prop_map(|i| {
+        [
+            TaskState::New,
+            TaskState::Pending,
+            TaskState::Assigned,
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Complete,
+            TaskState::Shutdown,
+            TaskState::Failed,
+            TaskState::Rejected,
+            TaskState::Remove,
+            TaskState::Orphaned,
+        ][i]
+    })
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let task = (0u8..4).prop_map(|i| format!("T{i}"));
+    let node = (0u8..3).prop_map(|i| format!("n{i}"));
+    prop_oneof![
+        (
+            task.clone(),
+            0u64..3,
+            proptest::option::of(node.clone()),
+            any_state(),
+            any_state()
+        )
+            .prop_map(|(id, slot, node_id, state, desired)| {
+                let mut t = Task {
+                    id,
+                    service_id: "svc-a".into(),
+                    slot,
+                    node_id,
+                    version: 1,
+                    spec: spec("a", Mode::Global).task,
+                    desired_state: desired,
+                    status: TaskStatus {
+                        state,
+                        since: 0,
+                        message: String::new(),
+                        error: None,
+                        runtime_id: None,
+                        exit_code: None,
+                    },
+                    attempt: 0,
+                    created_at: 0,
+                };
+                if t.slot == 0 {
+                    t.slot = 1;
+                }
+                Change::AddTask(t)
+            }),
+        (task.clone(), node.clone()).prop_map(|(task, node)| Change::Assign { task, node }),
+        task.clone().prop_map(|task| Change::Pending {
+            task,
+            reason: "r".into()
+        }),
+        (task.clone(), any_state())
+            .prop_map(|(task, desired)| Change::SetDesired { task, desired }),
+        (task.clone(), any_state()).prop_map(|(task, state)| Change::SetState {
+            task,
+            state,
+            message: "m".into()
+        }),
+        task.clone().prop_map(Change::DeleteTask),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Any changes and reports, in any order: apply never fails or panics,
+    /// states and desired states never move backward (but for an orphan's
+    /// end), and no slot gets two live tasks from `AddTask`.
+    #[test]
+    fn apply_is_total_and_forward_only(
+        steps in proptest::collection::vec(
+            (proptest::collection::vec(change(), 0..6), 0u8..3, any_state(), 0u8..4),
+            1..20,
+        ),
+    ) {
+        let mut sim = Sim::new(0);
+        sim.create(spec("a", Mode::Replicated { replicas: 2 }), 0);
+        for (i, (changes, node, state, task)) in steps.into_iter().enumerate() {
+            let before = sim.state.clone();
+            let now = i as i64;
+            // Each AddTask is a new incarnation, told apart by created_at.
+            let mut changes = changes;
+            for (k, c) in changes.iter_mut().enumerate() {
+                if let Change::AddTask(t) = c {
+                    t.created_at = 1_000 * (i as i64 + 1) + k as i64;
+                }
+            }
+            sim.state.apply(&Command::Reconcile { changes, now }).unwrap();
+            sim.state.apply(&Command::ReportTasks {
+                node: format!("n{node}"),
+                reports: vec![TaskReport {
+                    task_id: format!("T{task}"),
+                    state,
+                    since: 0,
+                    message: String::new(),
+                    error: None,
+                    runtime_id: None,
+                    exit_code: None,
+                }],
+                now,
+            }).unwrap();
+            for (id, old) in &before.tasks {
+                if let Some(new) = sim.state.tasks.get(id).filter(|n| n.created_at == old.created_at) {
+                    prop_assert!(new.desired_state >= old.desired_state);
+                    let orphan_end = old.status.state == TaskState::Orphaned
+                        && new.status.state.is_terminal();
+                    prop_assert!(new.status.state >= old.status.state || orphan_end);
+                    if old.status.state.is_terminal() && !orphan_end {
+                        prop_assert_eq!(new.status.state, old.status.state);
+                    }
+                }
+            }
+            let live: Vec<u64> = sim
+                .state
+                .tasks
+                .values()
+                .filter(|t| t.desired_state == TaskState::Running)
+                .map(|t| t.slot)
+                .collect();
+            let distinct: BTreeSet<u64> = live.iter().copied().collect();
+            let had_dupes = {
+                let b: Vec<u64> = before.tasks.values().filter(|t| t.desired_state == TaskState::Running).map(|t| t.slot).collect();
+                b.len() != b.iter().collect::<BTreeSet<_>>().len()
+            };
+            if !had_dupes {
+                prop_assert_eq!(live.len(), distinct.len());
+            }
+        }
+    }
+
+    /// Any text: parsing never panics, and what parses prints back to
+    /// text that parses to the same constraint.
+    #[test]
+    fn constraint_parse_round_trips(text in "(node\\.(id|hostname|role|labels\\.[a-z!= ]{0,4}|zone)|[ -~]{0,6})[ ]?(==|!=|=|)[ ]?[ -~]{0,8}") {
+        if let Ok(c) = parse_constraint(&text) {
+            let back = parse_constraint(&c.to_string());
+            prop_assert_eq!(back, Ok(c));
+        }
+    }
+}
