@@ -80,9 +80,8 @@ fn services_run_as_processes_across_the_cluster() {
             vec!["--constraint", "node.zone==a", "/bin/true"],
             "unknown constraint key",
         ),
-        (vec!["--runtime", "vm", "/bin/true"], "invalid value 'vm'"),
         (vec!["--env", "NOVALUE", "/bin/true"], "has no value"),
-        (vec!["--name", "-x", "/bin/true"], "name"),
+        (vec!["--name", "bad/name", "/bin/true"], "name"),
     ] {
         let mut all = vec!["service", "create", "--detach"];
         all.extend(args);
@@ -177,17 +176,33 @@ fn services_run_as_processes_across_the_cluster() {
         &["service", "update", "--env-add", "GREETING=hello", "--update-parallelism", "2", "--update-monitor", "0s", "web"],
     )
     .ok();
-    let updated = running(&h, "m1", "web");
-    assert_eq!(updated.len(), 2);
-    assert!(updated.iter().all(|t| t["version"] == 2), "{updated:?}");
     let inspect = h
         .moat("m1", &["service", "inspect", "web", "--format", "json"])
         .json();
-    assert_eq!(inspect["version"], 2);
+    let updated = running(&h, "m1", "web");
+    assert_eq!(updated.len(), 2);
+    assert!(
+        updated.iter().all(|t| t["version"] == inspect["version"]),
+        "{updated:?}"
+    );
+    assert!(
+        updated.iter().all(|t| !before.iter().any(|b| b["id"] == t["id"])),
+        "every task was replaced: {updated:?}"
+    );
     assert_eq!(inspect["has_previous_spec"], true);
+    assert_eq!(inspect["update_status"]["state"], "completed", "{inspect}");
     h.moat("m1", &["service", "rollback", "web"]).ok();
+    let back = h
+        .moat("m1", &["service", "inspect", "web", "--format", "json"])
+        .json();
+    assert!(back["version"].as_u64() > inspect["version"].as_u64(), "{back}");
     let rolled = running(&h, "m1", "web");
-    assert!(rolled.iter().all(|t| t["version"] == 3), "{rolled:?}");
+    assert_eq!(rolled.len(), 2);
+    assert!(
+        rolled.iter().all(|t| t["version"] == back["version"]
+            && !updated.iter().any(|u| u["id"] == t["id"])),
+        "{rolled:?}"
+    );
 
     // node ps lists a node's tasks.
     let on_w2 = h
