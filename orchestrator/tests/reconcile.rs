@@ -737,3 +737,91 @@ fn ten_thousand_tasks_on_a_thousand_nodes() {
     eprintln!("10,000 tasks, 1,000 nodes, 100 lost: {took:?}");
     assert!(took.as_secs() < 20, "took {took:?}");
 }
+
+#[test]
+fn update_delay_between_batches() {
+    let mut sim = Sim::new(2);
+    let mut s = spec("web", replicated(2));
+    s.update.parallelism = 1;
+    s.update.monitor_ms = 0;
+    s.update.delay_ms = 30_000;
+    let id = sim.create(s, 0);
+    sim.converge(0);
+    sim.run_all(0);
+    sim.update(&id, |s| s.task.image = "app:2".into(), 100_000);
+    // No delay before the first batch.
+    let plan = sim.step(100_000);
+    assert_eq!(adds(&plan).len(), 1);
+    sim.run_all(100_000);
+    sim.assert_converged(129_999);
+    let plan = sim.step(130_000);
+    assert_eq!(adds(&plan).len(), 1);
+    sim.run_all(130_000);
+    sim.step(130_000);
+    assert_eq!(
+        sim.state.services[&id]
+            .update_status
+            .as_ref()
+            .unwrap()
+            .phase,
+        UpdatePhase::Completed
+    );
+}
+
+#[test]
+fn lost_node_of_a_removed_service_deletes_its_tasks() {
+    let mut sim = Sim::new(2);
+    let id = sim.create(spec("web", replicated(2)), 0);
+    sim.converge(0);
+    sim.run_all(0);
+    sim.state
+        .apply(&Command::RemoveService { id: id.clone() })
+        .unwrap();
+    sim.node_mut("n1").ready = false;
+    let plan = sim.step(10);
+    assert_eq!(plan.changes.len(), 1);
+    assert!(matches!(plan.changes[0], Change::DeleteTask(_)));
+    assert_eq!(sim.state.tasks.len(), 1);
+    sim.run_all(20);
+    assert!(sim.state.tasks.is_empty());
+}
+
+#[test]
+fn global_task_of_a_lost_node_comes_back_with_it() {
+    let mut sim = Sim::new(2);
+    let id = sim.create(spec("agent", Mode::Global), 0);
+    sim.converge(0);
+    sim.run_all(0);
+    let old = sim.state.tasks_on("n2").next().unwrap().id.clone();
+    sim.node_mut("n2").ready = false;
+    let plan = sim.step(10);
+    assert_eq!(plan.changes.len(), 2, "orphaned, not moved: {plan:#?}");
+    assert_eq!(sim.state.tasks[&old].status.state, TaskState::Orphaned);
+    assert_eq!(sim.spread(&id), map(&[("n1", 1)]));
+    sim.assert_converged(10);
+    sim.node_mut("n2").ready = true;
+    let plan = sim.step(20);
+    let new = adds(&plan)[0];
+    assert_eq!((new.node_id.as_deref(), new.attempt), (Some("n2"), 1));
+    let a = sim.state.assignments_for("n2");
+    assert_eq!(a.len(), 2, "the old one to stop, the new one to run");
+}
+
+#[test]
+fn node_that_no_longer_meets_constraints_loses_its_tasks() {
+    let mut sim = Sim::new(0);
+    sim.nodes = vec![
+        node("n1", &[("disk", "ssd")]),
+        node("n2", &[("disk", "ssd")]),
+    ];
+    let mut s = spec("db", replicated(2));
+    s.constraints = vec![parse_constraint("node.labels.disk==ssd").unwrap()];
+    let id = sim.create(s, 0);
+    sim.converge(0);
+    sim.run_all(0);
+    assert_eq!(sim.spread(&id), map(&[("n1", 1), ("n2", 1)]));
+    sim.node_mut("n1").labels.clear();
+    sim.step(10);
+    assert_eq!(sim.spread(&id), map(&[("n2", 2)]));
+    sim.assert_converged(10);
+}
