@@ -935,7 +935,11 @@ pub(crate) struct ServiceCreate {
     #[arg(value_name = "IMAGE_OR_PROGRAM")]
     pub(crate) image: String,
     /// Its arguments.
-    #[arg(value_name = "ARG", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub(crate) args: Vec<String>,
 }
 

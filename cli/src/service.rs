@@ -48,10 +48,7 @@ pub(crate) fn create(args: &ServiceCreate) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
-        let created: ServiceChanged = api
-            .post(path::SERVICE_CREATE, &request)
-            .await
-            .or_fail()?;
+        let created: ServiceChanged = api.post(path::SERVICE_CREATE, &request).await.or_fail()?;
         print_line(&created.id)?;
         if !args.flags.detach {
             converge(&api, &created.id).await?;
@@ -96,8 +93,12 @@ pub(crate) fn node_ps(args: &NodePs) -> Result<(), Failure> {
     let request = NodeRef {
         node: args.node.clone(),
     };
-    let tasks: Vec<TaskInfo> =
-        block_on(async { client(&args.host).post(path::NODE_PS, &request).await.or_fail() })?;
+    let tasks: Vec<TaskInfo> = block_on(async {
+        client(&args.host)
+            .post(path::NODE_PS, &request)
+            .await
+            .or_fail()
+    })?;
     print_tasks(&tasks, args.format)
 }
 
@@ -167,10 +168,7 @@ pub(crate) fn update(args: &ServiceUpdate) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
-        let changed: ServiceChanged = api
-            .post(path::SERVICE_UPDATE, &request)
-            .await
-            .or_fail()?;
+        let changed: ServiceChanged = api.post(path::SERVICE_UPDATE, &request).await.or_fail()?;
         print_line(&changed.name)?;
         if !args.flags.detach {
             converge(&api, &changed.id).await?;
@@ -185,10 +183,7 @@ pub(crate) fn rollback(args: &ServiceRollback) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
-        let changed: ServiceChanged = api
-            .post(path::SERVICE_ROLLBACK, &request)
-            .await
-            .or_fail()?;
+        let changed: ServiceChanged = api.post(path::SERVICE_ROLLBACK, &request).await.or_fail()?;
         print_line(&changed.name)?;
         if !args.detach {
             converge(&api, &changed.id).await?;
@@ -258,7 +253,11 @@ fn settings(f: &ServiceFlags) -> ServiceSettings {
 enum Progress {
     Converged,
     Failed(String),
-    Waiting { running: u64, desired: u64, why: Option<String> },
+    Waiting {
+        running: u64,
+        desired: u64,
+        why: Option<String>,
+    },
 }
 
 fn progress(service: &ServiceInfo, tasks: &[TaskInfo]) -> Progress {
@@ -419,14 +418,27 @@ mod tests {
     #[test]
     fn the_wait_ends_on_convergence_or_the_first_failure() {
         let s = service(2, 1);
-        let running = [task(1, "running", "running", 1), task(2, "running", "running", 1)];
+        let running = [
+            task(1, "running", "running", 1),
+            task(2, "running", "running", 1),
+        ];
         assert_eq!(progress(&s, &running), Progress::Converged);
-        let half = [task(1, "running", "running", 1), task(2, "starting", "running", 1)];
+        let half = [
+            task(1, "running", "running", 1),
+            task(2, "starting", "running", 1),
+        ];
         assert!(matches!(
             progress(&s, &half),
-            Progress::Waiting { running: 1, desired: 2, .. }
+            Progress::Waiting {
+                running: 1,
+                desired: 2,
+                ..
+            }
         ));
-        let failed = [task(1, "running", "running", 1), task(2, "failed", "running", 1)];
+        let failed = [
+            task(1, "running", "running", 1),
+            task(2, "failed", "running", 1),
+        ];
         match progress(&s, &failed) {
             Progress::Failed(why) => assert!(why.contains("web.2 failed: exit status 3"), "{why}"),
             other => panic!("{other:?}"),
@@ -440,7 +452,10 @@ mod tests {
         assert_eq!(progress(&s, &history), Progress::Converged);
         // An update: old-version tasks still wanted means not done.
         let s2 = service(2, 2);
-        let mixed = [task(1, "running", "running", 2), task(2, "running", "running", 1)];
+        let mixed = [
+            task(1, "running", "running", 2),
+            task(2, "running", "running", 1),
+        ];
         assert!(matches!(progress(&s2, &mixed), Progress::Waiting { .. }));
     }
 }

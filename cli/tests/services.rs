@@ -16,7 +16,11 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const DOWN_BOUND: Duration = Duration::from_secs(20);
 
 /// A task that says which slot it is and then waits.
-const SLEEPER: [&str; 3] = ["/bin/sh", "-c", "echo started slot $MOAT_TASK_SLOT; exec sleep 300"];
+const SLEEPER: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "echo started slot $MOAT_TASK_SLOT; exec sleep 300",
+];
 
 fn ps(h: &Harness, on: &str, service: &str) -> Vec<Value> {
     let v = h
@@ -91,13 +95,25 @@ fn services_run_as_processes_across_the_cluster() {
     assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
 
     // Three replicas: the create waits until they run, one per node.
-    let mut args = vec!["--name", "web", "--replicas", "3", "--restart-delay", "0s", "--env", "GREETING=hi"];
+    let mut args = vec![
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--restart-delay",
+        "0s",
+        "--env",
+        "GREETING=hi",
+    ];
     args.extend(SLEEPER);
     let id = create(&h, "m1", &args);
     assert_eq!(id.len(), 26, "{id}");
     let tasks = running(&h, "m1", "web");
     assert_eq!(tasks.len(), 3, "{tasks:?}");
-    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t["node_id"].as_str().unwrap()).collect();
+    let nodes: BTreeSet<&str> = tasks
+        .iter()
+        .map(|t| t["node_id"].as_str().unwrap())
+        .collect();
     assert_eq!(nodes.len(), 3, "one task per node: {tasks:?}");
     let slots: BTreeSet<u64> = tasks.iter().map(|t| t["slot"].as_u64().unwrap()).collect();
     assert_eq!(slots, BTreeSet::from([1, 2, 3]));
@@ -112,14 +128,25 @@ fn services_run_as_processes_across_the_cluster() {
     // The environment reaches the service's description by name only.
     assert_eq!(ls[0]["env"], serde_json::json!(["GREETING"]));
     let table = h.moat("m1", &["service", "ps", "web"]).ok().to_string();
-    assert!(table.contains("CURRENT STATE") && table.contains("Running"), "{table}");
+    assert!(
+        table.contains("CURRENT STATE") && table.contains("Running"),
+        "{table}"
+    );
 
     // A constraint nothing meets: pending, with the count, until a node
     // gets the label.
     let pinned = create(
         &h,
         "m1",
-        &["--detach", "--name", "pinned", "--constraint", "node.labels.zone==b", "/bin/sleep", "300"],
+        &[
+            "--detach",
+            "--name",
+            "pinned",
+            "--constraint",
+            "node.labels.zone==b",
+            "/bin/sleep",
+            "300",
+        ],
     );
     h.wait_until("the pending reason", CONVERGE, || {
         ps(&h, "m1", &pinned).iter().any(|t| {
@@ -128,7 +155,8 @@ fn services_run_as_processes_across_the_cluster() {
                     == "no suitable node (constraint node.labels.zone==b matched 0 of 3 nodes)"
         })
     });
-    h.moat("m1", &["node", "update", "--label-add", "zone=b", "w2"]).ok();
+    h.moat("m1", &["node", "update", "--label-add", "zone=b", "w2"])
+        .ok();
     h.wait_until("the pinned task on w2", CONVERGE, || {
         running(&h, "m1", "pinned")
             .iter()
@@ -173,7 +201,17 @@ fn services_run_as_processes_across_the_cluster() {
     // rollback brings the old spec back as a new version.
     h.moat(
         "m1",
-        &["service", "update", "--env-add", "GREETING=hello", "--update-parallelism", "2", "--update-monitor", "0s", "web"],
+        &[
+            "service",
+            "update",
+            "--env-add",
+            "GREETING=hello",
+            "--update-parallelism",
+            "2",
+            "--update-monitor",
+            "0s",
+            "web",
+        ],
     )
     .ok();
     let inspect = h
@@ -186,7 +224,9 @@ fn services_run_as_processes_across_the_cluster() {
         "{updated:?}"
     );
     assert!(
-        updated.iter().all(|t| !before.iter().any(|b| b["id"] == t["id"])),
+        updated
+            .iter()
+            .all(|t| !before.iter().any(|b| b["id"] == t["id"])),
         "every task was replaced: {updated:?}"
     );
     assert_eq!(inspect["has_previous_spec"], true);
@@ -195,7 +235,10 @@ fn services_run_as_processes_across_the_cluster() {
     let back = h
         .moat("m1", &["service", "inspect", "web", "--format", "json"])
         .json();
-    assert!(back["version"].as_u64() > inspect["version"].as_u64(), "{back}");
+    assert!(
+        back["version"].as_u64() > inspect["version"].as_u64(),
+        "{back}"
+    );
     let rolled = running(&h, "m1", "web");
     assert_eq!(rolled.len(), 2);
     assert!(
@@ -216,21 +259,41 @@ fn services_run_as_processes_across_the_cluster() {
             .all(|t| t["node_id"] == ids["w2"].as_str()),
         "{on_w2}"
     );
-    assert!(on_w2.as_array().unwrap().iter().any(|t| t["service"] == "pinned"));
+    assert!(
+        on_w2
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["service"] == "pinned")
+    );
 
     // Removal stops every task process.
     h.moat("m1", &["service", "rm", "web", "pinned"]).ok();
-    h.wait_until("no task process left", CONVERGE, || h.task_pids().is_empty());
+    h.wait_until("no task process left", CONVERGE, || {
+        h.task_pids().is_empty()
+    });
     let ls = h.moat("m1", &["service", "ls", "--format", "json"]).json();
     assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
 
     // Every change is in the audit log, and placements are summarized.
-    let audit = h.moat("m1", &["audit", "ls", "--action", "service", "--format", "json"]);
+    let audit = h.moat(
+        "m1",
+        &["audit", "ls", "--action", "service", "--format", "json"],
+    );
     let text = audit.ok();
-    for action in ["service.create", "service.scale", "service.update", "service.rollback", "service.remove"] {
+    for action in [
+        "service.create",
+        "service.scale",
+        "service.update",
+        "service.rollback",
+        "service.remove",
+    ] {
         assert!(text.contains(action), "{action} missing:\n{text}");
     }
-    let placed = h.moat("m1", &["audit", "ls", "--action", "task.place", "--format", "json"]);
+    let placed = h.moat(
+        "m1",
+        &["audit", "ls", "--action", "task.place", "--format", "json"],
+    );
     assert!(placed.ok().contains("web: placed"), "{}", placed.stdout);
 }
 
@@ -242,7 +305,14 @@ fn a_lost_worker_is_replaced_and_stopped_when_it_returns() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     h.cluster(&["m1"], &["w1", "w2"]);
     let ids = node_ids(&h, "m1");
-    let mut args = vec!["--name", "api", "--replicas", "2", "--constraint", "node.role==worker"];
+    let mut args = vec![
+        "--name",
+        "api",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.role==worker",
+    ];
     args.extend(SLEEPER);
     create(&h, "m1", &args);
     let tasks = running(&h, "m1", "api");
@@ -256,10 +326,14 @@ fn a_lost_worker_is_replaced_and_stopped_when_it_returns() {
     // w1's daemon dies; its task process does not.
     h.kill("w1");
     assert!(alive(w1_pid), "a task outlives its daemon");
-    h.wait_until("w1 down and its slot running on w2", CONVERGE + DOWN_BOUND, || {
-        let r = running(&h, "m1", "api");
-        r.len() == 2 && r.iter().all(|t| t["node_id"] == ids["w2"].as_str())
-    });
+    h.wait_until(
+        "w1 down and its slot running on w2",
+        CONVERGE + DOWN_BOUND,
+        || {
+            let r = running(&h, "m1", "api");
+            r.len() == 2 && r.iter().all(|t| t["node_id"] == ids["w2"].as_str())
+        },
+    );
     let old = ps(&h, "m1", "api")
         .into_iter()
         .find(|t| t["id"] == on_w1["id"])
@@ -268,7 +342,9 @@ fn a_lost_worker_is_replaced_and_stopped_when_it_returns() {
 
     // Back: w1 reports the task it still runs, is told to stop it.
     h.restart("w1");
-    h.wait_until("the replaced task stopped on w1", CONVERGE, || !alive(w1_pid));
+    h.wait_until("the replaced task stopped on w1", CONVERGE, || {
+        !alive(w1_pid)
+    });
     let r = running(&h, "m1", "api");
     assert_eq!(r.len(), 2, "exactly the replicas: {r:?}");
 

@@ -7,96 +7,22 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use moat_executor::Executor;
 use moat_orchestrator::{Assignment, Runtime, TaskState};
+use moat_testkit::docker::{Containers, TestImage, labelled, test_image};
 
-/// The test image; removed when the last test using it ends.
-struct TestImage {
-    tag: String,
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.tag])
-            .output();
-    }
-}
-
-static IMAGE: Mutex<Weak<TestImage>> = Mutex::new(Weak::new());
-
-/// The test image (made if no running test holds it), or `None` to skip.
+/// The test image, or `None` (with the reason on stderr) to skip.
 fn image() -> Option<Arc<TestImage>> {
-    if !Path::new("/var/run/docker.sock").exists() {
-        eprintln!("skipped: /var/run/docker.sock is absent (no Docker Engine)");
+    if let Some(why) = moat_testkit::docker::unavailable() {
+        eprintln!("skipped: {why}");
         return None;
     }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "skipped: /bin/busybox is absent; install the Debian package busybox-static to run the docker tests"
-        );
-        return None;
-    }
-    let mut slot = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(image) = slot.upgrade() {
-        return Some(image);
-    }
-    let root = tempfile::tempdir().expect("tempdir");
-    let bin = root.path().join("bin");
-    std::fs::create_dir(&bin).expect("mkdir");
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
-    for tool in ["sh", "sleep", "echo", "env"] {
-        std::os::unix::fs::symlink("busybox", bin.join(tool)).expect("symlink");
-    }
-    let tag = format!("moat-test-busybox:{}", unique("t"));
-    let image = Arc::new(TestImage { tag: tag.clone() });
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C '{}' -cf - . | docker import --change 'CMD [\"/bin/sh\"]' - '{tag}'",
-            root.path().display()
-        ))
-        .output()
-        .expect("docker import");
-    assert!(
-        out.status.success(),
-        "docker import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    *slot = Arc::downgrade(&image);
-    Some(image)
-}
-
-/// Removes every container labelled for a test's node.
-struct Containers {
-    node: String,
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for id in labelled(&self.node) {
-            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
-        }
-    }
-}
-
-/// The containers labelled `moat.node=<node>`.
-fn labelled(node: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--no-trunc", "--filter"])
-        .arg(format!("label=moat.node={node}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    test_image()
 }
 
 /// `docker inspect -f <format> <id>`, `None` if there is no such container.

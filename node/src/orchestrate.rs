@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use moat_audit::{Action, Actor};
-use moat_orchestrator::{Limits, NodeAvailability, NodeRole, NodeView, Plan, PlacementSummary};
+use moat_orchestrator::{Limits, NodeAvailability, NodeRole, NodeView, PlacementSummary, Plan};
 use moat_pki::Role;
 use moat_store::model::{Availability, ClusterState, Command};
 
@@ -104,7 +104,7 @@ pub(crate) fn node_view(r: &moat_store::model::NodeRecord) -> NodeView {
 
 /// Commits `plan`, with one audit record of its placements if it has any.
 async fn commit(node: &Member, plan: Plan, now: i64) -> Result<(), crate::rpc::RpcError> {
-    let change = Command::Orchestrate(moat_orchestrator::Command::Reconcile {
+    let change = Command::orchestrate(moat_orchestrator::Command::Reconcile {
         changes: plan.changes,
         now,
     });
@@ -148,10 +148,7 @@ fn placement_event(node: &Member, placements: &[PlacementSummary]) -> crate::mem
         ev = ev.detail(&format!("service_{}", i + 1), text);
     }
     if placements.len() > MAX_SERVICES_PER_RECORD {
-        ev = ev.detail(
-            "more_services",
-            placements.len() - MAX_SERVICES_PER_RECORD,
-        );
+        ev = ev.detail("more_services", placements.len() - MAX_SERVICES_PER_RECORD);
     }
     ev
 }

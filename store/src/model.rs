@@ -639,7 +639,14 @@ pub enum Command {
     /// Changes services and tasks (see moat-orchestrator): made by an
     /// operator's `moat service …`, by the leader's reconciler, or by a
     /// node reporting its tasks' states.
-    Orchestrate(moat_orchestrator::Command),
+    Orchestrate(Box<moat_orchestrator::Command>),
+}
+
+impl Command {
+    /// An orchestrator command (boxed: it is far larger than the rest).
+    pub fn orchestrate(command: moat_orchestrator::Command) -> Self {
+        Command::Orchestrate(Box::new(command))
+    }
 }
 
 /// The result of applying a command.

@@ -61,7 +61,10 @@ pub(crate) fn task_table(
                     t.name.clone()
                 },
                 t.image.clone(),
-                t.node.clone().or_else(|| t.node_id.clone()).unwrap_or_default(),
+                t.node
+                    .clone()
+                    .or_else(|| t.node_id.clone())
+                    .unwrap_or_default(),
                 capitalized(&t.desired_state),
                 current_state(t, now),
                 t.error.clone().unwrap_or_default(),
@@ -118,7 +121,10 @@ pub(crate) fn service_fields(out: &mut impl Write, s: &ServiceInfo) -> io::Resul
         ("ID", s.id.clone()),
         ("Name", s.name.clone()),
         ("Mode", s.mode.clone()),
-        ("Replicas", format!("{} running of {}", s.running, s.desired)),
+        (
+            "Replicas",
+            format!("{} running of {}", s.running, s.desired),
+        ),
         ("Runtime", s.runtime.clone()),
         ("Image", s.image.clone()),
         ("Args", s.args.join(" ")),
@@ -202,9 +208,15 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID"), "{text}");
-        assert!(lines[1].contains("web.1") && !lines[1].contains("\\_"), "{text}");
+        assert!(
+            lines[1].contains("web.1") && !lines[1].contains("\\_"),
+            "{text}"
+        );
         assert!(lines[1].contains("Running 5 seconds ago"), "{text}");
-        assert!(lines[2].contains("\\_ web.1") && lines[2].contains("Failed"), "{text}");
+        assert!(
+            lines[2].contains("\\_ web.1") && lines[2].contains("Failed"),
+            "{text}"
+        );
         assert!(lines[2].contains("Shutdown"), "{text}");
         assert!(
             lines[3].contains("Pending") && lines[3].contains("matched 0 of 5 nodes"),

@@ -122,13 +122,5 @@ pub(crate) fn process_runs(pid: i32) -> bool {
     }
 }
 
-/// A name unlikely to be used by another test run.
-pub(crate) fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}{}x{nanos}x{n}", std::process::id())
-}
+#[allow(unused_imports)] // not every test binary names tasks
+pub(crate) use moat_testkit::unique;

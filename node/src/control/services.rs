@@ -29,7 +29,12 @@ pub(super) async fn service_create(
     let id = moat_pki::NodeId::generate().to_string();
     let spec = create_spec(&req, &id)?;
     let state = node.read_state().await?;
-    if state.orchestrator.services.values().any(|s| s.spec.name == spec.name) {
+    if state
+        .orchestrator
+        .services
+        .values()
+        .any(|s| s.spec.name == spec.name)
+    {
         return Err(NodeError::new(
             ErrorKind::FailedPrecondition,
             format!("a service named {} already exists", spec.name),
@@ -39,7 +44,11 @@ pub(super) async fn service_create(
     }
     let now = node.clock.unix_ms();
     let ev = node
-        .ev(operator(), Action::SERVICE_CREATE, format!("service:{}", spec.name))
+        .ev(
+            operator(),
+            Action::SERVICE_CREATE,
+            format!("service:{}", spec.name),
+        )
         .detail("id", &id)
         .detail("mode", mode_name(spec.mode))
         .detail("replicas", replicas_text(spec.mode))
@@ -47,7 +56,7 @@ pub(super) async fn service_create(
         .detail("image", &spec.task.image);
     let name = spec.name.clone();
     node.propose_audited(
-        Command::Orchestrate(Orch::CreateService(Service {
+        Command::orchestrate(Orch::CreateService(Service {
             id: id.clone(),
             spec,
             previous_spec: None,
@@ -108,7 +117,9 @@ pub(super) async fn node_ps(
 ) -> Answer<Vec<TaskInfo>> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
-    let id = super::nodes::resolve(&state, &req.node, node.id)?.id.to_string();
+    let id = super::nodes::resolve(&state, &req.node, node.id)?
+        .id
+        .to_string();
     let tasks: Vec<&Task> = state.orchestrator.tasks_on(&id).collect();
     Ok(Json(task_infos(&state, tasks)))
 }
@@ -199,7 +210,7 @@ async fn update(
     let old = before.orchestrator.services.get(id).map(|s| s.version);
     let name = spec.name.clone();
     node.propose_audited(
-        Command::Orchestrate(Orch::UpdateService {
+        Command::orchestrate(Orch::UpdateService {
             id: id.to_owned(),
             spec,
             force,
@@ -243,11 +254,15 @@ pub(super) async fn service_rollback(
     }
     let (id, name) = (service.id.clone(), service.spec.name.clone());
     node.propose_audited(
-        Command::Orchestrate(Orch::RollbackService {
+        Command::orchestrate(Orch::RollbackService {
             id: id.clone(),
             now: node.clock.unix_ms(),
         }),
-        node.ev(operator(), Action::SERVICE_ROLLBACK, format!("service:{name}")),
+        node.ev(
+            operator(),
+            Action::SERVICE_ROLLBACK,
+            format!("service:{name}"),
+        ),
     )
     .await?;
     let after = node.read_state().await?;
@@ -279,9 +294,13 @@ pub(super) async fn service_rm(
     let mut removed = Vec::new();
     for (given, id, name) in targets {
         node.propose_audited(
-            Command::Orchestrate(Orch::RemoveService { id: id.clone() }),
-            node.ev(operator(), Action::SERVICE_REMOVE, format!("service:{name}"))
-                .detail("id", &id),
+            Command::orchestrate(Orch::RemoveService { id: id.clone() }),
+            node.ev(
+                operator(),
+                Action::SERVICE_REMOVE,
+                format!("service:{name}"),
+            )
+            .detail("id", &id),
         )
         .await?;
         tracing::info!(service = %name, "service removed");
@@ -382,13 +401,20 @@ fn task_infos(state: &ClusterState, mut tasks: Vec<&Task>) -> Vec<TaskInfo> {
             .unwrap_or_else(|| "(removed)".into())
     };
     tasks.sort_by(|a, b| {
-        (name_of(a), a.slot, &a.node_id, std::cmp::Reverse(a.created_at), &a.id).cmp(&(
-            name_of(b),
-            b.slot,
-            &b.node_id,
-            std::cmp::Reverse(b.created_at),
-            &b.id,
-        ))
+        (
+            name_of(a),
+            a.slot,
+            &a.node_id,
+            std::cmp::Reverse(a.created_at),
+            &a.id,
+        )
+            .cmp(&(
+                name_of(b),
+                b.slot,
+                &b.node_id,
+                std::cmp::Reverse(b.created_at),
+                &b.id,
+            ))
     });
     tasks
         .into_iter()

@@ -47,8 +47,12 @@ pub(crate) fn create_spec(req: &ServiceCreateRequest, id: &str) -> Result<Servic
     };
     if req.image.trim().is_empty() {
         return Err(invalid(match runtime {
-            Runtime::Process => "no program given: `moat service create [OPTIONS] PROGRAM [ARG...]`",
-            Runtime::Docker => "no image given: `moat service create --runtime docker [OPTIONS] IMAGE [ARG...]`",
+            Runtime::Process => {
+                "no program given: `moat service create [OPTIONS] PROGRAM [ARG...]`"
+            }
+            Runtime::Docker => {
+                "no image given: `moat service create --runtime docker [OPTIONS] IMAGE [ARG...]`"
+            }
         }));
     }
     let name = match &req.name {
@@ -348,6 +352,9 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.message().contains("has no constraint node.labels.x==y"), "{e:?}");
+        assert!(
+            e.message().contains("has no constraint node.labels.x==y"),
+            "{e:?}"
+        );
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn sync(
     let me = id.to_string();
     let changed = m.with_state(|s| Ok(news(&s.orchestrator, &me, req.reports)))?;
     if !changed.is_empty() {
-        node.propose(Command::Orchestrate(
+        node.propose(Command::orchestrate(
             moat_orchestrator::Command::ReportTasks {
                 node: me.clone(),
                 reports: changed,
