@@ -184,6 +184,17 @@ fn call(
     method: &str,
     body: Value,
 ) -> Result<String, String> {
+    call_within(addr, tls, method, body, Duration::from_secs(10))
+}
+
+/// [`call`] with a time limit of `limit` for the answer (a long poll).
+fn call_within(
+    addr: &str,
+    tls: Option<Arc<TlsContext>>,
+    method: &str,
+    body: Value,
+    limit: Duration,
+) -> Result<String, String> {
     runtime().block_on(async {
         let trust = match tls {
             Some(t) => ServerTrust::Verified(t),
@@ -193,11 +204,7 @@ fn call(
             .await
             .map_err(|e| with_causes(&e))?;
         let bytes = client
-            .call(
-                method,
-                serde_json::to_vec(&body).unwrap(),
-                Duration::from_secs(10),
-            )
+            .call(method, serde_json::to_vec(&body).unwrap(), limit)
             .await
             .map_err(|s| with_causes(&s))?;
         let answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -700,6 +707,483 @@ fn authorization_matrix() {
         "wrong unlock key, six times",
         last,
         "too many failed unlock attempts",
+    );
+
+    m.finish();
+}
+
+/// `task_sync` as `tls`, answered: its `Ok` value (`assignments`, `digest`).
+fn task_sync(addr: &str, tls: &Arc<TlsContext>, body: Value) -> Result<Value, String> {
+    call(addr, Some(tls.clone()), "task_sync", body).map(|ok| serde_json::from_str(&ok).unwrap())
+}
+
+/// `moat service ps web --format json` on m1, by task id.
+fn ps_web(h: &Harness) -> std::collections::BTreeMap<String, Value> {
+    h.moat("m1", &["service", "ps", "web", "--format", "json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t.clone()))
+        .collect()
+}
+
+/// What a report could change about a task, as `service ps` shows it.
+fn task_status(t: &Value) -> Value {
+    json!({
+        "node_id": t["node_id"], "state": t["state"], "desired_state": t["desired_state"],
+        "pid": t["pid"], "error": t["error"], "exit_code": t["exit_code"],
+        "message": t["message"],
+    })
+}
+
+/// The total size of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            total += dir_size(&entry.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if meta.is_file()
+            && std::fs::read(&path)
+                .is_ok_and(|bytes| moat_testkit::secrets::contains(&bytes, needle))
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+/// Text that neither repeats nor compresses much (hex of an xorshift).
+fn noise(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+/// The first object in `v` (searched depth first) whose `id` is `id`.
+fn find_by_id<'a>(v: &'a Value, id: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) => {
+            if map.get("id").and_then(Value::as_str) == Some(id) {
+                return Some(v);
+            }
+            map.values().find_map(|x| find_by_id(x, id))
+        }
+        Value::Array(items) => items.iter().find_map(|x| find_by_id(x, id)),
+        _ => None,
+    }
+}
+
+/// `task_sync` (issue 17): any member, for itself, on the leader. A real
+/// service runs on m1 and w1; w2 (paused, so it has no task) and w1 are
+/// the attackers, with their own keys.
+#[test]
+fn task_sync_authorization_matrix() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let (addr, _) = h.cluster(&["m1"], &["w1", "w2"]);
+    let mut m = Matrix::default();
+    let ids = |h: &Harness, n: &str| node_id(h, "m1", n);
+    let (m1, w1, w2) = (ids(&h, "m1"), ids(&h, "w1"), ids(&h, "w2"));
+
+    // The attacker's kit: the CA key off m1's disk (stopped for the read).
+    let dump_m1 = |h: &mut Harness| -> Value {
+        h.stop("m1");
+        let dump = h.moat(
+            "m1",
+            &[
+                "store",
+                "dump",
+                "--show-secrets",
+                "--state-dir",
+                h.daemon("m1").state_dir.to_str().unwrap(),
+            ],
+        );
+        let text = dump.ok();
+        serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
+    };
+    let forge = Forge::from_dump(&dump_m1(&mut h));
+    h.restart("m1");
+    let as_w1 = forge.now(w1, Role::Worker);
+    let as_w2 = forge.now(w2, Role::Worker);
+
+    // A real service: w2 is paused, so both tasks go to m1 and w1. Its
+    // environment value stands for a secret.
+    h.moat("m1", &["node", "update", "--availability", "pause", "w2"])
+        .ok();
+    let probe = moat_testkit::unique("envprobe");
+    let env = format!("PROBE={probe}");
+    h.moat(
+        "m1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--env",
+            &env,
+            "/bin/sleep",
+            "300",
+        ],
+    )
+    .ok();
+    h.wait_until("web's two tasks to run", Duration::from_secs(60), || {
+        let tasks = ps_web(&h);
+        tasks.len() == 2
+            && tasks
+                .values()
+                .all(|t| t["state"] == "running" && t["pid"].is_u64())
+    });
+    let tasks = ps_web(&h);
+    let on = |node: NodeId| -> String {
+        tasks
+            .iter()
+            .find(|(_, t)| t["node_id"] == node.to_string())
+            .unwrap_or_else(|| panic!("no task on {node}: {tasks:?}"))
+            .0
+            .clone()
+    };
+    let (t_m1, t_w1) = (on(m1), on(w1));
+    let status = |h: &Harness, id: &str| task_status(&ps_web(h)[id]);
+    let (before_m1, before_w1) = (status(&h, &t_m1), status(&h, &t_w1));
+    let pid_w1 = before_w1["pid"].as_u64().unwrap().to_string();
+    // Each forged report carries a 1 MiB error text: one the leader
+    // proposes (a Raft entry) shows as growth of m1's state directory,
+    // so a row fails if either the leader's filter (node/src/service/
+    // tasks.rs `news`) or the store's apply rule (orchestrator/src/
+    // state.rs `report_tasks`) stops holding.
+    let report = |id: &str, state: &str| {
+        json!({"task_id": id, "state": state, "since": 0, "message": "attack",
+               "error": noise(1 << 20, 7), "exit_code": 1, "runtime_id": "1"})
+    };
+    let m1_dir = h.daemon("m1").state_dir.clone();
+    let growth = |action: &mut dyn FnMut()| -> u64 {
+        let before = dir_size(&m1_dir);
+        action();
+        std::thread::sleep(Duration::from_secs(1));
+        dir_size(&m1_dir).saturating_sub(before)
+    };
+
+    // --- Unauthenticated ----------------------------------------------------
+    m.refused(
+        "no certificate: task_sync",
+        call(&addr, None, "task_sync", json!({"reports": []})),
+        "needs a node certificate",
+    );
+
+    // --- Reports about another node's tasks ---------------------------------
+    let (mut lie_w2, mut lie_w1) = (Err(String::new()), Err(String::new()));
+    let grown = growth(&mut || {
+        lie_w2 = task_sync(
+            &addr,
+            &as_w2,
+            json!({"reports": [report(&t_m1, "failed"), report(&t_w1, "complete")]}),
+        );
+        lie_w1 = task_sync(
+            &addr,
+            &as_w1,
+            json!({"reports": [report(&t_m1, "shutdown")]}),
+        );
+    });
+    let (after_m1, after_w1) = (status(&h, &t_m1), status(&h, &t_w1));
+    m.held(
+        "worker reports other nodes' running tasks as ended",
+        lie_w2.is_ok()
+            && lie_w1.is_ok()
+            && after_m1 == before_m1
+            && after_w1 == before_w1
+            && grown < 512 << 10,
+        format!(
+            "calls answered: {}/{}; m1's task {} {}, w1's task {} {}; Raft log +{} KiB",
+            lie_w2.is_ok(),
+            lie_w1.is_ok(),
+            after_m1["state"],
+            if after_m1 == before_m1 {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            after_w1["state"],
+            if after_w1 == before_w1 {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            grown >> 10,
+        ),
+    );
+
+    // --- What a node learns ---------------------------------------------------
+    let empty = task_sync(&addr, &as_w2, json!({"reports": []}));
+    let own = task_sync(&addr, &as_w1, json!({"reports": []}));
+    let listed = |a: &Result<Value, String>| -> Vec<String> {
+        a.as_ref()
+            .map(|v| {
+                v["assignments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["task_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (empty_ids, own_ids) = (listed(&empty), listed(&own));
+    m.held(
+        "node without tasks asks for assignments (others run two)",
+        empty.is_ok() && empty_ids.is_empty(),
+        format!("w2 was given {} assignment(s): {empty:?}", empty_ids.len()),
+    );
+    m.held(
+        "worker asks for assignments: only its own",
+        own_ids == vec![t_w1.clone()],
+        format!("w1 was given {own_ids:?} (its task: {t_w1}; m1's: {t_m1})"),
+    );
+
+    // --- Reports that move backwards or claim a leader-only state ------------
+    for (attack, states) in [
+        (
+            "worker moves its running task back (new … starting)",
+            &["new", "pending", "assigned", "accepted", "starting"][..],
+        ),
+        (
+            "worker reports its task orphaned/remove (leader-only)",
+            &["orphaned", "remove"][..],
+        ),
+    ] {
+        let reports: Vec<Value> = states.iter().map(|s| report(&t_w1, s)).collect();
+        let mut back = Err(String::new());
+        let grown = growth(&mut || {
+            back = task_sync(&addr, &as_w1, json!({"reports": reports}));
+        });
+        let after = status(&h, &t_w1);
+        m.held(
+            attack,
+            back.is_ok() && after == before_w1 && grown < 512 << 10,
+            format!(
+                "call answered: {}; w1's task {} {}; Raft log +{} KiB",
+                back.is_ok(),
+                after["state"],
+                if after == before_w1 {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                },
+                grown >> 10,
+            ),
+        );
+    }
+
+    // --- Floods -----------------------------------------------------------------
+    let many = |n: usize| -> Value {
+        let reports: Vec<Value> = (0..n)
+            .map(|i| json!({"task_id": format!("T{i}"), "state": "running", "since": 0}))
+            .collect();
+        json!({"reports": reports})
+    };
+    m.refused(
+        "task_sync with 10,001 reports",
+        task_sync(&addr, &as_w1, many(10_001)).map(|v| v.to_string()),
+        "10001 task reports in one call; at most 10000",
+    );
+    let at_bound = task_sync(&addr, &as_w1, many(10_000));
+    m.held(
+        "task_sync with 10,000 reports (the bound)",
+        at_bound.is_ok(),
+        format!("answered: {:?}", at_bound.as_ref().map(|_| "ok")),
+    );
+    // A report in the task's current state with an error text is "news"
+    // to the leader, which proposes it; apply keeps only forward moves.
+    let mut answered = 0;
+    let grown = growth(&mut || {
+        for i in 0..8 {
+            let same = json!({"task_id": t_w1, "state": "running", "since": 0,
+                              "runtime_id": pid_w1, "error": noise(1 << 20, i + 1)});
+            if task_sync(&addr, &as_w1, json!({"reports": [same]})).is_ok() {
+                answered += 1;
+            }
+        }
+    });
+    let after = status(&h, &t_w1);
+    m.held(
+        "8 reports of a task's current state, 1 MiB error each",
+        answered == 8 && after == before_w1 && grown < 2 << 20,
+        format!(
+            "{answered} answered; w1's task {}; m1's state directory grew {} KiB (Raft entries that change nothing)",
+            if after == before_w1 { "unchanged" } else { "CHANGED" },
+            grown >> 10
+        ),
+    );
+    // The long poll: a node that already has its assignments waits for a
+    // change, at most 15 s whatever it asks.
+    let digest = empty
+        .as_ref()
+        .map(|v| v["digest"].clone())
+        .unwrap_or_default();
+    let start = std::time::Instant::now();
+    let held_open = call_within(
+        &addr,
+        Some(as_w2.clone()),
+        "task_sync",
+        json!({"reports": [], "known": digest, "wait_ms": u64::MAX}),
+        Duration::from_secs(60),
+    );
+    let waited = start.elapsed();
+    m.held(
+        "long poll asking to wait u64::MAX ms",
+        held_open.is_ok() && waited >= Duration::from_secs(14) && waited < Duration::from_secs(25),
+        format!(
+            "answered after {:.1} s: {}",
+            waited.as_secs_f64(),
+            one_line(&format!("{held_open:?}"))
+        ),
+    );
+
+    // --- Environment values ---------------------------------------------------
+    let runner_has_it = own.as_ref().is_ok_and(|v| v.to_string().contains(&probe));
+    let shown: Vec<&str> = [
+        (
+            "service inspect",
+            h.moat("m1", &["service", "inspect", "web"])
+                .ok()
+                .to_string(),
+        ),
+        (
+            "service ls",
+            h.moat("m1", &["service", "ls", "--format", "json"])
+                .ok()
+                .to_string(),
+        ),
+        (
+            "service ps",
+            h.moat("m1", &["service", "ps", "web", "--format", "json"])
+                .ok()
+                .to_string(),
+        ),
+        (
+            "audit ls",
+            h.moat("m1", &["audit", "ls", "--format", "json"])
+                .ok()
+                .to_string(),
+        ),
+        ("w2's answer", format!("{empty:?}")),
+    ]
+    .iter()
+    .filter(|(_, text)| text.contains(&probe))
+    .map(|(what, _)| *what)
+    .collect();
+    let on_disk = files_containing(h.dir(), probe.as_bytes());
+    m.held(
+        "env value: CLI, audit, other nodes, disks and logs",
+        runner_has_it && shown.is_empty() && on_disk.is_empty(),
+        format!(
+            "in w1's own assignment: {runner_has_it}; shown by: {shown:?}; files holding it: {on_disk:?}"
+        ),
+    );
+
+    // --- Not the control API ----------------------------------------------------
+    let routes = |tls: &Arc<TlsContext>| -> Result<String, String> {
+        let mut refusals = Vec::new();
+        for method in [
+            "service_create",
+            "service_update",
+            "service_scale",
+            "service_rm",
+            "service_ls",
+        ] {
+            let body = json!({"spec": {"name": "evil", "task": {"image": "/bin/sh"}}, "id": "web"});
+            match call(&addr, Some(tls.clone()), method, body) {
+                Err(e) if e.contains("unknown cluster method") => refusals.push(e),
+                other => return Ok(format!("{method}: {other:?}")),
+            }
+        }
+        Err(refusals.join(" / "))
+    };
+    m.refused(
+        "worker certificate: service_* over the cluster port",
+        routes(&as_w1),
+        "unknown cluster method \\\"service_create\\\"",
+    );
+    m.refused(
+        "manager certificate: service_* over the cluster port",
+        routes(&forge.now(m1, Role::Manager)),
+        "unknown cluster method \\\"service_create\\\"",
+    );
+
+    // --- Removed node -----------------------------------------------------------
+    h.stop("w2");
+    h.moat("m1", &["node", "rm", "--force", "w2"]).ok();
+    m.refused(
+        "removed node's key: task_sync",
+        call(
+            &addr,
+            Some(as_w2.clone()),
+            "task_sync",
+            json!({"reports": []}),
+        ),
+        "removed from the cluster",
+    );
+
+    // --- Oversized fields (last: it ends w1's task) --------------------------
+    // 1,000 copies of one report (a task ends once): what reaches the
+    // store is cut to MAX_REPORT_MESSAGE / MAX_RUNTIME_ID, and what
+    // reaches the Raft log should be too.
+    let big = json!({"task_id": t_w1, "state": "failed", "since": 0,
+                     "message": noise(5000, 11), "error": noise(5000, 12),
+                     "runtime_id": "9".repeat(500), "exit_code": 7});
+    let mut sent = Err(String::new());
+    let grown = growth(&mut || {
+        sent = task_sync(&addr, &as_w1, json!({"reports": vec![big.clone(); 1000]}));
+    });
+    let shown = ps_web(&h)[&t_w1].clone();
+    let state = dump_m1(&mut h);
+    let stored = find_by_id(&state, &t_w1).cloned().unwrap_or_default();
+    let len = |v: &Value| v.as_str().map_or(0, str::len);
+    let lens = (
+        len(&shown["message"]),
+        len(&shown["error"]),
+        len(&stored["status"]["runtime_id"]),
+    );
+    m.held(
+        "report with 5,000-byte message/error, 500-byte runtime id",
+        sent.is_ok() && shown["state"] == "failed" && lens == (1024, 1024, 128),
+        format!(
+            "state {}; kept {} / {} / {} bytes",
+            shown["state"], lens.0, lens.1, lens.2
+        ),
+    );
+    m.held(
+        "1,000 copies of that report in one call",
+        sent.is_ok() && grown < 1 << 20,
+        format!(
+            "m1's state directory grew {} KiB for one task's end (kept: {} bytes)",
+            grown >> 10,
+            lens.0 + lens.1 + lens.2
+        ),
     );
 
     m.finish();

@@ -1,8 +1,13 @@
 #![no_main]
-//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller), and the `ca_bundle` answer a joiner reads from an unverified manager: no panic, a stable JSON round trip, no secret in `Debug`.
+//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller, `task_sync` from any member), the `ca_bundle` answer a joiner reads from an unverified manager, and the `task_sync` answer a worker hands to its executor: no panic, a stable JSON round trip, no secret in `Debug`.
 //!
-//! The first byte picks the method (`moat_node::FUZZ_METHODS`), the rest
-//! is its body, decoded by moat-node's own `rpc::decode`.
+//! The first byte picks the method (`moat_node::FUZZ_METHODS`, every
+//! entry: the index is taken modulo its length), the rest is its body,
+//! decoded by moat-node's own `rpc::decode`.
+//!
+//! With `MOAT_FUZZ_SEED_CHECK` set, a body that does not decode panics:
+//! `MOAT_FUZZ_SEED_CHECK=1 cargo +nightly fuzz run cluster_rpc
+//! fuzz/seeds/cluster_rpc -- -runs=0` checks the committed seeds.
 
 use libfuzzer_sys::fuzz_target;
 use moat_node::{FUZZ_METHODS, decode_request};
@@ -17,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(decoded) => decoded,
         Err(message) => {
             assert!(!message.is_empty(), "an empty error for {method}");
+            // Checking the committed seeds: each must decode.
+            if std::env::var_os("MOAT_FUZZ_SEED_CHECK").is_some() {
+                panic!("{method}: a seed does not decode: {message}");
+            }
             return;
         }
     };
