@@ -1,6 +1,8 @@
 //! Wire types of the audit log and the compliance report
 //! (`moat audit …`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::SecretString;
@@ -92,6 +94,30 @@ pub struct CryptoInventory {
     pub data_key: DataKeyInfo,
     /// The audit log.
     pub audit: AuditSummary,
+    /// The services and where their tasks run.
+    #[serde(default)]
+    pub services: Vec<ServicePlacement>,
+}
+
+/// A service as the report shows it: what runs where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePlacement {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `replicated` or `global`.
+    pub mode: String,
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// Image or program.
+    pub image: String,
+    /// Tasks wanted.
+    pub desired: u64,
+    /// Tasks running.
+    pub running: u64,
+    /// Running tasks per node host name.
+    pub nodes: BTreeMap<String, u64>,
 }
 
 /// The root CA certificate.

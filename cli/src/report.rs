@@ -215,8 +215,44 @@ impl Report<'_> {
             self.tokens(),
             self.keys(),
             self.audit(),
+            self.services(),
             self.policy_section(),
         ]
+    }
+
+    fn services(&self) -> Section {
+        let rows = self
+            .inv
+            .services
+            .iter()
+            .map(|s| {
+                let on: Vec<String> = s.nodes.iter().map(|(n, k)| format!("{n}: {k}")).collect();
+                vec![
+                    Cell::plain(&s.name),
+                    Cell::plain(&s.mode),
+                    Cell::plain(&s.runtime),
+                    Cell::plain(&s.image),
+                    Cell::new(
+                        format!("{}/{}", s.running, s.desired),
+                        if s.running >= s.desired {
+                            Tone::Good
+                        } else {
+                            Tone::Warn
+                        },
+                    ),
+                    Cell::plain(on.join(", ")),
+                ]
+            })
+            .collect();
+        Section {
+            title: "Services",
+            body: Body::Table {
+                headers: &["NAME", "MODE", "RUNTIME", "IMAGE", "RUNNING", "WHERE"],
+                rows,
+                empty: "no services",
+            },
+            note: None,
+        }
     }
 
     fn cluster(&self) -> Section {

@@ -260,7 +260,13 @@ enum Progress {
     },
 }
 
-fn progress(service: &ServiceInfo, tasks: &[TaskInfo]) -> Progress {
+/// `known`: the tasks that existed when the wait began; their failures
+/// are history, not this command's.
+fn progress(
+    service: &ServiceInfo,
+    tasks: &[TaskInfo],
+    known: &std::collections::BTreeSet<String>,
+) -> Progress {
     if let Some(u) = &service.update_status
         && (u.state == "paused" || u.state == "rollback_paused")
     {
@@ -270,10 +276,13 @@ fn progress(service: &ServiceInfo, tasks: &[TaskInfo]) -> Progress {
         .iter()
         .filter(|t| t.desired_state == "running" && t.version == service.version)
         .collect();
-    if let Some(t) = live
-        .iter()
-        .find(|t| matches!(t.state.as_str(), "failed" | "rejected"))
-    {
+    // A new task of this version that failed, whatever is wanted of it
+    // now (the restart policy may have given it up already).
+    if let Some(t) = tasks.iter().find(|t| {
+        t.version == service.version
+            && !known.contains(&t.id)
+            && matches!(t.state.as_str(), "failed" | "rejected")
+    }) {
         let why = t.error.clone().unwrap_or_else(|| t.message.clone());
         return Progress::Failed(format!("task {} {}: {why}", t.name, t.state));
     }
@@ -305,10 +314,20 @@ async fn converge(api: &Client, id: &str) -> Result<(), Failure> {
     };
     let tty = io::stderr().is_terminal();
     let mut last = String::new();
+    let mut known = None;
     loop {
         let service: ServiceInfo = api.post(path::SERVICE_INSPECT, &request).await.or_fail()?;
         let tasks: Vec<TaskInfo> = api.post(path::SERVICE_PS, &request).await.or_fail()?;
-        match progress(&service, &tasks) {
+        let known = known.get_or_insert_with(|| {
+            // What failed before this command is history; a task that
+            // fails while it waits is news. (A create starts with none.)
+            tasks
+                .iter()
+                .filter(|t| t.state != "new" && t.state != "pending" && t.state != "assigned")
+                .map(|t| t.id.clone())
+                .collect::<std::collections::BTreeSet<String>>()
+        });
+        match progress(&service, &tasks, known) {
             Progress::Converged => {
                 if tty {
                     let _ = writeln!(
@@ -417,18 +436,19 @@ mod tests {
 
     #[test]
     fn the_wait_ends_on_convergence_or_the_first_failure() {
+        let none = std::collections::BTreeSet::new();
         let s = service(2, 1);
         let running = [
             task(1, "running", "running", 1),
             task(2, "running", "running", 1),
         ];
-        assert_eq!(progress(&s, &running), Progress::Converged);
+        assert_eq!(progress(&s, &running, &none), Progress::Converged);
         let half = [
             task(1, "running", "running", 1),
             task(2, "starting", "running", 1),
         ];
         assert!(matches!(
-            progress(&s, &half),
+            progress(&s, &half, &none),
             Progress::Waiting {
                 running: 1,
                 desired: 2,
@@ -439,23 +459,29 @@ mod tests {
             task(1, "running", "running", 1),
             task(2, "failed", "running", 1),
         ];
-        match progress(&s, &failed) {
+        match progress(&s, &failed, &none) {
             Progress::Failed(why) => assert!(why.contains("web.2 failed: exit status 3"), "{why}"),
             other => panic!("{other:?}"),
         }
-        // A failure in the history (shut down, replaced) does not count.
+        // A failure from before the wait (shut down, replaced) does not
+        // count; one while it waits does, even if already given up.
         let history = [
             task(1, "running", "running", 1),
             task(2, "running", "running", 1),
             task(2, "failed", "shutdown", 1),
         ];
-        assert_eq!(progress(&s, &history), Progress::Converged);
+        let old: std::collections::BTreeSet<String> = [history[2].id.clone()].into();
+        assert_eq!(progress(&s, &history, &old), Progress::Converged);
+        assert!(matches!(progress(&s, &history, &none), Progress::Failed(_)));
         // An update: old-version tasks still wanted means not done.
         let s2 = service(2, 2);
         let mixed = [
             task(1, "running", "running", 2),
             task(2, "running", "running", 1),
         ];
-        assert!(matches!(progress(&s2, &mixed), Progress::Waiting { .. }));
+        assert!(matches!(
+            progress(&s2, &mixed, &none),
+            Progress::Waiting { .. }
+        ));
     }
 }

@@ -159,6 +159,20 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Whether a node report may carry `state`.
+/// `report` with its texts cut to what the store keeps.
+fn clamp_report(mut report: TaskReport) -> TaskReport {
+    report.message = truncate(&report.message, MAX_REPORT_MESSAGE);
+    report.error = report
+        .error
+        .as_deref()
+        .map(|e| truncate(e, MAX_REPORT_MESSAGE));
+    report.runtime_id = report
+        .runtime_id
+        .as_deref()
+        .map(|r| truncate(r, MAX_RUNTIME_ID));
+    report
+}
+
 fn reportable(state: TaskState) -> bool {
     state >= TaskState::Accepted && state != TaskState::Remove && state != TaskState::Orphaned
 }
@@ -528,26 +542,57 @@ impl State {
         }
     }
 
+    /// Whether `ReportTasks` from `node` would take `report`: a state a
+    /// node may report, about a task of that node, moving it forward
+    /// (nothing leaves an end state, but an orphaned task, whose node was
+    /// thought down, takes the end its node reports).
+    pub fn takes_report(&self, node: &str, report: &TaskReport) -> bool {
+        if !reportable(report.state) {
+            return false;
+        }
+        let Some(task) = self.tasks.get(&report.task_id) else {
+            return false;
+        };
+        if task.node_id.as_deref() != Some(node) {
+            return false;
+        }
+        let current = task.status.state;
+        let forward = !current.is_terminal() && report.state > current;
+        let orphan_ended = current == TaskState::Orphaned && report.state.is_terminal();
+        forward || orphan_ended
+    }
+
+    /// What of `reports` a leader should propose for `node`: only the
+    /// reports [`takes_report`](Self::takes_report) accepts, one per task
+    /// (the furthest state; the later one of equals), with their texts cut
+    /// to what the store keeps. A node that repeats itself, lies about
+    /// other nodes' tasks or pads its reports costs no Raft write and no
+    /// log space beyond what the state would hold.
+    pub fn reports_to_propose(&self, node: &str, reports: Vec<TaskReport>) -> Vec<TaskReport> {
+        let mut by_task: BTreeMap<TaskId, TaskReport> = BTreeMap::new();
+        for report in reports {
+            if !self.takes_report(node, &report) {
+                continue;
+            }
+            if by_task
+                .get(&report.task_id)
+                .is_some_and(|kept| kept.state > report.state)
+            {
+                continue;
+            }
+            by_task.insert(report.task_id.clone(), clamp_report(report));
+        }
+        by_task.into_values().collect()
+    }
+
     fn report_tasks(&mut self, node: &str, reports: &[TaskReport], now: i64) {
         for report in reports {
-            if !reportable(report.state) {
+            if !self.takes_report(node, report) {
                 continue;
             }
             let Some(task) = self.tasks.get_mut(&report.task_id) else {
                 continue;
             };
-            if task.node_id.as_deref() != Some(node) {
-                continue;
-            }
-            let current = task.status.state;
-            // Forward only, nothing out of a terminal state; but an
-            // orphaned task (its node was thought down) takes the end its
-            // node reports.
-            let forward = !current.is_terminal() && report.state > current;
-            let orphan_ended = current == TaskState::Orphaned && report.state.is_terminal();
-            if !forward && !orphan_ended {
-                continue;
-            }
             task.status.state = report.state;
             task.status.since = now;
             task.status.message = truncate(&report.message, MAX_REPORT_MESSAGE);

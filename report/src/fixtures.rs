@@ -109,6 +109,18 @@ pub fn healthy() -> CryptoInventory {
             snapshot_bytes: Some(2 << 20),
             snapshot_limit_bytes: Some(256 << 20),
         },
+        services: vec![moat_api::ServicePlacement {
+            id: "q2e8tkb4n0s1l7p3r9v5x1z3ab".into(),
+            name: "web".into(),
+            mode: "replicated".into(),
+            runtime: "process".into(),
+            image: "/usr/bin/web-server".into(),
+            desired: 3,
+            running: 3,
+            nodes: [("worker-1".to_string(), 2), ("worker-2".to_string(), 1)]
+                .into_iter()
+                .collect(),
+        }],
     }
 }
 

@@ -193,5 +193,6 @@ pub(super) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
                 .filter(|b| *b > 0),
             snapshot_limit_bytes: Some(moat_store::MAX_SNAPSHOT_BYTES),
         },
+        services: super::services::placements(&state),
     }))
 }

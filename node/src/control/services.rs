@@ -384,6 +384,43 @@ fn service_info(state: &ClusterState, s: &Service) -> ServiceInfo {
     }
 }
 
+/// What runs where, for `moat audit report`.
+pub(super) fn placements(state: &ClusterState) -> Vec<moat_api::ServicePlacement> {
+    state
+        .orchestrator
+        .services
+        .values()
+        .map(|s| {
+            let info = service_info(state, s);
+            let mut nodes = std::collections::BTreeMap::new();
+            for t in state.orchestrator.tasks_of(&s.id) {
+                if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
+                    continue;
+                }
+                let host = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| state.nodes.values().find(|r| r.id.to_string() == *n))
+                    .map_or_else(
+                        || t.node_id.clone().unwrap_or_default(),
+                        |r| r.hostname.clone(),
+                    );
+                *nodes.entry(host).or_insert(0u64) += 1;
+            }
+            moat_api::ServicePlacement {
+                id: info.id,
+                name: info.name,
+                mode: info.mode,
+                runtime: info.runtime,
+                image: info.image,
+                desired: info.desired,
+                running: info.running,
+                nodes,
+            }
+        })
+        .collect()
+}
+
 /// `tasks` as `ps` shows them: by service name, then slot (or node), the
 /// newest task of a slot first.
 fn task_infos(state: &ClusterState, mut tasks: Vec<&Task>) -> Vec<TaskInfo> {

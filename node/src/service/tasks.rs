@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use moat_orchestrator::{Assignment, State, TaskReport};
+use moat_orchestrator::Assignment;
 use moat_pki::NodeId;
 use moat_store::model::Command;
 use moat_transport::Caller;
@@ -56,7 +56,7 @@ pub(crate) async fn sync(
         ));
     }
     let me = id.to_string();
-    let changed = m.with_state(|s| Ok(news(&s.orchestrator, &me, req.reports)))?;
+    let changed = m.with_state(|s| Ok(s.orchestrator.reports_to_propose(&me, req.reports)))?;
     if !changed.is_empty() {
         node.propose(Command::orchestrate(
             moat_orchestrator::Command::ReportTasks {
@@ -100,31 +100,6 @@ pub(crate) async fn sync(
             }
         }
     }
-}
-
-/// The reports that would change the store: about a task of this node,
-/// in a later state than recorded, or in the same state with news (the
-/// process or container id, an exit status, an error). Anything else is
-/// dropped here, so a node that reports the same states every call costs
-/// no Raft write.
-fn news(state: &State, node: &str, reports: Vec<TaskReport>) -> Vec<TaskReport> {
-    reports
-        .into_iter()
-        .filter(|r| {
-            let Some(task) = state.tasks.get(&r.task_id) else {
-                return false;
-            };
-            if task.node_id.as_deref() != Some(node) || task.status.state.is_terminal() {
-                return false;
-            }
-            let s = &task.status;
-            r.state > s.state
-                || (r.state == s.state
-                    && (r.runtime_id != s.runtime_id
-                        || r.exit_code != s.exit_code
-                        || r.error != s.error))
-        })
-        .collect()
 }
 
 /// A digest of a node's assignments (SHA-256 of their JSON, hex).
