@@ -824,6 +824,24 @@ pub(crate) enum Service {
     /// Remove services and stop their tasks.
     #[command(visible_alias = "remove")]
     Rm(ServiceRm),
+    /// Print the output of a service's tasks, gathered from their nodes.
+    Logs(ServiceLogs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceLogs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Only the last BYTES of each task's output (at most 1 MiB per task
+    /// is relayed).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) tail_bytes: Option<u64>,
+    /// Output format (json: one object per task).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// A service id, a unique prefix of one, or a name.
+    #[arg(value_name = "SERVICE")]
+    pub(crate) service: String,
 }
 
 /// How a service's tasks run.

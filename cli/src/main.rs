@@ -78,6 +78,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Service::Update(args) => service::update(&args),
             Service::Rollback(args) => service::rollback(&args),
             Service::Rm(args) => service::rm(&args),
+            Service::Logs(args) => service::logs(&args),
         },
         Command::Dev(args) => dev::run(&args),
         Command::Cert { command } => match command {

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 
 use crate::args::{
     FailureActionArg, Format, ModeArg, NodePs, RestartConditionArg, RuntimeArg, ServiceCreate,
-    ServiceFlags, ServiceInspect, ServiceLs, ServicePs, ServiceRm, ServiceRollback, ServiceScale,
-    ServiceUpdate,
+    ServiceFlags, ServiceInspect, ServiceLogs, ServiceLs, ServicePs, ServiceRm, ServiceRollback,
+    ServiceScale, ServiceUpdate,
 };
 use crate::client::{ApiResult as _, block_on, client};
 use crate::output::{Failure, safe, write_json};
@@ -206,6 +206,42 @@ pub(crate) fn rm(args: &ServiceRm) -> Result<(), Failure> {
         print_line(name)?;
     }
     Ok(())
+}
+
+pub(crate) fn logs(args: &ServiceLogs) -> Result<(), Failure> {
+    let request = moat_api::ServiceLogsRequest {
+        service: args.service.clone(),
+        tail_bytes: args.tail_bytes,
+    };
+    let logs: Vec<moat_api::TaskLog> = block_on(async {
+        client(&args.host)
+            .post(path::SERVICE_LOGS, &request)
+            .await
+            .or_fail()
+    })?;
+    let mut out = io::stdout().lock();
+    match args.format {
+        Format::Json => write_json(&mut out, &logs)?,
+        Format::Table => {
+            // Docker's prefix: `web.1.<task id>@<node> | line`.
+            for l in &logs {
+                let prefix = format!("{}.{}@{}", l.name, short(&l.task_id), short(&l.node_id));
+                for line in l.output.lines() {
+                    writeln!(out, "{} | {}", safe(&prefix), safe(line))?;
+                }
+                if let Some(e) = &l.error {
+                    crate::output::warn(&format!("{prefix}: no output: {e}"));
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// An id's first 12 characters, as Docker shortens them.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 fn print_line(line: &str) -> Result<(), Failure> {

@@ -133,6 +133,27 @@ fn services_run_as_processes_across_the_cluster() {
         "{table}"
     );
 
+    // The tasks' output, gathered from the three nodes over their
+    // mutual-TLS sessions with the leader (a worker serves nothing).
+    let logs = h.moat("m1", &["service", "logs", "web"]).ok().to_string();
+    for slot in 1..=3 {
+        assert!(
+            logs.lines().any(|l| l.starts_with(&format!("web.{slot}."))
+                && l.ends_with(&format!("| started slot {slot}"))),
+            "slot {slot} missing:\n{logs}"
+        );
+    }
+    let json = h
+        .moat("m1", &["service", "logs", "web", "--format", "json"])
+        .json();
+    let from: BTreeSet<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(from.len(), 3, "output from every node: {json}");
+
     // A constraint nothing meets: pending, with the count, until a node
     // gets the label.
     let pinned = create(
@@ -266,6 +287,23 @@ fn services_run_as_processes_across_the_cluster() {
             .iter()
             .any(|t| t["service"] == "pinned")
     );
+
+    // Draining a node moves its tasks away and stops them there.
+    let on_w1: Vec<u64> = running(&h, "m1", "web")
+        .iter()
+        .filter(|t| t["node_id"] == ids["w1"].as_str())
+        .map(pid_of)
+        .collect();
+    h.moat("m1", &["node", "update", "--availability", "drain", "w1"])
+        .ok();
+    h.wait_until("w1 drained", CONVERGE, || {
+        let r = running(&h, "m1", "web");
+        r.len() == 2
+            && r.iter().all(|t| t["node_id"] != ids["w1"].as_str())
+            && on_w1.iter().all(|p| !alive(*p))
+    });
+    h.moat("m1", &["node", "update", "--availability", "active", "w1"])
+        .ok();
 
     // Removal stops every task process.
     h.moat("m1", &["service", "rm", "web", "pinned"]).ok();

@@ -21,6 +21,7 @@
 //! | `housekeeping` | the leader's loops: Down marking, token expiry, CA-rotation driving, audit heads |
 //! | `orchestrate` | the leader's reconciler loop: services and tasks (moat-orchestrator) to placements |
 //! | `tasks` | every member's task loop: its executor (moat-executor) in step with the leader |
+//! | `logs` | the leader's relay of `service logs` requests to the nodes that run the tasks |
 //! | `roles` | taking up and leaving the manager role |
 //! | `agent` | every member's loop: heartbeat, renewal, role |
 //! | `daemon/` | the node's phases; one file per lifecycle step |
@@ -45,6 +46,7 @@ mod journal;
 mod keyring;
 mod keys;
 mod liveness;
+mod logs;
 mod member;
 mod metrics;
 mod orchestrate;

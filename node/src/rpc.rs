@@ -50,6 +50,12 @@ pub(crate) mod method {
     /// Any node, for itself, on the leader: report its tasks' states and
     /// learn its assignments (a long poll).
     pub(crate) const TASK_SYNC: &str = "task_sync";
+    /// Any node, for itself, on the leader: the output of one of its
+    /// tasks, as a `task_sync` answer asked.
+    pub(crate) const TASK_LOGS: &str = "task_logs";
+    /// Managers, on the leader: the output of tasks, gathered from their
+    /// nodes (`service logs`).
+    pub(crate) const GATHER_LOGS: &str = "gather_logs";
 }
 
 /// `task_sync` request: the state of every task the node holds, and the
@@ -69,6 +75,41 @@ pub(crate) struct TaskSyncReq {
 pub(crate) struct TaskSyncResp {
     pub(crate) assignments: Vec<moat_orchestrator::Assignment>,
     pub(crate) digest: String,
+    /// Requests for the output of this node's tasks (`service logs`),
+    /// answered with `task_logs`.
+    #[serde(default)]
+    pub(crate) log_requests: Vec<crate::logs::LogRequest>,
+}
+
+/// `task_logs` request: a node's answer to one log request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskLogsReq {
+    pub(crate) id: u64,
+    /// The output (lossy UTF-8, at most the tail asked for), or why not.
+    pub(crate) output: Result<String, String>,
+}
+
+/// `gather_logs` request: the tasks whose output a manager wants, with
+/// the nodes they run on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GatherLogsReq {
+    pub(crate) tasks: Vec<GatherTask>,
+    #[serde(default)]
+    pub(crate) tail_bytes: Option<u64>,
+}
+
+/// One task of a [`GatherLogsReq`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GatherTask {
+    pub(crate) task_id: String,
+    pub(crate) node_id: String,
+}
+
+/// `gather_logs` answer: per task, in the order asked, the output or why
+/// there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GatherLogsResp {
+    pub(crate) outputs: Vec<Result<String, String>>,
 }
 
 /// `audit_forward` request: journal events, in journal order.
@@ -510,6 +551,8 @@ pub const FUZZ_METHODS: &[&str] = &[
     method::AUDIT_FORWARD,
     method::TASK_SYNC,
     "task_sync answer",
+    method::TASK_LOGS,
+    method::GATHER_LOGS,
 ];
 
 /// Decodes `data` as the body of `method` with the decoder a manager runs
@@ -547,6 +590,11 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
         method::ADMIN => done(decode::<Admin>(method, data).map_err(m)?, Vec::new()),
         method::AUDIT_FORWARD => done(decode::<ForwardReq>(method, data).map_err(m)?, Vec::new()),
         method::TASK_SYNC => done(decode::<TaskSyncReq>(method, data).map_err(m)?, Vec::new()),
+        method::TASK_LOGS => done(decode::<TaskLogsReq>(method, data).map_err(m)?, Vec::new()),
+        method::GATHER_LOGS => done(
+            decode::<GatherLogsReq>(method, data).map_err(m)?,
+            Vec::new(),
+        ),
         // What a worker reads from the leader and hands to its executor.
         "task_sync answer" => {
             let answer: Result<TaskSyncResp, RpcError> =

@@ -60,6 +60,9 @@ pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
                     exec.apply(&resp.assignments).await;
                     known = Some(resp.digest);
                     retry = RETRY_FIRST;
+                    if !resp.log_requests.is_empty() {
+                        tokio::spawn(send_logs(node.clone(), exec.clone(), resp.log_requests));
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "task sync failed; tasks keep running as they are");
@@ -75,6 +78,30 @@ pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
                 // changes in the next few milliseconds).
                 tokio::time::sleep(DEBOUNCE).await;
             }
+        }
+    }
+}
+
+/// Answers the leader's requests for task output, each with `task_logs`.
+async fn send_logs(node: Arc<Member>, exec: Arc<Executor>, requests: Vec<crate::logs::LogRequest>) {
+    for r in requests {
+        let output = exec
+            .logs(&r.task_id, Some(r.tail_bytes))
+            .await
+            .map(|bytes| crate::logs::tail_text(&bytes, r.tail_bytes))
+            .map_err(|e| e.to_string());
+        let req = rpc::TaskLogsReq { id: r.id, output };
+        if let Some(m) = node.manager()
+            && m.is_leader(node.id)
+        {
+            crate::service::tasks::answer_logs(&m, node.id, req);
+            continue;
+        }
+        let sent: Result<rpc::Nothing, RpcError> = node
+            .call_leader(method::TASK_LOGS, &req, rpc::CALL_TIMEOUT)
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, task = %r.task_id, "sending a task's output to the leader failed");
         }
     }
 }

@@ -107,6 +107,7 @@ pub(crate) async fn serve(
         .route(path::SERVICE_ROLLBACK, post(services::service_rollback))
         .route(path::SERVICE_REMOVE, post(services::service_rm))
         .route(path::NODE_PS, post(services::node_ps))
+        .route(path::SERVICE_LOGS, post(services::service_logs))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,

@@ -309,6 +309,68 @@ pub(super) async fn service_rm(
     Ok(Json(ServiceRemoveResponse { removed }))
 }
 
+pub(super) async fn service_logs(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<moat_api::ServiceLogsRequest>,
+) -> Answer<Vec<moat_api::TaskLog>> {
+    let node = manager(&d).await?;
+    let state = node.read_state().await?;
+    let service = resolve(&state, &req.service)?;
+    let mut tasks: Vec<&Task> = state
+        .orchestrator
+        .tasks_of(&service.id)
+        .filter(|t| t.node_id.is_some() && t.status.state >= TaskState::Starting)
+        .collect();
+    tasks.sort_by_key(|t| (t.slot, t.node_id.clone(), t.created_at));
+    tasks.truncate(crate::service::tasks::MAX_GATHER);
+    let ask = crate::rpc::GatherLogsReq {
+        tasks: tasks
+            .iter()
+            .map(|t| crate::rpc::GatherTask {
+                task_id: t.id.clone(),
+                node_id: t.node_id.clone().unwrap_or_default(),
+            })
+            .collect(),
+        tail_bytes: req.tail_bytes,
+    };
+    let gathered = match node.manager().filter(|m| m.is_leader(node.id)) {
+        Some(m) => crate::service::tasks::gather(&m, ask).await,
+        None => {
+            node.call_leader(
+                crate::rpc::method::GATHER_LOGS,
+                &ask,
+                crate::logs::WAIT + crate::rpc::CALL_TIMEOUT,
+            )
+            .await?
+        }
+    };
+    let infos = task_infos(&state, tasks.clone());
+    Ok(Json(
+        tasks
+            .iter()
+            .zip(gathered.outputs)
+            .map(|(t, out)| {
+                let name = infos
+                    .iter()
+                    .find(|i| i.id == t.id)
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                let (output, error) = match out {
+                    Ok(o) => (o, None),
+                    Err(e) => (String::new(), Some(e)),
+                };
+                moat_api::TaskLog {
+                    name,
+                    task_id: t.id.clone(),
+                    node_id: t.node_id.clone().unwrap_or_default(),
+                    output,
+                    error,
+                }
+            })
+            .collect(),
+    ))
+}
+
 /// The service `name` names: an id, a name, or a unique id prefix.
 fn resolve<'a>(state: &'a ClusterState, name: &str) -> Result<&'a Service, NodeError> {
     state.orchestrator.service(name).ok_or_else(|| {

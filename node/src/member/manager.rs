@@ -33,6 +33,8 @@ pub(crate) struct Manager {
     pub(crate) renewals: Mutex<Renewals>,
     /// How fast each worker may forward journal events (see `refusals`).
     pub(crate) forwards: Mutex<Forwards>,
+    /// Requests for tasks' output waiting for their nodes (`service logs`).
+    pub(crate) logs: crate::logs::LogRelay,
 }
 
 impl Manager {
@@ -49,6 +51,7 @@ impl Manager {
             refusals: Mutex::new(Refusals::new(now)),
             renewals: Mutex::new(Renewals::default()),
             forwards: Mutex::new(Forwards::default()),
+            logs: crate::logs::LogRelay::default(),
         }
     }
 

@@ -12,6 +12,8 @@
 //! | add_voter   | a manager (for itself)        | leader  |
 //! | admin       | managers; any member to leave | leader  |
 //! | task_sync   | any member, for itself        | leader  |
+//! | task_logs   | any member, for itself        | leader  |
+//! | gather_logs | managers                      | leader  |
 //!
 //! "Member" means: the certificate verifies now against the cluster roots
 //! and its node is not on the removed list. A removed node's calls are
@@ -78,6 +80,10 @@ impl ClusterHandler for Service {
                 encode_answer(&members::audit_forward(&node, &m, &caller, &data).await)
             }
             method::TASK_SYNC => encode_answer(&tasks::task_sync(&node, &m, &caller, &data).await),
+            method::TASK_LOGS => encode_answer(&tasks::task_logs(&node, &m, &caller, &data)),
+            method::GATHER_LOGS => {
+                encode_answer(&tasks::gather_logs(&node, &m, &caller, &data).await)
+            }
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"

@@ -71,35 +71,119 @@ pub(crate) async fn sync(
     let deadline = tokio::time::Instant::now() + wait;
     let mut metrics = m.raft.metrics();
     let mut seen_applied = None;
+    let answer = |log_requests| -> Result<rpc::TaskSyncResp, RpcError> {
+        let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
+        Ok(rpc::TaskSyncResp {
+            digest: digest(&assignments),
+            assignments,
+            log_requests,
+        })
+    };
     loop {
+        // Registered before looking, so a request queued in between
+        // still wakes this call.
+        let queued = m.logs.queued();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        let log_requests = m.logs.take_for(&me);
+        if !log_requests.is_empty() {
+            return answer(log_requests);
+        }
         let applied = metrics.borrow_and_update().last_applied;
         if seen_applied.is_none() || applied != seen_applied.flatten() {
             seen_applied = Some(applied);
-            let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
-            let digest = digest(&assignments);
-            if req.known.as_deref() != Some(digest.as_str())
+            let resp = answer(Vec::new())?;
+            if req.known.as_deref() != Some(resp.digest.as_str())
                 || tokio::time::Instant::now() >= deadline
                 || !m.is_leader(node.id)
             {
-                return Ok(rpc::TaskSyncResp {
-                    assignments,
-                    digest,
-                });
+                return Ok(resp);
             }
         }
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
-            Ok(Ok(())) => {}
-            // The deadline, or Raft stopping: answer with what is known.
-            _ => {
-                let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
-                let digest = digest(&assignments);
-                return Ok(rpc::TaskSyncResp {
-                    assignments,
-                    digest,
-                });
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, metrics.changed()) => {
+                if !matches!(changed, Ok(Ok(()))) {
+                    // The deadline, or Raft stopping: answer with what
+                    // is known.
+                    return answer(m.logs.take_for(&me));
+                }
             }
+            () = &mut queued => {}
         }
     }
+}
+
+/// `task_logs`: a node's answer to a log request made of it.
+pub(crate) fn task_logs(
+    node: &Member,
+    m: &Manager,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::Nothing, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::TaskLogsReq = rpc::decode(method::TASK_LOGS, data)?;
+    require_leader(node, m)?;
+    answer_logs(m, id, req);
+    Ok(rpc::Nothing {})
+}
+
+/// Hands node `id`'s answer to the request it answers (if that request
+/// was made of it), cut to the relay's limit.
+pub(crate) fn answer_logs(m: &Manager, id: NodeId, req: rpc::TaskLogsReq) {
+    let output = req
+        .output
+        .map(|o| crate::logs::tail_text(o.as_bytes(), crate::logs::MAX_LOG_BYTES))
+        .map_err(|e| crate::logs::tail_text(e.as_bytes(), 1024));
+    if !m.logs.answer(&id.to_string(), req.id, output) {
+        tracing::debug!(node = %id, request = req.id, "a log answer nobody waits for (late, or not this node's)");
+    }
+}
+
+/// `gather_logs`: a manager asks the leader for tasks' output.
+pub(crate) async fn gather_logs(
+    node: &Member,
+    m: &Manager,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::GatherLogsResp, RpcError> {
+    super::authz::manager_member(m, caller)?;
+    let req: rpc::GatherLogsReq = rpc::decode(method::GATHER_LOGS, data)?;
+    require_leader(node, m)?;
+    Ok(gather(m, req).await)
+}
+
+/// Most tasks one `service logs` gathers.
+pub(crate) const MAX_GATHER: usize = 1000;
+
+/// The leader gathers: asks every task's node at once, waits for each up
+/// to [`crate::logs::WAIT`].
+pub(crate) async fn gather(m: &Manager, req: rpc::GatherLogsReq) -> rpc::GatherLogsResp {
+    let waits: Vec<_> = req
+        .tasks
+        .iter()
+        .take(MAX_GATHER)
+        .map(|t| {
+            (
+                t.node_id.clone(),
+                m.logs.request(&t.node_id, &t.task_id, req.tail_bytes),
+            )
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(waits.len());
+    for (node, wait) in waits {
+        outputs.push(match wait {
+            Err(e) => Err(e),
+            Ok(rx) => match tokio::time::timeout(crate::logs::WAIT, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(format!("node {node} did not answer")),
+                Err(_) => Err(format!(
+                    "node {node} did not send the output within {} s (is it up? `moat node ls`)",
+                    crate::logs::WAIT.as_secs()
+                )),
+            },
+        });
+    }
+    rpc::GatherLogsResp { outputs }
 }
 
 /// A digest of a node's assignments (SHA-256 of their JSON, hex).
