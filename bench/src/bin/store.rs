@@ -35,7 +35,6 @@
 // Printing the table and its progress is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,19 +47,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
-use moat_lock::{KeySource, UnlockKey};
-use moat_node::{RaftManager, raft_config};
-use moat_pki::{
-    CertExpiry, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
-    RootCa, RootOptions, TlsContext, TrustRoots,
-};
+use moat_pki::{NodeId, OffsetDateTime};
 use moat_store::model::{Command, NodeRecord, Response};
-use moat_store::{OpenStore, RecordCipher, read_identity};
-use openraft::{BasicNode, ServerState};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
+
+#[path = "../cluster.rs"]
+mod cluster;
+use cluster::Pki;
 
 const USAGE: &str =
     "usage: store [--quick] [--commands N] [--rounds R] [--audit] [--no-etcd] [--dir DIR]";
@@ -324,24 +319,6 @@ where
     })
 }
 
-/// The records written: distinct nodes with a label, built before timing.
-fn records(count: u32) -> Vec<NodeRecord> {
-    (0..count)
-        .map(|i| NodeRecord {
-            id: NodeId::generate(),
-            hostname: format!("host-{i}"),
-            role: Role::Worker,
-            address: String::new(),
-            labels: BTreeMap::from([("seq".to_string(), i.to_string())]),
-            cert_serial: format!("{i:x}"),
-            cert_not_after: 1_900_000_000,
-            cert_issuer: String::new(),
-            availability: Default::default(),
-            ready: false,
-        })
-        .collect()
-}
-
 /// `record` written as an operator's label change is: in one raft entry
 /// with its audit record, recorded by `manager` at `time`.
 fn audited(record: NodeRecord, manager: NodeId, time: i64) -> Result<Command> {
@@ -393,58 +370,6 @@ impl Mode {
     }
 }
 
-/// A cluster CA and three managers' TLS identities, shared by every run
-/// (each run has fresh stores).
-struct Pki {
-    cluster: ClusterId,
-    members: Vec<(NodeId, Arc<TlsContext>)>,
-}
-
-impl Pki {
-    fn generate(n: usize) -> Result<Self> {
-        let cluster = ClusterId::generate();
-        let now = OffsetDateTime::now_utc();
-        let ca = RootCa::generate(cluster, &RootOptions::default(), now).context("root CA")?;
-        let roots = TrustRoots::new(vec![ca.certificate().clone()]).context("trust roots")?;
-        let mut members = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = NodeId::generate();
-            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).context("manager key")?;
-            let csr = key.csr().context("manager CSR")?;
-            let cert = ca
-                .sign_csr(csr.as_ref(), id, Role::Manager, CertExpiry::DEFAULT, now)
-                .context("manager certificate")?;
-            let tls = TlsContext::new(cluster, roots.clone());
-            tls.set_credentials(
-                Credentials {
-                    chain: vec![cert.der],
-                    key,
-                },
-                now,
-            )
-            .context("manager TLS credentials")?;
-            members.push((id, tls));
-        }
-        Ok(Self { cluster, members })
-    }
-}
-
-/// Creates a fresh store for `id` in `dir`, encrypted or not.
-fn fresh_store(dir: &Path, cluster: ClusterId, id: NodeId, encrypted: bool) -> Result<OpenStore> {
-    let kek = UnlockKey::generate().context("unlock key")?;
-    let store = OpenStore::create(dir, KeySource::Key(&kek), cluster, id)
-        .with_context(|| format!("creating a store in {}", dir.display()))?;
-    if encrypted {
-        return Ok(store);
-    }
-    // Same directory layout, reopened with the benchmark-only cipher.
-    drop(store);
-    let identity = read_identity(dir).context("reading store.json")?;
-    let cipher = Arc::new(RecordCipher::danger_plaintext(cluster, id));
-    OpenStore::open_with(dir, identity, cipher)
-        .with_context(|| format!("reopening {} without encryption", dir.display()))
-}
-
 /// One measured moat run: a fresh cluster of `size` managers, warm-up,
 /// `commands` timed writes through the leader, shutdown.
 async fn moat_run(
@@ -461,35 +386,17 @@ async fn moat_run(
         .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
     let mut managers = Vec::with_capacity(size);
     let result = async {
-        for (i, (id, tls)) in pki.members.iter().take(size).enumerate() {
-            let store = fresh_store(
-                &root.path().join(format!("manager-{i}")),
-                pki.cluster,
-                *id,
-                mode != Mode::Plaintext,
-            )?;
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("binding a loopback port")?;
-            managers.push(
-                RaftManager::start(*id, store, tls.clone(), listener, raft_config())
-                    .await
-                    .context("starting a manager")?,
-            );
-        }
-        let membership: BTreeMap<NodeId, BasicNode> = managers
-            .iter()
-            .map(|m| (m.id, BasicNode::new(m.addr.to_string())))
-            .collect();
-        managers[0]
-            .raft
-            .initialize(membership)
-            .await
-            .map_err(|e| anyhow!("initializing the cluster: {e}"))?;
-        let leader = moat_leader(&managers).await?;
+        let leader = cluster::start(
+            pki,
+            root.path(),
+            size,
+            mode != Mode::Plaintext,
+            &mut managers,
+        )
+        .await?;
         let raft = managers[leader].raft.clone();
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let writes = records(WARM_UP + commands)
+        let writes = cluster::node_records(WARM_UP + commands, false)
             .into_iter()
             .map(|r| match mode {
                 Mode::Audited => audited(r, managers[leader].id, now),
@@ -522,21 +429,6 @@ async fn moat_run(
     root.close()
         .context("removing the run's store directories")?;
     result
-}
-
-/// Waits until one manager is leader and returns its position.
-async fn moat_leader(managers: &[RaftManager]) -> Result<usize> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        for (i, m) in managers.iter().enumerate() {
-            let metrics = m.raft.metrics().borrow().clone();
-            if metrics.state == ServerState::Leader && metrics.current_leader == Some(m.id) {
-                return Ok(i);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("no leader elected within 30 s")
 }
 
 // ---------------------------------------------------------------------------
@@ -717,7 +609,7 @@ async fn etcd_run(
     let mut cluster = EtcdCluster::start(bin, base, size)?;
     let channel = cluster.leader().await?;
     // The same records, serialized as moat's API would show them.
-    let puts = records(WARM_UP + commands)
+    let puts = cluster::node_records(WARM_UP + commands, false)
         .iter()
         .map(|r| {
             Ok(PutRequest {
