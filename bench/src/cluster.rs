@@ -9,15 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use moat_lock::{KeySource, UnlockKey};
 use moat_node::{RaftManager, raft_config};
 use moat_pki::{
     CertExpiry, ClusterId, Credentials, KeyAlgorithm, NodeId, OffsetDateTime, PrivateKey, Role,
     RootCa, RootOptions, TlsContext, TrustRoots,
 };
-use moat_store::model::NodeRecord;
-use moat_store::{OpenStore, RecordCipher, read_identity};
+use moat_store::model::{Command, NodeRecord, Response};
+use moat_store::{OpenStore, Raft, RecordCipher, read_identity};
 use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 
@@ -153,4 +153,35 @@ pub(crate) fn node_records(count: u32, ready: bool) -> Vec<NodeRecord> {
             ready,
         })
         .collect()
+}
+
+/// The multi-threaded tokio runtime a benchmark runs its cluster on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Writes `cmd` through `raft` (the leader's handle) and fails unless it
+/// was committed and applied.
+pub(crate) async fn write(raft: &Raft, cmd: Command) -> Result<()> {
+    let resp = raft
+        .client_write(cmd)
+        .await
+        .map_err(|e| anyhow!("client_write: {e}"))?;
+    ensure!(
+        resp.data == Response::Applied,
+        "write refused: {:?}",
+        resp.data
+    );
+    Ok(())
+}
+
+/// Shuts down `managers` and removes their stores' directory `root`.
+pub(crate) async fn stop(managers: Vec<RaftManager>, root: tempfile::TempDir) -> Result<()> {
+    for m in managers {
+        m.shutdown().await;
+    }
+    root.close().context("removing the run's store directories")
 }

@@ -33,27 +33,57 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
+use clap::Parser as _;
 use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
 use moat_orchestrator::{
     Change, Limits, Mode, NodeAvailability, NodeRole, NodeView, RestartPolicy, Service,
     ServiceSpec, State, TaskSpec, TaskState, UpdateConfig,
 };
 use moat_pki::{NodeId, Role};
-use moat_store::model::{Availability, Command, NodeRecord, Response};
+use moat_store::model::{Availability, Command, NodeRecord};
 
 #[path = "../cluster.rs"]
 mod cluster;
 use cluster::Pki;
 
-const USAGE: &str = "usage: orchestrator [--quick] [--nodes N] [--tasks M] [--managers K] \
-                     [--rounds R] [--dir DIR] [--json PATH]";
-
 /// Concurrent writers that enter the node records (untimed).
 const NODE_WRITERS: usize = 64;
 
-/// What to run.
+/// Placements committed per second through a real Raft cluster, next to
+/// `reconcile` alone.
+#[derive(clap::Parser)]
+#[command(name = "orchestrator")]
 struct Options {
+    /// 1,000 tasks on 100 nodes, one round: a smoke run (CI); figures not
+    /// meaningful.
+    #[arg(long)]
+    quick: bool,
+    /// Ready worker nodes [default: 1,000, or 100 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    nodes: Option<u32>,
+    /// Replicas of the service [default: 10,000, or 1,000 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    tasks: Option<u64>,
+    /// Managers in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    managers: u8,
+    /// Rounds [default: 3, or 1 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: Option<u32>,
+    /// Where the stores go [default: the system temporary directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Passed by `cargo bench` to every bench target; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The sizes of a run, defaults filled in.
+struct Sizes {
     quick: bool,
     nodes: u32,
     tasks: u64,
@@ -63,71 +93,29 @@ struct Options {
     json: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Options> {
-    let mut opts = Options {
-        quick: false,
-        nodes: 1_000,
-        tasks: 10_000,
-        managers: 3,
-        rounds: 3,
-        dir: std::env::temp_dir(),
-        json: None,
-    };
-    let (mut nodes, mut tasks, mut rounds) = (None, None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--quick" => opts.quick = true,
-            "--nodes" => nodes = Some(number(&value("--nodes")?)?),
-            "--tasks" => tasks = Some(number(&value("--tasks")?)?),
-            "--rounds" => rounds = Some(number(&value("--rounds")?)?),
-            "--managers" => opts.managers = number(&value("--managers")?)?,
-            "--dir" => opts.dir = PathBuf::from(value("--dir")?),
-            "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            // `cargo bench` passes this to every bench target.
-            "--bench" => {}
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+impl Options {
+    fn sizes(self) -> Sizes {
+        let quick = self.quick;
+        let pick =
+            |v: Option<u32>, full: u32, small: u32| v.unwrap_or(if quick { small } else { full });
+        Sizes {
+            quick,
+            nodes: pick(self.nodes, 1_000, 100),
+            tasks: self.tasks.unwrap_or(if quick { 1_000 } else { 10_000 }),
+            managers: usize::from(self.managers),
+            rounds: pick(self.rounds, 3, 1),
+            dir: self.dir.unwrap_or_else(std::env::temp_dir),
+            json: self.json,
         }
     }
-    if opts.quick {
-        (opts.nodes, opts.tasks, opts.rounds) = (100, 1_000, 1);
-    }
-    opts.nodes = nodes.unwrap_or(opts.nodes);
-    opts.tasks = tasks.unwrap_or(opts.tasks);
-    opts.rounds = rounds.unwrap_or(opts.rounds);
-    ensure!(
-        opts.nodes > 0 && opts.tasks > 0 && opts.rounds > 0,
-        "sizes must be at least 1"
-    );
-    ensure!(
-        (1..=3).contains(&opts.managers),
-        "--managers must be 1 to 3"
-    );
-    Ok(opts)
-}
-
-fn number<T: std::str::FromStr>(v: &str) -> Result<T> {
-    v.parse().map_err(|_| anyhow!("not a number: {v:?}"))
 }
 
 fn main() -> Result<()> {
-    let opts = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(run(&opts))
+    let opts = Options::parse().sizes();
+    cluster::runtime()?.block_on(run(&opts))
 }
 
-async fn run(opts: &Options) -> Result<()> {
+async fn run(opts: &Sizes) -> Result<()> {
     eprintln!(
         "{} tasks on {} nodes, {} manager(s), {} round(s), stores under {}",
         opts.tasks,
@@ -367,7 +355,7 @@ fn audited(
     })
 }
 
-async fn committed_run(pki: &Pki, opts: &Options) -> Result<Committed> {
+async fn committed_run(pki: &Pki, opts: &Sizes) -> Result<Committed> {
     let root = tempfile::Builder::new()
         .prefix("moat-bench-orchestrator-")
         .tempdir_in(&opts.dir)
@@ -382,18 +370,7 @@ async fn committed_run(pki: &Pki, opts: &Options) -> Result<Committed> {
         );
         let write = move |cmd: Command| {
             let raft = raft.clone();
-            async move {
-                let resp = raft
-                    .client_write(cmd)
-                    .await
-                    .map_err(|e| anyhow!("client_write: {e}"))?;
-                ensure!(
-                    resp.data == Response::Applied,
-                    "write refused: {:?}",
-                    resp.data
-                );
-                Ok(())
-            }
+            async move { cluster::write(&raft, cmd).await }
         };
 
         // The nodes, untimed, from concurrent writers.
@@ -481,11 +458,7 @@ async fn committed_run(pki: &Pki, opts: &Options) -> Result<Committed> {
         Ok(run)
     }
     .await;
-    for m in managers {
-        m.shutdown().await;
-    }
-    root.close()
-        .context("removing the run's store directories")?;
+    cluster::stop(managers, root).await?;
     result
 }
 
@@ -508,7 +481,7 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
     (median, xs[0], xs[n - 1])
 }
 
-fn report(opts: &Options, pure: &[Pure], committed: &[Committed]) -> Result<()> {
+fn report(opts: &Sizes, pure: &[Pure], committed: &[Committed]) -> Result<()> {
     let tasks = opts.tasks as f64;
     let row = |xs: Vec<f64>| {
         let (m, lo, hi) = spread(xs);

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
 use moat_pki::{NodeId, OffsetDateTime};
-use moat_store::model::{Command, NodeRecord, Response};
+use moat_store::model::{Command, NodeRecord};
 use tempfile::TempDir;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
@@ -124,11 +124,7 @@ fn parse_args() -> Result<Options> {
 
 fn main() -> Result<()> {
     let opts = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(run(&opts))
+    cluster::runtime()?.block_on(run(&opts))
 }
 
 async fn run(opts: &Options) -> Result<()> {
@@ -406,28 +402,13 @@ async fn moat_run(
         let writes = Arc::new(writes);
         let write = move |i: u32| {
             let (raft, writes) = (raft.clone(), writes.clone());
-            async move {
-                let resp = raft
-                    .client_write(writes[i as usize].clone())
-                    .await
-                    .map_err(|e| anyhow!("client_write: {e}"))?;
-                ensure!(
-                    resp.data == Response::Applied,
-                    "write refused: {:?}",
-                    resp.data
-                );
-                Ok(())
-            }
+            async move { cluster::write(&raft, writes[i as usize].clone()).await }
         };
         drive(writers, 0..WARM_UP, write.clone()).await?;
         drive(writers, WARM_UP..WARM_UP + commands, write).await
     }
     .await;
-    for m in managers {
-        m.shutdown().await;
-    }
-    root.close()
-        .context("removing the run's store directories")?;
+    cluster::stop(managers, root).await?;
     result
 }
 
