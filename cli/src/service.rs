@@ -1,6 +1,7 @@
 //! `moat service …` and `moat node ps`: services through a manager's
 //! control API, and the wait for their tasks (Docker's "converged").
 
+use std::collections::BTreeSet;
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub(crate) fn create(args: &ServiceCreate) -> Result<(), Failure> {
         let created: ServiceChanged = api.post(path::SERVICE_CREATE, &request).await.or_fail()?;
         print_line(&created.id)?;
         if !args.flags.detach {
-            converge(&api, &created.id).await?;
+            converge(&api, &created.id, &BTreeSet::new()).await?;
         }
         Ok(())
     })
@@ -137,14 +138,20 @@ pub(crate) fn scale(args: &ServiceScale) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
+        let mut before = Vec::new();
+        if !args.detach {
+            for (name, _) in &args.scales {
+                before.push(tasks_before(&api, name).await?);
+            }
+        }
         let changed: Vec<ServiceChanged> =
             api.post(path::SERVICE_SCALE, &request).await.or_fail()?;
         for (c, (_, n)) in changed.iter().zip(&args.scales) {
             print_line(&format!("{} scaled to {n}", c.name))?;
         }
         if !args.detach {
-            for c in &changed {
-                converge(&api, &c.id).await?;
+            for (c, known) in changed.iter().zip(&before) {
+                converge(&api, &c.id, known).await?;
             }
         }
         Ok(())
@@ -168,10 +175,15 @@ pub(crate) fn update(args: &ServiceUpdate) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
+        let known = if args.flags.detach {
+            BTreeSet::new()
+        } else {
+            tasks_before(&api, &args.service).await?
+        };
         let changed: ServiceChanged = api.post(path::SERVICE_UPDATE, &request).await.or_fail()?;
         print_line(&changed.name)?;
         if !args.flags.detach {
-            converge(&api, &changed.id).await?;
+            converge(&api, &changed.id, &known).await?;
         }
         Ok(())
     })
@@ -183,10 +195,15 @@ pub(crate) fn rollback(args: &ServiceRollback) -> Result<(), Failure> {
     };
     let api = client(&args.host);
     block_on(async {
+        let known = if args.detach {
+            BTreeSet::new()
+        } else {
+            tasks_before(&api, &args.service).await?
+        };
         let changed: ServiceChanged = api.post(path::SERVICE_ROLLBACK, &request).await.or_fail()?;
         print_line(&changed.name)?;
         if !args.detach {
-            converge(&api, &changed.id).await?;
+            converge(&api, &changed.id, &known).await?;
         }
         Ok(())
     })
@@ -298,11 +315,7 @@ enum Progress {
 
 /// `known`: the tasks that existed when the wait began; their failures
 /// are history, not this command's.
-fn progress(
-    service: &ServiceInfo,
-    tasks: &[TaskInfo],
-    known: &std::collections::BTreeSet<String>,
-) -> Progress {
+fn progress(service: &ServiceInfo, tasks: &[TaskInfo], known: &BTreeSet<String>) -> Progress {
     if let Some(u) = &service.update_status
         && (u.state == "paused" || u.state == "rollback_paused")
     {
@@ -342,27 +355,27 @@ fn progress(
     }
 }
 
+/// The tasks service `id` has now: what the command about to run did not
+/// make (their failures are history, not its own).
+async fn tasks_before(api: &Client, id: &str) -> Result<BTreeSet<String>, Failure> {
+    let request = ServiceRef {
+        service: id.to_owned(),
+    };
+    let tasks: Vec<TaskInfo> = api.post(path::SERVICE_PS, &request).await.or_fail()?;
+    Ok(tasks.into_iter().map(|t| t.id).collect())
+}
+
 /// Waits until service `id` converges, showing the progress on standard
-/// error; fails at the first task that fails to start.
-async fn converge(api: &Client, id: &str) -> Result<(), Failure> {
+/// error; fails at the first task not in `known` that fails to start.
+async fn converge(api: &Client, id: &str, known: &BTreeSet<String>) -> Result<(), Failure> {
     let request = ServiceRef {
         service: id.to_owned(),
     };
     let tty = io::stderr().is_terminal();
     let mut last = String::new();
-    let mut known = None;
     loop {
         let service: ServiceInfo = api.post(path::SERVICE_INSPECT, &request).await.or_fail()?;
         let tasks: Vec<TaskInfo> = api.post(path::SERVICE_PS, &request).await.or_fail()?;
-        let known = known.get_or_insert_with(|| {
-            // What failed before this command is history; a task that
-            // fails while it waits is news. (A create starts with none.)
-            tasks
-                .iter()
-                .filter(|t| t.state != "new" && t.state != "pending" && t.state != "assigned")
-                .map(|t| t.id.clone())
-                .collect::<std::collections::BTreeSet<String>>()
-        });
         match progress(&service, &tasks, known) {
             Progress::Converged => {
                 if tty {
@@ -472,7 +485,7 @@ mod tests {
 
     #[test]
     fn the_wait_ends_on_convergence_or_the_first_failure() {
-        let none = std::collections::BTreeSet::new();
+        let none = BTreeSet::new();
         let s = service(2, 1);
         let running = [
             task(1, "running", "running", 1),
@@ -506,7 +519,7 @@ mod tests {
             task(2, "running", "running", 1),
             task(2, "failed", "shutdown", 1),
         ];
-        let old: std::collections::BTreeSet<String> = [history[2].id.clone()].into();
+        let old: BTreeSet<String> = [history[2].id.clone()].into();
         assert_eq!(progress(&s, &history, &old), Progress::Converged);
         assert!(matches!(progress(&s, &history, &none), Progress::Failed(_)));
         // An update: old-version tasks still wanted means not done.

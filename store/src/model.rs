@@ -1005,8 +1005,40 @@ impl ClusterState {
                     token["token"] = format!("<redacted; fingerprint {id}>").into();
                 }
             }
+            redact_task_env(&mut v);
         }
         v
+    }
+}
+
+/// Services' and tasks' environment values may be secrets (passwords in
+/// `--env`): a dump shows their names only.
+fn redact_task_env(v: &mut serde_json::Value) {
+    fn redact(env: Option<&mut serde_json::Value>) {
+        if let Some(env) = env.and_then(|e| e.as_object_mut()) {
+            for value in env.values_mut() {
+                *value = "<redacted>".into();
+            }
+        }
+    }
+    let Some(o) = v.get_mut("orchestrator") else {
+        return;
+    };
+    if let Some(services) = o.get_mut("services").and_then(|s| s.as_object_mut()) {
+        for s in services.values_mut() {
+            for spec in ["spec", "previous_spec"] {
+                redact(
+                    s.get_mut(spec)
+                        .and_then(|x| x.get_mut("task"))
+                        .and_then(|t| t.get_mut("env")),
+                );
+            }
+        }
+    }
+    if let Some(tasks) = o.get_mut("tasks").and_then(|t| t.as_object_mut()) {
+        for t in tasks.values_mut() {
+            redact(t.get_mut("spec").and_then(|s| s.get_mut("env")));
+        }
     }
 }
 
@@ -1194,6 +1226,36 @@ mod tests {
         assert!(!dump.contains(secret.as_str()), "{dump}");
         assert!(dump.contains(&t.token.fingerprint().to_string()));
         assert!(s.to_dump_json(true).to_string().contains(secret.as_str()));
+    }
+
+    #[test]
+    fn dump_shows_task_environment_names_not_values() {
+        use moat_orchestrator::{Command as Orch, Service, ServiceSpec, TaskSpec};
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let spec = ServiceSpec {
+            name: "db".into(),
+            task: TaskSpec {
+                image: "/bin/db".into(),
+                env: [("DB_PASSWORD".to_string(), "hunter2-secret".to_string())].into(),
+                ..TaskSpec::default()
+            },
+            ..ServiceSpec::default()
+        };
+        let create = Orch::CreateService(Service {
+            id: "S1".into(),
+            spec: spec.clone(),
+            previous_spec: Some(spec),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            update_status: None,
+        });
+        assert_eq!(s.apply(&Command::orchestrate(create)), Response::Applied);
+        let dump = s.to_dump_json(false).to_string();
+        assert!(dump.contains("DB_PASSWORD"), "{dump}");
+        assert!(!dump.contains("hunter2-secret"), "{dump}");
+        assert!(s.to_dump_json(true).to_string().contains("hunter2-secret"));
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct Start<'a> {
     pub stdin: Option<&'a str>,
 }
 
+/// Longest a `moat` command run by [`Harness::moat`] may take before its
+/// test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+
 /// A set of daemons in one temporary directory.
 pub struct Harness {
     dir: tempfile::TempDir,
@@ -353,9 +357,44 @@ impl Harness {
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             let _ = pipe.write_all(input.as_bytes());
         }
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("running {command}: {e}"));
+        // A command that hangs fails its test (and the harness cleans up)
+        // instead of hanging the suite.
+        let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + COMMAND_LIMIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let err = stderr.join().unwrap_or_default();
+                    panic!(
+                        "{command} did not finish within {} s; its stderr so far:\n{}",
+                        COMMAND_LIMIT.as_secs(),
+                        String::from_utf8_lossy(&err)
+                    );
+                }
+                Err(e) => panic!("waiting for {command}: {e}"),
+            }
+        };
+        let out = std::process::Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
         Run::from_output(command, out)
     }
 
