@@ -278,6 +278,9 @@ pub struct TaskLog {
     pub task_id: String,
     /// Its node.
     pub node_id: String,
+    /// That node's host name.
+    #[serde(default)]
+    pub node: Option<String>,
     /// Its output (lossy UTF-8).
     pub output: String,
     /// Why there is none (node unreachable, …).

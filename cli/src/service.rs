@@ -242,7 +242,8 @@ pub(crate) fn logs(args: &ServiceLogs) -> Result<(), Failure> {
         Format::Table => {
             // Docker's prefix: `web.1.<task id>@<node> | line`.
             for l in &logs {
-                let prefix = format!("{}.{}@{}", l.name, short(&l.task_id), short(&l.node_id));
+                let node = l.node.as_deref().unwrap_or_else(|| short(&l.node_id));
+                let prefix = format!("{}.{}@{}", l.name, short(&l.task_id), node);
                 for line in l.output.lines() {
                     writeln!(out, "{} | {}", safe(&prefix), safe(line))?;
                 }

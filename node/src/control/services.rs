@@ -350,11 +350,9 @@ pub(super) async fn service_logs(
             .iter()
             .zip(gathered.outputs)
             .map(|(t, out)| {
-                let name = infos
-                    .iter()
-                    .find(|i| i.id == t.id)
-                    .map(|i| i.name.clone())
-                    .unwrap_or_default();
+                let info = infos.iter().find(|i| i.id == t.id);
+                let name = info.map(|i| i.name.clone()).unwrap_or_default();
+                let host = info.and_then(|i| i.node.clone());
                 let (output, error) = match out {
                     Ok(o) => (o, None),
                     Err(e) => (String::new(), Some(e)),
@@ -363,6 +361,7 @@ pub(super) async fn service_logs(
                     name,
                     task_id: t.id.clone(),
                     node_id: t.node_id.clone().unwrap_or_default(),
+                    node: host,
                     output,
                     error,
                 }
