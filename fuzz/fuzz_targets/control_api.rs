@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // One arm per POST route of node/src/control/mod.rs.
-    match which % 19 {
+    match which % 25 {
         0 => check::<InitRequest>(body, &[]),
         1 => check::<JoinRequest>(body, &["token"]),
         2 => check::<LeaveRequest>(body, &[]),
@@ -81,6 +81,12 @@ fuzz_target!(|data: &[u8]| {
         15 => check::<AuditProveRequest>(body, &[]),
         16 => check::<AuditHashRequest>(body, &["value"]),
         17 => check::<CaRotateRequest>(body, &["ca_key_pem"]),
-        _ => check::<Empty>(body, &[]),
+        18 => check::<Empty>(body, &[]),
+        19 => check::<ServiceCreateRequest>(body, &[]),
+        20 => check::<ServiceRef>(body, &[]),
+        21 => check::<ServiceScaleRequest>(body, &[]),
+        22 => check::<ServiceUpdateRequest>(body, &[]),
+        23 => check::<ServiceRemoveRequest>(body, &[]),
+        _ => check::<ServiceLogsRequest>(body, &[]),
     }
 });
