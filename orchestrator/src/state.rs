@@ -882,6 +882,62 @@ mod tests {
         assert_eq!(s.tasks["T1"].status.state, TaskState::Failed);
     }
 
+    /// What a leader proposes is exactly what apply would take: one
+    /// report per task (the furthest), clamped, nothing about other
+    /// nodes' tasks, nothing backward or leader-only, and an orphan's end.
+    #[test]
+    fn only_reports_that_change_the_state_are_proposed() {
+        let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Starting));
+        s.tasks.insert(
+            "T2".into(),
+            task("T2", "S1", Some("n2"), TaskState::Running),
+        );
+        s.tasks.insert(
+            "T3".into(),
+            task("T3", "S1", Some("n1"), TaskState::Orphaned),
+        );
+        let mut padded = report("T1", TaskState::Running);
+        padded.error = Some("x".repeat(5000));
+        let reports = vec![
+            report("T1", TaskState::Accepted),
+            padded.clone(),
+            padded.clone(),
+            report("T1", TaskState::Preparing),
+            report("T2", TaskState::Failed),
+            report("T3", TaskState::Orphaned),
+            report("T3", TaskState::Shutdown),
+            report("T9", TaskState::Running),
+        ];
+        let proposed = s.reports_to_propose("n1", reports.clone());
+        let ids: Vec<(&str, TaskState)> = proposed
+            .iter()
+            .map(|r| (r.task_id.as_str(), r.state))
+            .collect();
+        assert_eq!(
+            ids,
+            [("T1", TaskState::Running), ("T3", TaskState::Shutdown)]
+        );
+        assert_eq!(proposed[0].error.as_ref().unwrap().len(), 1024);
+        // Applying what was proposed gives the state applying everything
+        // would have given.
+        let mut all = s.clone();
+        all.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports,
+            now: 7,
+        })
+        .unwrap();
+        s.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports: proposed,
+            now: 7,
+        })
+        .unwrap();
+        assert_eq!(s, all);
+        // Once applied, the same reports propose nothing.
+        assert!(s.reports_to_propose("n1", vec![padded]).is_empty());
+    }
+
     #[test]
     fn reports_are_truncated() {
         let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Assigned));
