@@ -204,6 +204,14 @@ fn services_run_as_processes_across_the_cluster() {
         old["error"].as_str().unwrap().contains("SIGKILL"),
         "the error says how it ended: {old}"
     );
+    // Its output is still there, from its node: why did it end?
+    let short_id = &victim["id"].as_str().unwrap()[..12];
+    let logs = h.moat("m1", &["service", "logs", "web"]).ok().to_string();
+    assert!(
+        logs.lines().any(|l| l.contains(&format!(".{short_id}@"))
+            && l.ends_with(&format!("| started slot {slot}"))),
+        "the killed task's output:\n{logs}"
+    );
 
     // Scale up and down; the processes of removed slots stop.
     h.moat("m1", &["service", "scale", "web=5"]).ok();

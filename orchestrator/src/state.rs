@@ -216,17 +216,15 @@ impl State {
             .filter(move |t| t.node_id.as_deref() == Some(node))
     }
 
-    /// What the node `node` must act on, by task id: its tasks that have
-    /// not ended (to run them if desired `Running`, or to stop them if
-    /// desired `Shutdown` or `Remove`), and its `Orphaned` tasks (it was
-    /// thought down: whatever of them still runs must stop).
+    /// Every task of the node `node`, by task id: those that have not
+    /// ended, to run (desired `Running`) or to stop (`Shutdown`,
+    /// `Remove`); and those that ended, as `Shutdown` (or `Remove`)
+    /// whatever is wanted of them, so that the node keeps their records
+    /// and output (`service logs`) while the store keeps them in the
+    /// history, never runs one again, and stops what still runs of an
+    /// `Orphaned` one (it was thought down).
     pub fn assignments_for(&self, node: &str) -> Vec<Assignment> {
         self.tasks_on(node)
-            .filter(|t| {
-                !t.status.state.is_terminal()
-                    || (t.status.state == TaskState::Orphaned
-                        && t.desired_state != TaskState::Running)
-            })
             .map(|t| Assignment {
                 task_id: t.id.clone(),
                 service_id: t.service_id.clone(),
@@ -237,7 +235,13 @@ impl State {
                     .unwrap_or_default(),
                 slot: t.slot,
                 spec: t.spec.clone(),
-                desired_state: t.desired_state,
+                desired_state: if t.status.state.is_terminal()
+                    && t.desired_state == TaskState::Running
+                {
+                    TaskState::Shutdown
+                } else {
+                    t.desired_state
+                },
             })
             .collect()
     }
@@ -882,6 +886,24 @@ mod tests {
         assert_eq!(s.tasks["T1"].status.state, TaskState::Failed);
     }
 
+    /// An ended task is listed to its node as `Shutdown`, whatever is
+    /// wanted of it: never run again (even by a node that lost its
+    /// record), and its output kept while it is in the history.
+    #[test]
+    fn ended_tasks_are_listed_never_to_run() {
+        let mut s = with_task(task("T1", "S1", Some("n1"), TaskState::Running));
+        s.apply(&Command::ReportTasks {
+            node: "n1".into(),
+            reports: vec![report("T1", TaskState::Failed)],
+            now: 3,
+        })
+        .unwrap();
+        assert_eq!(s.tasks["T1"].desired_state, TaskState::Running);
+        let a = s.assignments_for("n1");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].desired_state, TaskState::Shutdown);
+    }
+
     /// What a leader proposes is exactly what apply would take: one
     /// report per task (the furthest), clamped, nothing about other
     /// nodes' tasks, nothing backward or leader-only, and an orphan's end.
@@ -1056,13 +1078,18 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.tasks["T1"].status.state, TaskState::Shutdown);
-        assert!(s.assignments_for("n1").is_empty());
+        // Still listed, to stop (never to run), while it is history: its
+        // node keeps its output.
+        let a = s.assignments_for("n1");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].desired_state, TaskState::Shutdown);
         s.apply(&Command::Reconcile {
             changes: vec![Change::DeleteTask("T1".into())],
             now: 9,
         })
         .unwrap();
         assert!(!s.tasks.contains_key("T1"));
+        assert!(s.assignments_for("n1").is_empty(), "forgotten with it");
     }
 
     #[test]

@@ -412,7 +412,15 @@ fn lost_node_orphans_and_replaces_then_stops_old_task() {
     sim.assert_converged(3_000);
     sim.run_all(3_000);
     assert_eq!(sim.state.tasks[&old.id].status.state, TaskState::Shutdown);
-    assert!(sim.state.assignments_for("n1").is_empty());
+    // Ended: still listed (its output kept) but only ever to stop.
+    assert!(
+        sim.state
+            .assignments_for("n1")
+            .iter()
+            .all(|a| a.desired_state != TaskState::Running),
+        "{:#?}",
+        sim.state.assignments_for("n1")
+    );
     // A node missing from the list counts as lost too.
     let on_n2 = sim.spread(&id)["n2"];
     sim.nodes.retain(|n| n.id != "n2");

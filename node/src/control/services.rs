@@ -319,13 +319,9 @@ pub(super) async fn service_logs(
     let mut tasks: Vec<&Task> = state
         .orchestrator
         .tasks_of(&service.id)
-        // Tasks that started and have not ended: a node forgets a task's
-        // output once the leader has recorded its end (a known gap).
-        .filter(|t| {
-            t.node_id.is_some()
-                && t.status.state >= TaskState::Starting
-                && !t.status.state.is_terminal()
-        })
+        // Tasks that started (their node keeps the output of ended ones
+        // while they are in the history).
+        .filter(|t| t.node_id.is_some() && t.status.state >= TaskState::Starting)
         .collect();
     tasks.sort_by_key(|t| (t.slot, t.node_id.clone(), t.created_at));
     tasks.truncate(crate::service::tasks::MAX_GATHER);
