@@ -788,20 +788,7 @@ fn plan_replicated<'s>(
         let mut ending: BTreeSet<&str> = BTreeSet::new();
         let mut added = false;
         let mut live: Vec<&Task> = slot_tasks.iter().copied().filter(|t| is_live(t)).collect();
-        live.sort_by(|a, b| {
-            (
-                b.version,
-                !b.status.state.is_terminal(),
-                b.created_at,
-                &b.id,
-            )
-                .cmp(&(
-                    a.version,
-                    !a.status.state.is_terminal(),
-                    a.created_at,
-                    &a.id,
-                ))
-        });
+        sort_best_first(&mut live);
         // Never two live tasks in one slot: keep the best.
         for extra in live.iter().skip(1) {
             if extra.status.state.is_terminal() || extra.node_id.is_none() {
@@ -989,20 +976,7 @@ fn plan_global<'s>(
         let mut ending: BTreeSet<&str> = BTreeSet::new();
         let mut added = false;
         let mut live: Vec<&Task> = unit.iter().copied().filter(|t| is_live(t)).collect();
-        live.sort_by(|a, b| {
-            (
-                b.version,
-                !b.status.state.is_terminal(),
-                b.created_at,
-                &b.id,
-            )
-                .cmp(&(
-                    a.version,
-                    !a.status.state.is_terminal(),
-                    a.created_at,
-                    &a.id,
-                ))
-        });
+        sort_best_first(&mut live);
         for extra in live.iter().skip(1) {
             if extra.status.state.is_terminal() {
                 ctx.delete(extra);
@@ -1216,4 +1190,21 @@ fn schedule(
     if changed {
         ctx.summaries.insert(service.id.clone(), summary);
     }
+}
+
+/// Orders a slot's (or node's) live tasks best first: the newest version,
+/// then one still running over one that ended, then the newest, then by
+/// id, so every leader keeps the same one.
+fn sort_best_first(live: &mut [&Task]) {
+    live.sort_by(|a, b| {
+        let key = |t: &Task| {
+            (
+                t.version,
+                !t.status.state.is_terminal(),
+                t.created_at,
+                t.id.clone(),
+            )
+        };
+        key(b).cmp(&key(a))
+    });
 }

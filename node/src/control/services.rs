@@ -449,6 +449,11 @@ fn service_info(state: &ClusterState, s: &Service) -> ServiceInfo {
 
 /// What runs where, for `moat audit report`.
 pub(super) fn placements(state: &ClusterState) -> Vec<moat_api::ServicePlacement> {
+    let hosts: HashMap<String, &str> = state
+        .nodes
+        .values()
+        .map(|r| (r.id.to_string(), r.hostname.as_str()))
+        .collect();
     state
         .orchestrator
         .services
@@ -460,14 +465,11 @@ pub(super) fn placements(state: &ClusterState) -> Vec<moat_api::ServicePlacement
                 if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
                     continue;
                 }
-                let host = t
-                    .node_id
-                    .as_ref()
-                    .and_then(|n| state.nodes.values().find(|r| r.id.to_string() == *n))
-                    .map_or_else(
-                        || t.node_id.clone().unwrap_or_default(),
-                        |r| r.hostname.clone(),
-                    );
+                let host = t.node_id.as_deref().map_or_else(String::new, |n| {
+                    hosts
+                        .get(n)
+                        .map_or_else(|| n.to_owned(), |h| (*h).to_owned())
+                });
                 *nodes.entry(host).or_insert(0u64) += 1;
             }
             moat_api::ServicePlacement {
