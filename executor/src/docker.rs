@@ -195,9 +195,6 @@ pub(crate) async fn run(
         Ok(docker) => docker,
         Err(error) => return reject(&inner, rec, error).await,
     };
-    if let Err(error) = ensure_image(&docker, &spec.image).await {
-        return reject(&inner, rec, error).await;
-    }
     if *stop.borrow() {
         rec.set(TaskState::Shutdown, "stopped before it started");
         return finish(&inner, &rec).await;
@@ -224,30 +221,9 @@ pub(crate) async fn run(
         host_config: Some(HostConfig::default()),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::default().name(&name).build();
-    let mut created = docker
-        .create_container(Some(options.clone()), body.clone())
-        .await;
-    if let Err(e) = &created
-        && status(e) == Some(409)
-    {
-        // A container of this very task, left by a daemon that stopped
-        // while starting it: it never ran as the task.
-        tracing::warn!(container = %name, "removing a leftover container of the task");
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-            )
-            .await;
-        created = docker.create_container(Some(options), body).await;
-    }
-    let id = match created {
-        Ok(created) => created.id,
-        Err(e) => {
-            let error = format!("cannot create container {name}: {}", message(&e));
-            return reject(&inner, rec, error).await;
-        }
+    let id = match create(&docker, &name, &spec.image, body).await {
+        Ok(id) => id,
+        Err(error) => return reject(&inner, rec, error).await,
     };
     rec.container_id = Some(id.clone());
     if let Err(e) = inner.commit(&rec).await {
@@ -267,6 +243,50 @@ pub(crate) async fn run(
     }
     tracing::info!(task = %rec.task_id, container = %id, "task running");
     watch_container(inner, rec, id, stop).await;
+}
+
+/// Creates the task's container named `name`; returns its id. As `docker
+/// run` does, the image is looked for only when the engine says it is
+/// missing (one request less per start): then it is pulled if the engine
+/// can, and the create tried again. A container of the same name is one
+/// left by a daemon that stopped while starting this very task (it never
+/// ran as the task): it is removed, and the create tried again.
+async fn create(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    body: ContainerCreateBody,
+) -> Result<String, String> {
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    let mut pulled = false;
+    let mut replaced = false;
+    loop {
+        let error = match docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Ok(created) => return Ok(created.id),
+            Err(e) => e,
+        };
+        match status(&error) {
+            Some(404) if !pulled => {
+                ensure_image(docker, image).await?;
+                pulled = true;
+            }
+            Some(409) if !replaced => {
+                tracing::warn!(container = %name, "removing a leftover container of the task");
+                let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_container(name, Some(options)).await;
+                replaced = true;
+            }
+            _ => {
+                return Err(format!(
+                    "cannot create container {name}: {}",
+                    message(&error)
+                ));
+            }
+        }
+    }
 }
 
 /// Ends a task that could not start.

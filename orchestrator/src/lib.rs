@@ -8,6 +8,8 @@
 //! * the replicated part of it: [`State`] and the [`Command`]s that change
 //!   it, applied deterministically by the store's state machine;
 //! * placement constraints as Docker writes them ([`Constraint`]);
+//! * secrets and configs ([`Secret`]), versioned, and the check of which
+//!   node may receive which ([`State::task_files`]);
 //! * the scheduler and the reconciler: from the nodes, the services and
 //!   their tasks, the [`Change`]s that bring what runs to what is wanted.
 //!
@@ -23,6 +25,7 @@ mod constraint;
 mod model;
 mod nodes;
 mod reconcile;
+mod secret;
 mod state;
 mod validate;
 
@@ -30,5 +33,6 @@ pub use constraint::*;
 pub use model::*;
 pub use nodes::*;
 pub use reconcile::*;
+pub use secret::*;
 pub use state::*;
 pub use validate::*;

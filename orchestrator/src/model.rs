@@ -78,6 +78,10 @@ pub struct TaskSpec {
     /// (milliseconds).
     #[serde(default = "default_stop_grace_ms")]
     pub stop_grace_ms: u64,
+    /// The secrets and configs its tasks receive (references; the data
+    /// stays in the store until the task's node asks for it).
+    #[serde(default)]
+    pub secrets: Vec<crate::SecretRef>,
 }
 
 /// Docker's default stop grace period: 10 s.

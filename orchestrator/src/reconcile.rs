@@ -293,6 +293,7 @@ struct Pass<'s> {
 }
 
 struct Ctx<'n, 'p> {
+    state: &'p State,
     nodes: Nodes<'n>,
     load: Vec<u64>,
     now: i64,
@@ -487,6 +488,7 @@ pub fn reconcile(
         }
     }
     let mut ctx = Ctx {
+        state,
         nodes,
         load,
         now,
@@ -570,12 +572,18 @@ fn plan_service(ctx: &mut Ctx<'_, '_>, service: &Service, tasks: &[&Task]) {
     {
         let rollback = status.phase == UpdatePhase::Updating
             && service.spec.update.failure_action == FailureAction::Rollback;
-        match (&service.previous_spec, rollback) {
+        // A previous spec whose secret was since removed cannot come
+        // back: the update pauses instead.
+        let previous = service
+            .previous_spec
+            .as_ref()
+            .and_then(|p| ctx.state.resolve_previous(p).ok());
+        match (previous, rollback) {
             (Some(previous), true) => {
                 ctx.planner.push(vec![
                     Change::SetSpec {
                         service: service.id.clone(),
-                        spec: previous.clone(),
+                        spec: previous,
                         previous: Some(service.spec.clone()),
                     },
                     Change::SetUpdateStatus {

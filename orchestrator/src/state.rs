@@ -30,6 +30,9 @@ pub struct State {
     pub services: BTreeMap<ServiceId, Service>,
     /// Every task, by id.
     pub tasks: BTreeMap<TaskId, Task>,
+    /// Every secret and config, by id.
+    #[serde(default)]
+    pub secrets: BTreeMap<crate::SecretId, crate::Secret>,
 }
 
 /// A change to the [`State`], as it goes through the Raft log.
@@ -70,6 +73,24 @@ pub enum Command {
         changes: Vec<Change>,
         /// The proposer's clock (Unix milliseconds).
         now: i64,
+    },
+    /// Creates a secret or config (with its version 1). Refused when its
+    /// id or its name (within its kind) is taken, or it is invalid.
+    CreateSecret(crate::Secret),
+    /// Adds a version to a secret or config; the services that follow it
+    /// roll onto the new version.
+    UpdateSecret {
+        /// The secret (exact id).
+        id: crate::SecretId,
+        /// The new version (the latest + 1).
+        version: crate::SecretVersion,
+        /// The proposer's clock (Unix milliseconds).
+        now: i64,
+    },
+    /// Removes a secret or config; refused while a service uses it.
+    RemoveSecret {
+        /// The secret (exact id).
+        id: crate::SecretId,
     },
     /// What a worker says about its tasks, forwarded by the leader.
     ReportTasks {
@@ -248,6 +269,12 @@ impl State {
 
     /// Applies one command. Deterministic; on `Err` the state is unchanged.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), String> {
+        self.apply_command(cmd)?;
+        self.prune_secret_versions();
+        Ok(())
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Result<(), String> {
         match cmd {
             Command::CreateService(service) => self.create_service(service),
             Command::UpdateService {
@@ -266,6 +293,9 @@ impl State {
                 self.report_tasks(node, reports, *now);
                 Ok(())
             }
+            Command::CreateSecret(secret) => self.create_secret(secret),
+            Command::UpdateSecret { id, version, now } => self.update_secret(id, version, *now),
+            Command::RemoveSecret { id } => self.remove_secret(id),
         }
     }
 
@@ -289,6 +319,7 @@ impl State {
             ));
         }
         service.spec.validate()?;
+        self.check_refs(&service.spec.task)?;
         self.services.insert(service.id.clone(), service.clone());
         Ok(())
     }
@@ -316,6 +347,7 @@ impl State {
             ));
         }
         spec.validate()?;
+        self.check_refs(&spec.task)?;
         if !force && *spec == service.spec {
             return Ok(());
         }
@@ -336,12 +368,15 @@ impl State {
         let Some(service) = self.services.get(id) else {
             return Err(format!("no such service: {id}"));
         };
-        let Some(previous) = service.previous_spec.clone() else {
+        let Some(previous) = service.previous_spec.as_ref() else {
             return Err(format!(
                 "service {} has no previous spec to roll back to",
                 service.spec.name
             ));
         };
+        let previous = self
+            .resolve_previous(previous)
+            .map_err(|e| format!("cannot roll back service {}: {e}", service.spec.name))?;
         let current = service.spec.clone();
         // A rollback always shows as one, even when only settings that
         // keep the tasks change back.
@@ -365,7 +400,7 @@ impl State {
     /// by the rolling update. A rolling update status (`phase`) is set when
     /// the task spec changes, on `force`, or when `always_status`.
     #[allow(clippy::too_many_arguments)]
-    fn set_spec(
+    pub(crate) fn set_spec(
         &mut self,
         id: &str,
         spec: ServiceSpec,
@@ -528,7 +563,8 @@ impl State {
                         && spec.name == s.spec.name
                         && std::mem::discriminant(&spec.mode)
                             == std::mem::discriminant(&s.spec.mode)
-                        && spec.validate().is_ok();
+                        && spec.validate().is_ok()
+                        && self.check_refs(&spec.task).is_ok();
                     if fits {
                         // The reconciler sets the update status next.
                         self.set_spec(

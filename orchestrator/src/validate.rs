@@ -112,6 +112,7 @@ impl ServiceSpec {
                 MAX_ENTRY_BYTES,
             )?;
         }
+        crate::secret::validate_refs(&t.secrets)?;
         if t.stop_grace_ms > MAX_STOP_GRACE_MS {
             return Err(format!(
                 "stop grace period of {} ms is too long; at most {MAX_STOP_GRACE_MS} ms (1 hour) is allowed",
