@@ -23,6 +23,7 @@ mod audit;
 mod client;
 mod hostname;
 mod secret;
+mod secrets;
 mod services;
 mod types;
 
@@ -30,6 +31,7 @@ pub use audit::*;
 pub use client::{Client, ClientError, DEFAULT_SOCKET, Host};
 pub use hostname::{InvalidHostname, MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, validate_hostname};
 pub use secret::SecretString;
+pub use secrets::*;
 pub use services::*;
 pub use types::*;
 
@@ -109,4 +111,14 @@ pub mod path {
     pub const SERVICE_LOGS: &str = "/v1/services/logs";
     /// `POST` [`crate::NodeRef`] → `Vec<`[`crate::TaskInfo`]`>`.
     pub const NODE_PS: &str = "/v1/nodes/ps";
+    /// `POST` [`crate::SecretRefRequest`] (kind only) → `Vec<`[`crate::SecretInfo`]`>`.
+    pub const SECRETS: &str = "/v1/secrets";
+    /// `POST` [`crate::SecretCreateRequest`] → [`crate::SecretChanged`].
+    pub const SECRET_CREATE: &str = "/v1/secrets/create";
+    /// `POST` [`crate::SecretUpdateRequest`] → [`crate::SecretChanged`].
+    pub const SECRET_UPDATE: &str = "/v1/secrets/update";
+    /// `POST` [`crate::SecretRefRequest`] → [`crate::SecretInfo`].
+    pub const SECRET_INSPECT: &str = "/v1/secrets/inspect";
+    /// `POST` [`crate::SecretRemoveRequest`] → [`crate::SecretRemoveResponse`].
+    pub const SECRET_REMOVE: &str = "/v1/secrets/remove";
 }

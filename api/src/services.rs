@@ -68,6 +68,13 @@ pub struct ServiceCreateRequest {
     /// `--label K=V`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `--secret NAME[@VERSION][,target=FILE][,mode=0400]` (or
+    /// `source=NAME,…`), as typed.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// `--config NAME[@VERSION][,target=FILE][,mode=0444]`, as typed.
+    #[serde(default)]
+    pub configs: Vec<String>,
     /// Everything else.
     #[serde(default)]
     pub settings: ServiceSettings,
@@ -110,6 +117,18 @@ pub struct ServiceUpdateRequest {
     /// `--constraint-rm EXPR`.
     #[serde(default)]
     pub constraint_rm: Vec<String>,
+    /// `--secret-add SPEC`, as typed.
+    #[serde(default)]
+    pub secret_add: Vec<String>,
+    /// `--secret-rm NAME` (or target).
+    #[serde(default)]
+    pub secret_rm: Vec<String>,
+    /// `--config-add SPEC`, as typed.
+    #[serde(default)]
+    pub config_add: Vec<String>,
+    /// `--config-rm NAME` (or target).
+    #[serde(default)]
+    pub config_rm: Vec<String>,
     /// `--force`: replace every task even if nothing changed.
     #[serde(default)]
     pub force: bool,
@@ -214,6 +233,9 @@ pub struct ServiceInfo {
     pub update_status: Option<UpdateStatusInfo>,
     /// Whether `service rollback` has a previous spec to go back to.
     pub has_previous_spec: bool,
+    /// Its secrets and configs (names, versions, targets; never data).
+    #[serde(default)]
+    pub secrets: Vec<crate::SecretUse>,
 }
 
 /// One task, as `service ps` and `node ps` show it.

@@ -528,6 +528,23 @@ actions! {
     /// The scheduler placed tasks (details per service: tasks placed on
     /// each node, tasks left pending and why).
     TASK_PLACE = "task.place";
+    /// A secret was created (details: id, size, digest keyed under the
+    /// audit key; never the data).
+    SECRET_CREATE = "secret.create";
+    /// A secret got a new version (details: version, size, keyed digest,
+    /// the services that roll onto it).
+    SECRET_UPDATE = "secret.update";
+    /// A secret was removed.
+    SECRET_REMOVE = "secret.remove";
+    /// A node asked for a task's secrets and was refused (outcome denied;
+    /// details: node, task, the secrets the task uses, why).
+    SECRET_DENY = "secret.deny";
+    /// A config was created (details: id, size, keyed digest).
+    CONFIG_CREATE = "config.create";
+    /// A config got a new version.
+    CONFIG_UPDATE = "config.update";
+    /// A config was removed.
+    CONFIG_REMOVE = "config.remove";
 }
 
 /// Free text: a target, a reason, a detail value. At most

@@ -96,6 +96,26 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: Service,
     },
+    /// Keep secrets for services: passwords, keys, certificates (run on a
+    /// manager).
+    ///
+    /// A secret is stored encrypted with the rest of the cluster state and
+    /// reaches only the nodes that run a task using it, only while they do,
+    /// and only in memory (a tmpfs): MOAT_SECRETS_DIR for a process task,
+    /// /run/secrets in a container. Its data is never shown again.
+    Secret {
+        #[command(subcommand)]
+        command: Secret,
+    },
+    /// Keep configuration files for services (run on a manager).
+    ///
+    /// Like secrets, but not secret: `config inspect` shows the data. A
+    /// process task finds them in MOAT_CONFIGS_DIR; a container at
+    /// /TARGET.
+    Config {
+        #[command(subcommand)]
+        command: Secret,
+    },
     /// Run a local cluster of daemons on loopback, for trying moat out.
     ///
     /// Starts N managers and M workers as child processes, each with its
@@ -468,6 +488,11 @@ pub(crate) struct DaemonArgs {
     /// engine's usual socket.
     #[arg(long, value_name = "URL")]
     pub(crate) docker_host: Option<String>,
+    /// Where tasks' secrets and configs are written: a directory on a
+    /// tmpfs (they never touch a disk). Default: /dev/shm/moat-<node id>.
+    /// A task with secrets is rejected if this is not on a tmpfs.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) secrets_dir: Option<PathBuf>,
     /// For tests only: run this daemon's clock DURATION ahead of the
     /// system's (certificates, tokens and liveness see that time). Hidden;
     /// the daemon logs a warning when it is set.
@@ -828,6 +853,88 @@ pub(crate) enum Service {
     Logs(ServiceLogs),
 }
 
+/// `moat secret …` and `moat config …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Secret {
+    /// Create one from FILE, or from standard input with `-` (at most
+    /// 500 KiB). Prints its id.
+    Create(SecretCreate),
+    /// Give one a new version from FILE or `-`. The services that use it
+    /// without a pinned version (`--secret NAME`) roll onto it with their
+    /// update policy; pinned ones (`NAME@VERSION`) stay.
+    Update(SecretUpdate),
+    /// List them, with their versions and the services that use them.
+    #[command(visible_alias = "list")]
+    Ls(SecretLs),
+    /// Show one: its versions, their sizes and keyed digests, and which
+    /// services and tasks use them (a secret's data never; a config's,
+    /// yes).
+    Inspect(SecretInspect),
+    /// Remove them; refused while a service uses one.
+    #[command(visible_alias = "remove")]
+    Rm(SecretRm),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretCreate {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Label (`key=value`); repeatable.
+    #[arg(long, short, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub(crate) label: Vec<(String, String)>,
+    /// Its name: letters, digits, '-', '_' and '.', at most 64.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// The file to read, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretUpdate {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Its name, id or a unique id prefix.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// The file to read, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretLs {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Print only ids.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretInspect {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// Its name, id or a unique id prefix.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretRm {
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Names, ids or unique id prefixes.
+    #[arg(value_name = "NAME", required = true)]
+    pub(crate) names: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ServiceLogs {
     #[command(flatten)]
@@ -946,6 +1053,15 @@ pub(crate) struct ServiceCreate {
     /// Service label (`key=value`); repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub(crate) label: Vec<(String, String)>,
+    /// A secret its tasks get: NAME[@VERSION][,target=FILE][,mode=0400]
+    /// (or source=NAME,…). Without @VERSION it follows the secret's new
+    /// versions; repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) secret: Vec<String>,
+    /// A config its tasks get: NAME[@VERSION][,target=FILE][,mode=0444];
+    /// repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) config: Vec<String>,
     #[command(flatten)]
     pub(crate) flags: ServiceFlags,
     /// The program (runtime process: a path, or a name in the daemon's
@@ -1035,6 +1151,21 @@ pub(crate) struct ServiceUpdate {
     /// Remove a placement constraint; repeatable.
     #[arg(long, value_name = "EXPR")]
     pub(crate) constraint_rm: Vec<String>,
+    /// Add a secret (NAME[@VERSION][,target=FILE][,mode=0400]);
+    /// repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) secret_add: Vec<String>,
+    /// Remove a secret (its name or target); repeatable. Applied before
+    /// --secret-add.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) secret_rm: Vec<String>,
+    /// Add a config (NAME[@VERSION][,target=FILE][,mode=0444]);
+    /// repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) config_add: Vec<String>,
+    /// Remove a config (its name or target); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) config_rm: Vec<String>,
     /// Replace every task even if nothing changed.
     #[arg(long)]
     pub(crate) force: bool,

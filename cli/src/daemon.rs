@@ -65,6 +65,7 @@ async fn run_node(args: DaemonArgs) -> Result<(), Failure> {
         metrics_addr: args.metrics_addr,
         danger_clock_ahead: args.danger_clock_ahead.unwrap_or_default(),
         docker_host: args.docker_host,
+        secrets_dir: args.secrets_dir,
     })
     .await
     .map_err(|e| {

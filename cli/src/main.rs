@@ -28,6 +28,7 @@ mod node;
 mod output;
 mod render;
 mod report;
+mod secret;
 mod service;
 mod store;
 mod token;
@@ -80,6 +81,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Service::Rm(args) => service::rm(&args),
             Service::Logs(args) => service::logs(&args),
         },
+        Command::Secret { command } => secret::run("secret", &command),
+        Command::Config { command } => secret::run("config", &command),
         Command::Dev(args) => dev::run(&args),
         Command::Cert { command } => match command {
             Cert::Inspect(args) => cert::inspect(&args),

@@ -45,6 +45,8 @@ pub(crate) fn create(args: &ServiceCreate) -> Result<(), Failure> {
         args: args.args.clone(),
         env: args.env.clone(),
         labels: args.label.iter().cloned().collect(),
+        secrets: args.secret.clone(),
+        configs: args.config.clone(),
         settings: settings(&args.flags),
     };
     let api = client(&args.host);
@@ -170,6 +172,10 @@ pub(crate) fn update(args: &ServiceUpdate) -> Result<(), Failure> {
         env_rm: args.env_rm.clone(),
         constraint_add: args.constraint_add.clone(),
         constraint_rm: args.constraint_rm.clone(),
+        secret_add: args.secret_add.clone(),
+        secret_rm: args.secret_rm.clone(),
+        config_add: args.config_add.clone(),
+        config_rm: args.config_rm.clone(),
         force: args.force,
         settings: settings(&args.flags),
     };

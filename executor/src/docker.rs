@@ -188,6 +188,7 @@ pub(crate) async fn run(
     mut rec: Record,
     spec: TaskSpec,
     stop: watch::Receiver<bool>,
+    files: Vec<crate::TaskFile>,
 ) {
     rec.set(TaskState::Preparing, "preparing");
     inner.show(&rec);
@@ -205,6 +206,10 @@ pub(crate) async fn run(
     if let Err(e) = inner.commit(&rec).await {
         return reject(&inner, rec, e.to_string()).await;
     }
+    let binds = binds(&inner, &rec.task_id, &files);
+    if let Err(error) = inner.write_files(&rec.task_id, files).await {
+        return reject(&inner, rec, error).await;
+    }
     let name = container_name(&rec);
     let labels = HashMap::from([
         ("moat.node".to_owned(), inner.config.node_id.clone()),
@@ -218,7 +223,10 @@ pub(crate) async fn run(
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         labels: Some(labels),
-        host_config: Some(HostConfig::default()),
+        host_config: Some(HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
+            ..HostConfig::default()
+        }),
         ..Default::default()
     };
     let id = match create(&docker, &name, &spec.image, body).await {
@@ -287,6 +295,22 @@ async fn create(
             }
         }
     }
+}
+
+/// The bind mounts of a task's secrets (its directory at `/run/secrets`)
+/// and configs (each file at `/<target>`), read-only.
+fn binds(inner: &Inner, task_id: &str, files: &[crate::TaskFile]) -> Vec<String> {
+    use moat_orchestrator::SecretKind;
+    let mut binds = Vec::new();
+    if files.iter().any(|f| f.kind == SecretKind::Secret) {
+        let dir = inner.files_dir(task_id, SecretKind::Secret);
+        binds.push(format!("{}:/run/secrets:ro", dir.display()));
+    }
+    for f in files.iter().filter(|f| f.kind == SecretKind::Config) {
+        let path = inner.files_dir(task_id, SecretKind::Config).join(&f.target);
+        binds.push(format!("{}:/{}:ro", path.display(), f.target));
+    }
+    binds
 }
 
 /// Ends a task that could not start.

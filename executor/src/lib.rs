@@ -28,7 +28,19 @@
 //! * `HOME`: its working directory `<dir>/<task_id>.d`;
 //! * the spec's variables (which may replace the two above);
 //! * `MOAT_TASK_ID`, `MOAT_SERVICE_NAME` and `MOAT_TASK_SLOT` (which no
-//!   spec variable replaces).
+//!   spec variable replaces);
+//! * `MOAT_SECRETS_DIR` and `MOAT_CONFIGS_DIR` when it has secrets or
+//!   configs: its directories on a tmpfs (see below).
+//!
+//! # Secrets and configs
+//!
+//! A task whose spec names secrets or configs starts only with their data
+//! ([`Executor::apply_with`]; the node fetched it from the leader). They are
+//! written under [`ExecutorConfig::secrets_dir`], which must be on a tmpfs,
+//! never to `dir`; a container gets its secrets at `/run/secrets` and each
+//! config at `/<target>`, read-only. They are removed when the task ends,
+//! and at [`Executor::open`] every task directory there that belongs to no
+//! task still running is removed.
 //!
 //! Environment values are never written to disk nor logged: a record keeps
 //! only the variables' names.
@@ -47,6 +59,7 @@
 
 mod docker;
 mod error;
+mod files;
 mod process;
 mod record;
 
@@ -59,6 +72,7 @@ use moat_orchestrator::{Assignment, Runtime, TaskReport, TaskState};
 use tokio::sync::watch;
 
 pub use crate::error::ExecError;
+pub use crate::files::TaskFile;
 use crate::record::Record;
 
 /// Where an executor keeps its tasks and how it reaches Docker.
@@ -74,6 +88,18 @@ pub struct ExecutorConfig {
     /// path; `None`: `DOCKER_HOST` if it is a `unix://` address, else
     /// `/var/run/docker.sock`.
     pub docker_host: Option<String>,
+    /// Where tasks' secrets and configs are written: a directory on a
+    /// tmpfs, created 0700; `None`: `/dev/shm/moat-<node_id>`.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+impl ExecutorConfig {
+    /// The directory for tasks' secrets and configs.
+    pub fn secrets_root(&self) -> PathBuf {
+        self.secrets_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/moat-{}", self.node_id)))
+    }
 }
 
 /// Runs this node's tasks. A cheap handle: clones share the same tasks.
@@ -172,9 +198,46 @@ impl Inner {
         if self.is_closed() {
             return Ok(());
         }
+        if rec.state.is_terminal() {
+            self.remove_files(&rec.task_id).await;
+        }
         persist(&self.config.dir, rec).await?;
         self.show(rec);
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Writes a task's secrets and configs (on the blocking pool).
+    pub(crate) async fn write_files(
+        &self,
+        task_id: &str,
+        files: Vec<TaskFile>,
+    ) -> Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let root = self.config.secrets_root();
+        let task_id = task_id.to_owned();
+        tokio::task::spawn_blocking(move || files::write(&root, &task_id, &files))
+            .await
+            .map_err(|e| format!("writing the task's secrets: {e}"))?
+    }
+
+    /// Removes a task's secrets and configs, if it has any.
+    pub(crate) async fn remove_files(&self, task_id: &str) {
+        let dir = files::task_dir(&self.config.secrets_root(), task_id);
+        if !dir.exists() {
+            return;
+        }
+        let root = self.config.secrets_root();
+        let task_id = task_id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || files::remove(&root, &task_id)).await;
+    }
+
+    /// Where a task's files of `kind` are, if it has any.
+    pub(crate) fn files_dir(&self, task_id: &str, kind: moat_orchestrator::SecretKind) -> PathBuf {
+        files::kind_dir(&self.config.secrets_root(), task_id, kind)
     }
 }
 
@@ -248,6 +311,16 @@ impl Executor {
             }
         }
         docker::adopt(&inner, containers).await?;
+        // Secrets of tasks that no longer run (the daemon stopped while
+        // they ended, or they ended since): gone now.
+        let live: BTreeSet<String> = inner
+            .lock()
+            .values()
+            .filter(|entry| !entry.rec.state.is_terminal())
+            .map(|entry| entry.rec.task_id.clone())
+            .collect();
+        let root = inner.config.secrets_root();
+        let _ = tokio::task::spawn_blocking(move || files::wipe_except(&root, &live)).await;
         Ok(Executor {
             inner,
             _life: Arc::new(Life(life)),
@@ -266,6 +339,24 @@ impl Executor {
     /// [`Executor::subscribe`] and [`Executor::reports`]. A task that cannot
     /// start is reported `Rejected` with the reason.
     pub async fn apply(&self, assignments: &[Assignment]) {
+        self.apply_with(assignments, BTreeMap::new()).await;
+    }
+
+    /// Whether the executor holds task `task_id` (running or ended): it is
+    /// never started again, so its secrets need not be fetched.
+    pub fn holds(&self, task_id: &str) -> bool {
+        self.inner.lock().contains_key(task_id)
+    }
+
+    /// [`Executor::apply`], with the secrets and configs of the tasks to
+    /// start, by task id (or why they could not be had). A task to start
+    /// whose spec names secrets or configs and that has none here is
+    /// rejected.
+    pub async fn apply_with(
+        &self,
+        assignments: &[Assignment],
+        mut files: BTreeMap<String, Result<Vec<TaskFile>, String>>,
+    ) {
         let inner = &self.inner;
         let mut forgotten = Vec::new();
         let mut starts = Vec::new();
@@ -289,7 +380,22 @@ impl Executor {
                                 "the task id is not 1 to 128 letters, digits, '-' or '_'",
                             );
                         } else {
-                            starts.push((rec.clone(), a.spec.clone(), stop_rx));
+                            let got = if a.spec.secrets.is_empty() {
+                                Ok(Vec::new())
+                            } else {
+                                files.remove(&a.task_id).unwrap_or_else(|| {
+                                    Err("they were not delivered to this node".into())
+                                })
+                            };
+                            match got {
+                                Ok(got) => {
+                                    starts.push((rec.clone(), a.spec.clone(), stop_rx, got));
+                                }
+                                Err(e) => rec.fail(
+                                    TaskState::Rejected,
+                                    format!("cannot get its secrets and configs: {e}"),
+                                ),
+                            }
                         }
                         tasks.insert(a.task_id.clone(), Entry { rec, stop });
                     }
@@ -317,14 +423,14 @@ impl Executor {
         if !starts.is_empty() || !forgotten.is_empty() {
             inner.bump();
         }
-        for (rec, spec, stop) in starts {
+        for (rec, spec, stop, files) in starts {
             tracing::info!(task = %rec.task_id, service = %rec.service_name, runtime = %rec.runtime, "starting task");
             match rec.runtime {
                 Runtime::Process => {
-                    tokio::spawn(process::run(inner.clone(), rec, spec, stop));
+                    tokio::spawn(process::run(inner.clone(), rec, spec, stop, files));
                 }
                 Runtime::Docker => {
-                    tokio::spawn(docker::run(inner.clone(), rec, spec, stop));
+                    tokio::spawn(docker::run(inner.clone(), rec, spec, stop, files));
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_orchestrator::{TaskSpec, TaskState};
+use moat_orchestrator::{SecretKind, TaskSpec, TaskState};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -162,8 +162,18 @@ fn spawn(inner: &Inner, rec: &Record, spec: &TaskSpec) -> Result<Child, String> 
         .envs(&spec.env)
         .env("MOAT_TASK_ID", &rec.task_id)
         .env("MOAT_SERVICE_NAME", &rec.service_name)
-        .env("MOAT_TASK_SLOT", rec.slot.to_string())
-        .current_dir(&work)
+        .env("MOAT_TASK_SLOT", rec.slot.to_string());
+    for (kind, var) in [
+        (SecretKind::Secret, "MOAT_SECRETS_DIR"),
+        (SecretKind::Config, "MOAT_CONFIGS_DIR"),
+    ] {
+        if spec.secrets.iter().any(|r| r.kind == kind) {
+            cmd.env(var, inner.files_dir(&rec.task_id, kind));
+        } else {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.current_dir(&work)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
@@ -178,6 +188,7 @@ pub(crate) async fn run(
     mut rec: Record,
     spec: TaskSpec,
     stop: watch::Receiver<bool>,
+    files: Vec<crate::TaskFile>,
 ) {
     if *stop.borrow() {
         rec.set(TaskState::Shutdown, "stopped before it started");
@@ -190,6 +201,12 @@ pub(crate) async fn run(
     if let Err(e) = inner.commit(&rec).await {
         rec.fail(TaskState::Rejected, e.to_string());
         inner.show(&rec);
+        return;
+    }
+    if let Err(error) = inner.write_files(&rec.task_id, files).await {
+        tracing::warn!(task = %rec.task_id, %error, "task rejected");
+        rec.fail(TaskState::Rejected, error);
+        finish(&inner, &rec).await;
         return;
     }
     let mut child = match spawn(&inner, &rec, &spec) {

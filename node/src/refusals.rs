@@ -27,6 +27,10 @@
 //! a CA rotation starting, finishing or rolled back), so that the renewals
 //! those require are never held back.
 //!
+//! A node's refused requests for a task's secrets ([`Denials`]) are
+//! recorded in a burst of 10 and then one a minute; each record carries
+//! the count suppressed before it, and every refusal is in the daemon log.
+//!
 //! A node's forwarded journal events ([`Forwards`]) get a burst of 256 and
 //! then one every 10 s; what is over stays in the node's journal, which
 //! forwards it later from where the cluster log stopped: nothing is lost,
@@ -331,9 +335,57 @@ impl Forwards {
     }
 }
 
+/// Refused secret requests recorded per node in a burst, then one per
+/// period.
+const DENY_BURST: u32 = 10;
+const DENY_REFILL: Duration = Duration::from_secs(60);
+
+/// Per-manager limits on audit records of refused secret requests.
+#[derive(Debug, Default)]
+pub(crate) struct Denials {
+    nodes: HashMap<moat_pki::NodeId, (Bucket, u64)>,
+}
+
+impl Denials {
+    /// Whether node `id`'s refusal is recorded now: `Some(n)`, with the
+    /// refusals of that node suppressed since its last record.
+    pub(crate) fn check(&mut self, id: moat_pki::NodeId, now: Instant) -> Option<u64> {
+        if self.nodes.len() >= MAX_SOURCES && !self.nodes.contains_key(&id) {
+            self.nodes
+                .retain(|_, (b, n)| *n > 0 || !b.is_full(DENY_BURST, DENY_REFILL, now));
+        }
+        let (bucket, suppressed) = self
+            .nodes
+            .entry(id)
+            .or_insert_with(|| (Bucket::full(DENY_BURST, now), 0));
+        bucket.refill(DENY_BURST, DENY_REFILL, now);
+        if bucket.tokens > 0 {
+            bucket.tokens -= 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed = suppressed.saturating_add(1);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_denials_are_recorded_in_a_burst_then_counted() {
+        let t = Instant::now();
+        let node = moat_pki::NodeId::generate();
+        let mut d = Denials::default();
+        let recorded = (0..25).filter(|_| d.check(node, t).is_some()).count();
+        assert_eq!(recorded, DENY_BURST as usize);
+        // A period later: one more, carrying the 15 suppressed before it.
+        assert_eq!(d.check(node, t + DENY_REFILL), Some(15));
+        assert_eq!(d.check(node, t + DENY_REFILL), None);
+        // Another node has its own burst.
+        assert_eq!(d.check(moat_pki::NodeId::generate(), t), Some(0));
+    }
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())

@@ -56,6 +56,22 @@ pub(crate) mod method {
     /// Managers, on the leader: the output of tasks, gathered from their
     /// nodes (`service logs`).
     pub(crate) const GATHER_LOGS: &str = "gather_logs";
+    /// Any node, for itself, on the leader: the secrets and configs of one
+    /// of its tasks (only while the task is assigned to it and is to run).
+    pub(crate) const TASK_SECRETS: &str = "task_secrets";
+}
+
+/// `task_secrets` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskSecretsReq {
+    pub(crate) task_id: String,
+}
+
+/// `task_secrets` answer: the task's files (their data never prints:
+/// `SecretData`'s `Debug` shows the length).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskSecretsResp {
+    pub(crate) files: Vec<moat_executor::TaskFile>,
 }
 
 /// `task_sync` request: the state of every task the node holds, and the
@@ -553,6 +569,8 @@ pub const FUZZ_METHODS: &[&str] = &[
     "task_sync answer",
     method::TASK_LOGS,
     method::GATHER_LOGS,
+    method::TASK_SECRETS,
+    "task_secrets answer",
 ];
 
 /// Decodes `data` as the body of `method` with the decoder a manager runs
@@ -595,6 +613,26 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
             decode::<GatherLogsReq>(method, data).map_err(m)?,
             Vec::new(),
         ),
+        method::TASK_SECRETS => done(
+            decode::<TaskSecretsReq>(method, data).map_err(m)?,
+            Vec::new(),
+        ),
+        // What a worker reads from the leader and writes to its tmpfs; the
+        // data must not show in `Debug`.
+        "task_secrets answer" => {
+            let answer: Result<TaskSecretsResp, RpcError> =
+                serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            let secrets = match &answer {
+                Ok(resp) => resp
+                    .files
+                    .iter()
+                    .filter(|f| f.data.len() >= 8)
+                    .map(|f| String::from_utf8_lossy(f.data.expose_secret()).into_owned())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            done(answer, secrets)
+        }
         // What a worker reads from the leader and hands to its executor.
         "task_sync answer" => {
             let answer: Result<TaskSyncResp, RpcError> =

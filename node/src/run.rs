@@ -37,7 +37,10 @@ pub async fn run_daemon(opts: DaemonOptions) -> Result<(), NodeError> {
         Arc::new(journal),
         hostname,
         clock,
-        opts.docker_host.clone(),
+        crate::tasks::Settings {
+            docker_host: opts.docker_host.clone(),
+            secrets_dir: opts.secrets_dir.clone(),
+        },
     ));
     let metrics = match &opts.metrics_addr {
         Some(addr) => Some(crate::metrics::bind(addr).await?),

@@ -8,10 +8,13 @@
 //! it in their own process groups or containers) and reports them on its
 //! first call; the answer says which to keep.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_executor::{Executor, ExecutorConfig};
+use moat_executor::{Executor, ExecutorConfig, TaskFile};
+use moat_orchestrator::{Assignment, TaskState};
 
 use crate::member::Member;
 use crate::rpc::{self, RpcError, method};
@@ -24,13 +27,23 @@ const DEBOUNCE: Duration = Duration::from_millis(5);
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How this node runs tasks (`moat daemon` options).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settings {
+    /// `--docker-host`.
+    pub(crate) docker_host: Option<String>,
+    /// `--secrets-dir`.
+    pub(crate) secrets_dir: Option<PathBuf>,
+}
+
 /// Opens this node's executor and keeps it in step with the cluster until
 /// the node is faulted or the task is aborted (its tasks keep running).
-pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
+pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
     let config = ExecutorConfig {
         dir: node.layout.tasks_dir(),
         node_id: node.id.to_string(),
-        docker_host,
+        docker_host: settings.docker_host,
+        secrets_dir: settings.secrets_dir,
     };
     let exec = match Executor::open(config).await {
         Ok(exec) => exec,
@@ -57,7 +70,8 @@ pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
         tokio::select! {
             answer = sync(&node, req) => match answer {
                 Ok(resp) => {
-                    exec.apply(&resp.assignments).await;
+                    let files = fetch_files(&node, &exec, &resp.assignments).await;
+                    exec.apply_with(&resp.assignments, files).await;
                     known = Some(resp.digest);
                     retry = RETRY_FIRST;
                     if !resp.log_requests.is_empty() {
@@ -80,6 +94,45 @@ pub(crate) async fn run(node: Arc<Member>, docker_host: Option<String>) {
             }
         }
     }
+}
+
+/// The secrets and configs of the tasks about to start (those to run that
+/// the executor does not hold yet and whose spec names some), from the
+/// leader, or why not: held in memory until the executor writes them to
+/// its tmpfs.
+async fn fetch_files(
+    node: &Member,
+    exec: &Executor,
+    assignments: &[Assignment],
+) -> BTreeMap<String, Result<Vec<TaskFile>, String>> {
+    let mut files = BTreeMap::new();
+    for a in assignments {
+        if a.desired_state != TaskState::Running
+            || a.spec.secrets.is_empty()
+            || exec.holds(&a.task_id)
+        {
+            continue;
+        }
+        let got = fetch_one(node, &a.task_id)
+            .await
+            .map(|resp| resp.files)
+            .map_err(|e| e.message);
+        files.insert(a.task_id.clone(), got);
+    }
+    files
+}
+
+async fn fetch_one(node: &Member, task_id: &str) -> Result<rpc::TaskSecretsResp, RpcError> {
+    if let Some(m) = node.manager()
+        && m.is_leader(node.id)
+    {
+        return crate::service::tasks::secrets(node, &m, node.id, task_id).await;
+    }
+    let req = rpc::TaskSecretsReq {
+        task_id: task_id.to_owned(),
+    };
+    node.call_leader(method::TASK_SECRETS, &req, rpc::CALL_TIMEOUT)
+        .await
 }
 
 /// Answers the leader's requests for task output, each with `task_logs`.

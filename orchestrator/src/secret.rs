@@ -35,6 +35,9 @@ pub const MAX_SECRET_NAME_LEN: usize = 64;
 pub const MAX_SECRET_REFS: usize = 64;
 /// The most secrets and configs a cluster holds, together.
 pub const MAX_SECRETS: usize = 10_000;
+/// The most bytes all secrets and configs hold together, every version
+/// counted: the store (and every snapshot) carries them all.
+pub const MAX_TOTAL_SECRET_BYTES: usize = 64 * 1024 * 1024;
 /// The most versions one secret keeps (older ones still in use block
 /// `secret update` beyond this).
 pub const MAX_SECRET_VERSIONS: usize = 16;
@@ -426,7 +429,10 @@ impl State {
         }
         validate_labels(&secret.labels)?;
         match secret.versions.as_slice() {
-            [first] if first.version == 1 => check_data(kind, &secret.name, first)?,
+            [first] if first.version == 1 => {
+                check_data(kind, &secret.name, first)?;
+                self.check_room(first.data.len())?;
+            }
             _ => return Err(format!("a new {kind} has exactly one version, 1")),
         }
         self.secrets.insert(secret.id.clone(), secret.clone());
@@ -460,6 +466,7 @@ impl State {
             ));
         }
         check_data(kind, &name, version)?;
+        self.check_room(version.data.len())?;
         let secret = self.secrets.get_mut(id).expect("looked up above");
         secret.versions.push(version.clone());
         secret.updated_at = now;
@@ -552,6 +559,28 @@ impl State {
                 s.versions.retain(|x| x.version != v);
             }
         }
+    }
+}
+
+impl State {
+    /// The bytes every secret and config version holds together.
+    pub fn secret_bytes(&self) -> usize {
+        self.secrets
+            .values()
+            .flat_map(|s| &s.versions)
+            .map(|v| v.data.len())
+            .sum()
+    }
+
+    fn check_room(&self, adding: usize) -> Result<(), String> {
+        let held = self.secret_bytes();
+        if held.saturating_add(adding) > MAX_TOTAL_SECRET_BYTES {
+            return Err(format!(
+                "the cluster's secrets and configs hold {held} bytes; {adding} more would pass the \
+                 {MAX_TOTAL_SECRET_BYTES}-byte limit: remove unused ones first"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@ pub struct State {
     /// Every task, by id.
     pub tasks: BTreeMap<TaskId, Task>,
     /// Every secret and config, by id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<crate::SecretId, crate::Secret>,
 }
 

@@ -361,9 +361,10 @@ pub struct ClusterState {
 }
 
 /// Whether the orchestrator's part of the state is empty: a cluster that
-/// never ran a service writes the same snapshots as before.
+/// never ran a service nor kept a secret writes the same snapshots as
+/// before.
 fn no_services(s: &moat_orchestrator::State) -> bool {
-    s.services.is_empty() && s.tasks.is_empty()
+    s.services.is_empty() && s.tasks.is_empty() && s.secrets.is_empty()
 }
 
 /// How many [`Command::Once`] ids the state remembers.
@@ -1012,7 +1013,8 @@ impl ClusterState {
 }
 
 /// Services' and tasks' environment values may be secrets (passwords in
-/// `--env`): a dump shows their names only.
+/// `--env`): a dump shows their names only. Secrets' data (not configs')
+/// is replaced too.
 fn redact_task_env(v: &mut serde_json::Value) {
     fn redact(env: Option<&mut serde_json::Value>) {
         if let Some(env) = env.and_then(|e| e.as_object_mut()) {
@@ -1038,6 +1040,17 @@ fn redact_task_env(v: &mut serde_json::Value) {
     if let Some(tasks) = o.get_mut("tasks").and_then(|t| t.as_object_mut()) {
         for t in tasks.values_mut() {
             redact(t.get_mut("spec").and_then(|s| s.get_mut("env")));
+        }
+    }
+    if let Some(secrets) = o.get_mut("secrets").and_then(|s| s.as_object_mut()) {
+        for s in secrets.values_mut() {
+            if s.get("kind").and_then(|k| k.as_str()) == Some("config") {
+                continue;
+            }
+            let versions = s.get_mut("versions").and_then(|v| v.as_array_mut());
+            for version in versions.into_iter().flatten() {
+                version["data"] = "<redacted>".into();
+            }
         }
     }
 }
@@ -1359,6 +1372,55 @@ mod tests {
         assert!(!s.policy.autolock);
         assert!(s.unlock_key.is_none());
         assert_eq!(s.unlock_key_version, 3, "every change is a new generation");
+    }
+
+    #[test]
+    fn dump_hides_secret_data_but_shows_configs() {
+        use moat_orchestrator::{
+            Command as Orch, Secret as Stored, SecretData, SecretKind, SecretVersion,
+        };
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        for (id, kind, data) in [
+            ("S1", SecretKind::Secret, "DB-PASSWORD-hunter2"),
+            ("C1", SecretKind::Config, "listen-port-8080"),
+        ] {
+            let cmd = Command::orchestrate(Orch::CreateSecret(Stored {
+                id: id.into(),
+                kind,
+                name: format!("n{id}"),
+                labels: Default::default(),
+                created_at: 1,
+                updated_at: 1,
+                versions: vec![SecretVersion {
+                    version: 1,
+                    data: SecretData::new(data.as_bytes().to_vec()),
+                    digest: "hmac-sha256:00".into(),
+                    created_at: 1,
+                }],
+            }));
+            assert_eq!(s.apply(&cmd), Response::Applied);
+        }
+        let b64 = |t: &str| {
+            let json = serde_json::to_string(&SecretData::new(t.as_bytes().to_vec())).unwrap();
+            json.trim_matches('"').to_owned()
+        };
+        let redacted = s.to_dump_json(false).to_string();
+        assert!(
+            !redacted.contains(&b64("DB-PASSWORD-hunter2")),
+            "secret data leaked"
+        );
+        assert!(!redacted.contains("DB-PASSWORD-hunter2"));
+        assert!(
+            redacted.contains(&b64("listen-port-8080")),
+            "configs are not secret"
+        );
+        assert!(
+            s.to_dump_json(true)
+                .to_string()
+                .contains(&b64("DB-PASSWORD-hunter2")),
+            "--show-secrets shows it"
+        );
     }
 
     #[test]

@@ -152,6 +152,24 @@ pub(crate) fn service_fields(out: &mut impl Write, s: &ServiceInfo) -> io::Resul
             ),
         ),
         ("Stop grace period", ms(s.stop_grace_ms)),
+        (
+            "Secrets",
+            s.secrets
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} {}@{}{} as {} ({})",
+                        u.kind,
+                        u.name,
+                        u.version,
+                        if u.pinned { " pinned" } else { "" },
+                        u.target,
+                        u.mode
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("Version", s.version.to_string()),
         ("Created", s.created_at.clone()),
         ("Updated", s.updated_at.clone()),

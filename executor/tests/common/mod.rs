@@ -19,7 +19,15 @@ pub(crate) fn config(dir: &Path, node: &str) -> ExecutorConfig {
         dir: dir.join("tasks"),
         node_id: node.to_owned(),
         docker_host: None,
+        secrets_dir: Some(secrets_dir(dir)),
     }
+}
+
+/// A test's own secrets directory on /dev/shm (named after its temporary
+/// directory, so tests running at once never share one).
+pub(crate) fn secrets_dir(dir: &Path) -> std::path::PathBuf {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    Path::new("/dev/shm").join(format!("moat-executor-test-{name}"))
 }
 
 /// An assignment to run `image` with `args`.
@@ -40,6 +48,7 @@ pub(crate) fn assignment(
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: BTreeMap::new(),
             stop_grace_ms: 1_000,
+            secrets: Vec::new(),
         },
         desired_state: TaskState::Running,
     }

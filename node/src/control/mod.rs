@@ -12,11 +12,13 @@
 //! | `settings.rs` | `update`, `unlock`, `unlock-key` |
 //! | `audit.rs` | `audit`, `ca` |
 //! | `services.rs` | `service …`, `node ps` (flags to specs: `specs.rs`) |
+//! | `secrets.rs` | `secret …`, `config …` |
 
 mod answer;
 mod audit;
 mod cluster;
 mod nodes;
+mod secrets;
 mod services;
 mod settings;
 mod specs;
@@ -108,6 +110,21 @@ pub(crate) async fn serve(
         .route(path::SERVICE_REMOVE, post(services::service_rm))
         .route(path::NODE_PS, post(services::node_ps))
         .route(path::SERVICE_LOGS, post(services::service_logs))
+        .route(path::SECRETS, post(secrets::secret_ls))
+        .route(
+            path::SECRET_CREATE,
+            post(secrets::secret_create).layer(axum::extract::DefaultBodyLimit::max(
+                secrets::MAX_SECRET_BODY_BYTES,
+            )),
+        )
+        .route(
+            path::SECRET_UPDATE,
+            post(secrets::secret_update).layer(axum::extract::DefaultBodyLimit::max(
+                secrets::MAX_SECRET_BODY_BYTES,
+            )),
+        )
+        .route(path::SECRET_INSPECT, post(secrets::secret_inspect))
+        .route(path::SECRET_REMOVE, post(secrets::secret_rm))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             refuse_while_locked,

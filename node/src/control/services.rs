@@ -27,8 +27,8 @@ pub(super) async fn service_create(
 ) -> Answer<ServiceChanged> {
     let node = manager(&d).await?;
     let id = moat_pki::NodeId::generate().to_string();
-    let spec = create_spec(&req, &id)?;
     let state = node.read_state().await?;
+    let spec = create_spec(&req, &id, &state.orchestrator)?;
     if state
         .orchestrator
         .services
@@ -54,6 +54,7 @@ pub(super) async fn service_create(
         .detail("replicas", replicas_text(spec.mode))
         .detail("runtime", spec.task.runtime)
         .detail("image", &spec.task.image);
+    let ev = secrets_detail(ev, &spec.task.secrets);
     let name = spec.name.clone();
     node.propose_audited(
         Command::orchestrate(Orch::CreateService(Service {
@@ -170,7 +171,7 @@ pub(super) async fn service_update(
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     let service = resolve(&state, &req.service)?;
-    let spec = updated_spec(&service.spec, &req)?;
+    let spec = updated_spec(&service.spec, &req, &state.orchestrator)?;
     let mut ev = node.ev(
         operator(),
         Action::SERVICE_UPDATE,
@@ -193,6 +194,9 @@ pub(super) async fn service_update(
     }
     if spec.mode != service.spec.mode {
         ev = ev.detail("replicas", replicas_text(spec.mode));
+    }
+    if spec.task.secrets != service.spec.task.secrets {
+        ev = secrets_detail(ev, &spec.task.secrets);
     }
     let id = service.id.clone();
     Ok(Json(update(&node, &id, spec, req.force, ev).await?))
@@ -373,6 +377,19 @@ pub(super) async fn service_logs(
 }
 
 /// The service `name` names: an id, a name, or a unique id prefix.
+/// Names and versions of a spec's secrets and configs, for its audit
+/// record.
+fn secrets_detail(
+    ev: crate::member::EventDraft,
+    refs: &[moat_orchestrator::SecretRef],
+) -> crate::member::EventDraft {
+    if refs.is_empty() {
+        return ev;
+    }
+    let list: Vec<String> = refs.iter().map(|r| format!("{}:{r}", r.kind)).collect();
+    ev.detail("secrets", list.join(","))
+}
+
 fn resolve<'a>(state: &'a ClusterState, name: &str) -> Result<&'a Service, NodeError> {
     state.orchestrator.service(name).ok_or_else(|| {
         NodeError::new(ErrorKind::NotFound, format!("no such service: {name}"))
@@ -444,6 +461,7 @@ fn service_info(state: &ClusterState, s: &Service) -> ServiceInfo {
             message: u.message.clone(),
         }),
         has_previous_spec: s.previous_spec.is_some(),
+        secrets: super::secrets::uses(&spec.task.secrets),
     }
 }
 

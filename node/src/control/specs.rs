@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use moat_api::{ErrorKind, ServiceCreateRequest, ServiceSettings, ServiceUpdateRequest};
 use moat_orchestrator::{
-    FailureAction, Mode, RestartCondition, Runtime, ServiceSpec, TaskSpec, parse_constraint,
-    parse_spread,
+    DEFAULT_SECRET_MODE, FailureAction, Mode, RestartCondition, Runtime, SecretKind, SecretRef,
+    ServiceSpec, State as Orchestrator, TaskSpec, parse_constraint, parse_spread,
 };
 
 use crate::error::NodeError;
@@ -17,8 +17,13 @@ fn invalid(message: impl Into<String>) -> NodeError {
     NodeError::new(ErrorKind::InvalidArgument, message)
 }
 
-/// The spec of a new service (`id` names it when `--name` is absent).
-pub(crate) fn create_spec(req: &ServiceCreateRequest, id: &str) -> Result<ServiceSpec, NodeError> {
+/// The spec of a new service (`id` names it when `--name` is absent);
+/// its secrets and configs are looked up in `orch`.
+pub(crate) fn create_spec(
+    req: &ServiceCreateRequest,
+    id: &str,
+    orch: &Orchestrator,
+) -> Result<ServiceSpec, NodeError> {
     let runtime = match req.runtime.as_deref() {
         None => Runtime::Process,
         Some(r) => r
@@ -73,16 +78,145 @@ pub(crate) fn create_spec(req: &ServiceCreateRequest, id: &str) -> Result<Servic
         ..ServiceSpec::default()
     };
     apply_settings(&mut spec, &req.settings)?;
+    for (kind, texts) in [
+        (SecretKind::Secret, &req.secrets),
+        (SecretKind::Config, &req.configs),
+    ] {
+        for text in texts {
+            spec.task.secrets.push(secret_ref(orch, kind, text)?);
+        }
+    }
     spec.validate().map_err(invalid)?;
     Ok(spec)
 }
 
-/// `spec` changed as `service update` asks.
+/// A `--secret`/`--config` flag, as Docker writes it (`NAME`, or
+/// `source=NAME,target=FILE,mode=0400`; moat adds `NAME@VERSION`, which
+/// pins the version), resolved against the secrets there are now.
+pub(crate) fn secret_ref(
+    orch: &Orchestrator,
+    kind: SecretKind,
+    text: &str,
+) -> Result<SecretRef, NodeError> {
+    let flag = format!("--{kind}");
+    let mut source = None;
+    let mut target = None;
+    let mut mode = None;
+    for (i, part) in text.split(',').enumerate() {
+        let (key, value) = match part.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None if i == 0 => ("source", part.trim()),
+            None => {
+                return Err(invalid(format!(
+                    "{flag} {text:?}: {part:?} is not KEY=VALUE (keys: source, target, mode)"
+                )));
+            }
+        };
+        match key {
+            "source" | "src" => source = Some(value),
+            "target" => target = Some(value),
+            "mode" => {
+                let m = u32::from_str_radix(value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{flag} {text:?}: mode {value:?} is not an octal file mode such as 0400"
+                        ))
+                    })?;
+                mode = Some(m);
+            }
+            "uid" | "gid" => {
+                return Err(invalid(format!(
+                    "{flag} {text:?}: {key} is not supported; the file belongs to the user the task runs as"
+                )));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{flag} {text:?}: unknown key {other:?} (keys: source, target, mode)"
+                )));
+            }
+        }
+    }
+    let source = source
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(format!("{flag} {text:?}: name the {kind} (source=NAME)")))?;
+    let (name, pinned) = match source.rsplit_once('@') {
+        Some((name, v)) => {
+            let v: u64 = v
+                .parse()
+                .map_err(|_| invalid(format!("{flag} {text:?}: {v:?} is not a version number")))?;
+            (name, Some(v))
+        }
+        None => (source, None),
+    };
+    let secret = orch
+        .secret(kind, name)
+        .filter(|s| s.name == name || s.id == name)
+        .ok_or_else(|| {
+            NodeError::new(
+                ErrorKind::NotFound,
+                format!("{flag}: no such {kind}: {name}"),
+            )
+            .hint(format!("create it with `moat {kind} create {name} FILE`"))
+        })?;
+    let version = match pinned {
+        Some(v) if secret.version(v).is_none() => {
+            let kept: Vec<String> = secret
+                .versions
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect();
+            return Err(invalid(format!(
+                "{flag} {text:?}: {kind} {name} has no version {v} (kept: {})",
+                kept.join(", ")
+            )));
+        }
+        Some(v) => v,
+        None => secret.latest().map_or(1, |v| v.version),
+    };
+    let default_mode = match kind {
+        SecretKind::Secret => DEFAULT_SECRET_MODE,
+        SecretKind::Config => 0o444,
+    };
+    Ok(SecretRef {
+        kind,
+        secret_id: secret.id.clone(),
+        name: secret.name.clone(),
+        version,
+        pinned: pinned.is_some(),
+        target: target.unwrap_or(&secret.name).to_owned(),
+        mode: mode.unwrap_or(default_mode),
+    })
+}
+
+/// `spec` changed as `service update` asks; added secrets and configs are
+/// looked up in `orch`.
 pub(crate) fn updated_spec(
     current: &ServiceSpec,
     req: &ServiceUpdateRequest,
+    orch: &Orchestrator,
 ) -> Result<ServiceSpec, NodeError> {
     let mut spec = current.clone();
+    for (kind, rm, add) in [
+        (SecretKind::Secret, &req.secret_rm, &req.secret_add),
+        (SecretKind::Config, &req.config_rm, &req.config_add),
+    ] {
+        for name in rm {
+            let before = spec.task.secrets.len();
+            spec.task
+                .secrets
+                .retain(|r| r.kind != kind || (r.name != *name && r.target != *name));
+            if spec.task.secrets.len() == before {
+                return Err(invalid(format!(
+                    "--{kind}-rm: the service has no {kind} {name}"
+                )));
+            }
+        }
+        for text in add {
+            spec.task.secrets.push(secret_ref(orch, kind, text)?);
+        }
+    }
     if let Some(image) = &req.image {
         if image.trim().is_empty() {
             return Err(invalid("--image: empty image or program"));
@@ -245,7 +379,7 @@ mod tests {
         r.settings.restart_condition = Some("on-failure".into());
         r.settings.restart_max_attempts = Some(0);
         r.settings.update_failure_action = Some("rollback".into());
-        let spec = create_spec(&r, "ABCDEFGHIJKLMN").unwrap();
+        let spec = create_spec(&r, "ABCDEFGHIJKLMN", &Orchestrator::default()).unwrap();
         assert_eq!(spec.name, "web");
         assert_eq!(spec.mode, Mode::Replicated { replicas: 3 });
         assert_eq!(spec.task.env["B"], "x=y");
@@ -255,7 +389,12 @@ mod tests {
         assert_eq!(spec.restart.max_attempts, None);
         assert_eq!(spec.update.failure_action, FailureAction::Rollback);
         // Without --name, a name from the id.
-        let spec = create_spec(&req("/bin/true"), "ABCDEFGHIJKLMN").unwrap();
+        let spec = create_spec(
+            &req("/bin/true"),
+            "ABCDEFGHIJKLMN",
+            &Orchestrator::default(),
+        )
+        .unwrap();
         assert_eq!(spec.name, "svc-abcdefghij");
     }
 
@@ -317,7 +456,7 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            let e = create_spec(&r, "ABCDEFGHIJKLMN").unwrap_err();
+            let e = create_spec(&r, "ABCDEFGHIJKLMN", &Orchestrator::default()).unwrap_err();
             assert_eq!(e.api_kind(), ErrorKind::InvalidArgument);
             assert!(e.message().contains(want), "{want:?} not in {e:?}");
         }
@@ -329,7 +468,7 @@ mod tests {
         r.name = Some("web".into());
         r.env = vec!["A=1".into(), "B=2".into()];
         r.settings.constraints = vec!["node.role==worker".into()];
-        let spec = create_spec(&r, "ABCDEFGHIJKLMN").unwrap();
+        let spec = create_spec(&r, "ABCDEFGHIJKLMN", &Orchestrator::default()).unwrap();
         let u = ServiceUpdateRequest {
             service: "web".into(),
             env_add: vec!["C=3".into()],
@@ -338,7 +477,7 @@ mod tests {
             constraint_add: vec!["node.labels.zone!=b".into()],
             ..Default::default()
         };
-        let new = updated_spec(&spec, &u).unwrap();
+        let new = updated_spec(&spec, &u, &Orchestrator::default()).unwrap();
         assert_eq!(new.task.env.keys().collect::<Vec<_>>(), ["B", "C"]);
         assert_eq!(new.constraints.len(), 1);
         assert_eq!(new.constraints[0].to_string(), "node.labels.zone!=b");
@@ -350,6 +489,7 @@ mod tests {
                 constraint_rm: vec!["node.labels.x==y".into()],
                 ..Default::default()
             },
+            &Orchestrator::default(),
         )
         .unwrap_err();
         assert!(

@@ -56,6 +56,9 @@ pub struct DaemonOptions {
     /// The Docker Engine API the docker runtime talks to (`unix:///…`);
     /// `None`: the engine's usual socket (or `DOCKER_HOST`).
     pub docker_host: Option<String>,
+    /// Where tasks' secrets and configs are written (`--secrets-dir`, on
+    /// a tmpfs); `None`: `/dev/shm/moat-<node id>`.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 pub(crate) enum Phase {
@@ -87,8 +90,8 @@ pub(crate) struct Daemon {
     lifecycle: Mutex<()>,
     /// Failed unlock attempts since start (a metric).
     pub(crate) failed_unlocks: std::sync::atomic::AtomicU64,
-    /// `--docker-host`, for the executor's docker runtime.
-    pub(crate) docker_host: Option<String>,
+    /// `--docker-host` and `--secrets-dir`, for the executor.
+    pub(crate) executor: crate::tasks::Settings,
 }
 
 pub(crate) fn machine_hostname() -> String {
@@ -106,7 +109,7 @@ impl Daemon {
         journal: Arc<Journal>,
         hostname: String,
         clock: Clock,
-        docker_host: Option<String>,
+        executor: crate::tasks::Settings,
     ) -> Self {
         Self {
             layout,
@@ -116,7 +119,7 @@ impl Daemon {
             phase: RwLock::new(Phase::Inactive),
             lifecycle: Mutex::new(()),
             failed_unlocks: std::sync::atomic::AtomicU64::new(0),
-            docker_host,
+            executor,
         }
     }
 
@@ -308,7 +311,7 @@ impl Daemon {
 
     /// Starts the agent of `node` and makes it this daemon's member.
     async fn run_agent(&self, node: Arc<Member>) {
-        let docker_host = self.docker_host.clone();
+        let settings = self.executor.clone();
         let member = node.clone();
         // The agent and the task loop stop together (a fault, `leave`);
         // the tasks themselves keep running (see `tasks`).
@@ -316,7 +319,7 @@ impl Daemon {
             let tasks = {
                 let member = member.clone();
                 async move {
-                    crate::tasks::run(member, docker_host).await;
+                    crate::tasks::run(member, settings).await;
                     // The executor could not open (or the node is
                     // faulted): the agent goes on alone.
                     std::future::pending::<()>().await

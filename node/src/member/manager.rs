@@ -13,7 +13,7 @@ use moat_store::model::ClusterState;
 use crate::clock::Clock;
 use crate::liveness::Liveness;
 use crate::raft::RaftManager;
-use crate::refusals::{Forwards, Refusals, Renewals};
+use crate::refusals::{Denials, Forwards, Refusals, Renewals};
 use crate::rpc::{Peer, RpcError, RpcErrorKind};
 
 /// Longest a membership change may take before the operator is told.
@@ -33,6 +33,8 @@ pub(crate) struct Manager {
     pub(crate) renewals: Mutex<Renewals>,
     /// How fast each worker may forward journal events (see `refusals`).
     pub(crate) forwards: Mutex<Forwards>,
+    /// Which refused secret requests are recorded (see `refusals`).
+    pub(crate) denials: Mutex<Denials>,
     /// Requests for tasks' output waiting for their nodes (`service logs`).
     pub(crate) logs: crate::logs::LogRelay,
 }
@@ -51,6 +53,7 @@ impl Manager {
             refusals: Mutex::new(Refusals::new(now)),
             renewals: Mutex::new(Renewals::default()),
             forwards: Mutex::new(Forwards::default()),
+            denials: Mutex::new(Denials::default()),
             logs: crate::logs::LogRelay::default(),
         }
     }

@@ -84,6 +84,9 @@ impl ClusterHandler for Service {
             method::GATHER_LOGS => {
                 encode_answer(&tasks::gather_logs(&node, &m, &caller, &data).await)
             }
+            method::TASK_SECRETS => {
+                encode_answer(&tasks::task_secrets(&node, &m, &caller, &data).await)
+            }
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"

@@ -113,6 +113,97 @@ pub(crate) async fn sync(
     }
 }
 
+/// `task_secrets`: a node asks for the secrets and configs of one of its
+/// tasks.
+pub(crate) async fn task_secrets(
+    node: &Member,
+    m: &Manager,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::TaskSecretsResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::TaskSecretsReq = rpc::decode(method::TASK_SECRETS, data)?;
+    require_leader(node, m)?;
+    secrets(node, m, id, &req.task_id).await
+}
+
+/// The leader's side of `task_secrets`, for node `id` (a remote caller,
+/// or the leader's own executor): the files of task `task_id`, only while
+/// it is assigned to `id`, is to run and has not ended. A refusal is
+/// audited (`secret.deny`: node, task, the secrets it uses, why), within a
+/// per-node rate limit (see `refusals`).
+pub(crate) async fn secrets(
+    node: &Member,
+    m: &Manager,
+    id: NodeId,
+    task_id: &str,
+) -> Result<rpc::TaskSecretsResp, RpcError> {
+    if task_id.is_empty() || task_id.len() > 128 {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            "a task id has 1 to 128 bytes",
+        ));
+    }
+    let me = id.to_string();
+    let found = m.with_state(|s| {
+        let o = &s.orchestrator;
+        Ok(match o.task_files(task_id, &me) {
+            Ok(files) => Ok(files
+                .into_iter()
+                .map(|(r, v)| moat_executor::TaskFile {
+                    kind: r.kind,
+                    target: r.target.clone(),
+                    mode: r.mode,
+                    data: v.data.clone(),
+                })
+                .collect::<Vec<_>>()),
+            Err(reason) => {
+                let names: Vec<String> = o
+                    .tasks
+                    .get(task_id)
+                    .map(|t| {
+                        t.spec
+                            .secrets
+                            .iter()
+                            .map(|r| format!("{}:{}", r.kind, r.name))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Err((reason, names))
+            }
+        })
+    })?;
+    match found {
+        Ok(files) => {
+            tracing::debug!(node = %id, task = task_id, files = files.len(), "secrets handed to the task's node");
+            Ok(rpc::TaskSecretsResp { files })
+        }
+        Err((reason, names)) => {
+            tracing::warn!(node = %id, task = task_id, %reason, "a request for a task's secrets was refused");
+            let verdict = m
+                .denials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(id, node.clock.instant());
+            if let Some(suppressed_before) = verdict {
+                let mut ev = node
+                    .ev(
+                        moat_audit::Actor::node(id),
+                        moat_audit::Action::SECRET_DENY,
+                        format!("task:{task_id}"),
+                    )
+                    .detail("node", id)
+                    .detail("secrets", names.join(","));
+                if suppressed_before > 0 {
+                    ev = ev.detail("suppressed_before", suppressed_before);
+                }
+                node.record_or_log(ev.denied(&reason)).await;
+            }
+            Err(RpcError::new(RpcErrorKind::Denied, reason))
+        }
+    }
+}
+
 /// `task_logs`: a node's answer to a log request made of it.
 pub(crate) fn task_logs(
     node: &Member,
