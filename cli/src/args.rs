@@ -488,9 +488,10 @@ pub(crate) struct DaemonArgs {
     /// engine's usual socket.
     #[arg(long, value_name = "URL")]
     pub(crate) docker_host: Option<String>,
-    /// Where tasks' secrets and configs are written: a directory on a
-    /// tmpfs (they never touch a disk). Default: /dev/shm/moat-<node id>.
-    /// A task with secrets is rejected if this is not on a tmpfs.
+    /// A directory on a tmpfs where tasks' secrets and configs are kept
+    /// (they never touch a disk), in the daemon's own subdirectory
+    /// DIR/moat-<node id>; nothing else in DIR is touched. Default:
+    /// /dev/shm. A task with secrets is rejected if DIR is not a tmpfs.
     #[arg(long, value_name = "DIR")]
     pub(crate) secrets_dir: Option<PathBuf>,
     /// For tests only: run this daemon's clock DURATION ahead of the

@@ -463,6 +463,7 @@ mod tests {
             updated_at: String::new(),
             update_status: None,
             has_previous_spec: false,
+            secrets: Vec::new(),
         }
     }
 

@@ -1188,3 +1188,139 @@ fn task_sync_authorization_matrix() {
 
     m.finish();
 }
+
+/// `task_secrets` (issue 18): a node gets a task's secrets only while
+/// that task is assigned to it and is to run; every other request is
+/// refused and audited (`secret.deny`), within a per-node rate limit. A
+/// real service with a secret runs on w1; w2 (with its own key) and a
+/// caller without a certificate are the attackers.
+#[test]
+fn task_secrets_authorization_matrix() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let (addr, _) = h.cluster(&["m1"], &["w1", "w2"]);
+    let mut m = Matrix::default();
+    let (w1, w2) = (node_id(&h, "m1", "w1"), node_id(&h, "m1", "w2"));
+    h.stop("m1");
+    let dump = h.moat(
+        "m1",
+        &[
+            "store",
+            "dump",
+            "--show-secrets",
+            "--state-dir",
+            h.daemon("m1").state_dir.to_str().unwrap(),
+        ],
+    );
+    let text = dump.ok();
+    let forge = Forge::from_dump(&serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap());
+    h.restart("m1");
+    let (as_w1, as_w2) = (forge.now(w1, Role::Worker), forge.now(w2, Role::Worker));
+
+    let value = moat_testkit::unique("matrix-secret");
+    h.moat_stdin("m1", &["secret", "create", "db", "-"], &value)
+        .ok();
+    h.moat(
+        "m1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "app",
+            "--secret",
+            "db",
+            "--constraint",
+            "node.hostname==w1",
+            "/bin/sleep",
+            "300",
+        ],
+    )
+    .ok();
+    let task = h
+        .moat("m1", &["service", "ps", "app", "--format", "json"])
+        .json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ask = |tls: Option<Arc<TlsContext>>, task: &str| {
+        call(&addr, tls, "task_secrets", json!({"task_id": task}))
+    };
+
+    m.refused(
+        "no certificate: task_secrets",
+        ask(None, &task),
+        "needs a node certificate",
+    );
+    m.refused(
+        "another node's task: w2 asks for w1's secrets",
+        ask(Some(as_w2.clone()), &task),
+        "not assigned to this node",
+    );
+    m.refused(
+        "a task that does not exist",
+        ask(Some(as_w2.clone()), "NOSUCHTASK"),
+        "does not exist",
+    );
+    m.refused(
+        "a task id of 10,000 bytes",
+        ask(Some(as_w2.clone()), &"A".repeat(10_000)),
+        "1 to 128 bytes",
+    );
+    let own = ask(Some(as_w1.clone()), &task);
+    let b64 = |t: &str| {
+        let json = json!(data_b64(t.as_bytes()));
+        json.as_str().unwrap().to_owned()
+    };
+    m.held(
+        "the assigned node asks for its own task's secrets",
+        own.as_ref().is_ok_and(|a| a.contains(&b64(&value))),
+        format!(
+            "w1 got its file ({} bytes of answer)",
+            own.as_ref().map_or(0, String::len)
+        ),
+    );
+
+    // A flood of refusals: every one refused, few recorded.
+    let refused = (0..40)
+        .filter(|_| ask(Some(as_w2.clone()), &task).is_err())
+        .count();
+    let denials = h
+        .moat(
+            "m1",
+            &["audit", "ls", "--format", "json", "--action", "secret.deny"],
+        )
+        .ok()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect::<Vec<_>>();
+    let names_w2 = denials
+        .iter()
+        .any(|r| r["actor"] == format!("node:{w2}") && r.to_string().contains("secret:db"));
+    m.held(
+        "w2 asks 40 more times: all refused, few recorded",
+        refused == 40 && names_w2 && denials.len() <= 12,
+        format!("{refused} refused, {} secret.deny records", denials.len()),
+    );
+
+    // Once the task is to stop, its own node is refused too.
+    h.moat("m1", &["service", "rm", "app"]).ok();
+    m.refused(
+        "w1 asks again after the service is removed",
+        ask(Some(as_w1), &task),
+        "",
+    );
+    let audit = h
+        .moat("m1", &["audit", "ls", "--format", "json"])
+        .ok()
+        .to_owned();
+    m.held(
+        "the secret's bytes in no audit record",
+        !audit.contains(&value) && !audit.contains(&b64(&value)),
+        "audit ls".into(),
+    );
+    m.finish();
+}
+
+/// Standard base64, as the wire carries a secret's data.
+fn data_b64(bytes: &[u8]) -> String {
+    data_encoding::BASE64.encode(bytes)
+}

@@ -2,8 +2,8 @@
 //! never to the state directory or any other disk, and removed as soon as
 //! the task ends.
 //!
-//! Layout, under the executor's `secrets_dir` (a directory on a tmpfs,
-//! `0700`):
+//! Layout, under the executor's `secrets_root` (`<secrets_dir>/moat-<node
+//! id>`, on a tmpfs, `0700`; nothing else in `secrets_dir` is touched):
 //!
 //! ```text
 //! <secrets_dir>/<task_id>/            0700
@@ -64,8 +64,8 @@ pub(crate) fn prepare_root(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot look at the file system of {}: {e}", root.display()))?;
     if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
         return Err(format!(
-            "{} is not on a tmpfs, and secrets are written only to memory: mount a tmpfs there \
-             or start the daemon with --secrets-dir on one (such as /dev/shm)",
+            "{} is not on a tmpfs, and secrets are written only to memory: start the daemon \
+             with --secrets-dir naming a directory on a tmpfs (the default is /dev/shm)",
             root.display()
         ));
     }
@@ -135,14 +135,16 @@ pub(crate) fn remove(root: &Path, task_id: &str) {
     }
 }
 
-/// Removes the files of every task under `root` but those in `keep`.
+/// Removes the files of every task under `root` but those in `keep`
+/// (only directories named as task ids: anything else is not the
+/// executor's).
 pub(crate) fn wipe_except(root: &Path, keep: &BTreeSet<String>) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&name) {
+        if crate::record::valid_task_id(&name) && !keep.contains(&name) {
             tracing::info!(task = %name, "removing the secrets and configs of a task this node no longer runs");
             remove(root, &name);
         }
@@ -197,8 +199,13 @@ mod tests {
         write(root.path(), "T1", &files[..1]).unwrap();
         assert!(!config.exists());
         write(root.path(), "T2", &files).unwrap();
+        std::fs::create_dir(root.path().join("not.a.task")).unwrap();
         wipe_except(root.path(), &BTreeSet::from(["T2".to_owned()]));
         assert!(!task_dir(root.path(), "T1").exists());
+        assert!(
+            root.path().join("not.a.task").exists(),
+            "only task directories are the executor's"
+        );
         assert!(task_dir(root.path(), "T2").exists());
         remove(root.path(), "T2");
         assert!(!task_dir(root.path(), "T2").exists());

@@ -36,7 +36,7 @@
 //!
 //! A task whose spec names secrets or configs starts only with their data
 //! ([`Executor::apply_with`]; the node fetched it from the leader). They are
-//! written under [`ExecutorConfig::secrets_dir`], which must be on a tmpfs,
+//! written under [`ExecutorConfig::secrets_root`], which must be on a tmpfs,
 //! never to `dir`; a container gets its secrets at `/run/secrets` and each
 //! config at `/<target>`, read-only. They are removed when the task ends,
 //! and at [`Executor::open`] every task directory there that belongs to no
@@ -88,17 +88,20 @@ pub struct ExecutorConfig {
     /// path; `None`: `DOCKER_HOST` if it is a `unix://` address, else
     /// `/var/run/docker.sock`.
     pub docker_host: Option<String>,
-    /// Where tasks' secrets and configs are written: a directory on a
-    /// tmpfs, created 0700; `None`: `/dev/shm/moat-<node_id>`.
+    /// A directory on a tmpfs (default `/dev/shm`) in which the executor
+    /// keeps tasks' secrets and configs, in its own subdirectory
+    /// `moat-<node_id>` (created 0700). Nothing else there is touched.
     pub secrets_dir: Option<PathBuf>,
 }
 
 impl ExecutorConfig {
-    /// The directory for tasks' secrets and configs.
+    /// The directory of this node's tasks' secrets and configs:
+    /// `<secrets_dir>/moat-<node_id>`.
     pub fn secrets_root(&self) -> PathBuf {
         self.secrets_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/moat-{}", self.node_id)))
+            .unwrap_or_else(|| PathBuf::from("/dev/shm"))
+            .join(format!("moat-{}", self.node_id))
     }
 }
 

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller, `task_sync` from any member), the `ca_bundle` answer a joiner reads from an unverified manager, and the `task_sync` answer a worker hands to its executor: no panic, a stable JSON round trip, no secret in `Debug`.
+//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller, `task_sync` and `task_secrets` from any member), the `ca_bundle` answer a joiner reads from an unverified manager, and the `task_sync` and `task_secrets` answers a worker hands to its executor: no panic, a stable JSON round trip, no secret in `Debug`.
 //!
 //! The first byte picks the method (`moat_node::FUZZ_METHODS`, every
 //! entry: the index is taken modulo its length), the rest is its body,
@@ -51,6 +51,19 @@ fuzz_target!(|data: &[u8]| {
         let mut value = json(&decoded.json);
         if let Some(Value::String(token)) = value.get_mut("token") {
             *token = if token.as_str() == "x" { "y" } else { "x" }.to_owned();
+        }
+        // A secret's data (base64) in a `task_secrets` answer: the same
+        // length of other bytes.
+        if let Some(Value::Array(files)) = value.pointer_mut("/Ok/files") {
+            for f in files {
+                if let Some(Value::String(data)) = f.get_mut("data") {
+                    // All zero bytes ('A' is canonical in any position).
+                    *data = data
+                        .chars()
+                        .map(|c| if c == '=' { c } else { 'A' })
+                        .collect();
+                }
+            }
         }
         let other = serde_json::to_vec(&value).unwrap_or_default();
         let other = decode_request(method, &other)

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // One arm per POST route of node/src/control/mod.rs.
-    match which % 25 {
+    match which % 29 {
         0 => check::<InitRequest>(body, &[]),
         1 => check::<JoinRequest>(body, &["token"]),
         2 => check::<LeaveRequest>(body, &[]),
@@ -87,6 +87,10 @@ fuzz_target!(|data: &[u8]| {
         21 => check::<ServiceScaleRequest>(body, &[]),
         22 => check::<ServiceUpdateRequest>(body, &[]),
         23 => check::<ServiceRemoveRequest>(body, &[]),
-        _ => check::<ServiceLogsRequest>(body, &[]),
+        24 => check::<ServiceLogsRequest>(body, &[]),
+        25 => check::<SecretCreateRequest>(body, &["data_base64"]),
+        26 => check::<SecretUpdateRequest>(body, &["data_base64"]),
+        27 => check::<SecretRefRequest>(body, &[]),
+        _ => check::<SecretRemoveRequest>(body, &[]),
     }
 });

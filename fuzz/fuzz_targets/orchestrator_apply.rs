@@ -18,7 +18,11 @@
 //! (or they are deleted: ended while desired `Remove`), and kept texts
 //! are within `MAX_REPORT_MESSAGE` / `MAX_RUNTIME_ID`. `assignments_for`
 //! names only the node's own tasks; every command survives a JSON round
-//! trip. At the end: the same commands on a fresh state give the same
+//! trip. Secrets (`K0`, `K1`): every service's references name a version
+//! that is kept, every secret keeps at least one version, in increasing
+//! order, within `MAX_SECRET_VERSIONS`, all within
+//! `MAX_TOTAL_SECRET_BYTES`; `task_files` hands data only for a task of
+//! the asking node. At the end: the same commands on a fresh state give the same
 //! state (determinism), and the state survives a JSON round trip.
 //!
 //! With `MOAT_FUZZ_SEED_CHECK` set, a `[` input that does not parse
@@ -28,8 +32,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use moat_orchestrator::{
-    Change, Command, MAX_REPORT_MESSAGE, MAX_RUNTIME_ID, Mode, Service, ServiceSpec, State, Task,
-    TaskReport, TaskSpec, TaskState, TaskStatus,
+    Change, Command, MAX_REPORT_MESSAGE, MAX_RUNTIME_ID, MAX_SECRET_VERSIONS,
+    MAX_TOTAL_SECRET_BYTES, Mode, Secret, SecretData, SecretKind, SecretRef, SecretVersion,
+    Service, ServiceSpec, State, Task, TaskReport, TaskSpec, TaskState, TaskStatus,
 };
 
 /// Most commands one input applies.
@@ -178,6 +183,37 @@ fn step(state: &mut State, cmd: &Command) {
         }
     }
 
+    for s in state.services.values() {
+        for r in &s.spec.task.secrets {
+            assert!(
+                state
+                    .secrets
+                    .get(&r.secret_id)
+                    .is_some_and(|k| k.kind == r.kind && k.version(r.version).is_some()),
+                "service {} refers to {r:?}, which is not kept, after {cmd:?}",
+                s.id
+            );
+        }
+    }
+    for k in state.secrets.values() {
+        assert!(!k.versions.is_empty(), "secret {} has no version", k.id);
+        assert!(k.versions.len() <= MAX_SECRET_VERSIONS);
+        assert!(
+            k.versions.windows(2).all(|w| w[0].version < w[1].version),
+            "versions out of order"
+        );
+    }
+    assert!(state.secret_bytes() <= MAX_TOTAL_SECRET_BYTES);
+    for (id, t) in &state.tasks {
+        for node in ["n0", "n1", "n2"] {
+            if state.task_files(id, node).is_ok() {
+                assert_eq!(t.node_id.as_deref(), Some(node), "another node's task's files");
+                assert_eq!(t.desired_state, TaskState::Running);
+                assert!(!t.status.state.is_terminal());
+            }
+        }
+    }
+
     for node in ["n0", "n1", "n2"] {
         for a in state.assignments_for(node) {
             let task = &state.tasks[&a.task_id];
@@ -239,14 +275,40 @@ impl Bytes<'_> {
                 replicas: u64::from(self.byte() % 5),
             }
         };
+        let secrets = if self.bit() {
+            vec![self.secret_ref()]
+        } else {
+            Vec::new()
+        };
         ServiceSpec {
             name,
             task: TaskSpec {
                 image: format!("/bin/app{}", self.pick(2)),
+                secrets,
                 ..TaskSpec::default()
             },
             mode,
             ..ServiceSpec::default()
+        }
+    }
+    fn secret_ref(&mut self) -> SecretRef {
+        let id = self.id("K", 2);
+        SecretRef {
+            kind: SecretKind::Secret,
+            name: format!("db{id}"),
+            secret_id: id,
+            version: 1 + u64::from(self.byte() % 3),
+            pinned: self.bit(),
+            target: "db".into(),
+            mode: 0o400,
+        }
+    }
+    fn secret_version(&mut self, version: u64, now: i64) -> SecretVersion {
+        SecretVersion {
+            version,
+            data: SecretData::new(vec![self.byte(); usize::from(self.byte())]),
+            digest: "hmac-sha256:00".into(),
+            created_at: now,
         }
     }
     fn task(&mut self, now: i64) -> Task {
@@ -333,7 +395,7 @@ fn build(data: &[u8]) -> Vec<Command> {
     let mut now = 0i64;
     while !b.0.is_empty() && commands.len() < MAX_COMMANDS {
         now += 1_000;
-        let cmd = match b.pick(6) {
+        let cmd = match b.pick(9) {
             0 => {
                 let spec = b.spec();
                 Command::CreateService(Service {
@@ -357,6 +419,29 @@ fn build(data: &[u8]) -> Vec<Command> {
                 now,
             },
             3 => Command::RemoveService { id: b.id("S", 3) },
+            6 => {
+                let id = b.id("K", 2);
+                let v = b.secret_version(1, now);
+                Command::CreateSecret(Secret {
+                    name: format!("db{id}"),
+                    id,
+                    kind: SecretKind::Secret,
+                    labels: Default::default(),
+                    created_at: now,
+                    updated_at: now,
+                    versions: vec![v],
+                })
+            }
+            7 => {
+                let id = b.id("K", 2);
+                let v = 1 + u64::from(b.byte() % 4);
+                Command::UpdateSecret {
+                    id,
+                    version: b.secret_version(v, now),
+                    now,
+                }
+            }
+            8 => Command::RemoveSecret { id: b.id("K", 2) },
             4 => {
                 let n = 1 + b.pick(4);
                 Command::Reconcile {

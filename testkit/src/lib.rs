@@ -128,6 +128,9 @@ pub struct Harness {
     dir: tempfile::TempDir,
     moat: PathBuf,
     daemons: BTreeMap<String, Daemon>,
+    /// The daemons' secrets directories (`--secrets-dir`), on /dev/shm,
+    /// removed with the harness.
+    shm: Option<tempfile::TempDir>,
 }
 
 impl Harness {
@@ -142,7 +145,17 @@ impl Harness {
                 .unwrap_or_else(|e| panic!("creating a temporary directory: {e}")),
             moat: moat.into(),
             daemons: BTreeMap::new(),
+            shm: tempfile::Builder::new()
+                .prefix("moat-test-")
+                .tempdir_in("/dev/shm")
+                .ok(),
         }
+    }
+
+    /// Where daemon `name` writes its tasks' secrets and configs (given as
+    /// `--secrets-dir`), if the machine has /dev/shm.
+    pub fn secrets_dir(&self, name: &str) -> Option<PathBuf> {
+        self.shm.as_ref().map(|d| d.path().join(name))
     }
 
     /// The `moat` binary this harness runs.
@@ -193,13 +206,20 @@ impl Harness {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        let mut child = Command::new(&self.moat)
+        let mut command = Command::new(&self.moat);
+        command
             .arg("daemon")
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--hostname")
             .arg(name)
-            .args(start.args)
+            .args(start.args);
+        if let Some(dir) = self.secrets_dir(name)
+            && !start.args.contains(&"--secrets-dir")
+        {
+            command.arg("--secrets-dir").arg(dir);
+        }
+        let mut child = command
             .env("MOAT_LOG", "info,moat_node=debug")
             .stdin(if start.stdin.is_some() {
                 Stdio::piped()

@@ -66,11 +66,19 @@ fn too_large(kind: SecretKind, size: usize) -> NodeError {
     .hint("store a larger file elsewhere and keep only its key or password here")
 }
 
-/// The keyed digest of `data`, as audit records and `inspect` show it.
-fn digest(state: &ClusterState, data: &SecretData) -> String {
+/// The keyed digest of `data`, as audit records and `inspect` show it;
+/// none before the cluster has its audit key (the first seconds after
+/// `init`).
+fn digest(state: &ClusterState, data: &SecretData) -> Result<String, NodeError> {
     audit_key(state)
         .map(|k| k.hash(data.expose_secret()))
-        .unwrap_or_default()
+        .ok_or_else(|| {
+            NodeError::new(
+                ErrorKind::Unavailable,
+                "the cluster has no audit key yet, under which secrets are named",
+            )
+            .hint("try again in a few seconds")
+        })
 }
 
 fn actions(kind: SecretKind) -> (Action, Action, Action) {
@@ -114,7 +122,7 @@ pub(super) async fn secret_create(
     }
     let id = moat_pki::NodeId::generate().to_string();
     let now = node.clock.unix_ms();
-    let digest = digest(&state, &data);
+    let digest = digest(&state, &data)?;
     let size = data.len();
     let ev = node
         .ev(operator(), actions(kind).0, format!("{kind}:{}", req.name))
@@ -172,7 +180,7 @@ pub(super) async fn secret_update(
         })
         .map(|s| s.spec.name.clone())
         .collect();
-    let digest = digest(&state, &data);
+    let digest = digest(&state, &data)?;
     let size = data.len();
     let (id, name) = (secret.id.clone(), secret.name.clone());
     let mut ev = node

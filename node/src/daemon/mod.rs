@@ -56,8 +56,8 @@ pub struct DaemonOptions {
     /// The Docker Engine API the docker runtime talks to (`unix:///…`);
     /// `None`: the engine's usual socket (or `DOCKER_HOST`).
     pub docker_host: Option<String>,
-    /// Where tasks' secrets and configs are written (`--secrets-dir`, on
-    /// a tmpfs); `None`: `/dev/shm/moat-<node id>`.
+    /// The tmpfs directory in whose subdirectory `moat-<node id>` tasks'
+    /// secrets and configs are kept (`--secrets-dir`); `None`: `/dev/shm`.
     pub secrets_dir: Option<std::path::PathBuf>,
 }
 
