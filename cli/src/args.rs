@@ -833,7 +833,7 @@ pub(crate) enum Service {
     /// Prints the service's id. Without --detach, waits until every task
     /// runs, or stops at the first one that fails to start, showing the
     /// progress on standard error.
-    Create(ServiceCreate),
+    Create(Box<ServiceCreate>),
     /// List services.
     #[command(visible_alias = "list")]
     Ls(ServiceLs),
@@ -844,7 +844,7 @@ pub(crate) enum Service {
     /// Change the replica count of services: `moat service scale web=5`.
     Scale(ServiceScale),
     /// Change a service; its tasks are replaced in a rolling update.
-    Update(ServiceUpdate),
+    Update(Box<ServiceUpdate>),
     /// Go back to a service's previous spec.
     Rollback(ServiceRollback),
     /// Remove services and stop their tasks.

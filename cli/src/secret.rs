@@ -76,7 +76,7 @@ fn create(kind: &str, args: &SecretCreate) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    println!("{}", safe(&created.id));
+    writeln!(io::stdout().lock(), "{}", safe(&created.id))?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ async fn start(dir: &Path, name: &str) -> Client {
         metrics_addr: None,
         danger_clock_ahead: std::time::Duration::ZERO,
         docker_host: None,
+        secrets_dir: None,
     };
     tokio::spawn(async move {
         if let Err(e) = moat_node::run_daemon(opts).await {
