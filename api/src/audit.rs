@@ -97,6 +97,30 @@ pub struct CryptoInventory {
     /// The services and where their tasks run.
     #[serde(default)]
     pub services: Vec<ServicePlacement>,
+    /// The secrets and configs (never their data).
+    #[serde(default)]
+    pub secrets: Vec<SecretSummary>,
+}
+
+/// A secret or config as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSummary {
+    /// `secret` or `config`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its latest version.
+    pub version: u64,
+    /// Versions kept (older ones still used by a task or a service).
+    pub versions_kept: u64,
+    /// Bytes of the latest version.
+    pub size: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When its latest version was made (RFC 3339).
+    pub updated_at: String,
+    /// The services whose spec uses it.
+    pub used_by: Vec<String>,
 }
 
 /// A service as the report shows it: what runs where.

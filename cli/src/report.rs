@@ -216,6 +216,7 @@ impl Report<'_> {
             self.keys(),
             self.audit(),
             self.services(),
+            self.secrets(),
             self.policy_section(),
         ]
     }
@@ -252,6 +253,35 @@ impl Report<'_> {
                 empty: "no services",
             },
             note: None,
+        }
+    }
+
+    fn secrets(&self) -> Section {
+        let rows = self
+            .inv
+            .secrets
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::plain(&s.name),
+                    Cell::plain(&s.kind),
+                    Cell::plain(format!("{} ({} kept)", s.version, s.versions_kept)),
+                    Cell::plain(format!("{} bytes", s.size)),
+                    self.when(&s.updated_at, false),
+                    Cell::plain(s.used_by.join(", ")),
+                ]
+            })
+            .collect();
+        Section {
+            title: "Secrets and configs",
+            body: Body::Table {
+                headers: &["NAME", "KIND", "VERSION", "SIZE", "LAST CHANGED", "USED BY"],
+                rows,
+                empty: "no secrets or configs",
+            },
+            note: Some(
+                "Names, sizes and ages only: the report never holds a secret's data.".into(),
+            ),
         }
     }
 

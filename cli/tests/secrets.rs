@@ -234,6 +234,21 @@ fn secrets_reach_only_their_tasks_and_never_a_disk() {
         "only the task's node has it"
     );
 
+    // The compliance report lists it (name, size, users), never its data.
+    let report = h.moat("m1", &["audit", "report", "--format", "json"]);
+    let text = report.stdout.clone();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let listed = &json["inventory"]["secrets"];
+    let db = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db" && s["kind"] == "secret")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(db["size"], v1.len() as u64);
+    assert_eq!(db["used_by"], serde_json::json!(["app"]));
+    assert!(!text.contains(&v1), "the report holds a secret");
+
     // In use: not removable, and the message names the service.
     h.moat("m1", &["secret", "rm", "db"])
         .fails_with("secret db is in use by service app");

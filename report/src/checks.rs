@@ -27,6 +27,19 @@ pub fn findings(inv: &CryptoInventory, policy: &Policy, now: OffsetDateTime) -> 
     }
     c.keys(inv);
     c.audit(inv);
+    for s in inv.secrets.iter().filter(|s| s.kind == "secret") {
+        c.age(
+            &format!("secret {} (version {})", s.name, s.version),
+            "last changed",
+            Some(&s.updated_at),
+            policy.secret_max_age,
+            &format!(
+                "give it a new value with `moat secret update {} FILE`; the services that use it \
+                 roll onto it ({SECRET_RUNBOOK})",
+                s.name
+            ),
+        );
+    }
     let mut out = c.out;
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
@@ -96,6 +109,7 @@ const CERT_RUNBOOK: &str = "docs/runbooks/certificates.md";
 const TOKEN_RUNBOOK: &str = "docs/runbooks/rotate-join-tokens.md";
 const UNLOCK_KEY_RUNBOOK: &str = "docs/runbooks/rotate-the-unlock-key.md";
 const AUTOLOCK_RUNBOOK: &str = "docs/runbooks/unlock-a-manager.md";
+const SECRET_RUNBOOK: &str = "docs/runbooks/secrets.md";
 
 struct Checks<'a> {
     policy: &'a Policy,

@@ -121,6 +121,16 @@ pub fn healthy() -> CryptoInventory {
                 .into_iter()
                 .collect(),
         }],
+        secrets: vec![moat_api::SecretSummary {
+            kind: "secret".into(),
+            name: "db_password".into(),
+            version: 2,
+            versions_kept: 1,
+            size: 24,
+            created_at: at(Duration::days(-40)),
+            updated_at: at(Duration::days(-10)),
+            used_by: vec!["web".into()],
+        }],
     }
 }
 
@@ -147,6 +157,7 @@ pub fn troubled() -> CryptoInventory {
     inv.join_tokens[0].created_at = Some(at(Duration::days(-45)));
     inv.data_key.created_at = Some(at(Duration::days(-120)));
     inv.audit.records = 131;
+    inv.secrets[0].updated_at = at(Duration::days(-200));
     inv
 }
 

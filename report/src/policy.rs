@@ -31,6 +31,9 @@ pub struct Policy {
     pub dek_max_age: PolicyDuration,
     /// An unlock key older than this is a finding.
     pub unlock_key_max_age: PolicyDuration,
+    /// A secret whose latest version is older than this is a finding
+    /// (configs are not checked).
+    pub secret_max_age: PolicyDuration,
     /// Key algorithms accepted for the root CA and node certificates
     /// (compared ignoring case).
     pub allowed_algorithms: Vec<String>,
@@ -50,6 +53,7 @@ impl Default for Policy {
             require_autolock: true,
             dek_max_age: PolicyDuration(StdDuration::from_secs(90 * DAY)),
             unlock_key_max_age: PolicyDuration(StdDuration::from_secs(180 * DAY)),
+            secret_max_age: PolicyDuration(StdDuration::from_secs(90 * DAY)),
             allowed_algorithms: ["ECDSA P-256", "ECDSA P-384", "Ed25519"]
                 .map(String::from)
                 .to_vec(),

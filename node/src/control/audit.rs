@@ -194,5 +194,6 @@ pub(super) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
             snapshot_limit_bytes: Some(moat_store::MAX_SNAPSHOT_BYTES),
         },
         services: super::services::placements(&state),
+        secrets: super::secrets::summaries(&state),
     }))
 }

@@ -356,6 +356,32 @@ fn secret_info(state: &ClusterState, s: &Secret, with_data: bool) -> SecretInfo 
     }
 }
 
+/// The secrets and configs for `moat audit report`, by kind and name.
+pub(super) fn summaries(state: &ClusterState) -> Vec<moat_api::SecretSummary> {
+    let mut list: Vec<moat_api::SecretSummary> = state
+        .orchestrator
+        .secrets
+        .values()
+        .map(|s| moat_api::SecretSummary {
+            kind: s.kind.as_str().into(),
+            name: s.name.clone(),
+            version: s.latest().map_or(0, |v| v.version),
+            versions_kept: s.versions.len() as u64,
+            size: s.latest().map_or(0, |v| v.data.len() as u64),
+            created_at: rfc3339(s.created_at / 1000),
+            updated_at: rfc3339(s.updated_at / 1000),
+            used_by: state
+                .orchestrator
+                .secret_users(&s.id)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    list
+}
+
 /// How `service inspect` shows a service's secrets and configs.
 pub(super) fn uses(refs: &[SecretRef]) -> Vec<SecretUse> {
     refs.iter()

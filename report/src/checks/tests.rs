@@ -370,6 +370,7 @@ fn the_troubled_sample_has_a_finding_in_every_section() {
         "join token",
         "data key",
         "audit log",
+        "secret db_password",
     ] {
         assert!(!about(&fs, subject).is_empty(), "{subject}: {fs:#?}");
     }
@@ -377,4 +378,25 @@ fn the_troubled_sample_has_a_finding_in_every_section() {
     assert_eq!(summary.critical, 1);
     assert_eq!(summary.count(Severity::Critical), 1);
     assert_eq!(worst(&fs), Some(Severity::Critical));
+}
+
+#[test]
+fn an_old_secret_is_a_finding_and_a_config_never() {
+    let mut inv = healthy();
+    assert!(
+        about(&check(&inv), "secret").is_empty(),
+        "10 days is within 90"
+    );
+    inv.secrets[0].updated_at = "2020-01-01T00:00:00Z".into();
+    let fs = check(&inv);
+    let old = about(&fs, "secret db_password (version 2)");
+    assert_eq!(old.len(), 1, "{fs:#?}");
+    assert_eq!(old[0].severity, Severity::Medium);
+    assert!(
+        old[0].fix.contains("moat secret update db_password"),
+        "{:?}",
+        old[0]
+    );
+    inv.secrets[0].kind = "config".into();
+    assert!(about(&check(&inv), "db_password").is_empty());
 }
