@@ -349,9 +349,29 @@ fn secrets_reach_only_their_tasks_and_never_a_disk() {
         assert!(!records.contains(v.as_str()), "a secret in the audit log");
     }
 
+    // A daemon restart keeps the files of the task it adopts and wipes
+    // any other task directory it finds there.
+    let root = secrets_root(&h, "w1");
+    let live: Vec<String> = running(&h, "app")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    h.stop("w1");
+    let leftover = root.join("LEFTOVERTASK0000000000000").join("secrets");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("db"), "stale").unwrap();
+    h.restart("w1");
+    h.wait_until("the leftover task directory to go", CONVERGE, || {
+        !leftover.parent().unwrap().exists()
+    });
+    assert!(
+        root.join(&live[0]).join("secrets").join("db").exists(),
+        "the adopted task keeps its secret"
+    );
+
     // Removing the service stops the task; its files go with it.
     h.moat("m1", &["service", "rm", "app"]).ok();
-    let root = secrets_root(&h, "w1");
     h.wait_until("every task's secrets to go", CONVERGE, || {
         std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none())
     });
