@@ -96,6 +96,60 @@ impl FromStr for CertExpiry {
     }
 }
 
+/// The `OU` of workload certificates: no node role has it.
+pub const WORKLOAD_OU: &str = "moat-workload";
+
+/// The SPIFFE ID of a service's tasks: `spiffe://<cluster>/service/<name>`
+/// (the cluster id is the trust domain). `service` must be a valid path
+/// segment: letters, digits, `.`, `-` and `_`, and not `.` or `..`.
+pub fn spiffe_id(cluster: &ClusterId, service: &str) -> Result<String, CertError> {
+    let ok = !service.is_empty()
+        && service.len() <= 255
+        && service != "."
+        && service != ".."
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !ok {
+        return Err(CertError::generation(
+            "workload certificate",
+            format!("service name {service:?} is not a SPIFFE path segment"),
+        ));
+    }
+    Ok(format!("spiffe://{cluster}/service/{service}"))
+}
+
+/// The lifetime of a workload certificate (a service's `--identity-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadTtl(StdDuration);
+
+impl WorkloadTtl {
+    /// Shortest accepted lifetime: 5 minutes.
+    pub const MIN: StdDuration = StdDuration::from_secs(5 * 60);
+    /// Longest accepted lifetime: 24 hours.
+    pub const MAX: StdDuration = StdDuration::from_secs(24 * 3600);
+    /// Default lifetime: 1 hour.
+    pub const DEFAULT: WorkloadTtl = WorkloadTtl(StdDuration::from_secs(3600));
+
+    /// Checks that `lifetime` is within [`WorkloadTtl::MIN`]..=[`WorkloadTtl::MAX`].
+    pub fn new(lifetime: StdDuration) -> Result<Self, CertError> {
+        if (Self::MIN..=Self::MAX).contains(&lifetime) {
+            Ok(Self(lifetime))
+        } else {
+            Err(CertError::ValidityOutOfRange {
+                requested: humantime::format_duration(lifetime).to_string(),
+                min: "5m",
+                max: "24h",
+            })
+        }
+    }
+
+    /// The lifetime.
+    pub fn duration(self) -> StdDuration {
+        self.0
+    }
+}
+
 /// Choices for a new root CA.
 #[derive(Debug, Clone)]
 pub struct RootOptions {
@@ -226,13 +280,11 @@ impl RootCa {
         expiry: CertExpiry,
         now: OffsetDateTime,
     ) -> Result<IssuedCert, CertError> {
-        let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node.to_string());
         dn.push(DnType::OrganizationalUnitName, role.organizational_unit());
         dn.push(DnType::OrganizationName, self.cluster.to_string());
-        params.distinguished_name = dn;
-        params.subject_alt_names = node_san_names(&node, role, &self.cluster)
+        let sans = node_san_names(&node, role, &self.cluster)
             .into_iter()
             .map(|n| {
                 n.try_into()
@@ -240,6 +292,79 @@ impl RootCa {
                     .map_err(|e| CertError::generation("node certificate", e))
             })
             .collect::<Result<_, _>>()?;
+        self.sign_leaf(
+            csr,
+            dn,
+            sans,
+            expiry.duration(),
+            expiry.backdate(),
+            now,
+            "node certificate",
+        )
+    }
+
+    /// Issues a workload certificate, an X.509-SVID in SPIFFE's profile,
+    /// for the key in `csr`: subject `CN=<task>, OU=moat-workload,
+    /// O=<cluster>` (an `OU` no node authorization accepts, so it can never
+    /// pass for a node), exactly one URI name
+    /// `spiffe://<cluster>/service/<service>`, not a CA, digital signature,
+    /// TLS client and server usage, key identifiers, a random serial, and a
+    /// lifetime of `ttl` from `now` (`NotBefore` back-dated by a tenth of
+    /// it, at most [`MAX_CLOCK_SKEW`]).
+    pub fn issue_workload(
+        &self,
+        csr: &VerifiedCsr,
+        task: &str,
+        service: &str,
+        ttl: WorkloadTtl,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, CertError> {
+        let id = spiffe_id(&self.cluster, service)?;
+        if task.is_empty()
+            || task.len() > 128
+            || !task
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CertError::generation(
+                "workload certificate",
+                format!("task id {task:?} is not 1 to 128 letters, digits, '-' or '_'"),
+            ));
+        }
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, task);
+        dn.push(DnType::OrganizationalUnitName, WORKLOAD_OU);
+        dn.push(DnType::OrganizationName, self.cluster.to_string());
+        let uri = id
+            .try_into()
+            .map_err(|e| CertError::generation("workload certificate", e))?;
+        let lifetime = ttl.duration();
+        self.sign_leaf(
+            csr,
+            dn,
+            vec![SanType::URI(uri)],
+            lifetime,
+            (lifetime / 10).min(MAX_CLOCK_SKEW),
+            now,
+            "workload certificate",
+        )
+    }
+
+    /// Signs a TLS leaf (client and server usage) for `csr`'s key.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_leaf(
+        &self,
+        csr: &VerifiedCsr,
+        dn: DistinguishedName,
+        sans: Vec<SanType>,
+        lifetime: StdDuration,
+        backdate: StdDuration,
+        now: OffsetDateTime,
+        what: &'static str,
+    ) -> Result<IssuedCert, CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -249,8 +374,8 @@ impl RootCa {
         params.serial_number = Some(serial.clone());
         // X.509 times have whole seconds; keep the report equal to the certificate.
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        params.not_before = now - to_time(expiry.backdate());
-        params.not_after = now + to_time(expiry.duration());
+        params.not_before = now - to_time(backdate);
+        params.not_after = now + to_time(lifetime);
         // A subject key identifier, and the root's as the authority key
         // identifier. (rcgen writes a leaf's subject key identifier only
         // with IsCa::ExplicitNoCa, whose basic constraints encode the
@@ -261,7 +386,7 @@ impl RootCa {
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(csr.public_key(), &self.issuer)
-            .map_err(|e| CertError::generation("node certificate", e))?;
+            .map_err(|e| CertError::generation(what, e))?;
         Ok(IssuedCert {
             der: cert.der().clone(),
             serial: hex(&serial.to_bytes()),

@@ -37,7 +37,10 @@ mod renew;
 mod tls;
 mod verify;
 
-pub use ca::{CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions};
+pub use ca::{
+    CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions,
+    WORKLOAD_OU, WorkloadTtl, spiffe_id,
+};
 pub use clock::{Clock, SystemClock};
 pub use encode::{cert_pem, csr_pem, fingerprint, pem_encode};
 pub use error::{CertError, Error, IdError, RoleError};

@@ -1076,3 +1076,60 @@ fn tls_accepts_a_manager_certificate_issued_before_d37() {
         }
     }
 }
+
+/// A workload certificate (issue 18): SPIFFE's X.509-SVID profile from the
+/// cluster's own root, and never usable as a node's.
+#[test]
+fn workload_certificates_name_their_service_and_never_pass_for_a_node() {
+    let ca = root();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr = VerifiedCsr::from_der(key.csr().unwrap().as_ref()).unwrap();
+    let t = now().replace_nanosecond(0).unwrap();
+    let ttl = WorkloadTtl::new(std::time::Duration::from_secs(3600)).unwrap();
+    // Task ids look like node ids: only the OU tells them apart.
+    let task = NodeId::generate().to_string();
+    let issued = ca.issue_workload(&csr, &task, "web", ttl, t).unwrap();
+    let r = report(&issued.der);
+    assert_eq!(
+        r.subject,
+        format!("CN={task}, OU=moat-workload, O={}", ca.cluster_id())
+    );
+    assert_eq!(
+        r.subject_alt_names,
+        vec![format!("URI:spiffe://{}/service/web", ca.cluster_id())],
+        "exactly one URI name, the SPIFFE ID"
+    );
+    assert!(!r.is_ca);
+    assert_eq!(issued.not_after, t + Duration::hours(1));
+    assert_eq!(issued.not_before, t - Duration::minutes(5));
+    // The node authorization refuses it, as client and as server.
+    for usage in [Usage::Client, Usage::Server] {
+        let err = verify_chain(
+            std::slice::from_ref(&issued.der),
+            &roots_of(&ca),
+            &ca.cluster_id(),
+            usage,
+            t,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("moat-workload"), "{err}");
+    }
+    // Bounds: 5 minutes to 24 hours; names that are not SPIFFE path
+    // segments, and task ids that are not ids, are refused.
+    assert!(WorkloadTtl::new(std::time::Duration::from_secs(299)).is_err());
+    assert!(WorkloadTtl::new(std::time::Duration::from_secs(86_401)).is_err());
+    assert_eq!(WorkloadTtl::DEFAULT.duration().as_secs(), 3600);
+    for bad in ["", ".", "..", "a/b", "a b", "é"] {
+        assert!(spiffe_id(&ca.cluster_id(), bad).is_err(), "{bad:?}");
+        assert!(
+            ca.issue_workload(&csr, "task1", bad, ttl, t).is_err(),
+            "{bad:?}"
+        );
+    }
+    for bad in ["", "a/b", "x\n"] {
+        assert!(
+            ca.issue_workload(&csr, bad, "web", ttl, t).is_err(),
+            "{bad:?}"
+        );
+    }
+}
