@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use moat_testkit::Harness;
@@ -72,24 +72,6 @@ fn task_output(h: &Harness, service: &str, file: &str, among: &[String]) -> (Str
         },
     );
     found.unwrap()
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if meta.is_file()
-            && std::fs::read(&path)
-                .is_ok_and(|bytes| moat_testkit::secrets::contains(&bytes, needle))
-        {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Where node `name` keeps its tasks' secrets: `--secrets-dir` (the
@@ -226,11 +208,16 @@ fn secrets_reach_only_their_tasks_and_never_a_disk() {
         & 0o777;
     assert_eq!(dir_mode, 0o700);
     // Nowhere else: no node's state directory, no daemon log.
-    let leaks = files_containing(h.dir(), v1.as_bytes());
+    let leaks = moat_testkit::secrets::files_containing(h.dir(), v1.as_bytes());
     assert!(leaks.is_empty(), "the secret is on disk: {leaks:?}");
     assert!(
-        files_containing(&h.secrets_dir("w2").unwrap(), v1.as_bytes()).is_empty()
-            && files_containing(&h.secrets_dir("m1").unwrap(), v1.as_bytes()).is_empty(),
+        moat_testkit::secrets::files_containing(&h.secrets_dir("w2").unwrap(), v1.as_bytes())
+            .is_empty()
+            && moat_testkit::secrets::files_containing(
+                &h.secrets_dir("m1").unwrap(),
+                v1.as_bytes()
+            )
+            .is_empty(),
         "only the task's node has it"
     );
 
@@ -375,7 +362,7 @@ fn secrets_reach_only_their_tasks_and_never_a_disk() {
     h.wait_until("every task's secrets to go", CONVERGE, || {
         std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none())
     });
-    let leaks = files_containing(h.dir(), v2.as_bytes());
+    let leaks = moat_testkit::secrets::files_containing(h.dir(), v2.as_bytes());
     assert!(leaks.is_empty(), "the second version is on disk: {leaks:?}");
 }
 

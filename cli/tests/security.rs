@@ -712,6 +712,24 @@ fn authorization_matrix() {
     m.finish();
 }
 
+/// m1's state with its secrets (`store dump --show-secrets`), read off its
+/// disk with the daemon stopped: the attacker's kit. m1 stays stopped.
+fn dump_m1(h: &mut Harness) -> Value {
+    h.stop("m1");
+    let dump = h.moat(
+        "m1",
+        &[
+            "store",
+            "dump",
+            "--show-secrets",
+            "--state-dir",
+            h.daemon("m1").state_dir.to_str().unwrap(),
+        ],
+    );
+    let text = dump.ok();
+    serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
+}
+
 /// `task_sync` as `tls`, answered: its `Ok` value (`assignments`, `digest`).
 fn task_sync(addr: &str, tls: &Arc<TlsContext>, body: Value) -> Result<Value, String> {
     call(addr, Some(tls.clone()), "task_sync", body).map(|ok| serde_json::from_str(&ok).unwrap())
@@ -749,24 +767,6 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         }
     }
     total
-}
-
-/// The files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if meta.is_file()
-            && std::fs::read(&path)
-                .is_ok_and(|bytes| moat_testkit::secrets::contains(&bytes, needle))
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
 }
 
 /// Text that neither repeats nor compresses much (hex of an xorshift).
@@ -809,21 +809,6 @@ fn task_sync_authorization_matrix() {
     let (m1, w1, w2) = (ids(&h, "m1"), ids(&h, "w1"), ids(&h, "w2"));
 
     // The attacker's kit: the CA key off m1's disk (stopped for the read).
-    let dump_m1 = |h: &mut Harness| -> Value {
-        h.stop("m1");
-        let dump = h.moat(
-            "m1",
-            &[
-                "store",
-                "dump",
-                "--show-secrets",
-                "--state-dir",
-                h.daemon("m1").state_dir.to_str().unwrap(),
-            ],
-        );
-        let text = dump.ok();
-        serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
-    };
     let forge = Forge::from_dump(&dump_m1(&mut h));
     h.restart("m1");
     let as_w1 = forge.now(w1, Role::Worker);
@@ -1096,7 +1081,7 @@ fn task_sync_authorization_matrix() {
     .filter(|(_, text)| text.contains(&probe))
     .map(|(what, _)| *what)
     .collect();
-    let on_disk = files_containing(h.dir(), probe.as_bytes());
+    let on_disk = moat_testkit::secrets::files_containing(h.dir(), probe.as_bytes());
     m.held(
         "env value: CLI, audit, other nodes, disks and logs",
         runner_has_it && shown.is_empty() && on_disk.is_empty(),
@@ -1200,19 +1185,7 @@ fn task_secrets_authorization_matrix() {
     let (addr, _) = h.cluster(&["m1"], &["w1", "w2"]);
     let mut m = Matrix::default();
     let (w1, w2) = (node_id(&h, "m1", "w1"), node_id(&h, "m1", "w2"));
-    h.stop("m1");
-    let dump = h.moat(
-        "m1",
-        &[
-            "store",
-            "dump",
-            "--show-secrets",
-            "--state-dir",
-            h.daemon("m1").state_dir.to_str().unwrap(),
-        ],
-    );
-    let text = dump.ok();
-    let forge = Forge::from_dump(&serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap());
+    let forge = Forge::from_dump(&dump_m1(&mut h));
     h.restart("m1");
     let (as_w1, as_w2) = (forge.now(w1, Role::Worker), forge.now(w2, Role::Worker));
 

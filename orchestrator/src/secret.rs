@@ -324,6 +324,21 @@ impl State {
             .collect()
     }
 
+    /// The services that follow secret `id` (an unpinned reference): a
+    /// new version rolls them.
+    pub fn secret_followers<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = &'a crate::Service> + 'a {
+        self.services.values().filter(move |s| {
+            s.spec
+                .task
+                .secrets
+                .iter()
+                .any(|r| r.secret_id == id && !r.pinned)
+        })
+    }
+
     /// What the node `node` may receive for task `task_id`: each of the
     /// task's references with its version's data. Only while the task is
     /// assigned to that node, is to run, and has not ended; otherwise the
@@ -467,19 +482,8 @@ impl State {
         }
         check_data(kind, &name, version)?;
         self.check_room(version.data.len())?;
-        let secret = self.secrets.get_mut(id).expect("looked up above");
-        secret.versions.push(version.clone());
-        secret.updated_at = now;
         let followers: Vec<(String, ServiceSpec)> = self
-            .services
-            .values()
-            .filter(|s| {
-                s.spec
-                    .task
-                    .secrets
-                    .iter()
-                    .any(|r| r.secret_id == id && !r.pinned)
-            })
+            .secret_followers(id)
             .map(|s| {
                 let mut spec = s.spec.clone();
                 for r in &mut spec.task.secrets {
@@ -490,6 +494,10 @@ impl State {
                 (s.id.clone(), spec)
             })
             .collect();
+        if let Some(secret) = self.secrets.get_mut(id) {
+            secret.versions.push(version.clone());
+            secret.updated_at = now;
+        }
         for (service, spec) in followers {
             let previous = self.services.get(&service).map(|s| s.spec.clone());
             self.set_spec(

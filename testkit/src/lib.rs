@@ -759,6 +759,21 @@ pub mod secrets {
         !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// Every file under `dir` (recursively) whose bytes contain `needle`.
+    pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                found.extend(files_containing(&path, needle));
+            } else if meta.is_file() && std::fs::read(&path).is_ok_and(|b| contains(&b, needle)) {
+                found.push(path);
+            }
+        }
+        found
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;

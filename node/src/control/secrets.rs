@@ -169,15 +169,7 @@ pub(super) async fn secret_update(
     let next = secret.latest().map_or(1, |v| v.version + 1);
     let followers: Vec<String> = state
         .orchestrator
-        .services
-        .values()
-        .filter(|s| {
-            s.spec
-                .task
-                .secrets
-                .iter()
-                .any(|r| r.secret_id == secret.id && !r.pinned)
-        })
+        .secret_followers(&secret.id)
         .map(|s| s.spec.name.clone())
         .collect();
     let digest = digest(&state, &data)?;
