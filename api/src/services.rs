@@ -43,6 +43,13 @@ pub struct ServiceSettings {
     /// `--stop-grace-period`, milliseconds.
     #[serde(default)]
     pub stop_grace_ms: Option<u64>,
+    /// `--no-identity` (`Some(false)`), or `--identity` on update
+    /// (`Some(true)`); a new service has one unless told.
+    #[serde(default)]
+    pub identity: Option<bool>,
+    /// `--identity-ttl`, seconds (5 minutes to 24 hours).
+    #[serde(default)]
+    pub identity_ttl_secs: Option<u64>,
 }
 
 /// `POST /v1/services/create`.
@@ -236,6 +243,18 @@ pub struct ServiceInfo {
     /// Its secrets and configs (names, versions, targets; never data).
     #[serde(default)]
     pub secrets: Vec<crate::SecretUse>,
+    /// Its tasks' workload identity, if they get one.
+    #[serde(default)]
+    pub identity: Option<IdentityInfo>,
+}
+
+/// A service's workload identity, as `service inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    /// `spiffe://<cluster>/service/<name>`.
+    pub spiffe_id: String,
+    /// Lifetime of each certificate, seconds.
+    pub ttl_secs: u64,
 }
 
 /// One task, as `service ps` and `node ps` show it.

@@ -82,6 +82,29 @@ pub struct TaskSpec {
     /// stays in the store until the task's node asks for it).
     #[serde(default)]
     pub secrets: Vec<crate::SecretRef>,
+    /// The workload identity its tasks get (an X.509-SVID from the
+    /// cluster CA, `spiffe://<cluster>/service/<name>`); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+}
+
+/// A service's workload identity settings (`--identity-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySpec {
+    /// Lifetime of each certificate, in seconds (the CA checks the
+    /// bounds: 5 minutes to 24 hours); renewed at half of it.
+    pub ttl_secs: u64,
+}
+
+/// The default certificate lifetime of a task's identity: 1 hour.
+pub const DEFAULT_IDENTITY_TTL_SECS: u64 = 3600;
+
+impl Default for IdentitySpec {
+    fn default() -> Self {
+        IdentitySpec {
+            ttl_secs: DEFAULT_IDENTITY_TTL_SECS,
+        }
+    }
 }
 
 /// Docker's default stop grace period: 10 s.
@@ -430,6 +453,21 @@ pub struct Task {
     pub attempt: u64,
     /// When it was made (Unix milliseconds).
     pub created_at: i64,
+    /// Its workload certificate, the last one the CA issued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<TaskIdentity>,
+}
+
+/// A task's workload certificate, as recorded when the CA issued it (the
+/// certificate itself stays on the task's node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskIdentity {
+    /// Its serial number (hex).
+    pub serial: String,
+    /// Its `NotAfter` (Unix seconds).
+    pub not_after: i64,
+    /// The fingerprint of the root that issued it.
+    pub issuer: String,
 }
 
 /// What a node is told about one of its tasks.

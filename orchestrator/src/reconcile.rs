@@ -327,6 +327,7 @@ impl Ctx<'_, '_> {
             },
             attempt,
             created_at: self.now,
+            identity: None,
         }
     }
 

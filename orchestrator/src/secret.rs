@@ -348,18 +348,7 @@ impl State {
         task_id: &str,
         node: &str,
     ) -> Result<Vec<(&SecretRef, &SecretVersion)>, String> {
-        let Some(task) = self.tasks.get(task_id) else {
-            return Err(format!("task {task_id} does not exist"));
-        };
-        if task.node_id.as_deref() != Some(node) {
-            return Err(format!("task {task_id} is not assigned to this node"));
-        }
-        if task.desired_state != TaskState::Running || task.status.state.is_terminal() {
-            return Err(format!(
-                "task {task_id} is not to run (desired {}, state {})",
-                task.desired_state, task.status.state
-            ));
-        }
+        let task = self.task_to_run(task_id, node)?;
         task.spec
             .secrets
             .iter()
@@ -376,6 +365,46 @@ impl State {
                     })
             })
             .collect()
+    }
+
+    /// Task `task_id`, if node `node` may have what it needs to run: it is
+    /// assigned to that node, is to run, and has not ended; otherwise the
+    /// reason it is refused.
+    pub fn task_to_run(&self, task_id: &str, node: &str) -> Result<&crate::Task, String> {
+        let Some(task) = self.tasks.get(task_id) else {
+            return Err(format!("task {task_id} does not exist"));
+        };
+        if task.node_id.as_deref() != Some(node) {
+            return Err(format!("task {task_id} is not assigned to this node"));
+        }
+        if task.desired_state != TaskState::Running || task.status.state.is_terminal() {
+            return Err(format!(
+                "task {task_id} is not to run (desired {}, state {})",
+                task.desired_state, task.status.state
+            ));
+        }
+        Ok(task)
+    }
+
+    /// The workload identity node `node` may have issued for task
+    /// `task_id`: the task's service name and its identity settings, under
+    /// the same conditions as [`State::task_files`], and only if its spec
+    /// has an identity.
+    pub fn task_identity(
+        &self,
+        task_id: &str,
+        node: &str,
+    ) -> Result<(&str, crate::IdentitySpec), String> {
+        let task = self.task_to_run(task_id, node)?;
+        let Some(identity) = task.spec.identity else {
+            return Err(format!(
+                "task {task_id} has no workload identity (its service was created with --no-identity)"
+            ));
+        };
+        let Some(service) = self.services.get(&task.service_id) else {
+            return Err(format!("the service of task {task_id} no longer exists"));
+        };
+        Ok((service.spec.name.as_str(), identity))
     }
 
     /// Checks that every reference of `spec` names a kept version of an
@@ -773,8 +802,53 @@ mod tests {
             },
             attempt: 0,
             created_at: 0,
+            identity: None,
         };
         st.tasks.insert(task.into(), t);
+    }
+
+    #[test]
+    fn identity_only_for_a_running_task_of_a_service_with_one_on_its_node() {
+        let mut st = cluster();
+        place(&mut st, "T1", "A", TaskState::Running);
+        let err = st.task_identity("T1", "n1").unwrap_err();
+        assert!(err.contains("--no-identity"), "{err}");
+        let mut spec = st.services["A"].spec.clone();
+        spec.task.identity = Some(crate::IdentitySpec { ttl_secs: 600 });
+        st.apply(&Command::UpdateService {
+            id: "A".into(),
+            spec,
+            force: false,
+            now: 1,
+        })
+        .unwrap();
+        place(&mut st, "T2", "A", TaskState::Running);
+        let (name, id) = st.task_identity("T2", "n1").unwrap();
+        assert_eq!((name, id.ttl_secs), ("follows", 600));
+        assert!(st.task_identity("T2", "n2").unwrap_err().contains("not assigned"));
+        assert!(st.task_identity("T9", "n1").unwrap_err().contains("does not exist"));
+        let record = |st: &mut State, task: &str, node: &str, serial: &str| {
+            st.apply(&Command::RecordIdentity {
+                task: task.into(),
+                node: node.into(),
+                identity: crate::TaskIdentity {
+                    serial: serial.into(),
+                    not_after: 100,
+                    issuer: "fp".into(),
+                },
+            })
+            .unwrap();
+        };
+        record(&mut st, "T2", "n1", "01");
+        assert_eq!(st.tasks["T2"].identity.as_ref().unwrap().serial, "01");
+        // Another node's word about the task: ignored.
+        record(&mut st, "T2", "n2", "02");
+        assert_eq!(st.tasks["T2"].identity.as_ref().unwrap().serial, "01");
+        // A task that ended gets none.
+        place(&mut st, "T3", "A", TaskState::Complete);
+        assert!(st.task_identity("T3", "n1").unwrap_err().contains("not to run"));
+        record(&mut st, "T3", "n1", "03");
+        assert!(st.tasks["T3"].identity.is_none());
     }
 
     fn cluster() -> State {

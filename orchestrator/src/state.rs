@@ -92,6 +92,16 @@ pub enum Command {
         /// The secret (exact id).
         id: crate::SecretId,
     },
+    /// Records the workload certificate the leader issued a task (skipped
+    /// unless the task is on `node`, is to run and has not ended).
+    RecordIdentity {
+        /// The task.
+        task: TaskId,
+        /// The node it was issued through (as authenticated by the leader).
+        node: NodeId,
+        /// The certificate.
+        identity: crate::TaskIdentity,
+    },
     /// What a worker says about its tasks, forwarded by the leader.
     ReportTasks {
         /// The worker (as authenticated by the leader).
@@ -291,6 +301,18 @@ impl State {
             }
             Command::ReportTasks { node, reports, now } => {
                 self.report_tasks(node, reports, *now);
+                Ok(())
+            }
+            Command::RecordIdentity {
+                task,
+                node,
+                identity,
+            } => {
+                if self.task_to_run(task, node).is_ok()
+                    && let Some(t) = self.tasks.get_mut(task)
+                {
+                    t.identity = Some(identity.clone());
+                }
                 Ok(())
             }
             Command::CreateSecret(secret) => self.create_secret(secret),
@@ -701,6 +723,7 @@ mod tests {
             },
             attempt: 0,
             created_at: 0,
+            identity: None,
         }
     }
 

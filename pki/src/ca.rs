@@ -300,6 +300,7 @@ impl RootCa {
             expiry.backdate(),
             now,
             "node certificate",
+            Vec::new(),
         )
     }
 
@@ -347,6 +348,11 @@ impl RootCa {
             (lifetime / 10).min(MAX_CLOCK_SKEW),
             now,
             "workload certificate",
+            // SPIFFE's X.509-SVID profile wants basic constraints present
+            // in a leaf (clients such as the `spiffe` crate refuse one
+            // without): cA=FALSE is the default, so DER writes it as an
+            // empty SEQUENCE.
+            vec![not_a_ca_extension()],
         )
     }
 
@@ -361,6 +367,7 @@ impl RootCa {
         backdate: StdDuration,
         now: OffsetDateTime,
         what: &'static str,
+        extra: Vec<CustomExtension>,
     ) -> Result<IssuedCert, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn;
@@ -383,6 +390,7 @@ impl RootCa {
         params.custom_extensions = vec![subject_key_identifier_extension(&key_identifier(
             csr.public_key().der_bytes(),
         ))];
+        params.custom_extensions.extend(extra);
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(csr.public_key(), &self.issuer)
@@ -488,6 +496,14 @@ fn subject_key_identifier_extension(key_id: &[u8]) -> CustomExtension {
     value.push(key_id.len() as u8); // short form: key_id is 20 bytes
     value.extend_from_slice(key_id);
     CustomExtension::from_oid_content(&[2, 5, 29, 14], value)
+}
+
+/// Basic constraints with cA=FALSE, critical: the value is an empty
+/// SEQUENCE (DER leaves a default out).
+fn not_a_ca_extension() -> CustomExtension {
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    ext.set_criticality(true);
+    ext
 }
 
 fn ca_key_usages() -> Vec<KeyUsagePurpose> {

@@ -462,6 +462,13 @@ fn service_info(state: &ClusterState, s: &Service) -> ServiceInfo {
         }),
         has_previous_spec: s.previous_spec.is_some(),
         secrets: super::secrets::uses(&spec.task.secrets),
+        identity: spec.task.identity.map(|i| moat_api::IdentityInfo {
+            spiffe_id: state
+                .cluster_id
+                .and_then(|c| moat_pki::spiffe_id(&c, &spec.name).ok())
+                .unwrap_or_default(),
+            ttl_secs: i.ttl_secs,
+        }),
     }
 }
 

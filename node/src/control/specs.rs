@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use moat_api::{ErrorKind, ServiceCreateRequest, ServiceSettings, ServiceUpdateRequest};
 use moat_orchestrator::{
-    DEFAULT_SECRET_MODE, FailureAction, Mode, RestartCondition, Runtime, SecretKind, SecretRef,
+    DEFAULT_SECRET_MODE, FailureAction, IdentitySpec, Mode, RestartCondition, Runtime, SecretKind, SecretRef,
     ServiceSpec, State as Orchestrator, TaskSpec, parse_constraint, parse_spread,
 };
 
@@ -72,6 +72,7 @@ pub(crate) fn create_spec(
             image: req.image.clone(),
             args: req.args.clone(),
             env: env_map(&req.env)?,
+            identity: Some(IdentitySpec::default()),
             ..TaskSpec::default()
         },
         mode,
@@ -316,6 +317,23 @@ fn apply_settings(spec: &mut ServiceSpec, s: &ServiceSettings) -> Result<(), Nod
     }
     if let Some(ms) = s.stop_grace_ms {
         spec.task.stop_grace_ms = ms;
+    }
+    match (s.identity, s.identity_ttl_secs) {
+        (Some(false), Some(_)) => {
+            return Err(invalid(
+                "--identity-ttl sets the lifetime of the identity that --no-identity turns off: give one of them",
+            ));
+        }
+        (Some(false), None) => spec.task.identity = None,
+        (Some(true), None) => {
+            spec.task.identity.get_or_insert_with(IdentitySpec::default);
+        }
+        (_, Some(secs)) => {
+            moat_pki::WorkloadTtl::new(std::time::Duration::from_secs(secs))
+                .map_err(|e| invalid(format!("--identity-ttl: {e}")))?;
+            spec.task.identity = Some(IdentitySpec { ttl_secs: secs });
+        }
+        (None, None) => {}
     }
     Ok(())
 }
