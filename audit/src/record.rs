@@ -539,6 +539,12 @@ actions! {
     /// A node asked for a task's secrets and was refused (outcome denied;
     /// details: node, task, the secrets the task uses, why).
     SECRET_DENY = "secret.deny";
+    /// A task's workload certificate (X.509-SVID) was issued through its
+    /// node (details: node, SPIFFE ID, serial, not_after, issuer).
+    IDENTITY_ISSUE = "identity.issue";
+    /// A node asked for a workload certificate and was refused (outcome
+    /// denied; details: node, task, why).
+    IDENTITY_DENY = "identity.deny";
     /// A config was created (details: id, size, keyed digest).
     CONFIG_CREATE = "config.create";
     /// A config got a new version.

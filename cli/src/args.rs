@@ -1030,6 +1030,15 @@ pub(crate) struct ServiceFlags {
     /// Time between SIGTERM and SIGKILL when a task stops (default 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     pub(crate) stop_grace_period: Option<Duration>,
+    /// Lifetime of each task's workload certificate
+    /// (spiffe://CLUSTER/service/NAME), 5m to 24h (default 1h); renewed at
+    /// half of it. (`update`: also turns an identity back on.)
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) identity_ttl: Option<Duration>,
+    /// Give the tasks no workload identity: no certificate, no Workload
+    /// API socket.
+    #[arg(long, conflicts_with = "identity_ttl")]
+    pub(crate) no_identity: bool,
     /// Return at once instead of waiting for the tasks.
     #[arg(long, short)]
     pub(crate) detach: bool,

@@ -303,6 +303,8 @@ fn settings(f: &ServiceFlags) -> ServiceSettings {
         }),
         update_monitor_ms: ms(f.update_monitor),
         stop_grace_ms: ms(f.stop_grace_period),
+        identity: f.no_identity.then_some(false),
+        identity_ttl_secs: f.identity_ttl.map(|d| d.as_secs()),
     }
 }
 
@@ -464,6 +466,7 @@ mod tests {
             update_status: None,
             has_previous_spec: false,
             secrets: Vec::new(),
+            identity: None,
         }
     }
 

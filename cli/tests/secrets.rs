@@ -422,3 +422,303 @@ fn a_container_task_reads_its_secret_at_run_secrets() {
         std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none())
     });
 }
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `openssl x509` on `pem` with `args`: its output.
+fn openssl_x509(pem: &[u8], args: &[&str]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .arg("x509")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl x509: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A task's identity directory on its node.
+fn identity_dir(h: &Harness, node: &str, task: &str) -> PathBuf {
+    secrets_root(h, node)
+        .join(task)
+        .join("secrets")
+        .join("identity")
+}
+
+/// The SPIFFE ID `service inspect` gives `service`.
+fn spiffe_id_of(h: &Harness, service: &str) -> String {
+    let info = h
+        .moat("m1", &["service", "inspect", service, "--format", "json"])
+        .json();
+    info["identity"]["spiffe_id"].as_str().unwrap().to_owned()
+}
+
+/// Flags that give a task its identity files, for openssl.
+const ID_FLAGS: &str = "-cert \"$MOAT_SECRETS_DIR/identity/cert.pem\" -key \"$MOAT_SECRETS_DIR/identity/key.pem\" -CAfile \"$MOAT_SECRETS_DIR/identity/bundle.pem\" -verify_return_error";
+
+/// Two process tasks of different services talk mutual TLS with their
+/// identity files (an openssl s_server / s_client pair), each sees the
+/// other's SPIFFE ID, and a task certificate of another cluster is
+/// refused; the key is mode 0400, on the tmpfs only, and goes with the
+/// task.
+#[test]
+fn tasks_talk_mutual_tls_with_their_identities() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.cluster(&["m1"], &["w1"]);
+    if h.secrets_dir("w1").is_none() {
+        eprintln!("SKIPPED: no /dev/shm on this machine");
+        return;
+    }
+    let port = free_port();
+    let server = format!(
+        "sleep 100000 | openssl s_server -accept 127.0.0.1:{port} {ID_FLAGS} -Verify 1"
+    );
+    let client = format!(
+        "until openssl s_client -connect 127.0.0.1:{port} {ID_FLAGS} </dev/null > out 2>&1; do sleep 0.2; done; \
+         openssl x509 -noout -ext subjectAltName < out > peer; exec sleep 300"
+    );
+    for (name, node, script) in [("api", "w1", &server), ("web", "m1", &client)] {
+        h.moat(
+            "m1",
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                name,
+                "--constraint",
+                &format!("node.hostname=={node}"),
+                "--stop-grace-period",
+                "1s",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        )
+        .ok();
+    }
+    let api_id = spiffe_id_of(&h, "api");
+    let web_id = spiffe_id_of(&h, "web");
+    let cluster = h.moat("m1", &["info", "--format", "json"]).json()["cluster_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(api_id, format!("spiffe://{cluster}/service/api"));
+
+    // The client saw the server's id...
+    let tasks = |h: &Harness, s: &str| -> Vec<String> {
+        running(h, s)
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    h.wait_until("both services to run", CONVERGE, || {
+        tasks(&h, "api").len() == 1 && tasks(&h, "web").len() == 1
+    });
+    let (_, peer) = task_output(&h, "web", "peer", &tasks(&h, "web"));
+    assert!(peer.contains(&format!("URI:{api_id}")), "{peer}");
+    // ...and the server the client's.
+    let api_task = tasks(&h, "api").pop().unwrap();
+    let log = h.dir().join("w1").join("tasks").join(format!("{api_task}.log"));
+    let mut logs = String::new();
+    h.wait_until("the server to print its client's certificate", CONVERGE, || {
+        logs = std::fs::read_to_string(&log).unwrap_or_default();
+        logs.contains("Client certificate")
+    });
+    let pem_start = logs.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let pem_end = logs[pem_start..].find("-----END CERTIFICATE-----").unwrap() + 25;
+    let client_cert = &logs[pem_start..pem_start + pem_end];
+    let names = openssl_x509(client_cert.as_bytes(), &["-noout", "-ext", "subjectAltName"]);
+    assert!(names.contains(&format!("URI:{web_id}")), "{names}");
+
+    // On w1's tmpfs: the key 0400, the certificate naming the service.
+    let dir = identity_dir(&h, "w1", &api_task);
+    let key = std::fs::read(dir.join("key.pem")).unwrap();
+    let mode = std::fs::metadata(dir.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o400);
+    let subject = openssl_x509(
+        &std::fs::read(dir.join("cert.pem")).unwrap(),
+        &["-noout", "-subject"],
+    );
+    assert!(subject.contains(&api_task), "the task id in the subject: {subject}");
+    let leaks = moat_testkit::secrets::files_containing(h.dir(), &key[40..100]);
+    assert!(leaks.is_empty(), "the task's key is on disk: {leaks:?}");
+
+    // A task certificate of another cluster, for a service of the same
+    // name: refused by the server (unknown CA).
+    let mut other = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    other.cluster(&["m1"], &[]);
+    other
+        .moat(
+            "m1",
+            &[
+                "service", "create", "--detach", "--name", "web", "/bin/sleep", "300",
+            ],
+        )
+        .ok();
+    let mut foreign = PathBuf::new();
+    other.wait_until("the other cluster's task identity", CONVERGE, || {
+        let Some(t) = running(&other, "web").pop() else {
+            return false;
+        };
+        foreign = identity_dir(&other, "m1", t["id"].as_str().unwrap());
+        foreign.join("cert.pem").exists()
+    });
+    let out = std::process::Command::new("openssl")
+        // -ign_eof: read until the server answers the certificate (in
+        // TLS 1.3 the server judges it after the client's handshake ends).
+        .args(["s_client", "-ign_eof", "-connect", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(foreign.join("cert.pem"))
+        .arg("-key")
+        .arg(foreign.join("key.pem"))
+        .arg("-CAfile")
+        .arg(dir.join("bundle.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("unknown ca"), "{text}");
+    h.wait_until("the server to log the refusal", CONVERGE, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("verify error:num=20:unable to get local issuer certificate")
+    });
+
+    // Gone with the task: the key and the Workload API socket.
+    h.moat("m1", &["service", "rm", "api", "web"]).ok();
+    let task_dir = secrets_root(&h, "w1").join(&api_task);
+    h.wait_until("the task's identity to go", CONVERGE, || !task_dir.exists());
+}
+
+/// A task's identity through the SPIFFE Workload API, fetched with an
+/// existing client library (the `spiffe` crate, not moat's code) from the
+/// socket the task is given in SPIFFE_ENDPOINT_SOCKET: the SVID and the
+/// bundle, a renewal at half the certificate's life arriving on the
+/// stream, and a new SVID under both roots when the CA rotates.
+#[test]
+fn a_spiffe_client_gets_the_task_identity_and_its_renewals() {
+    use futures_util::StreamExt;
+
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.cluster(&["m1"], &["w1"]);
+    if h.secrets_dir("w1").is_none() {
+        eprintln!("SKIPPED: no /dev/shm on this machine");
+        return;
+    }
+    h.moat(
+        "m1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "api",
+            "--identity-ttl",
+            "5m",
+            "--constraint",
+            "node.hostname==w1",
+            "/bin/sh",
+            "-c",
+            "echo \"$SPIFFE_ENDPOINT_SOCKET\" > sock; exec sleep 600",
+        ],
+    )
+    .ok();
+    let all: Vec<String> = running(&h, "api")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    let (task, sock) = task_output(&h, "api", "sock", &all);
+    let address = sock.trim().to_owned();
+    let want = identity_dir(&h, "w1", &task)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("spiffe")
+        .join("agent.sock");
+    assert_eq!(address, format!("unix://{}", want.display()));
+    let spiffe_id = spiffe_id_of(&h, "api");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let wait = |secs| Duration::from_secs(secs);
+    rt.block_on(async {
+        let client = spiffe::WorkloadApiClient::connect_to(&address).await.unwrap();
+        let svid = client.fetch_x509_svid().await.unwrap();
+        assert_eq!(svid.spiffe_id().to_string(), spiffe_id);
+        let bundles = client.fetch_x509_bundles().await.unwrap();
+        let td = svid.spiffe_id().trust_domain().clone();
+        assert_eq!(bundles.get(&td).unwrap().authorities().len(), 1);
+
+        let mut stream = client.stream_x509_contexts().await.unwrap();
+        let first = tokio::time::timeout(wait(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let first_leaf = first.default_svid().unwrap().leaf().as_ref().to_vec();
+        // Renewed at half of 5 minutes: a new certificate, issued about
+        // 150 s after the first (NotBefore is back-dated by the same 30 s
+        // in both).
+        let renewed = tokio::time::timeout(wait(240), stream.next())
+            .await
+            .expect("a renewal within 4 minutes")
+            .unwrap()
+            .unwrap();
+        let renewed_leaf = renewed.default_svid().unwrap().leaf().as_ref().to_vec();
+        assert_ne!(renewed_leaf, first_leaf);
+        let not_before = |der: &[u8]| {
+            let text = openssl_x509(der, &["-inform", "DER", "-noout", "-startdate"]);
+            let date = text.trim().trim_start_matches("notBefore=").to_owned();
+            let out = std::process::Command::new("date")
+                .args(["-d", &date, "+%s"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().parse::<i64>().unwrap()
+        };
+        let gap = not_before(&renewed_leaf) - not_before(&first_leaf);
+        assert!((120..=200).contains(&gap), "renewed {gap} s after issue");
+
+        // A CA rotation: the node trusts both roots, and the task gets a
+        // certificate from the new root with a bundle of both.
+        h.moat("m1", &["ca", "--rotate", "--detach"]).ok();
+        let rotated = tokio::time::timeout(wait(60), async {
+            loop {
+                let ctx = stream.next().await.unwrap().unwrap();
+                if ctx.bundle_set().get(&td).unwrap().authorities().len() == 2 {
+                    return ctx;
+                }
+            }
+        })
+        .await
+        .expect("a new SVID under both roots within a minute");
+        assert_eq!(
+            rotated.default_svid().unwrap().spiffe_id().to_string(),
+            spiffe_id
+        );
+    });
+    h.moat("m1", &["service", "rm", "api"]).ok();
+}

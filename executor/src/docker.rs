@@ -188,7 +188,7 @@ pub(crate) async fn run(
     mut rec: Record,
     spec: TaskSpec,
     stop: watch::Receiver<bool>,
-    files: Vec<crate::TaskFile>,
+    material: crate::TaskMaterial,
 ) {
     rec.set(TaskState::Preparing, "preparing");
     inner.show(&rec);
@@ -206,8 +206,8 @@ pub(crate) async fn run(
     if let Err(e) = inner.commit(&rec).await {
         return reject(&inner, rec, e.to_string()).await;
     }
-    let binds = binds(&inner, &rec.task_id, &files);
-    if let Err(error) = inner.write_files(&rec.task_id, files).await {
+    let binds = binds(&inner, &rec.task_id, &material);
+    if let Err(error) = inner.write_files(&rec.task_id, material).await {
         return reject(&inner, rec, error).await;
     }
     let name = container_name(&rec);
@@ -220,7 +220,19 @@ pub(crate) async fn run(
     ]);
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(spec.identity.map(|_| {
+                    format!(
+                        "{}={}",
+                        moat_workload::ENDPOINT_SOCKET_ENV,
+                        crate::identity::container_address()
+                    )
+                }))
+                .collect(),
+        ),
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -297,14 +309,28 @@ async fn create(
     }
 }
 
-/// The bind mounts of a task's secrets (its directory at `/run/secrets`)
-/// and configs (each file at `/<target>`), read-only.
-fn binds(inner: &Inner, task_id: &str, files: &[crate::TaskFile]) -> Vec<String> {
+/// The bind mounts of a task's secrets and identity (its directory at
+/// `/run/secrets`), configs (each file at `/<target>`) and Workload API
+/// socket (its directory at `/run/spiffe`), read-only.
+fn binds(inner: &Inner, task_id: &str, material: &crate::TaskMaterial) -> Vec<String> {
     use moat_orchestrator::SecretKind;
+    let files = &material.files;
     let mut binds = Vec::new();
-    if files.iter().any(|f| f.kind == SecretKind::Secret) {
+    if material.identity.is_some() || files.iter().any(|f| f.kind == SecretKind::Secret) {
         let dir = inner.files_dir(task_id, SecretKind::Secret);
         binds.push(format!("{}:/run/secrets:ro", dir.display()));
+    }
+    if material.identity.is_some() {
+        let dir = inner
+            .identity_socket(task_id)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        binds.push(format!(
+            "{}:{}:ro",
+            dir.display(),
+            crate::identity::CONTAINER_SPIFFE_DIR
+        ));
     }
     for f in files.iter().filter(|f| f.kind == SecretKind::Config) {
         let path = inner.files_dir(task_id, SecretKind::Config).join(&f.target);

@@ -73,12 +73,19 @@ pub(crate) fn prepare_root(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot restrict {}: {e}", root.display()))
 }
 
-/// Writes `files` for `task_id` (replacing whatever a previous attempt
+/// Writes `material` for `task_id` (replacing whatever a previous attempt
 /// left). On error nothing of the task's is left behind.
-pub(crate) fn write(root: &Path, task_id: &str, files: &[TaskFile]) -> Result<(), String> {
+pub(crate) fn write(root: &Path, task_id: &str, material: &crate::TaskMaterial) -> Result<(), String> {
     prepare_root(root)?;
     remove(root, task_id);
-    let result = write_all(root, task_id, files);
+    let result = write_all(root, task_id, &material.files).and_then(|()| match &material.identity {
+        Some(identity) => crate::identity::write(
+            &kind_dir(root, task_id, SecretKind::Secret),
+            &crate::identity::spiffe_dir(root, task_id),
+            identity,
+        ),
+        None => Ok(()),
+    });
     if result.is_err() {
         remove(root, task_id);
     }
@@ -113,7 +120,7 @@ fn write_all(root: &Path, task_id: &str, files: &[TaskFile]) -> Result<(), Strin
     Ok(())
 }
 
-fn mkdir(dir: &Path, mode: u32) -> Result<(), String> {
+pub(crate) fn mkdir(dir: &Path, mode: u32) -> Result<(), String> {
     std::fs::DirBuilder::new()
         .mode(mode)
         .create(dir)
@@ -164,6 +171,13 @@ mod tests {
         }
     }
 
+    fn material(files: &[TaskFile]) -> crate::TaskMaterial {
+        crate::TaskMaterial {
+            files: files.to_vec(),
+            identity: None,
+        }
+    }
+
     fn shm() -> Option<tempfile::TempDir> {
         let dir = tempfile::Builder::new()
             .prefix("moat-files-test-")
@@ -182,7 +196,7 @@ mod tests {
             file(SecretKind::Secret, "db", 0o400, b"hunter2"),
             file(SecretKind::Config, "app.conf", 0o444, b"port=80"),
         ];
-        write(root.path(), "T1", &files).unwrap();
+        write(root.path(), "T1", &material(&files)).unwrap();
         let secret = kind_dir(root.path(), "T1", SecretKind::Secret).join("db");
         assert_eq!(std::fs::read(&secret).unwrap(), b"hunter2");
         let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
@@ -196,9 +210,9 @@ mod tests {
         let config = kind_dir(root.path(), "T1", SecretKind::Config).join("app.conf");
         assert_eq!(std::fs::read(&config).unwrap(), b"port=80");
         // Written again (a restart of the task): replaced, not refused.
-        write(root.path(), "T1", &files[..1]).unwrap();
+        write(root.path(), "T1", &material(&files[..1])).unwrap();
         assert!(!config.exists());
-        write(root.path(), "T2", &files).unwrap();
+        write(root.path(), "T2", &material(&files)).unwrap();
         std::fs::create_dir(root.path().join("not.a.task")).unwrap();
         wipe_except(root.path(), &BTreeSet::from(["T2".to_owned()]));
         assert!(!task_dir(root.path(), "T1").exists());
@@ -221,7 +235,7 @@ mod tests {
             file(SecretKind::Secret, "ok", 0o400, b"a"),
             file(SecretKind::Secret, "../escape", 0o400, b"b"),
         ];
-        let err = write(root.path(), "T1", &files).unwrap_err();
+        let err = write(root.path(), "T1", &material(&files)).unwrap_err();
         assert!(err.contains("not a file name"), "{err}");
         assert!(!task_dir(root.path(), "T1").exists());
         assert!(!root.path().join("escape").exists());
@@ -240,7 +254,7 @@ mod tests {
         let err = write(
             disk.path(),
             "T1",
-            &[file(SecretKind::Secret, "db", 0o400, b"x")],
+            &material(&[file(SecretKind::Secret, "db", 0o400, b"x")]),
         )
         .unwrap_err();
         assert!(err.contains("not on a tmpfs"), "{err}");

@@ -60,6 +60,7 @@
 mod docker;
 mod error;
 mod files;
+mod identity;
 mod process;
 mod record;
 
@@ -73,6 +74,7 @@ use tokio::sync::watch;
 
 pub use crate::error::ExecError;
 pub use crate::files::TaskFile;
+pub use crate::identity::{IDENTITY_DIR, WorkloadIdentity};
 use crate::record::Record;
 
 /// Where an executor keeps its tasks and how it reaches Docker.
@@ -103,6 +105,31 @@ impl ExecutorConfig {
             .unwrap_or_else(|| PathBuf::from("/dev/shm"))
             .join(format!("moat-{}", self.node_id))
     }
+}
+
+/// What a task needs from the cluster before it starts: its secrets and
+/// configs, and its workload identity.
+#[derive(Debug, Clone, Default)]
+pub struct TaskMaterial {
+    /// Its secrets and configs.
+    pub files: Vec<TaskFile>,
+    /// Its workload certificate and key, if its service has an identity.
+    pub identity: Option<WorkloadIdentity>,
+}
+
+/// Where a running task's identity stands, for its node's renewals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityStatus {
+    /// When it is to be renewed (Unix seconds).
+    pub renew_at: i64,
+    /// The roots it was issued with (PEM).
+    pub bundle_pem: String,
+}
+
+/// A task's identity being served.
+struct Held {
+    endpoint: moat_workload::Endpoint,
+    status: IdentityStatus,
 }
 
 /// Runs this node's tasks. A cheap handle: clones share the same tasks.
@@ -140,6 +167,8 @@ impl Drop for Life {
 pub(crate) struct Inner {
     pub(crate) config: ExecutorConfig,
     tasks: Mutex<BTreeMap<String, Entry>>,
+    /// The Workload API of each task with an identity.
+    identities: Mutex<BTreeMap<String, Held>>,
     changes: watch::Sender<u64>,
     pub(crate) docker: docker::Connection,
     closed: watch::Receiver<bool>,
@@ -211,24 +240,60 @@ impl Inner {
 }
 
 impl Inner {
-    /// Writes a task's secrets and configs (on the blocking pool).
+    /// Writes a task's secrets, configs and identity (on the blocking
+    /// pool), and serves its identity on its Workload API socket.
     pub(crate) async fn write_files(
         &self,
         task_id: &str,
-        files: Vec<TaskFile>,
+        material: TaskMaterial,
     ) -> Result<(), String> {
-        if files.is_empty() {
+        if material.files.is_empty() && material.identity.is_none() {
             return Ok(());
         }
         let root = self.config.secrets_root();
-        let task_id = task_id.to_owned();
-        tokio::task::spawn_blocking(move || files::write(&root, &task_id, &files))
-            .await
-            .map_err(|e| format!("writing the task's secrets: {e}"))?
+        let id = task_id.to_owned();
+        let material = tokio::task::spawn_blocking(move || {
+            files::write(&root, &id, &material).map(|()| material)
+        })
+        .await
+        .map_err(|e| format!("writing the task's secrets: {e}"))??;
+        if let Some(identity) = &material.identity {
+            self.serve_identity(task_id, identity)?;
+        }
+        Ok(())
+    }
+
+    /// Serves `identity` on the task's socket (bound now if it is not yet).
+    fn serve_identity(&self, task_id: &str, identity: &WorkloadIdentity) -> Result<(), String> {
+        let mut held = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        let socket = identity::socket_path(&self.config.secrets_root(), task_id);
+        let endpoint = identity::serve(held.remove(task_id).map(|h| h.endpoint), &socket, identity)?;
+        held.insert(
+            task_id.to_owned(),
+            Held {
+                endpoint,
+                status: IdentityStatus {
+                    renew_at: identity.renew_at,
+                    bundle_pem: identity.bundle_pem.clone(),
+                },
+            },
+        );
+        Ok(())
+    }
+
+    /// Where the task's socket is, if it has one.
+    pub(crate) fn identity_socket(&self, task_id: &str) -> PathBuf {
+        identity::socket_path(&self.config.secrets_root(), task_id)
     }
 
     /// Removes a task's secrets and configs, if it has any.
     pub(crate) async fn remove_files(&self, task_id: &str) {
+        // Its Workload API stops first: nothing is served from a
+        // directory that is going.
+        self.identities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
         let dir = files::task_dir(&self.config.secrets_root(), task_id);
         if !dir.exists() {
             return;
@@ -299,6 +364,7 @@ impl Executor {
             docker: docker::Connection::new(config.docker_host.clone()),
             config,
             tasks: Mutex::new(BTreeMap::new()),
+            identities: Mutex::new(BTreeMap::new()),
             changes,
             closed,
         });
@@ -358,7 +424,7 @@ impl Executor {
     pub async fn apply_with(
         &self,
         assignments: &[Assignment],
-        mut files: BTreeMap<String, Result<Vec<TaskFile>, String>>,
+        mut files: BTreeMap<String, Result<TaskMaterial, String>>,
     ) {
         let inner = &self.inner;
         let mut forgotten = Vec::new();
@@ -383,8 +449,8 @@ impl Executor {
                                 "the task id is not 1 to 128 letters, digits, '-' or '_'",
                             );
                         } else {
-                            let got = if a.spec.secrets.is_empty() {
-                                Ok(Vec::new())
+                            let got = if a.spec.secrets.is_empty() && a.spec.identity.is_none() {
+                                Ok(TaskMaterial::default())
                             } else {
                                 files.remove(&a.task_id).unwrap_or_else(|| {
                                     Err("they were not delivered to this node".into())
@@ -441,6 +507,58 @@ impl Executor {
             tracing::info!(task = %rec.task_id, state = %rec.state, "forgetting ended task");
             tokio::spawn(forget(inner.clone(), rec));
         }
+    }
+
+    /// Where the identity of task `task_id` stands: `None` if it is not
+    /// served (not issued yet, or the daemon restarted since).
+    pub fn identity_status(&self, task_id: &str) -> Option<IdentityStatus> {
+        self.inner
+            .identities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task_id)
+            .map(|h| h.status.clone())
+    }
+
+    /// The state of task `task_id`, if it is held.
+    pub fn state_of(&self, task_id: &str) -> Option<TaskState> {
+        self.inner.lock().get(task_id).map(|entry| entry.rec.state)
+    }
+
+    /// Whether task `task_id` is held and has not ended (it is starting
+    /// or running).
+    pub fn is_live(&self, task_id: &str) -> bool {
+        self.inner
+            .lock()
+            .get(task_id)
+            .is_some_and(|entry| !entry.rec.state.is_terminal())
+    }
+
+    /// Replaces a live task's identity (a renewal, new roots, or the first
+    /// one served after a restart): its files are swapped atomically and
+    /// its Workload API streams send the new SVID. Refused for a task that
+    /// is not live (its files are gone or going).
+    pub async fn renew_identity(
+        &self,
+        task_id: &str,
+        identity: WorkloadIdentity,
+    ) -> Result<(), String> {
+        if !self.is_live(task_id) {
+            return Err(format!("task {task_id} is not running on this node"));
+        }
+        let root = self.inner.config.secrets_root();
+        let id = task_id.to_owned();
+        let identity = tokio::task::spawn_blocking(move || {
+            identity::write(
+                &files::kind_dir(&root, &id, moat_orchestrator::SecretKind::Secret),
+                &identity::spiffe_dir(&root, &id),
+                &identity,
+            )
+            .map(|()| identity)
+        })
+        .await
+        .map_err(|e| format!("writing the task's identity: {e}"))??;
+        self.inner.serve_identity(task_id, &identity)
     }
 
     /// The current state of every task held, sorted by task id.

@@ -167,11 +167,20 @@ fn spawn(inner: &Inner, rec: &Record, spec: &TaskSpec) -> Result<Child, String> 
         (SecretKind::Secret, "MOAT_SECRETS_DIR"),
         (SecretKind::Config, "MOAT_CONFIGS_DIR"),
     ] {
-        if spec.secrets.iter().any(|r| r.kind == kind) {
+        let identity = kind == SecretKind::Secret && spec.identity.is_some();
+        if identity || spec.secrets.iter().any(|r| r.kind == kind) {
             cmd.env(var, inner.files_dir(&rec.task_id, kind));
         } else {
             cmd.env_remove(var);
         }
+    }
+    if spec.identity.is_some() {
+        cmd.env(
+            moat_workload::ENDPOINT_SOCKET_ENV,
+            moat_workload::address(&inner.identity_socket(&rec.task_id)),
+        );
+    } else {
+        cmd.env_remove(moat_workload::ENDPOINT_SOCKET_ENV);
     }
     cmd.current_dir(&work)
         .stdin(Stdio::null())
@@ -188,7 +197,7 @@ pub(crate) async fn run(
     mut rec: Record,
     spec: TaskSpec,
     stop: watch::Receiver<bool>,
-    files: Vec<crate::TaskFile>,
+    material: crate::TaskMaterial,
 ) {
     if *stop.borrow() {
         rec.set(TaskState::Shutdown, "stopped before it started");
@@ -203,7 +212,7 @@ pub(crate) async fn run(
         inner.show(&rec);
         return;
     }
-    if let Err(error) = inner.write_files(&rec.task_id, files).await {
+    if let Err(error) = inner.write_files(&rec.task_id, material).await {
         tracing::warn!(task = %rec.task_id, %error, "task rejected");
         rec.fail(TaskState::Rejected, error);
         finish(&inner, &rec).await;

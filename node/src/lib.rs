@@ -42,6 +42,7 @@ mod error;
 mod faults;
 mod files;
 mod housekeeping;
+mod identity;
 mod journal;
 mod keyring;
 mod keys;

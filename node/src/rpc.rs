@@ -59,6 +59,9 @@ pub(crate) mod method {
     /// Any node, for itself, on the leader: the secrets and configs of one
     /// of its tasks (only while the task is assigned to it and is to run).
     pub(crate) const TASK_SECRETS: &str = "task_secrets";
+    /// Any node, for itself, on the leader: a workload certificate for one
+    /// of its tasks (only while the task is assigned to it and is to run).
+    pub(crate) const TASK_IDENTITY: &str = "task_identity";
 }
 
 /// `task_secrets` request.
@@ -72,6 +75,31 @@ pub(crate) struct TaskSecretsReq {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskSecretsResp {
     pub(crate) files: Vec<moat_executor::TaskFile>,
+}
+
+/// `task_identity` request: a CSR for the key the node made for the task
+/// (the key never leaves the node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskIdentityReq {
+    pub(crate) task_id: String,
+    pub(crate) csr_pem: String,
+}
+
+/// `task_identity` answer: the task's X.509-SVID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskIdentityResp {
+    /// `spiffe://<cluster>/service/<name>`.
+    pub(crate) spiffe_id: String,
+    /// The certificate, then the cross-signed new root during a CA
+    /// rotation (PEM).
+    pub(crate) chain_pem: String,
+    /// The roots a peer should trust (PEM): the CA's, and the new one
+    /// during a rotation.
+    pub(crate) bundle_pem: String,
+    /// Its serial (hex).
+    pub(crate) serial: String,
+    /// Its `NotAfter` (Unix seconds).
+    pub(crate) not_after: i64,
 }
 
 /// `task_sync` request: the state of every task the node holds, and the
@@ -571,6 +599,8 @@ pub const FUZZ_METHODS: &[&str] = &[
     method::GATHER_LOGS,
     method::TASK_SECRETS,
     "task_secrets answer",
+    method::TASK_IDENTITY,
+    "task_identity answer",
 ];
 
 /// Decodes `data` as the body of `method` with the decoder a manager runs
@@ -617,6 +647,20 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
             decode::<TaskSecretsReq>(method, data).map_err(m)?,
             Vec::new(),
         ),
+        method::TASK_IDENTITY => done(
+            decode::<TaskIdentityReq>(method, data).map_err(m)?,
+            Vec::new(),
+        ),
+        // What a worker reads from the leader and checks before it writes
+        // it beside the task's key.
+        "task_identity answer" => {
+            let answer: Result<TaskIdentityResp, RpcError> =
+                serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            if let Ok(resp) = &answer {
+                crate::identity::check_answer(resp).map_err(|e| e.message)?;
+            }
+            done(answer, Vec::new())
+        }
         // What a worker reads from the leader and writes to its tmpfs; the
         // data must not show in `Debug`.
         "task_secrets answer" => {

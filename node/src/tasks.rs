@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_executor::{Executor, ExecutorConfig, TaskFile};
+use moat_executor::{Executor, ExecutorConfig, TaskMaterial};
+use tokio::sync::watch;
 use moat_orchestrator::{Assignment, TaskState};
 
 use crate::member::Member;
@@ -54,6 +55,8 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
     };
     let exec = Arc::new(exec);
     node.set_executor(exec.clone());
+    let (assigned, assignments) = watch::channel(Vec::new());
+    tokio::spawn(crate::identity::run(node.clone(), exec.clone(), assignments));
     let mut changes = exec.subscribe();
     let mut known: Option<String> = None;
     let mut retry = RETRY_FIRST;
@@ -70,8 +73,9 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
         tokio::select! {
             answer = sync(&node, req) => match answer {
                 Ok(resp) => {
-                    let files = fetch_files(&node, &exec, &resp.assignments).await;
-                    exec.apply_with(&resp.assignments, files).await;
+                    let material = fetch_material(&node, &exec, &resp.assignments).await;
+                    exec.apply_with(&resp.assignments, material).await;
+                    assigned.send_replace(resp.assignments.clone());
                     known = Some(resp.digest);
                     retry = RETRY_FIRST;
                     if !resp.log_requests.is_empty() {
@@ -96,30 +100,52 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
     }
 }
 
-/// The secrets and configs of the tasks about to start (those to run that
-/// the executor does not hold yet and whose spec names some), from the
-/// leader, or why not: held in memory until the executor writes them to
-/// its tmpfs.
-async fn fetch_files(
+/// What the tasks about to start need (those to run that the executor
+/// does not hold yet and whose spec names secrets or configs or has an
+/// identity), from the leader, or why it could not be had: the secrets
+/// are held in memory until the executor writes them to its tmpfs; the
+/// identity's key is made here. Asked for all tasks at once.
+async fn fetch_material(
     node: &Member,
     exec: &Executor,
     assignments: &[Assignment],
-) -> BTreeMap<String, Result<Vec<TaskFile>, String>> {
-    let mut files = BTreeMap::new();
-    for a in assignments {
-        if a.desired_state != TaskState::Running
-            || a.spec.secrets.is_empty()
-            || exec.holds(&a.task_id)
-        {
-            continue;
-        }
-        let got = fetch_one(node, &a.task_id)
-            .await
-            .map(|resp| resp.files)
-            .map_err(|e| e.message);
-        files.insert(a.task_id.clone(), got);
-    }
-    files
+) -> BTreeMap<String, Result<TaskMaterial, String>> {
+    let wanted = assignments.iter().filter(|a| {
+        a.desired_state == TaskState::Running
+            && (!a.spec.secrets.is_empty() || a.spec.identity.is_some())
+            && !exec.holds(&a.task_id)
+    });
+    let fetches = wanted.map(|a| async move {
+        let files = if a.spec.secrets.is_empty() {
+            Ok(Vec::new())
+        } else {
+            fetch_one(node, &a.task_id)
+                .await
+                .map(|resp| resp.files)
+                .map_err(|e| e.message)
+        };
+        let material = match files {
+            Err(e) => Err(e),
+            Ok(files) => match a.spec.identity {
+                None => Ok(TaskMaterial {
+                    files,
+                    identity: None,
+                }),
+                Some(_) => crate::identity::fetch(node, &a.task_id)
+                    .await
+                    .map(|identity| TaskMaterial {
+                        files,
+                        identity: Some(identity),
+                    })
+                    .map_err(|e| format!("its workload certificate: {}", e.message)),
+            },
+        };
+        (a.task_id.clone(), material)
+    });
+    futures_util::future::join_all(fetches)
+        .await
+        .into_iter()
+        .collect()
 }
 
 async fn fetch_one(node: &Member, task_id: &str) -> Result<rpc::TaskSecretsResp, RpcError> {

@@ -254,8 +254,10 @@ pub fn validate_target(kind: SecretKind, target: &str) -> Result<(), String> {
             "{kind} target {target:?} must be a file name, without '/' or NUL"
         ));
     }
-    if kind == SecretKind::Secret && target == "identity" {
-        return Err("secret target \"identity\" is kept for the task's own certificate".into());
+    if kind == SecretKind::Secret && (target == "identity" || target.starts_with(".identity")) {
+        return Err(format!(
+            "secret target {target:?} is kept for the task's own certificate (\"identity\" and names starting \".identity\")"
+        ));
     }
     Ok(())
 }

@@ -488,6 +488,7 @@ fn change() -> impl Strategy<Value = Change> {
                     },
                     attempt: 0,
                     created_at: 0,
+                    identity: None,
                 };
                 if t.slot == 0 {
                     t.slot = 1;

@@ -170,6 +170,13 @@ pub(crate) fn service_fields(out: &mut impl Write, s: &ServiceInfo) -> io::Resul
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        (
+            "Identity",
+            s.identity.as_ref().map_or_else(
+                || "none (--no-identity)".to_owned(),
+                |i| format!("{}, certificates for {}", i.spiffe_id, ms(i.ttl_secs * 1000)),
+            ),
+        ),
         ("Version", s.version.to_string()),
         ("Created", s.created_at.clone()),
         ("Updated", s.updated_at.clone()),

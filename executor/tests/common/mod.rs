@@ -49,6 +49,7 @@ pub(crate) fn assignment(
             env: BTreeMap::new(),
             stop_grace_ms: 1_000,
             secrets: Vec::new(),
+            identity: None,
         },
         desired_state: TaskState::Running,
     }

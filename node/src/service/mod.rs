@@ -87,6 +87,9 @@ impl ClusterHandler for Service {
             method::TASK_SECRETS => {
                 encode_answer(&tasks::task_secrets(&node, &m, &caller, &data).await)
             }
+            method::TASK_IDENTITY => {
+                encode_answer(&tasks::task_identity(&node, &m, &caller, &data).await)
+            }
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"

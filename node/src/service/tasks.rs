@@ -180,28 +180,144 @@ pub(crate) async fn secrets(
         }
         Err((reason, names)) => {
             tracing::warn!(node = %id, task = task_id, %reason, "a request for a task's secrets was refused");
-            let verdict = m
-                .denials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(id, node.clock.instant());
-            if let Some(suppressed_before) = verdict {
-                let mut ev = node
-                    .ev(
-                        moat_audit::Actor::node(id),
-                        moat_audit::Action::SECRET_DENY,
-                        format!("task:{task_id}"),
-                    )
-                    .detail("node", id)
-                    .detail("secrets", names.join(","));
-                if suppressed_before > 0 {
-                    ev = ev.detail("suppressed_before", suppressed_before);
-                }
-                node.record_or_log(ev.denied(&reason)).await;
-            }
-            Err(RpcError::new(RpcErrorKind::Denied, reason))
+            Err(refuse(
+                node,
+                m,
+                id,
+                moat_audit::Action::SECRET_DENY,
+                task_id,
+                ("secrets", names.join(",")),
+                reason,
+            )
+            .await)
         }
     }
+}
+
+/// A refused request of node `id` about task `task_id`, audited as
+/// `action` (with `detail`) within the per-node rate limit (see
+/// `refusals`).
+async fn refuse(
+    node: &Member,
+    m: &Manager,
+    id: NodeId,
+    action: moat_audit::Action,
+    task_id: &str,
+    detail: (&str, String),
+    reason: String,
+) -> RpcError {
+    let verdict = m
+        .denials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(id, node.clock.instant());
+    if let Some(suppressed_before) = verdict {
+        let mut ev = node
+            .ev(moat_audit::Actor::node(id), action, format!("task:{task_id}"))
+            .detail("node", id)
+            .detail(detail.0, detail.1);
+        if suppressed_before > 0 {
+            ev = ev.detail("suppressed_before", suppressed_before);
+        }
+        node.record_or_log(ev.denied(&reason)).await;
+    }
+    RpcError::new(RpcErrorKind::Denied, reason)
+}
+
+/// `task_identity`: a node asks for a workload certificate for one of its
+/// tasks.
+pub(crate) async fn task_identity(
+    node: &Member,
+    m: &Manager,
+    caller: &Caller,
+    data: &[u8],
+) -> Result<rpc::TaskIdentityResp, RpcError> {
+    let (id, _) = member(m, caller)?;
+    let req: rpc::TaskIdentityReq = rpc::decode(method::TASK_IDENTITY, data)?;
+    require_leader(node, m)?;
+    identity(node, m, id, req).await
+}
+
+/// The leader's side of `task_identity`, for node `id` (a remote caller,
+/// or the leader's own executor): an X.509-SVID for the key in the
+/// request, only while task `task_id` is assigned to `id`, is to run, has
+/// not ended and its service has an identity. The certificate is recorded
+/// on the task with its audit record (`identity.issue`); a refusal is
+/// audited (`identity.deny`) as `task_secrets`' are.
+pub(crate) async fn identity(
+    node: &Member,
+    m: &Manager,
+    id: NodeId,
+    req: rpc::TaskIdentityReq,
+) -> Result<rpc::TaskIdentityResp, RpcError> {
+    let task_id = req.task_id.as_str();
+    if task_id.is_empty() || task_id.len() > 128 {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            "a task id has 1 to 128 bytes",
+        ));
+    }
+    if req.csr_pem.len() > moat_pki::MAX_CSR_BYTES * 2 {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            format!(
+                "the certificate request is {} bytes; at most {} are read",
+                req.csr_pem.len(),
+                moat_pki::MAX_CSR_BYTES * 2
+            ),
+        ));
+    }
+    let me = id.to_string();
+    let now = node.clock.now();
+    let issued = m.with_state(|s| {
+        let (service, spec) = match s.orchestrator.task_identity(task_id, &me) {
+            Ok(found) => found,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        Ok(Ok(crate::identity::issue(s, task_id, service, spec, &req.csr_pem, now)))
+    })?;
+    let (resp, issuer) = match issued {
+        Ok(done) => done?,
+        Err(reason) => {
+            tracing::warn!(node = %id, task = task_id, %reason, "a request for a task's identity was refused");
+            return Err(refuse(
+                node,
+                m,
+                id,
+                moat_audit::Action::IDENTITY_DENY,
+                task_id,
+                ("reason", reason.clone()),
+                reason,
+            )
+            .await);
+        }
+    };
+    let ev = node
+        .ev(
+            moat_audit::Actor::node(id),
+            moat_audit::Action::IDENTITY_ISSUE,
+            format!("task:{task_id}"),
+        )
+        .detail("node", id)
+        .detail("spiffe_id", &resp.spiffe_id)
+        .detail("serial", &resp.serial)
+        .detail("not_after", moat_store::model::rfc3339(resp.not_after))
+        .detail("issuer", &issuer);
+    node.propose_audited(
+        Command::orchestrate(moat_orchestrator::Command::RecordIdentity {
+            task: task_id.to_owned(),
+            node: me,
+            identity: moat_orchestrator::TaskIdentity {
+                serial: resp.serial.clone(),
+                not_after: resp.not_after,
+                issuer,
+            },
+        }),
+        ev,
+    )
+    .await?;
+    tracing::debug!(node = %id, task = task_id, serial = %resp.serial, "workload certificate issued");
+    Ok(resp)
 }
 
 /// `task_logs`: a node's answer to a log request made of it.
