@@ -100,6 +100,29 @@ pub struct CryptoInventory {
     /// The secrets and configs (never their data).
     #[serde(default)]
     pub secrets: Vec<SecretSummary>,
+    /// The workload certificates of the tasks that are to run, as the CA
+    /// issued them.
+    #[serde(default)]
+    pub workload_certs: Vec<WorkloadCert>,
+}
+
+/// A task's workload certificate (X.509-SVID) as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadCert {
+    /// The service's name.
+    pub service: String,
+    /// The task's id (the certificate's subject CN).
+    pub task: String,
+    /// The host name of the node that holds it.
+    pub node: String,
+    /// `spiffe://<cluster>/service/<name>`.
+    pub spiffe_id: String,
+    /// Its serial (hex).
+    pub serial: String,
+    /// Its `NotAfter` (RFC 3339).
+    pub not_after: String,
+    /// `sha256:<hex>` of the root that issued it.
+    pub issuer_fingerprint: String,
 }
 
 /// A secret or config as the report shows it.
@@ -142,6 +165,10 @@ pub struct ServicePlacement {
     pub running: u64,
     /// Running tasks per node host name.
     pub nodes: BTreeMap<String, u64>,
+    /// The lifetime of its tasks' workload certificates (seconds), or
+    /// `None` if they get no identity (`--no-identity`).
+    #[serde(default)]
+    pub identity_ttl_secs: Option<u64>,
 }
 
 /// The root CA certificate.

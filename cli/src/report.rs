@@ -216,6 +216,7 @@ impl Report<'_> {
             self.keys(),
             self.audit(),
             self.services(),
+            self.workload_certs(),
             self.secrets(),
             self.policy_section(),
         ]
@@ -242,17 +243,64 @@ impl Report<'_> {
                         },
                     ),
                     Cell::plain(on.join(", ")),
+                    match s.identity_ttl_secs {
+                        Some(ttl) => Cell::new(
+                            format!("certificates for {}", exact_duration(ttl)),
+                            Tone::Good,
+                        ),
+                        None => Cell::new("none", Tone::Warn),
+                    },
                 ]
             })
             .collect();
         Section {
             title: "Services",
             body: Body::Table {
-                headers: &["NAME", "MODE", "RUNTIME", "IMAGE", "RUNNING", "WHERE"],
+                headers: &[
+                    "NAME", "MODE", "RUNTIME", "IMAGE", "RUNNING", "WHERE", "IDENTITY",
+                ],
                 rows,
                 empty: "no services",
             },
             note: None,
+        }
+    }
+
+    fn workload_certs(&self) -> Section {
+        let rows = self
+            .inv
+            .workload_certs
+            .iter()
+            .map(|w| {
+                vec![
+                    Cell::plain(&w.service),
+                    Cell::mono(&w.task),
+                    Cell::plain(&w.node),
+                    Cell::mono(&w.serial),
+                    self.when(&w.not_after, true),
+                    if w
+                        .issuer_fingerprint
+                        .eq_ignore_ascii_case(&self.inv.root_ca.fingerprint)
+                    {
+                        Cell::new("root CA", Tone::Good)
+                    } else {
+                        Cell::new(format!("other root {}", w.issuer_fingerprint), Tone::Warn)
+                    },
+                ]
+            })
+            .collect();
+        Section {
+            title: "Workload certificates",
+            body: Body::Table {
+                headers: &["SERVICE", "TASK", "NODE", "SERIAL", "EXPIRES", "ISSUER"],
+                rows,
+                empty: "no task holds a workload certificate",
+            },
+            note: Some(
+                "One X.509-SVID per running task (spiffe://CLUSTER/service/NAME), its key made \
+                 on its node; renewed at half its life."
+                    .into(),
+            ),
         }
     }
 

@@ -219,9 +219,17 @@ fn call_within(
 /// HTTP/2 preface: `Err` with the alert the manager answers with (a bad
 /// client certificate is refused in the handshake, before any call).
 fn tls_refusal(addr: &str, tls: Arc<TlsContext>) -> Result<String, String> {
+    tls_refusal_with(addr, tls.client_config().map_err(|e| e.to_string())?)
+}
+
+/// [`tls_refusal`] with any client configuration (a TLS stack other than
+/// moat's, which presents what it is given).
+fn tls_refusal_with(
+    addr: &str,
+    mut config: tokio_rustls::rustls::ClientConfig,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     runtime().block_on(async {
-        let mut config = tls.client_config().map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -1289,6 +1297,149 @@ fn task_secrets_authorization_matrix() {
         "the secret's bytes in no audit record",
         !audit.contains(&value) && !audit.contains(&b64(&value)),
         "audit ls".into(),
+    );
+    m.finish();
+}
+
+/// `task_identity` (issue 18): a task's workload certificate goes only to
+/// its own node, for a task to run, of a service with an identity; a
+/// refusal is audited; a workload certificate never passes for a node's.
+#[test]
+fn task_identity_authorization_matrix() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    let (addr, _) = h.cluster(&["m1"], &["w1", "w2"]);
+    let mut m = Matrix::default();
+    let (w1, w2) = (node_id(&h, "m1", "w1"), node_id(&h, "m1", "w2"));
+    let forge = Forge::from_dump(&dump_m1(&mut h));
+    h.restart("m1");
+    let (as_w1, as_w2) = (forge.now(w1, Role::Worker), forge.now(w2, Role::Worker));
+    for (name, extra) in [("app", None), ("plain", Some("--no-identity"))] {
+        let mut args = vec![
+            "service",
+            "create",
+            "--name",
+            name,
+            "--constraint",
+            "node.hostname==w1",
+        ];
+        args.extend(extra);
+        args.extend(["/bin/sleep", "300"]);
+        h.moat("m1", &args).ok();
+    }
+    let task_of = |h: &Harness, service: &str| {
+        h.moat("m1", &["service", "ps", service, "--format", "json"])
+            .json()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (task, plain) = (task_of(&h, "app"), task_of(&h, "plain"));
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr = moat_pki::csr_pem(key.csr().unwrap().as_ref());
+    let ask = |tls: Option<Arc<TlsContext>>, task: &str, csr: &str| {
+        call(
+            &addr,
+            tls,
+            "task_identity",
+            json!({"task_id": task, "csr_pem": csr}),
+        )
+    };
+
+    m.refused(
+        "no certificate: task_identity",
+        ask(None, &task, &csr),
+        "needs a node certificate",
+    );
+    m.refused(
+        "another node's task: w2 asks for w1's task's identity",
+        ask(Some(as_w2.clone()), &task, &csr),
+        "not assigned to this node",
+    );
+    m.refused(
+        "a task of a service created with --no-identity",
+        ask(Some(as_w1.clone()), &plain, &csr),
+        "no workload identity",
+    );
+    m.refused(
+        "a request that is not a CSR",
+        ask(Some(as_w1.clone()), &task, "not a certificate request"),
+        "certificate request",
+    );
+    m.refused(
+        "a CSR of 100,000 bytes",
+        ask(Some(as_w1.clone()), &task, &"A".repeat(100_000)),
+        "at most",
+    );
+    let own = ask(Some(as_w1.clone()), &task, &csr);
+    let spiffe = format!("spiffe://{}/service/app", forge.ca.cluster_id());
+    m.held(
+        "the assigned node asks for its own task's identity",
+        own.as_ref().is_ok_and(|a| a.contains(&spiffe)),
+        format!(
+            "w1 got {}",
+            own.as_ref().map_or_else(|e| e.clone(), |a| a.chars().take(80).collect())
+        ),
+    );
+    // The certificate it got never passes for a node's, with its key.
+    let answer: Value = serde_json::from_str(own.as_deref().unwrap_or("{}")).unwrap();
+    let chain = answer["chain_pem"].as_str().unwrap_or_default();
+    let presented = if chain.is_empty() {
+        Err("no certificate".to_owned())
+    } else {
+        // A plain rustls client, not moat's TLS stack (which would not
+        // present it): the manager must refuse it in the handshake.
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(forge.ca.certificate().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![pem_der(chain)],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_pkcs8_der().to_vec().into()),
+        )
+        .unwrap();
+        tls_refusal_with(&addr, config)
+    };
+    m.refused(
+        "a task's certificate presented as a node's (TLS client auth)",
+        presented,
+        "",
+    );
+    let issued = h
+        .moat(
+            "m1",
+            &["audit", "ls", "--format", "json", "--action", "identity.issue"],
+        )
+        .ok()
+        .to_owned();
+    m.held(
+        "the issue is audited with the node and the SPIFFE ID",
+        issued.contains(&format!("node:{w1}")) && issued.contains(&spiffe),
+        "audit ls --action identity.issue".into(),
+    );
+    let denied = h
+        .moat(
+            "m1",
+            &["audit", "ls", "--format", "json", "--action", "identity.deny"],
+        )
+        .ok()
+        .to_owned();
+    m.held(
+        "w2's refusal is audited",
+        denied.contains(&format!("node:{w2}")) && denied.contains("not assigned"),
+        "audit ls --action identity.deny".into(),
+    );
+
+    // Once the task is to stop, its own node is refused too.
+    h.moat("m1", &["service", "rm", "app", "plain"]).ok();
+    m.refused(
+        "w1 asks again after the service is removed",
+        ask(Some(as_w1), &task, &csr),
+        "",
     );
     m.finish();
 }

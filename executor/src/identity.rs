@@ -56,6 +56,9 @@ pub struct WorkloadIdentity {
     pub bundle_pem: String,
     /// The same, as the Workload API serves it.
     pub svid: moat_workload::Svid,
+    /// The roots the node trusted when it asked for it (PEM): when they
+    /// change (a CA rotation), the node asks again.
+    pub node_roots_pem: String,
 }
 
 impl fmt::Debug for WorkloadIdentity {
@@ -193,6 +196,7 @@ mod tests {
                 vec![vec![3]],
             )
             .unwrap(),
+            node_roots_pem: String::new(),
         }
     }
 

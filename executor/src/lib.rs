@@ -122,8 +122,8 @@ pub struct TaskMaterial {
 pub struct IdentityStatus {
     /// When it is to be renewed (Unix seconds).
     pub renew_at: i64,
-    /// The roots it was issued with (PEM).
-    pub bundle_pem: String,
+    /// The roots its node trusted when it asked for it (PEM).
+    pub node_roots_pem: String,
 }
 
 /// A task's identity being served.
@@ -274,7 +274,7 @@ impl Inner {
                 endpoint,
                 status: IdentityStatus {
                     renew_at: identity.renew_at,
-                    bundle_pem: identity.bundle_pem.clone(),
+                    node_roots_pem: identity.node_roots_pem.clone(),
                 },
             },
         );

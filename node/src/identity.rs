@@ -114,6 +114,7 @@ pub(crate) fn check_answer(
 /// The node's part: a new key for task `task_id`, certified by the
 /// leader; renewal due at half its life from `now`.
 pub(crate) async fn fetch(node: &Member, task_id: &str) -> Result<WorkloadIdentity, RpcError> {
+    let node_roots_pem = node.tls.roots().to_pem();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(internal)?;
     let csr = key.csr().map_err(internal)?;
     let req = rpc::TaskIdentityReq {
@@ -153,6 +154,7 @@ pub(crate) async fn fetch(node: &Member, task_id: &str) -> Result<WorkloadIdenti
         key_pem,
         bundle_pem: roots.to_pem(),
         svid,
+        node_roots_pem,
     })
 }
 
@@ -183,7 +185,7 @@ pub(crate) async fn run(
                     // still starting gets its first from its start).
                     None => exec.state_of(&a.task_id) == Some(TaskState::Running),
                     Some(s) => {
-                        exec.is_live(&a.task_id) && (now >= s.renew_at || s.bundle_pem != roots)
+                        exec.is_live(&a.task_id) && (now >= s.renew_at || s.node_roots_pem != roots)
                     }
                 })
                 .map(|a| a.task_id.clone())

@@ -40,6 +40,7 @@ pub fn findings(inv: &CryptoInventory, policy: &Policy, now: OffsetDateTime) -> 
             ),
         );
     }
+    c.workloads(inv);
     let mut out = c.out;
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
@@ -110,6 +111,7 @@ const TOKEN_RUNBOOK: &str = "docs/runbooks/rotate-join-tokens.md";
 const UNLOCK_KEY_RUNBOOK: &str = "docs/runbooks/rotate-the-unlock-key.md";
 const AUTOLOCK_RUNBOOK: &str = "docs/runbooks/unlock-a-manager.md";
 const SECRET_RUNBOOK: &str = "docs/runbooks/secrets.md";
+const IDENTITY_DOC: &str = "docs/secrets.md#workload-identity";
 
 struct Checks<'a> {
     policy: &'a Policy,
@@ -153,6 +155,49 @@ impl Checks<'_> {
             );
         }
         t
+    }
+
+    /// Services without a workload identity (if the policy wants one),
+    /// and task certificates that expired: their node stopped renewing.
+    fn workloads(&mut self, inv: &CryptoInventory) {
+        if self.policy.require_workload_identity {
+            for s in inv.services.iter().filter(|s| s.identity_ttl_secs.is_none()) {
+                self.push(
+                    Severity::Medium,
+                    &format!("service {}", s.name),
+                    "its tasks have no workload identity, so the services it talks to cannot \
+                     tell it from any other process that reaches them",
+                    format!(
+                        "`moat service update --identity-ttl 1h {}` (a rolling update), and have \
+                         its peers check its spiffe:// id ({IDENTITY_DOC})",
+                        s.name
+                    ),
+                );
+            }
+        }
+        for w in &inv.workload_certs {
+            let subject = format!("workload certificate of task {} ({})", w.task, w.service);
+            let fix = format!(
+                "the node {} renews it at half its life: look at that node's daemon log \
+                 (`moat node ps {}`) ({IDENTITY_DOC})",
+                w.node, w.node
+            );
+            let Some(not_after) = self.time(Severity::Low, &subject, "expiry", &w.not_after, &fix)
+            else {
+                continue;
+            };
+            if not_after <= self.now {
+                self.push(
+                    Severity::High,
+                    &subject,
+                    format!(
+                        "expired at {}, yet the task is to run: its node did not renew it",
+                        w.not_after
+                    ),
+                    fix,
+                );
+            }
+        }
     }
 
     /// An optional creation time checked against a maximum age.

@@ -120,6 +120,7 @@ pub fn healthy() -> CryptoInventory {
             nodes: [("worker-1".to_string(), 2), ("worker-2".to_string(), 1)]
                 .into_iter()
                 .collect(),
+            identity_ttl_secs: Some(3600),
         }],
         secrets: vec![moat_api::SecretSummary {
             kind: "secret".into(),
@@ -130,6 +131,15 @@ pub fn healthy() -> CryptoInventory {
             created_at: at(Duration::days(-40)),
             updated_at: at(Duration::days(-10)),
             used_by: vec!["web".into()],
+        }],
+        workload_certs: vec![moat_api::WorkloadCert {
+            service: "web".into(),
+            task: "t3h5j7l9n1p3r5t7v9x1z3b5d7".into(),
+            node: "worker-1".into(),
+            spiffe_id: "spiffe://c9t3xq2v7m4k8p1w6z0r5n2b8d/service/web".into(),
+            serial: "5f1e0c2a9b7d4e8f".into(),
+            not_after: at(Duration::minutes(40)),
+            issuer_fingerprint: ROOT_FP.into(),
         }],
     }
 }
@@ -158,6 +168,8 @@ pub fn troubled() -> CryptoInventory {
     inv.data_key.created_at = Some(at(Duration::days(-120)));
     inv.audit.records = 131;
     inv.secrets[0].updated_at = at(Duration::days(-200));
+    inv.services[0].identity_ttl_secs = None;
+    inv.workload_certs[0].not_after = at(Duration::minutes(-5));
     inv
 }
 

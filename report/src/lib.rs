@@ -46,6 +46,7 @@
 //! | `dek_max_age` | duration | `"90d"` |
 //! | `unlock_key_max_age` | duration | `"180d"` |
 //! | `secret_max_age` | duration | `"90d"` |
+//! | `require_workload_identity` | boolean | `true` |
 //! | `allowed_algorithms` | list of strings, compared ignoring case | `["ECDSA P-256", "ECDSA P-384", "Ed25519"]` |
 //! | `min_tls_version` | `TLSv1.0`, `TLSv1.1`, `TLSv1.2` or `TLSv1.3` | `"TLSv1.3"` |
 //! | `fail_on` | `info`, `low`, `medium`, `high` or `critical` | `"high"` |

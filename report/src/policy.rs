@@ -34,6 +34,9 @@ pub struct Policy {
     /// A secret whose latest version is older than this is a finding
     /// (configs are not checked).
     pub secret_max_age: PolicyDuration,
+    /// A service whose tasks get no workload identity (`--no-identity`)
+    /// is a finding.
+    pub require_workload_identity: bool,
     /// Key algorithms accepted for the root CA and node certificates
     /// (compared ignoring case).
     pub allowed_algorithms: Vec<String>,
@@ -54,6 +57,7 @@ impl Default for Policy {
             dek_max_age: PolicyDuration(StdDuration::from_secs(90 * DAY)),
             unlock_key_max_age: PolicyDuration(StdDuration::from_secs(180 * DAY)),
             secret_max_age: PolicyDuration(StdDuration::from_secs(90 * DAY)),
+            require_workload_identity: true,
             allowed_algorithms: ["ECDSA P-256", "ECDSA P-384", "Ed25519"]
                 .map(String::from)
                 .to_vec(),
@@ -285,6 +289,7 @@ mod tests {
         assert_eq!(p.root_ca_min_remaining.to_string(), "365d");
         assert_eq!(p.token_max_age.to_string(), "30d");
         assert!(p.require_autolock);
+        assert!(p.require_workload_identity);
         assert_eq!(p.dek_max_age.to_string(), "90d");
         assert_eq!(p.unlock_key_max_age.to_string(), "180d");
         assert_eq!(
@@ -303,6 +308,7 @@ cert_renew_fraction = 0.4
 root_ca_min_remaining = "2y"
 token_max_age = "7days"
 require_autolock = false
+require_workload_identity = false
 dek_max_age = "30d"
 unlock_key_max_age = "12h"
 allowed_algorithms = ["ECDSA P-384"]
@@ -314,6 +320,7 @@ fail_on = "medium"
         assert_eq!(p.cert_renew_fraction.get(), 0.4);
         assert_eq!(p.token_max_age.to_string(), "7d");
         assert!(!p.require_autolock);
+        assert!(!p.require_workload_identity);
         assert_eq!(p.unlock_key_max_age.to_string(), "12h");
         assert_eq!(p.allowed_algorithms, ["ECDSA P-384"]);
         assert_eq!(p.min_tls_version, TlsVersion::Tls12);

@@ -260,3 +260,57 @@ impl pb::spiffe_workload_api_server::SpiffeWorkloadApi for Api {
         Ok(Response::new(self.answers(Svid::x509_bundles_response)))
     }
 }
+
+/// One call to a Workload API server that serves a placeholder SVID, as
+/// bytes off the socket would make it after HTTP/2 framing: the method
+/// (`which`, modulo the four paths: the two served, a JWT one, an unknown
+/// one), with or without the security header, and `body` as the gRPC
+/// request body. Returns the response's status and, for a stream, its
+/// first frame's size. For the `workload_api` fuzz target; not part of the
+/// API.
+#[doc(hidden)]
+pub async fn fuzz_call(which: u8, header: bool, body: Vec<u8>) -> (u16, Option<usize>) {
+    use http_body_util::BodyExt;
+    use tonic::codegen::{Service, http};
+
+    const PATHS: [&str; 4] = [
+        "/SpiffeWorkloadAPI/FetchX509SVID",
+        "/SpiffeWorkloadAPI/FetchX509Bundles",
+        "/SpiffeWorkloadAPI/FetchJWTSVID",
+        "/SpiffeWorkloadAPI/Nothing",
+    ];
+    let svid = Svid::new(
+        "spiffe://fuzz/service/s".into(),
+        vec![vec![0x30, 0x00]],
+        Zeroizing::new(vec![0x30, 0x00]),
+        vec![vec![0x30, 0x00]],
+    )
+    .ok()
+    .map(Arc::new);
+    let (_publish, feed) = watch::channel(svid);
+    let mut server = pb::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Api { feed });
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(PATHS[usize::from(which) % PATHS.len()])
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if header {
+        req = req.header(SECURITY_HEADER, "true");
+    }
+    let Ok(req) = req.body(tonic::body::Body::new(http_body_util::Full::new(
+        tonic::codegen::Bytes::from(body),
+    ))) else {
+        return (0, None);
+    };
+    let Ok(resp) = server.call(req).await;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(std::time::Duration::from_millis(20), body.frame())
+        .await
+        .ok()
+        .flatten()
+        .and_then(Result::ok)
+        .and_then(|f| f.into_data().ok())
+        .map(|d| d.len());
+    (status, first)
+}

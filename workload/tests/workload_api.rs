@@ -120,3 +120,16 @@ async fn a_call_without_the_security_header_is_refused() {
     assert!(err.message().contains("security header"), "{err:?}");
     drop(endpoint);
 }
+
+/// What the fuzz target drives: the served methods answer a message with
+/// the header and none without; an unknown method gets none.
+#[tokio::test]
+async fn the_fuzz_entry_point_answers_as_the_socket_does() {
+    let empty = vec![0, 0, 0, 0, 0];
+    let (status, first) = moat_workload::fuzz_call(0, true, empty.clone()).await;
+    assert_eq!(status, 200);
+    assert!(first.is_some_and(|n| n > 5), "{first:?}");
+    assert!(moat_workload::fuzz_call(1, true, empty.clone()).await.1.is_some());
+    assert_eq!(moat_workload::fuzz_call(0, false, empty.clone()).await.1, None);
+    assert_eq!(moat_workload::fuzz_call(3, true, empty).await.1, None);
+}

@@ -195,5 +195,6 @@ pub(super) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
         },
         services: super::services::placements(&state),
         secrets: super::secrets::summaries(&state),
+        workload_certs: super::services::workload_certs(&state),
     }))
 }

@@ -506,7 +506,42 @@ pub(super) fn placements(state: &ClusterState) -> Vec<moat_api::ServicePlacement
                 desired: info.desired,
                 running: info.running,
                 nodes,
+                identity_ttl_secs: info.identity.map(|i| i.ttl_secs),
             }
+        })
+        .collect()
+}
+
+/// The workload certificates of the tasks that are to run, for `moat
+/// audit report`.
+pub(super) fn workload_certs(state: &ClusterState) -> Vec<moat_api::WorkloadCert> {
+    let hosts: HashMap<String, &str> = state
+        .nodes
+        .values()
+        .map(|r| (r.id.to_string(), r.hostname.as_str()))
+        .collect();
+    let o = &state.orchestrator;
+    o.tasks
+        .values()
+        .filter(|t| t.desired_state == TaskState::Running && !t.status.state.is_terminal())
+        .filter_map(|t| {
+            let id = t.identity.as_ref()?;
+            let service = o.services.get(&t.service_id)?;
+            let node = t.node_id.as_deref().unwrap_or_default();
+            Some(moat_api::WorkloadCert {
+                service: service.spec.name.clone(),
+                task: t.id.clone(),
+                node: hosts
+                    .get(node)
+                    .map_or_else(|| node.to_owned(), |h| (*h).to_owned()),
+                spiffe_id: state
+                    .cluster_id
+                    .and_then(|c| moat_pki::spiffe_id(&c, &service.spec.name).ok())
+                    .unwrap_or_default(),
+                serial: id.serial.clone(),
+                not_after: rfc3339(id.not_after),
+                issuer_fingerprint: id.issuer.clone(),
+            })
         })
         .collect()
 }
