@@ -43,8 +43,9 @@ pub struct ServiceSettings {
     /// `--stop-grace-period`, milliseconds.
     #[serde(default)]
     pub stop_grace_ms: Option<u64>,
-    /// `--no-identity` (`Some(false)`), or `--identity` on update
-    /// (`Some(true)`); a new service has one unless told.
+    /// `Some(false)`: `--no-identity`; `Some(true)` keeps or turns on the
+    /// default identity (the CLI turns it back on with `--identity-ttl`);
+    /// a new service has one unless told.
     #[serde(default)]
     pub identity: Option<bool>,
     /// `--identity-ttl`, seconds (5 minutes to 24 hours).

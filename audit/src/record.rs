@@ -539,8 +539,9 @@ actions! {
     /// A node asked for a task's secrets and was refused (outcome denied;
     /// details: node, task, the secrets the task uses, why).
     SECRET_DENY = "secret.deny";
-    /// A task's workload certificate (X.509-SVID) was issued through its
-    /// node (details: node, SPIFFE ID, serial, not_after, issuer).
+    /// A task's first workload certificate (X.509-SVID), or its first
+    /// from a new root, was issued through its node (details: node, SPIFFE
+    /// ID, serial, not_after, issuer); renewals are recorded on the task.
     IDENTITY_ISSUE = "identity.issue";
     /// A node asked for a workload certificate and was refused (outcome
     /// denied; details: node, task, why).

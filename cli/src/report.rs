@@ -278,8 +278,7 @@ impl Report<'_> {
                     Cell::plain(&w.node),
                     Cell::mono(&w.serial),
                     self.when(&w.not_after, true),
-                    if w
-                        .issuer_fingerprint
+                    if w.issuer_fingerprint
                         .eq_ignore_ascii_case(&self.inv.root_ca.fingerprint)
                     {
                         Cell::new("root CA", Tone::Good)

@@ -495,9 +495,8 @@ fn tasks_talk_mutual_tls_with_their_identities() {
         return;
     }
     let port = free_port();
-    let server = format!(
-        "sleep 100000 | openssl s_server -accept 127.0.0.1:{port} {ID_FLAGS} -Verify 1"
-    );
+    let server =
+        format!("sleep 100000 | openssl s_server -accept 127.0.0.1:{port} {ID_FLAGS} -Verify 1");
     let client = format!(
         "until openssl s_client -connect 127.0.0.1:{port} {ID_FLAGS} </dev/null > out 2>&1; do sleep 0.2; done; \
          openssl x509 -noout -ext subjectAltName < out > peer; exec sleep 300"
@@ -544,16 +543,27 @@ fn tasks_talk_mutual_tls_with_their_identities() {
     assert!(peer.contains(&format!("URI:{api_id}")), "{peer}");
     // ...and the server the client's.
     let api_task = tasks(&h, "api").pop().unwrap();
-    let log = h.dir().join("w1").join("tasks").join(format!("{api_task}.log"));
+    let log = h
+        .dir()
+        .join("w1")
+        .join("tasks")
+        .join(format!("{api_task}.log"));
     let mut logs = String::new();
-    h.wait_until("the server to print its client's certificate", CONVERGE, || {
-        logs = std::fs::read_to_string(&log).unwrap_or_default();
-        logs.contains("Client certificate")
-    });
+    h.wait_until(
+        "the server to print its client's certificate",
+        CONVERGE,
+        || {
+            logs = std::fs::read_to_string(&log).unwrap_or_default();
+            logs.contains("Client certificate")
+        },
+    );
     let pem_start = logs.find("-----BEGIN CERTIFICATE-----").unwrap();
     let pem_end = logs[pem_start..].find("-----END CERTIFICATE-----").unwrap() + 25;
     let client_cert = &logs[pem_start..pem_start + pem_end];
-    let names = openssl_x509(client_cert.as_bytes(), &["-noout", "-ext", "subjectAltName"]);
+    let names = openssl_x509(
+        client_cert.as_bytes(),
+        &["-noout", "-ext", "subjectAltName"],
+    );
     assert!(names.contains(&format!("URI:{web_id}")), "{names}");
 
     // On w1's tmpfs: the key 0400, the certificate naming the service.
@@ -569,7 +579,10 @@ fn tasks_talk_mutual_tls_with_their_identities() {
         &std::fs::read(dir.join("cert.pem")).unwrap(),
         &["-noout", "-subject"],
     );
-    assert!(subject.contains(&api_task), "the task id in the subject: {subject}");
+    assert!(
+        subject.contains(&api_task),
+        "the task id in the subject: {subject}"
+    );
     let leaks = moat_testkit::secrets::files_containing(h.dir(), &key[40..100]);
     assert!(leaks.is_empty(), "the task's key is on disk: {leaks:?}");
 
@@ -581,7 +594,13 @@ fn tasks_talk_mutual_tls_with_their_identities() {
         .moat(
             "m1",
             &[
-                "service", "create", "--detach", "--name", "web", "/bin/sleep", "300",
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                "web",
+                "/bin/sleep",
+                "300",
             ],
         )
         .ok();
@@ -596,7 +615,12 @@ fn tasks_talk_mutual_tls_with_their_identities() {
     let out = std::process::Command::new("openssl")
         // -ign_eof: read until the server answers the certificate (in
         // TLS 1.3 the server judges it after the client's handshake ends).
-        .args(["s_client", "-ign_eof", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "s_client",
+            "-ign_eof",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
         .arg("-cert")
         .arg(foreign.join("cert.pem"))
         .arg("-key")
@@ -679,7 +703,9 @@ fn a_spiffe_client_gets_the_task_identity_and_its_renewals() {
         .unwrap();
     let wait = |secs| Duration::from_secs(secs);
     rt.block_on(async {
-        let client = spiffe::WorkloadApiClient::connect_to(&address).await.unwrap();
+        let client = spiffe::WorkloadApiClient::connect_to(&address)
+            .await
+            .unwrap();
         let svid = client.fetch_x509_svid().await.unwrap();
         assert_eq!(svid.spiffe_id().to_string(), spiffe_id);
         let bundles = client.fetch_x509_bundles().await.unwrap();
@@ -710,7 +736,11 @@ fn a_spiffe_client_gets_the_task_identity_and_its_renewals() {
                 .args(["-d", &date, "+%s"])
                 .output()
                 .unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().parse::<i64>().unwrap()
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse::<i64>()
+                .unwrap()
         };
         let gap = not_before(&renewed_leaf) - not_before(&first_leaf);
         assert!((120..=200).contains(&gap), "renewed {gap} s after issue");

@@ -1377,7 +1377,8 @@ fn task_identity_authorization_matrix() {
         own.as_ref().is_ok_and(|a| a.contains(&spiffe)),
         format!(
             "w1 got {}",
-            own.as_ref().map_or_else(|e| e.clone(), |a| a.chars().take(80).collect())
+            own.as_ref()
+                .map_or_else(|e| e.clone(), |a| a.chars().take(80).collect())
         ),
     );
     // The certificate it got never passes for a node's, with its key.
@@ -1412,7 +1413,14 @@ fn task_identity_authorization_matrix() {
     let issued = h
         .moat(
             "m1",
-            &["audit", "ls", "--format", "json", "--action", "identity.issue"],
+            &[
+                "audit",
+                "ls",
+                "--format",
+                "json",
+                "--action",
+                "identity.issue",
+            ],
         )
         .ok()
         .to_owned();
@@ -1424,7 +1432,14 @@ fn task_identity_authorization_matrix() {
     let denied = h
         .moat(
             "m1",
-            &["audit", "ls", "--format", "json", "--action", "identity.deny"],
+            &[
+                "audit",
+                "ls",
+                "--format",
+                "json",
+                "--action",
+                "identity.deny",
+            ],
         )
         .ok()
         .to_owned();

@@ -75,17 +75,22 @@ pub(crate) fn prepare_root(root: &Path) -> Result<(), String> {
 
 /// Writes `material` for `task_id` (replacing whatever a previous attempt
 /// left). On error nothing of the task's is left behind.
-pub(crate) fn write(root: &Path, task_id: &str, material: &crate::TaskMaterial) -> Result<(), String> {
+pub(crate) fn write(
+    root: &Path,
+    task_id: &str,
+    material: &crate::TaskMaterial,
+) -> Result<(), String> {
     prepare_root(root)?;
     remove(root, task_id);
-    let result = write_all(root, task_id, &material.files).and_then(|()| match &material.identity {
-        Some(identity) => crate::identity::write(
-            &kind_dir(root, task_id, SecretKind::Secret),
-            &crate::identity::spiffe_dir(root, task_id),
-            identity,
-        ),
-        None => Ok(()),
-    });
+    let result =
+        write_all(root, task_id, &material.files).and_then(|()| match &material.identity {
+            Some(identity) => crate::identity::write(
+                &kind_dir(root, task_id, SecretKind::Secret),
+                &crate::identity::spiffe_dir(root, task_id),
+                identity,
+            ),
+            None => Ok(()),
+        });
     if result.is_err() {
         remove(root, task_id);
     }

@@ -12,9 +12,12 @@
 //! ```
 //!
 //! A renewal writes a new `.identity-<serial>` directory and then replaces
-//! the `identity` symlink with `rename(2)`, so a reader of
-//! `identity/cert.pem` and `identity/key.pem` sees the old pair or the
-//! new pair, never one of each; the old directory is removed after.
+//! the `identity` symlink with `rename(2)`: each file read through the
+//! link is whole, old or new. A reader that opens `cert.pem` and `key.pem`
+//! one after the other can still straddle a swap; resolving the link once
+//! (`readlink identity`, then both files in that directory) gives a pair
+//! that matches, and the Workload API sends both in one message. The old
+//! directory is removed after the swap.
 
 use std::fmt;
 use std::io::Write;
@@ -36,7 +39,7 @@ const SOCKET: &str = "agent.sock";
 pub(crate) const CONTAINER_SPIFFE_DIR: &str = "/run/spiffe";
 /// Longest path a unix socket may have (`sun_path` is 108 bytes with its
 /// NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// A task's workload certificate as its node received it, with the key
 /// the node made for it.
@@ -134,8 +137,7 @@ pub(crate) fn write(
     let _ = std::fs::remove_file(&next);
     std::os::unix::fs::symlink(&generation, &next)
         .map_err(|e| format!("cannot link {}: {e}", next.display()))?;
-    std::fs::rename(&next, &link)
-        .map_err(|e| format!("cannot replace {}: {e}", link.display()))?;
+    std::fs::rename(&next, &link).map_err(|e| format!("cannot replace {}: {e}", link.display()))?;
     // The identities it replaced.
     if let Ok(entries) = std::fs::read_dir(secrets_dir) {
         for entry in entries.flatten() {
@@ -169,8 +171,9 @@ pub(crate) fn serve(
                     socket.display()
                 ));
             }
-            moat_workload::Endpoint::bind(socket)
-                .map_err(|e| format!("cannot serve the Workload API at {}: {e}", socket.display()))?
+            moat_workload::Endpoint::bind(socket).map_err(|e| {
+                format!("cannot serve the Workload API at {}: {e}", socket.display())
+            })?
         }
     };
     endpoint.publish(identity.svid.clone());

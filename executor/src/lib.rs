@@ -267,7 +267,8 @@ impl Inner {
     fn serve_identity(&self, task_id: &str, identity: &WorkloadIdentity) -> Result<(), String> {
         let mut held = self.identities.lock().unwrap_or_else(|e| e.into_inner());
         let socket = identity::socket_path(&self.config.secrets_root(), task_id);
-        let endpoint = identity::serve(held.remove(task_id).map(|h| h.endpoint), &socket, identity)?;
+        let endpoint =
+            identity::serve(held.remove(task_id).map(|h| h.endpoint), &socket, identity)?;
         held.insert(
             task_id.to_owned(),
             Held {
@@ -389,6 +390,16 @@ impl Executor {
             .map(|entry| entry.rec.task_id.clone())
             .collect();
         let root = inner.config.secrets_root();
+        // A task id as moat makes them: 26 characters.
+        let socket = identity::socket_path(&root, &"t".repeat(26));
+        if socket.as_os_str().len() > identity::MAX_SOCKET_PATH {
+            tracing::warn!(
+                secrets_dir = %root.display(),
+                "tasks with a workload identity will not start: their Workload API socket path \
+                 would be longer than a unix socket may be; restart the daemon with a shorter \
+                 --secrets-dir (at most 30 bytes)"
+            );
+        }
         let _ = tokio::task::spawn_blocking(move || files::wipe_except(&root, &live)).await;
         Ok(Executor {
             inner,

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller, `task_sync` and `task_secrets` from any member), the `ca_bundle` answer a joiner reads from an unverified manager, and the `task_sync` and `task_secrets` answers a worker hands to its executor: no panic, a stable JSON round trip, no secret in `Debug`.
+//! Fuzzes the cluster RPC bodies a manager decodes (`join` before it knows the caller, `task_sync`, `task_secrets` and `task_identity` from any member), the `ca_bundle` answer a joiner reads from an unverified manager, and the `task_sync`, `task_secrets` and `task_identity` answers a worker hands to its executor: no panic, a stable JSON round trip, no secret in `Debug`.
 //!
 //! The first byte picks the method (`moat_node::FUZZ_METHODS`, every
 //! entry: the index is taken modulo its length), the rest is its body,

@@ -22,8 +22,8 @@ use moat_executor::{Executor, WorkloadIdentity};
 use moat_orchestrator::{Assignment, IdentitySpec, TaskState};
 use moat_pki::pem::PemObject;
 use moat_pki::{
-    CertificateDer, KeyAlgorithm, OffsetDateTime, PrivateKey, TrustRoots, VerifiedCsr,
-    WorkloadTtl, fingerprint,
+    CertificateDer, KeyAlgorithm, OffsetDateTime, PrivateKey, TrustRoots, VerifiedCsr, WorkloadTtl,
+    fingerprint,
 };
 use moat_store::model::ClusterState;
 use tokio::sync::watch;
@@ -89,7 +89,8 @@ pub(crate) fn issue(
 pub(crate) fn check_answer(
     resp: &rpc::TaskIdentityResp,
 ) -> Result<(Vec<CertificateDer<'static>>, TrustRoots), RpcError> {
-    let bad = |what: String| RpcError::new(RpcErrorKind::Internal, format!("the leader sent {what}"));
+    let bad =
+        |what: String| RpcError::new(RpcErrorKind::Internal, format!("the leader sent {what}"));
     if !resp.spiffe_id.starts_with("spiffe://") || resp.spiffe_id.len() > 2048 {
         return Err(bad("a SPIFFE ID that is not one".into()));
     }
@@ -130,12 +131,30 @@ pub(crate) async fn fetch(node: &Member, task_id: &str) -> Result<WorkloadIdenti
             .await?
     };
     let (chain, roots) = check_answer(&resp)?;
-    if roots.cluster_id().ok() != Some(node.cluster) {
+    if roots.cluster_id().ok() != Some(node.cluster)
+        || !resp
+            .spiffe_id
+            .starts_with(&format!("spiffe://{}/service/", node.cluster))
+    {
         return Err(RpcError::new(
             RpcErrorKind::Internal,
-            "the leader sent roots of another cluster",
+            "the leader sent an identity of another cluster",
         ));
     }
+    moat_pki::verify_workload(
+        &chain,
+        &roots,
+        &key,
+        task_id,
+        &resp.spiffe_id,
+        node.clock.now(),
+    )
+    .map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::Internal,
+            format!("the leader sent a workload certificate this node refuses: {e}"),
+        )
+    })?;
     let key_der = key.to_pkcs8_der();
     let key_pem = Zeroizing::new(moat_pki::pem_encode("PRIVATE KEY", &key_der));
     let svid = moat_workload::Svid::new(

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moat_executor::{Executor, ExecutorConfig, TaskMaterial};
-use tokio::sync::watch;
 use moat_orchestrator::{Assignment, TaskState};
+use tokio::sync::watch;
 
 use crate::member::Member;
 use crate::rpc::{self, RpcError, method};
@@ -56,7 +56,11 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
     let exec = Arc::new(exec);
     node.set_executor(exec.clone());
     let (assigned, assignments) = watch::channel(Vec::new());
-    tokio::spawn(crate::identity::run(node.clone(), exec.clone(), assignments));
+    tokio::spawn(crate::identity::run(
+        node.clone(),
+        exec.clone(),
+        assignments,
+    ));
     let mut changes = exec.subscribe();
     let mut known: Option<String> = None;
     let mut retry = RETRY_FIRST;

@@ -827,8 +827,16 @@ mod tests {
         place(&mut st, "T2", "A", TaskState::Running);
         let (name, id) = st.task_identity("T2", "n1").unwrap();
         assert_eq!((name, id.ttl_secs), ("follows", 600));
-        assert!(st.task_identity("T2", "n2").unwrap_err().contains("not assigned"));
-        assert!(st.task_identity("T9", "n1").unwrap_err().contains("does not exist"));
+        assert!(
+            st.task_identity("T2", "n2")
+                .unwrap_err()
+                .contains("not assigned")
+        );
+        assert!(
+            st.task_identity("T9", "n1")
+                .unwrap_err()
+                .contains("does not exist")
+        );
         let record = |st: &mut State, task: &str, node: &str, serial: &str| {
             st.apply(&Command::RecordIdentity {
                 task: task.into(),
@@ -848,7 +856,11 @@ mod tests {
         assert_eq!(st.tasks["T2"].identity.as_ref().unwrap().serial, "01");
         // A task that ended gets none.
         place(&mut st, "T3", "A", TaskState::Complete);
-        assert!(st.task_identity("T3", "n1").unwrap_err().contains("not to run"));
+        assert!(
+            st.task_identity("T3", "n1")
+                .unwrap_err()
+                .contains("not to run")
+        );
         record(&mut st, "T3", "n1", "03");
         assert!(st.tasks["T3"].identity.is_none());
     }

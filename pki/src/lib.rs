@@ -55,7 +55,7 @@ pub use tls::{
 };
 pub use verify::{
     Identity, MAX_CERT_BYTES, MAX_CHAIN_LEN, TrustRoots, Usage, issued_by, verify_chain,
-    verify_possession,
+    verify_possession, verify_workload,
 };
 
 /// Re-exported so callers name the same DER and time types.

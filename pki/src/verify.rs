@@ -125,6 +125,31 @@ pub fn verify_chain(
     usage: Usage,
     now: OffsetDateTime,
 ) -> Result<Identity, CertError> {
+    let parsed = verify_path(chain, roots, usage, now)?;
+    let identity = identity_of(&parsed)?;
+    crate::names::check_san_names(
+        &parsed,
+        &identity.node_id,
+        identity.role,
+        &identity.cluster_id,
+    )?;
+    if identity.cluster_id != *cluster {
+        return Err(CertError::WrongCluster {
+            expected: cluster.to_string(),
+            found: identity.cluster_id.to_string(),
+        });
+    }
+    Ok(identity)
+}
+
+/// Verifies that `chain` leads to one of `roots` and is valid at `now`
+/// for `usage`; returns its leaf, parsed.
+fn verify_path<'a>(
+    chain: &'a [CertificateDer<'_>],
+    roots: &TrustRoots,
+    usage: Usage,
+    now: OffsetDateTime,
+) -> Result<X509Certificate<'a>, CertError> {
     let (leaf, intermediates) = chain.split_first().ok_or_else(|| CertError::Rejected {
         reason: "no certificate was presented".into(),
     })?;
@@ -150,20 +175,46 @@ pub fn verify_chain(
         None,
     )
     .map_err(|e| webpki_error(e, &parsed, now, usage))?;
-    let identity = identity_of(&parsed)?;
-    crate::names::check_san_names(
-        &parsed,
-        &identity.node_id,
-        identity.role,
-        &identity.cluster_id,
-    )?;
-    if identity.cluster_id != *cluster {
-        return Err(CertError::WrongCluster {
-            expected: cluster.to_string(),
-            found: identity.cluster_id.to_string(),
-        });
+    Ok(parsed)
+}
+
+/// Checks a workload certificate the CA sent for `key` before it is used:
+/// `chain` leads to one of `roots` and is valid at `now` for TLS client and
+/// server use, its leaf certifies `key`, names task `task` (`CN`) with the
+/// `OU` [`crate::WORKLOAD_OU`], and has exactly one subject alternative
+/// name, the URI `spiffe_id`.
+pub fn verify_workload(
+    chain: &[CertificateDer<'_>],
+    roots: &TrustRoots,
+    key: &crate::PrivateKey,
+    task: &str,
+    spiffe_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), CertError> {
+    verify_path(chain, roots, Usage::Server, now)?;
+    let leaf = verify_path(chain, roots, Usage::Client, now)?;
+    let bad = |reason: String| CertError::BadSubject { reason };
+    if leaf.public_key().raw != key.public_key_der().as_slice() {
+        return Err(bad("it certifies another key than the one sent".into()));
     }
-    Ok(identity)
+    let cn = subject_attr(&leaf, DnType::CommonName)?;
+    let ou = subject_attr(&leaf, DnType::OrganizationalUnitName)?;
+    if cn != task || ou != crate::WORKLOAD_OU {
+        return Err(bad(format!(
+            "subject CN={cn}, OU={ou} is not task {task}'s workload certificate"
+        )));
+    }
+    let names = leaf
+        .subject_alternative_name()
+        .map_err(|e| bad(format!("unreadable subject alternative names ({e})")))?
+        .map(|ext| ext.value.general_names.clone())
+        .unwrap_or_default();
+    match names.as_slice() {
+        [x509_parser::extensions::GeneralName::URI(uri)] if *uri == spiffe_id => Ok(()),
+        _ => Err(bad(format!(
+            "its subject alternative names are not exactly the URI {spiffe_id}"
+        ))),
+    }
 }
 
 /// Reads the identity fields of a certificate without verifying it. Only

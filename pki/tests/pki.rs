@@ -1114,6 +1114,27 @@ fn workload_certificates_name_their_service_and_never_pass_for_a_node() {
         .unwrap_err();
         assert!(err.to_string().contains("moat-workload"), "{err}");
     }
+    // What the task's node checks before it uses it: its key, its task,
+    // its SPIFFE ID, this cluster's roots.
+    let chain = std::slice::from_ref(&issued.der);
+    let id = format!("spiffe://{}/service/web", ca.cluster_id());
+    verify_workload(chain, &roots_of(&ca), &key, &task, &id, t).unwrap();
+    let other_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let err = verify_workload(chain, &roots_of(&ca), &other_key, &task, &id, t).unwrap_err();
+    assert!(err.to_string().contains("another key"), "{err}");
+    let err = verify_workload(chain, &roots_of(&ca), &key, "other-task", &id, t).unwrap_err();
+    assert!(err.to_string().contains("not task other-task"), "{err}");
+    let err = verify_workload(
+        chain,
+        &roots_of(&ca),
+        &key,
+        &task,
+        "spiffe://x/service/web",
+        t,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("exactly the URI"), "{err}");
+    assert!(verify_workload(chain, &roots_of(&root()), &key, &task, &id, t).is_err());
     // Bounds: 5 minutes to 24 hours; names that are not SPIFFE path
     // segments, and task ids that are not ids, are refused.
     assert!(WorkloadTtl::new(std::time::Duration::from_secs(299)).is_err());

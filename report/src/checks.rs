@@ -161,7 +161,11 @@ impl Checks<'_> {
     /// and task certificates that expired: their node stopped renewing.
     fn workloads(&mut self, inv: &CryptoInventory) {
         if self.policy.require_workload_identity {
-            for s in inv.services.iter().filter(|s| s.identity_ttl_secs.is_none()) {
+            for s in inv
+                .services
+                .iter()
+                .filter(|s| s.identity_ttl_secs.is_none())
+            {
                 self.push(
                     Severity::Medium,
                     &format!("service {}", s.name),

@@ -2,6 +2,7 @@
 //! `spiffe` crate (not moat's code) fetches the SVID and the bundle from
 //! an [`Endpoint`], and receives a renewal on its stream; a call without
 //! the security header is refused.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -129,7 +130,15 @@ async fn the_fuzz_entry_point_answers_as_the_socket_does() {
     let (status, first) = moat_workload::fuzz_call(0, true, empty.clone()).await;
     assert_eq!(status, 200);
     assert!(first.is_some_and(|n| n > 5), "{first:?}");
-    assert!(moat_workload::fuzz_call(1, true, empty.clone()).await.1.is_some());
-    assert_eq!(moat_workload::fuzz_call(0, false, empty.clone()).await.1, None);
+    assert!(
+        moat_workload::fuzz_call(1, true, empty.clone())
+            .await
+            .1
+            .is_some()
+    );
+    assert_eq!(
+        moat_workload::fuzz_call(0, false, empty.clone()).await.1,
+        None
+    );
     assert_eq!(moat_workload::fuzz_call(3, true, empty).await.1, None);
 }

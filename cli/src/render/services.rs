@@ -174,7 +174,13 @@ pub(crate) fn service_fields(out: &mut impl Write, s: &ServiceInfo) -> io::Resul
             "Identity",
             s.identity.as_ref().map_or_else(
                 || "none (--no-identity)".to_owned(),
-                |i| format!("{}, certificates for {}", i.spiffe_id, ms(i.ttl_secs * 1000)),
+                |i| {
+                    format!(
+                        "{}, certificates for {}",
+                        i.spiffe_id,
+                        humantime::format_duration(std::time::Duration::from_secs(i.ttl_secs))
+                    )
+                },
             ),
         ),
         ("Version", s.version.to_string()),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use moat_api::{ErrorKind, ServiceCreateRequest, ServiceSettings, ServiceUpdateRequest};
 use moat_orchestrator::{
-    DEFAULT_SECRET_MODE, FailureAction, IdentitySpec, Mode, RestartCondition, Runtime, SecretKind, SecretRef,
-    ServiceSpec, State as Orchestrator, TaskSpec, parse_constraint, parse_spread,
+    DEFAULT_SECRET_MODE, FailureAction, IdentitySpec, Mode, RestartCondition, Runtime, SecretKind,
+    SecretRef, ServiceSpec, State as Orchestrator, TaskSpec, parse_constraint, parse_spread,
 };
 
 use crate::error::NodeError;

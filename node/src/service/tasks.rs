@@ -213,7 +213,11 @@ async fn refuse(
         .check(id, node.clock.instant());
     if let Some(suppressed_before) = verdict {
         let mut ev = node
-            .ev(moat_audit::Actor::node(id), action, format!("task:{task_id}"))
+            .ev(
+                moat_audit::Actor::node(id),
+                action,
+                format!("task:{task_id}"),
+            )
             .detail("node", id)
             .detail(detail.0, detail.1);
         if suppressed_before > 0 {
@@ -242,8 +246,9 @@ pub(crate) async fn task_identity(
 /// or the leader's own executor): an X.509-SVID for the key in the
 /// request, only while task `task_id` is assigned to `id`, is to run, has
 /// not ended and its service has an identity. The certificate is recorded
-/// on the task with its audit record (`identity.issue`); a refusal is
-/// audited (`identity.deny`) as `task_secrets`' are.
+/// on the task (serial, expiry, issuer); a task's first certificate, and
+/// its first from a new root, also get an audit record (`identity.issue`);
+/// a refusal is audited (`identity.deny`) as `task_secrets`' are.
 pub(crate) async fn identity(
     node: &Member,
     m: &Manager,
@@ -274,10 +279,19 @@ pub(crate) async fn identity(
             Ok(found) => found,
             Err(reason) => return Ok(Err(reason)),
         };
-        Ok(Ok(crate::identity::issue(s, task_id, service, spec, &req.csr_pem, now)))
+        let before = s
+            .orchestrator
+            .tasks
+            .get(task_id)
+            .and_then(|t| t.identity.as_ref())
+            .map(|i| i.issuer.clone());
+        Ok(Ok((
+            crate::identity::issue(s, task_id, service, spec, &req.csr_pem, now),
+            before,
+        )))
     })?;
-    let (resp, issuer) = match issued {
-        Ok(done) => done?,
+    let ((resp, issuer), before) = match issued {
+        Ok((done, before)) => (done?, before),
         Err(reason) => {
             tracing::warn!(node = %id, task = task_id, %reason, "a request for a task's identity was refused");
             return Err(refuse(
@@ -292,6 +306,10 @@ pub(crate) async fn identity(
             .await);
         }
     };
+    // A task's first certificate, and the first from a new root, are
+    // audited; a renewal under the same root is only recorded on the task
+    // (the audit log grows with tasks started, not with time).
+    let audited = before.as_deref() != Some(issuer.as_str());
     let ev = node
         .ev(
             moat_audit::Actor::node(id),
@@ -303,19 +321,20 @@ pub(crate) async fn identity(
         .detail("serial", &resp.serial)
         .detail("not_after", moat_store::model::rfc3339(resp.not_after))
         .detail("issuer", &issuer);
-    node.propose_audited(
-        Command::orchestrate(moat_orchestrator::Command::RecordIdentity {
-            task: task_id.to_owned(),
-            node: me,
-            identity: moat_orchestrator::TaskIdentity {
-                serial: resp.serial.clone(),
-                not_after: resp.not_after,
-                issuer,
-            },
-        }),
-        ev,
-    )
-    .await?;
+    let record = Command::orchestrate(moat_orchestrator::Command::RecordIdentity {
+        task: task_id.to_owned(),
+        node: me,
+        identity: moat_orchestrator::TaskIdentity {
+            serial: resp.serial.clone(),
+            not_after: resp.not_after,
+            issuer,
+        },
+    });
+    if audited {
+        node.propose_audited(record, ev).await?;
+    } else {
+        node.propose(record).await?;
+    }
     tracing::debug!(node = %id, task = task_id, serial = %resp.serial, "workload certificate issued");
     Ok(resp)
 }

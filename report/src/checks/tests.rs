@@ -400,3 +400,24 @@ fn an_old_secret_is_a_finding_and_a_config_never() {
     inv.secrets[0].kind = "config".into();
     assert!(about(&check(&inv), "db_password").is_empty());
 }
+
+#[test]
+fn a_service_without_identity_and_an_expired_task_certificate_are_findings() {
+    let inv = troubled();
+    let fs = check(&inv);
+    assert_one(&fs, "service web", Severity::Medium, "no workload identity");
+    assert_one(
+        &fs,
+        "workload certificate of task",
+        Severity::High,
+        "did not renew it",
+    );
+    // A policy that does not ask for identities: no finding about it.
+    let lax = Policy {
+        require_workload_identity: false,
+        ..Policy::default()
+    };
+    assert!(about(&findings(&inv, &lax, NOW), "service web").is_empty());
+    // The healthy sample's certificate, 40 minutes from its end: none.
+    assert!(about(&check(&healthy()), "workload").is_empty());
+}
