@@ -69,6 +69,48 @@ pub(crate) fn issue(
     Ok((issued, chain_pem, issuer))
 }
 
+/// The leader's part: an X.509-SVID for task `task_id` of `service`, for
+/// the key of `csr_pem`, from the root that issues now, valid `spec`'s
+/// lifetime from `now`. Returns the answer and the issuing root's
+/// fingerprint.
+pub(crate) fn issue_workload(
+    state: &ClusterState,
+    task_id: &str,
+    service: &str,
+    spec: moat_orchestrator::IdentitySpec,
+    csr_pem: &str,
+    now: OffsetDateTime,
+) -> Result<(crate::rpc::TaskIdentityResp, String), RpcError> {
+    let (ca, cross_signed) = state.issuing_ca().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let root = root_ca(ca)?;
+    let csr = moat_pki::VerifiedCsr::from_pem(csr_pem.as_bytes())
+        .map_err(|e| RpcError::new(RpcErrorKind::Invalid, format!("certificate request: {e}")))?;
+    let ttl = moat_pki::WorkloadTtl::new(Duration::from_secs(spec.ttl_secs)).map_err(internal)?;
+    let issued = root
+        .issue_workload(&csr, task_id, service, ttl, now)
+        .map_err(|e| RpcError::new(RpcErrorKind::Invalid, e.to_string()))?;
+    let mut chain_pem = moat_pki::cert_pem(&issued.der);
+    if let Some(cross) = cross_signed {
+        chain_pem.push_str(cross);
+    }
+    let bundle_pem = state.trusted_roots_pem().ok_or_else(|| {
+        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
+    })?;
+    let spiffe_id = moat_pki::spiffe_id(&root.cluster_id(), service).map_err(internal)?;
+    Ok((
+        crate::rpc::TaskIdentityResp {
+            spiffe_id,
+            chain_pem,
+            bundle_pem,
+            serial: issued.serial,
+            not_after: issued.not_after.unix_timestamp(),
+        },
+        fingerprint(root.certificate()),
+    ))
+}
+
 /// Fingerprint of the root that issues certificates now.
 pub(crate) fn issuer_fingerprint(state: &ClusterState) -> Option<String> {
     state

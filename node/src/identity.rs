@@ -5,8 +5,9 @@
 //!   and sends a CSR with `task_identity` over its mutual-TLS session; the
 //!   leader checks that the task is assigned to that node, is to run and
 //!   has not ended ([`moat_orchestrator::State::task_identity`]), issues
-//!   ([`issue`]), and records the certificate on the task with its audit
-//!   record (`service::tasks::identity`).
+//!   (`ca::issue_workload`), and records the certificate on the task
+//!   (`service::tasks::identity`); the node checks what it gets
+//!   (`rpc::TaskIdentityResp::check`, `moat_pki::verify_workload`).
 //! * The node hands the certificate, key and bundle to its executor, which
 //!   writes them into the task's secrets directory and serves them on the
 //!   task's Workload API socket (moat-workload).
@@ -19,13 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moat_executor::{Executor, WorkloadIdentity};
-use moat_orchestrator::{Assignment, IdentitySpec, TaskState};
-use moat_pki::pem::PemObject;
-use moat_pki::{
-    CertificateDer, KeyAlgorithm, OffsetDateTime, PrivateKey, TrustRoots, VerifiedCsr, WorkloadTtl,
-    fingerprint,
-};
-use moat_store::model::ClusterState;
+use moat_orchestrator::{Assignment, TaskState};
+use moat_pki::{KeyAlgorithm, PrivateKey};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -39,77 +35,6 @@ const RETRY: Duration = Duration::from_secs(5);
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::new(RpcErrorKind::Internal, e.to_string())
-}
-
-/// The leader's part: an X.509-SVID for task `task_id` of `service`, for
-/// the key of `csr_pem`, from the root that issues now, valid `spec`'s
-/// lifetime from `now`. Returns the answer and the issuing root's
-/// fingerprint.
-pub(crate) fn issue(
-    state: &ClusterState,
-    task_id: &str,
-    service: &str,
-    spec: IdentitySpec,
-    csr_pem: &str,
-    now: OffsetDateTime,
-) -> Result<(rpc::TaskIdentityResp, String), RpcError> {
-    let (ca, cross_signed) = state.issuing_ca().ok_or_else(|| {
-        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
-    })?;
-    let root = crate::ca::root_ca(ca)?;
-    let csr = VerifiedCsr::from_pem(csr_pem.as_bytes())
-        .map_err(|e| RpcError::new(RpcErrorKind::Invalid, format!("certificate request: {e}")))?;
-    let ttl = WorkloadTtl::new(Duration::from_secs(spec.ttl_secs)).map_err(internal)?;
-    let issued = root
-        .issue_workload(&csr, task_id, service, ttl, now)
-        .map_err(|e| RpcError::new(RpcErrorKind::Invalid, e.to_string()))?;
-    let mut chain_pem = moat_pki::cert_pem(&issued.der);
-    if let Some(cross) = cross_signed {
-        chain_pem.push_str(cross);
-    }
-    let bundle_pem = state.trusted_roots_pem().ok_or_else(|| {
-        RpcError::new(RpcErrorKind::Unavailable, "the cluster is not initialized")
-    })?;
-    let spiffe_id = moat_pki::spiffe_id(&root.cluster_id(), service).map_err(internal)?;
-    Ok((
-        rpc::TaskIdentityResp {
-            spiffe_id,
-            chain_pem,
-            bundle_pem,
-            serial: issued.serial,
-            not_after: issued.not_after.unix_timestamp(),
-        },
-        fingerprint(root.certificate()),
-    ))
-}
-
-/// What a node checks of a `task_identity` answer before it uses it: a
-/// SPIFFE ID, a chain and a bundle that parse (within the chain limit),
-/// and a hex serial. Returns the chain and the bundle.
-pub(crate) fn check_answer(
-    resp: &rpc::TaskIdentityResp,
-) -> Result<(Vec<CertificateDer<'static>>, TrustRoots), RpcError> {
-    let bad =
-        |what: String| RpcError::new(RpcErrorKind::Internal, format!("the leader sent {what}"));
-    if !resp.spiffe_id.starts_with("spiffe://") || resp.spiffe_id.len() > 2048 {
-        return Err(bad("a SPIFFE ID that is not one".into()));
-    }
-    if resp.serial.is_empty()
-        || resp.serial.len() > 64
-        || !resp.serial.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return Err(bad("a serial that is not hex".into()));
-    }
-    let chain = CertificateDer::pem_slice_iter(resp.chain_pem.as_bytes())
-        .take(moat_pki::MAX_CHAIN_LEN + 1)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("a certificate that does not read: {e:?}")))?;
-    if chain.is_empty() || chain.len() > moat_pki::MAX_CHAIN_LEN {
-        return Err(bad(format!("a chain of {} certificates", chain.len())));
-    }
-    let roots = TrustRoots::from_pem(resp.bundle_pem.as_bytes())
-        .map_err(|e| bad(format!("roots that do not read: {e}")))?;
-    Ok((chain, roots))
 }
 
 /// The node's part: a new key for task `task_id`, certified by the
@@ -130,7 +55,7 @@ pub(crate) async fn fetch(node: &Member, task_id: &str) -> Result<WorkloadIdenti
         node.call_leader(method::TASK_IDENTITY, &req, rpc::CALL_TIMEOUT)
             .await?
     };
-    let (chain, roots) = check_answer(&resp)?;
+    let (chain, roots) = resp.check()?;
     if roots.cluster_id().ok() != Some(node.cluster)
         || !resp
             .spiffe_id

@@ -102,6 +102,39 @@ pub(crate) struct TaskIdentityResp {
     pub(crate) not_after: i64,
 }
 
+impl TaskIdentityResp {
+    /// What a node checks of a `task_identity` answer before it uses it: a
+    /// SPIFFE ID, a chain and a bundle that parse (within the chain limit),
+    /// and a hex serial. Returns the chain and the bundle.
+    pub(crate) fn check(
+        &self,
+    ) -> Result<(Vec<moat_pki::CertificateDer<'static>>, moat_pki::TrustRoots), RpcError> {
+        use moat_pki::pem::PemObject;
+        let resp = self;
+        let bad =
+            |what: String| RpcError::new(RpcErrorKind::Internal, format!("the leader sent {what}"));
+        if !resp.spiffe_id.starts_with("spiffe://") || resp.spiffe_id.len() > 2048 {
+            return Err(bad("a SPIFFE ID that is not one".into()));
+        }
+        if resp.serial.is_empty()
+            || resp.serial.len() > 64
+            || !resp.serial.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(bad("a serial that is not hex".into()));
+        }
+        let chain = moat_pki::CertificateDer::pem_slice_iter(resp.chain_pem.as_bytes())
+            .take(moat_pki::MAX_CHAIN_LEN + 1)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("a certificate that does not read: {e:?}")))?;
+        if chain.is_empty() || chain.len() > moat_pki::MAX_CHAIN_LEN {
+            return Err(bad(format!("a chain of {} certificates", chain.len())));
+        }
+        let roots = moat_pki::TrustRoots::from_pem(resp.bundle_pem.as_bytes())
+            .map_err(|e| bad(format!("roots that do not read: {e}")))?;
+        Ok((chain, roots))
+    }
+}
+
 /// `task_sync` request: the state of every task the node holds, and the
 /// digest of the assignments it last got (the call waits up to `wait_ms`
 /// for them to change).
@@ -657,7 +690,7 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
             let answer: Result<TaskIdentityResp, RpcError> =
                 serde_json::from_slice(data).map_err(|e| e.to_string())?;
             if let Ok(resp) = &answer {
-                crate::identity::check_answer(resp).map_err(|e| e.message)?;
+                resp.check().map_err(|e| e.message)?;
             }
             done(answer, Vec::new())
         }

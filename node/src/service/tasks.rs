@@ -286,7 +286,7 @@ pub(crate) async fn identity(
             .and_then(|t| t.identity.as_ref())
             .map(|i| i.issuer.clone());
         Ok(Ok((
-            crate::identity::issue(s, task_id, service, spec, &req.csr_pem, now),
+            crate::ca::issue_workload(s, task_id, service, spec, &req.csr_pem, now),
             before,
         )))
     })?;
