@@ -80,6 +80,7 @@ pub(crate) fn write(
     task_id: &str,
     material: &crate::TaskMaterial,
 ) -> Result<(), String> {
+    let _held = ROOT.lock().unwrap_or_else(|p| p.into_inner());
     prepare_root(root)?;
     remove(root, task_id);
     let result =
@@ -135,6 +136,20 @@ pub(crate) fn mkdir(dir: &Path, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
 }
 
+/// Held while a task's directory is made or the root may be removed, so
+/// that removing an empty root never races a task's new directory.
+static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Removes `task_id`'s files (its task ended) and `root` too if no other
+/// task has files left: a node that runs nothing leaves nothing on the
+/// tmpfs.
+pub(crate) fn remove_task(root: &Path, task_id: &str) {
+    let _held = ROOT.lock().unwrap_or_else(|p| p.into_inner());
+    remove(root, task_id);
+    // Refused while another task's directory is there: that is the point.
+    let _ = std::fs::remove_dir(root);
+}
+
 /// Removes `task_id`'s files, if any.
 pub(crate) fn remove(root: &Path, task_id: &str) {
     let dir = task_dir(root, task_id);
@@ -149,8 +164,9 @@ pub(crate) fn remove(root: &Path, task_id: &str) {
 
 /// Removes the files of every task under `root` but those in `keep`
 /// (only directories named as task ids: anything else is not the
-/// executor's).
+/// executor's), and `root` if nothing is left in it.
 pub(crate) fn wipe_except(root: &Path, keep: &BTreeSet<String>) {
+    let _held = ROOT.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -161,6 +177,7 @@ pub(crate) fn wipe_except(root: &Path, keep: &BTreeSet<String>) {
             remove(root, &name);
         }
     }
+    let _ = std::fs::remove_dir(root);
 }
 
 #[cfg(test)]
@@ -226,8 +243,13 @@ mod tests {
             "only task directories are the executor's"
         );
         assert!(task_dir(root.path(), "T2").exists());
-        remove(root.path(), "T2");
+        std::fs::remove_dir(root.path().join("not.a.task")).unwrap();
+        remove_task(root.path(), "T2");
         assert!(!task_dir(root.path(), "T2").exists());
+        assert!(
+            !root.path().exists(),
+            "the last task's files take the root with them"
+        );
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl Inner {
         }
         let root = self.config.secrets_root();
         let task_id = task_id.to_owned();
-        let _ = tokio::task::spawn_blocking(move || files::remove(&root, &task_id)).await;
+        let _ = tokio::task::spawn_blocking(move || files::remove_task(&root, &task_id)).await;
     }
 
     /// Where a task's files of `kind` are, if it has any.

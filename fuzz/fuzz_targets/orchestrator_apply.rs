@@ -32,9 +32,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use moat_orchestrator::{
-    Change, Command, MAX_REPORT_MESSAGE, MAX_RUNTIME_ID, MAX_SECRET_VERSIONS,
+    Change, Command, IdentitySpec, MAX_REPORT_MESSAGE, MAX_RUNTIME_ID, MAX_SECRET_VERSIONS,
     MAX_TOTAL_SECRET_BYTES, Mode, Secret, SecretData, SecretKind, SecretRef, SecretVersion,
-    Service, ServiceSpec, State, Task, TaskReport, TaskSpec, TaskState, TaskStatus,
+    Service, ServiceSpec, State, Task, TaskIdentity, TaskReport, TaskSpec, TaskState, TaskStatus,
 };
 
 /// Most commands one input applies.
@@ -135,6 +135,20 @@ fn step(state: &mut State, cmd: &Command) {
         if old.node_id.is_some() {
             assert_eq!(new.node_id, old.node_id, "task {id} moved to another node");
         }
+    }
+
+    // A recorded certificate lands only on a task to run on the node that
+    // asked, and changes nothing else.
+    if let Command::RecordIdentity { task, node, identity } = cmd {
+        let mut expected = before.clone();
+        if let Some(t) = expected.tasks.get_mut(task)
+            && t.node_id.as_deref() == Some(node.as_str())
+            && t.desired_state == TaskState::Running
+            && !t.status.state.is_terminal()
+        {
+            t.identity = Some(identity.clone());
+        }
+        assert_eq!(*state, expected, "RecordIdentity did more than record");
     }
 
     if let Command::ReportTasks { node, .. } = cmd {
@@ -285,6 +299,9 @@ impl Bytes<'_> {
             task: TaskSpec {
                 image: format!("/bin/app{}", self.pick(2)),
                 secrets,
+                identity: self.bit().then(|| IdentitySpec {
+                    ttl_secs: 300 + u64::from(self.byte()),
+                }),
                 ..TaskSpec::default()
             },
             mode,
@@ -334,6 +351,7 @@ impl Bytes<'_> {
             },
             attempt: 0,
             created_at: now,
+            identity: None,
         }
     }
     fn change(&mut self, now: i64) -> Change {
@@ -395,7 +413,7 @@ fn build(data: &[u8]) -> Vec<Command> {
     let mut now = 0i64;
     while !b.0.is_empty() && commands.len() < MAX_COMMANDS {
         now += 1_000;
-        let cmd = match b.pick(9) {
+        let cmd = match b.pick(10) {
             0 => {
                 let spec = b.spec();
                 Command::CreateService(Service {
@@ -442,6 +460,15 @@ fn build(data: &[u8]) -> Vec<Command> {
                 }
             }
             8 => Command::RemoveSecret { id: b.id("K", 2) },
+            9 => Command::RecordIdentity {
+                task: b.id("T", 6),
+                node: b.node(),
+                identity: TaskIdentity {
+                    serial: format!("{:02x}", b.byte()),
+                    not_after: now,
+                    issuer: "sha256:00".into(),
+                },
+            },
             4 => {
                 let n = 1 + b.pick(4);
                 Command::Reconcile {
