@@ -569,7 +569,16 @@ impl Executor {
         })
         .await
         .map_err(|e| format!("writing the task's identity: {e}"))??;
-        self.inner.serve_identity(task_id, &identity)
+        self.inner.serve_identity(task_id, &identity)?;
+        if !self.is_live(task_id) {
+            // It ended meanwhile, and its files went with it: so does the
+            // socket just served.
+            self.inner.remove_files(task_id).await;
+            return Err(format!(
+                "task {task_id} ended while its identity was renewed"
+            ));
+        }
+        Ok(())
     }
 
     /// The current state of every task held, sorted by task id.

@@ -428,6 +428,16 @@ async fn a_process_started_but_never_recorded_is_found_and_killed() {
         .expect("spawn");
     let pid = i32::try_from(orphan.id()).expect("pid");
     assert!(process_runs(pid));
+    // As a task that ran: its environment names it. (Under load the child
+    // can still be on its way to exec when spawn returns.)
+    assert!(
+        eventually(5, || std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env
+                .split(|b| *b == 0)
+                .any(|v| v == b"MOAT_TASK_ID=t9")))
+        .await,
+        "the orphan's environment never named its task"
+    );
 
     let exec = open(dir.path(), "n1").await;
     let r = report(&exec, "t9").expect("held");
