@@ -112,18 +112,24 @@ fn write_all(root: &Path, task_id: &str, files: &[TaskFile]) -> Result<(), Strin
             ));
         }
         let path = kind_dir(root, task_id, f.kind).join(&f.target);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        file.write_all(f.data.expose_secret())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        write_new(&path, f.data.expose_secret(), f.mode)?;
     }
     Ok(())
+}
+
+/// Creates `path` (which must not exist, so a link planted there is not
+/// followed) owner-only, writes `data`, then gives it `mode`.
+pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
 }
 
 pub(crate) fn mkdir(dir: &Path, mode: u32) -> Result<(), String> {

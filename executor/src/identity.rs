@@ -20,13 +20,12 @@
 //! directory is removed after the swap.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::files::{mkdir, task_dir};
+use crate::files::{mkdir, task_dir, write_new};
 
 /// Where the identity is, in the task's secrets directory.
 pub const IDENTITY_DIR: &str = "identity";
@@ -120,17 +119,7 @@ pub(crate) fn write(
         ("cert.pem", identity.cert_pem.as_bytes(), 0o444),
         ("bundle.pem", identity.bundle_pem.as_bytes(), 0o444),
     ] {
-        let path = dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        file.write_all(data)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        write_new(&dir.join(name), data, mode)?;
     }
     let link = secrets_dir.join(IDENTITY_DIR);
     let next = secrets_dir.join(format!(".{IDENTITY_DIR}.next"));
@@ -182,6 +171,8 @@ pub(crate) fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn identity(serial: &str, cert: &str) -> WorkloadIdentity {

@@ -138,12 +138,7 @@ pub(crate) async fn secrets(
     id: NodeId,
     task_id: &str,
 ) -> Result<rpc::TaskSecretsResp, RpcError> {
-    if task_id.is_empty() || task_id.len() > 128 {
-        return Err(RpcError::new(
-            RpcErrorKind::Invalid,
-            "a task id has 1 to 128 bytes",
-        ));
-    }
+    check_task_id(task_id)?;
     let me = id.to_string();
     let found = m.with_state(|s| {
         let o = &s.orchestrator;
@@ -192,6 +187,18 @@ pub(crate) async fn secrets(
             .await)
         }
     }
+}
+
+/// A task id as a request may name one: 1 to 128 bytes (checked before
+/// the store is read).
+fn check_task_id(task_id: &str) -> Result<(), RpcError> {
+    if task_id.is_empty() || task_id.len() > 128 {
+        return Err(RpcError::new(
+            RpcErrorKind::Invalid,
+            "a task id has 1 to 128 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// A refused request of node `id` about task `task_id`, audited as
@@ -256,12 +263,7 @@ pub(crate) async fn identity(
     req: rpc::TaskIdentityReq,
 ) -> Result<rpc::TaskIdentityResp, RpcError> {
     let task_id = req.task_id.as_str();
-    if task_id.is_empty() || task_id.len() > 128 {
-        return Err(RpcError::new(
-            RpcErrorKind::Invalid,
-            "a task id has 1 to 128 bytes",
-        ));
-    }
+    check_task_id(task_id)?;
     if req.csr_pem.len() > moat_pki::MAX_CSR_BYTES * 2 {
         return Err(RpcError::new(
             RpcErrorKind::Invalid,
