@@ -121,6 +121,8 @@ pub(crate) async fn run(node: Arc<Member>) {
                     return;
                 }
                 Err(e) => {
+                    node.renewal_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(error = %e, "certificate renewal failed; retrying");
                     if renew_now {
                         node.renew_soon();

@@ -1,8 +1,9 @@
 //! The Prometheus endpoint (`moat daemon --metrics-addr A:P`, off by
 //! default): `GET /metrics` in the text exposition format, plain HTTP.
 //!
-//! It tells certificate and CA expiry, token ages, raft state, whether the
-//! node is locked, the audit log's size and failed unlock attempts. No
+//! It tells certificate and CA expiry, certificate renewal failures, token
+//! ages, raft state, each node's Ready/Down status, whether the node is
+//! locked, the audit log's size and failed unlock attempts. No
 //! secret is ever a metric; node ids and host names are (bind it to a
 //! private address). See docs/daemon.md for the list.
 
@@ -15,6 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use moat_api::ErrorKind;
 use tokio::net::TcpListener;
+
+use moat_store::model::NodeRecord;
 
 use crate::daemon::{Daemon, Phase};
 use crate::error::NodeError;
@@ -121,7 +124,22 @@ pub(crate) async fn render(d: &Daemon) -> String {
             "End of this node's certificate validity (Unix seconds).",
             identity.not_after.unix_timestamp(),
         );
+        out.gauge(
+            "moat_cert_not_before_timestamp_seconds",
+            "Start of this node's certificate validity (Unix seconds): renewal is due between 50 and 80 % of the way to its end.",
+            identity.not_before.unix_timestamp(),
+        );
     }
+    out.family(
+        "moat_cert_renewal_failures_total",
+        "counter",
+        "Certificate renewals of this node that failed (refused, or no manager answered) since the daemon started.",
+    );
+    out.sample(
+        "moat_cert_renewal_failures_total",
+        &[],
+        node.renewal_failures.load(Ordering::Relaxed),
+    );
     let Some(m) = node.manager() else {
         return out.0;
     };
@@ -189,6 +207,14 @@ pub(crate) async fn render(d: &Daemon) -> String {
     if let Some(leader) = metrics.current_leader {
         out.sample("moat_raft_leader", &[("leader", &leader.to_string())], 1);
     }
+    out.family(
+        "moat_raft_quorum_ack_age_seconds",
+        "gauge",
+        "On the leader: seconds since a quorum of managers last acknowledged it; no sample on a follower.",
+    );
+    if let Some(ms) = metrics.millis_since_quorum_ack {
+        out.sample("moat_raft_quorum_ack_age_seconds", &[], seconds(ms));
+    }
     out.gauge(
         "moat_raft_last_log_index",
         "Index of the last raft log entry on this manager.",
@@ -202,22 +228,12 @@ pub(crate) async fn render(d: &Daemon) -> String {
     let Ok(state) = m.local_state() else {
         return out.0;
     };
-    out.family(
-        "moat_node_cert_expiry_timestamp_seconds",
-        "gauge",
-        "End of each node's recorded certificate validity (Unix seconds).",
+    nodes(&mut out, state.nodes.values());
+    out.gauge(
+        "moat_cert_lifetime_seconds",
+        "The cluster's node certificate lifetime (moat update --cert-expiry), seconds.",
+        state.policy.cert_expiry_secs,
     );
-    for n in state.nodes.values() {
-        out.sample(
-            "moat_node_cert_expiry_timestamp_seconds",
-            &[
-                ("node", &n.id.to_string()),
-                ("hostname", &n.hostname),
-                ("role", n.role.as_str()),
-            ],
-            n.cert_not_after,
-        );
-    }
     if let Some(ca) = &state.ca
         && let Ok(Some(root)) =
             moat_pki::inspect(ca.root_cert_pem.as_bytes()).map(|r| r.into_iter().next())
@@ -267,9 +283,91 @@ pub(crate) async fn render(d: &Daemon) -> String {
     out.0
 }
 
+/// Milliseconds as seconds, to the millisecond.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// The per-node families, from the node records of the store: each
+/// node's certificate end and whether the leader last committed it Ready.
+fn nodes<'a>(out: &mut Out, nodes: impl Iterator<Item = &'a NodeRecord> + Clone) {
+    let labels = |n: &NodeRecord| (n.id.to_string(), n.hostname.clone(), n.role.as_str());
+    out.family(
+        "moat_node_cert_expiry_timestamp_seconds",
+        "gauge",
+        "End of each node's recorded certificate validity (Unix seconds).",
+    );
+    for n in nodes.clone() {
+        let (id, hostname, role) = labels(n);
+        out.sample(
+            "moat_node_cert_expiry_timestamp_seconds",
+            &[("node", &id), ("hostname", &hostname), ("role", role)],
+            n.cert_not_after,
+        );
+    }
+    out.family(
+        "moat_node_ready",
+        "gauge",
+        "1 if the leader last recorded the node Ready (heartbeating), 0 if Down.",
+    );
+    for n in nodes {
+        let (id, hostname, role) = labels(n);
+        out.sample(
+            "moat_node_ready",
+            &[("node", &id), ("hostname", &hostname), ("role", role)],
+            u8::from(n.ready),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moat_pki::NodeId;
+    use moat_store::model::ClusterState;
+
+    #[test]
+    fn every_node_has_its_certificate_end_and_its_status() {
+        let mut state = ClusterState::default();
+        let (up, down) = (NodeId::generate(), NodeId::generate());
+        crate::testing::add_worker(&mut state, up, "w-up", true);
+        crate::testing::add_worker(&mut state, down, "w-down", false);
+        let mut out = Out(String::new());
+        nodes(&mut out, state.nodes.values());
+        let text = out.0;
+        for family in ["moat_node_cert_expiry_timestamp_seconds", "moat_node_ready"] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} gauge\n")).count(),
+                1,
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains(&format!(
+                "moat_node_ready{{node=\"{up}\",hostname=\"w-up\",role=\"worker\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "moat_node_ready{{node=\"{down}\",hostname=\"w-down\",role=\"worker\"}} 0\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "moat_node_cert_expiry_timestamp_seconds{{node=\"{down}\",hostname=\"w-down\",role=\"worker\"}} 0\n"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_seconds() {
+        assert_eq!(seconds(0), "0.000");
+        assert_eq!(seconds(1_234), "1.234");
+        assert_eq!(seconds(61_005), "61.005");
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -23,7 +23,7 @@ mod manager;
 mod propose;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -67,6 +67,9 @@ pub(crate) struct Member {
     /// Renew at the next agent round (a certificate the cluster has not
     /// recorded, e.g. self-issued after an outage).
     renew_soon: AtomicBool,
+    /// Certificate renewals that failed since the daemon started (the
+    /// metric `moat_cert_renewal_failures_total`).
+    pub(crate) renewal_failures: AtomicU64,
     /// This node's task executor, once the task loop opened it.
     executor: ArcSwapOption<moat_executor::Executor>,
 }
@@ -94,6 +97,7 @@ impl Member {
             clients: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
             renew_soon: AtomicBool::new(false),
+            renewal_failures: AtomicU64::new(0),
             executor: ArcSwapOption::empty(),
         })
     }
