@@ -127,12 +127,13 @@ pub(crate) fn join_token(
 /// environment of `moat join`, not in its arguments, where every local
 /// user could read it (`ps`); see `moat join` in docs/cli.md.
 pub(crate) fn join_command(out: &mut impl Write, token: &str, addr: &str) -> io::Result<()> {
-    writeln!(
-        out,
-        "    {JOIN_TOKEN_ENV}={} moat join {}",
-        safe(token),
-        safe(addr)
-    )
+    writeln!(out, "    {}", safe(&join_command_text(token, addr)))
+}
+
+/// The join command as one line, unescaped (for JSON, which escapes it);
+/// wiped on drop, as it holds the token.
+pub(crate) fn join_command_text(token: &str, addr: &str) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!("{JOIN_TOKEN_ENV}={token} moat join {addr}"))
 }
 
 /// The environment variable `moat join` reads its token from.
@@ -301,13 +302,19 @@ pub(crate) fn info(out: &mut impl Write, i: &Info, now: OffsetDateTime) -> io::R
     Ok(())
 }
 
-/// What `moat dev` reports once its cluster is up.
-#[derive(Debug)]
+/// What `moat dev` reports once its cluster is up. No `Debug`: it holds
+/// the join tokens.
 pub(crate) struct DevSummary {
     /// Where the nodes' state directories are.
     pub(crate) dir: PathBuf,
     /// Whether `dir` is removed when `moat dev` stops.
     pub(crate) removed_on_exit: bool,
+    /// How to run this `moat` from a shell: `moat`, or its path when
+    /// `moat` on PATH is not it.
+    pub(crate) moat: String,
+    /// The `--dir` that `moat dev restart` needs, if any (none for a
+    /// temporary directory, which it finds by itself).
+    pub(crate) restart_dir: Option<PathBuf>,
     /// The nodes, managers first.
     pub(crate) nodes: Vec<DevNode>,
     /// The address nodes join.
@@ -319,26 +326,43 @@ pub(crate) struct DevSummary {
 }
 
 /// One node of a `moat dev` cluster.
-#[derive(Debug)]
 pub(crate) struct DevNode {
     /// `manager-1`, `worker-2`, …
     pub(crate) name: String,
     /// Its control socket.
     pub(crate) host: Host,
+    /// Its daemon's process id.
+    pub(crate) pid: Option<u32>,
+    /// Where it serves Prometheus metrics, if it does.
+    pub(crate) metrics_addr: Option<String>,
     /// Whether it is the Raft leader.
     pub(crate) leader: bool,
 }
 
-/// `moat dev`'s report: how to reach each node and how to add more.
 pub(crate) fn dev_summary(out: &mut impl Write, s: &DevSummary) -> io::Result<()> {
-    writeln!(out, "Cluster ready. Nodes and their control sockets:")?;
+    writeln!(
+        out,
+        "Cluster ready. Nodes, their control sockets and daemons:"
+    )?;
     writeln!(out)?;
     let width = s.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    let host_width = s
+        .nodes
+        .iter()
+        .map(|n| n.host.to_string().len())
+        .max()
+        .unwrap_or(0);
     for n in &s.nodes {
+        let pid = n.pid.map(|p| format!("pid {p}")).unwrap_or_default();
+        let metrics = n
+            .metrics_addr
+            .as_ref()
+            .map(|a| format!("   metrics http://{a}/metrics"))
+            .unwrap_or_default();
         let line = format!(
-            "    {:<width$}   MOAT_HOST={}{}",
+            "    {:<width$}   MOAT_HOST={:<host_width$}   {pid:<10}{metrics}{}",
             n.name,
-            n.host,
+            n.host.to_string(),
             if n.leader { "   (leader)" } else { "" }
         );
         writeln!(out, "{}", line.trim_end())?;
@@ -353,16 +377,31 @@ pub(crate) fn dev_summary(out: &mut impl Write, s: &DevSummary) -> io::Result<()
         ],
     )?;
     writeln!(out)?;
-    let first = s
-        .nodes
-        .iter()
-        .find(|n| n.leader)
-        .or_else(|| s.nodes.first());
-    if let Some(n) = first {
+    let leader = s.nodes.iter().find(|n| n.leader);
+    if let Some(n) = leader.or_else(|| s.nodes.first()) {
         writeln!(out, "Try:")?;
         writeln!(out)?;
-        writeln!(out, "    export MOAT_HOST={}; moat node ls", n.host)?;
+        writeln!(out, "    export MOAT_HOST={}; {} node ls", n.host, s.moat)?;
+        if let (Some(leader), Some(pid)) = (leader, n.pid) {
+            let dir = s
+                .restart_dir
+                .as_ref()
+                .map(|d| format!(" --dir {}", d.display()))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "    kill -9 {pid}    # the leader: watch another manager take over"
+            )?;
+            writeln!(out, "    {} dev restart {}{dir}", s.moat, leader.name)?;
+        }
         writeln!(out)?;
+    }
+    if s.moat != "moat" {
+        writeln!(
+            out,
+            "`moat` on your PATH is not this binary: `cargo install --path cli` puts it \
+             there (see docs/install.md)."
+        )?;
     }
     writeln!(
         out,

@@ -499,71 +499,180 @@ fn leave_rules() {
     assert_eq!(info["state"], "inactive");
 }
 
-/// `moat dev` starts a whole cluster and stops every daemon on SIGTERM.
+/// `moat dev` starts a whole cluster; a killed daemon is reported and the
+/// others go on as a real cluster would (issue 20, item 1): another
+/// manager leads, the dead one shows Down, `moat dev restart` brings it
+/// back Ready. SIGTERM stops every daemon.
 #[test]
-fn dev_cluster() {
+fn dev_cluster_survives_a_dead_leader() {
     use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
     let h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     let dir = h.dir().join("dev");
-    let mut dev = std::process::Command::new(h.moat_binary())
+    let mut dev = Command::new(h.moat_binary())
         .args(["dev", "--managers", "3", "--workers", "1", "--dir"])
         .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Standard error, line by line, as moat dev prints it.
+    let stderr = dev.stderr.take().unwrap();
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let said_in = said.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            let mut said = said_in.lock().unwrap();
+            said.push_str(&line);
+            said.push('\n');
+        }
+    });
     let stdout = dev.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let mut hosts = Vec::new();
+    // name -> (MOAT_HOST, pid); and the leader's name.
+    let mut nodes = std::collections::BTreeMap::new();
+    let mut leader = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if line.contains("export MOAT_HOST") {
+            continue;
+        }
         if let Some(at) = line.find("MOAT_HOST=unix://") {
+            let name = line.split_whitespace().next().unwrap().to_string();
             let host = line[at + "MOAT_HOST=".len()..]
                 .split_whitespace()
                 .next()
-                .unwrap();
-            hosts.push(host.trim_end_matches(';').to_string());
+                .unwrap()
+                .trim_end_matches(';')
+                .to_string();
+            let pid: u32 = line
+                .split("pid ")
+                .nth(1)
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no pid on {line:?}"));
+            if line.ends_with("(leader)") {
+                leader = Some(name.clone());
+            }
+            nodes.entry(name).or_insert((host, pid));
         }
         if line.contains("Ctrl-C") {
             break;
         }
     }
-    assert!(hosts.len() >= 4, "moat dev printed {hosts:?}");
-    let ls = std::process::Command::new(h.moat_binary())
-        .args(["node", "ls", "--format", "json"])
-        .env("MOAT_HOST", &hosts[1])
-        .output()
-        .unwrap();
-    assert!(
-        ls.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ls.stderr)
+    assert_eq!(nodes.len(), 4, "moat dev printed {nodes:?}");
+    let leader = leader.expect("moat dev names the leader");
+    let moat = |name: &str, args: &[&str]| {
+        Command::new(h.moat_binary())
+            .args(args)
+            .env("MOAT_HOST", &nodes[name].0)
+            .output()
+            .unwrap()
+    };
+    let json = |name: &str, args: &[&str]| -> serde_json::Value {
+        let out = moat(name, args);
+        if !out.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let status_of = |on: &str, node: &str| {
+        json(on, &["node", "ls", "--format", "json"])
+            .as_array()
+            .and_then(|all| all.iter().find(|n| n["hostname"] == node).cloned())
+            .map(|n| n["status"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        json("manager-2", &["node", "ls", "--format", "json"])
+            .as_array()
+            .map(Vec::len),
+        Some(4)
     );
-    let nodes: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
-    assert_eq!(nodes.as_array().unwrap().len(), 4);
     for d in ["manager-1", "manager-2", "manager-3", "worker-1"] {
         assert!(
             dir.join(d).join("node.json").exists(),
             "{d} has no node.json"
         );
     }
+
+    // SIGKILL the leader's daemon: moat dev says so and keeps running.
+    let killed = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nodes[&leader].1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(killed.is_ok());
+    let other = ["manager-1", "manager-2", "manager-3"]
+        .into_iter()
+        .find(|m| *m != leader)
+        .unwrap();
+    let killed_answers = json(&leader, &["info", "--format", "json"]);
+    assert!(killed_answers.is_null(), "the killed daemon still answers");
+    h.wait_until("another manager to lead", Duration::from_secs(10), || {
+        let info = json(other, &["info", "--format", "json"]);
+        let leader_id = info["leader"].as_str().unwrap_or_default().to_string();
+        !leader_id.is_empty()
+            && json(other, &["node", "ls", "--format", "json"])
+                .as_array()
+                .is_some_and(|all| {
+                    all.iter()
+                        .any(|n| n["id"] == leader_id.as_str() && n["hostname"] != leader.as_str())
+                })
+    });
+    h.wait_until("the killed leader to show Down", DOWN_BOUND, || {
+        status_of(other, &leader).as_deref() == Some("down")
+    });
+    assert!(dev.try_wait().unwrap().is_none(), "moat dev stopped");
+    let report = said.lock().unwrap().clone();
+    let log = dir.join(&leader).join("daemon.log");
+    assert!(
+        report.contains(&format!(
+            "{leader}: the daemon was killed (signal: 9 (SIGKILL))"
+        )) && report.contains(&log.display().to_string())
+            && report.contains(&format!("dev restart {leader} --dir ")),
+        "{report}"
+    );
+
+    // Brought back as the message says, it is Ready again.
+    let restart = Command::new(h.moat_binary())
+        .args(["dev", "restart", &leader, "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        restart.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restart.stderr)
+    );
+    h.wait_until("the restarted node to be Ready", DOWN_BOUND, || {
+        status_of(other, &leader).as_deref() == Some("ready")
+    });
+    // A running node is not started twice.
+    let twice = Command::new(h.moat_binary())
+        .args(["dev", "restart", &leader, "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&twice.stderr).contains("is running"),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+
     std::process::Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
         .status()
         .unwrap();
     let status = dev.wait().unwrap();
     assert!(status.success(), "moat dev exited with {status}");
-    // Every daemon is gone: their sockets no longer answer.
-    for host in &hosts {
-        let out = std::process::Command::new(h.moat_binary())
-            .args(["info"])
-            .env("MOAT_HOST", host)
-            .output()
-            .unwrap();
+    // Every daemon is gone, the restarted one too: their sockets no
+    // longer answer.
+    for name in nodes.keys() {
         assert_eq!(
-            out.status.code(),
+            moat(name, &["info"]).status.code(),
             Some(1),
-            "{host} still answers after moat dev stopped"
+            "{name} still answers after moat dev stopped"
         );
     }
 }
