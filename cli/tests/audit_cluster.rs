@@ -736,3 +736,67 @@ fn a_flood_of_refused_joins_is_rate_limited_in_the_log_and_summarised() {
         .ok();
     verify_export(&h, "m", &bundle);
 }
+
+/// The report's "Data key created", as JSON.
+fn data_key(h: &Harness, node: &str) -> Value {
+    let report = h.moat(node, &["audit", "report", "--format", "json"]);
+    assert!(report.code == 0 || report.code == 3, "{}", report.stderr);
+    serde_json::from_str::<Value>(&report.stdout).unwrap()["inventory"]["data_key"].clone()
+}
+
+/// The one record of `action` in `node`'s log.
+fn the_record(h: &Harness, node: &str, action: &str) -> Value {
+    let found = records(h, node, &["--action", action]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found[0].clone()
+}
+
+/// Guards: a data key's age comes from the audit log. Rotating the unlock
+/// key re-wraps the data key (its file is rewritten) but does not make it
+/// any younger, so the report's "Data key created" stays the time of the
+/// key's making: the cluster's init for the first, the forwarded
+/// `dek.rotate` (its journal time, never later than the record) after a
+/// rotation.
+#[test]
+fn the_data_keys_age_survives_an_unlock_key_rotation() {
+    let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
+    h.start("m");
+    h.init("m", &[]);
+    let init = the_record(&h, "m", "cluster.init");
+    let first = data_key(&h, "m");
+    assert_eq!(first["version"], 1, "{first}");
+    assert_eq!(first["created_at"], init["time"], "{first} {init}");
+
+    // Autolock on: the data key is replaced (v2) and its rotation
+    // forwarded to the log.
+    h.moat("m", &["update", "--autolock=true"]).ok();
+    h.wait_until(
+        "the data key rotation to reach the log",
+        Duration::from_secs(30),
+        || !records(&h, "m", &["--action", "dek.rotate"]).is_empty(),
+    );
+    let rotated = the_record(&h, "m", "dek.rotate");
+    let claimed = rotated["details"]["claimed_time"].as_str().unwrap();
+    let made = std::cmp::min(claimed, rotated["time"].as_str().unwrap());
+    assert_eq!(data_key(&h, "m")["created_at"], made);
+
+    // A rotation of the unlock key, seconds later, rewrites the key file.
+    std::thread::sleep(Duration::from_millis(2100));
+    h.moat("m", &["unlock-key", "--rotate", "-q"]).ok();
+    let rewrapped = records(&h, "m", &["--action", "unlock_key.rotate"]);
+    let rewrapped_at = rewrapped.last().unwrap()["time"].as_str().unwrap();
+    assert!(rewrapped_at > made, "{rewrapped_at} {made}");
+    let after = data_key(&h, "m");
+    assert_eq!(after["version"], 2, "{after}");
+    assert_eq!(
+        after["created_at"], made,
+        "the re-wrap made the key look younger"
+    );
+    let table = h.moat("m", &["audit", "report"]);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("Data key created:"))
+        .unwrap();
+    assert!(line.contains(made), "{line}");
+}

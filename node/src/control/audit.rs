@@ -130,19 +130,12 @@ pub(super) async fn report(State(d): State<Arc<Daemon>>) -> Answer<CryptoInvento
     let data_key = DataKeyInfo {
         algorithm: "AES-256-GCM".into(),
         version: deks.as_ref().map(|(v, _)| v.0).unwrap_or(0),
-        created_at: deks.as_ref().and_then(|(v, _)| {
-            let file = node
-                .layout
-                .store_dir()
-                .join("keys")
-                .join(format!("dek-{}.sealed", v.0));
-            let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
-            let secs = modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_secs();
-            Some(rfc3339(i64::try_from(secs).ok()?))
-        }),
+        // From the audit log, never the key file's time: re-wrapping the
+        // key under a new unlock key rewrites its file.
+        created_at: deks
+            .as_ref()
+            .and_then(|(v, _)| crate::member::data_key_created(&state.audit, node.id, *v))
+            .map(rfc3339),
         rotating_to: deks.and_then(|(_, next)| next.map(|v| v.0)),
         wrapped_by: if state.policy.autolock {
             "unlock key (autolock)".into()

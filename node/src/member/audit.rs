@@ -378,6 +378,78 @@ pub(crate) fn ca_pem(state: &ClusterState) -> Result<String, RpcError> {
         }))
 }
 
+/// The note of a `dek-rotated` journal record, and so of the
+/// [`Action::DEK_ROTATE`] audit record it is forwarded as: the version the
+/// rotation put in use.
+pub(crate) fn dek_rotated_note(version: moat_lock::DekVersion) -> String {
+    format!("now version {}", version.0)
+}
+
+/// When data key `version` of `node`'s store was made (Unix seconds), by
+/// the audit log, never by a file's time (re-wrapping the key under a new
+/// unlock key rewrites its file): the newest record about that store is
+///
+/// * the [`Action::DEK_ROTATE`] `node` forwarded when a rotation put
+///   `version` in use: the earlier of its time and the time the node's
+///   journal gave it (a forward can be late; a key is never made younger
+///   than it is);
+/// * or, for version 1, the record of the store's making: the cluster's
+///   [`Action::CLUSTER_INIT`] by `node`, `node` joining as a manager (not a
+///   rejoin, which keeps the store), or `node` promoted (a demotion
+///   deletes the store).
+///
+/// `None` when the newest such record is not about `version` (a rotation
+/// whose record is not forwarded yet, a log that starts after the store
+/// was made): unknown, which the report says, rather than a wrong age.
+/// Reads the log newest first, parsing only records that name `node`.
+pub(crate) fn data_key_created(
+    trail: &AuditTrail,
+    node: NodeId,
+    version: moat_lock::DekVersion,
+) -> Option<i64> {
+    let id = node.to_string();
+    let target = format!("node:{id}");
+    let by_node = Actor::node(node);
+    for seq in (1..=trail.size()).rev() {
+        let Some(line) = trail.record(seq) else {
+            continue;
+        };
+        if !line.contains(&id) {
+            continue;
+        }
+        let Ok(record) = moat_audit::Record::from_line(line.as_bytes()) else {
+            continue;
+        };
+        let e = record.event();
+        if !matches!(e.outcome, Outcome::Success) {
+            continue;
+        }
+        let time = record.time().unix_seconds();
+        let about_me = e.target.as_str() == target;
+        let made = (e.action == Action::CLUSTER_INIT && e.node == node)
+            || (e.action == Action::NODE_PROMOTE && about_me)
+            || (e.action == Action::NODE_JOIN
+                && about_me
+                && e.details.get("role") == Some("manager")
+                && e.details.get("rejoin") != Some("true"));
+        if made {
+            return (version.0 == 1).then_some(time);
+        }
+        if e.action == Action::DEK_ROTATE && e.actor == by_node {
+            if e.details.get("note") != Some(dek_rotated_note(version).as_str()) {
+                return None;
+            }
+            let claimed = e
+                .details
+                .get("claimed_time")
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(Timestamp::unix_seconds);
+            return Some(claimed.map_or(time, |c| c.min(time)));
+        }
+    }
+    None
+}
+
 /// `moat audit hash`: the keyed hash of `value`.
 pub(crate) fn audit_hash(state: &ClusterState, value: &str) -> Result<String, RpcError> {
     let key = audit_key(state).ok_or_else(|| {
@@ -429,5 +501,91 @@ mod tests {
         assert_eq!(f.event.action.as_str(), "node.unlock_key_rotated");
         assert_eq!(f.event.actor, Actor::node(me()));
         assert_eq!(f.time, 42);
+    }
+
+    /// Guards the report's "Data key created": it comes from the records
+    /// of the store's making and of its rotations, never from a re-wrap.
+    #[test]
+    fn a_data_keys_creation_comes_from_the_audit_log() {
+        use moat_lock::DekVersion;
+        use moat_store::model::Response;
+
+        let other: NodeId = "0123456789abcdefghijklmn10".parse().unwrap();
+        let mut state = ClusterState::default();
+        let record = |state: &mut ClusterState, time: i64, ev: EventDraft| {
+            let applied = state.apply(&Command::Audit {
+                time,
+                event: ev.into_event(),
+            });
+            assert!(matches!(applied, Response::Applied), "{applied:?}");
+        };
+        let forward = |state: &mut ClusterState, node: NodeId, seq, time: &str, note: &str, now| {
+            let r = Record {
+                seq,
+                time: time.into(),
+                node: String::new(),
+                actor: JournalActor::ThisNode,
+                action: JournalAction::DekRotated,
+                outcome: JournalOutcome::Success,
+                reason: note.into(),
+                prev: String::new(),
+            };
+            let applied = state.apply(&Command::AuditForward {
+                node,
+                events: vec![journal_event(node, &r, now)],
+                now,
+            });
+            assert!(matches!(applied, Response::Applied), "{applied:?}");
+        };
+        let created = |state: &ClusterState, v| data_key_created(&state.audit, me(), DekVersion(v));
+        let v2 = dek_rotated_note(DekVersion(2));
+        assert_eq!(v2, "now version 2");
+        assert_eq!(created(&state, 1), None, "an empty log knows nothing");
+
+        let ev = |node, action, target: &str| EventDraft::new(node, operator(), action, target);
+        record(
+            &mut state,
+            1_000,
+            ev(me(), Action::CLUSTER_INIT, "cluster:c"),
+        );
+        assert_eq!(created(&state, 1), Some(1_000));
+        assert_eq!(created(&state, 2), None, "v2 is not made by init");
+        // Another manager's making and rotation are not this store's.
+        let join = ev(other, Action::NODE_JOIN, &format!("node:{other}")).detail("role", "manager");
+        record(&mut state, 1_100, join);
+        forward(&mut state, other, 1, "1970-01-01T00:20:00Z", &v2, 1_200);
+        assert_eq!(created(&state, 1), Some(1_000));
+
+        // A rotation: the journal's time, though forwarded later…
+        forward(&mut state, me(), 1, "1970-01-01T00:33:20Z", &v2, 2_100);
+        assert_eq!(created(&state, 2), Some(2_000));
+        assert_eq!(created(&state, 1), None, "v1 was replaced");
+        // …but never younger than its record.
+        let v3 = dek_rotated_note(DekVersion(3));
+        forward(&mut state, me(), 2, "2100-01-01T00:00:00Z", &v3, 2_200);
+        assert_eq!(created(&state, 3), Some(2_200));
+        assert_eq!(created(&state, 2), None);
+        // Re-wrapping under a new unlock key, a refused or failed event,
+        // a rejoin: no new data key.
+        record(
+            &mut state,
+            3_000,
+            ev(me(), Action::UNLOCK_KEY_ROTATE, "cluster"),
+        );
+        let rejoin = ev(me(), Action::NODE_JOIN, &format!("node:{}", me()))
+            .detail("role", "manager")
+            .detail("rejoin", true);
+        record(&mut state, 3_100, rejoin);
+        let refused = ev(me(), Action::NODE_PROMOTE, &format!("node:{}", me())).denied("no");
+        record(&mut state, 3_200, refused);
+        assert_eq!(created(&state, 3), Some(2_200));
+        // Demoted then promoted: a new store, v1 again.
+        record(
+            &mut state,
+            4_000,
+            ev(other, Action::NODE_PROMOTE, &format!("node:{}", me())),
+        );
+        assert_eq!(created(&state, 1), Some(4_000));
+        assert_eq!(created(&state, 2), None);
     }
 }

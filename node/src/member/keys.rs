@@ -172,7 +172,7 @@ impl Member {
         tracing::info!(version = version.0, "store data key rotated");
         self.journal(
             JournalEvent::new(JournalActor::ThisNode, JournalAction::DekRotated)
-                .note(format!("now version {}", version.0)),
+                .note(super::audit::dek_rotated_note(version)),
         );
         Ok(version)
     }

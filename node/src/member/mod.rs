@@ -33,7 +33,9 @@ use moat_pki::{ClusterId, Credentials, NodeId, PrivateKey, Role, TlsContext};
 use moat_transport::ClusterClient;
 
 pub(crate) use audit::EventDraft;
-pub(crate) use audit::{FORWARD_BATCH, audit_hash, audit_key, new_audit_key, operator};
+pub(crate) use audit::{
+    FORWARD_BATCH, audit_hash, audit_key, data_key_created, new_audit_key, operator,
+};
 pub(crate) use manager::{Manager, even_managers_warning, read_index};
 
 use crate::clock::Clock;
