@@ -109,6 +109,21 @@ fn a_live_cluster_rotates_without_a_failed_request() {
     let out = h.moat("manager-2", &["ca", "--rotate"]);
     let text = out.ok().to_string();
     assert!(text.contains("-----BEGIN CERTIFICATE-----"), "{text}");
+    // Standard error is not a terminal here: the header first, the result
+    // last, and no progress bar drawn or left behind (issue 20, finding 9).
+    let progress: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        progress.len() == 2
+            && progress[0].starts_with("Rotating to root ")
+            && progress[1].starts_with("Root CA rotated: "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("certificates reissued") && !out.stderr.contains('\u{1b}'),
+        "{}",
+        out.stderr
+    );
     stop.store(true, Ordering::SeqCst);
     let errors = writer.join().unwrap();
     assert_eq!(
@@ -186,6 +201,7 @@ fn a_live_cluster_rotates_without_a_failed_request() {
     h.start("late-1");
     let refused = h.join("late-1", &old_worker_token, &addr);
     assert_ne!(refused.code, 0, "the old token still works");
+    refused.fails_with("root CA was rotated");
     let new_token = h
         .moat("manager-1", &["join-token", "-q", "worker"])
         .ok()
@@ -311,7 +327,7 @@ fn a_rotation_survives_the_leader_crashing() {
 #[test]
 fn the_operators_own_root_is_checked_then_used() {
     let mut h = Harness::new(env!("CARGO_BIN_EXE_moat"));
-    h.cluster(&["manager-1"], &["worker-1"]);
+    let (addr, old_token) = h.cluster(&["manager-1"], &["worker-1"]);
     let cluster: ClusterId =
         h.moat("manager-1", &["info", "--format", "json"]).json()["cluster_id"]
             .as_str()
@@ -390,4 +406,20 @@ fn the_operators_own_root_is_checked_then_used() {
             .unwrap()
             .contains("moat root CA 40")
     );
+
+    // A token made before the rotation: refused, saying why (the same
+    // cluster, a rotated root) and how to get a current token; never the
+    // "another cluster" message.
+    h.start("late-1");
+    let refused = h.join("late-1", &old_token, &addr);
+    let e = refused.fails_with("the cluster's root CA was rotated since");
+    assert!(e.contains("`moat join-token worker`"), "{e}");
+    assert!(!e.contains("not part of the cluster"), "{e}");
+    assert!(!e.contains(&old_token), "{e}");
+    let new_token = h
+        .moat("manager-1", &["join-token", "-q", "worker"])
+        .ok()
+        .trim()
+        .to_string();
+    h.join("late-1", &new_token, &addr).ok();
 }

@@ -321,7 +321,18 @@ impl From<NodeError> for RpcError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CaBundle {
     pub(crate) roots_pem: String,
+    /// The last [`MAX_RETIRED_ROOTS_SERVED`] roots that root CA rotations
+    /// replaced, oldest first (public certificates, as audit exports carry
+    /// them): a joining node whose token pins one of them is told that the
+    /// cluster's root was rotated since its token was made. It only picks
+    /// that message; the join is refused all the same. Empty from managers
+    /// that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) retired_roots_pem: Vec<String>,
 }
+
+/// Most retired roots a `ca_bundle` answer carries.
+pub(crate) const MAX_RETIRED_ROOTS_SERVED: usize = 8;
 
 /// `join` request (the token is a [`SecretString`]).
 #[derive(Debug, Serialize, Deserialize)]

@@ -73,13 +73,9 @@ impl Daemon {
         .map_err(NodeError::from)?;
         // 2. Pinned by the token: a mismatch ends here, before the token's
         // secret is sent anywhere.
-        token.verify_ca(bundle.roots_pem.as_bytes()).map_err(|_| {
-            NodeError::new(
-                ErrorKind::PermissionDenied,
-                format!("the manager at {remote} is not part of the cluster this join token belongs to: its root CA does not match the CA digest in the token"),
-            )
-            .hint("check the manager address, or get a fresh token from a manager of the cluster you mean to join (`moat join-token worker`)")
-        })?;
+        token
+            .verify_ca(bundle.roots_pem.as_bytes())
+            .map_err(|_| ca_mismatch(remote, &token, &bundle))?;
         let roots = TrustRoots::from_pem(bundle.roots_pem.as_bytes())
             .map_err(|e| NodeError::new(ErrorKind::Internal, format!("root CA bundle: {e}")))?;
         let cluster = roots
@@ -201,5 +197,105 @@ impl Daemon {
             chain_pem: chain.iter().map(|c| moat_pki::cert_pem(c)).collect(),
             signature_b64: data_encoding::BASE64.encode(&signature),
         })
+    }
+}
+
+/// The refusal of a manager whose root CA is not the one `token` pins.
+///
+/// When one of the roots the manager says rotations replaced is the
+/// pinned one (its digest matches the token's, so it is the root the
+/// token was made for) and names the same cluster as the manager's
+/// current root, the token predates a root CA rotation of that cluster:
+/// the message says so and how to get a current token. The manager is
+/// not trusted yet, so what it sent only picks the message; the join is
+/// refused either way and no secret has left this node.
+fn ca_mismatch(remote: &str, token: &JoinToken, bundle: &rpc::CaBundle) -> NodeError {
+    let cluster_of = |pem: &str| {
+        TrustRoots::from_pem(pem.as_bytes())
+            .ok()
+            .and_then(|r| r.cluster_id().ok())
+    };
+    let current = cluster_of(&bundle.roots_pem);
+    let rotated = current.is_some()
+        && bundle
+            .retired_roots_pem
+            .iter()
+            .any(|old| token.verify_ca(old.as_bytes()).is_ok() && cluster_of(old) == current);
+    if rotated {
+        NodeError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the manager at {remote} is in the cluster this join token was made for, but the \
+                 cluster's root CA was rotated since: the token pins the old root, and tokens \
+                 made before a root CA rotation no longer work"
+            ),
+        )
+        .hint("get a current token: run `moat join-token worker` (or `moat join-token manager`) on a manager, then join with it")
+    } else {
+        NodeError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the manager at {remote} is not part of the cluster this join token belongs to: \
+                 its root CA does not match the CA digest in the token"
+            ),
+        )
+        .hint("check the manager address, or get a current token from a manager of the cluster you mean to join: run `moat join-token worker` there")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_pki::{ClusterId, OffsetDateTime, RootCa, RootOptions};
+
+    use super::*;
+
+    /// A root of `cluster`, as a manager serves it (the bytes tokens pin).
+    fn root(cluster: ClusterId, generation: u32) -> String {
+        let options = RootOptions {
+            generation,
+            ..RootOptions::default()
+        };
+        let ca = RootCa::generate(cluster, &options, OffsetDateTime::now_utc()).unwrap();
+        TrustRoots::new(vec![ca.certificate().clone()])
+            .unwrap()
+            .to_pem()
+    }
+
+    fn refusal(token: &JoinToken, roots_pem: &str, retired: &[&str]) -> String {
+        let bundle = rpc::CaBundle {
+            roots_pem: roots_pem.to_owned(),
+            retired_roots_pem: retired.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let e = ca_mismatch("10.0.0.1:4243", token, &bundle).into_api();
+        format!("{} hint: {}", e.message, e.hint.unwrap_or_default())
+    }
+
+    /// A token made before a rotation is told so, and how to get a current
+    /// one; a manager of another cluster, even one claiming to have
+    /// retired the pinned root, is not part of the token's cluster.
+    #[test]
+    fn a_token_from_before_a_root_rotation_says_so() {
+        let cluster = ClusterId::generate();
+        let (old, new) = (root(cluster, 0), root(cluster, 1));
+        let token = JoinToken::generate(old.as_bytes()).unwrap();
+
+        let rotated = refusal(&token, &new, &[&old]);
+        assert!(rotated.contains("root CA was rotated"), "{rotated}");
+        assert!(rotated.contains("`moat join-token worker`"), "{rotated}");
+        assert!(!rotated.contains(&*token.expose_secret()), "{rotated}");
+
+        let other = root(ClusterId::generate(), 0);
+        for (roots, retired) in [
+            (&new, vec![]),
+            (&other, vec![old.as_str()]),
+            (&new, vec![other.as_str()]),
+        ] {
+            let e = refusal(&token, roots, &retired);
+            assert!(
+                e.contains("is not part of the cluster this join token belongs to"),
+                "{e}"
+            );
+            assert!(!e.contains("rotated"), "{e}");
+        }
     }
 }

@@ -58,7 +58,11 @@ impl ClusterHandler for Service {
             // The CA's root, which join tokens pin (during a rotation this
             // node also trusts the new root; a joiner learns it later).
             method::CA_BUNDLE => encode_answer(&m.local_state().map(|s| {
+                let retired = s.retired_roots.len();
                 rpc::CaBundle {
+                    retired_roots_pem: s.retired_roots
+                        [retired.saturating_sub(rpc::MAX_RETIRED_ROOTS_SERVED)..]
+                        .to_vec(),
                     roots_pem: s
                         .ca
                         .map(|c| c.root_cert_pem)
