@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use moat_api::{
     Client, ClientError, Host, Info, InitRequest, InitResponse, JoinRequest, JoinResponse,
-    JoinTokenRequest, JoinTokenResponse, Role, SecretString, path,
+    JoinTokenRequest, JoinTokenResponse, NodeState, Role, SecretString, path,
 };
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -275,12 +275,21 @@ impl Cluster {
             "{name}: started again (pid {})",
             node.child.id().unwrap_or_default()
         ));
-        match self.wait_ready(i).await {
-            Ok(()) => Ok(format!(
-                "{name} is running again (pid {}); it rejoins the cluster on its own",
-                self.nodes[i].child.id().unwrap_or_default()
+        self.wait_ready(i).await.map_err(|p| p.to_string())?;
+        let node = &self.nodes[i];
+        let pid = node.child.id().unwrap_or_default();
+        match node.client().get::<Info>(path::INFO).await {
+            // Autolock on (`moat update --autolock`): a restarted manager
+            // waits for its key, as a real one does.
+            Ok(info) if info.state == NodeState::Locked => Ok(format!(
+                "{name} is running again (pid {pid}) and locked, as autolock is on: \
+                 unlock it with `MOAT_HOST={} {} unlock`",
+                node.host,
+                moat_command(&self.exe)
             )),
-            Err(problem) => Err(problem.to_string()),
+            _ => Ok(format!(
+                "{name} is running again (pid {pid}); it rejoins the cluster on its own"
+            )),
         }
     }
 
