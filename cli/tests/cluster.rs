@@ -595,6 +595,11 @@ fn dev_cluster_survives_a_dead_leader() {
             "{d} has no node.json"
         );
     }
+    // `moat dev restart` reaches it on a socket only this user may use.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("dev.sock")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "dev.sock is {mode:o}");
 
     // SIGKILL the leader's daemon: moat dev says so and keeps running.
     let killed = nix::sys::signal::kill(
