@@ -13,8 +13,14 @@ use moat_api::Host;
 /// replicated store; every connection between nodes is mutual TLS 1.3.
 #[derive(Debug, Parser)]
 #[command(name = "moat", version, propagate_version = true)]
-#[command(after_help = "Run 'moat help <command>' for more on a command.")]
+#[command(after_help = "Run `moat help <command>` for more on a command.")]
 pub(crate) struct Cli {
+    /// `-H`/`--host` before the command, as with docker (`moat -H
+    /// unix:///x/moat.sock node ls`). The argument is global: clap gives
+    /// its value to the command's own [`HostArgs`], which is what the
+    /// commands read, so this copy is never read itself.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -121,7 +127,11 @@ pub(crate) enum Command {
     /// Starts N managers and M workers as child processes, each with its
     /// own state directory under DIR, makes the first manager initialize
     /// the cluster and joins the others to it, prints how to reach each
-    /// node, then waits for Ctrl-C and stops them all.
+    /// node, then waits for Ctrl-C and stops them all. A daemon that dies
+    /// (kill one to watch a failover) is reported and the others keep
+    /// running; `moat dev restart NAME` from another terminal brings it
+    /// back.
+    #[command(args_conflicts_with_subcommands = true)]
     Dev(DevArgs),
     /// Inspect certificates (offline).
     Cert {
@@ -155,6 +165,38 @@ pub(crate) enum Command {
     /// replaced. No node loses its connections. Until the last step,
     /// --rollback returns every node to the current root.
     Ca(CaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell).
+    ///
+    /// Generated from the same definitions as the parser, so it knows every
+    /// command and option of this binary. For example, bash: `moat
+    /// completion bash > /etc/bash_completion.d/moat` (or `source <(moat
+    /// completion bash)` in ~/.bashrc); zsh: `moat completion zsh >
+    /// ~/.zfunc/_moat` with ~/.zfunc in $fpath; fish: `moat completion
+    /// fish > ~/.config/fish/completions/moat.fish`.
+    Completion(CompletionArgs),
+    /// Write the man pages: moat(1) and one page per command and
+    /// subcommand (moat-node-ls(1), …).
+    ///
+    /// With --out DIR, writes every page into DIR (created if missing;
+    /// pages already there are replaced) and prints their paths. Without
+    /// it, prints moat(1) alone on standard output (`moat man | man -l -`).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write every page (NAME.1) into DIR instead of moat.1 to standard
+    /// output.
+    #[arg(long, short, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -170,8 +212,8 @@ pub(crate) struct CaArgs {
     /// Finish without waiting for nodes that are down; they must rejoin.
     #[arg(long, requires = "rotate")]
     pub(crate) force: bool,
-    /// Lifetime of node certificates from now on, e.g. `24h`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "rotate")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_cert_expiry, requires = "rotate",
+          help = cert_expiry_help("Lifetime of node certificates from now on"))]
     pub(crate) cert_expiry: Option<Duration>,
     /// Your own root CA certificate (PEM) to rotate to; its subject must
     /// name this cluster (O=<cluster id>).
@@ -444,13 +486,15 @@ pub(crate) struct TokenInspect {
 /// Which daemon to talk to.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HostArgs {
-    /// The daemon's control socket: unix:///path/to/moat.sock.
+    /// The daemon's control socket: unix:///path/to/moat.sock. Before the
+    /// command or after it: `moat -H HOST node ls`, `moat node ls -H HOST`.
     #[arg(
         long = "host",
         short = 'H',
         env = "MOAT_HOST",
         value_name = "HOST",
         default_value_t = Host::default(),
+        global = true,
     )]
     pub(crate) host: Host,
 }
@@ -515,12 +559,15 @@ pub(crate) struct UnlockKeyArgs {
     #[arg(long)]
     pub(crate) rotate: bool,
     /// Print only the key (or, with --split, only the shares, one per line).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "format")]
     pub(crate) quiet: bool,
     /// Print the key as N shares of which any K unlock a manager (Shamir
     /// secret sharing; 2 <= K <= N <= 16), instead of the key itself.
     #[arg(long, value_name = "K/N", value_parser = parse_split)]
     pub(crate) split: Option<(u8, u8)>,
+    /// Output format (json: the key, or with --split the shares).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -536,9 +583,8 @@ pub(crate) struct InitArgs {
     /// 0.0.0.0 (with several, give this option).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) advertise_addr: Option<String>,
-    /// Lifetime of node certificates, e.g. `24h`, `90m`, `30days`.
-    /// Default: the daemon's.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_cert_expiry,
+          help = cert_expiry_help("Lifetime of node certificates (default 24h)"))]
     pub(crate) cert_expiry: Option<Duration>,
     /// Encrypt the managers' keys with an unlock key that the operator must
     /// give each manager after it restarts.
@@ -683,8 +729,12 @@ pub(crate) struct JoinTokenArgs {
     #[arg(long)]
     pub(crate) rotate: bool,
     /// Print only the token.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "format")]
     pub(crate) quiet: bool,
+    /// Output format (json: the token, its role, the address to join and
+    /// the join command).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
     /// Which token.
     #[arg(value_enum)]
     pub(crate) role: Option<RoleArg>,
@@ -762,9 +812,8 @@ pub(crate) struct LeaveArgs {
 pub(crate) struct UpdateArgs {
     #[command(flatten)]
     pub(crate) host: HostArgs,
-    /// Lifetime of node certificates, e.g. `24h`, `90m`, `30days`. Nodes
-    /// get it at their next renewal.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_cert_expiry,
+          help = cert_expiry_help("Lifetime of node certificates; nodes get it at their next renewal"))]
     pub(crate) cert_expiry: Option<Duration>,
     /// Give the two standing join tokens a lifetime, e.g. `24h`; each is
     /// rotated automatically when it passes. `none` removes the lifetime.
@@ -1292,6 +1341,36 @@ pub(crate) struct DevArgs {
     /// a new temporary directory, removed on exit.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
+    /// Serve each node's Prometheus metrics on 127.0.0.1, from PORT up:
+    /// PORT for manager-1, PORT+1 for the next node, and so on.
+    #[arg(long, value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1024..=65000))]
+    pub(crate) metrics_port: Option<u16>,
+    #[command(subcommand)]
+    pub(crate) command: Option<DevCommand>,
+}
+
+/// What `moat dev` does to a running dev cluster (from another terminal).
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevCommand {
+    /// Start a node of a running `moat dev` cluster again, after its
+    /// daemon exited or was killed.
+    ///
+    /// The node comes back with its state directory as it left it and
+    /// rejoins the cluster, as a restarted machine would. The `moat dev`
+    /// process runs it, so Ctrl-C there still stops everything.
+    Restart(DevRestart),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevRestart {
+    /// The node, as `moat dev` names it: manager-1, worker-2, …
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// The running cluster's directory, as `moat dev` printed it. Default:
+    /// the one `moat dev` cluster running under the temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// A node role, as named on the command line.
@@ -1344,7 +1423,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
+/// `K/N`: a split of the unlock key.
 fn parse_split(text: &str) -> Result<(u8, u8), String> {
     let (k, n) = text
         .split_once('/')
@@ -1363,13 +1442,71 @@ fn parse_split(text: &str) -> Result<(u8, u8), String> {
     Ok((k, n))
 }
 
+/// `24h`, `90m`, `1day 12h`: a whole number of seconds, at least one.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e}: give a duration like 24h, 90m or 30days"))?;
+    parse_checked(s, whole_seconds)
+}
+
+fn whole_seconds(d: Duration) -> Result<Duration, String> {
     if d.as_secs() == 0 || d.subsec_nanos() != 0 {
         return Err("give a whole number of seconds, at least 1s (e.g. 24h, 90m)".into());
     }
     Ok(d)
+}
+
+/// `--cert-expiry`: a lifetime the daemon accepts, checked here by the
+/// daemon's own check ([`moat_pki::CertExpiry::new`]), so that one range
+/// holds everywhere.
+pub(crate) fn parse_cert_expiry(s: &str) -> Result<Duration, String> {
+    parse_checked(s, |d| {
+        let d = moat_pki::CertExpiry::new(d)
+            .map_err(|_| format!("{} is out of range: give {}", s.trim(), cert_expiry_range()))?;
+        whole_seconds(d.duration())
+    })
+}
+
+/// `1m to 365d`: the lifetimes `--cert-expiry` takes, written from the
+/// constants the daemon checks.
+pub(crate) fn cert_expiry_range() -> String {
+    format!(
+        "{} to {}",
+        moat_pki::compact_duration(moat_pki::CertExpiry::MIN),
+        moat_pki::compact_duration(moat_pki::CertExpiry::MAX)
+    )
+}
+
+/// The help of a `--cert-expiry` flag: `what`, then the accepted range.
+fn cert_expiry_help(what: &str) -> String {
+    format!(
+        "{what}: {}, e.g. `24h`, `90m`, `30days`",
+        cert_expiry_range()
+    )
+}
+
+/// A duration as humantime reads it, then `check`ed. A number without a
+/// unit (`48`) is refused with a suggestion that `check` accepts (`48h`),
+/// never one it would refuse (humantime's own says `48ms`).
+fn parse_checked(
+    s: &str,
+    check: impl Fn(Duration) -> Result<Duration, String>,
+) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) => check(d),
+        Err(humantime::DurationError::UnknownUnit { unit, value, .. }) => {
+            let what = if unit.is_empty() {
+                format!("{value} needs a unit")
+            } else {
+                format!("unknown unit {unit:?} (use s, m, h or d)")
+            };
+            let fits = ["h", "m", "d", "s"]
+                .iter()
+                .map(|u| format!("{value}{u}"))
+                .find(|g| humantime::parse_duration(g).is_ok_and(|d| check(d).is_ok()))
+                .unwrap_or_else(|| "24h".into());
+            Err(format!("{what}, e.g. {fits}"))
+        }
+        Err(e) => Err(format!("{e}: give a duration like 24h, 90m or 30days")),
+    }
 }
 
 /// A duration that may be zero or below a second (`0s`, `500ms`, `5s`).

@@ -22,7 +22,7 @@ pub(crate) fn backup(args: &BackupArgs) -> Result<(), Failure> {
     let output = args.output.as_ref().ok_or_else(|| {
         Failure::new(
             anyhow::anyhow!("say where to write the backup"),
-            "moat backup --output FILE --recipient AGE_RECIPIENT (or --passphrase)",
+            "run `moat backup --output FILE --recipient AGE_RECIPIENT` (or `--passphrase`)",
         )
     })?;
     let passphrase = if args.passphrase {
@@ -169,13 +169,80 @@ fn open(file: &Path, unprotect: &crate::args::Unprotect) -> Result<Backup, Failu
     })
 }
 
-/// `moat backup inspect --format json`: the manifest's fields plus
-/// `origin`.
+/// `moat backup inspect --format json`: the manifest's fields, written as
+/// every command writes them (`created_at` in RFC 3339, a file's `mode`
+/// in octal as the table shows it, `"0600"`), plus `origin`. The backup
+/// file keeps its own format (Unix seconds, a number).
 #[derive(serde::Serialize)]
 struct InspectJson<'a> {
-    #[serde(flatten)]
-    manifest: &'a Manifest,
+    format: u32,
+    moat_version: &'a str,
+    cluster_id: &'a str,
+    node_id: &'a str,
+    created_at: String,
+    raft_index: u64,
+    raft_term: u64,
+    nodes: u32,
+    managers: u32,
+    autolock: bool,
+    files: Vec<FileJson<'a>>,
     origin: OriginJson<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct FileJson<'a> {
+    path: &'a str,
+    len: u64,
+    sha256: &'a str,
+    mode: String,
+}
+
+impl<'a> InspectJson<'a> {
+    fn new(m: &'a Manifest, origin: &'a Origin) -> Self {
+        // Every field named: a new manifest field fails to compile here
+        // until it is shown.
+        let Manifest {
+            format,
+            moat_version,
+            cluster_id,
+            node_id,
+            created_at,
+            raft_index,
+            raft_term,
+            nodes,
+            managers,
+            autolock,
+            files,
+        } = m;
+        Self {
+            format: *format,
+            moat_version,
+            cluster_id,
+            node_id,
+            created_at: moat_store::model::rfc3339(*created_at),
+            raft_index: *raft_index,
+            raft_term: *raft_term,
+            nodes: *nodes,
+            managers: *managers,
+            autolock: *autolock,
+            files: files
+                .iter()
+                .map(|f| FileJson {
+                    path: &f.path,
+                    len: f.len,
+                    sha256: &f.sha256,
+                    mode: file_mode(f.mode),
+                })
+                .collect(),
+            origin: origin_json(origin),
+        }
+    }
+}
+
+/// A file's permission bits as `ls`, chmod and the table write them:
+/// `0600`.
+fn file_mode(mode: u32) -> String {
+    format!("{mode:04o}")
 }
 
 #[derive(serde::Serialize)]
@@ -230,13 +297,7 @@ fn inspect(args: &BackupInspect) -> Result<(), Failure> {
     let m = &backup.manifest;
     let mut out = io::stdout().lock();
     match args.format {
-        Format::Json => write_json(
-            &mut out,
-            &InspectJson {
-                manifest: m,
-                origin: origin_json(&backup.origin),
-            },
-        )?,
+        Format::Json => write_json(&mut out, &InspectJson::new(m, &backup.origin))?,
         Format::Table => {
             writeln!(out, "Backup:        {} (verified)", args.file.display())?;
             writeln!(out, "Encryption:    {:?}", backup.encryption)?;
@@ -266,7 +327,7 @@ fn inspect(args: &BackupInspect) -> Result<(), Failure> {
             writeln!(out, "Moat version:  {}", m.moat_version)?;
             writeln!(out, "Files:")?;
             for f in &m.files {
-                writeln!(out, "  {:o}  {:>9}  {}", f.mode, f.len, f.path)?;
+                writeln!(out, "  {}  {:>9}  {}", file_mode(f.mode), f.len, f.path)?;
             }
         }
     }

@@ -87,19 +87,8 @@ fn follow(client: &moat_api::Client, started: &CaInfo, quiet: bool) -> Result<Ca
         return Ok(started.clone());
     };
     let id = rotation.id;
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(rotation.nodes_total),
-        if quiet || !io::stderr().is_terminal() {
-            indicatif::ProgressDrawTarget::hidden()
-        } else {
-            indicatif::ProgressDrawTarget::stderr()
-        },
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} nodes {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix("certificates reissued");
+    // The header first, then the bar under it: a bar drawn before a line
+    // written around it is redrawn in the wrong place and left behind.
     if !quiet {
         writeln!(
             io::stderr().lock(),
@@ -107,6 +96,7 @@ fn follow(client: &moat_api::Client, started: &CaInfo, quiet: bool) -> Result<Ca
             rotation.new_root.fingerprint
         )?;
     }
+    let bar = progress_bar(rotation.nodes_total, quiet || !io::stderr().is_terminal());
     let info = block_on(async {
         loop {
             let info: CaInfo = client.get(path::CA).await.or_fail()?;
@@ -136,8 +126,11 @@ fn follow(client: &moat_api::Client, started: &CaInfo, quiet: bool) -> Result<Ca
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    })?;
+    });
+    // Gone from the terminal whatever the outcome, before anything else
+    // is printed.
     bar.finish_and_clear();
+    let info = info?;
     if info.generation < id {
         return Err(Failure::new(
             anyhow::anyhow!("root CA rotation {id} was rolled back"),
@@ -152,6 +145,25 @@ fn follow(client: &moat_api::Client, started: &CaInfo, quiet: bool) -> Result<Ca
         )?;
     }
     Ok(info)
+}
+
+/// The bar of nodes on the new root, drawn on standard error; `hidden`
+/// (with -q, or when standard error is not a terminal) draws nothing.
+fn progress_bar(nodes: u64, hidden: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(nodes),
+        if hidden {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} nodes {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix("certificates reissued");
+    bar
 }
 
 fn render(out: &mut impl Write, info: &CaInfo, now: OffsetDateTime) -> io::Result<()> {

@@ -136,9 +136,31 @@ pub(crate) fn join_token(args: &JoinTokenArgs) -> Result<(), Failure> {
             .or_fail()
     })?;
     let mut out = io::stdout().lock();
-    render::join_token(&mut out, &answer, args.quiet)?;
+    match args.format {
+        Format::Json => {
+            let command = render::join_command_text(answer.token.expose_secret(), &answer.addr);
+            write_json(
+                &mut out,
+                &JoinTokenJson {
+                    answer: &answer,
+                    command: &command,
+                },
+            )?;
+        }
+        Format::Table => render::join_token(&mut out, &answer, args.quiet)?,
+    }
     out.flush()?;
     Ok(())
+}
+
+/// `moat join-token ROLE --format json`: what the text shows (role, token,
+/// address, whether it was rotated) and the join command. No `Debug`: it
+/// holds the token.
+#[derive(serde::Serialize)]
+struct JoinTokenJson<'a> {
+    #[serde(flatten)]
+    answer: &'a JoinTokenResponse,
+    command: &'a str,
 }
 
 fn token_create(args: &TokenCreateArgs) -> Result<(), Failure> {

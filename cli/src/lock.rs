@@ -6,9 +6,9 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use moat_api::{Empty, SecretString, UnlockKeyResponse, UnlockRequest, UnlockResponse, path};
 use zeroize::Zeroizing;
 
-use crate::args::{UnlockArgs, UnlockKeyArgs};
+use crate::args::{Format, UnlockArgs, UnlockKeyArgs};
 use crate::client::{ApiResult as _, block_on, client};
-use crate::output::Failure;
+use crate::output::{Failure, write_json};
 use crate::render;
 
 /// The longest line read as a key or share.
@@ -119,7 +119,7 @@ fn read_secret<R: BufRead>(
         let text = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
             Failure::new(
                 e,
-                "run moat unlock in a terminal, or pipe the key on standard input",
+                "run `moat unlock` in a terminal, or pipe the key on standard input",
             )
         })?);
         let trimmed = text.trim();
@@ -152,7 +152,22 @@ pub(crate) fn unlock_key(args: &UnlockKeyArgs) -> Result<(), Failure> {
     })?;
     let key = answer.key.into_zeroizing();
     let mut out = io::stdout().lock();
+    let json = UnlockKeyJson {
+        key: None,
+        threshold: None,
+        shares: None,
+        rotated: args.rotate,
+        generation: answer.generation,
+        set_at: &answer.set_at,
+    };
     match args.split {
+        None if args.format == Format::Json => write_json(
+            &mut out,
+            &UnlockKeyJson {
+                key: Some(&key),
+                ..json
+            },
+        )?,
         None if args.quiet => writeln!(out, "{}", key.as_str())?,
         None => {
             if args.rotate {
@@ -173,7 +188,16 @@ pub(crate) fn unlock_key(args: &UnlockKeyArgs) -> Result<(), Failure> {
             })?;
             let texts: Vec<Zeroizing<String>> =
                 shares.iter().map(|s| s.expose_for_operator()).collect();
-            if args.quiet {
+            if args.format == Format::Json {
+                write_json(
+                    &mut out,
+                    &UnlockKeyJson {
+                        threshold: Some(k),
+                        shares: Some(texts.iter().map(|t| t.as_str()).collect()),
+                        ..json
+                    },
+                )?;
+            } else if args.quiet {
                 for t in &texts {
                     writeln!(out, "{}", t.as_str())?;
                 }
@@ -188,4 +212,23 @@ pub(crate) fn unlock_key(args: &UnlockKeyArgs) -> Result<(), Failure> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// `moat unlock-key --format json`: the key (or, with --split, the
+/// threshold and the shares, never the key) and what the daemon says of
+/// it. No `Debug`: it holds the secret.
+#[derive(serde::Serialize)]
+struct UnlockKeyJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shares: Option<Vec<&'a str>>,
+    /// Whether this command rotated it.
+    rotated: bool,
+    /// The autolock setting's generation.
+    generation: u32,
+    /// When it was set (RFC 3339).
+    set_at: &'a str,
 }

@@ -20,6 +20,7 @@ mod ca;
 mod cert;
 mod client;
 mod cluster;
+mod completion;
 mod daemon;
 mod dev;
 mod harden;
@@ -108,5 +109,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Audit::Hash(args) => audit::hash(&args),
             Audit::Report(args) => audit::report(&args),
         },
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man(args) => completion::man(&args),
     }
 }

@@ -89,7 +89,7 @@ impl Failure {
         let Some(error) = &self.error else {
             return Ok(());
         };
-        writeln!(out, "moat: {}", safe_lines(&format!("{error:#}")))?;
+        writeln!(out, "moat: {}", safe_lines(&chain_text(error)))?;
         if let Some(hint) = &self.hint {
             writeln!(out, "hint: {}", safe_lines(hint))?;
         }
@@ -161,6 +161,31 @@ fn escape(s: &str, keep_lines: bool) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// `what happened: cause: cause …`, as anyhow's `{:#}` writes it, less
+/// every cause that the message before it already quotes. Many errors in
+/// the workspace name their cause in their own message (so that a log
+/// line or a daemon's answer, which show one message, say why) and also
+/// return it as their `source()`: printed whole, the chain said it twice
+/// (`…/heads.json: No such file or directory (os error 2): No such file
+/// or directory (os error 2)`).
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous: Option<String> = None;
+    for cause in error.chain() {
+        let message = cause.to_string();
+        match &previous {
+            None => text.push_str(&message),
+            Some(before) if !message.is_empty() && before.contains(&message) => {}
+            Some(_) => {
+                text.push_str(": ");
+                text.push_str(&message);
+            }
+        }
+        previous = Some(message);
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -320,6 +345,51 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "moat: policy.toml line 1\n  | fail_on = \"\\u{1b}[2J\"\n  |    ^\nhint: fix\tit\n"
+        );
+    }
+
+    /// Guards issue 20, finding 8: an error whose message quotes its
+    /// source, and returns it as `source()` too, names the cause once.
+    #[test]
+    fn a_cause_already_quoted_is_printed_once() {
+        /// As thiserror's `#[error("{path}: {source}")]` with a `source`.
+        #[derive(Debug)]
+        struct Quoting {
+            path: &'static str,
+            source: io::Error,
+        }
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}: {}", self.path, self.source)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let inner = Quoting {
+            path: "audit/heads.json",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let f = Failure::new(
+            anyhow::Error::new(inner).context("cannot read the audit bundle audit/"),
+            "hint",
+        );
+        let mut out = Vec::new();
+        f.write_to(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "moat: cannot read the audit bundle audit/: audit/heads.json: entity not found\n\
+             hint: hint\n"
+        );
+        // A cause not quoted is still printed, after every level.
+        let chained = anyhow::Error::new(io::Error::from(io::ErrorKind::NotFound))
+            .context("opening x")
+            .context("restoring");
+        assert_eq!(
+            chain_text(&chained),
+            "restoring: opening x: entity not found"
         );
     }
 

@@ -37,7 +37,7 @@ pub(crate) fn init(out: &mut impl Write, r: &InitResponse) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "To add a manager to this cluster, run 'moat join-token manager' and follow the instructions."
+        "To add a manager to this cluster, run `moat join-token manager` and follow the instructions."
     )?;
     if let Some(key) = &r.unlock_key {
         writeln!(out)?;

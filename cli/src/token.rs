@@ -58,7 +58,7 @@ pub(crate) fn read_token(arg: &str) -> Result<JoinToken, Failure> {
         Failure::new(
             anyhow::Error::new(e).context("invalid join token"),
             "a moat join token looks like MOATTKN-1-<52 chars>-<26 chars>-<8 chars>; \
-             a manager prints the current one with 'moat join-token worker' (or 'manager')",
+             a manager prints the current one with `moat join-token worker` (or `manager`)",
         )
     })
 }

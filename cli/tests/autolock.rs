@@ -15,7 +15,7 @@ use moat_testkit::secrets::{base64_decode, contains, secret_field};
 use moat_testkit::{Harness, Start};
 
 /// What every command but `info` and `unlock` says on a locked manager.
-const LOCKED: &str = "This node is locked. Run \"moat unlock\" and provide the unlock key.";
+const LOCKED: &str = "This node is locked. Run `moat unlock` and provide the unlock key.";
 
 /// Cross-node propagation (a heartbeat, a commit, a re-seal) on a loaded
 /// 2-core machine, with generous slack.
@@ -887,4 +887,87 @@ fn promoted_worker_locks_and_demoted_manager_unlocks() {
     h.kill("m3");
     h.restart("m3");
     assert_eq!(state(&h, "m3"), "locked");
+}
+
+/// Issue 20, finding 7 (Docker habits): `join-token ROLE` and `unlock-key`
+/// print JSON on request, with what their text shows (the secret
+/// included: printing it is what they are for); `-H` before the command
+/// reaches the daemon, as docker's does.
+#[test]
+fn join_token_and_unlock_key_as_json_and_host_before_the_command() {
+    let mut h = harness();
+    let key = autolocked_manager(&mut h, "m");
+    let host = h.daemon("m").host();
+
+    let before = std::process::Command::new(h.moat_binary())
+        .args(["-H", &host, "node", "ls", "-q"])
+        .env("MOAT_HOST", "unix:///nonexistent/moat.sock")
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{before:?}");
+    assert_eq!(String::from_utf8(before.stdout).unwrap().lines().count(), 1);
+
+    // join-token: the text's join command, token, role and address.
+    let text = h.moat("m", &["join-token", "worker"]).ok().to_string();
+    let json = h
+        .moat("m", &["join-token", "worker", "--format", "json"])
+        .json();
+    assert_eq!(json["role"], "worker", "{json}");
+    assert_eq!(json["rotated"], false, "{json}");
+    let token = json["token"].as_str().unwrap();
+    assert!(token.starts_with("MOATTKN-1-"), "{json}");
+    let addr = json["addr"].as_str().unwrap();
+    assert!(!addr.is_empty(), "{json}");
+    let command = format!("MOAT_JOIN_TOKEN={token} moat join {addr}");
+    assert_eq!(json["command"], command.as_str());
+    assert!(text.contains(&format!("\n    {command}\n")), "{text}");
+    let rotated = h
+        .moat(
+            "m",
+            &["join-token", "manager", "--rotate", "--format", "json"],
+        )
+        .json();
+    assert_eq!(rotated["role"], "manager");
+    assert_eq!(rotated["rotated"], true);
+    assert_eq!(
+        h.moat("m", &["join-token", "-q", "manager"]).ok().trim(),
+        rotated["token"].as_str().unwrap()
+    );
+    assert_eq!(
+        h.moat("m", &["join-token", "-q", "worker", "--format", "json"])
+            .code,
+        2,
+        "-q prints the token alone; it takes no format"
+    );
+
+    // unlock-key: the key, or the shares and how many unlock.
+    let json = h.moat("m", &["unlock-key", "--format", "json"]).json();
+    assert_eq!(json["key"], key.as_str(), "{json}");
+    assert_eq!(json["rotated"], false, "{json}");
+    assert!(
+        json["set_at"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339: {json}"
+    );
+    let split = h
+        .moat("m", &["unlock-key", "--split", "2/3", "--format", "json"])
+        .json();
+    assert_eq!(split["threshold"], 2, "{split}");
+    let shares = split["shares"].as_array().unwrap();
+    assert_eq!(shares.len(), 3, "{split}");
+    assert!(
+        shares
+            .iter()
+            .all(|s| s.as_str().unwrap().starts_with("MOATSHARE-1-")),
+        "{split}"
+    );
+    assert!(split.get("key").is_none(), "a split prints no whole key");
+    let new = h
+        .moat("m", &["unlock-key", "--rotate", "--format", "json"])
+        .json();
+    assert_eq!(new["rotated"], true, "{new}");
+    assert_ne!(new["key"], key.as_str());
+    assert_eq!(
+        h.moat("m", &["unlock-key", "-q"]).ok().trim(),
+        new["key"].as_str().unwrap()
+    );
 }

@@ -23,7 +23,7 @@ use moat_testkit::{Harness, Run};
 const CONVERGE: Duration = Duration::from_secs(30);
 
 /// What every command but `info` and `unlock` says on a locked manager.
-const LOCKED: &str = "This node is locked. Run \"moat unlock\" and provide the unlock key.";
+const LOCKED: &str = "This node is locked. Run `moat unlock` and provide the unlock key.";
 
 /// What a restored manager says until `moat init --force-new-cluster`.
 const NOT_RUNNING: &str = "This manager was restored from a backup and is not running yet.";
@@ -831,12 +831,9 @@ fn plaintext_needs_a_flag_and_passphrase_backups_round_trip() {
     assert_eq!(manifest["autolock"], false);
     assert!(manifest["raft_index"].as_u64().unwrap() > 0, "{manifest}");
     assert!(manifest["raft_term"].as_u64().unwrap() >= 1, "{manifest}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let created = manifest["created_at"].as_u64().unwrap();
-    assert!(created <= now && now - created < 600, "{manifest}");
+    // RFC 3339, as every command writes times (issue 20, finding 7).
+    let created = unix_time(manifest["created_at"].as_str().unwrap());
+    assert!(created <= now() && now() - created < 600, "{manifest}");
     let files = manifest["files"].as_array().unwrap();
     let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
     for p in [
@@ -854,7 +851,16 @@ fn plaintext_needs_a_flag_and_passphrase_backups_round_trip() {
     for f in files {
         assert_eq!(f["sha256"].as_str().unwrap().len(), 64, "{f}");
         assert!(f["len"].as_u64().unwrap() > 0, "{f}");
-        assert_eq!(f["mode"], 0o600, "{f}");
+        // Octal text, as the table shows it (not 384).
+        assert_eq!(f["mode"], "0600", "{f}");
+        assert!(
+            text.contains(&format!(
+                "  0600  {:>9}  {}",
+                f["len"].as_u64().unwrap(),
+                f["path"].as_str().unwrap()
+            )),
+            "the table shows {f} otherwise:\n{text}"
+        );
     }
 
     // Passphrase: from stdin; opens only with it.

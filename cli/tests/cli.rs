@@ -521,3 +521,367 @@ fn unlock_checks_the_key_before_connecting() {
         .code(1)
         .stderr(contains("cannot connect"));
 }
+
+/// Every command path the binary's own help lists (`["node", "ls"]`, …),
+/// walking `moat … --help` down; `help` itself excluded. Independent of
+/// the generators it checks.
+fn help_visible_commands() -> Vec<Vec<String>> {
+    fn walk(path: &[String], found: &mut Vec<Vec<String>>) {
+        let out = moat().args(path).arg("--help").assert().success();
+        let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let Some(section) = help.split("\nCommands:\n").nth(1) else {
+            return;
+        };
+        let names: Vec<String> = section
+            .lines()
+            .take_while(|l| !l.is_empty())
+            // A name is indented by two spaces; a wrapped description by more.
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| *n != "help")
+            .map(str::to_owned)
+            .collect();
+        assert!(!names.is_empty(), "no commands in:\n{help}");
+        for name in names {
+            let mut sub = path.to_vec();
+            sub.push(name);
+            found.push(sub.clone());
+            walk(&sub, found);
+        }
+    }
+    let mut found = Vec::new();
+    walk(&[], &mut found);
+    found
+}
+
+/// Issue 20 (deliver item 4): `moat man --out DIR` writes moat.1 and one
+/// page per (nested) command the help lists, no more, each a roff page
+/// with its own title; the paths are printed. Without --out, moat(1) on
+/// standard output.
+#[test]
+fn man_pages_cover_every_command() {
+    let commands = help_visible_commands();
+    for expected in [
+        &["node", "ls"][..],
+        &["join-token", "create"],
+        &["completion"],
+    ] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "the help walk misses {expected:?}: {commands:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man1");
+    let out = moat()
+        .args(["man", "--out"])
+        .arg(&out_dir)
+        .assert()
+        .success();
+    let printed = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let expected: Vec<String> = std::iter::once("moat".to_string())
+        .chain(commands.iter().map(|c| format!("moat-{}", c.join("-"))))
+        .collect();
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    let mut pages: Vec<String> = expected.iter().map(|n| format!("{n}.1")).collect();
+    pages.sort();
+    assert_eq!(written, pages, "one page per command, no more");
+    assert_eq!(printed.lines().count(), pages.len(), "{printed}");
+    for name in &expected {
+        let path = out_dir.join(format!("{name}.1"));
+        assert!(
+            printed.contains(&format!("{}\n", path.display())),
+            "{printed}"
+        );
+        let page = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            page.starts_with(".ie \\n(.g .ds Aq \\(aq\n"),
+            "{name}: {page}"
+        );
+        assert!(
+            page.contains(&format!("\n.TH {name} 1 ")) && page.contains("\n.SH NAME\n"),
+            "{name}: {page}"
+        );
+        assert!(
+            // The footer names moat, not the subcommand: "moat 0.1.0".
+            page.contains(&format!(
+                "{:?}",
+                concat!("moat ", env!("CARGO_PKG_VERSION"))
+            )),
+            "{name}: {page}"
+        );
+    }
+    let top = moat().arg("man").assert().success();
+    let top = String::from_utf8(top.get_output().stdout.clone()).unwrap();
+    assert!(
+        top.contains("\n.TH moat 1 ") && top.contains("completion"),
+        "{top}"
+    );
+}
+
+/// Issue 20 (deliver item 4): the bash and zsh completion scripts offer
+/// every command the help lists, under its parent.
+#[test]
+fn completions_cover_every_command() {
+    let commands = help_visible_commands();
+    let script = |shell: &str| {
+        let out = moat().args(["completion", shell]).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let mut children: std::collections::BTreeMap<Vec<String>, Vec<String>> = Default::default();
+    children.insert(vec![], vec![]);
+    for c in &commands {
+        children.entry(c.clone()).or_default();
+        let (name, parent) = c.split_last().unwrap();
+        children
+            .entry(parent.to_vec())
+            .or_default()
+            .push(name.clone());
+    }
+
+    // bash: each command has its case, whose `opts` lists its
+    // subcommands (clap_complete names `node ls` moat__subcmd__node__subcmd__ls).
+    let bash = script("bash");
+    assert!(bash.contains("complete -F _moat"), "not a bash script");
+    for (path, subs) in &children {
+        let id = std::iter::once("moat".to_string())
+            .chain(path.iter().map(|p| p.replace('-', "__subcmd__")))
+            .collect::<Vec<_>>()
+            .join("__subcmd__");
+        let case = format!("\n        {id})\n");
+        let block = bash
+            .split(&case)
+            .nth(1)
+            .unwrap_or_else(|| panic!("bash completes no `moat {}`", path.join(" ")));
+        let opts = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("opts=\""))
+            .unwrap();
+        let offered: Vec<&str> = opts.trim_end_matches('"').split_whitespace().collect();
+        for sub in subs {
+            assert!(
+                offered.contains(&sub.as_str()),
+                "bash does not offer `{sub}` after `moat {}`: {opts}",
+                path.join(" ")
+            );
+        }
+    }
+
+    // zsh: each command with subcommands has a `…_commands` list of them.
+    let zsh = script("zsh");
+    assert!(zsh.starts_with("#compdef moat"), "not a zsh script");
+    for (path, subs) in children.iter().filter(|(_, s)| !s.is_empty()) {
+        let id = std::iter::once("_moat".to_string())
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("__subcmd__");
+        let list = zsh
+            .split(&format!("\n{id}_commands() {{\n"))
+            .nth(1)
+            .and_then(|rest| rest.split("\n    )").next())
+            .unwrap_or_else(|| panic!("zsh lists no subcommands of `moat {}`", path.join(" ")));
+        for sub in subs {
+            assert!(
+                list.contains(&format!("\n'{sub}:")) || list.contains(&format!("('{sub}:")),
+                "zsh does not offer `{sub}` after `moat {}`:\n{list}",
+                path.join(" ")
+            );
+        }
+    }
+    // The other shells generate too.
+    for shell in ["fish", "elvish", "powershell"] {
+        assert!(script(shell).contains("join-token"), "{shell}");
+    }
+    moat().args(["completion", "tcsh"]).assert().code(2);
+}
+
+/// Issue 20, finding 7: `-H` works before the command, as docker's does,
+/// and after it; either wins over MOAT_HOST, and the one nearer the
+/// command wins over the other.
+#[test]
+fn host_before_or_after_the_command() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["-H", "unix:///nonexistent/top.sock", "node", "ls"],
+            "top.sock",
+        ),
+        (
+            &["node", "ls", "-H", "unix:///nonexistent/sub.sock"],
+            "sub.sock",
+        ),
+        (
+            &["--host", "unix:///nonexistent/top.sock", "join-token", "ls"],
+            "top.sock",
+        ),
+        (
+            &[
+                "-H",
+                "unix:///nonexistent/top.sock",
+                "node",
+                "ls",
+                "-H",
+                "unix:///nonexistent/sub.sock",
+            ],
+            "sub.sock",
+        ),
+    ];
+    for (args, socket) in cases {
+        moat()
+            .args(args)
+            .env("MOAT_HOST", "unix:///nonexistent/env.sock")
+            .assert()
+            .code(1)
+            .stderr(contains(format!(
+                "cannot connect to the moat daemon at unix:///nonexistent/{socket}"
+            )));
+    }
+    moat()
+        .args(["-H", "tcp://127.0.0.1:2375", "node", "ls"])
+        .assert()
+        .code(2)
+        .stderr(contains("unix socket"));
+}
+
+/// Issue 20, finding 4: one range for `--cert-expiry`, the daemon's
+/// (moat_pki::CertExpiry), checked when the arguments are parsed, on every
+/// command that takes it; the help states it from the same constants, and
+/// a number without a unit is answered with a value that is accepted.
+#[test]
+fn cert_expiry_has_one_range_checked_at_parse_time() {
+    let range = format!(
+        "{} to {}",
+        moat_pki::compact_duration(CertExpiry::MIN),
+        moat_pki::compact_duration(CertExpiry::MAX)
+    );
+    assert_eq!(range, "1m to 365d");
+    let commands: [&[&str]; 3] = [&["init"], &["update"], &["ca", "--rotate"]];
+    for command in commands {
+        let help = moat().args(command).arg("--help").assert().success();
+        let help = String::from_utf8(help.get_output().stdout.clone()).unwrap();
+        let flag = help
+            .split("--cert-expiry <DURATION>")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command:?} has no --cert-expiry"));
+        let flag = flag
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(flag.contains(&format!(": {range},")), "{command:?}: {flag}");
+        assert!(!flag.contains("1s"), "{command:?}: {flag}");
+
+        let refused = |value: &str, says: &str| {
+            moat()
+                .args(command)
+                .args([
+                    "--cert-expiry",
+                    value,
+                    "-H",
+                    "unix:///nonexistent/moat.sock",
+                ])
+                .assert()
+                .code(2)
+                .stderr(contains(says));
+        };
+        for bad in ["10s", "48ms", "59s", "366d"] {
+            refused(bad, &format!("{bad} is out of range: give {range}"));
+        }
+        // No unit: the suggestion is one the parser takes (not `48ms`).
+        refused("48", "48 needs a unit, e.g. 48h");
+        refused("90 minutes 500ms", "whole number of seconds");
+        // In range: parsed, then the daemon is looked for.
+        for good in ["1m", "48h", "365d"] {
+            moat()
+                .args(command)
+                .args(["--cert-expiry", good, "-H", "unix:///nonexistent/moat.sock"])
+                .assert()
+                .code(1)
+                .stderr(contains("cannot connect"));
+        }
+    }
+    // The suggestion for a bare number is always accepted where it is made.
+    for n in ["1", "48", "400", "100000"] {
+        let out = moat().args(["update", "--cert-expiry", n]).assert().code(2);
+        let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+        let suggested = err
+            .split("e.g. ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no suggestion: {err}"));
+        let d = humantime::parse_duration(suggested).unwrap();
+        assert!(CertExpiry::new(d).is_ok(), "{n}: suggested {suggested}");
+    }
+}
+
+/// Issue 20, finding 11: messages and hints quote a command one way, in
+/// backticks (hint: run `moat join-token worker` on a manager), never in
+/// single or double quotes. Scans every crate's sources and snapshots.
+#[test]
+fn messages_quote_commands_in_backticks() {
+    fn scan(dir: &std::path::Path, bad: &[String], found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "fuzz" | "node_modules") {
+                    scan(&path, bad, found);
+                }
+            } else if name.ends_with(".rs") || name.ends_with(".snap") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    if bad.iter().any(|b| line.contains(b.as_str())) {
+                        found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    // Built here, so that this file does not match itself.
+    let bad = [format!("'{}", "moat "), format!("\\\"{}", "moat ")];
+    let mut found = Vec::new();
+    scan(root, &bad, &mut found);
+    assert!(
+        found.is_empty(),
+        "quote commands in backticks:\n{}",
+        found.join("\n")
+    );
+    // And as printed: a token mistake's hint.
+    moat()
+        .args(["token", "inspect", "MOATTKN-1-bogus"])
+        .assert()
+        .code(1)
+        .stderr(contains("hint: ").and(contains("`moat join-token worker` (or `manager`)")));
+}
+
+/// Issue 20, finding 8: a cause is printed once, not once per error in
+/// the chain that names it.
+#[test]
+fn audit_verify_of_a_missing_bundle_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moat()
+        .args(["audit", "verify"])
+        .arg(dir.path())
+        .assert()
+        .code(1);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with("moat: cannot read the audit bundle ") && first.contains("heads.json: "),
+        "{err}"
+    );
+    assert_eq!(
+        first.matches("No such file or directory").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("hint: pass the file or directory written by `moat audit export"));
+}

@@ -11,7 +11,7 @@ use moat_pki::OffsetDateTime;
 pub(crate) fn locked_error() -> NodeError {
     NodeError::new(
         ErrorKind::FailedPrecondition,
-        "This node is locked. Run \"moat unlock\" and provide the unlock key.",
+        "This node is locked. Run `moat unlock` and provide the unlock key.",
     )
     .hint("autolock is on and this manager restarted; see docs/runbooks/unlock-a-manager.md")
 }

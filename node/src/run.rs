@@ -97,8 +97,8 @@ fn checked_hostname(given: Option<&str>) -> Result<String, NodeError> {
             format!("{source} is not a valid host name: {e}"),
         )
         .hint(
-            "give moat daemon --hostname NAME, with ASCII letters, digits and hyphens \
-             (dots between labels), e.g. --hostname worker-1",
+            "give `moat daemon --hostname NAME`, with ASCII letters, digits and hyphens \
+             (dots between labels), e.g. `--hostname worker-1`",
         )
     })?;
     Ok(name)

@@ -44,11 +44,18 @@ pub(crate) fn availability(a: moat_api::Availability) -> model::Availability {
 }
 
 /// `--cert-expiry`: the lifetime asked for (or the default), checked
-/// against the allowed range.
+/// against the allowed range ([`moat_pki::CertExpiry::MIN`] to
+/// [`moat_pki::CertExpiry::MAX`], the one the CLI checks too).
 pub(crate) fn cert_expiry(secs: Option<u64>) -> Result<Duration, NodeError> {
     moat_pki::CertExpiry::from_secs_or_default(secs)
         .map(|e| e.duration())
-        .map_err(|e| NodeError::new(ErrorKind::InvalidArgument, format!("--cert-expiry: {e}")))
+        .map_err(|e| {
+            NodeError::new(ErrorKind::InvalidArgument, format!("--cert-expiry: {e}")).hint(format!(
+                "give a lifetime from {} to {}, e.g. `--cert-expiry 24h`",
+                moat_pki::compact_duration(moat_pki::CertExpiry::MIN),
+                moat_pki::compact_duration(moat_pki::CertExpiry::MAX)
+            ))
+        })
 }
 
 /// Label keys: 1 to 128 characters.
@@ -92,5 +99,12 @@ mod tests {
             "{}",
             e.message()
         );
+        // An API caller is told what to send, from the same constants.
+        assert_eq!(
+            e.hint_text(),
+            Some("give a lifetime from 1m to 365d, e.g. `--cert-expiry 24h`")
+        );
+        assert!(cert_expiry(Some(moat_pki::CertExpiry::MAX.as_secs() + 1)).is_err());
+        assert!(cert_expiry(Some(moat_pki::CertExpiry::MAX.as_secs())).is_ok());
     }
 }

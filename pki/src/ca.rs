@@ -48,8 +48,8 @@ impl CertExpiry {
         } else {
             Err(CertError::ValidityOutOfRange {
                 requested: humantime::format_duration(lifetime).to_string(),
-                min: "1m",
-                max: "365d",
+                min: compact_duration(Self::MIN),
+                max: compact_duration(Self::MAX),
             })
         }
     }
@@ -71,6 +71,22 @@ impl CertExpiry {
     }
 }
 
+/// `d` in one unit, the largest that divides it, days only beyond one
+/// (`365d`, `24h`, `1m`, `90s`): how a lifetime's limits are written in
+/// messages and help, in a form humantime (and so `--cert-expiry`) reads
+/// back. Below a second, or not whole seconds: humantime's form.
+pub fn compact_duration(d: StdDuration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|&(size, _)| secs.is_multiple_of(size) && (size < 86_400 || secs > size))
+        .map_or((secs, "s"), |(size, unit)| (secs / size, unit));
+    format!("{n}{unit}")
+}
+
 impl Default for CertExpiry {
     fn default() -> Self {
         Self::DEFAULT
@@ -89,8 +105,8 @@ impl FromStr for CertExpiry {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let d = humantime::parse_duration(s).map_err(|e| CertError::ValidityOutOfRange {
             requested: format!("{s:?} ({e})"),
-            min: "1m",
-            max: "365d",
+            min: compact_duration(Self::MIN),
+            max: compact_duration(Self::MAX),
         })?;
         Self::new(d)
     }
@@ -138,8 +154,8 @@ impl WorkloadTtl {
         } else {
             Err(CertError::ValidityOutOfRange {
                 requested: humantime::format_duration(lifetime).to_string(),
-                min: "5m",
-                max: "24h",
+                min: compact_duration(Self::MIN),
+                max: compact_duration(Self::MAX),
             })
         }
     }

@@ -65,10 +65,10 @@ pub enum CertError {
     ValidityOutOfRange {
         /// What was asked for.
         requested: String,
-        /// Shortest lifetime accepted.
-        min: &'static str,
-        /// Longest lifetime accepted.
-        max: &'static str,
+        /// Shortest lifetime accepted ([`crate::compact_duration`]).
+        min: String,
+        /// Longest lifetime accepted ([`crate::compact_duration`]).
+        max: String,
     },
     /// The certificate's validity period ended.
     #[error("certificate expired at {not_after} (checked at {now}); the node must renew or rejoin")]

@@ -39,7 +39,7 @@ mod verify;
 
 pub use ca::{
     CertExpiry, DEFAULT_ROOT_VALIDITY, IssuedCert, MAX_CLOCK_SKEW, RootCa, RootOptions,
-    WORKLOAD_OU, WorkloadTtl, spiffe_id,
+    WORKLOAD_OU, WorkloadTtl, compact_duration, spiffe_id,
 };
 pub use clock::{Clock, SystemClock};
 pub use encode::{cert_pem, csr_pem, fingerprint, pem_encode};

@@ -275,6 +275,23 @@ fn csr_errors_are_typed() {
     ));
 }
 
+/// The limits in messages and help are written from the constants, in a
+/// form that parses back to them.
+#[test]
+fn compact_duration_reads_back() {
+    for (d, text) in [
+        (CertExpiry::MIN, "1m"),
+        (CertExpiry::MAX, "365d"),
+        (WorkloadTtl::MIN, "5m"),
+        (WorkloadTtl::MAX, "24h"),
+        (std::time::Duration::from_secs(90), "90s"),
+        (std::time::Duration::from_secs(48 * 3600), "2d"),
+    ] {
+        assert_eq!(moat_pki::compact_duration(d), text);
+        assert_eq!(humantime::parse_duration(text).unwrap(), d);
+    }
+}
+
 #[test]
 fn cert_expiry_bounds() {
     assert_eq!("24h".parse::<CertExpiry>().unwrap(), CertExpiry::DEFAULT);

@@ -240,7 +240,7 @@ fn info_error_says_why() {
     let i = Info {
         state: NodeState::Error,
         error: Some(
-            "this node was removed from the cluster: run 'moat leave --force', then join again"
+            "this node was removed from the cluster: run `moat leave --force`, then join again"
                 .into(),
         ),
         cert_not_after: Some("2026-11-20T00:00:00Z".into()),

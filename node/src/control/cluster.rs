@@ -56,8 +56,7 @@ pub(super) async fn info(State(d): State<Arc<Daemon>>) -> Answer<Info> {
         info.is_manager = true;
         info.autolock = true;
         info.manager_addresses = file.managers.iter().map(|p| p.addr.clone()).collect();
-        info.error =
-            Some("This node is locked. Run \"moat unlock\" and provide the unlock key.".into());
+        info.error = Some(crate::faults::locked_error().message().to_owned());
         return Ok(Json(info));
     }
     let Some(node) = d.node().await else {
