@@ -463,8 +463,15 @@ pub(crate) fn parse_time(t: &str) -> Option<OffsetDateTime> {
 
 fn sorted(nodes: &[NodeInfo]) -> Vec<&NodeInfo> {
     let mut v: Vec<&NodeInfo> = nodes.iter().collect();
-    v.sort_by(|a, b| natural_cmp(&a.hostname, &b.hostname).then_with(|| a.id.cmp(&b.id)));
+    v.sort_by(|a, b| node_order((&a.hostname, &a.id), (&b.hostname, &b.id)));
     v
+}
+
+/// The order `moat node ls` lists nodes in, given `(host name, id)`: by
+/// host name (`manager-2` before `manager-10`), then by id. The compliance
+/// report lists its nodes in this order too.
+pub(crate) fn node_order(a: (&str, &str), b: (&str, &str)) -> Ordering {
+    natural_cmp(a.0, b.0).then_with(|| a.1.cmp(b.1))
 }
 
 /// Orders strings with runs of digits compared as numbers (`node-2` <

@@ -30,10 +30,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub(crate) use moat_report::{fails, findings};
+pub(crate) use moat_report::fails;
 
 use crate::output::{read_input, write_fields, write_json, write_table};
-use crate::render::{exact_duration, parse_time, relative};
+use crate::render::{exact_duration, node_order, parse_time, relative};
 
 /// Exit code of `moat audit report` when a finding is at or above the
 /// policy's `fail_on` severity.
@@ -48,6 +48,25 @@ pub(crate) fn load_policy(path: &Path) -> anyhow::Result<Policy> {
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
     Policy::parse(&bytes)
         .with_context(|| format!("the policy file {} is not valid", path.display()))
+}
+
+/// `inv` as the report shows it: its nodes in `moat node ls`'s order (by
+/// host name), which every format and the findings about nodes follow.
+fn in_report_order(inv: &CryptoInventory) -> CryptoInventory {
+    let mut inv = inv.clone();
+    inv.nodes
+        .sort_by(|a, b| node_order((&a.hostname, &a.id), (&b.hostname, &b.id)));
+    inv
+}
+
+/// The findings of checking `inv` against `policy` at `now`
+/// ([`moat_report::findings`]), about its nodes in the report's order.
+pub(crate) fn findings(
+    inv: &CryptoInventory,
+    policy: &moat_report::Policy,
+    now: OffsetDateTime,
+) -> Vec<Finding> {
+    moat_report::findings(&in_report_order(inv), policy, now)
 }
 
 /// How `moat audit report` prints.
@@ -69,6 +88,7 @@ pub(crate) fn render(
     format: ReportFormat,
     now: OffsetDateTime,
 ) -> String {
+    let inv = &in_report_order(inv);
     let report = Report {
         inv,
         findings,
@@ -120,8 +140,12 @@ struct Cell {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tone {
     Plain,
-    /// Identifiers, fingerprints: monospace.
+    /// Identifiers, fingerprints: monospace, broken anywhere when a
+    /// table needs the room.
     Mono,
+    /// Names without spaces that can be long (host names, paths, lists of
+    /// them): broken anywhere when a table needs the room.
+    Long,
     Good,
     Warn,
     Bad,
@@ -142,6 +166,10 @@ impl Cell {
 
     fn mono(text: impl Into<String>) -> Self {
         Self::new(text, Tone::Mono)
+    }
+
+    fn long(text: impl Into<String>) -> Self {
+        Self::new(text, Tone::Long)
     }
 
     fn flag(ok: bool, yes: &str, no: &str) -> Self {
@@ -233,7 +261,7 @@ impl Report<'_> {
                     Cell::plain(&s.name),
                     Cell::plain(&s.mode),
                     Cell::plain(&s.runtime),
-                    Cell::plain(&s.image),
+                    Cell::long(&s.image),
                     Cell::new(
                         format!("{}/{}", s.running, s.desired),
                         if s.running >= s.desired {
@@ -242,7 +270,7 @@ impl Report<'_> {
                             Tone::Warn
                         },
                     ),
-                    Cell::plain(on.join(", ")),
+                    Cell::long(on.join(", ")),
                     match s.identity_ttl_secs {
                         Some(ttl) => Cell::new(
                             format!("certificates for {}", exact_duration(ttl)),
@@ -275,7 +303,7 @@ impl Report<'_> {
                 vec![
                     Cell::plain(&w.service),
                     Cell::mono(&w.task),
-                    Cell::plain(&w.node),
+                    Cell::long(&w.node),
                     Cell::mono(&w.serial),
                     self.when(&w.not_after, true),
                     if w.issuer_fingerprint
@@ -399,7 +427,7 @@ impl Report<'_> {
             .map(|n| {
                 vec![
                     Cell::mono(short_id(&n.id)),
-                    Cell::plain(&n.hostname),
+                    Cell::long(&n.hostname),
                     Cell::plain(n.role.as_str()),
                     Cell::flag(n.ready, "ready", "down"),
                     self.algorithm(&n.algorithm),
@@ -809,7 +837,10 @@ impl fmt::Display for Ticks<'_> {
     }
 }
 
-/// The report's style: system fonts, no URLs.
+/// The report's style: system fonts, no URLs. It fits a 1280 px window
+/// (`scripts/check-report-layout`): table cells wrap, and long values
+/// without spaces (host names, serials, fingerprints) break anywhere rather
+/// than widen their table.
 const CSS: &str = r#"
 :root{--fg:#1f2933;--muted:#5f6b7a;--line:#e3e7ec;--bg:#f3f5f8;--card:#fff;
 --critical:#b42318;--high:#c4320a;--medium:#b54708;--low:#175cd3;--info:#475467;--ok:#067647;
@@ -838,15 +869,16 @@ h2{margin:0 0 14px;font-size:13px;font-weight:700;text-transform:uppercase;lette
 table{width:100%;border-collapse:collapse;font-size:13px}
 th{text-align:left;font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
 border-bottom:2px solid var(--line);padding:6px 10px;white-space:nowrap}
-td{border-bottom:1px solid var(--line);padding:7px 10px;vertical-align:top}
+td{border-bottom:1px solid var(--line);padding:7px 10px;vertical-align:top;overflow-wrap:break-word}
+td code,td .long{overflow-wrap:anywhere}
 .scroll{overflow-x:auto}
-table.grid td{white-space:nowrap;padding:7px 8px}
+table.grid td{padding:7px 8px}
 table.grid th{padding:6px 8px}
 table.findings{table-layout:fixed}
 table.findings td{overflow-wrap:anywhere}
 col.c-sev{width:112px}col.c-subject{width:22%}col.c-problem{width:33%}
 tbody tr:last-child td{border-bottom:none}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 28px;margin:0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:6px 28px;margin:0}
 dt{color:var(--muted)}
 dd{margin:0;overflow-wrap:anywhere}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:12px;
@@ -866,8 +898,6 @@ tr.low td{background:var(--low-bg)}tr.low td:first-child{border-left-color:var(-
 tr.info td{background:var(--info-bg)}tr.info td:first-child{border-left-color:var(--info)}
 table.findings td:nth-child(2){font-weight:600}
 table.findings td:nth-child(4){color:#344054}
-td code{white-space:nowrap}
-table.findings td code{white-space:normal}
 .empty{color:var(--muted);font-style:italic;margin:0}
 .note{color:var(--muted);font-size:12px;margin:10px 0 0}
 footer{margin-top:24px;color:var(--muted);font-size:12px;text-align:center}
@@ -1007,6 +1037,7 @@ fn write_html_cell(out: &mut String, c: &Cell) -> fmt::Result {
     match c.tone {
         Tone::Plain => write!(out, "{}", Ticks(&c.text)),
         Tone::Mono => write!(out, "<code>{text}</code>"),
+        Tone::Long => write!(out, "<span class=\"long\">{text}</span>"),
         Tone::Good => write!(out, "<span class=\"good\">{text}</span>"),
         Tone::Warn => write!(out, "<span class=\"warn\">{text}</span>"),
         Tone::Bad => write!(out, "<span class=\"bad\">{text}</span>"),
@@ -1020,7 +1051,7 @@ mod tests {
 
     use std::io::Write as _;
 
-    use moat_report::fixtures::{NOW, healthy, malformed, troubled};
+    use moat_report::fixtures::{NOW, healthy, malformed, troubled, wide};
 
     use super::*;
 
@@ -1136,7 +1167,7 @@ mod tests {
         let json = rendered(&inv, ReportFormat::Json);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let back: CryptoInventory = serde_json::from_value(v["inventory"].clone()).unwrap();
-        assert_eq!(back, inv);
+        assert_eq!(back, in_report_order(&inv));
         let fs: Vec<Finding> = serde_json::from_value(v["findings"].clone()).unwrap();
         assert_eq!(fs, findings(&inv, &moat_report::Policy::default(), NOW));
         let summary: Summary = serde_json::from_value(v["summary"].clone()).unwrap();
@@ -1189,18 +1220,65 @@ mod tests {
         assert!(html.contains("class=\"verdict pass\""));
     }
 
+    /// Guards: the nodes are listed as `moat node ls` lists them, by host
+    /// name with numbers in order (`worker-9` before `worker-10`), in
+    /// every format; the sample has them in another order.
+    #[test]
+    fn nodes_are_listed_in_node_ls_order() {
+        let inv = wide();
+        let want = [
+            "db-2",
+            "legacy-7",
+            "manager-1.control-plane",
+            "manager-2.control-plane",
+            "worker-3.batch",
+            "worker-9.batch",
+            "worker-10.batch",
+            "worker-15.batch",
+        ];
+        let in_order = |section: &str, format: &str| {
+            let at: Vec<usize> = want
+                .iter()
+                .map(|h| {
+                    section
+                        .find(h)
+                        .unwrap_or_else(|| panic!("{format}: no {h} in {section}"))
+                })
+                .collect();
+            assert!(at.is_sorted(), "{format}: {want:?} at {at:?} in\n{section}");
+        };
+        let table = rendered(&inv, ReportFormat::Table);
+        let (_, nodes) = table.split_once("\nNodes\n").unwrap();
+        in_order(nodes.split_once("\nTLS\n").unwrap().0, "table");
+        let html = rendered(&inv, ReportFormat::Html);
+        let (_, nodes) = html.split_once("<h2>Nodes</h2>").unwrap();
+        in_order(nodes.split_once("<h2>TLS</h2>").unwrap().0, "html");
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered(&inv, ReportFormat::Json)).unwrap();
+        let hostnames: Vec<&str> = json["inventory"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["hostname"].as_str().unwrap())
+            .collect();
+        assert_eq!(hostnames.len(), inv.nodes.len());
+        in_order(&hostnames.join("\n"), "json");
+    }
+
     /// Writes a sample HTML report to `$MOAT_REPORT_SAMPLE` (when set), for
-    /// `scripts/render-report-screenshot`; the table goes beside it as
-    /// `.txt`.
+    /// `scripts/render-report-screenshot` and `scripts/check-report-layout`:
+    /// the widest sample ([`wide`]: many nodes, long host names, ids,
+    /// serials and fingerprints as long as real ones). The table goes
+    /// beside it as `.txt`.
     #[test]
     fn sample_report() {
         let Ok(path) = std::env::var("MOAT_REPORT_SAMPLE") else {
             return;
         };
-        std::fs::write(&path, rendered(&troubled(), ReportFormat::Html)).unwrap();
+        std::fs::write(&path, rendered(&wide(), ReportFormat::Html)).unwrap();
         std::fs::write(
             format!("{path}.txt"),
-            rendered(&troubled(), ReportFormat::Table),
+            rendered(&wide(), ReportFormat::Table),
         )
         .unwrap();
     }

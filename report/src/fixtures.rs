@@ -173,6 +173,68 @@ pub fn troubled() -> CryptoInventory {
     inv
 }
 
+/// [`troubled`] as a large cluster shows it, for checks of the report's
+/// layout (`scripts/check-report-layout`): fifteen more nodes, listed out
+/// of host-name order, with long host names, and ids, serials and issuer
+/// fingerprints as long as real ones (26-character ids, 128-bit serials,
+/// SHA-256 fingerprints); a second service with a long image path and
+/// placement; workload certificates, one from a root that is not the
+/// cluster's.
+pub fn wide() -> CryptoInventory {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+    // Deterministic, evenly spread characters: `len` of them from `seed`
+    // (seeds that differ modulo the alphabet's length never give the same
+    // text).
+    let chars = |seed: usize, len: usize, alphabet: &[u8]| -> String {
+        (0..len)
+            .map(|i| char::from(alphabet[(seed * 7 + i * 13 + i * i) % alphabet.len()]))
+            .collect()
+    };
+    let mut inv = troubled();
+    for i in (1..=15).rev() {
+        let (hostname, role) = match i {
+            1..=2 => (
+                format!("manager-{i}.control-plane.eu-west-1.prod.example.internal"),
+                Role::Manager,
+            ),
+            _ => (
+                format!("worker-{i}.batch-processing.eu-west-1b.prod.example.internal"),
+                Role::Worker,
+            ),
+        };
+        inv.nodes.push(NodeCrypto {
+            serial: chars(i, 32, &ALPHABET[..16]),
+            issuer_fingerprint: ROOT_FP.into(),
+            ..node(&chars(i, 26, ALPHABET), &hostname, role)
+        });
+    }
+    inv.nodes[2].id = chars(20, 26, ALPHABET);
+    inv.nodes[2].serial = chars(16, 32, &ALPHABET[..16]);
+    let mut batch = inv.services[0].clone();
+    batch.id = chars(22, 26, ALPHABET);
+    batch.name = "nightly-ledger-reconciliation".into();
+    batch.image =
+        "/opt/example/ledger/bin/reconcile-ledger-entries-against-payment-provider".into();
+    batch.desired = 12;
+    batch.running = 11;
+    batch.nodes = (3..=15)
+        .map(|i| {
+            (
+                format!("worker-{i}.batch-processing.eu-west-1b.prod.example.internal"),
+                1,
+            )
+        })
+        .collect();
+    inv.services.push(batch);
+    let mut other = inv.workload_certs[0].clone();
+    other.task = chars(23, 26, ALPHABET);
+    other.node = "worker-3.batch-processing.eu-west-1b.prod.example.internal".into();
+    other.serial = chars(24, 32, &ALPHABET[..16]).chars().rev().collect();
+    other.issuer_fingerprint = format!("sha256:{}", chars(25, 64, &ALPHABET[..16]));
+    inv.workload_certs.push(other);
+    inv
+}
+
 /// [`healthy`] with times that do not parse (one with an escape
 /// sequence), a multi-byte id and the largest numbers: a check or a
 /// renderer must not panic on it.
