@@ -597,7 +597,9 @@ fn dev_cluster_survives_a_dead_leader() {
     }
     // `moat dev restart` reaches it on a socket only this user may use.
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.join("dev.sock")).unwrap().permissions(),
+        &std::fs::metadata(dir.join("dev.sock"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "dev.sock is {mode:o}");
 

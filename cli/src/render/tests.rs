@@ -365,24 +365,46 @@ fn join_text() {
 
 #[test]
 fn dev_summary_text() {
-    let node = |name: &str, leader| DevNode {
+    let node = |name: &str, pid, leader| DevNode {
         name: name.into(),
         host: Host::unix(format!("/tmp/moat-dev-x/{name}/moat.sock")),
+        pid: Some(pid),
+        metrics_addr: None,
         leader,
     };
-    let s = DevSummary {
-        dir: "/tmp/moat-dev-x".into(),
-        removed_on_exit: true,
-        nodes: vec![
-            node("manager-1", true),
-            node("manager-2", false),
-            node("worker-1", false),
-        ],
-        join_addr: "127.0.0.1:40123".into(),
-        worker_token: TOKEN_W.into(),
-        manager_token: TOKEN_M.into(),
+    let summary = |moat: &str, restart_dir: Option<&str>, metrics: bool| {
+        let mut nodes = vec![
+            node("manager-1", 2131, true),
+            node("manager-2", 2132, false),
+            node("worker-1", 2134, false),
+        ];
+        if metrics {
+            for (i, n) in nodes.iter_mut().enumerate() {
+                n.metrics_addr = Some(format!("127.0.0.1:{}", 9100 + i));
+            }
+        }
+        DevSummary {
+            dir: "/tmp/moat-dev-x".into(),
+            removed_on_exit: restart_dir.is_none(),
+            moat: moat.into(),
+            restart_dir: restart_dir.map(Into::into),
+            nodes,
+            join_addr: "127.0.0.1:40123".into(),
+            worker_token: TOKEN_W.into(),
+            manager_token: TOKEN_M.into(),
+        }
     };
-    insta::assert_snapshot!(text(|o| dev_summary(o, &s)));
+    // `moat` on PATH, a temporary directory: `moat dev restart` needs no
+    // --dir.
+    insta::assert_snapshot!(text(|o| dev_summary(o, &summary("moat", None, false))));
+    // Run by path (after `cargo run`), a kept directory, metrics on.
+    insta::assert_snapshot!(
+        "dev_summary_by_path",
+        text(|o| dev_summary(
+            o,
+            &summary("/src/moat/target/debug/moat", Some("/tmp/moat-dev-x"), true)
+        ))
+    );
 }
 
 #[test]
