@@ -509,13 +509,28 @@ fn dev_cluster_survives_a_dead_leader() {
     use std::process::{Command, Stdio};
     let h = Harness::new(env!("CARGO_BIN_EXE_moat"));
     let dir = h.dir().join("dev");
-    let mut dev = Command::new(h.moat_binary())
+    /// `moat dev`, stopped with SIGTERM (so that it stops its daemons)
+    /// if the test fails before it does.
+    struct Dev(std::process::Child);
+    impl Drop for Dev {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut dev = Dev(Command::new(h.moat_binary())
         .args(["dev", "--managers", "3", "--workers", "1", "--dir"])
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
+    let dev = &mut dev.0;
     // Standard error, line by line, as moat dev prints it.
     let stderr = dev.stderr.take().unwrap();
     let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

@@ -107,6 +107,7 @@ pub fn issued_by_root(inv: &CryptoInventory, n: &NodeCrypto) -> bool {
 
 /// Runbooks the fixes point to.
 const CERT_RUNBOOK: &str = "docs/runbooks/certificates.md";
+const CA_RUNBOOK: &str = "docs/runbooks/rotate-the-ca.md";
 const TOKEN_RUNBOOK: &str = "docs/runbooks/rotate-join-tokens.md";
 const UNLOCK_KEY_RUNBOOK: &str = "docs/runbooks/rotate-the-unlock-key.md";
 const AUTOLOCK_RUNBOOK: &str = "docs/runbooks/unlock-a-manager.md";
@@ -264,8 +265,9 @@ impl Checks<'_> {
         let root = &inv.root_ca;
         let subject = "root CA";
         let rotate = format!(
-            "rotate the root CA with `moat ca --rotate` (CA rotation, coming); until it lands, \
-             plan the rotation: every node certificate chains to this root ({CERT_RUNBOOK})"
+            "rotate the root CA with `moat ca --rotate` on a manager: a new root, cross-signed \
+             by this one, that every node renews from without dropping a connection \
+             ({CA_RUNBOOK})"
         );
         self.algorithm(subject, &root.algorithm, Severity::High, &rotate);
         let inspect = "on a manager, `moat cert inspect /var/lib/moat/certs/ca.crt`";
