@@ -25,6 +25,8 @@ mod hostname;
 mod secret;
 mod secrets;
 mod services;
+mod swarm;
+mod tls_probe;
 mod types;
 
 pub use audit::*;
@@ -33,6 +35,8 @@ pub use hostname::{InvalidHostname, MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LEN, va
 pub use secret::SecretString;
 pub use secrets::*;
 pub use services::*;
+pub use swarm::*;
+pub use tls_probe::*;
 pub use types::*;
 
 /// The versioned request paths.
