@@ -1,7 +1,7 @@
 //! The checks: one pass over the inventory, one finding per thing the
 //! policy does not accept.
 
-use moat_api::{CryptoInventory, NodeCrypto, TokenCrypto};
+use moat_api::{CryptoInventory, NodeCrypto, RootCaInfo, TokenCrypto};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
@@ -18,6 +18,13 @@ pub fn findings(inv: &CryptoInventory, policy: &Policy, now: OffsetDateTime) -> 
         out: Vec::new(),
     };
     c.root_ca(inv);
+    c.cert_lifetime(
+        inv.cert_expiry_seconds,
+        &format!(
+            "`moat update --cert-expiry {}` ({CERT_RUNBOOK})",
+            policy.node_cert_max_lifetime
+        ),
+    );
     for n in &inv.nodes {
         c.node(inv, n);
     }
@@ -114,14 +121,14 @@ const AUTOLOCK_RUNBOOK: &str = "docs/runbooks/unlock-a-manager.md";
 const SECRET_RUNBOOK: &str = "docs/runbooks/secrets.md";
 const IDENTITY_DOC: &str = "docs/secrets.md#workload-identity";
 
-struct Checks<'a> {
-    policy: &'a Policy,
-    now: OffsetDateTime,
-    out: Vec<Finding>,
+pub(crate) struct Checks<'a> {
+    pub(crate) policy: &'a Policy,
+    pub(crate) now: OffsetDateTime,
+    pub(crate) out: Vec<Finding>,
 }
 
 impl Checks<'_> {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         severity: Severity,
         subject: &str,
@@ -138,7 +145,7 @@ impl Checks<'_> {
 
     /// Parses a time field; one that does not parse is a finding of
     /// `severity` (the check it feeds cannot be made).
-    fn time(
+    pub(crate) fn time(
         &mut self,
         severity: Severity,
         subject: &str,
@@ -206,7 +213,14 @@ impl Checks<'_> {
     }
 
     /// An optional creation time checked against a maximum age.
-    fn age(&mut self, subject: &str, what: &str, at: Option<&str>, max: PolicyDuration, fix: &str) {
+    pub(crate) fn age(
+        &mut self,
+        subject: &str,
+        what: &str,
+        at: Option<&str>,
+        max: PolicyDuration,
+        fix: &str,
+    ) {
         let Some(at) = at else {
             self.push(
                 Severity::Info,
@@ -239,7 +253,13 @@ impl Checks<'_> {
         }
     }
 
-    fn algorithm(&mut self, subject: &str, algorithm: &str, severity: Severity, fix: &str) {
+    pub(crate) fn algorithm(
+        &mut self,
+        subject: &str,
+        algorithm: &str,
+        severity: Severity,
+        fix: &str,
+    ) {
         let algorithm = algorithm.trim();
         if algorithm.is_empty() {
             self.push(
@@ -262,15 +282,19 @@ impl Checks<'_> {
     }
 
     fn root_ca(&mut self, inv: &CryptoInventory) {
-        let root = &inv.root_ca;
-        let subject = "root CA";
         let rotate = format!(
             "rotate the root CA with `moat ca --rotate` on a manager: a new root, cross-signed \
              by this one, that every node renews from without dropping a connection \
              ({CA_RUNBOOK})"
         );
-        self.algorithm(subject, &root.algorithm, Severity::High, &rotate);
         let inspect = "on a manager, `moat cert inspect /var/lib/moat/certs/ca.crt`";
+        self.root(&inv.root_ca, &rotate, inspect);
+    }
+
+    /// A root CA's algorithm and its time left, against the policy.
+    pub(crate) fn root(&mut self, root: &RootCaInfo, rotate: &str, inspect: &str) {
+        let subject = "root CA";
+        self.algorithm(subject, &root.algorithm, Severity::High, rotate);
         let Some(not_after) = self.time(
             Severity::Medium,
             subject,
@@ -399,24 +423,7 @@ impl Checks<'_> {
         let subject = "TLS between nodes";
         let upgrade = "moat accepts only TLS 1.3 with mutual authentication: upgrade moat on \
                        every node (docs/security-model.md)";
-        let min = self.policy.min_tls_version;
-        for v in &inv.tls.versions {
-            match v.parse::<TlsVersion>() {
-                Ok(version) if version < min => self.push(
-                    Severity::High,
-                    subject,
-                    format!("accepts {v}, below the policy's minimum {}", min.as_str()),
-                    upgrade,
-                ),
-                Ok(_) => {}
-                Err(_) => self.push(
-                    Severity::Low,
-                    subject,
-                    format!("accepts `{v}`, a protocol version this report does not know"),
-                    upgrade,
-                ),
-            }
-        }
+        self.tls_versions(subject, &inv.tls.versions, upgrade);
         if !inv.tls.mutual {
             self.push(
                 Severity::High,
@@ -424,6 +431,46 @@ impl Checks<'_> {
                 "TLS is not mutual: nodes do not all present certificates",
                 upgrade,
             );
+        }
+    }
+
+    /// The lifetime the cluster gives node certificates, against the
+    /// policy's maximum.
+    pub(crate) fn cert_lifetime(&mut self, seconds: u64, fix: &str) {
+        let max = self.policy.node_cert_max_lifetime;
+        if seconds > max.as_secs() {
+            self.push(
+                Severity::Medium,
+                "node certificate lifetime",
+                format!(
+                    "node certificates are made to live {}; the policy allows at most {max}: a \
+                     stolen node key and certificate stay good that long",
+                    human_duration(std::time::Duration::from_secs(seconds))
+                ),
+                fix,
+            );
+        }
+    }
+
+    /// TLS versions accepted, against the policy's minimum.
+    pub(crate) fn tls_versions(&mut self, subject: &str, versions: &[String], fix: &str) {
+        let min = self.policy.min_tls_version;
+        for v in versions {
+            match v.parse::<TlsVersion>() {
+                Ok(version) if version < min => self.push(
+                    Severity::High,
+                    subject,
+                    format!("accepts {v}, below the policy's minimum {}", min.as_str()),
+                    fix,
+                ),
+                Ok(_) => {}
+                Err(_) => self.push(
+                    Severity::Low,
+                    subject,
+                    format!("accepts `{v}`, a protocol version this report does not know"),
+                    fix,
+                ),
+            }
         }
     }
 
@@ -566,7 +613,7 @@ impl Checks<'_> {
     }
 }
 
-fn parse_time(t: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(t: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(t, &Rfc3339).ok()
 }
 

@@ -4,8 +4,9 @@
 //! [`malformed`] values no manager should send.
 
 use moat_api::{
-    AuditSummary, CryptoInventory, DataKeyInfo, KeyAge, NodeCrypto, Role, RootCaInfo, TlsInfo,
-    TokenCrypto,
+    AuditSummary, CryptoInventory, DataKeyInfo, KeyAge, NodeCrypto, ProbeGroup, ProbeSuite, Role,
+    RootCaInfo, SwarmAutolock, SwarmCert, SwarmFile, SwarmInventory, SwarmJoinToken,
+    SwarmKeyProtection, SwarmNode, SwarmRaft, TlsInfo, TlsProbe, TokenCrypto,
 };
 use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;
@@ -253,5 +254,190 @@ pub fn malformed() -> CryptoInventory {
     inv.cert_expiry_seconds = u64::MAX;
     inv.audit.last_head_size = Some(u64::MAX);
     inv.audit.last_head_at = Some("yesterday".into());
+    inv
+}
+
+/// A Docker Swarm manager as `docker swarm init` leaves it, read with no
+/// unlock key needed (autolock off): 90-day certificates, the data key in
+/// clear, a probe that found TLS 1.2 with CBC suites and no post-quantum
+/// group. [`swarm_locked`] is the same manager with autolock on, read
+/// without its key.
+pub fn swarm_default() -> SwarmInventory {
+    let cert = |subject: &str, not_before: Duration, life_days: i64| SwarmCert {
+        subject: subject.into(),
+        issuer: "CN=swarm-ca".into(),
+        algorithm: "ECDSA P-256".into(),
+        signature_algorithm: "ecdsa-with-SHA256".into(),
+        sans: vec![
+            "swarm-manager".into(),
+            "tuowb0mdxb4gkstj0rxyd34wv".into(),
+            "swarm-ca".into(),
+        ],
+        serial: "3b1f00aa".into(),
+        fingerprint: "sha256:aa11".into(),
+        issued_by_root: true,
+        not_before: at(not_before),
+        not_after: at(not_before + Duration::days(life_days)),
+        lifetime_seconds: u64::try_from(life_days * 86_400).unwrap_or(0),
+    };
+    SwarmInventory {
+        generated_at: at(Duration::ZERO),
+        state_dir: "/srv/copy/swarm".into(),
+        cluster_id: "7k3xq0m9r2l8w5v1c4n6b0z2t".into(),
+        node_id: "tuowb0mdxb4gkstj0rxyd34wv".into(),
+        node_role: "manager".into(),
+        unlock_key_given: false,
+        store_read: true,
+        not_checked: vec![],
+        root_ca: RootCaInfo {
+            subject: "CN=swarm-ca".into(),
+            algorithm: "ECDSA P-256".into(),
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            fingerprint: ROOT_FP.into(),
+            serial: "5e2d".into(),
+            not_before: at(Duration::days(-10)),
+            not_after: at(Duration::days(20 * 365 - 10)),
+        },
+        root_ca_matches_store: Some(true),
+        root_rotation: None,
+        root_ca_key_in_store: Some(true),
+        root_ca_key_format: Some("EC PRIVATE KEY".into()),
+        node_cert: cert(
+            "CN=tuowb0mdxb4gkstj0rxyd34wv, OU=swarm-manager",
+            Duration::days(-10),
+            90,
+        ),
+        nodes: vec![SwarmNode {
+            id: "tuowb0mdxb4gkstj0rxyd34wv".into(),
+            hostname: "vm".into(),
+            role: "manager".into(),
+            availability: "active".into(),
+            status: "ready".into(),
+            manager_status: "leader".into(),
+            cert: Some(cert(
+                "CN=tuowb0mdxb4gkstj0rxyd34wv, OU=swarm-manager",
+                Duration::days(-10),
+                90,
+            )),
+            cert_source: "file".into(),
+            fips: false,
+        }],
+        cert_expiry_seconds: Some(90 * 86_400),
+        external_cas: vec![],
+        signing_ca_supplied: Some(false),
+        force_rotate: Some(0),
+        join_tokens: vec![SwarmJoinToken {
+            role: "worker".into(),
+            format: "SWMTKN-1".into(),
+            fingerprint: "sha256:0c1d2e3f4a5b6c7d".into(),
+            ca_digest_matches: true,
+            changed_at: None,
+            not_after_than: Some(at(Duration::days(-10))),
+        }],
+        autolock: SwarmAutolock {
+            key_file_encrypted: false,
+            data_key_wrapped: false,
+            cluster_setting: Some(false),
+            unlock_key_in_store: Some(false),
+            given_key_is_current: None,
+            kek_version: Some(0),
+            data_key_readable_without_key: true,
+            pending_data_key: false,
+            needs_rotation: false,
+            consistent: true,
+            on: false,
+        },
+        key_protection: SwarmKeyProtection {
+            pem_type: "PRIVATE KEY".into(),
+            scheme: "none".into(),
+            weak: false,
+            matches_cert: Some(true),
+        },
+        raft: SwarmRaft {
+            algorithms: vec!["secretbox (XSalsa20-Poly1305)".into()],
+            wal_segments: 1,
+            entries: 14,
+            last_index: 14,
+            commit_index: 14,
+            uncommitted: 0,
+            snapshot_index: None,
+            snapshot_bytes: None,
+            snapshot_interval: Some(10_000),
+            keep_old_snapshots: Some(0),
+            members: vec!["127.0.0.1:2377".into()],
+        },
+        fips: Some(false),
+        secrets: vec![],
+        services: vec![],
+        files: vec![SwarmFile {
+            path: "certificates/swarm-node.key".into(),
+            mode: "0600".into(),
+            size: 300,
+            expected: "0600".into(),
+            too_open: false,
+        }],
+        probe: Some(TlsProbe {
+            address: "127.0.0.1:2377".into(),
+            peer: "127.0.0.1:2377".into(),
+            probed_at: at(Duration::ZERO),
+            versions: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+            cipher_suites: vec![ProbeSuite {
+                name: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA".into(),
+                version: "TLSv1.2".into(),
+                weak: true,
+                weaknesses: vec!["CBC mode".into(), "SHA-1 MAC".into()],
+            }],
+            key_exchange_groups: vec![ProbeGroup {
+                name: "X25519".into(),
+                versions: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+                post_quantum: false,
+            }],
+            post_quantum: false,
+            client_cert_requested: true,
+            chain: vec![],
+            negotiated: None,
+            notes: vec![],
+        }),
+        probe_chain_from_root: Some(true),
+        notices: vec![],
+    }
+}
+
+/// [`swarm_default`] with autolock on, read without the unlock key: the
+/// store could not be read.
+pub fn swarm_locked() -> SwarmInventory {
+    let mut inv = swarm_default();
+    inv.store_read = false;
+    inv.not_checked = vec!["the raft store (nodes, join tokens, the CA key, secrets)".into()];
+    inv.root_ca_matches_store = None;
+    inv.root_ca_key_in_store = None;
+    inv.root_ca_key_format = None;
+    inv.nodes.clear();
+    inv.cert_expiry_seconds = None;
+    inv.signing_ca_supplied = None;
+    inv.force_rotate = None;
+    inv.join_tokens.clear();
+    inv.fips = None;
+    inv.probe = None;
+    inv.probe_chain_from_root = None;
+    inv.autolock = SwarmAutolock {
+        key_file_encrypted: true,
+        data_key_wrapped: true,
+        cluster_setting: None,
+        unlock_key_in_store: None,
+        given_key_is_current: None,
+        kek_version: Some(15),
+        data_key_readable_without_key: false,
+        pending_data_key: false,
+        needs_rotation: false,
+        consistent: true,
+        on: true,
+    };
+    inv.key_protection = SwarmKeyProtection {
+        pem_type: "ENCRYPTED PRIVATE KEY".into(),
+        scheme: "PKCS#8 PBES2: PBKDF2-HMAC-SHA1, 2048 iterations, AES-256-CBC".into(),
+        weak: false,
+        matches_cert: None,
+    };
     inv
 }

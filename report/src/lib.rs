@@ -40,6 +40,7 @@
 //! | key | type | default |
 //! |---|---|---|
 //! | `cert_renew_fraction` | number, 0 to 1 | `0.25` |
+//! | `node_cert_max_lifetime` | duration | `"7d"` |
 //! | `root_ca_min_remaining` | duration | `"365d"` |
 //! | `token_max_age` | duration | `"30d"` |
 //! | `require_autolock` | boolean | `true` |
@@ -63,11 +64,13 @@ mod finding;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 mod policy;
+mod swarm;
 mod text;
 
 pub use checks::{CertLife, findings, issued_by_root};
 pub use error::PolicyError;
 pub use finding::{Finding, Severity, Summary, fails, worst};
-pub use moat_api::CryptoInventory;
+pub use moat_api::{CryptoInventory, SwarmInventory};
 pub use policy::{Fraction, MAX_POLICY_BYTES, Policy, PolicyDuration, TlsVersion};
+pub use swarm::swarm_findings;
 pub use text::{human_duration, percent, short_id};

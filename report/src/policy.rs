@@ -21,6 +21,9 @@ pub struct Policy {
     /// A node certificate with less than this part of its lifetime left is
     /// a finding (high; expired: critical).
     pub cert_renew_fraction: Fraction,
+    /// Node certificates made to live longer than this are a finding
+    /// (a stolen one stays good that long).
+    pub node_cert_max_lifetime: PolicyDuration,
     /// The root CA expiring sooner than this is a finding.
     pub root_ca_min_remaining: PolicyDuration,
     /// A join token older than this is a finding.
@@ -51,6 +54,7 @@ impl Default for Policy {
         const DAY: u64 = 86_400;
         Self {
             cert_renew_fraction: Fraction(0.25),
+            node_cert_max_lifetime: PolicyDuration(StdDuration::from_secs(7 * DAY)),
             root_ca_min_remaining: PolicyDuration(StdDuration::from_secs(365 * DAY)),
             token_max_age: PolicyDuration(StdDuration::from_secs(30 * DAY)),
             require_autolock: true,
@@ -141,6 +145,11 @@ impl PolicyDuration {
     /// As a signed `time` duration (saturating).
     pub(crate) fn signed(self) -> Duration {
         Duration::try_from(self.0).unwrap_or(Duration::MAX)
+    }
+
+    /// Whole seconds.
+    pub fn as_secs(self) -> u64 {
+        self.0.as_secs()
     }
 }
 
