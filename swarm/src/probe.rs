@@ -1,1 +1,1480 @@
-//! (being written)
+//! A live look at a TLS port, such as a Docker Swarm manager's (2377):
+//! the protocol versions, cipher suites and key-exchange groups it
+//! accepts, and the certificate chain it presents. What
+//! `moat audit report --docker-swarm DIR --probe ADDR:PORT` shows.
+//!
+//! # How
+//!
+//! 1. **Enumeration by hand-built ClientHellos**, one offer per connection
+//!    (one version, or one cipher suite, or one group), reading only the
+//!    server's first answer: a ServerHello or HelloRetryRequest naming
+//!    what it chose, or an alert. This is protocol framing, not
+//!    cryptography: no key is derived and nothing is encrypted. A TLS 1.3
+//!    offer carries an *empty* `key_share`, so a server that supports one
+//!    of the offered groups answers with a HelloRetryRequest naming it
+//!    (and its cipher suite); a TLS 1.2 group counts as accepted when the
+//!    server picks an ECDHE suite while that group is the only one
+//!    offered.
+//! 2. **One full handshake by rustls** (the aws-lc-rs provider, moat's own
+//!    TLS client), which records the chain, what it negotiates and
+//!    whether the server asks for a client certificate.
+//!
+//! # Worst case
+//!
+//! All connections go to the one socket address the given address
+//! resolves to first: at most 4 (versions) + 38 × (versions accepted)
+//! (suites) + 18 (groups) + 1, about 120 for a server that accepts every
+//! version. Each connection's connect, send and reads together are bounded
+//! by [`ProbeOptions::timeout`], the whole probe by
+//! [`ProbeOptions::budget`]; what was left untested is said in the notes.
+//! A server's answer is read with bounds: records of at most
+//! [`MAX_RECORD_LEN`] bytes, a ServerHello of at most
+//! [`MAX_SERVER_HELLO_LEN`], at most [`MAX_ANSWER_RECORDS`] records;
+//! anything malformed is an error value, never a panic.
+//!
+//! # Danger
+//!
+//! The full handshake accepts any certificate chain
+//! (`danger::InspectAnyServerCert`): this is an inspection, not a trust
+//! decision. Nothing but the handshake and a `close_notify` is sent, and
+//! the chain is reported, never trusted.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moat_api::{ProbeCert, ProbeGroup, ProbeNegotiated, ProbeSuite, TlsProbe};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// Largest TLS record read: 2^14 bytes of plaintext plus 256 of slack.
+pub const MAX_RECORD_LEN: usize = 16 * 1024 + 256;
+
+/// Largest ServerHello read (one with an `X25519MLKEM768` key share is
+/// about 1,200 bytes).
+pub const MAX_SERVER_HELLO_LEN: usize = 8 * 1024;
+
+/// Most records read before the ServerHello is complete (change cipher
+/// spec records and fragments).
+pub const MAX_ANSWER_RECORDS: usize = 16;
+
+/// Swarm's default manager port, named in error hints.
+pub const SWARM_MANAGER_PORT: u16 = 2377;
+
+/// How to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProbeOptions {
+    /// Bound on one connection: connecting, sending the hello and reading
+    /// the answer (or the whole full handshake) together.
+    pub timeout: Duration,
+    /// Bound on the whole probe. When it runs out, what is left is not
+    /// tried and the notes say so.
+    pub budget: Duration,
+    /// The server name sent (SNI). `None`, or an IP address, sends none.
+    /// Default `swarm-manager`, a name every Swarm manager's certificate
+    /// carries.
+    pub server_name: Option<String>,
+}
+
+impl ProbeOptions {
+    /// `timeout` per connection, a budget of 30 of them for the whole
+    /// probe, and the server name `swarm-manager`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            budget: timeout.saturating_mul(30),
+            server_name: Some("swarm-manager".to_owned()),
+        }
+    }
+}
+
+/// Why a probe could not be made at all. (A server refusing an offer is
+/// not an error: it is what a probe measures.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The address is not `HOST:PORT`, or resolves to nothing.
+    #[error("cannot use {address:?} as HOST:PORT (e.g. 10.0.0.5:2377): {reason}")]
+    Address {
+        /// The address given.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server name cannot be sent as SNI (caller misuse).
+    #[error("cannot send {name:?} as a TLS server name")]
+    ServerName {
+        /// The name given.
+        name: String,
+    },
+    /// No TCP connection could be made.
+    #[error(
+        "cannot connect to {address} ({peer}): {source}; is the manager listening on {address}? \
+         (Swarm's default manager port is 2377)"
+    )]
+    Connect {
+        /// The address given.
+        address: String,
+        /// What it resolved to.
+        peer: SocketAddr,
+        /// The connection error.
+        #[source]
+        source: io::Error,
+    },
+    /// Something answered that is not a TLS server.
+    #[error(
+        "{address} does not speak TLS: it answered a ClientHello with {preview}; \
+         is it a Swarm manager's port (2377 by default)?"
+    )]
+    NotTls {
+        /// The address given.
+        address: String,
+        /// The first bytes of the answer, in hex and as text.
+        preview: String,
+    },
+    /// The system's random number generator failed.
+    #[error("no random bytes for a ClientHello")]
+    Random,
+    /// moat's own TLS client could not be configured (a bug in moat).
+    #[error("the TLS client could not be configured: {0}")]
+    Client(String),
+}
+
+/// Why a server's first answer could not be read: what
+/// [`read_server_answer`] returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    /// The connection ended before a complete answer.
+    #[error("the server closed the connection without a complete answer")]
+    Closed,
+    /// The first bytes are not a TLS record.
+    #[error("the answer is not TLS: it starts with {}", preview(.first_bytes))]
+    NotTls {
+        /// The bytes read (at most 5).
+        first_bytes: Vec<u8>,
+    },
+    /// A length is over its bound.
+    #[error("the answer has {what} of {len} bytes (at most {max} are read)")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The answer breaks the TLS framing.
+    #[error("malformed answer: {0}")]
+    Malformed(&'static str),
+    /// Reading failed (a timeout is `WouldBlock` or `TimedOut`).
+    #[error("reading the answer: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A server's first answer to a ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAnswer {
+    /// A ServerHello or a HelloRetryRequest.
+    Hello(ServerHello),
+    /// An alert (the first one, if the record held several).
+    Alert {
+        /// 1 warning, 2 fatal.
+        level: u8,
+        /// The alert description (40 handshake_failure, 70
+        /// protocol_version…; see [`alert_name`]).
+        description: u8,
+    },
+}
+
+/// The parts of a ServerHello a probe looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerHello {
+    /// The `legacy_version` field.
+    pub legacy_version: u16,
+    /// The version chosen: `supported_versions` when present, else
+    /// `legacy_version` (0x0304 is TLS 1.3).
+    pub version: u16,
+    /// The cipher suite chosen.
+    pub cipher_suite: u16,
+    /// Whether this is a HelloRetryRequest (its random is the special
+    /// value of RFC 8446 §4.1.3).
+    pub hello_retry_request: bool,
+    /// The group of the `key_share` extension: selected (in a
+    /// HelloRetryRequest) or used (in a ServerHello).
+    pub key_share_group: Option<u16>,
+    /// The extension types, in order.
+    pub extensions: Vec<u16>,
+}
+
+/// Probes `address` (`host:port`) with [`ProbeOptions::new`]`(timeout)`.
+pub fn probe(address: &str, timeout: Duration) -> Result<TlsProbe, ProbeError> {
+    probe_with(address, &ProbeOptions::new(timeout))
+}
+
+/// Probes `address` (`host:port`): see the module documentation.
+///
+/// Fails only when nothing could be measured: the address does not
+/// resolve, the first connection fails, or what answers is not TLS.
+/// Everything else (a timeout on one offer, a malformed answer) is left
+/// out of the lists and said in [`TlsProbe::notes`].
+pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, ProbeError> {
+    let probed_at = rfc3339(time::OffsetDateTime::now_utc());
+    let start = Instant::now();
+    let peer = resolve(address)?;
+    let server_name = match &options.server_name {
+        None => None,
+        Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
+            ProbeError::ServerName {
+                name: name.clone(),
+            }
+        })?),
+    };
+    let sni = match &server_name {
+        Some(ServerName::DnsName(dns)) => Some(dns.as_ref().to_owned()),
+        _ => None,
+    };
+    let mut prober = Prober {
+        address: address.to_owned(),
+        peer,
+        timeout: options.timeout,
+        deadline: start + options.budget,
+        sni,
+        rng: SystemRandom::new(),
+        untested: BTreeMap::new(),
+        odd_alerts: BTreeMap::new(),
+        notes: Vec::new(),
+    };
+
+    // 1. Versions, newest first. The first connection also tells whether
+    //    anything TLS listens there at all.
+    let mut versions = Vec::new();
+    for (i, &version) in VERSIONS.iter().enumerate() {
+        let offer = Offer::version(version);
+        let what = version_name(version).to_owned();
+        let answer = prober.exchange(&offer)?;
+        if i == 0 {
+            prober.first_contact(&answer)?;
+        }
+        let Some(hello) = prober.judge(&what, answer) else {
+            continue;
+        };
+        if hello.version == version {
+            versions.push(version);
+        } else if hello.version > version {
+            prober.notes.push(format!(
+                "offered at most {what}, the server chose {} (a protocol violation)",
+                version_name(hello.version)
+            ));
+        }
+    }
+
+    // 2. Cipher suites, one per connection, per accepted version.
+    let mut cipher_suites = Vec::new();
+    for &version in &versions {
+        for suite in SUITES.iter().filter(|s| s.usable_in(version)) {
+            let what = format!("{} {}", version_name(version), suite.name);
+            let offer = Offer {
+                suites: vec![suite.code],
+                ..Offer::version(version)
+            };
+            let answer = prober.exchange(&offer)?;
+            let Some(hello) = prober.judge(&what, answer) else {
+                continue;
+            };
+            if hello.version != version {
+                continue;
+            }
+            if hello.cipher_suite != suite.code {
+                prober.notes.push(format!(
+                    "offered only {what}, the server chose suite 0x{:04x} (a protocol violation)",
+                    hello.cipher_suite
+                ));
+                continue;
+            }
+            cipher_suites.push(suite.report(version));
+        }
+    }
+
+    // 3. Key-exchange groups.
+    let mut groups: Vec<(&Group, Vec<u16>)> = Vec::new();
+    let mut accept_group = |group: &'static Group, version: u16| {
+        match groups.iter_mut().find(|(g, _)| g.code == group.code) {
+            Some((_, versions)) => versions.push(version),
+            None => groups.push((group, vec![version])),
+        }
+    };
+    for &version in versions.iter().filter(|&&v| v <= TLS12) {
+        // Only ECDHE suites, one group at a time; the answer's suite tells.
+        let ecdhe: Vec<u16> = SUITES
+            .iter()
+            .filter(|s| s.kx == Kx::Ecdhe && s.usable_in(version))
+            .map(|s| s.code)
+            .collect();
+        let accepted_ecdhe = cipher_suites
+            .iter()
+            .any(|s| s.version == version_name(version) && s.name.contains("_ECDHE_"));
+        if !accepted_ecdhe {
+            if version == TLS12 {
+                prober.notes.push(format!(
+                    "no ECDHE suite accepted under {}: its groups were not tried",
+                    version_name(version)
+                ));
+            }
+            continue;
+        }
+        if version < TLS12 {
+            prober.notes.push(format!(
+                "key-exchange groups under {} were not tried",
+                version_name(version)
+            ));
+            continue;
+        }
+        for group in GROUPS.iter().filter(|g| g.ecdhe) {
+            let what = format!("{} group {}", version_name(version), group.name);
+            let offer = Offer {
+                suites: ecdhe.clone(),
+                groups: vec![group.code],
+                ..Offer::version(version)
+            };
+            let answer = prober.exchange(&offer)?;
+            let Some(hello) = prober.judge(&what, answer) else {
+                continue;
+            };
+            if hello.version == version && ecdhe.contains(&hello.cipher_suite) {
+                accept_group(group, version);
+            }
+        }
+    }
+    if versions.contains(&TLS13) {
+        for group in GROUPS {
+            let what = format!("TLSv1.3 group {}", group.name);
+            let offer = Offer {
+                groups: vec![group.code],
+                ..Offer::version(TLS13)
+            };
+            let answer = prober.exchange(&offer)?;
+            let Some(hello) = prober.judge(&what, answer) else {
+                continue;
+            };
+            if hello.version != TLS13 {
+                continue;
+            }
+            match hello.key_share_group {
+                Some(code) if code == group.code => accept_group(group, TLS13),
+                Some(code) => prober.notes.push(format!(
+                    "offered only {what}, the server chose group 0x{code:04x} (a protocol violation)"
+                )),
+                None => prober.notes.push(format!(
+                    "the server answered {what} without naming a group"
+                )),
+            }
+        }
+    }
+    let key_exchange_groups: Vec<ProbeGroup> = groups
+        .into_iter()
+        .map(|(group, mut versions)| {
+            versions.sort_unstable();
+            ProbeGroup {
+                name: group.name.to_owned(),
+                versions: versions.iter().map(|&v| version_name(v).to_owned()).collect(),
+                post_quantum: group.post_quantum,
+            }
+        })
+        .collect();
+
+    // 4. One full handshake by moat's own client.
+    let full = prober.full_handshake(server_name);
+
+    let mut notes = prober.finish_notes();
+    notes.extend(full.notes);
+    notes.push(format!(
+        "tried {} cipher suites and {} key-exchange groups (those a Go or OpenSSL server may \
+         serve); SSL 3.0 and older were not tried",
+        SUITES.len(),
+        GROUPS.len()
+    ));
+    Ok(TlsProbe {
+        address: address.to_owned(),
+        peer: peer.to_string(),
+        probed_at,
+        versions: versions
+            .iter()
+            .rev()
+            .map(|&v| version_name(v).to_owned())
+            .collect(),
+        cipher_suites,
+        post_quantum: key_exchange_groups.iter().any(|g| g.post_quantum),
+        key_exchange_groups,
+        client_cert_requested: full.client_cert_requested,
+        chain: full.chain.iter().enumerate().map(|(i, der)| describe_cert(i, der)).collect(),
+        negotiated: full.negotiated,
+        notes,
+    })
+}
+
+/// Reads a server's first answer to a ClientHello: records up to the
+/// first complete handshake message, which must be a ServerHello (or
+/// HelloRetryRequest), or the first alert. Bytes after it are not read.
+///
+/// `input` is what an attacker controls: every length is checked against
+/// [`MAX_RECORD_LEN`], [`MAX_SERVER_HELLO_LEN`] and
+/// [`MAX_ANSWER_RECORDS`] before anything is allocated, and nothing
+/// panics.
+pub fn read_server_answer(input: &mut impl Read) -> Result<ServerAnswer, AnswerError> {
+    let mut handshake: Vec<u8> = Vec::new();
+    for index in 0..MAX_ANSWER_RECORDS {
+        let mut header = [0u8; 5];
+        let got = read_full(input, &mut header)?;
+        if index == 0 && got > 0 && !looks_like_tls(&header[..got]) {
+            return Err(AnswerError::NotTls {
+                first_bytes: header[..got].to_vec(),
+            });
+        }
+        if got < header.len() {
+            return Err(AnswerError::Closed);
+        }
+        let [content_type, major, minor, hi, lo] = header;
+        if major != 3 || minor > 4 || !matches!(content_type, 20..=23) {
+            return Err(AnswerError::Malformed("a record header that is not TLS"));
+        }
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len > MAX_RECORD_LEN {
+            return Err(AnswerError::TooLarge {
+                what: "a record",
+                len,
+                max: MAX_RECORD_LEN,
+            });
+        }
+        if len == 0 {
+            return Err(AnswerError::Malformed("an empty record"));
+        }
+        let mut payload = vec![0u8; len];
+        if read_full(input, &mut payload)? < len {
+            return Err(AnswerError::Closed);
+        }
+        match content_type {
+            // change_cipher_spec: a TLS 1.3 server may send one early.
+            20 => {}
+            21 => {
+                if !handshake.is_empty() {
+                    return Err(AnswerError::Malformed("an alert inside the ServerHello"));
+                }
+                let [level, description, ..] = payload[..] else {
+                    return Err(AnswerError::Malformed("an alert record shorter than 2 bytes"));
+                };
+                if len % 2 != 0 {
+                    return Err(AnswerError::Malformed("an alert record of odd length"));
+                }
+                return Ok(ServerAnswer::Alert { level, description });
+            }
+            22 => {
+                handshake.extend_from_slice(&payload);
+                if let [msg_type, a, b, c, ..] = handshake[..] {
+                    if msg_type != 2 {
+                        return Err(AnswerError::Malformed(
+                            "the first handshake message is not a ServerHello",
+                        ));
+                    }
+                    let body_len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                    if body_len > MAX_SERVER_HELLO_LEN {
+                        return Err(AnswerError::TooLarge {
+                            what: "a ServerHello",
+                            len: body_len,
+                            max: MAX_SERVER_HELLO_LEN,
+                        });
+                    }
+                    if let Some(body) = handshake.get(4..4 + body_len) {
+                        return parse_server_hello(body).map(ServerAnswer::Hello);
+                    }
+                }
+            }
+            _ => {
+                return Err(AnswerError::Malformed(
+                    "application data before the ServerHello",
+                ));
+            }
+        }
+    }
+    Err(AnswerError::TooLarge {
+        what: "records before a complete ServerHello, a count",
+        len: MAX_ANSWER_RECORDS + 1,
+        max: MAX_ANSWER_RECORDS,
+    })
+}
+
+/// The name of a TLS alert description (`handshake_failure`…), or
+/// `alert <n>` for one moat does not name.
+pub fn alert_name(description: u8) -> String {
+    let name = match description {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        47 => "illegal_parameter",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        other => return format!("alert {other}"),
+    };
+    name.to_owned()
+}
+
+const TLS10: u16 = 0x0301;
+const TLS11: u16 = 0x0302;
+const TLS12: u16 = 0x0303;
+const TLS13: u16 = 0x0304;
+
+/// Versions tried, newest first.
+const VERSIONS: [u16; 4] = [TLS13, TLS12, TLS11, TLS10];
+
+fn version_name(version: u16) -> &'static str {
+    match version {
+        TLS10 => "TLSv1.0",
+        TLS11 => "TLSv1.1",
+        TLS12 => "TLSv1.2",
+        TLS13 => "TLSv1.3",
+        0x0300 => "SSLv3",
+        _ => "an unknown version",
+    }
+}
+
+/// The random of a HelloRetryRequest: SHA-256 of "HelloRetryRequest".
+const HELLO_RETRY_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kx {
+    /// TLS 1.3: the suite does not name the key exchange.
+    Tls13,
+    Ecdhe,
+    Dhe,
+    /// RSA key transport: no forward secrecy.
+    Rsa,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cipher {
+    Aead,
+    Cbc,
+    TripleDes,
+    Rc4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mac {
+    Aead,
+    Md5,
+    Sha1,
+    Sha2,
+}
+
+#[derive(Debug)]
+struct Suite {
+    code: u16,
+    name: &'static str,
+    kx: Kx,
+    cipher: Cipher,
+    mac: Mac,
+}
+
+impl Suite {
+    /// TLS 1.3 suites only there; AEAD and SHA-2 suites from TLS 1.2 on.
+    fn usable_in(&self, version: u16) -> bool {
+        match self.kx {
+            Kx::Tls13 => version == TLS13,
+            _ if version == TLS12 => true,
+            _ => version < TLS12 && self.cipher != Cipher::Aead && self.mac != Mac::Sha2,
+        }
+    }
+
+    fn weaknesses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.kx == Kx::Rsa {
+            out.push("no forward secrecy");
+        }
+        match self.cipher {
+            Cipher::Aead => {}
+            Cipher::Cbc => out.push("CBC mode"),
+            Cipher::TripleDes => out.extend(["3DES", "CBC mode"]),
+            Cipher::Rc4 => out.push("RC4"),
+        }
+        match self.mac {
+            Mac::Aead | Mac::Sha2 => {}
+            Mac::Sha1 => out.push("SHA-1 MAC"),
+            Mac::Md5 => out.push("MD5 MAC"),
+        }
+        out.into_iter().map(str::to_owned).collect()
+    }
+
+    fn report(&self, version: u16) -> ProbeSuite {
+        let weaknesses = self.weaknesses();
+        ProbeSuite {
+            name: self.name.to_owned(),
+            version: version_name(version).to_owned(),
+            weak: !weaknesses.is_empty(),
+            weaknesses,
+        }
+    }
+}
+
+const fn suite(code: u16, name: &'static str, kx: Kx, cipher: Cipher, mac: Mac) -> Suite {
+    Suite {
+        code,
+        name,
+        kx,
+        cipher,
+        mac,
+    }
+}
+
+/// The suites tried: what Go's crypto/tls and OpenSSL may serve, and the
+/// broken ones an old configuration may still allow.
+const SUITES: &[Suite] = {
+    use Cipher::{Aead as Ae, Cbc, Rc4, TripleDes};
+    use Kx::{Dhe, Ecdhe, Rsa, Tls13};
+    use Mac::{Aead, Md5, Sha1, Sha2};
+    &[
+        suite(0x1301, "TLS_AES_128_GCM_SHA256", Tls13, Ae, Aead),
+        suite(0x1302, "TLS_AES_256_GCM_SHA384", Tls13, Ae, Aead),
+        suite(0x1303, "TLS_CHACHA20_POLY1305_SHA256", Tls13, Ae, Aead),
+        suite(0x1304, "TLS_AES_128_CCM_SHA256", Tls13, Ae, Aead),
+        suite(0x1305, "TLS_AES_128_CCM_8_SHA256", Tls13, Ae, Aead),
+        suite(0xc02b, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", Ecdhe, Ae, Aead),
+        suite(0xc02c, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", Ecdhe, Ae, Aead),
+        suite(0xcca9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", Ecdhe, Ae, Aead),
+        suite(0xc02f, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", Ecdhe, Ae, Aead),
+        suite(0xc030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", Ecdhe, Ae, Aead),
+        suite(0xcca8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", Ecdhe, Ae, Aead),
+        suite(0xc009, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", Ecdhe, Cbc, Sha1),
+        suite(0xc00a, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", Ecdhe, Cbc, Sha1),
+        suite(0xc023, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256", Ecdhe, Cbc, Sha2),
+        suite(0xc024, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384", Ecdhe, Cbc, Sha2),
+        suite(0xc013, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", Ecdhe, Cbc, Sha1),
+        suite(0xc014, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", Ecdhe, Cbc, Sha1),
+        suite(0xc027, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", Ecdhe, Cbc, Sha2),
+        suite(0xc028, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", Ecdhe, Cbc, Sha2),
+        suite(0x009e, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", Dhe, Ae, Aead),
+        suite(0x009f, "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", Dhe, Ae, Aead),
+        suite(0xccaa, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", Dhe, Ae, Aead),
+        suite(0x0033, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA", Dhe, Cbc, Sha1),
+        suite(0x0039, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA", Dhe, Cbc, Sha1),
+        suite(0x0067, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256", Dhe, Cbc, Sha2),
+        suite(0x006b, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256", Dhe, Cbc, Sha2),
+        suite(0x009c, "TLS_RSA_WITH_AES_128_GCM_SHA256", Rsa, Ae, Aead),
+        suite(0x009d, "TLS_RSA_WITH_AES_256_GCM_SHA384", Rsa, Ae, Aead),
+        suite(0x002f, "TLS_RSA_WITH_AES_128_CBC_SHA", Rsa, Cbc, Sha1),
+        suite(0x0035, "TLS_RSA_WITH_AES_256_CBC_SHA", Rsa, Cbc, Sha1),
+        suite(0x003c, "TLS_RSA_WITH_AES_128_CBC_SHA256", Rsa, Cbc, Sha2),
+        suite(0x003d, "TLS_RSA_WITH_AES_256_CBC_SHA256", Rsa, Cbc, Sha2),
+        suite(0xc008, "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA", Ecdhe, TripleDes, Sha1),
+        suite(0xc012, "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA", Ecdhe, TripleDes, Sha1),
+        suite(0x0016, "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA", Dhe, TripleDes, Sha1),
+        suite(0x000a, "TLS_RSA_WITH_3DES_EDE_CBC_SHA", Rsa, TripleDes, Sha1),
+        suite(0xc007, "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA", Ecdhe, Rc4, Sha1),
+        suite(0xc011, "TLS_ECDHE_RSA_WITH_RC4_128_SHA", Ecdhe, Rc4, Sha1),
+        suite(0x0005, "TLS_RSA_WITH_RC4_128_SHA", Rsa, Rc4, Sha1),
+        suite(0x0004, "TLS_RSA_WITH_RC4_128_MD5", Rsa, Rc4, Md5),
+    ]
+};
+
+#[derive(Debug)]
+struct Group {
+    code: u16,
+    /// As rustls prints it.
+    name: &'static str,
+    post_quantum: bool,
+    /// Usable by TLS 1.2 ECDHE suites.
+    ecdhe: bool,
+}
+
+const fn group(code: u16, name: &'static str, post_quantum: bool, ecdhe: bool) -> Group {
+    Group {
+        code,
+        name,
+        post_quantum,
+        ecdhe,
+    }
+}
+
+/// The groups tried, post-quantum first.
+const GROUPS: &[Group] = &[
+    group(0x11ec, "X25519MLKEM768", true, false),
+    group(0x11eb, "secp256r1MLKEM768", true, false),
+    group(0x11ed, "secp384r1MLKEM1024", true, false),
+    group(0x0200, "MLKEM512", true, false),
+    group(0x0201, "MLKEM768", true, false),
+    group(0x0202, "MLKEM1024", true, false),
+    group(0x001d, "X25519", false, true),
+    group(0x001e, "X448", false, true),
+    group(0x0017, "secp256r1", false, true),
+    group(0x0018, "secp384r1", false, true),
+    group(0x0019, "secp521r1", false, true),
+    group(0x0100, "FFDHE2048", false, false),
+    group(0x0101, "FFDHE3072", false, false),
+    group(0x0102, "FFDHE4096", false, false),
+];
+
+fn group_name(code: u16) -> String {
+    GROUPS
+        .iter()
+        .find(|g| g.code == code)
+        .map_or_else(|| format!("group 0x{code:04x}"), |g| g.name.to_owned())
+}
+
+fn suite_name(code: u16) -> String {
+    SUITES
+        .iter()
+        .find(|s| s.code == code)
+        .map_or_else(|| format!("suite 0x{code:04x}"), |s| s.name.to_owned())
+}
+
+/// Signature schemes offered: every common one, SHA-1 included, so that
+/// an old server can still answer.
+const SIGNATURE_SCHEMES: &[u16] = &[
+    0x0403, 0x0503, 0x0603, // ecdsa_secp{256,384,521}r1_sha{256,384,512}
+    0x0807, 0x0808, // ed25519, ed448
+    0x0804, 0x0805, 0x0806, // rsa_pss_rsae_sha{256,384,512}
+    0x0809, 0x080a, 0x080b, // rsa_pss_pss_sha{256,384,512}
+    0x0401, 0x0501, 0x0601, // rsa_pkcs1_sha{256,384,512}
+    0x0203, 0x0201, // ecdsa_sha1, rsa_pkcs1_sha1
+];
+
+/// One ClientHello's offer.
+#[derive(Debug, Clone)]
+struct Offer {
+    /// The highest version offered (TLS 1.3 is offered alone, through
+    /// `supported_versions`; earlier ones through `legacy_version`).
+    version: u16,
+    suites: Vec<u16>,
+    groups: Vec<u16>,
+}
+
+impl Offer {
+    /// Every suite usable in `version` and every group that fits it.
+    fn version(version: u16) -> Self {
+        Self {
+            version,
+            suites: SUITES
+                .iter()
+                .filter(|s| s.usable_in(version))
+                .map(|s| s.code)
+                .collect(),
+            groups: GROUPS
+                .iter()
+                .filter(|g| version == TLS13 || g.ecdhe)
+                .map(|g| g.code)
+                .collect(),
+        }
+    }
+}
+
+/// Builds a ClientHello record. A TLS 1.3 offer carries an empty
+/// `key_share`: the server must answer with a HelloRetryRequest naming
+/// its group, and nothing is ever computed.
+fn client_hello(
+    offer: &Offer,
+    sni: Option<&str>,
+    random: &[u8; 32],
+    session_id: &[u8; 32],
+) -> Vec<u8> {
+    let mut exts = Vec::new();
+    if let Some(name) = sni {
+        extension(&mut exts, 0x0000, |b| {
+            with_u16_len(b, |b| {
+                b.push(0); // host_name
+                with_u16_len(b, |b| b.extend_from_slice(name.as_bytes()));
+            });
+        });
+    }
+    extension(&mut exts, 0x000a, |b| {
+        with_u16_len(b, |b| offer.groups.iter().for_each(|g| put_u16(b, *g)));
+    });
+    extension(&mut exts, 0x000b, |b| b.extend_from_slice(&[1, 0])); // uncompressed points
+    extension(&mut exts, 0x000d, |b| {
+        with_u16_len(b, |b| SIGNATURE_SCHEMES.iter().for_each(|s| put_u16(b, *s)));
+    });
+    extension(&mut exts, 0x0010, |b| {
+        // ALPN: a Swarm manager is a gRPC server.
+        with_u16_len(b, |b| {
+            for proto in [&b"h2"[..], b"http/1.1"] {
+                b.push(u8::try_from(proto.len()).unwrap_or(0));
+                b.extend_from_slice(proto);
+            }
+        });
+    });
+    extension(&mut exts, 0x0017, |_| {}); // extended_master_secret
+    extension(&mut exts, 0xff01, |b| b.push(0)); // renegotiation_info
+    if offer.version == TLS13 {
+        extension(&mut exts, 0x002b, |b| b.extend_from_slice(&[2, 0x03, 0x04]));
+        extension(&mut exts, 0x002d, |b| b.extend_from_slice(&[1, 1])); // psk_dhe_ke
+        extension(&mut exts, 0x0033, |b| put_u16(b, 0)); // no key shares
+    }
+
+    let mut body = Vec::with_capacity(512);
+    put_u16(&mut body, offer.version.min(TLS12));
+    body.extend_from_slice(random);
+    body.push(32);
+    body.extend_from_slice(session_id);
+    with_u16_len(&mut body, |b| offer.suites.iter().for_each(|s| put_u16(b, *s)));
+    body.extend_from_slice(&[1, 0]); // compression: null
+    with_u16_len(&mut body, |b| b.extend_from_slice(&exts));
+
+    let mut record = Vec::with_capacity(body.len() + 9);
+    record.extend_from_slice(&[22, 0x03, 0x01]);
+    with_u16_len(&mut record, |r| {
+        r.push(1); // client_hello
+        let len = u32::try_from(body.len()).unwrap_or(0).to_be_bytes();
+        r.extend_from_slice(&len[1..]);
+        r.extend_from_slice(&body);
+    });
+    record
+}
+
+fn put_u16(buf: &mut Vec<u8>, value: u16) {
+    buf.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Writes `fill`'s bytes after a two-byte length. Everything moat builds
+/// is far below 64 KiB.
+fn with_u16_len(buf: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    fill(buf);
+    let len = u16::try_from(buf.len() - at - 2).unwrap_or(u16::MAX);
+    buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
+}
+
+fn extension(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    put_u16(buf, kind);
+    with_u16_len(buf, fill);
+}
+
+/// Reads until `buf` is full or the input ends; returns the count read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether a prefix of at most 5 bytes can start a TLS record.
+fn looks_like_tls(prefix: &[u8]) -> bool {
+    match *prefix {
+        [] => true,
+        [t, ..] if !(20..=23).contains(&t) => false,
+        [_, major, ..] if major != 3 => false,
+        [_, _, minor, ..] if minor > 4 => false,
+        _ => true,
+    }
+}
+
+fn parse_server_hello(body: &[u8]) -> Result<ServerHello, AnswerError> {
+    let mut r = Bytes(body);
+    let legacy_version = r.u16()?;
+    let hello_retry_request = r.take(32)? == HELLO_RETRY_RANDOM;
+    let session_id_len = r.u8()?;
+    if session_id_len > 32 {
+        return Err(AnswerError::Malformed("a session id longer than 32 bytes"));
+    }
+    r.take(usize::from(session_id_len))?;
+    let cipher_suite = r.u16()?;
+    if r.u8()? != 0 {
+        return Err(AnswerError::Malformed("a compression method that was not offered"));
+    }
+    let mut extensions = Vec::new();
+    let mut supported_version = None;
+    let mut key_share_group = None;
+    if !r.0.is_empty() {
+        let len = usize::from(r.u16()?);
+        let mut exts = Bytes(r.take(len)?);
+        r.end()?;
+        while !exts.0.is_empty() {
+            let kind = exts.u16()?;
+            let len = usize::from(exts.u16()?);
+            let mut data = Bytes(exts.take(len)?);
+            if extensions.contains(&kind) {
+                return Err(AnswerError::Malformed("an extension twice in the ServerHello"));
+            }
+            extensions.push(kind);
+            match kind {
+                0x002b => {
+                    supported_version = Some(data.u16()?);
+                    data.end()?;
+                }
+                0x0033 => {
+                    key_share_group = Some(data.u16()?);
+                    if !hello_retry_request {
+                        let len = usize::from(data.u16()?);
+                        data.take(len)?;
+                    }
+                    data.end()?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(ServerHello {
+        legacy_version,
+        version: supported_version.unwrap_or(legacy_version),
+        cipher_suite,
+        hello_retry_request,
+        key_share_group,
+        extensions,
+    })
+}
+
+/// A cursor over a ServerHello's bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], AnswerError> {
+        if n > self.0.len() {
+            return Err(AnswerError::Malformed("a ServerHello field cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, AnswerError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, AnswerError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn end(&self) -> Result<(), AnswerError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AnswerError::Malformed("extra bytes in a ServerHello field"))
+        }
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = bytes
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '.' })
+        .collect();
+    format!("{} ({text:?})", hex.join(" "))
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, ProbeError> {
+    let bad = |reason: String| ProbeError::Address {
+        address: address.to_owned(),
+        reason,
+    };
+    let mut addrs = address.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".to_owned()))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Why one offer could not be judged.
+enum Untested {
+    OutOfTime,
+    Connect(io::Error),
+    Answer(AnswerError),
+}
+
+/// The state of one probe: where, until when, and what went unsaid.
+struct Prober {
+    address: String,
+    peer: SocketAddr,
+    timeout: Duration,
+    deadline: Instant,
+    sni: Option<String>,
+    rng: SystemRandom,
+    /// Why → what: offers that got no usable answer.
+    untested: BTreeMap<String, Vec<String>>,
+    /// Alert → offers: refusals by an alert other than the usual ones.
+    odd_alerts: BTreeMap<String, Vec<String>>,
+    notes: Vec<String>,
+}
+
+impl Prober {
+    /// Sends one ClientHello on a new connection and reads the answer.
+    /// Only randomness failing is an error; the rest is an outcome.
+    fn exchange(&self, offer: &Offer) -> Result<Result<ServerAnswer, Untested>, ProbeError> {
+        let mut random = [0u8; 32];
+        let mut session_id = [0u8; 32];
+        self.rng.fill(&mut random).map_err(|_| ProbeError::Random)?;
+        self.rng
+            .fill(&mut session_id)
+            .map_err(|_| ProbeError::Random)?;
+        let hello = client_hello(offer, self.sni.as_deref(), &random, &session_id);
+        Ok(self.send(&hello))
+    }
+
+    fn send(&self, hello: &[u8]) -> Result<ServerAnswer, Untested> {
+        let (stream, deadline) = self.connect()?;
+        let mut io = DeadlineIo {
+            stream: &stream,
+            deadline,
+        };
+        let answer = io
+            .write_all(hello)
+            .map_err(AnswerError::Io)
+            .and_then(|()| read_server_answer(&mut io));
+        let _ = stream.shutdown(Shutdown::Both);
+        answer.map_err(Untested::Answer)
+    }
+
+    fn connect(&self) -> Result<(TcpStream, Instant), Untested> {
+        let now = Instant::now();
+        let left = self.deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Err(Untested::OutOfTime);
+        }
+        let limit = self.timeout.min(left);
+        let stream = TcpStream::connect_timeout(&self.peer, limit).map_err(Untested::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, now + limit))
+    }
+
+    /// The first connection's failures are the probe's.
+    fn first_contact(&self, answer: &Result<ServerAnswer, Untested>) -> Result<(), ProbeError> {
+        match answer {
+            Err(Untested::Connect(e)) => Err(ProbeError::Connect {
+                address: self.address.clone(),
+                peer: self.peer,
+                source: io::Error::new(e.kind(), e.to_string()),
+            }),
+            Err(Untested::Answer(AnswerError::NotTls { first_bytes })) => Err(ProbeError::NotTls {
+                address: self.address.clone(),
+                preview: preview(first_bytes),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ServerHello if there is one; a refusal or a failure is
+    /// recorded for the notes.
+    fn judge(&mut self, what: &str, answer: Result<ServerAnswer, Untested>) -> Option<ServerHello> {
+        let why = match answer {
+            Ok(ServerAnswer::Hello(hello)) => return Some(hello),
+            Ok(ServerAnswer::Alert { description, .. }) => {
+                // The refusals RFC 8446 and 5246 ask for.
+                if !matches!(description, 40 | 70 | 71) {
+                    self.odd_alerts
+                        .entry(alert_name(description))
+                        .or_default()
+                        .push(what.to_owned());
+                }
+                return None;
+            }
+            Err(Untested::Answer(AnswerError::Closed)) => return None,
+            Err(Untested::Answer(AnswerError::Io(e)))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return None;
+            }
+            Err(Untested::Answer(AnswerError::Io(e)))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                format!("no answer within {:?}", self.timeout)
+            }
+            Err(Untested::OutOfTime) => "the probe's time budget ran out".to_owned(),
+            Err(Untested::Connect(e)) => format!("cannot connect: {e}"),
+            Err(Untested::Answer(e)) => e.to_string(),
+        };
+        self.untested.entry(why).or_default().push(what.to_owned());
+        None
+    }
+
+    fn finish_notes(&mut self) -> Vec<String> {
+        let mut notes = std::mem::take(&mut self.notes);
+        for (why, what) in std::mem::take(&mut self.untested) {
+            notes.push(format!("not tested ({why}): {}", what.join(", ")));
+        }
+        for (alert, what) in std::mem::take(&mut self.odd_alerts) {
+            notes.push(format!(
+                "refused with alert {alert} (not handshake_failure or protocol_version), \
+                 counted as not accepted: {}",
+                what.join(", ")
+            ));
+        }
+        notes
+    }
+
+    /// One complete handshake by rustls, accepting any chain.
+    fn full_handshake(&self, server_name: Option<ServerName<'static>>) -> FullHandshake {
+        let mut out = FullHandshake::default();
+        let server_name = server_name
+            .filter(|n| matches!(n, ServerName::DnsName(_)))
+            .unwrap_or_else(|| ServerName::IpAddress(self.peer.ip().into()));
+        let inspector = Arc::new(danger::InspectAnyServerCert::new());
+        let asked = Arc::new(danger::NoClientCert::default());
+        let result = danger::inspection_client(inspector.clone(), asked.clone(), self.sni.is_some())
+            .and_then(|config| {
+                rustls::ClientConnection::new(config, server_name)
+                    .map_err(|e| format!("cannot start the handshake: {e}"))
+            })
+            .and_then(|mut conn| {
+                let (stream, deadline) = self.connect().map_err(|e| match e {
+                    Untested::OutOfTime => "the probe's time budget ran out".to_owned(),
+                    Untested::Connect(e) => format!("cannot connect: {e}"),
+                    Untested::Answer(e) => e.to_string(),
+                })?;
+                let mut io = DeadlineIo {
+                    stream: &stream,
+                    deadline,
+                };
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut io).map_err(|e| e.to_string())?;
+                }
+                conn.send_close_notify();
+                let _ = conn.complete_io(&mut io);
+                let _ = stream.shutdown(Shutdown::Both);
+                Ok(conn)
+            });
+        out.chain = inspector.chain();
+        out.client_cert_requested = asked.was_asked();
+        match result {
+            Ok(conn) => {
+                out.negotiated = Some(ProbeNegotiated {
+                    version: conn
+                        .protocol_version()
+                        .map_or_else(String::new, |v| version_name(u16::from(v)).to_owned()),
+                    cipher_suite: conn
+                        .negotiated_cipher_suite()
+                        .map_or_else(String::new, |s| suite_name(u16::from(s.suite()))),
+                    key_exchange_group: conn
+                        .negotiated_key_exchange_group()
+                        .map(|g| group_name(u16::from(g.name()))),
+                });
+            }
+            Err(e) => {
+                out.notes.push(format!(
+                    "moat's TLS client (TLS 1.3 only) could not complete a handshake: {e}{}",
+                    if out.chain.is_empty() {
+                        "; the certificate chain was not read"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct FullHandshake {
+    chain: Vec<CertificateDer<'static>>,
+    negotiated: Option<ProbeNegotiated>,
+    client_cert_requested: bool,
+    notes: Vec<String>,
+}
+
+/// A socket whose reads and writes all end by one deadline.
+struct DeadlineIo<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineIo<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(io::ErrorKind::TimedOut.into())
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+impl Read for DeadlineIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+impl Write for DeadlineIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        let mut stream = self.stream;
+        stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn describe_cert(index: usize, der: &CertificateDer<'_>) -> ProbeCert {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY;
+    use x509_parser::public_key::PublicKey;
+
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let sha256 = format!(
+        "sha256:{}",
+        digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let cert = match x509_parser::parse_x509_certificate(der.as_ref()) {
+        Ok((_, cert)) => cert,
+        Err(e) => {
+            return ProbeCert {
+                subject: String::new(),
+                issuer: String::new(),
+                key_algorithm: String::new(),
+                signature_algorithm: String::new(),
+                not_before: String::new(),
+                not_after: String::new(),
+                sha256,
+                subject_alt_names: vec![format!("<certificate {index} does not parse: {e}>")],
+                is_ca: false,
+            };
+        }
+    };
+    let oid_name = |oid: &x509_parser::oid_registry::Oid<'_>| {
+        x509_parser::objects::oid2sn(oid, x509_parser::objects::oid_registry())
+            .map(str::to_owned)
+            .unwrap_or_else(|_| oid.to_id_string())
+    };
+    let spki = cert.public_key();
+    let key_algorithm = if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map_or_else(|| "unknown curve".to_owned(), |c| match oid_name(&c).as_str() {
+                "prime256v1" => "P-256".to_owned(),
+                "secp384r1" => "P-384".to_owned(),
+                "secp521r1" => "P-521".to_owned(),
+                other => other.to_owned(),
+            });
+        format!("ECDSA {curve}")
+    } else {
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+            _ => match oid_name(&spki.algorithm.algorithm).as_str() {
+                "ed25519" => "Ed25519".to_owned(),
+                other => other.to_owned(),
+            },
+        }
+    };
+    let subject_alt_names = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => format!("IP:{}", std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]])),
+                    16 => {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(ip);
+                        format!("IP:{}", std::net::Ipv6Addr::from(b))
+                    }
+                    _ => "IP:<malformed>".to_owned(),
+                },
+                GeneralName::URI(u) => format!("URI:{u}"),
+                GeneralName::RFC822Name(e) => format!("email:{e}"),
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ProbeCert {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        key_algorithm,
+        signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
+        not_before: rfc3339(cert.validity().not_before.to_datetime()),
+        not_after: rfc3339(cert.validity().not_after.to_datetime()),
+        sha256,
+        subject_alt_names,
+        is_ca: cert.is_ca(),
+    }
+}
+
+/// The door to what a normal client never does: accept any server
+/// certificate. Only the probe's single inspection handshake uses it.
+mod danger {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::ResolvesClientCert;
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+    /// A client config for inspection only: TLS 1.3 (moat's rustls is
+    /// built without TLS 1.2, and this probe does not change that), the
+    /// aws-lc-rs provider (passed explicitly: with two providers compiled
+    /// in, the default builder panics), any chain accepted and recorded,
+    /// no client certificate.
+    pub(super) fn inspection_client(
+        inspector: Arc<InspectAnyServerCert>,
+        client_cert: Arc<NoClientCert>,
+        sni: bool,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let mut config = ClientConfig::builder_with_provider(inspector.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(inspector)
+            .with_client_cert_resolver(client_cert);
+        config.enable_sni = sni;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Records the server's chain and accepts it, whatever it is: an
+    /// inspection, not a trust decision. The handshake signature is still
+    /// checked against the leaf's key.
+    #[derive(Debug)]
+    pub(super) struct InspectAnyServerCert {
+        provider: Arc<CryptoProvider>,
+        chain: Mutex<Vec<CertificateDer<'static>>>,
+    }
+
+    impl InspectAnyServerCert {
+        pub(super) fn new() -> Self {
+            Self {
+                provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                chain: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// The chain seen, leaf first (empty before the server sent one).
+        pub(super) fn chain(&self) -> Vec<CertificateDer<'static>> {
+            self.chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    impl ServerCertVerifier for InspectAnyServerCert {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let mut chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+            *chain = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// Notes that the server asked for a client certificate, and sends
+    /// none.
+    #[derive(Debug, Default)]
+    pub(super) struct NoClientCert {
+        asked: AtomicBool,
+    }
+
+    impl NoClientCert {
+        pub(super) fn was_asked(&self) -> bool {
+            self.asked.load(Ordering::Relaxed)
+        }
+    }
+
+    impl ResolvesClientCert for NoClientCert {
+        fn resolve(
+            &self,
+            _root_hint_subjects: &[&[u8]],
+            _sigschemes: &[SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            self.asked.store(true, Ordering::Relaxed);
+            None
+        }
+
+        // True, so that rustls keeps what it needs to answer a
+        // certificate request (with no certificate).
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+}
