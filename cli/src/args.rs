@@ -372,8 +372,53 @@ pub(crate) struct AuditReport {
     /// Write the report to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Report on a Docker Swarm manager instead, read offline from its
+    /// state directory (default /var/lib/docker/swarm; better, a copy of
+    /// it): nothing in DIR is changed. Without the unlock key (autolock
+    /// on), the report shows what the files alone show and lists what it
+    /// could not check. See docs/runbooks/audit-docker-swarm.md.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        default_missing_value = DOCKER_SWARM_DIR,
+        conflicts_with = "host"
+    )]
+    pub(crate) docker_swarm: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) swarm_key: SwarmKeyArgs,
+    /// With --docker-swarm: also look at a live manager's TLS port
+    /// (Swarm's is 2377): versions, cipher suites and key-exchange groups
+    /// it accepts, and the certificate chain it presents.
+    #[arg(long, value_name = "ADDR:PORT", requires = "docker_swarm")]
+    pub(crate) probe: Option<String>,
     #[command(flatten)]
     pub(crate) host: HostArgs,
+}
+
+/// Where Docker keeps a Swarm node's state by default.
+pub(crate) const DOCKER_SWARM_DIR: &str = "/var/lib/docker/swarm";
+
+/// A Docker Swarm unlock key (`SWMKEY-1-…`), for `--docker-swarm`.
+#[derive(Debug, Args)]
+pub(crate) struct SwarmKeyArgs {
+    /// With --docker-swarm: a file holding the Swarm unlock key
+    /// (`docker swarm unlock-key -q`).
+    #[arg(
+        long = "unlock-key-file",
+        value_name = "FILE",
+        requires = "docker_swarm"
+    )]
+    pub(crate) file: Option<PathBuf>,
+    /// With --docker-swarm: `-` reads the Swarm unlock key from standard
+    /// input (a key on the command line would show in `ps`).
+    #[arg(
+        long = "unlock-key",
+        value_name = "-",
+        requires = "docker_swarm",
+        conflicts_with = "file"
+    )]
+    pub(crate) stdin: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -430,12 +475,38 @@ pub(crate) enum Store {
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
     /// The node's state directory (the store is in DIR/store).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) state_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "docker_swarm",
+        conflicts_with = "docker_swarm"
+    )]
+    pub(crate) state_dir: Option<PathBuf>,
     /// File holding the unlock key (mode 0600). Default: DIR/unlock.key,
-    /// where a node keeps it while autolock is off.
+    /// where a node keeps it while autolock is off. With --docker-swarm,
+    /// the Swarm unlock key (`SWMKEY-1-…`).
     #[arg(long, value_name = "FILE")]
     pub(crate) unlock_key_file: Option<PathBuf>,
+    /// With --docker-swarm: `-` reads the Swarm unlock key from standard
+    /// input.
+    #[arg(
+        long,
+        value_name = "-",
+        requires = "docker_swarm",
+        conflicts_with = "unlock_key_file"
+    )]
+    pub(crate) unlock_key: Option<String>,
+    /// Read a Docker Swarm manager's state directory instead (default
+    /// /var/lib/docker/swarm; better, a copy): its raft store, rebuilt as
+    /// SwarmKit does, with the current and any pending data key. Nothing
+    /// in DIR is changed.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        default_missing_value = DOCKER_SWARM_DIR
+    )]
+    pub(crate) docker_swarm: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,

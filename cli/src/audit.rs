@@ -498,20 +498,39 @@ pub(crate) fn hash(args: &AuditHash) -> Result<(), Failure> {
 
 pub(crate) fn report(args: &AuditReport) -> Result<(), Failure> {
     use crate::report;
-    let policy = match &args.policy {
-        Some(path) => report::load_policy(path).map_err(|e| {
-            Failure::new(
-                e,
-                "fix the policy file; docs/audit-report.md lists every key",
-            )
-        })?,
-        None => moat_report::Policy::default(),
-    };
+    let policy = report_policy(args)?;
     let inventory: moat_api::CryptoInventory =
         block_on(async { client(&args.host).get(path::AUDIT_REPORT).await.or_fail() })?;
     let now = time::OffsetDateTime::now_utc();
     let findings = report::findings(&inventory, &policy, now);
     let text = report::render(&inventory, &findings, &policy, args.format, now);
+    emit_report(args, &text, &findings, &policy)
+}
+
+/// The policy `moat audit report` checks against: `--policy FILE`, or the
+/// defaults.
+pub(crate) fn report_policy(args: &AuditReport) -> Result<moat_report::Policy, Failure> {
+    match &args.policy {
+        Some(path) => crate::report::load_policy(path).map_err(|e| {
+            Failure::new(
+                e,
+                "fix the policy file; docs/audit-report.md lists every key",
+            )
+        }),
+        None => Ok(moat_report::Policy::default()),
+    }
+}
+
+/// Writes a rendered report (to `-o FILE` or standard output) and fails
+/// with [`crate::report::EXIT_FINDINGS`] when a finding is at or above the
+/// policy's `fail_on`.
+pub(crate) fn emit_report(
+    args: &AuditReport,
+    text: &str,
+    findings: &[moat_report::Finding],
+    policy: &moat_report::Policy,
+) -> Result<(), Failure> {
+    use crate::report;
     match &args.output {
         Some(path) => {
             write_new_file(path, text.as_bytes())?;
@@ -523,7 +542,7 @@ pub(crate) fn report(args: &AuditReport) -> Result<(), Failure> {
             out.flush()?;
         }
     }
-    if report::fails(&findings, &policy) {
+    if report::fails(findings, policy) {
         let at_or_above = findings
             .iter()
             .filter(|f| policy.fails_on(f.severity))

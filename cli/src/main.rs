@@ -32,6 +32,7 @@ mod report;
 mod secret;
 mod service;
 mod store;
+mod swarm;
 mod token;
 
 use std::process::ExitCode;
@@ -107,7 +108,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Audit::Ls(args) => audit::ls(&args),
             Audit::Tail(args) => audit::tail(&args),
             Audit::Hash(args) => audit::hash(&args),
-            Audit::Report(args) => audit::report(&args),
+            Audit::Report(args) => match &args.docker_swarm {
+                Some(dir) => swarm::report(dir, &args),
+                None => audit::report(&args),
+            },
         },
         Command::Completion(args) => completion::completion(&args),
         Command::Man(args) => completion::man(&args),

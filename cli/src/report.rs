@@ -21,7 +21,7 @@ use std::io;
 use std::path::Path;
 
 use anyhow::Context as _;
-use moat_api::{CryptoInventory, NodeCrypto};
+use moat_api::{CryptoInventory, NodeCrypto, SecretSummary};
 use moat_report::{
     CertLife, Finding, MAX_POLICY_BYTES, Policy, PolicyDuration, Severity, Summary, human_duration,
     issued_by_root, percent, short_id, worst,
@@ -31,6 +31,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub(crate) use moat_report::fails;
+pub(crate) use swarm::render_swarm;
+
+mod swarm;
 
 use crate::output::{read_input, write_fields, write_json, write_table};
 use crate::render::{exact_duration, node_order, parse_time, relative};
@@ -88,7 +91,16 @@ pub(crate) fn render(
     format: ReportFormat,
     now: OffsetDateTime,
 ) -> String {
-    let inv = &in_report_order(inv);
+    render_any(&in_report_order(inv), findings, policy, format, now)
+}
+
+fn render_any<I: Subject>(
+    inv: &I,
+    findings: &[Finding],
+    policy: &moat_report::Policy,
+    format: ReportFormat,
+    now: OffsetDateTime,
+) -> String {
     let report = Report {
         inv,
         findings,
@@ -105,8 +117,48 @@ pub(crate) fn render(
 // ---------------------------------------------------------------------------
 // Rendering: one model of sections, shown by the table and HTML renderers.
 
-struct Report<'a> {
-    inv: &'a CryptoInventory,
+/// What a report is about: a moat cluster's inventory, or a Docker Swarm
+/// manager's (`report/swarm.rs`). The layout, findings, policy and
+/// formats are shared.
+trait Subject: Serialize + Sized {
+    /// The report's first line in a terminal.
+    fn heading(&self) -> String;
+    /// The HTML page's title.
+    fn html_title(&self) -> String;
+    /// The HTML header's facts: label, value, and whether the value is
+    /// shown as code.
+    fn html_meta(&self) -> Vec<(&'static str, String, bool)>;
+    /// The sections, in order (the findings come separately).
+    fn sections(r: &Report<'_, Self>) -> Vec<Section>;
+}
+
+impl Subject for CryptoInventory {
+    fn heading(&self) -> String {
+        format!("moat compliance report for cluster {}", self.cluster_id)
+    }
+
+    fn html_title(&self) -> String {
+        format!(
+            "moat compliance report: cluster {}",
+            short_id(&self.cluster_id)
+        )
+    }
+
+    fn html_meta(&self) -> Vec<(&'static str, String, bool)> {
+        vec![
+            ("Cluster", self.cluster_id.clone(), true),
+            ("answered by", self.answered_by.clone(), true),
+            ("inventory taken", self.generated_at.clone(), false),
+        ]
+    }
+
+    fn sections(r: &Report<'_, Self>) -> Vec<Section> {
+        r.sections()
+    }
+}
+
+struct Report<'a, I> {
+    inv: &'a I,
     findings: &'a [Finding],
     policy: &'a moat_report::Policy,
     now: OffsetDateTime,
@@ -181,7 +233,7 @@ impl Cell {
     }
 }
 
-impl Report<'_> {
+impl<I: Subject> Report<'_, I> {
     fn generated(&self) -> String {
         self.now
             .format(&Rfc3339)
@@ -234,6 +286,107 @@ impl Report<'_> {
         t.map_or_else(|| Cell::plain(unknown), |t| self.when(t, false))
     }
 
+    fn secrets(&self, secrets: &[SecretSummary]) -> Section {
+        let rows = secrets
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::plain(&s.name),
+                    Cell::plain(&s.kind),
+                    Cell::plain(format!("{} ({} kept)", s.version, s.versions_kept)),
+                    Cell::plain(format!("{} bytes", s.size)),
+                    self.when(&s.updated_at, false),
+                    Cell::plain(s.used_by.join(", ")),
+                ]
+            })
+            .collect();
+        Section {
+            title: "Secrets and configs",
+            body: Body::Table {
+                headers: &["NAME", "KIND", "VERSION", "SIZE", "LAST CHANGED", "USED BY"],
+                rows,
+                empty: "no secrets or configs",
+            },
+            note: Some(
+                "Names, sizes and ages only: the report never holds a secret's data.".into(),
+            ),
+        }
+    }
+
+    fn algorithm(&self, a: &str) -> Cell {
+        if a.trim().is_empty() {
+            Cell::new("not recorded", Tone::Warn)
+        } else if self.policy.allows(a) {
+            Cell::plain(a)
+        } else {
+            Cell::new(a, Tone::Bad)
+        }
+    }
+
+    fn policy_section(&self) -> Section {
+        let p = self.policy;
+        let d = |d: PolicyDuration| Cell::mono(d.to_string());
+        Section {
+            title: "Policy",
+            body: Body::Fields(vec![
+                (
+                    "cert_renew_fraction",
+                    Cell::mono(p.cert_renew_fraction.get().to_string()),
+                ),
+                ("root_ca_min_remaining", d(p.root_ca_min_remaining)),
+                ("token_max_age", d(p.token_max_age)),
+                (
+                    "require_autolock",
+                    Cell::mono(p.require_autolock.to_string()),
+                ),
+                ("dek_max_age", d(p.dek_max_age)),
+                ("unlock_key_max_age", d(p.unlock_key_max_age)),
+                (
+                    "allowed_algorithms",
+                    Cell::mono(p.allowed_algorithms.join(", ")),
+                ),
+                ("min_tls_version", Cell::mono(p.min_tls_version.as_str())),
+                ("fail_on", Cell::mono(p.fail_on.as_str())),
+            ]),
+            note: None,
+        }
+    }
+
+    fn findings_section(&self) -> Section {
+        let rows = self
+            .findings
+            .iter()
+            .map(|f| {
+                vec![
+                    Cell::new(f.severity.as_str(), Tone::Severity(f.severity)),
+                    Cell::plain(&f.subject),
+                    Cell::plain(&f.problem),
+                    Cell::plain(&f.fix),
+                ]
+            })
+            .collect();
+        Section {
+            title: "Findings",
+            body: Body::Table {
+                headers: &["SEVERITY", "SUBJECT", "PROBLEM", "FIX"],
+                rows,
+                empty: "no findings",
+            },
+            note: None,
+        }
+    }
+
+    fn summary_line(&self) -> String {
+        let s = Summary::of(self.findings);
+        Severity::WORST_FIRST
+            .iter()
+            .map(|&sev| format!("{} {sev}", s.count(sev)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Report<'_, CryptoInventory> {
     fn sections(&self) -> Vec<Section> {
         vec![
             self.cluster(),
@@ -245,7 +398,7 @@ impl Report<'_> {
             self.audit(),
             self.services(),
             self.workload_certs(),
-            self.secrets(),
+            self.secrets(&self.inv.secrets),
             self.policy_section(),
         ]
     }
@@ -331,35 +484,6 @@ impl Report<'_> {
         }
     }
 
-    fn secrets(&self) -> Section {
-        let rows = self
-            .inv
-            .secrets
-            .iter()
-            .map(|s| {
-                vec![
-                    Cell::plain(&s.name),
-                    Cell::plain(&s.kind),
-                    Cell::plain(format!("{} ({} kept)", s.version, s.versions_kept)),
-                    Cell::plain(format!("{} bytes", s.size)),
-                    self.when(&s.updated_at, false),
-                    Cell::plain(s.used_by.join(", ")),
-                ]
-            })
-            .collect();
-        Section {
-            title: "Secrets and configs",
-            body: Body::Table {
-                headers: &["NAME", "KIND", "VERSION", "SIZE", "LAST CHANGED", "USED BY"],
-                rows,
-                empty: "no secrets or configs",
-            },
-            note: Some(
-                "Names, sizes and ages only: the report never holds a secret's data.".into(),
-            ),
-        }
-    }
-
     fn cluster(&self) -> Section {
         let inv = self.inv;
         let managers = inv
@@ -405,16 +529,6 @@ impl Report<'_> {
                 ("Not after", self.when(&r.not_after, true)),
             ]),
             note: None,
-        }
-    }
-
-    fn algorithm(&self, a: &str) -> Cell {
-        if a.trim().is_empty() {
-            Cell::new("not recorded", Tone::Warn)
-        } else if self.policy.allows(a) {
-            Cell::plain(a)
-        } else {
-            Cell::new(a, Tone::Bad)
         }
     }
 
@@ -620,74 +734,12 @@ impl Report<'_> {
             note: None,
         }
     }
-
-    fn policy_section(&self) -> Section {
-        let p = self.policy;
-        let d = |d: PolicyDuration| Cell::mono(d.to_string());
-        Section {
-            title: "Policy",
-            body: Body::Fields(vec![
-                (
-                    "cert_renew_fraction",
-                    Cell::mono(p.cert_renew_fraction.get().to_string()),
-                ),
-                ("root_ca_min_remaining", d(p.root_ca_min_remaining)),
-                ("token_max_age", d(p.token_max_age)),
-                (
-                    "require_autolock",
-                    Cell::mono(p.require_autolock.to_string()),
-                ),
-                ("dek_max_age", d(p.dek_max_age)),
-                ("unlock_key_max_age", d(p.unlock_key_max_age)),
-                (
-                    "allowed_algorithms",
-                    Cell::mono(p.allowed_algorithms.join(", ")),
-                ),
-                ("min_tls_version", Cell::mono(p.min_tls_version.as_str())),
-                ("fail_on", Cell::mono(p.fail_on.as_str())),
-            ]),
-            note: None,
-        }
-    }
-
-    fn findings_section(&self) -> Section {
-        let rows = self
-            .findings
-            .iter()
-            .map(|f| {
-                vec![
-                    Cell::new(f.severity.as_str(), Tone::Severity(f.severity)),
-                    Cell::plain(&f.subject),
-                    Cell::plain(&f.problem),
-                    Cell::plain(&f.fix),
-                ]
-            })
-            .collect();
-        Section {
-            title: "Findings",
-            body: Body::Table {
-                headers: &["SEVERITY", "SUBJECT", "PROBLEM", "FIX"],
-                rows,
-                empty: "no findings",
-            },
-            note: None,
-        }
-    }
-
-    fn summary_line(&self) -> String {
-        let s = Summary::of(self.findings);
-        Severity::WORST_FIRST
-            .iter()
-            .map(|&sev| format!("{} {sev}", s.count(sev)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 // ---------------------------------------------------------------------------
 // Table
 
-impl Report<'_> {
+impl<I: Subject> Report<'_, I> {
     fn table(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = self.write_table(&mut out) {
@@ -699,16 +751,12 @@ impl Report<'_> {
 
     fn write_table(&self, out: &mut Vec<u8>) -> io::Result<()> {
         use std::io::Write as _;
-        writeln!(
-            out,
-            "moat compliance report for cluster {}",
-            terminal(&self.inv.cluster_id)
-        )?;
+        writeln!(out, "{}", terminal(&self.inv.heading()))?;
         writeln!(out, "Generated {}", self.generated())?;
         writeln!(out, "Findings: {}", self.summary_line())?;
         writeln!(out, "{}", self.verdict())?;
         let findings = self.findings_section();
-        for section in self.sections().iter().chain([&findings]) {
+        for section in I::sections(self).iter().chain([&findings]) {
             writeln!(out)?;
             writeln!(out, "{}", section.title)?;
             let mut body = Vec::new();
@@ -766,12 +814,12 @@ fn terminal(s: &str) -> String {
 // ---------------------------------------------------------------------------
 // JSON
 
-impl Report<'_> {
+impl<I: Subject> Report<'_, I> {
     fn json(&self) -> String {
         #[derive(Serialize)]
-        struct Json<'a> {
+        struct Json<'a, I: Serialize> {
             generated_at: String,
-            inventory: &'a CryptoInventory,
+            inventory: &'a I,
             policy: &'a moat_report::Policy,
             findings: &'a [Finding],
             summary: Summary,
@@ -905,7 +953,7 @@ footer{margin-top:24px;color:var(--muted);font-size:12px;text-align:center}
 header{background:#fff;color:var(--fg);border:1px solid #ccc}header .meta,.badge .l{color:var(--muted)}}
 "#;
 
-impl Report<'_> {
+impl<I: Subject> Report<'_, I> {
     fn html(&self) -> String {
         let mut out = String::new();
         if let Err(e) = self.write_html(&mut out) {
@@ -924,22 +972,21 @@ impl Report<'_> {
             out,
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         )?;
-        writeln!(
-            out,
-            "<title>moat compliance report: cluster {}</title>",
-            Esc(short_id(&inv.cluster_id))
-        )?;
+        writeln!(out, "<title>{}</title>", Esc(&inv.html_title()))?;
         writeln!(out, "<style>{CSS}</style></head><body><main>")?;
         writeln!(out, "<header><h1>moat compliance report</h1>")?;
-        writeln!(
-            out,
-            "<p class=\"meta\">Cluster <code>{}</code> · answered by <code>{}</code> · inventory \
-             taken {} · report generated {}</p>",
-            Esc(&inv.cluster_id),
-            Esc(&inv.answered_by),
-            Esc(&inv.generated_at),
-            Esc(&self.generated())
-        )?;
+        write!(out, "<p class=\"meta\">")?;
+        for (i, (label, value, code)) in inv.html_meta().iter().enumerate() {
+            if i > 0 {
+                write!(out, " · ")?;
+            }
+            if *code {
+                write!(out, "{} <code>{}</code>", Esc(label), Esc(value))?;
+            } else {
+                write!(out, "{} {}", Esc(label), Esc(value))?;
+            }
+        }
+        writeln!(out, " · report generated {}</p>", Esc(&self.generated()))?;
         writeln!(
             out,
             "<div class=\"verdict {}\">{}</div>",
@@ -958,7 +1005,7 @@ impl Report<'_> {
         writeln!(out, "</ul></header>")?;
         // Findings first: they are what a reader of the file came for.
         let findings = self.findings_section();
-        for section in [&findings].into_iter().chain(self.sections().iter()) {
+        for section in [&findings].into_iter().chain(I::sections(self).iter()) {
             write_html_section(out, section)?;
         }
         writeln!(

@@ -1,7 +1,7 @@
 //! `moat store …`
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use moat_lock::{KeySource, UnlockKey};
@@ -14,6 +14,9 @@ use crate::output::{Failure, write_fields, write_json};
 const KEY_FILE: &str = "unlock.key";
 
 pub(crate) fn verify(args: &StoreArgs) -> Result<(), Failure> {
+    if let Some(dir) = &args.docker_swarm {
+        return crate::swarm::verify(dir, args);
+    }
     let key = unlock_key(args)?;
     let report =
         block_on(offline::verify(&store_dir(args), KeySource::Key(&key)))?.map_err(bad_store)?;
@@ -33,6 +36,9 @@ pub(crate) fn verify(args: &StoreArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn dump(args: &StoreArgs, show_secrets: bool) -> Result<(), Failure> {
+    if let Some(dir) = &args.docker_swarm {
+        return crate::swarm::dump(dir, args, show_secrets);
+    }
     let key = unlock_key(args)?;
     let report = block_on(offline::dump(
         &store_dir(args),
@@ -65,8 +71,13 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, Failure> {
     Ok(runtime.block_on(f))
 }
 
+/// `--state-dir`, which clap requires unless `--docker-swarm` is given.
+fn state_dir(args: &StoreArgs) -> &Path {
+    args.state_dir.as_deref().unwrap_or(Path::new("."))
+}
+
 fn store_dir(args: &StoreArgs) -> PathBuf {
-    args.state_dir.join("store")
+    state_dir(args).join("store")
 }
 
 fn unlock_key(args: &StoreArgs) -> Result<UnlockKey, Failure> {
@@ -75,7 +86,7 @@ fn unlock_key(args: &StoreArgs) -> Result<UnlockKey, Failure> {
         return Err(Failure::new(
             anyhow::anyhow!(
                 "{} holds no moat store ({} is missing)",
-                args.state_dir.display(),
+                state_dir(args).display(),
                 identity.display()
             ),
             "pass the state directory of a manager (the one given to `moat daemon --state-dir`), or the root of a restored backup of it",
@@ -84,7 +95,7 @@ fn unlock_key(args: &StoreArgs) -> Result<UnlockKey, Failure> {
     let path = args
         .unlock_key_file
         .clone()
-        .unwrap_or_else(|| args.state_dir.join(KEY_FILE));
+        .unwrap_or_else(|| state_dir(args).join(KEY_FILE));
     moat_lock::read_unlock_key_file(&path)
         .context("cannot read the unlock key")
         .map_err(|e| {
@@ -92,7 +103,7 @@ fn unlock_key(args: &StoreArgs) -> Result<UnlockKey, Failure> {
                 e,
                 format!(
                     "with autolock off the key is in {}; with autolock on, put the unlock key in a file only you can read (chmod 600) and pass --unlock-key-file",
-                    args.state_dir.join(KEY_FILE).display()
+                    state_dir(args).join(KEY_FILE).display()
                 ),
             )
         })

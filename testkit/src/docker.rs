@@ -117,3 +117,95 @@ pub fn moat_containers() -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Every test that starts a Docker swarm on the machine's engine holds an
+/// exclusive lock on this file for as long as the swarm lives: one swarm
+/// at a time.
+pub const SWARM_LOCK: &str = "/tmp/moat-docker-swarm.lock";
+
+/// A Docker swarm a test started on the machine's engine (a one-manager
+/// swarm on 127.0.0.1:2377). Dropping it leaves the swarm and removes
+/// `docker_gwbridge` if the swarm made it, so the engine is left as it was
+/// found; the lock goes last.
+pub struct DockerSwarm {
+    had_gwbridge: bool,
+    _lock: std::fs::File,
+}
+
+impl DockerSwarm {
+    /// Takes [`SWARM_LOCK`] and runs `docker swarm init --advertise-addr
+    /// 127.0.0.1 --listen-addr 127.0.0.1:2377` with `extra` arguments;
+    /// returns the guard and what `init` printed.
+    ///
+    /// # Panics
+    /// If the engine is already in a swarm (it is not touched: that one is
+    /// somebody's), or a docker command fails.
+    pub fn init(extra: &[&str]) -> (DockerSwarm, String) {
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(SWARM_LOCK)
+            .unwrap_or_else(|e| panic!("opening {SWARM_LOCK}: {e}"));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("locking {SWARM_LOCK}: {e}"));
+        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        assert_eq!(
+            state.trim(),
+            "inactive",
+            "this machine's Docker engine is already in a swarm: not touching it; leave it \
+             (`docker swarm leave --force`) or run this test elsewhere"
+        );
+        let guard = DockerSwarm {
+            had_gwbridge: has_gwbridge(),
+            _lock: lock,
+        };
+        let mut args = vec![
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            "127.0.0.1:2377",
+        ];
+        args.extend_from_slice(extra);
+        let out = docker_ok(&args);
+        (guard, out)
+    }
+}
+
+impl Drop for DockerSwarm {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["swarm", "leave", "--force"])
+            .output();
+        if !self.had_gwbridge && has_gwbridge() {
+            let _ = Command::new("docker")
+                .args(["network", "rm", "docker_gwbridge"])
+                .output();
+        }
+    }
+}
+
+/// Runs `docker ARGS` and returns its standard output.
+///
+/// # Panics
+/// If it cannot run or fails (the message has its standard error).
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running docker {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has_gwbridge() -> bool {
+    docker_ok(&["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .any(|n| n == "docker_gwbridge")
+}
