@@ -56,9 +56,15 @@ pub const MAX_RECORD_LEN: usize = 16 * 1024 + 256;
 /// about 1,200 bytes).
 pub const MAX_SERVER_HELLO_LEN: usize = 8 * 1024;
 
-/// Most records read before the ServerHello is complete (change cipher
-/// spec records and fragments).
-pub const MAX_ANSWER_RECORDS: usize = 16;
+/// Largest Certificate message read (TLS 1.2 flights).
+pub const MAX_CERTIFICATES_LEN: usize = 64 * 1024;
+
+/// Most certificates read from a Certificate message.
+pub const MAX_CHAIN_LEN: usize = 16;
+
+/// Most records read from one answer (fragments of its messages and
+/// change cipher spec records).
+pub const MAX_ANSWER_RECORDS: usize = 32;
 
 /// Swarm's default manager port, named in error hints.
 pub const SWARM_MANAGER_PORT: u16 = 2377;
@@ -178,8 +184,14 @@ pub enum AnswerError {
 /// A server's first answer to a ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerAnswer {
-    /// A ServerHello or a HelloRetryRequest.
-    Hello(ServerHello),
+    /// A ServerHello or a HelloRetryRequest, and what followed it.
+    Hello {
+        /// The ServerHello.
+        hello: ServerHello,
+        /// After a TLS 1.2 or earlier ServerHello, the rest of the flight
+        /// (empty otherwise).
+        flight: Tls12Flight,
+    },
     /// An alert (the first one, if the record held several).
     Alert {
         /// 1 warning, 2 fatal.
@@ -188,6 +200,21 @@ pub enum ServerAnswer {
         /// protocol_version…; see [`alert_name`]).
         description: u8,
     },
+}
+
+/// What follows a TLS 1.2 (or earlier) ServerHello in the server's first
+/// flight, in clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls12Flight {
+    /// The Certificate message's certificates (DER), leaf first.
+    pub certificates: Vec<Vec<u8>>,
+    /// The named group of an ECDHE ServerKeyExchange. (Read only when the
+    /// message starts as an ECDHE one does; meaningful for ECDHE suites.)
+    pub ecdhe_group: Option<u16>,
+    /// Whether a CertificateRequest came.
+    pub certificate_request: bool,
+    /// Why the flight could not be read to its ServerHelloDone.
+    pub error: Option<String>,
 }
 
 /// The parts of a ServerHello a probe looks at.
@@ -227,11 +254,10 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
     let peer = resolve(address)?;
     let server_name = match &options.server_name {
         None => None,
-        Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
-            ProbeError::ServerName {
-                name: name.clone(),
-            }
-        })?),
+        Some(name) => Some(
+            ServerName::try_from(name.clone())
+                .map_err(|_| ProbeError::ServerName { name: name.clone() })?,
+        ),
     };
     let sni = match &server_name {
         Some(ServerName::DnsName(dns)) => Some(dns.as_ref().to_owned()),
@@ -248,6 +274,8 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
         odd_alerts: BTreeMap::new(),
         notes: Vec::new(),
     };
+    // A TLS 1.2 flight is in clear: its chain and certificate request.
+    let mut tls12: Option<Tls12Flight> = None;
 
     // 1. Versions, newest first. The first connection also tells whether
     //    anything TLS listens there at all.
@@ -259,11 +287,14 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
         if i == 0 {
             prober.first_contact(&answer)?;
         }
-        let Some(hello) = prober.judge(&what, answer) else {
+        let Some((hello, flight)) = prober.judge(&what, answer) else {
             continue;
         };
         if hello.version == version {
             versions.push(version);
+            if version <= TLS12 && tls12.as_ref().is_none_or(|f| f.certificates.is_empty()) {
+                tls12 = Some(flight);
+            }
         } else if hello.version > version {
             prober.notes.push(format!(
                 "offered at most {what}, the server chose {} (a protocol violation)",
@@ -282,7 +313,7 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
                 ..Offer::version(version)
             };
             let answer = prober.exchange(&offer)?;
-            let Some(hello) = prober.judge(&what, answer) else {
+            let Some((hello, _)) = prober.judge(&what, answer) else {
                 continue;
             };
             if hello.version != version {
@@ -301,93 +332,68 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
 
     // 3. Key-exchange groups.
     let mut groups: Vec<(&Group, Vec<u16>)> = Vec::new();
-    let mut accept_group = |group: &'static Group, version: u16| {
-        match groups.iter_mut().find(|(g, _)| g.code == group.code) {
-            Some((_, versions)) => versions.push(version),
-            None => groups.push((group, vec![version])),
+    if versions.contains(&TLS12) {
+        let cert_group = tls12
+            .as_ref()
+            .and_then(|f| f.certificates.first())
+            .and_then(|leaf| ecdsa_group(leaf));
+        for group in prober.tls12_groups(&cipher_suites, cert_group)? {
+            groups.push((group, vec![TLS12]));
         }
-    };
-    for &version in versions.iter().filter(|&&v| v <= TLS12) {
-        // Only ECDHE suites, one group at a time; the answer's suite tells.
-        let ecdhe: Vec<u16> = SUITES
-            .iter()
-            .filter(|s| s.kx == Kx::Ecdhe && s.usable_in(version))
-            .map(|s| s.code)
-            .collect();
-        let accepted_ecdhe = cipher_suites
-            .iter()
-            .any(|s| s.version == version_name(version) && s.name.contains("_ECDHE_"));
-        if !accepted_ecdhe {
-            if version == TLS12 {
-                prober.notes.push(format!(
-                    "no ECDHE suite accepted under {}: its groups were not tried",
-                    version_name(version)
-                ));
-            }
-            continue;
-        }
-        if version < TLS12 {
-            prober.notes.push(format!(
-                "key-exchange groups under {} were not tried",
-                version_name(version)
-            ));
-            continue;
-        }
-        for group in GROUPS.iter().filter(|g| g.ecdhe) {
-            let what = format!("{} group {}", version_name(version), group.name);
-            let offer = Offer {
-                suites: ecdhe.clone(),
-                groups: vec![group.code],
-                ..Offer::version(version)
-            };
-            let answer = prober.exchange(&offer)?;
-            let Some(hello) = prober.judge(&what, answer) else {
-                continue;
-            };
-            if hello.version == version && ecdhe.contains(&hello.cipher_suite) {
-                accept_group(group, version);
-            }
-        }
+    }
+    if versions.iter().any(|&v| v < TLS12) {
+        prober
+            .notes
+            .push("key-exchange groups under TLS 1.1 and 1.0 were not tried".to_owned());
     }
     if versions.contains(&TLS13) {
-        for group in GROUPS {
-            let what = format!("TLSv1.3 group {}", group.name);
-            let offer = Offer {
-                groups: vec![group.code],
-                ..Offer::version(TLS13)
-            };
-            let answer = prober.exchange(&offer)?;
-            let Some(hello) = prober.judge(&what, answer) else {
-                continue;
-            };
-            if hello.version != TLS13 {
-                continue;
-            }
-            match hello.key_share_group {
-                Some(code) if code == group.code => accept_group(group, TLS13),
-                Some(code) => prober.notes.push(format!(
-                    "offered only {what}, the server chose group 0x{code:04x} (a protocol violation)"
-                )),
-                None => prober.notes.push(format!(
-                    "the server answered {what} without naming a group"
-                )),
+        for group in prober.tls13_groups()? {
+            match groups.iter_mut().find(|(g, _)| g.code == group.code) {
+                Some((_, versions)) => versions.push(TLS13),
+                None => groups.push((group, vec![TLS13])),
             }
         }
     }
+    groups.sort_by_key(|(g, _)| GROUPS.iter().position(|x| x.code == g.code));
     let key_exchange_groups: Vec<ProbeGroup> = groups
         .into_iter()
-        .map(|(group, mut versions)| {
-            versions.sort_unstable();
-            ProbeGroup {
-                name: group.name.to_owned(),
-                versions: versions.iter().map(|&v| version_name(v).to_owned()).collect(),
-                post_quantum: group.post_quantum,
-            }
+        .map(|(group, versions)| ProbeGroup {
+            name: group.name.to_owned(),
+            versions: versions
+                .iter()
+                .map(|&v| version_name(v).to_owned())
+                .collect(),
+            post_quantum: group.post_quantum,
         })
         .collect();
 
     // 4. One full handshake by moat's own client.
-    let full = prober.full_handshake(server_name);
+    let mut full = prober.full_handshake(server_name);
+    let mut chain_from = "";
+    if let Some(flight) = &tls12 {
+        full.client_cert_requested |= flight.certificate_request;
+        if full.chain.is_empty() && !flight.certificates.is_empty() {
+            full.chain = flight
+                .certificates
+                .iter()
+                .map(|c| CertificateDer::from(c.clone()))
+                .collect();
+            chain_from = "; the certificate chain was read from a TLS 1.2 handshake instead";
+        }
+        if let Some(e) = &flight.error {
+            full.notes
+                .push(format!("the TLS 1.2 flight could not be read to its end: {e}"));
+        }
+    }
+    if let Some(e) = &full.error {
+        let chain = match (full.chain.is_empty(), chain_from) {
+            (true, _) => "; the certificate chain was not read",
+            (false, from) => from,
+        };
+        full.notes.push(format!(
+            "moat's TLS client (TLS 1.3 only) could not complete a handshake: {e}{chain}"
+        ));
+    }
 
     let mut notes = prober.finish_notes();
     notes.extend(full.notes);
@@ -410,26 +416,181 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
         post_quantum: key_exchange_groups.iter().any(|g| g.post_quantum),
         key_exchange_groups,
         client_cert_requested: full.client_cert_requested,
-        chain: full.chain.iter().enumerate().map(|(i, der)| describe_cert(i, der)).collect(),
+        chain: full
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, der)| describe_cert(i, der))
+            .collect(),
         negotiated: full.negotiated,
         notes,
     })
 }
 
-/// Reads a server's first answer to a ClientHello: records up to the
-/// first complete handshake message, which must be a ServerHello (or
-/// HelloRetryRequest), or the first alert. Bytes after it are not read.
+/// Reads a server's first answer to a ClientHello: its first alert, or
+/// its ServerHello (or HelloRetryRequest) and, after a TLS 1.2 or earlier
+/// ServerHello, the rest of its first flight up to ServerHelloDone, which
+/// is in clear: the Certificate, ServerKeyExchange and
+/// CertificateRequest messages. Bytes after that are not read.
 ///
 /// `input` is what an attacker controls: every length is checked against
-/// [`MAX_RECORD_LEN`], [`MAX_SERVER_HELLO_LEN`] and
-/// [`MAX_ANSWER_RECORDS`] before anything is allocated, and nothing
-/// panics.
+/// [`MAX_RECORD_LEN`], [`MAX_SERVER_HELLO_LEN`],
+/// [`MAX_CERTIFICATES_LEN`] and [`MAX_ANSWER_RECORDS`] before anything is
+/// allocated, and nothing panics. An error after a ServerHello does not
+/// lose it: it is kept in [`Tls12Flight::error`].
 pub fn read_server_answer(input: &mut impl Read) -> Result<ServerAnswer, AnswerError> {
-    let mut handshake: Vec<u8> = Vec::new();
-    for index in 0..MAX_ANSWER_RECORDS {
+    let mut reader = Handshakes {
+        input,
+        pending: Vec::new(),
+        records: 0,
+    };
+    let body = match reader.next(MAX_SERVER_HELLO_LEN)? {
+        Message::Alert { level, description } => {
+            return Ok(ServerAnswer::Alert { level, description });
+        }
+        Message::Handshake(2, body) => body,
+        Message::Handshake(..) => {
+            return Err(AnswerError::Malformed(
+                "the first handshake message is not a ServerHello",
+            ));
+        }
+    };
+    let hello = parse_server_hello(&body)?;
+    let mut flight = Tls12Flight::default();
+    if hello.version <= TLS12 && !hello.hello_retry_request {
+        if let Err(e) = read_tls12_flight(&mut reader, &mut flight) {
+            flight.error = Some(e.to_string());
+        }
+    }
+    Ok(ServerAnswer::Hello { hello, flight })
+}
+
+/// Reads a TLS 1.2 flight after its ServerHello, up to ServerHelloDone.
+fn read_tls12_flight(
+    reader: &mut Handshakes<'_, impl Read>,
+    flight: &mut Tls12Flight,
+) -> Result<(), AnswerError> {
+    loop {
+        let (kind, body) = match reader.next(MAX_CERTIFICATES_LEN)? {
+            Message::Handshake(kind, body) => (kind, body),
+            Message::Alert { .. } => {
+                return Err(AnswerError::Malformed("an alert after the ServerHello"));
+            }
+        };
+        match kind {
+            11 => flight.certificates = parse_certificates(&body)?,
+            12 => {
+                // An ECDHE ServerKeyExchange starts with curve_type 3
+                // (named_curve) and the group.
+                if let [3, hi, lo, ..] = body[..] {
+                    flight.ecdhe_group = Some(u16::from_be_bytes([hi, lo]));
+                }
+            }
+            13 => flight.certificate_request = true,
+            14 => return Ok(()),
+            // certificate_status and anything else a server may add.
+            _ => {}
+        }
+    }
+}
+
+fn parse_certificates(body: &[u8]) -> Result<Vec<Vec<u8>>, AnswerError> {
+    let mut r = Bytes(body);
+    let len = r.u24()?;
+    let mut list = Bytes(r.take(len)?);
+    r.end()?;
+    let mut certs = Vec::new();
+    while !list.0.is_empty() {
+        if certs.len() == MAX_CHAIN_LEN {
+            return Err(AnswerError::TooLarge {
+                what: "a certificate chain, in certificates,",
+                len: MAX_CHAIN_LEN + 1,
+                max: MAX_CHAIN_LEN,
+            });
+        }
+        let len = list.u24()?;
+        certs.push(list.take(len)?.to_vec());
+    }
+    Ok(certs)
+}
+
+/// One step of a server's flight.
+enum Message {
+    Alert { level: u8, description: u8 },
+    Handshake(u8, Vec<u8>),
+}
+
+/// Handshake messages out of TLS records, with bounds.
+struct Handshakes<'r, R> {
+    input: &'r mut R,
+    /// Handshake bytes read but not yet returned.
+    pending: Vec<u8>,
+    records: usize,
+}
+
+impl<R: Read> Handshakes<'_, R> {
+    /// The next handshake message (of at most `max` bytes) or an alert.
+    fn next(&mut self, max: usize) -> Result<Message, AnswerError> {
+        loop {
+            if let [kind, a, b, c, ..] = self.pending[..] {
+                let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                if len > max {
+                    return Err(AnswerError::TooLarge {
+                        what: "a handshake message",
+                        len,
+                        max,
+                    });
+                }
+                if self.pending.len() >= 4 + len {
+                    let body = self.pending[4..4 + len].to_vec();
+                    self.pending.drain(..4 + len);
+                    return Ok(Message::Handshake(kind, body));
+                }
+            }
+            let (content_type, payload) = self.record()?;
+            match content_type {
+                // change_cipher_spec: a TLS 1.3 server may send one early.
+                20 => {}
+                21 => {
+                    if !self.pending.is_empty() {
+                        return Err(AnswerError::Malformed(
+                            "an alert inside a handshake message",
+                        ));
+                    }
+                    let [level, description, ..] = payload[..] else {
+                        return Err(AnswerError::Malformed(
+                            "an alert record shorter than 2 bytes",
+                        ));
+                    };
+                    if payload.len() % 2 != 0 {
+                        return Err(AnswerError::Malformed("an alert record of odd length"));
+                    }
+                    return Ok(Message::Alert { level, description });
+                }
+                22 => self.pending.extend_from_slice(&payload),
+                _ => {
+                    return Err(AnswerError::Malformed(
+                        "application data before the handshake ended",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The next record: its content type and payload.
+    fn record(&mut self) -> Result<(u8, Vec<u8>), AnswerError> {
+        if self.records == MAX_ANSWER_RECORDS {
+            return Err(AnswerError::TooLarge {
+                what: "a first flight, in records,",
+                len: MAX_ANSWER_RECORDS + 1,
+                max: MAX_ANSWER_RECORDS,
+            });
+        }
+        let first = self.records == 0;
+        self.records += 1;
         let mut header = [0u8; 5];
-        let got = read_full(input, &mut header)?;
-        if index == 0 && got > 0 && !looks_like_tls(&header[..got]) {
+        let got = read_full(self.input, &mut header)?;
+        if first && got > 0 && !looks_like_tls(&header[..got]) {
             return Err(AnswerError::NotTls {
                 first_bytes: header[..got].to_vec(),
             });
@@ -453,57 +614,11 @@ pub fn read_server_answer(input: &mut impl Read) -> Result<ServerAnswer, AnswerE
             return Err(AnswerError::Malformed("an empty record"));
         }
         let mut payload = vec![0u8; len];
-        if read_full(input, &mut payload)? < len {
+        if read_full(self.input, &mut payload)? < len {
             return Err(AnswerError::Closed);
         }
-        match content_type {
-            // change_cipher_spec: a TLS 1.3 server may send one early.
-            20 => {}
-            21 => {
-                if !handshake.is_empty() {
-                    return Err(AnswerError::Malformed("an alert inside the ServerHello"));
-                }
-                let [level, description, ..] = payload[..] else {
-                    return Err(AnswerError::Malformed("an alert record shorter than 2 bytes"));
-                };
-                if len % 2 != 0 {
-                    return Err(AnswerError::Malformed("an alert record of odd length"));
-                }
-                return Ok(ServerAnswer::Alert { level, description });
-            }
-            22 => {
-                handshake.extend_from_slice(&payload);
-                if let [msg_type, a, b, c, ..] = handshake[..] {
-                    if msg_type != 2 {
-                        return Err(AnswerError::Malformed(
-                            "the first handshake message is not a ServerHello",
-                        ));
-                    }
-                    let body_len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-                    if body_len > MAX_SERVER_HELLO_LEN {
-                        return Err(AnswerError::TooLarge {
-                            what: "a ServerHello",
-                            len: body_len,
-                            max: MAX_SERVER_HELLO_LEN,
-                        });
-                    }
-                    if let Some(body) = handshake.get(4..4 + body_len) {
-                        return parse_server_hello(body).map(ServerAnswer::Hello);
-                    }
-                }
-            }
-            _ => {
-                return Err(AnswerError::Malformed(
-                    "application data before the ServerHello",
-                ));
-            }
-        }
+        Ok((content_type, payload))
     }
-    Err(AnswerError::TooLarge {
-        what: "records before a complete ServerHello, a count",
-        len: MAX_ANSWER_RECORDS + 1,
-        max: MAX_ANSWER_RECORDS,
-    })
 }
 
 /// The name of a TLS alert description (`handshake_failure`…), or
@@ -657,37 +772,163 @@ const SUITES: &[Suite] = {
         suite(0x1303, "TLS_CHACHA20_POLY1305_SHA256", Tls13, Ae, Aead),
         suite(0x1304, "TLS_AES_128_CCM_SHA256", Tls13, Ae, Aead),
         suite(0x1305, "TLS_AES_128_CCM_8_SHA256", Tls13, Ae, Aead),
-        suite(0xc02b, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", Ecdhe, Ae, Aead),
-        suite(0xc02c, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", Ecdhe, Ae, Aead),
-        suite(0xcca9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", Ecdhe, Ae, Aead),
-        suite(0xc02f, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", Ecdhe, Ae, Aead),
-        suite(0xc030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", Ecdhe, Ae, Aead),
-        suite(0xcca8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", Ecdhe, Ae, Aead),
-        suite(0xc009, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", Ecdhe, Cbc, Sha1),
-        suite(0xc00a, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", Ecdhe, Cbc, Sha1),
-        suite(0xc023, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256", Ecdhe, Cbc, Sha2),
-        suite(0xc024, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384", Ecdhe, Cbc, Sha2),
-        suite(0xc013, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", Ecdhe, Cbc, Sha1),
-        suite(0xc014, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", Ecdhe, Cbc, Sha1),
-        suite(0xc027, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", Ecdhe, Cbc, Sha2),
-        suite(0xc028, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", Ecdhe, Cbc, Sha2),
+        suite(
+            0xc02b,
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xc02c,
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xcca9,
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xc02f,
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xc030,
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xcca8,
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            Ecdhe,
+            Ae,
+            Aead,
+        ),
+        suite(
+            0xc009,
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+            Ecdhe,
+            Cbc,
+            Sha1,
+        ),
+        suite(
+            0xc00a,
+            "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+            Ecdhe,
+            Cbc,
+            Sha1,
+        ),
+        suite(
+            0xc023,
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+            Ecdhe,
+            Cbc,
+            Sha2,
+        ),
+        suite(
+            0xc024,
+            "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+            Ecdhe,
+            Cbc,
+            Sha2,
+        ),
+        suite(
+            0xc013,
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+            Ecdhe,
+            Cbc,
+            Sha1,
+        ),
+        suite(
+            0xc014,
+            "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+            Ecdhe,
+            Cbc,
+            Sha1,
+        ),
+        suite(
+            0xc027,
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+            Ecdhe,
+            Cbc,
+            Sha2,
+        ),
+        suite(
+            0xc028,
+            "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+            Ecdhe,
+            Cbc,
+            Sha2,
+        ),
         suite(0x009e, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", Dhe, Ae, Aead),
         suite(0x009f, "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", Dhe, Ae, Aead),
-        suite(0xccaa, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", Dhe, Ae, Aead),
+        suite(
+            0xccaa,
+            "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            Dhe,
+            Ae,
+            Aead,
+        ),
         suite(0x0033, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA", Dhe, Cbc, Sha1),
         suite(0x0039, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA", Dhe, Cbc, Sha1),
-        suite(0x0067, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256", Dhe, Cbc, Sha2),
-        suite(0x006b, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256", Dhe, Cbc, Sha2),
+        suite(
+            0x0067,
+            "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+            Dhe,
+            Cbc,
+            Sha2,
+        ),
+        suite(
+            0x006b,
+            "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+            Dhe,
+            Cbc,
+            Sha2,
+        ),
         suite(0x009c, "TLS_RSA_WITH_AES_128_GCM_SHA256", Rsa, Ae, Aead),
         suite(0x009d, "TLS_RSA_WITH_AES_256_GCM_SHA384", Rsa, Ae, Aead),
         suite(0x002f, "TLS_RSA_WITH_AES_128_CBC_SHA", Rsa, Cbc, Sha1),
         suite(0x0035, "TLS_RSA_WITH_AES_256_CBC_SHA", Rsa, Cbc, Sha1),
         suite(0x003c, "TLS_RSA_WITH_AES_128_CBC_SHA256", Rsa, Cbc, Sha2),
         suite(0x003d, "TLS_RSA_WITH_AES_256_CBC_SHA256", Rsa, Cbc, Sha2),
-        suite(0xc008, "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA", Ecdhe, TripleDes, Sha1),
-        suite(0xc012, "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA", Ecdhe, TripleDes, Sha1),
-        suite(0x0016, "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA", Dhe, TripleDes, Sha1),
-        suite(0x000a, "TLS_RSA_WITH_3DES_EDE_CBC_SHA", Rsa, TripleDes, Sha1),
+        suite(
+            0xc008,
+            "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA",
+            Ecdhe,
+            TripleDes,
+            Sha1,
+        ),
+        suite(
+            0xc012,
+            "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+            Ecdhe,
+            TripleDes,
+            Sha1,
+        ),
+        suite(
+            0x0016,
+            "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
+            Dhe,
+            TripleDes,
+            Sha1,
+        ),
+        suite(
+            0x000a,
+            "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+            Rsa,
+            TripleDes,
+            Sha1,
+        ),
         suite(0xc007, "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA", Ecdhe, Rc4, Sha1),
         suite(0xc011, "TLS_ECDHE_RSA_WITH_RC4_128_SHA", Ecdhe, Rc4, Sha1),
         suite(0x0005, "TLS_RSA_WITH_RC4_128_SHA", Rsa, Rc4, Sha1),
@@ -731,6 +972,22 @@ const GROUPS: &[Group] = &[
     group(0x0101, "FFDHE3072", false, false),
     group(0x0102, "FFDHE4096", false, false),
 ];
+
+/// The TLS group of an ECDSA leaf's curve.
+fn ecdsa_group(der: &[u8]) -> Option<u16> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return None;
+    }
+    let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+    match curve.to_id_string().as_str() {
+        "1.2.840.10045.3.1.7" => Some(0x0017),
+        "1.3.132.0.34" => Some(0x0018),
+        "1.3.132.0.35" => Some(0x0019),
+        _ => None,
+    }
+}
 
 fn group_name(code: u16) -> String {
     GROUPS
@@ -833,7 +1090,9 @@ fn client_hello(
     body.extend_from_slice(random);
     body.push(32);
     body.extend_from_slice(session_id);
-    with_u16_len(&mut body, |b| offer.suites.iter().for_each(|s| put_u16(b, *s)));
+    with_u16_len(&mut body, |b| {
+        offer.suites.iter().for_each(|s| put_u16(b, *s))
+    });
     body.extend_from_slice(&[1, 0]); // compression: null
     with_u16_len(&mut body, |b| b.extend_from_slice(&exts));
 
@@ -903,7 +1162,9 @@ fn parse_server_hello(body: &[u8]) -> Result<ServerHello, AnswerError> {
     r.take(usize::from(session_id_len))?;
     let cipher_suite = r.u16()?;
     if r.u8()? != 0 {
-        return Err(AnswerError::Malformed("a compression method that was not offered"));
+        return Err(AnswerError::Malformed(
+            "a compression method that was not offered",
+        ));
     }
     let mut extensions = Vec::new();
     let mut supported_version = None;
@@ -917,7 +1178,9 @@ fn parse_server_hello(body: &[u8]) -> Result<ServerHello, AnswerError> {
             let len = usize::from(exts.u16()?);
             let mut data = Bytes(exts.take(len)?);
             if extensions.contains(&kind) {
-                return Err(AnswerError::Malformed("an extension twice in the ServerHello"));
+                return Err(AnswerError::Malformed(
+                    "an extension twice in the ServerHello",
+                ));
             }
             extensions.push(kind);
             match kind {
@@ -953,7 +1216,7 @@ struct Bytes<'a>(&'a [u8]);
 impl<'a> Bytes<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], AnswerError> {
         if n > self.0.len() {
-            return Err(AnswerError::Malformed("a ServerHello field cut short"));
+            return Err(AnswerError::Malformed("a handshake field cut short"));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -969,11 +1232,16 @@ impl<'a> Bytes<'a> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
+    fn u24(&mut self) -> Result<usize, AnswerError> {
+        let b = self.take(3)?;
+        Ok(usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+    }
+
     fn end(&self) -> Result<(), AnswerError> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(AnswerError::Malformed("extra bytes in a ServerHello field"))
+            Err(AnswerError::Malformed("extra bytes in a handshake field"))
         }
     }
 }
@@ -982,7 +1250,13 @@ fn preview(bytes: &[u8]) -> String {
     let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let text: String = bytes
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '.'
+            }
+        })
         .collect();
     format!("{} ({text:?})", hex.join(" "))
 }
@@ -1083,9 +1357,13 @@ impl Prober {
 
     /// The ServerHello if there is one; a refusal or a failure is
     /// recorded for the notes.
-    fn judge(&mut self, what: &str, answer: Result<ServerAnswer, Untested>) -> Option<ServerHello> {
+    fn judge(
+        &mut self,
+        what: &str,
+        answer: Result<ServerAnswer, Untested>,
+    ) -> Option<(ServerHello, Tls12Flight)> {
         let why = match answer {
-            Ok(ServerAnswer::Hello(hello)) => return Some(hello),
+            Ok(ServerAnswer::Hello { hello, flight }) => return Some((hello, flight)),
             Ok(ServerAnswer::Alert { description, .. }) => {
                 // The refusals RFC 8446 and 5246 ask for.
                 if !matches!(description, 40 | 70 | 71) {
@@ -1109,7 +1387,10 @@ impl Prober {
                 return None;
             }
             Err(Untested::Answer(AnswerError::Io(e)))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
             {
                 format!("no answer within {:?}", self.timeout)
             }
@@ -1119,6 +1400,108 @@ impl Prober {
         };
         self.untested.entry(why).or_default().push(what.to_owned());
         None
+    }
+
+    /// TLS 1.2 groups: one group offered with every ECDHE suite, the
+    /// ServerKeyExchange naming the group used. An ECDSA certificate's
+    /// curve must be among the groups offered (RFC 8422 §5.1; OpenSSL
+    /// holds to it), so a group refused alone is offered again before that
+    /// curve.
+    fn tls12_groups(
+        &mut self,
+        accepted: &[ProbeSuite],
+        cert_group: Option<u16>,
+    ) -> Result<Vec<&'static Group>, ProbeError> {
+        let ecdhe: Vec<u16> = SUITES
+            .iter()
+            .filter(|s| s.kx == Kx::Ecdhe && s.usable_in(TLS12))
+            .map(|s| s.code)
+            .collect();
+        let accepted_ecdhe = accepted
+            .iter()
+            .any(|s| s.version == "TLSv1.2" && s.name.contains("_ECDHE_"));
+        if !accepted_ecdhe {
+            self.notes.push(
+                "no ECDHE suite accepted under TLSv1.2: its groups were not tried".to_owned(),
+            );
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut outranked: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for group in GROUPS.iter().filter(|g| g.ecdhe) {
+            let what = format!("TLSv1.2 group {}", group.name);
+            let mut offers = vec![vec![group.code]];
+            if let Some(cert) = cert_group.filter(|&c| c != group.code) {
+                offers.push(vec![group.code, cert]);
+            }
+            for groups in offers {
+                let offer = Offer {
+                    suites: ecdhe.clone(),
+                    groups: groups.clone(),
+                    ..Offer::version(TLS12)
+                };
+                let answer = self.exchange(&offer)?;
+                let Some((hello, flight)) = self.judge(&what, answer) else {
+                    continue;
+                };
+                if hello.version != TLS12 || !ecdhe.contains(&hello.cipher_suite) {
+                    continue;
+                }
+                match flight.ecdhe_group {
+                    Some(used) if used == group.code => out.push(group),
+                    Some(used) if groups.contains(&used) => outranked
+                        .entry(group_name(used))
+                        .or_default()
+                        .push(group.name),
+                    Some(used) => self.notes.push(format!(
+                        "offered {what}, the server used group 0x{used:04x} (a protocol violation)"
+                    )),
+                    None => self.notes.push(format!(
+                        "{what}: not determined, no ECDHE ServerKeyExchange was read"
+                    )),
+                }
+                break;
+            }
+        }
+        for (used, names) in outranked {
+            self.notes.push(format!(
+                "TLSv1.2 groups {}: refused alone, and offered with {used} (the certificate's \
+                 curve, which a TLS 1.2 client must offer) the server chose {used}: refused, or \
+                 ranked below it",
+                names.join(", ")
+            ));
+        }
+        Ok(out)
+    }
+
+    /// TLS 1.3 groups: one group offered, no key share; a server that
+    /// supports it names it in a HelloRetryRequest.
+    fn tls13_groups(&mut self) -> Result<Vec<&'static Group>, ProbeError> {
+        let mut out = Vec::new();
+        for group in GROUPS {
+            let what = format!("TLSv1.3 group {}", group.name);
+            let offer = Offer {
+                groups: vec![group.code],
+                ..Offer::version(TLS13)
+            };
+            let answer = self.exchange(&offer)?;
+            let Some((hello, _)) = self.judge(&what, answer) else {
+                continue;
+            };
+            if hello.version != TLS13 {
+                continue;
+            }
+            match hello.key_share_group {
+                Some(code) if code == group.code => out.push(group),
+                Some(code) => self.notes.push(format!(
+                    "offered only {what}, the server chose group 0x{code:04x} (a protocol violation)"
+                )),
+                None => self
+                    .notes
+                    .push(format!("the server answered {what} without naming a group")),
+            }
+        }
+        Ok(out)
     }
 
     fn finish_notes(&mut self) -> Vec<String> {
@@ -1144,29 +1527,30 @@ impl Prober {
             .unwrap_or_else(|| ServerName::IpAddress(self.peer.ip().into()));
         let inspector = Arc::new(danger::InspectAnyServerCert::new());
         let asked = Arc::new(danger::NoClientCert::default());
-        let result = danger::inspection_client(inspector.clone(), asked.clone(), self.sni.is_some())
-            .and_then(|config| {
-                rustls::ClientConnection::new(config, server_name)
-                    .map_err(|e| format!("cannot start the handshake: {e}"))
-            })
-            .and_then(|mut conn| {
-                let (stream, deadline) = self.connect().map_err(|e| match e {
-                    Untested::OutOfTime => "the probe's time budget ran out".to_owned(),
-                    Untested::Connect(e) => format!("cannot connect: {e}"),
-                    Untested::Answer(e) => e.to_string(),
-                })?;
-                let mut io = DeadlineIo {
-                    stream: &stream,
-                    deadline,
-                };
-                while conn.is_handshaking() {
-                    conn.complete_io(&mut io).map_err(|e| e.to_string())?;
-                }
-                conn.send_close_notify();
-                let _ = conn.complete_io(&mut io);
-                let _ = stream.shutdown(Shutdown::Both);
-                Ok(conn)
-            });
+        let result =
+            danger::inspection_client(inspector.clone(), asked.clone(), self.sni.is_some())
+                .and_then(|config| {
+                    rustls::ClientConnection::new(config, server_name)
+                        .map_err(|e| format!("cannot start the handshake: {e}"))
+                })
+                .and_then(|mut conn| {
+                    let (stream, deadline) = self.connect().map_err(|e| match e {
+                        Untested::OutOfTime => "the probe's time budget ran out".to_owned(),
+                        Untested::Connect(e) => format!("cannot connect: {e}"),
+                        Untested::Answer(e) => e.to_string(),
+                    })?;
+                    let mut io = DeadlineIo {
+                        stream: &stream,
+                        deadline,
+                    };
+                    while conn.is_handshaking() {
+                        conn.complete_io(&mut io).map_err(|e| e.to_string())?;
+                    }
+                    conn.send_close_notify();
+                    let _ = conn.complete_io(&mut io);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    Ok(conn)
+                });
         out.chain = inspector.chain();
         out.client_cert_requested = asked.was_asked();
         match result {
@@ -1183,16 +1567,7 @@ impl Prober {
                         .map(|g| group_name(u16::from(g.name()))),
                 });
             }
-            Err(e) => {
-                out.notes.push(format!(
-                    "moat's TLS client (TLS 1.3 only) could not complete a handshake: {e}{}",
-                    if out.chain.is_empty() {
-                        "; the certificate chain was not read"
-                    } else {
-                        ""
-                    }
-                ));
-            }
+            Err(e) => out.error = Some(e),
         }
         out
     }
@@ -1203,6 +1578,8 @@ struct FullHandshake {
     chain: Vec<CertificateDer<'static>>,
     negotiated: Option<ProbeNegotiated>,
     client_cert_requested: bool,
+    /// Why the handshake did not complete.
+    error: Option<String>,
     notes: Vec<String>,
 }
 
@@ -1285,12 +1662,15 @@ fn describe_cert(index: usize, der: &CertificateDer<'_>) -> ProbeCert {
             .parameters
             .as_ref()
             .and_then(|p| p.as_oid().ok())
-            .map_or_else(|| "unknown curve".to_owned(), |c| match oid_name(&c).as_str() {
-                "prime256v1" => "P-256".to_owned(),
-                "secp384r1" => "P-384".to_owned(),
-                "secp521r1" => "P-521".to_owned(),
-                other => other.to_owned(),
-            });
+            .map_or_else(
+                || "unknown curve".to_owned(),
+                |c| match oid_name(&c).as_str() {
+                    "prime256v1" => "P-256".to_owned(),
+                    "secp384r1" => "P-384".to_owned(),
+                    "secp521r1" => "P-521".to_owned(),
+                    other => other.to_owned(),
+                },
+            );
         format!("ECDSA {curve}")
     } else {
         match spki.parsed() {
@@ -1309,7 +1689,10 @@ fn describe_cert(index: usize, der: &CertificateDer<'_>) -> ProbeCert {
             .map(|n| match n {
                 GeneralName::DNSName(d) => format!("DNS:{d}"),
                 GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => format!("IP:{}", std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]])),
+                    4 => format!(
+                        "IP:{}",
+                        std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]])
+                    ),
                     16 => {
                         let mut b = [0u8; 16];
                         b.copy_from_slice(ip);
@@ -1343,8 +1726,8 @@ mod danger {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::client::ResolvesClientCert;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};

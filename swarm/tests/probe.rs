@@ -30,7 +30,9 @@ struct TestPki {
 fn test_pki() -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.distinguished_name.push(DnType::CommonName, "probe-test-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "probe-test-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
@@ -38,7 +40,9 @@ fn test_pki() -> TestPki {
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf_params =
         CertificateParams::new(vec!["swarm-manager".to_owned(), "node-1".to_owned()]).unwrap();
-    leaf_params.distinguished_name.push(DnType::CommonName, "node-1");
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "node-1");
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     TestPki {
         ca_der: ca.der().clone(),
@@ -57,7 +61,11 @@ fn sha256(der: &[u8]) -> String {
 }
 
 fn names(probe: &TlsProbe) -> Vec<&str> {
-    probe.cipher_suites.iter().map(|s| s.name.as_str()).collect()
+    probe
+        .cipher_suites
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 fn group(name: &str, versions: &[&str], post_quantum: bool) -> ProbeGroup {
@@ -85,15 +93,20 @@ fn rustls_server(pki: &TestPki) -> std::net::SocketAddr {
         aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
         aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
     ];
-    provider.kx_groups = vec![aws_lc_rs::kx_group::X25519MLKEM768, aws_lc_rs::kx_group::X25519];
+    provider.kx_groups = vec![
+        aws_lc_rs::kx_group::X25519MLKEM768,
+        aws_lc_rs::kx_group::X25519,
+    ];
     let provider = Arc::new(provider);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
-    let client_verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .unwrap();
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
@@ -142,7 +155,12 @@ fn rustls_server_tls13_only_post_quantum() {
         names(&found),
         ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
     );
-    assert!(found.cipher_suites.iter().all(|s| s.version == "TLSv1.3" && !s.weak));
+    assert!(
+        found
+            .cipher_suites
+            .iter()
+            .all(|s| s.version == "TLSv1.3" && !s.weak)
+    );
     assert_eq!(
         found.key_exchange_groups,
         [
@@ -155,7 +173,10 @@ fn rustls_server_tls13_only_post_quantum() {
     let negotiated = found.negotiated.as_ref().unwrap();
     assert_eq!(negotiated.version, "TLSv1.3");
     assert!(names(&found).contains(&negotiated.cipher_suite.as_str()));
-    assert_eq!(negotiated.key_exchange_group.as_deref(), Some("X25519MLKEM768"));
+    assert_eq!(
+        negotiated.key_exchange_group.as_deref(),
+        Some("X25519MLKEM768")
+    );
 
     assert_eq!(found.chain.len(), 2);
     let (leaf, ca) = (&found.chain[0], &found.chain[1]);
@@ -168,10 +189,16 @@ fn rustls_server_tls13_only_post_quantum() {
     assert!(!leaf.is_ca);
     assert!(ca.is_ca);
     assert_eq!(ca.sha256, sha256(&pki.ca_der));
-    time::OffsetDateTime::parse(&leaf.not_after, &time::format_description::well_known::Rfc3339)
-        .unwrap();
-    time::OffsetDateTime::parse(&found.probed_at, &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    time::OffsetDateTime::parse(
+        &leaf.not_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    time::OffsetDateTime::parse(
+        &found.probed_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     assert_all_tested(&found);
     // The result is plain data: it survives JSON.
     let json = serde_json::to_string(&found).unwrap();
@@ -202,7 +229,10 @@ fn wait_listening(addr: &str, server: &mut Child) {
         if let Some(status) = server.try_wait().unwrap() {
             panic!("openssl s_server exited with {status} before listening on {addr}");
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "nothing listens on {addr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nothing listens on {addr}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -221,9 +251,18 @@ fn openssl_tls12_cbc_suite_is_found_and_weak() {
     let cert = dir.path().join("leaf.pem");
     let key = dir.path().join("leaf.key");
     let chain = dir.path().join("ca.pem");
-    File::create(&cert).unwrap().write_all(pki.leaf_pem.as_bytes()).unwrap();
-    File::create(&key).unwrap().write_all(pki.leaf_key_pem.as_bytes()).unwrap();
-    File::create(&chain).unwrap().write_all(pki.ca_pem.as_bytes()).unwrap();
+    File::create(&cert)
+        .unwrap()
+        .write_all(pki.leaf_pem.as_bytes())
+        .unwrap();
+    File::create(&key)
+        .unwrap()
+        .write_all(pki.leaf_key_pem.as_bytes())
+        .unwrap();
+    File::create(&chain)
+        .unwrap()
+        .write_all(pki.ca_pem.as_bytes())
+        .unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut server = KillOnDrop(
         Command::new("openssl")
@@ -234,7 +273,10 @@ fn openssl_tls12_cbc_suite_is_found_and_weak() {
             .arg(&key)
             .arg("-cert_chain")
             .arg(&chain)
-            .args(["-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-GCM-SHA384"])
+            .args([
+                "-cipher",
+                "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-GCM-SHA384",
+            ])
             .args(["-groups", "X25519:P-256"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -262,9 +304,20 @@ fn openssl_tls12_cbc_suite_is_found_and_weak() {
     assert_eq!(cbc.weaknesses, ["CBC mode", "SHA-1 MAC"]);
     assert_eq!(
         found.key_exchange_groups,
-        [group("X25519", &["TLSv1.2"], false), group("secp256r1", &["TLSv1.2"], false)]
+        [
+            group("X25519", &["TLSv1.2"], false),
+            group("secp256r1", &["TLSv1.2"], false)
+        ]
     );
     assert!(!found.post_quantum);
+    // moat's client speaks only TLS 1.3; the chain comes from the TLS 1.2
+    // flight, which is in clear.
+    assert_eq!(found.negotiated, None);
+    assert!(!found.client_cert_requested);
+    assert_eq!(found.chain.len(), 2);
+    assert_eq!(found.chain[0].sha256, sha256(&pki.leaf_der));
+    assert_eq!(found.chain[0].subject_alt_names, ["DNS:swarm-manager", "DNS:node-1"]);
+    assert_eq!(found.chain[1].sha256, sha256(&pki.ca_der));
     assert_all_tested(&found);
 }
 
@@ -411,7 +464,9 @@ fn docker_swarm_manager_port() {
     assert!(!found.post_quantum, "{groups:?}");
     let leaf = found.chain.first().expect("a chain");
     assert!(
-        leaf.subject_alt_names.iter().any(|s| s == "DNS:swarm-manager"),
+        leaf.subject_alt_names
+            .iter()
+            .any(|s| s == "DNS:swarm-manager"),
         "{leaf:?}"
     );
     assert!(leaf.issuer.contains("CN=swarm-ca"), "{leaf:?}");
