@@ -39,8 +39,8 @@
 //!
 //! Timestamps are RFC 3339 strings; durations `{"seconds": N, "text":
 //! "720h (30d)"}`; enums their names (`"unknown (N)"` for a value this
-//! reader does not know); PEM bytes as text, other bytes as base64; ids as
-//! strings. Objects are sorted by kind, then id; JSON keys are sorted.
+//! reader does not know); PEM bytes, and secret and config data that are
+//! UTF-8, as text; other bytes as base64; ids as strings. Objects are sorted by kind, then id; JSON keys are sorted.
 
 use std::collections::BTreeMap;
 
@@ -190,6 +190,9 @@ enum Ty {
     Bytes,
     /// Bytes that are PEM text (shown as text when they are).
     Pem,
+    /// Bytes that are usually text (secret and config data): text when
+    /// they are UTF-8, else `{"base64": …}`.
+    Text,
     U64,
     I64,
     U32,
@@ -452,6 +455,10 @@ fn bytes_value(field: &Field, b: &[u8], show: bool) -> Value {
             Ok(s) if s.is_empty() || s.trim_start().starts_with("-----BEGIN ") => json!(s),
             _ => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
         },
+        Ty::Text => match std::str::from_utf8(b) {
+            Ok(s) => json!(s),
+            Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        },
         _ => json!(String::from_utf8_lossy(b)),
     }
 }
@@ -571,7 +578,7 @@ pub(crate) fn humane(seconds: i64, nanos: i32) -> String {
             out.push_str(&format!("{sec}s"));
         }
     }
-    if s >= 86_400 && s % 86_400 == 0 && n == 0 {
+    if s >= 86_400 && s.is_multiple_of(86_400) && n == 0 {
         out.push_str(&format!(" ({}d)", s / 86_400));
     }
     out
@@ -582,7 +589,9 @@ pub(crate) fn humane(seconds: i64, nanos: i32) -> String {
 // types.proto)
 
 use Redact::{EnvValue, JoinToken, MapValues, Whole};
-use Ty::{Bool, Bytes, Duration, Enum, I32, I64, MapMsg, MapStr, Pem, Str, Timestamp, U32, U64};
+use Ty::{
+    Bool, Bytes, Duration, Enum, I32, I64, MapMsg, MapStr, Pem, Str, Text, Timestamp, U32, U64,
+};
 
 #[allow(non_upper_case_globals)]
 const F32: Ty = Ty::Float;
@@ -1222,7 +1231,7 @@ static SECRET: Msg = Msg {
 static SECRET_SPEC: Msg = Msg {
     fields: &[
         f(1, "annotations", m(&ANNOTATIONS)),
-        f(2, "data", Bytes).redact(Whole),
+        f(2, "data", Text).redact(Whole),
         f(3, "templating", m(&DRIVER)),
         f(4, "driver", m(&DRIVER_SECRET_OPTIONS)),
     ],
@@ -1238,7 +1247,7 @@ static CONFIG_SPEC: Msg = Msg {
     fields: &[
         f(1, "annotations", m(&ANNOTATIONS)),
         // Not secret in Swarm, but behind --show-secrets all the same.
-        f(2, "data", Bytes).redact(Whole),
+        f(2, "data", Text).redact(Whole),
         f(3, "templating", m(&DRIVER)),
     ],
 };
@@ -1395,7 +1404,7 @@ mod tests {
         assert_eq!(humane(1, 500_000_000), "1.5s");
         assert_eq!(humane(0, 0), "0s");
         assert_eq!(humane(-5, 0), "-5s");
-        assert_eq!(humane(i64::MIN, i32::MIN).is_empty(), false);
+        assert!(!humane(i64::MIN, i32::MIN).is_empty());
     }
 
     #[test]
@@ -1434,7 +1443,7 @@ mod tests {
         assert_eq!(hidden["unknown_99"], json!({"wire_type": 2, "len": 3}));
         assert_eq!(hidden["unknown_98"], json!({"wire_type": 0, "varint": 42}));
         let shown = dump_object(ObjectKind::Secret, &b, show(true));
-        assert_eq!(shown["spec"]["data"], json!("aHVudGVyMg=="));
+        assert_eq!(shown["spec"]["data"], json!("hunter2"));
         assert_eq!(
             shown["unknown_99"],
             json!({"wire_type": 2, "hex": "78797a"})

@@ -552,6 +552,7 @@ pub struct TaskSpec {
 
 /// The `runtime` oneof of [`TaskSpec`].
 #[derive(Clone, PartialEq, prost::Oneof)]
+#[allow(clippy::large_enum_variant)] // as prost-build generates it
 pub enum TaskRuntime {
     /// A container.
     #[prost(message, tag = "1")]

@@ -463,7 +463,7 @@ impl Store {
             what: "InternalRaftRequest",
             detail,
         };
-        let mut actions: Vec<(i32, Option<(u32, &[u8])>)> = Vec::new();
+        let mut actions: Vec<RawAction<'_>> = Vec::new();
         for field in wire::Reader::new(plaintext) {
             let (number, value) =
                 field.map_err(|e| bad(format!("{} at byte {}", e.what, e.offset)))?;
@@ -793,9 +793,13 @@ impl Store {
     }
 }
 
+/// A `StoreAction` as read: its kind, and its target's field number and
+/// bytes.
+type RawAction<'a> = (i32, Option<(u32, &'a [u8])>);
+
 /// Reads one `StoreAction`: its action kind and its target (field number
 /// and bytes; the last target wins, as in Go's generated code).
-fn parse_action(b: &[u8]) -> Result<(i32, Option<(u32, &[u8])>), String> {
+fn parse_action(b: &[u8]) -> Result<RawAction<'_>, String> {
     let mut action = 0;
     let mut target = None;
     for field in wire::Reader::new(b) {
