@@ -185,7 +185,7 @@ pub fn build(opened: &Opened, probe: Option<TlsProbe>, now: OffsetDateTime) -> S
             .map(|rot| SwarmRootRotation {
                 new_root: certs::first(&rot.ca_cert)
                     .as_ref()
-                    .map_or_else(|| certs::root_info_unparsed(), certs::root_info),
+                    .map_or_else(certs::root_info_unparsed, certs::root_info),
                 cross_signed: !rot.cross_signed_ca_cert.is_empty(),
             });
     let root_ca_key_in_store = root_ca.map(|r| !r.ca_key.is_empty());
