@@ -463,19 +463,21 @@ fn bytes_value(field: &Field, b: &[u8], show: bool) -> Value {
     }
 }
 
-/// `SWMTKN-1-<digest>-<secret>` (or `SWMTKN-2-1-…` in FIPS mode) with the
-/// secret replaced; anything else whole.
+/// `SWMTKN-1-<digest>-<secret>` (or `SWMTKN-2-1-<digest>-<secret>` in FIPS
+/// mode) with the secret replaced; anything else of another shape whole, so
+/// no part of a malformed token shows.
 fn join_token(b: &[u8]) -> Value {
     if b.is_empty() {
         return json!("");
     }
     let s = String::from_utf8_lossy(b);
-    match s.rsplit_once('-') {
-        Some((head, _)) if s.starts_with("SWMTKN-") && head.matches('-').count() >= 2 => {
-            json!(format!("{head}-<redacted>"))
-        }
-        _ => redacted(b.len()),
-    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let digest = match parts.as_slice() {
+        ["SWMTKN", "1", digest, _secret] => format!("SWMTKN-1-{digest}"),
+        ["SWMTKN", "2", "1", digest, _secret] => format!("SWMTKN-2-1-{digest}"),
+        _ => return redacted(b.len()),
+    };
+    json!(format!("{digest}-<redacted>"))
 }
 
 fn render_map(field: &Field, values: &[wire::Value<'_>], show: bool) -> Value {
@@ -1418,6 +1420,10 @@ mod tests {
             json!("SWMTKN-2-1-abc-<redacted>")
         );
         assert_eq!(join_token(b"SWMTKN-1-x"), json!("<redacted: 10 bytes>"));
+        assert_eq!(
+            join_token(b"SWMTKN-1-abc-def-ghi"),
+            json!("<redacted: 20 bytes>")
+        );
         assert_eq!(join_token(b"garbage"), json!("<redacted: 7 bytes>"));
     }
 
