@@ -381,8 +381,9 @@ pub fn probe_with(address: &str, options: &ProbeOptions) -> Result<TlsProbe, Pro
             chain_from = "; the certificate chain was read from a TLS 1.2 handshake instead";
         }
         if let Some(e) = &flight.error {
-            full.notes
-                .push(format!("the TLS 1.2 flight could not be read to its end: {e}"));
+            full.notes.push(format!(
+                "the TLS 1.2 flight could not be read to its end: {e}"
+            ));
         }
     }
     if let Some(e) = &full.error {
@@ -457,10 +458,11 @@ pub fn read_server_answer(input: &mut impl Read) -> Result<ServerAnswer, AnswerE
     };
     let hello = parse_server_hello(&body)?;
     let mut flight = Tls12Flight::default();
-    if hello.version <= TLS12 && !hello.hello_retry_request {
-        if let Err(e) = read_tls12_flight(&mut reader, &mut flight) {
-            flight.error = Some(e.to_string());
-        }
+    if hello.version <= TLS12
+        && !hello.hello_retry_request
+        && let Err(e) = read_tls12_flight(&mut reader, &mut flight)
+    {
+        flight.error = Some(e.to_string());
     }
     Ok(ServerAnswer::Hello { hello, flight })
 }
@@ -1858,6 +1860,292 @@ mod danger {
         // certificate request (with no certificate).
         fn has_certs(&self) -> bool {
             true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(content_type: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![content_type, 3, 3];
+        out.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn server_hello(random: [u8; 32], suite: u16, exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&random);
+        body.push(32);
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&suite.to_be_bytes());
+        body.push(0);
+        let mut ext_bytes = Vec::new();
+        for (kind, data) in exts {
+            ext_bytes.extend_from_slice(&kind.to_be_bytes());
+            ext_bytes.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+            ext_bytes.extend_from_slice(data);
+        }
+        body.extend_from_slice(&u16::try_from(ext_bytes.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(&ext_bytes);
+        message(2, &body)
+    }
+
+    fn hrr(group: u16) -> Vec<u8> {
+        record(
+            22,
+            &server_hello(
+                HELLO_RETRY_RANDOM,
+                0x1301,
+                &[(0x002b, vec![3, 4]), (0x0033, group.to_be_bytes().to_vec())],
+            ),
+        )
+    }
+
+    /// A TLS 1.2 flight in one record: ServerHello, Certificate (two
+    /// certificates), ECDHE ServerKeyExchange on X25519,
+    /// CertificateRequest, ServerHelloDone.
+    fn tls12_flight() -> Vec<u8> {
+        let mut payload = server_hello([1; 32], 0xc009, &[(0xff01, vec![0])]);
+        let certs: Vec<u8> = [&b"leaf"[..], b"ca"]
+            .iter()
+            .flat_map(|c| {
+                let mut e = u32::try_from(c.len()).unwrap().to_be_bytes()[1..].to_vec();
+                e.extend_from_slice(c);
+                e
+            })
+            .collect();
+        let mut cert_body = u32::try_from(certs.len()).unwrap().to_be_bytes()[1..].to_vec();
+        cert_body.extend_from_slice(&certs);
+        payload.extend(message(11, &cert_body));
+        payload.extend(message(12, &[3, 0x00, 0x1d, 32]));
+        payload.extend(message(13, &[1, 64, 0, 0]));
+        payload.extend(message(14, &[]));
+        record(22, &payload)
+    }
+
+    #[test]
+    fn reads_a_hello_retry_request() {
+        let ServerAnswer::Hello { hello, flight } =
+            read_server_answer(&mut &hrr(0x11ec)[..]).unwrap()
+        else {
+            panic!("not a hello");
+        };
+        assert!(hello.hello_retry_request);
+        assert_eq!(hello.version, TLS13);
+        assert_eq!(hello.legacy_version, TLS12);
+        assert_eq!(hello.cipher_suite, 0x1301);
+        assert_eq!(hello.key_share_group, Some(0x11ec));
+        assert_eq!(hello.extensions, [0x002b, 0x0033]);
+        assert_eq!(flight, Tls12Flight::default());
+    }
+
+    #[test]
+    fn reads_a_tls12_flight_whole_and_in_fragments() {
+        let bytes = tls12_flight();
+        let expected = read_server_answer(&mut &bytes[..]).unwrap();
+        let ServerAnswer::Hello { hello, flight } = &expected else {
+            panic!("not a hello");
+        };
+        assert_eq!((hello.version, hello.cipher_suite), (TLS12, 0xc009));
+        assert!(!hello.hello_retry_request);
+        assert_eq!(flight.certificates, [b"leaf".to_vec(), b"ca".to_vec()]);
+        assert_eq!(flight.ecdhe_group, Some(0x001d));
+        assert!(flight.certificate_request);
+        assert_eq!(flight.error, None);
+
+        // The same handshake bytes cut into 7-byte records, with a change
+        // cipher spec first.
+        let payload = &bytes[5..];
+        let mut fragmented = record(20, &[1]);
+        for chunk in payload.chunks(7) {
+            fragmented.extend(record(22, chunk));
+        }
+        assert!(payload.len().div_ceil(7) < MAX_ANSWER_RECORDS);
+        assert_eq!(read_server_answer(&mut &fragmented[..]).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_broken_flight_after_the_hello_keeps_the_hello() {
+        // The ServerHello in its own record, then a Certificate message
+        // cut short by the end of the connection.
+        let mut bytes = record(22, &server_hello([1; 32], 0xc009, &[]));
+        bytes.extend(record(22, &message(11, &[0, 0, 9, 0, 0, 6])));
+        let ServerAnswer::Hello { hello, flight } = read_server_answer(&mut &bytes[..]).unwrap()
+        else {
+            panic!("not a hello");
+        };
+        assert_eq!(hello.cipher_suite, 0xc009);
+        assert!(flight.error.is_some());
+    }
+
+    #[test]
+    fn reads_an_alert_and_refuses_what_is_not_tls() {
+        assert_eq!(
+            read_server_answer(&mut &record(21, &[2, 40])[..]).unwrap(),
+            ServerAnswer::Alert {
+                level: 2,
+                description: 40
+            }
+        );
+        assert_eq!(alert_name(40), "handshake_failure");
+        assert_eq!(alert_name(200), "alert 200");
+        let err = read_server_answer(&mut &b"HTTP/1.1 400 Bad Request\r\n"[..]).unwrap_err();
+        assert!(matches!(&err, AnswerError::NotTls { first_bytes } if first_bytes == b"HTTP/"));
+        assert!(err.to_string().contains("\"HTTP/\""), "{err}");
+        assert!(matches!(
+            read_server_answer(&mut &b""[..]),
+            Err(AnswerError::Closed)
+        ));
+    }
+
+    #[test]
+    fn lengths_are_checked_before_allocating() {
+        let header = [22, 3, 3, 0xff, 0xff];
+        assert!(matches!(
+            read_server_answer(&mut &header[..]),
+            Err(AnswerError::TooLarge {
+                what: "a record",
+                ..
+            })
+        ));
+        // A ServerHello claiming 16 MiB is refused on its header alone.
+        let bytes = record(22, &[2, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            read_server_answer(&mut &bytes[..]),
+            Err(AnswerError::TooLarge { len: 0xff_ffff, .. })
+        ));
+        // Endless change cipher spec records stop at the record bound.
+        let bytes: Vec<u8> = (0..=MAX_ANSWER_RECORDS)
+            .flat_map(|_| record(20, &[1]))
+            .collect();
+        assert!(matches!(
+            read_server_answer(&mut &bytes[..]),
+            Err(AnswerError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_hellos_are_errors() {
+        // A session id of 33 bytes.
+        let mut sh = server_hello([1; 32], 0xc02b, &[]);
+        sh[4 + 2 + 32] = 33;
+        assert!(read_server_answer(&mut &record(22, &sh)[..]).is_err());
+        // The same extension twice.
+        let twice = server_hello(
+            [1; 32],
+            0x1301,
+            &[(0x002b, vec![3, 4]), (0x002b, vec![3, 4])],
+        );
+        assert!(matches!(
+            read_server_answer(&mut &record(22, &twice)[..]),
+            Err(AnswerError::Malformed(_))
+        ));
+        // Another handshake message first.
+        assert!(matches!(
+            read_server_answer(&mut &record(22, &message(11, &[0, 0, 0]))[..]),
+            Err(AnswerError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn every_truncation_and_flip_is_an_answer_or_an_error() {
+        for bytes in [tls12_flight(), hrr(0x001d)] {
+            for cut in 0..bytes.len() {
+                let _ = read_server_answer(&mut &bytes[..cut]);
+            }
+            for i in 0..bytes.len() {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 0xff;
+                let _ = read_server_answer(&mut &flipped[..]);
+            }
+        }
+    }
+
+    /// Guards the ClientHello framing every enumeration relies on.
+    #[test]
+    fn client_hellos_are_well_framed() {
+        for version in VERSIONS {
+            let offer = Offer::version(version);
+            let bytes = client_hello(&offer, Some("swarm-manager"), &[9; 32], &[8; 32]);
+            assert_eq!(&bytes[..3], &[22, 3, 1]);
+            let len = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+            assert_eq!(bytes.len(), 5 + len);
+            assert_eq!(bytes[5], 1);
+            let mut r = Bytes(&bytes[6..]);
+            let body = r.take(r.0.len()).unwrap();
+            assert_eq!(
+                usize::from(bytes[6]) << 16 | usize::from(bytes[7]) << 8 | usize::from(bytes[8]),
+                body.len() - 3
+            );
+            let mut r = Bytes(&body[3..]);
+            assert_eq!(r.u16().unwrap(), version.min(TLS12));
+            assert_eq!(r.take(32).unwrap(), &[9; 32]);
+            assert_eq!(r.u8().unwrap(), 32);
+            r.take(32).unwrap();
+            let suites = usize::from(r.u16().unwrap());
+            assert_eq!(suites, 2 * offer.suites.len());
+            r.take(suites).unwrap();
+            assert_eq!(r.take(2).unwrap(), &[1, 0]);
+            let exts_len = usize::from(r.u16().unwrap());
+            let mut exts = Bytes(r.take(exts_len).unwrap());
+            r.end().unwrap();
+            let mut kinds = Vec::new();
+            while !exts.0.is_empty() {
+                let kind = exts.u16().unwrap();
+                let len = usize::from(exts.u16().unwrap());
+                let data = exts.take(len).unwrap();
+                if kind == 0x0033 {
+                    assert_eq!(data, &[0, 0], "an empty key_share");
+                }
+                if kind == 0x0000 {
+                    assert_eq!(&data[5..], b"swarm-manager");
+                }
+                kinds.push(kind);
+            }
+            assert_eq!(kinds.contains(&0x002b), version == TLS13);
+            assert_eq!(kinds.contains(&0x0033), version == TLS13);
+        }
+    }
+
+    #[test]
+    fn weaknesses_follow_the_suite() {
+        let find = |name: &str| SUITES.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            find("TLS_AES_128_GCM_SHA256").weaknesses(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            find("TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256").weaknesses(),
+            ["CBC mode"]
+        );
+        assert_eq!(
+            find("TLS_RSA_WITH_3DES_EDE_CBC_SHA").weaknesses(),
+            ["no forward secrecy", "3DES", "CBC mode", "SHA-1 MAC"]
+        );
+        assert_eq!(
+            find("TLS_RSA_WITH_RC4_128_MD5").weaknesses(),
+            ["no forward secrecy", "RC4", "MD5 MAC"]
+        );
+        assert!(find("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA").usable_in(TLS10));
+        assert!(!find("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256").usable_in(TLS11));
+        assert!(!find("TLS_AES_128_GCM_SHA256").usable_in(TLS12));
+        // Every code and name is listed once.
+        for (i, s) in SUITES.iter().enumerate() {
+            assert!(
+                SUITES[i + 1..]
+                    .iter()
+                    .all(|t| t.code != s.code && t.name != s.name)
+            );
         }
     }
 }
