@@ -333,6 +333,7 @@ impl<I: Subject> Report<'_, I> {
                     "cert_renew_fraction",
                     Cell::mono(p.cert_renew_fraction.get().to_string()),
                 ),
+                ("node_cert_max_lifetime", d(p.node_cert_max_lifetime)),
                 ("root_ca_min_remaining", d(p.root_ca_min_remaining)),
                 ("token_max_age", d(p.token_max_age)),
                 (
@@ -341,6 +342,7 @@ impl<I: Subject> Report<'_, I> {
                 ),
                 ("dek_max_age", d(p.dek_max_age)),
                 ("unlock_key_max_age", d(p.unlock_key_max_age)),
+                ("secret_max_age", d(p.secret_max_age)),
                 (
                     "allowed_algorithms",
                     Cell::mono(p.allowed_algorithms.join(", ")),

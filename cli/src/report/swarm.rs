@@ -450,9 +450,9 @@ impl Report<'_, SwarmInventory> {
                     Cell::flag(t.ca_digest_matches, "current root", "another root"),
                     match (&t.changed_at, &t.not_after_than) {
                         (Some(at), _) => self.when(at, false),
-                        (None, Some(bound)) => {
-                            Cell::plain(format!("made before the log kept: {bound} or later"))
-                        }
+                        (None, Some(bound)) => Cell::plain(format!(
+                            "not in the log kept: made at or after {bound} (the swarm's creation)"
+                        )),
                         (None, None) => Cell::plain("unknown"),
                     },
                 ]
@@ -623,5 +623,96 @@ impl Report<'_, SwarmInventory> {
             },
             note: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_report::fixtures::{NOW, swarm_default, swarm_locked};
+    use moat_report::{Policy, swarm_findings};
+
+    use super::*;
+
+    fn rendered(inv: &SwarmInventory, format: ReportFormat) -> String {
+        let policy = Policy::default();
+        let findings = swarm_findings(inv, &policy, NOW);
+        render_swarm(inv, &findings, &policy, format, NOW)
+    }
+
+    #[test]
+    fn the_table_has_every_section_and_escapes_what_the_swarm_wrote() {
+        let mut inv = swarm_default();
+        inv.nodes[0].hostname = "evil\u{1b}[2J\nhost".into();
+        let text = rendered(&inv, ReportFormat::Table);
+        assert!(
+            text.starts_with("moat compliance report for Docker Swarm 7k3xq0m9r2l8w5v1c4n6b0z2t")
+        );
+        for section in [
+            "\nDocker Swarm manager\n",
+            "\nRoot CA\n",
+            "\nCertificates\n",
+            "\nNodes\n",
+            "\nAutolock and keys\n",
+            "\nRaft log\n",
+            "\nJoin tokens\n",
+            "\nServices\n",
+            "\nSecrets and configs\n",
+            "\nFiles\n",
+            "\nTLS probe\n",
+            "\nCertificate chain presented\n",
+            "\nPolicy\n",
+            "\nFindings\n",
+        ] {
+            assert!(text.contains(section), "{section:?} in\n{text}");
+        }
+        assert!(
+            text.contains("FAIL: "),
+            "autolock off fails the default policy"
+        );
+        assert!(!text.contains('\u{1b}'));
+        assert!(text.contains("evil\\u{1b}[2J\\nhost"));
+        assert!(text.contains("in clear: readable without the unlock key"));
+        assert!(
+            text.contains(
+                "TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA (weak: CBC mode, SHA-1 MAC)"
+            )
+        );
+        assert!(text.lines().all(|l| l == l.trim_end()));
+    }
+
+    #[test]
+    fn a_locked_swarm_says_what_was_not_read() {
+        let text = rendered(&swarm_locked(), ReportFormat::Table);
+        assert!(text.contains("Store:           not read"), "{text}");
+        assert!(text.contains("Not checked:     the raft store"));
+        assert!(text.contains("not read (no unlock key)"));
+        assert!(!text.contains("\nTLS probe\n"), "no probe was asked for");
+    }
+
+    #[test]
+    fn html_escapes_and_json_reads_back() {
+        let mut inv = swarm_default();
+        inv.services.push(moat_api::SwarmService {
+            id: "x".into(),
+            name: "<script>alert(1)</script>".into(),
+            mode: "global".into(),
+            replicas: None,
+            image: "img".into(),
+            secrets: vec![],
+            configs: vec![],
+            env_vars: 0,
+            registry_auth: false,
+        });
+        let html = rendered(&inv, ReportFormat::Html);
+        assert!(!html.contains("<script>alert(1)</script>"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("<title>moat compliance report: Docker Swarm"));
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered(&inv, ReportFormat::Json)).expect("JSON");
+        let back: SwarmInventory =
+            serde_json::from_value(json["inventory"].clone()).expect("inventory reads back");
+        assert_eq!(back.services.len(), 1);
+        assert_eq!(json["fails"], true);
+        assert!(json["findings"].as_array().is_some_and(|f| !f.is_empty()));
     }
 }
