@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use moat_api::{ProbeGroup, TlsProbe};
 use moat_swarm::probe::{ProbeError, probe};
+use moat_testkit::docker::{DockerSwarm, docker_ok};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -348,63 +349,6 @@ fn refused_and_not_tls_say_what_to_check() {
     assert!(matches!(err, ProbeError::Address { .. }), "{err:?}");
 }
 
-/// Every test here that starts a Docker swarm holds this lock (and so does
-/// every other moat test that does): one swarm at a time on the engine.
-const SWARM_LOCK: &str = "/tmp/moat-docker-swarm.lock";
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e}"))
-}
-
-fn docker_text(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A swarm this test started: left (and its gateway bridge removed, if it
-/// made one) when the test ends, however it ends; the lock goes last.
-struct SwarmGuard {
-    had_gwbridge: bool,
-    _lock: File,
-}
-
-impl Drop for SwarmGuard {
-    // A cleanup failure must be seen, and a panic in drop would abort.
-    #[allow(clippy::print_stderr)]
-    fn drop(&mut self) {
-        let out = docker(&["swarm", "leave", "--force"]);
-        if !out.status.success() {
-            eprintln!(
-                "cleanup: docker swarm leave --force: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        if !self.had_gwbridge && has_gwbridge() {
-            let out = docker(&["network", "rm", "docker_gwbridge"]);
-            if !out.status.success() {
-                eprintln!(
-                    "cleanup: docker network rm docker_gwbridge: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-}
-
-fn has_gwbridge() -> bool {
-    docker_text(&["network", "ls", "--format", "{{.Name}}"])
-        .lines()
-        .any(|n| n == "docker_gwbridge")
-}
-
 /// Guards the probe against the real thing: a Docker Swarm manager's port
 /// (Docker 20.10 here). What it asserts was measured: TLS 1.2 and 1.3,
 /// AES-CBC-SHA suites still served under 1.2 (weak), X25519 without a
@@ -412,36 +356,12 @@ fn has_gwbridge() -> bool {
 /// issued by `swarm-ca`).
 #[test]
 fn docker_swarm_manager_port() {
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(SWARM_LOCK)
-        .unwrap();
-    lock.lock().unwrap();
-    let state = docker_text(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-    assert_eq!(
-        state, "inactive",
-        "this machine's Docker engine is already in a swarm ({state}): not touching it; \
-         leave it (`docker swarm leave --force`) or run this test elsewhere"
-    );
-    let _guard = SwarmGuard {
-        had_gwbridge: has_gwbridge(),
-        _lock: lock,
-    };
-    docker_text(&[
-        "swarm",
-        "init",
-        "--advertise-addr",
-        "127.0.0.1",
-        "--listen-addr",
-        "127.0.0.1:2377",
-    ]);
+    let (_swarm, _) = DockerSwarm::init(&[]);
 
     let found = probe("127.0.0.1:2377", Duration::from_secs(5)).unwrap();
     println!(
         "probe of a Docker {} swarm manager:\n{}",
-        docker_text(&["version", "--format", "{{.Server.Version}}"]),
+        docker_ok(&["version", "--format", "{{.Server.Version}}"]).trim(),
         serde_json::to_string_pretty(&found).unwrap()
     );
 
