@@ -75,8 +75,9 @@ pub struct SwarmInventory {
     pub files: Vec<SwarmFile>,
     /// A live look at a manager's port (`--probe`).
     pub probe: Option<TlsProbe>,
-    /// Whether the probed manager's certificate was issued by this state
-    /// directory's root CA (None: no probe, or no chain seen).
+    /// Whether the probed manager's certificate names this state
+    /// directory's cluster (`O=`) and its root CA as issuer: a name check,
+    /// the probe keeps no signature (None: no probe, or no chain seen).
     pub probe_chain_from_root: Option<bool>,
     /// Things noticed while reading (a torn WAL tail, an ignored spare
     /// file): not findings by themselves.
@@ -164,17 +165,19 @@ pub struct SwarmJoinToken {
     pub role: String,
     /// Its format (`SWMTKN-1`, `SWMTKN-2-1` in FIPS mode), or `unknown`.
     pub format: String,
-    /// `sha256:<first 16 hex>` of the whole token: tells two tokens apart
-    /// and matches `docker swarm join-token -q ROLE | sha256sum`.
+    /// `sha256:<first 16 hex>` of the whole token (without a new line):
+    /// tells two tokens apart; `printf %s "$(docker swarm join-token -q
+    /// ROLE)" | sha256sum` gives the same digits.
     pub fingerprint: String,
     /// Whether the CA digest inside it is the current root's.
     pub ca_digest_matches: bool,
     /// The newest time it can have been made (RFC 3339), when the log
     /// after the snapshot shows its change; Swarm stores no issue time.
     pub changed_at: Option<String>,
-    /// The oldest it can be: made no later than this (RFC 3339): the
-    /// cluster object's creation when no change is seen.
-    pub not_after_than: Option<String>,
+    /// When the log kept does not show it changing: the earliest it can
+    /// have been made (RFC 3339), the cluster's creation; its age is at
+    /// most `now` minus this.
+    pub made_at_or_after: Option<String>,
 }
 
 /// Autolock, as each place shows it. They agree on a healthy manager.

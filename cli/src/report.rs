@@ -286,7 +286,7 @@ impl<I: Subject> Report<'_, I> {
         t.map_or_else(|| Cell::plain(unknown), |t| self.when(t, false))
     }
 
-    fn secrets(&self, secrets: &[SecretSummary]) -> Section {
+    fn secrets(&self, secrets: &[SecretSummary], empty: &'static str) -> Section {
         let rows = secrets
             .iter()
             .map(|s| {
@@ -305,7 +305,7 @@ impl<I: Subject> Report<'_, I> {
             body: Body::Table {
                 headers: &["NAME", "KIND", "VERSION", "SIZE", "LAST CHANGED", "USED BY"],
                 rows,
-                empty: "no secrets or configs",
+                empty,
             },
             note: Some(
                 "Names, sizes and ages only: the report never holds a secret's data.".into(),
@@ -346,6 +346,10 @@ impl<I: Subject> Report<'_, I> {
                 (
                     "allowed_algorithms",
                     Cell::mono(p.allowed_algorithms.join(", ")),
+                ),
+                (
+                    "require_workload_identity",
+                    Cell::mono(p.require_workload_identity.to_string()),
                 ),
                 ("min_tls_version", Cell::mono(p.min_tls_version.as_str())),
                 ("fail_on", Cell::mono(p.fail_on.as_str())),
@@ -400,7 +404,7 @@ impl Report<'_, CryptoInventory> {
             self.audit(),
             self.services(),
             self.workload_certs(),
-            self.secrets(&self.inv.secrets),
+            self.secrets(&self.inv.secrets, "no secrets or configs"),
             self.policy_section(),
         ]
     }

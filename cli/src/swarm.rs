@@ -18,10 +18,18 @@ use crate::output::{Failure, read_input, write_fields, write_json};
 /// room for a new line and spaces).
 const MAX_KEY_BYTES: u64 = 1024;
 
-/// How long `--probe` may take in all.
+/// How long each of `--probe`'s connections may take (the whole probe is
+/// capped at 30 times this).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn report(dir: &Path, args: &AuditReport) -> Result<(), Failure> {
+    if args.swarm_key.stdin.is_some() && args.policy.as_deref() == Some(Path::new("-")) {
+        return Err(Failure::new(
+            anyhow!("--policy - and --unlock-key - both want standard input"),
+            "give the policy in a file (`--policy FILE`) or the key in one (`--unlock-key-file FILE`)",
+        )
+        .with_code(2));
+    }
     let policy = crate::audit::report_policy(args)?;
     let key = unlock_key(&args.swarm_key)?;
     let probe = match &args.probe {
@@ -90,7 +98,9 @@ pub(crate) fn verify(dir: &Path, args: &StoreArgs) -> Result<(), Failure> {
 /// given. Its text never reaches an error message.
 fn unlock_key(args: &SwarmKeyArgs) -> Result<Option<UnlockKey>, Failure> {
     let (bytes, from) = match (&args.file, &args.stdin) {
-        (Some(path), _) => (
+        (Some(path), _) => {
+            check_private(path)?;
+            (
             read_input(path, MAX_KEY_BYTES).map_err(|e| {
                 Failure::new(
                     anyhow::Error::new(e)
@@ -99,7 +109,8 @@ fn unlock_key(args: &SwarmKeyArgs) -> Result<Option<UnlockKey>, Failure> {
                 )
             })?,
             path.display().to_string(),
-        ),
+        )
+        }
         (None, Some(dash)) if dash == "-" => (
             read_input(Path::new("-"), MAX_KEY_BYTES).map_err(|e| {
                 Failure::new(
@@ -131,6 +142,28 @@ fn unlock_key(args: &SwarmKeyArgs) -> Result<Option<UnlockKey>, Failure> {
             "a Swarm unlock key looks like SWMKEY-1- followed by 43 characters; `docker swarm unlock-key -q` on a manager prints it",
         )
     })
+}
+
+/// Refuses an unlock key file that others can read: the key opens the
+/// whole store.
+fn check_private(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(Failure::new(
+            anyhow!(
+                "the unlock key file {} can be read by others (mode {mode:04o})",
+                path.display()
+            ),
+            format!(
+                "`chmod 600 {}`, or pipe the key in with `--unlock-key -`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A reading error: its message already names the next step.

@@ -404,3 +404,41 @@ fn a_key_on_the_command_line_is_refused() {
         .code(2)
         .stderr(predicates::str::contains("shows in `ps`"));
 }
+
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key");
+    std::fs::write(
+        &key,
+        "SWMKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    moat()
+        .args(["audit", "report", "--docker-swarm"])
+        .arg(tmp.path())
+        .arg("--unlock-key-file")
+        .arg(&key)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "can be read by others (mode 0644)",
+        ))
+        .stderr(predicates::str::contains("chmod 600"));
+    moat()
+        .args([
+            "audit",
+            "report",
+            "--policy",
+            "-",
+            "--unlock-key",
+            "-",
+            "--docker-swarm",
+        ])
+        .arg(tmp.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("both want standard input"));
+}

@@ -332,7 +332,7 @@ pub fn swarm_default() -> SwarmInventory {
             fingerprint: "sha256:0c1d2e3f4a5b6c7d".into(),
             ca_digest_matches: true,
             changed_at: None,
-            not_after_than: Some(at(Duration::days(-10))),
+            made_at_or_after: Some(at(Duration::days(-10))),
         }],
         autolock: SwarmAutolock {
             key_file_encrypted: false,

@@ -270,9 +270,13 @@ impl Checks<'_> {
     }
 
     fn swarm_certs(&mut self, inv: &SwarmInventory) {
-        let lifetime = inv
-            .cert_expiry_seconds
-            .unwrap_or(inv.node_cert.lifetime_seconds);
+        // Without the store, the cluster's setting is read off this node's
+        // certificate, which Swarm backdates by an hour.
+        let lifetime = inv.cert_expiry_seconds.unwrap_or(
+            inv.node_cert
+                .lifetime_seconds
+                .saturating_sub(SWARM_BACKDATE),
+        );
         self.cert_lifetime(
             lifetime,
             &format!(
@@ -367,7 +371,7 @@ impl Checks<'_> {
                     fix.clone(),
                 );
             }
-            match (&t.changed_at, &t.not_after_than) {
+            match (&t.changed_at, &t.made_at_or_after) {
                 (Some(at), _) => {
                     self.age(&subject, "made", Some(at), self.policy.token_max_age, &fix);
                 }
@@ -510,14 +514,17 @@ impl Checks<'_> {
             self.push(
                 Severity::High,
                 &subject,
-                "the manager answering there presents a certificate that the root CA of this \
-                 state directory did not issue: it is another cluster, or the copy is not \
-                 from this manager",
+                "the manager answering there presents a certificate that names another cluster \
+                 or another issuer than this state directory's: the probe reached a different \
+                 swarm, or the copy is not from this manager's cluster",
                 fix,
             );
         }
     }
 }
+
+/// How far Swarm backdates a node certificate's start (seconds).
+const SWARM_BACKDATE: u64 = 3600;
 
 /// Seconds as Docker's `--cert-expiry` wants them: whole hours (`168h`).
 fn swarm_hours(secs: u64) -> String {
@@ -589,7 +596,7 @@ mod tests {
     fn stale_and_old_tokens_expiring_certificates_and_open_files_are_found() {
         let mut inv = swarm_default();
         inv.join_tokens[0].ca_digest_matches = false;
-        inv.join_tokens[0].not_after_than = Some(crate::fixtures::at(time::Duration::days(-400)));
+        inv.join_tokens[0].made_at_or_after = Some(crate::fixtures::at(time::Duration::days(-400)));
         inv.node_cert.not_after = crate::fixtures::at(time::Duration::days(2));
         inv.files[0].mode = "0644".into();
         inv.files[0].too_open = true;

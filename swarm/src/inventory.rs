@@ -459,7 +459,7 @@ fn join_tokens(
                 fingerprint: crate::certs::short_sha256(token.as_bytes()),
                 ca_digest_matches,
                 changed_at: changes.get(role).cloned(),
-                not_after_than: if changes.contains_key(role) {
+                made_at_or_after: if changes.contains_key(role) {
                     None
                 } else {
                     created.clone()

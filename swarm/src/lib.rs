@@ -142,10 +142,14 @@ pub fn open(path: &Path, key: Option<&UnlockKey>) -> Result<Opened> {
     let given_key_is_current = match (key, &store) {
         (Some(kek), Some(rebuilt)) => {
             let cluster = rebuilt.store.cluster().map_err(store_error)?;
-            cluster.map(|c| {
-                c.unlock_keys
+            // No key in the store (autolock off): nothing to compare with.
+            cluster.and_then(|c| {
+                let held: Vec<_> = c
+                    .unlock_keys
                     .iter()
-                    .any(|k| k.subsystem == "swarm-manager" && kek.ct_eq(&k.key))
+                    .filter(|k| k.subsystem == "swarm-manager")
+                    .collect();
+                (!held.is_empty()).then(|| held.iter().any(|k| kek.ct_eq(&k.key)))
             })
         }
         _ => None,
@@ -187,10 +191,14 @@ pub fn dump_store(opened: &Opened, show_secrets: bool) -> Result<serde_json::Val
             path: opened.dir.path(key::NODE_KEY_FILE),
         });
     };
-    Ok(dump::dump(
-        &rebuilt.store,
-        dump::DumpOptions { show_secrets },
-    ))
+    let mut value = dump::dump_rebuilt(rebuilt, dump::DumpOptions { show_secrets });
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "notices".into(),
+            opened.notices().map(|n| n.to_string()).collect(),
+        );
+    }
+    Ok(value)
 }
 
 /// `Key: value` lines about what was read, for a terminal.

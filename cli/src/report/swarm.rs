@@ -55,7 +55,14 @@ impl Subject for SwarmInventory {
             r.swarm_raft(),
             r.swarm_tokens(),
             r.swarm_services(),
-            r.secrets(&r.inv.secrets),
+            r.secrets(
+                &r.inv.secrets,
+                if r.inv.store_read {
+                    "no secrets or configs"
+                } else {
+                    "not read (no unlock key)"
+                },
+            ),
             r.swarm_files(),
         ];
         if let Some(p) = &r.inv.probe {
@@ -448,7 +455,7 @@ impl Report<'_, SwarmInventory> {
                     Cell::plain(&t.format),
                     Cell::mono(&t.fingerprint),
                     Cell::flag(t.ca_digest_matches, "current root", "another root"),
-                    match (&t.changed_at, &t.not_after_than) {
+                    match (&t.changed_at, &t.made_at_or_after) {
                         (Some(at), _) => self.when(at, false),
                         (None, Some(bound)) => Cell::plain(format!(
                             "not in the log kept: made at or after {bound} (the swarm's creation)"
