@@ -276,9 +276,10 @@ pub fn swarm_default() -> SwarmInventory {
         serial: "3b1f00aa".into(),
         fingerprint: "sha256:aa11".into(),
         issued_by_root: true,
-        not_before: at(not_before),
+        // Swarm backdates a certificate's start by an hour.
+        not_before: at(not_before - Duration::hours(1)),
         not_after: at(not_before + Duration::days(life_days)),
-        lifetime_seconds: u64::try_from(life_days * 86_400).unwrap_or(0),
+        lifetime_seconds: u64::try_from(life_days * 86_400 + 3600).unwrap_or(0),
     };
     SwarmInventory {
         generated_at: at(Duration::ZERO),

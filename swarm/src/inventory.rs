@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::dir::{FileInfo, FileKind};
 use crate::key::KeyProtection;
-use crate::proto::{self, Cluster, InternalRaftRequest, ServiceMode, StoreTarget};
+use crate::proto::{self, Cluster, ServiceMode};
 use crate::record::RecordAlgorithm;
 use crate::{Opened, certs};
 
@@ -500,11 +500,13 @@ pub(crate) fn token_changes(
         let Some(plain) = &entry.plaintext else {
             continue;
         };
-        let Ok(req) = InternalRaftRequest::decode(plain.as_slice()) else {
+        // Only the cluster actions are decoded: prost skips the others
+        // (nodes, tasks) without building them.
+        let Ok(req) = ClusterActions::decode(plain.as_slice()) else {
             continue;
         };
         for action in &req.action {
-            let Some(StoreTarget::Cluster(c)) = &action.target else {
+            let Some(c) = &action.cluster else {
                 continue;
             };
             let now = tokens(c);
@@ -520,6 +522,23 @@ pub(crate) fn token_changes(
         }
     }
     changed
+}
+
+/// An `InternalRaftRequest` seen only for its actions on the cluster
+/// object (`StoreAction` field 6).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterActions {
+    #[prost(message, repeated, tag = "2")]
+    action: Vec<ClusterAction>,
+}
+
+/// A `StoreAction`'s kind and its cluster, if that is its target.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterAction {
+    #[prost(int32, tag = "1")]
+    action: i32,
+    #[prost(message, optional, tag = "6")]
+    cluster: Option<Cluster>,
 }
 
 fn meta_version(meta: Option<&proto::Meta>) -> u64 {
