@@ -249,42 +249,41 @@ pub fn read_log(dir: &StateDir, keys: Option<&DataKeys>) -> Result<RaftLog> {
     }
     check_gaps(&scan.entries, snap_index, &scan.hard_state, &mut notices)?;
 
-    // 3. Decrypt after the snapshot.
+    // 3. Decrypt after the snapshot: the entries are cut into one run per
+    // core and opened in parallel (decryption is most of the work); the
+    // first error in index order wins, as if they were opened in turn.
+    let commit = scan.hard_state.commit;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS);
+    let chunk = scan
+        .entries
+        .len()
+        .div_ceil(threads)
+        .max(MIN_ENTRIES_PER_THREAD);
+    let opened: Vec<Result<OpenedRun>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = scan
+            .entries
+            .chunks(chunk)
+            .map(|run| scope.spawn(move || open_run(run, keys, snap_index, commit)))
+            .collect();
+        runs.into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SwarmError::Other(
+                        "a decryption thread stopped unexpectedly".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
     let mut entries = Vec::with_capacity(scan.entries.len());
     let mut uncommitted = 0usize;
-    for raw in scan.entries {
-        let rec = MaybeEncryptedRecord::decode(&raw.data)
-            .map_err(|e| e.at(&raw.file, raw.offset, Some(raw.index)))?;
-        algorithms_seen.insert(rec.algorithm);
-        let before_snapshot = raw.index <= snap_index;
-        let plaintext = if before_snapshot {
-            None
-        } else {
-            match open_decoded(&rec, keys) {
-                Ok(o) => Some(o.plaintext),
-                Err(RecordError::NoKey) => None,
-                Err(e) => return Err(e.at(&raw.file, raw.offset, Some(raw.index))),
-            }
-        };
-        let committed = raw.index <= scan.hard_state.commit;
-        if !committed {
-            uncommitted += 1;
-        }
-        entries.push(LogEntry {
-            index: raw.index,
-            term: raw.term,
-            kind: match raw.entry_type {
-                0 => EntryKind::Normal,
-                1 => EntryKind::ConfChange,
-                other => EntryKind::Unknown(other),
-            },
-            committed,
-            before_snapshot,
-            algorithm: rec.algorithm,
-            plaintext,
-            file: raw.file,
-            offset: raw.offset,
-        });
+    for run in opened {
+        let run = run?;
+        entries.extend(run.entries);
+        algorithms_seen.extend(run.algorithms);
+        uncommitted += run.uncommitted;
     }
     if uncommitted > 0 {
         notices.push(Notice::new(
@@ -413,6 +412,64 @@ pub fn verify(dir: &StateDir, keys: Option<&DataKeys>) -> Result<VerifyReport> {
 }
 
 /// An entry as read from the WAL, still sealed.
+/// Most threads that decrypt entries at once.
+const MAX_THREADS: usize = 8;
+
+/// Fewer entries than this are not worth a thread of their own.
+const MIN_ENTRIES_PER_THREAD: usize = 1024;
+
+/// A run of entries, decrypted.
+struct OpenedRun {
+    entries: Vec<LogEntry>,
+    algorithms: BTreeSet<RecordAlgorithm>,
+    uncommitted: usize,
+}
+
+/// Decrypts the entries of `run` that come after the snapshot; stops at
+/// the first that does not open.
+fn open_run(run: &[RawEntry], keys: &DataKeys, snap_index: u64, commit: u64) -> Result<OpenedRun> {
+    let mut out = OpenedRun {
+        entries: Vec::with_capacity(run.len()),
+        algorithms: BTreeSet::new(),
+        uncommitted: 0,
+    };
+    for raw in run {
+        let rec = MaybeEncryptedRecord::decode(&raw.data)
+            .map_err(|e| e.at(&raw.file, raw.offset, Some(raw.index)))?;
+        out.algorithms.insert(rec.algorithm);
+        let before_snapshot = raw.index <= snap_index;
+        let plaintext = if before_snapshot {
+            None
+        } else {
+            match open_decoded(&rec, keys) {
+                Ok(o) => Some(o.plaintext),
+                Err(RecordError::NoKey) => None,
+                Err(e) => return Err(e.at(&raw.file, raw.offset, Some(raw.index))),
+            }
+        };
+        let committed = raw.index <= commit;
+        if !committed {
+            out.uncommitted += 1;
+        }
+        out.entries.push(LogEntry {
+            index: raw.index,
+            term: raw.term,
+            kind: match raw.entry_type {
+                0 => EntryKind::Normal,
+                1 => EntryKind::ConfChange,
+                other => EntryKind::Unknown(other),
+            },
+            committed,
+            before_snapshot,
+            algorithm: rec.algorithm,
+            plaintext,
+            file: raw.file.clone(),
+            offset: raw.offset,
+        });
+    }
+    Ok(out)
+}
+
 struct RawEntry {
     index: u64,
     term: u64,
