@@ -75,9 +75,9 @@ pub struct SwarmInventory {
     pub files: Vec<SwarmFile>,
     /// A live look at a manager's port (`--probe`).
     pub probe: Option<TlsProbe>,
-    /// Whether the probed manager's certificate names this state
-    /// directory's cluster (`O=`) and its root CA as issuer: a name check,
-    /// the probe keeps no signature (None: no probe, or no chain seen).
+    /// Whether the probed manager's certificate was signed by this state
+    /// directory's root CA (a signature check; None: no probe, or no
+    /// chain seen).
     pub probe_chain_from_root: Option<bool>,
     /// Things noticed while reading (a torn WAL tail, an ignored spare
     /// file): not findings by themselves.

@@ -93,6 +93,10 @@ pub struct ProbeCert {
     pub subject_alt_names: Vec<String>,
     /// Whether the certificate is a CA (basic constraints).
     pub is_ca: bool,
+    /// The certificate as presented, PEM: evidence, and what the report
+    /// checks against the state directory's root CA.
+    #[serde(default)]
+    pub pem: String,
 }
 
 /// What a full handshake negotiated.

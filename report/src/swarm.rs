@@ -514,9 +514,9 @@ impl Checks<'_> {
             self.push(
                 Severity::High,
                 &subject,
-                "the manager answering there presents a certificate that names another cluster \
-                 or another issuer than this state directory's: the probe reached a different \
-                 swarm, or the copy is not from this manager's cluster",
+                "the manager answering there presents a certificate that the root CA of this \
+                 state directory did not sign: the probe reached another swarm, or the copy is \
+                 not from this manager's cluster",
                 fix,
             );
         }

@@ -3,7 +3,7 @@
 //! same wording as `moat cert inspect`); "issued by the root" is a
 //! signature check.
 
-use moat_api::{RootCaInfo, SwarmCert};
+use moat_api::{ProbeCert, RootCaInfo, SwarmCert};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// One certificate: its DER and what inspection says of it.
@@ -95,6 +95,54 @@ pub(crate) fn swarm_cert(c: &Parsed, roots_pem: &[u8]) -> SwarmCert {
     }
 }
 
+/// A certificate a probed server presented (`index` in its chain), with
+/// its PEM; one that does not parse keeps its fingerprint and says so.
+pub(crate) fn probe_cert(index: usize, der: &[u8]) -> ProbeCert {
+    let pem_text = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
+    match moat_pki::inspect(der)
+        .ok()
+        .and_then(|r| r.into_iter().next())
+    {
+        Some(r) => ProbeCert {
+            subject: r.subject.clone(),
+            issuer: r.issuer.clone(),
+            key_algorithm: algorithm(&r),
+            signature_algorithm: r.signature_algorithm.clone(),
+            not_before: r.not_before.clone(),
+            not_after: r.not_after.clone(),
+            sha256: fingerprint(&r),
+            subject_alt_names: r.subject_alt_names.clone(),
+            is_ca: r.is_ca,
+            pem: pem_text,
+        },
+        None => ProbeCert {
+            subject: String::new(),
+            issuer: String::new(),
+            key_algorithm: String::new(),
+            signature_algorithm: String::new(),
+            not_before: String::new(),
+            not_after: String::new(),
+            sha256: short_sha256_full(der),
+            subject_alt_names: vec![format!("<certificate {index} does not parse>")],
+            is_ca: false,
+            pem: pem_text,
+        },
+    }
+}
+
+/// Whether the first certificate of `leaf_pem` is signed by one of the
+/// certificates in `roots_pem` (a signature check).
+pub(crate) fn pem_signed_by(leaf_pem: &str, roots_pem: &[u8]) -> bool {
+    first(leaf_pem.as_bytes()).is_some_and(|leaf| signed_by_any(&leaf.der, roots_pem))
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn short_sha256_full(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// A certificate file that does not parse.
 pub(crate) fn empty_cert() -> SwarmCert {
     SwarmCert {
@@ -145,15 +193,6 @@ fn signed_by_any(der: &[u8], roots_pem: &[u8]) -> bool {
             .ok()
             .is_some_and(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok())
     })
-}
-
-/// Whether a probed leaf names this state directory's cluster and was
-/// issued under its root's name (the probe keeps names, not the DER).
-pub(crate) fn same_cluster(subject: &str, issuer: &str, cluster: &str, root_subject: &str) -> bool {
-    let names_cluster = subject
-        .split(',')
-        .any(|part| part.trim() == format!("O={cluster}"));
-    names_cluster && issuer.trim() == root_subject.trim()
 }
 
 /// The CA digest a join token carries: SHA-256 of the root CA's PEM

@@ -203,12 +203,7 @@ pub fn build(opened: &Opened, probe: Option<TlsProbe>, now: OffsetDateTime) -> S
 
     let probe_chain_from_root = probe.as_ref().and_then(|p| {
         let leaf = p.chain.first()?;
-        Some(certs::same_cluster(
-            &leaf.subject,
-            &leaf.issuer,
-            &cluster_id,
-            &root_info.subject,
-        ))
+        Some(certs::pem_signed_by(&leaf.pem, &opened.root_ca_pem))
     });
 
     SwarmInventory {

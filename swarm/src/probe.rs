@@ -1622,104 +1622,10 @@ impl Write for DeadlineIo<'_> {
     }
 }
 
+/// One presented certificate as the report shows it (the same facts and
+/// wording as `moat cert inspect`), with its PEM.
 fn describe_cert(index: usize, der: &CertificateDer<'_>) -> ProbeCert {
-    use x509_parser::extensions::GeneralName;
-    use x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY;
-    use x509_parser::public_key::PublicKey;
-
-    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
-    let sha256 = format!(
-        "sha256:{}",
-        digest
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let cert = match x509_parser::parse_x509_certificate(der.as_ref()) {
-        Ok((_, cert)) => cert,
-        Err(e) => {
-            return ProbeCert {
-                subject: String::new(),
-                issuer: String::new(),
-                key_algorithm: String::new(),
-                signature_algorithm: String::new(),
-                not_before: String::new(),
-                not_after: String::new(),
-                sha256,
-                subject_alt_names: vec![format!("<certificate {index} does not parse: {e}>")],
-                is_ca: false,
-            };
-        }
-    };
-    let oid_name = |oid: &x509_parser::oid_registry::Oid<'_>| {
-        x509_parser::objects::oid2sn(oid, x509_parser::objects::oid_registry())
-            .map(str::to_owned)
-            .unwrap_or_else(|_| oid.to_id_string())
-    };
-    let spki = cert.public_key();
-    let key_algorithm = if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map_or_else(
-                || "unknown curve".to_owned(),
-                |c| match oid_name(&c).as_str() {
-                    "prime256v1" => "P-256".to_owned(),
-                    "secp384r1" => "P-384".to_owned(),
-                    "secp521r1" => "P-521".to_owned(),
-                    other => other.to_owned(),
-                },
-            );
-        format!("ECDSA {curve}")
-    } else {
-        match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
-            _ => match oid_name(&spki.algorithm.algorithm).as_str() {
-                "ed25519" => "Ed25519".to_owned(),
-                other => other.to_owned(),
-            },
-        }
-    };
-    let subject_alt_names = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => ext
-            .value
-            .general_names
-            .iter()
-            .map(|n| match n {
-                GeneralName::DNSName(d) => format!("DNS:{d}"),
-                GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => format!(
-                        "IP:{}",
-                        std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]])
-                    ),
-                    16 => {
-                        let mut b = [0u8; 16];
-                        b.copy_from_slice(ip);
-                        format!("IP:{}", std::net::Ipv6Addr::from(b))
-                    }
-                    _ => "IP:<malformed>".to_owned(),
-                },
-                GeneralName::URI(u) => format!("URI:{u}"),
-                GeneralName::RFC822Name(e) => format!("email:{e}"),
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    ProbeCert {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
-        key_algorithm,
-        signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
-        not_before: rfc3339(cert.validity().not_before.to_datetime()),
-        not_after: rfc3339(cert.validity().not_after.to_datetime()),
-        sha256,
-        subject_alt_names,
-        is_ca: cert.is_ca(),
-    }
+    crate::certs::probe_cert(index, der.as_ref())
 }
 
 /// The door to what a normal client never does: accept any server

@@ -130,3 +130,55 @@ fn unlocked_needs_no_key_and_says_the_data_key_is_in_clear() {
     let inv = inventory("unlocked", true);
     assert_eq!(inv.autolock.given_key_is_current, None);
 }
+
+#[test]
+fn a_probed_certificate_is_checked_against_the_root_by_signature() {
+    let dir = fixture("rotated");
+    let key: UnlockKey = std::fs::read_to_string(dir.join("unlock-key"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let opened = moat_swarm::open(&dir, Some(&key)).unwrap();
+    let probe_with = |pem: String| moat_api::TlsProbe {
+        address: "127.0.0.1:2377".into(),
+        peer: "127.0.0.1:2377".into(),
+        probed_at: "2026-12-07T00:00:00Z".into(),
+        versions: vec!["TLSv1.3".into()],
+        cipher_suites: vec![],
+        key_exchange_groups: vec![],
+        post_quantum: false,
+        client_cert_requested: true,
+        chain: vec![moat_api::ProbeCert {
+            subject: "CN=swarm-manager".into(),
+            issuer: "CN=swarm-ca".into(),
+            key_algorithm: "ECDSA P-256".into(),
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            sha256: String::new(),
+            subject_alt_names: vec![],
+            is_ca: false,
+            pem,
+        }],
+        negotiated: None,
+        notes: vec![],
+    };
+    // This manager's own certificate: signed by the root.
+    let own = std::fs::read_to_string(dir.join("certificates/swarm-node.crt")).unwrap();
+    let inv =
+        moat_swarm::inventory::build(&opened, Some(probe_with(own)), OffsetDateTime::now_utc());
+    assert_eq!(inv.probe_chain_from_root, Some(true));
+    // One with the same names from another root: refused.
+    let mut params = rcgen::CertificateParams::new(vec!["swarm-manager".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "swarm-ca");
+    let other = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem();
+    let inv =
+        moat_swarm::inventory::build(&opened, Some(probe_with(other)), OffsetDateTime::now_utc());
+    assert_eq!(inv.probe_chain_from_root, Some(false));
+}
