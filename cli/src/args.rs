@@ -456,13 +456,18 @@ pub(crate) enum Store {
     ///
     /// Exits 0 with a summary when all is well; otherwise exits 1 naming
     /// the first bad file and its offset or log index. Run it on a stopped
-    /// manager, or on a backup.
+    /// manager, or on a backup. With --docker-swarm, a Docker Swarm
+    /// manager's raft WAL and snapshots: every CRC-32C, and every record
+    /// a data key is at hand for.
     Verify(StoreArgs),
     /// Decrypt the store and print the cluster objects, for forensics.
     ///
     /// The state printed is the snapshot plus every committed log entry
     /// after it. Secrets (the CA key, join tokens, the unlock key, the
-    /// audit key) are redacted unless --show-secrets is given.
+    /// audit key) are redacted unless --show-secrets is given. With
+    /// --docker-swarm, a Docker Swarm manager's store (nodes, services,
+    /// tasks, networks, secrets, configs, the cluster), with its secrets,
+    /// keys, credentials and environment values redacted the same way.
     Dump {
         #[command(flatten)]
         store: StoreArgs,
