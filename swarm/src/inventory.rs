@@ -519,6 +519,27 @@ pub(crate) fn token_changes(
     changed
 }
 
+/// The cluster object of a snapshot's plaintext (`api.Snapshot`), decoded
+/// alone: prost skips the other objects without building them.
+pub(crate) fn snapshot_cluster(plaintext: &[u8]) -> Option<Cluster> {
+    let snap = SnapshotClusters::decode(plaintext).ok()?;
+    crate::store::pick_cluster(snap.store?.clusters)
+}
+
+/// An `api.Snapshot` seen only for its cluster objects.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotClusters {
+    #[prost(message, optional, tag = "3")]
+    store: Option<StoreClusters>,
+}
+
+/// A `StoreSnapshot` seen only for its cluster objects (field 5).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoreClusters {
+    #[prost(message, repeated, tag = "5")]
+    clusters: Vec<Cluster>,
+}
+
 /// An `InternalRaftRequest` seen only for its actions on the cluster
 /// object (`StoreAction` field 6).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -114,7 +114,9 @@ pub fn open(path: &Path, key: Option<&UnlockKey>) -> Result<Opened> {
     let node_cert_pem = dir.read_small(dir::NODE_CERT_FILE)?;
     let root_ca_pem = dir.read_small(dir::ROOT_CA_FILE)?;
     let files = dir.files()?;
-    let (keys, tls_key_matches_cert, key_notices) = match dir.open_keys(key) {
+    // The key file and certificate already read are opened here, not
+    // read again (`StateDir::open_keys` is for callers without them).
+    let (keys, tls_key_matches_cert, key_notices) = match node_key.open(key, Some(&node_cert_pem)) {
         Ok(opened) => (
             Some(opened.keys),
             opened.tls_key_matches_cert,
@@ -128,12 +130,13 @@ pub fn open(path: &Path, key: Option<&UnlockKey>) -> Result<Opened> {
     let (store, token_changes) = match &keys {
         Some(_) => {
             let rebuilt = store::Store::rebuild(&log).map_err(store_error)?;
-            let snapshot_cluster = match log.snapshot.as_ref().and_then(|s| s.plaintext.as_ref()) {
-                Some(plain) => store::Store::from_snapshot(plain)
-                    .and_then(|s| s.cluster())
-                    .map_err(store_error)?,
-                None => None,
-            };
+            // The rebuild has decoded the snapshot already; only its
+            // cluster is wanted here, so only that is decoded again.
+            let snapshot_cluster = log
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.plaintext.as_ref())
+                .and_then(|plain| inventory::snapshot_cluster(plain));
             let changes = inventory::token_changes(&log, snapshot_cluster.as_ref());
             (Some(rebuilt), changes)
         }

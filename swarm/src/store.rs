@@ -779,18 +779,23 @@ impl Store {
     /// The cluster object: the one named `default` (SwarmKit's only one),
     /// else the first by id; `None` if there is none.
     pub fn cluster(&self) -> Result<Option<proto::Cluster>, StoreError> {
-        let mut all = self.clusters()?;
-        let pos = all
-            .iter()
-            .position(|c| {
-                c.spec
-                    .as_ref()
-                    .and_then(|s| s.annotations.as_ref())
-                    .is_some_and(|a| a.name == "default")
-            })
-            .unwrap_or(0);
-        Ok((pos < all.len()).then(|| all.swap_remove(pos)))
+        Ok(pick_cluster(self.clusters()?))
     }
+}
+
+/// Of the cluster objects `all`, the one named `default` (SwarmKit's only
+/// one), else the first; `None` if there is none.
+pub(crate) fn pick_cluster(mut all: Vec<proto::Cluster>) -> Option<proto::Cluster> {
+    let pos = all
+        .iter()
+        .position(|c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.annotations.as_ref())
+                .is_some_and(|a| a.name == "default")
+        })
+        .unwrap_or(0);
+    (pos < all.len()).then(|| all.swap_remove(pos))
 }
 
 /// A `StoreAction` as read: its kind, and its target's field number and
