@@ -85,6 +85,21 @@ fn report_json(state: &Path, key: Option<&Path>, extra: &[&str]) -> (Value, i32,
     (json, code, text)
 }
 
+/// The live manager's key file.
+const NODE_KEY: &str = "/var/lib/docker/swarm/certificates/swarm-node.key";
+
+/// Waits (at most 30 s) until the manager has done `what`.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the manager did not finish within 30 s: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn finding<'a>(report: &'a Value, subject: &str, words: &str) -> Option<&'a Value> {
     report["findings"].as_array().unwrap().iter().find(|f| {
         f["subject"].as_str().unwrap().contains(subject)
@@ -313,6 +328,7 @@ fn audit_a_real_docker_swarm_offline() {
     );
 
     // Rotate the unlock key, and force a snapshot.
+    let key_before = std::fs::read(NODE_KEY).unwrap();
     let key2 = docker_ok(&["swarm", "unlock-key", "--rotate", "-q"])
         .trim()
         .to_owned();
@@ -328,6 +344,15 @@ fn audit_a_real_docker_swarm_offline() {
             "web",
         ]);
     }
+    // The commands return before the manager has rewritten its files.
+    wait_for("swarm-node.key re-wrapped under the new key", || {
+        std::fs::read(NODE_KEY).is_ok_and(|k| k != key_before)
+    });
+    wait_for("a snapshot", || {
+        std::fs::read_dir("/var/lib/docker/swarm/raft/snap-v3-encrypted").is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "snap")))
+        })
+    });
     let rotated = copy_state(&tmp.path().join("rotated"));
     let out = moat()
         .args(["audit", "report", "--docker-swarm"])
@@ -353,6 +378,10 @@ fn audit_a_real_docker_swarm_offline() {
 
     // Autolock off: no key needed, and the high finding says why.
     docker_ok(&["swarm", "update", "--autolock=false"]);
+    wait_for("swarm-node.key written in clear", || {
+        std::fs::read_to_string(NODE_KEY)
+            .is_ok_and(|k| k.starts_with("-----BEGIN PRIVATE KEY-----"))
+    });
     let open = copy_state(&tmp.path().join("open"));
     let (r, code, _) = report_json(&open, None, &[]);
     assert_eq!(code, 3);
