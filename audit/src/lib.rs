@@ -44,7 +44,7 @@ pub use head::{
     HEAD_SIGNING_CONTEXT, HeadSigner, MAX_CHAIN_PEM_BYTES, MAX_SIGNATURE_BYTES, SignedTreeHead,
 };
 pub use key::{AUDIT_HASH_PREFIX, AuditKey};
-pub use merkle::{MerkleLog, verify_consistency, verify_inclusion};
+pub use merkle::{Frontier, MerkleLog, verify_consistency, verify_inclusion};
 pub use proof::{
     InclusionProofFile, MAX_PROOF_FILE_BYTES, PROOF_FORMAT, VerifiedInclusion,
     verify_inclusion_file,

@@ -102,6 +102,25 @@ impl MerkleLog {
         Ok(h)
     }
 
+    /// Drops every leaf after the first `size` (nothing if the log is not
+    /// longer): the tree of the first `size` leaves, as if the rest had
+    /// never been pushed.
+    pub fn truncate(&mut self, size: u64) {
+        let Ok(n) = usize::try_from(size) else {
+            return;
+        };
+        if n >= self.leaves.len() {
+            return;
+        }
+        self.leaves.truncate(n);
+        for (k, level) in self.cache.iter_mut().enumerate() {
+            level.truncate(n >> (CACHE_LEVEL as usize + k));
+        }
+        while self.cache.last().is_some_and(Vec::is_empty) {
+            self.cache.pop();
+        }
+    }
+
     /// The hash of leaf `index`, if it exists.
     pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
         self.leaves.get(usize::try_from(index).ok()?).copied()
@@ -373,9 +392,10 @@ pub fn verify_consistency(
 }
 
 /// A tree kept only as its frontier (the roots of its maximal complete
-/// subtrees): O(log n) memory, for hashing a log once from start to end.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Frontier {
+/// subtrees, a compact range): O(log n) memory, enough to append leaves
+/// and compute the current root, but not older roots or proofs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
     size: u64,
     hashes: Vec<Hash>,
 }
@@ -383,15 +403,22 @@ pub(crate) struct Frontier {
 impl Frontier {
     /// A frontier taken from [`MerkleLog::frontier`]; `None` if the number
     /// of hashes is not the number of set bits of `size`.
-    pub(crate) fn from_parts(size: u64, hashes: Vec<Hash>) -> Option<Self> {
+    pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Option<Self> {
         (hashes.len() == size.count_ones() as usize).then_some(Self { size, hashes })
     }
 
-    pub(crate) fn size(&self) -> u64 {
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
         self.size
     }
 
-    pub(crate) fn push(&mut self, leaf: Hash) {
+    /// The subtree roots, left to right (one per set bit of the size).
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    /// Appends a leaf by its hash.
+    pub fn push(&mut self, leaf: Hash) {
         let mut h = leaf;
         let mut s = self.size;
         while s & 1 == 1 {
@@ -404,7 +431,8 @@ impl Frontier {
         self.size += 1;
     }
 
-    pub(crate) fn root(&self) -> Hash {
+    /// The root of the tree of every leaf pushed (RFC 6962 MTH).
+    pub fn root(&self) -> Hash {
         let mut it = self.hashes.iter().rev();
         match it.next() {
             None => empty_root(),

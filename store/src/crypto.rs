@@ -23,6 +23,9 @@ pub enum FileKind {
     Meta = 3,
     /// A snapshot; position = snapshot id.
     Snapshot = 4,
+    /// An audit record in this manager's audit segments; position = the
+    /// record's sequence number (8 bytes, big-endian).
+    AuditSegment = 5,
 }
 
 /// Seals and opens store records with the node's DEKs.

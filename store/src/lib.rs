@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod audit_segments;
 mod crypto;
 mod error;
 mod fsutil;

@@ -390,3 +390,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn truncate_gives_the_tree_of_the_prefix() {
+    for n in [0u64, 1, 255, 256, 257, 700, 1024, 1500] {
+        let mut log = MerkleLog::new();
+        for i in 0..1500u64 {
+            log.push_leaf(&i.to_be_bytes());
+        }
+        log.truncate(n);
+        let mut fresh = MerkleLog::new();
+        for i in 0..n {
+            fresh.push_leaf(&i.to_be_bytes());
+        }
+        assert_eq!(log.size(), n);
+        assert_eq!(log.current_root(), fresh.current_root(), "size {n}");
+        // Pushing again gives the same tree as never having truncated.
+        for i in n..(n + 300) {
+            log.push_leaf(&i.to_be_bytes());
+            fresh.push_leaf(&i.to_be_bytes());
+        }
+        assert_eq!(log.current_root(), fresh.current_root(), "size {n} + 300");
+        assert_eq!(log.frontier(n).unwrap(), fresh.frontier(n).unwrap());
+    }
+}
+
+#[test]
+fn a_frontier_follows_the_log() {
+    let mut log = MerkleLog::new();
+    let mut f = Frontier::default();
+    for i in 0..600u64 {
+        assert_eq!(f.root(), log.current_root());
+        log.push_leaf(&i.to_be_bytes());
+        f.push(crate::hash::leaf_hash(&i.to_be_bytes()));
+        assert_eq!(f.hashes(), log.frontier(i + 1).unwrap().as_slice());
+    }
+}
