@@ -55,26 +55,52 @@
 //!
 //! # Durability
 //!
-//! * [`append`](RaftLogStorage::append) writes all frames of the call, then
-//!   `fdatasync`s the segment (one fsync per call, not per entry) before it
-//!   reports the entries flushed. When a call starts a new segment, the
-//!   previous segment is fsynced before the new file is created, and the
-//!   directory is fsynced before the call reports success.
-//! * [`save_vote`](RaftLogStorage::save_vote) and
-//!   [`save_committed`](RaftLogStorage::save_committed) return after the
-//!   atomic replacement above, directory fsync included.
-//! * [`truncate`](RaftLogStorage::truncate) deletes later segments from the
-//!   last one backwards (fsyncing the directory after each), then shortens
-//!   the segment holding the cut and fsyncs it, so a crash leaves a prefix
-//!   of the old log, never a hole.
-//! * [`purge`](RaftLogStorage::purge) first makes `last_purged` durable in
-//!   `meta`, then deletes whole segments whose entries are all purged, from
-//!   the first one forwards (fsyncing the directory after each). Purged
-//!   entries left in a kept segment are verified at open and then skipped.
-//!   An interrupted purge is finished at the next open.
+//! All writes are made by the log's writer thread (`moat-raft-log`, one
+//! per open log), never on the async runtime's worker threads. It runs
+//! the jobs in the order they were queued:
 //!
-//! I/O is synchronous inside the async methods: openraft serializes log I/O
-//! and the fsync is the point of each call.
+//! * [`append`](RaftLogStorage::append) seals the entries on the caller's
+//!   thread, makes them visible to readers, queues them and returns; it
+//!   does not wait for the disk. The writer takes every job queued at that
+//!   moment and writes the leading run of appends — from one call or from
+//!   many — as one batch: all frames, then **one** `fdatasync` of the
+//!   segment (group commit). Only after that fsync does it call each
+//!   append's callback ([`LogFlushed`], how openraft learns the entries
+//!   are flushed), in order. So nothing is reported flushed before it is
+//!   on disk, and every append reported flushed survives a crash. When a
+//!   batch starts a new segment, the previous segment is fsynced before
+//!   the new file is created, and the directory is fsynced before any
+//!   append of the batch is reported. If the batch fails, every append in
+//!   it gets the error and the log refuses later writes.
+//!   [`append_entries`](LogStore::append_entries) is the same, waiting for
+//!   the flush.
+//! * [`save_vote`](RaftLogStorage::save_vote) returns after the appends
+//!   queued before it are written and the vote file is replaced
+//!   atomically (above), directory fsync included.
+//! * [`save_committed`](RaftLogStorage::save_committed) keeps the
+//!   committed id in memory and makes it durable (atomic replacement of
+//!   `meta`) only when it is first set, when it moved back, and once it
+//!   is [`COMMITTED_PERSIST_EVERY`] entries ahead of the durable one;
+//!   also with every purge and when the store is dropped. After a crash it
+//!   can lag the real commit point by up to that many entries, never lead
+//!   it: openraft allows this (the committed id is optional for it), and
+//!   the manager re-applies those entries once the leader confirms them.
+//! * [`truncate`](RaftLogStorage::truncate) runs after the queued appends:
+//!   it deletes later segments from the last one backwards (fsyncing the
+//!   directory after each), then shortens the segment holding the cut and
+//!   fsyncs it, so a crash leaves a prefix of the old log, never a hole.
+//! * [`purge`](RaftLogStorage::purge) runs after the queued appends: it
+//!   first makes `last_purged` durable in `meta`, then deletes whole
+//!   segments whose entries are all purged, from the first one forwards
+//!   (fsyncing the directory after each). Purged entries left in a kept
+//!   segment are verified at open and then skipped. An interrupted purge
+//!   is finished at the next open.
+//!
+//! Dropping the store lets the writer finish every queued job before it
+//! stops. With openraft 0.9, which waits for each append's flush before
+//! its next log write, a batch holds one openraft append (a leader's is
+//! one client write); the batching pays when appends are queued faster
+//! than one fsync, as `store/tests/log.rs` shows.
 //!
 //! # Torn tail
 //!
@@ -90,14 +116,15 @@
 //! record, or a log that does not start at the last purged index plus one
 //! (or at 0 when nothing was purged).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::ops::RangeBounds;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, mpsc};
 
 use openraft::OptionalSend;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -158,22 +185,31 @@ impl LogStoreOptions {
 /// durability of each write and the torn-tail rule are documented byte by
 /// byte at the top of `store/src/log.rs`.
 ///
-/// Writes go through `&mut self` and are serialized; readers obtained with
+/// Calls go through `&mut self` and are serialized. Appends are sealed by
+/// the caller and handed to the log's writer thread, which writes and
+/// fsyncs them (group commit, see the module documentation); every other
+/// write waits for the appends queued before it. Readers obtained with
 /// [`get_log_reader`](RaftLogStorage::get_log_reader) share the in-memory
-/// entries. After a failed write the on-disk state is unknown, so the store
-/// refuses every later write until it is reopened (openraft treats storage
-/// errors as fatal and stops the node anyway).
+/// entries. After a failed write the on-disk state is unknown, so the
+/// store refuses every later write until it is reopened (openraft treats
+/// storage errors as fatal and stops the node anyway).
 pub struct LogStore {
     dir: PathBuf,
     cipher: Arc<RecordCipher>,
     options: LogStoreOptions,
     entries: Arc<RwLock<BTreeMap<u64, Entry>>>,
-    segments: Vec<Segment>,
     vote: Option<Vote>,
     meta: LogMeta,
-    failed: Option<String>,
     /// The committed index last made durable in `meta`.
     committed_on_disk: Option<u64>,
+    /// The last index the segments hold once every queued append is
+    /// written (what the order check of a new append compares against).
+    last_index: Option<u64>,
+    /// The writer thread (`None` when opened read-only).
+    writer: Option<Writer>,
+    /// Set once by the first failed write; shared with the writer thread.
+    failed: Arc<OnceLock<String>>,
+    counters: Arc<Counters>,
     /// Held for the store's life: an exclusive lock on `DIR/LOCK`, so two
     /// processes never write one log (`None` when opened read-only).
     _lock: Option<File>,
@@ -332,16 +368,36 @@ impl LogStore {
             remove_stale_temporaries(dir)?;
         }
 
+        let entries = Arc::new(RwLock::new(entries));
+        let failed = Arc::new(OnceLock::new());
+        let counters = Arc::new(Counters::default());
+        let disk = Disk {
+            dir: dir.to_path_buf(),
+            cipher: cipher.clone(),
+            segment_bytes: options.segment_bytes,
+            segments,
+            entries: Arc::clone(&entries),
+            failed: Arc::clone(&failed),
+            counters: Arc::clone(&counters),
+        };
+        let last_index = disk.last_index_on_disk();
+        let writer = if options.read_only {
+            None
+        } else {
+            Some(Writer::start(disk)?)
+        };
         Ok(LogStore {
             dir: dir.to_path_buf(),
             cipher,
             options,
-            entries: Arc::new(RwLock::new(entries)),
-            segments,
+            entries,
             vote,
             meta,
-            failed: None,
             committed_on_disk: meta.committed.map(|c| c.index),
+            last_index,
+            writer,
+            failed,
+            counters,
             _lock: lock,
         })
     }
@@ -351,15 +407,14 @@ impl LogStore {
         &self.dir
     }
 
-    /// Appends `entries` and returns once they are on disk: all frames are
-    /// written, then the segment is fsynced once (see the module
-    /// documentation for segment rolls). When this returns `Ok`, readers
-    /// see the entries.
+    /// Appends `entries` and returns once they are on disk (written and
+    /// fsynced by the writer thread, see the module documentation). When
+    /// this returns `Ok`, readers see the entries.
     ///
-    /// Entries must have increasing indexes above every index already on
-    /// disk ([`StoreError::Invalid`] otherwise: truncate first; nothing is
-    /// written). openraft appends each entry right after the log (or after
-    /// the last purged index); an entry that does not (openraft's own
+    /// Entries must have increasing indexes above every index already in
+    /// the log ([`StoreError::Invalid`] otherwise: truncate first; nothing
+    /// is written). openraft appends each entry right after the log (or
+    /// after the last purged index); an entry that does not (openraft's own
     /// conformance suite writes such logs) is written with a warning, but
     /// the next [`open`](Self::open) reports the gap as
     /// [`StoreError::Corrupt`].
@@ -367,18 +422,86 @@ impl LogStore {
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StoreError> {
-        self.check_usable()?;
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        if entries.is_empty() {
-            return Ok(());
+        let (tx, rx) = mpsc::channel();
+        self.append_then(entries, move |result| {
+            let _ = tx.send(result);
+        })?;
+        rx.recv().unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Queues `entries` for the writer thread and returns without waiting
+    /// for the disk: readers see the entries when this returns, and
+    /// `on_flushed` is called once they are fsynced — or with the error if
+    /// the write failed. Appends queued while the writer is busy are
+    /// written together and share one fsync (group commit).
+    ///
+    /// `on_flushed` is called exactly once: on the writer thread (it must
+    /// not block: it holds up every later write), or on the caller's thread
+    /// with a copy of the error when this returns `Err` (nothing was
+    /// queued). The order rules are those of
+    /// [`append_entries`](Self::append_entries).
+    pub fn append_then(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        on_flushed: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        match self.queue_append(entries.into_iter().collect(), Box::new(on_flushed)) {
+            Ok(()) => Ok(()),
+            Err((e, on_flushed)) => {
+                on_flushed(Err(duplicate(&e)));
+                Err(e)
+            }
         }
-        let frames = self.encode_frames(&entries)?;
-        self.guarded(|store| store.write_frames(entries, frames))
+    }
+
+    /// How many appends were queued since the log was opened, and how many
+    /// times the writer fsynced segment data for them: with concurrent
+    /// appends the second is smaller (the benchmark reports both).
+    pub fn append_counts(&self) -> (u64, u64) {
+        (
+            self.counters.appends.load(Ordering::Relaxed),
+            self.counters.data_syncs.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Checks, seals and queues one append; hands `done` back on a refusal.
+    fn queue_append(&mut self, entries: Vec<Entry>, done: Done) -> Result<(), (StoreError, Done)> {
+        if let Err(e) = self.check_usable() {
+            return Err((e, done));
+        }
+        let Some(last) = entries.last().map(|e| e.log_id.index) else {
+            done(Ok(()));
+            return Ok(());
+        };
+        let frames = match self.encode_frames(&entries) {
+            Ok(frames) => frames,
+            Err(e) => return Err((e, done)),
+        };
+        {
+            let mut map = match self.entries.write() {
+                Ok(map) => map,
+                Err(_) => return Err((poisoned(), done)),
+            };
+            for entry in entries {
+                map.insert(entry.log_id.index, entry);
+            }
+        }
+        self.last_index = Some(last);
+        self.counters.appends.fetch_add(1, Ordering::Relaxed);
+        let Some(writer) = &self.writer else {
+            return Err((writer_gone(), done));
+        };
+        writer
+            .send(Job::Append { frames, done })
+            .map_err(|job| match job {
+                Job::Append { done, .. } => (writer_gone(), done),
+                Job::Run(_) => unreachable!("an append job comes back as one"),
+            })
     }
 
     /// Checks the order of `entries` and seals them; no I/O.
-    fn encode_frames(&self, entries: &[Entry]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut prev = self.last_index_on_disk();
+    fn encode_frames(&self, entries: &[Entry]) -> Result<Vec<Frame>, StoreError> {
+        let mut prev = self.last_index;
         let purged = self.purged_index();
         let mut frames = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -397,161 +520,51 @@ impl LogStore {
                 );
             }
             prev = Some(index);
-            frames.push(encode_frame(&self.cipher, entry)?);
+            frames.push(Frame {
+                index,
+                bytes: encode_frame(&self.cipher, entry)?,
+            });
         }
         Ok(frames)
     }
 
-    fn write_frames(
-        &mut self,
-        entries: Vec<Entry>,
-        frames: Vec<Vec<u8>>,
-    ) -> Result<(), StoreError> {
-        // `file` is always a handle to the last segment.
-        let mut file: Option<File> = None;
-        let mut created_segment = false;
-        let sealing = self.cipher.sealing_version().map(|v| v.0);
-        if let Some(seg) = self.segments.last_mut()
-            && seg.dek.is_none()
-        {
-            seg.dek = Some(first_record_version(&seg.path)?);
-        }
-        for (entry, frame) in entries.iter().zip(&frames) {
-            let roll = self.segments.last().is_none_or(|seg| {
-                seg.len >= self.options.segment_bytes
-                    || (sealing.is_some() && seg.len > 0 && seg.dek.is_some_and(|v| v != sealing))
-            });
-            if roll {
-                // The previous segment must be complete on disk before the
-                // next one exists: only the last segment may have a torn tail.
-                if let (Some(f), Some(seg)) = (file.take(), self.segments.last()) {
-                    f.sync_data().map_err(StoreError::io("fsync", &seg.path))?;
-                }
-                let path = self.dir.join(segment_name(entry.log_id.index));
-                let f = OpenOptions::new()
-                    .append(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(StoreError::io("create", &path))?;
-                self.segments.push(Segment {
-                    path,
-                    dek: Some(sealing),
-                    len: 0,
-                    frames: Vec::new(),
-                });
-                created_segment = true;
-                file = Some(f);
-            }
-            let Some(seg) = self.segments.last_mut() else {
-                return Err(StoreError::Invalid("no log segment to append to".into()));
-            };
-            let f = match &mut file {
-                Some(f) => f,
-                None => file.insert(
-                    OpenOptions::new()
-                        .append(true)
-                        .open(&seg.path)
-                        .map_err(StoreError::io("open", &seg.path))?,
-                ),
-            };
-            f.write_all(frame)
-                .map_err(StoreError::io("write", &seg.path))?;
-            seg.frames.push((entry.log_id.index, seg.len));
-            seg.len += frame.len() as u64;
-        }
-        if let (Some(f), Some(seg)) = (file, self.segments.last()) {
-            f.sync_data().map_err(StoreError::io("fsync", &seg.path))?;
-        }
-        if created_segment {
-            sync_dir(&self.dir)?;
-        }
-
-        let mut map = self.entries.write().map_err(|_| poisoned())?;
-        for entry in entries {
-            map.insert(entry.log_id.index, entry);
-        }
-        Ok(())
+    /// Runs `op` on the writer thread after every append queued before it,
+    /// and waits for it without blocking the async runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Disk) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.check_usable()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send_run(move |disk| {
+            let _ = tx.send(disk.guarded(op));
+        })?;
+        rx.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 
-    fn truncate_inner(&mut self, index: u64) -> Result<(), StoreError> {
-        while let Some(seg) = self.segments.last_mut() {
-            if seg.first_index().is_none_or(|first| first >= index) {
-                let path = seg.path.clone();
-                remove_file_durably(&path, &self.dir)?;
-                self.segments.pop();
-                continue;
-            }
-            let cut = seg.frames.partition_point(|(i, _)| *i < index);
-            if let Some(&(_, offset)) = seg.frames.get(cut) {
-                truncate_file(&seg.path, offset)?;
-                seg.frames.truncate(cut);
-                seg.len = offset;
-            }
-            break;
-        }
-        let mut map = self.entries.write().map_err(|_| poisoned())?;
-        map.split_off(&index);
-        Ok(())
+    /// Like [`run`](Self::run), blocking the calling thread (for `Drop`).
+    fn run_blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Disk) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.check_usable()?;
+        let (tx, rx) = mpsc::channel();
+        self.send_run(move |disk| {
+            let _ = tx.send(disk.guarded(op));
+        })?;
+        rx.recv().unwrap_or_else(|_| Err(writer_gone()))
     }
 
-    fn purge_inner(&mut self, log_id: LogId) -> Result<(), StoreError> {
-        if self
-            .meta
-            .last_purged
-            .is_some_and(|p| p.index >= log_id.index)
-        {
-            return Ok(());
-        }
-        let meta = LogMeta {
-            last_purged: Some(log_id),
-            ..self.meta
-        };
-        self.write_meta(&meta)?;
-        self.meta = meta;
-        self.committed_on_disk = meta.committed.map(|c| c.index);
-        // During a DEK rotation the vote may still be sealed with the key
-        // being retired: re-seal it with the new one (a purge is the step
-        // that retires old records).
-        if let (Some(vote), true) = (self.vote, self.cipher.rotation_in_progress()) {
-            write_sealed(
-                &self.dir,
-                VOTE_FILE,
-                FileKind::Vote,
-                b"",
-                &self.cipher,
-                &vote,
-            )?;
-        }
-        {
-            let mut map = self.entries.write().map_err(|_| poisoned())?;
-            let kept = map.split_off(&(log_id.index.saturating_add(1)));
-            *map = kept;
-        }
-        while let Some(seg) = self.segments.first() {
-            if seg.last_index().is_some_and(|last| last > log_id.index) {
-                break;
-            }
-            let path = seg.path.clone();
-            remove_file_durably(&path, &self.dir)?;
-            self.segments.remove(0);
-        }
-        Ok(())
+    fn send_run(&self, op: impl FnOnce(&mut Disk) + Send + 'static) -> Result<(), StoreError> {
+        self.writer
+            .as_ref()
+            .ok_or_else(writer_gone)?
+            .send(Job::Run(Box::new(op)))
+            .map_err(|_| writer_gone())
     }
 
-    fn write_meta(&self, meta: &LogMeta) -> Result<(), StoreError> {
-        write_sealed(
-            &self.dir,
-            META_FILE,
-            FileKind::Meta,
-            META_POSITION,
-            &self.cipher,
-            meta,
-        )
-    }
-
-    fn last_index_on_disk(&self) -> Option<u64> {
-        self.segments.iter().rev().find_map(Segment::last_index)
+    async fn write_meta(&self, meta: LogMeta) -> Result<(), StoreError> {
+        self.run(move |disk| disk.write_meta(&meta)).await
     }
 
     fn purged_index(&self) -> Option<u64> {
@@ -566,26 +579,10 @@ impl LogStore {
                 self.dir.display()
             )));
         }
-        match &self.failed {
-            Some(earlier) => Err(StoreError::Invalid(format!(
-                "the raft log in {} refuses writes after an earlier write failed ({earlier}); restart the node",
-                self.dir.display()
-            ))),
+        match self.failed.get() {
+            Some(earlier) => Err(refused(&self.dir, earlier)),
             None => Ok(()),
         }
-    }
-
-    /// Runs a write; after a failure, refuses every later write.
-    fn guarded<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.check_usable()?;
-        let result = f(self);
-        if let Err(e) = &result {
-            self.failed = Some(e.to_string());
-        }
-        result
     }
 }
 
@@ -628,19 +625,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    /// The vote is on disk (file and directory fsynced) before this returns.
+    /// The vote is on disk (file and directory fsynced, after every append
+    /// queued before it) before this returns.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
-        self.guarded(|store| {
-            write_sealed(
-                &store.dir,
-                VOTE_FILE,
-                FileKind::Vote,
-                b"",
-                &store.cipher,
-                &vote,
-            )
-        })?;
+        self.run(move |disk| disk.write_vote(&vote)).await?;
         self.vote = Some(vote);
         Ok(())
     }
@@ -649,14 +638,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.vote)
     }
 
-    /// The committed id is on disk (file and directory fsynced) before this
-    /// returns.
     /// Records the committed log id. It is made durable when first set and
     /// then at most every [`COMMITTED_PERSIST_EVERY`] entries (and with
-    /// every purge), not on each commit: a durable rewrite per commit cost
-    /// more than the appends themselves. openraft allows a stale committed
-    /// id: after a crash the manager re-applies the missing entries once the
-    /// leader confirms them again.
+    /// every purge, and at a clean shutdown), not on each commit: a durable
+    /// rewrite per commit cost more than the appends themselves. openraft
+    /// allows a stale committed id: after a crash the manager re-applies
+    /// the missing entries once the leader confirms them again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if self.meta.committed == committed {
             return Ok(());
@@ -665,13 +652,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             committed,
             ..self.meta
         };
-        let on_disk = self.committed_on_disk;
-        let due = match (on_disk, committed) {
+        let due = match (self.committed_on_disk, committed) {
             (Some(d), Some(c)) => c.index < d || c.index - d >= COMMITTED_PERSIST_EVERY,
             _ => true,
         };
         if due {
-            self.guarded(|store| store.write_meta(&meta))?;
+            self.write_meta(meta).await?;
             self.committed_on_disk = committed.map(|c| c.index);
         }
         self.meta = meta;
@@ -682,8 +668,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.meta.committed)
     }
 
-    /// Writes the entries, fsyncs once, then calls `callback`: the entries
-    /// are on disk before openraft hears they are flushed.
+    /// Queues the entries for the writer thread and returns; `callback`
+    /// is called once they are fsynced, in the writer's next batch: the
+    /// entries are on disk before openraft hears they are flushed.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -693,27 +680,358 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_entries(entries) {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(e.into())
-            }
-        }
+        self.append_then(entries, move |result| {
+            callback.log_io_completed(result.map_err(|e| io::Error::other(e.to_string())));
+        })?;
+        Ok(())
     }
 
-    /// Removes entries from `log_id.index` on; durable when this returns.
+    /// Removes entries from `log_id.index` on, after every queued append;
+    /// durable when this returns.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        Ok(self.guarded(|store| store.truncate_inner(log_id.index))?)
+        let index = log_id.index;
+        self.last_index = self.run(move |disk| disk.truncate(index)).await?;
+        Ok(())
     }
 
     /// Records `log_id` as purged (durably, before anything is deleted),
     /// then deletes segments that hold only purged entries.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        Ok(self.guarded(|store| store.purge_inner(log_id))?)
+        if self
+            .meta
+            .last_purged
+            .is_some_and(|p| p.index >= log_id.index)
+        {
+            return Ok(());
+        }
+        let meta = LogMeta {
+            last_purged: Some(log_id),
+            ..self.meta
+        };
+        // During a DEK rotation the vote may still be sealed with the key
+        // being retired: re-seal it with the new one (a purge is the step
+        // that retires old records).
+        let vote = self.vote.filter(|_| self.cipher.rotation_in_progress());
+        self.last_index = self.run(move |disk| disk.purge(meta, vote)).await?;
+        self.meta = meta;
+        self.committed_on_disk = meta.committed.map(|c| c.index);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The writer thread.
+
+/// A sealed frame and its log index.
+struct Frame {
+    index: u64,
+    bytes: Vec<u8>,
+}
+
+/// Called once an append is on disk, or failed.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Work for the writer thread, done in the order it was queued.
+enum Job {
+    /// Frames to write; `done` is called after the fsync that covers them.
+    Append { frames: Vec<Frame>, done: Done },
+    /// Anything else (vote, meta, truncate, purge), run alone.
+    Run(Box<dyn FnOnce(&mut Disk) + Send>),
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    data_syncs: AtomicU64,
+}
+
+/// The handle of a log's writer thread. Dropping it lets the thread
+/// finish the queued jobs and waits for it.
+struct Writer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(disk: Disk) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let dir = disk.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("moat-raft-log".into())
+            .spawn(move || writer_loop(disk, &rx))
+            .map_err(StoreError::io("start the writer thread of", dir))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `job`; gives it back if the thread is gone.
+    fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the raft log's writer thread panicked");
+        }
+    }
+}
+
+/// Takes every job queued at the time, writes the leading run of appends
+/// with one fsync, runs the next other job alone, and repeats until the
+/// store is dropped.
+fn writer_loop(mut disk: Disk, rx: &mpsc::Receiver<Job>) {
+    let mut queue = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => return,
+            }
+        }
+        queue.extend(rx.try_iter());
+        let mut frames = Vec::new();
+        let mut dones = Vec::new();
+        while let Some(Job::Append { .. }) = queue.front() {
+            if let Some(Job::Append { frames: f, done }) = queue.pop_front() {
+                frames.extend(f);
+                dones.push(done);
+            }
+        }
+        if !dones.is_empty() {
+            disk.append_batch(&frames, dones);
+        } else if let Some(Job::Run(op)) = queue.pop_front() {
+            op(&mut disk);
+        }
+    }
+}
+
+/// The log's files, owned by the writer thread.
+struct Disk {
+    dir: PathBuf,
+    cipher: Arc<RecordCipher>,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+    entries: Arc<RwLock<BTreeMap<u64, Entry>>>,
+    failed: Arc<OnceLock<String>>,
+    counters: Arc<Counters>,
+}
+
+impl Disk {
+    /// Writes one batch of appends with one fsync, then reports to each.
+    fn append_batch(&mut self, frames: &[Frame], dones: Vec<Done>) {
+        let result = match self.failed.get() {
+            Some(earlier) => Err(refused(&self.dir, earlier)),
+            None => self.guarded(|disk| disk.write_frames(frames)),
+        };
+        match result {
+            Ok(()) => dones.into_iter().for_each(|done| done(Ok(()))),
+            Err(e) => {
+                let mut dones = dones.into_iter();
+                let first = dones.next();
+                dones.for_each(|done| done(Err(duplicate(&e))));
+                if let Some(done) = first {
+                    done(Err(e));
+                }
+            }
+        }
+    }
+
+    fn write_frames(&mut self, frames: &[Frame]) -> Result<(), StoreError> {
+        // `file` is always a handle to the last segment.
+        let mut file: Option<File> = None;
+        let mut created_segment = false;
+        let sealing = self.cipher.sealing_version().map(|v| v.0);
+        if let Some(seg) = self.segments.last_mut()
+            && seg.dek.is_none()
+        {
+            seg.dek = Some(first_record_version(&seg.path)?);
+        }
+        // Frames that go to the same file are written with one call.
+        let mut pending: Vec<u8> = Vec::new();
+        for frame in frames {
+            let roll = self.segments.last().is_none_or(|seg| {
+                seg.len >= self.segment_bytes
+                    || (sealing.is_some() && seg.len > 0 && seg.dek.is_some_and(|v| v != sealing))
+            });
+            if roll {
+                // The previous segment must be complete on disk before the
+                // next one exists: only the last segment may have a torn tail.
+                if let (Some(mut f), Some(seg)) = (file.take(), self.segments.last()) {
+                    f.write_all(&pending)
+                        .map_err(StoreError::io("write", &seg.path))?;
+                    pending.clear();
+                    f.sync_data().map_err(StoreError::io("fsync", &seg.path))?;
+                    self.counters.data_syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                let path = self.dir.join(segment_name(frame.index));
+                let f = OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(StoreError::io("create", &path))?;
+                self.segments.push(Segment {
+                    path,
+                    dek: Some(sealing),
+                    len: 0,
+                    frames: Vec::new(),
+                });
+                created_segment = true;
+                file = Some(f);
+            }
+            let Some(seg) = self.segments.last_mut() else {
+                return Err(StoreError::Invalid("no log segment to append to".into()));
+            };
+            if file.is_none() {
+                file = Some(
+                    OpenOptions::new()
+                        .append(true)
+                        .open(&seg.path)
+                        .map_err(StoreError::io("open", &seg.path))?,
+                );
+            }
+            pending.extend_from_slice(&frame.bytes);
+            seg.frames.push((frame.index, seg.len));
+            seg.len += frame.bytes.len() as u64;
+        }
+        if let (Some(mut f), Some(seg)) = (file, self.segments.last()) {
+            f.write_all(&pending)
+                .map_err(StoreError::io("write", &seg.path))?;
+            f.sync_data().map_err(StoreError::io("fsync", &seg.path))?;
+            self.counters.data_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if created_segment {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the log before `index`; returns the new last index on disk.
+    fn truncate(&mut self, index: u64) -> Result<Option<u64>, StoreError> {
+        while let Some(seg) = self.segments.last_mut() {
+            if seg.first_index().is_none_or(|first| first >= index) {
+                let path = seg.path.clone();
+                remove_file_durably(&path, &self.dir)?;
+                self.segments.pop();
+                continue;
+            }
+            let cut = seg.frames.partition_point(|(i, _)| *i < index);
+            if let Some(&(_, offset)) = seg.frames.get(cut) {
+                truncate_file(&seg.path, offset)?;
+                seg.frames.truncate(cut);
+                seg.len = offset;
+            }
+            break;
+        }
+        let mut map = self.entries.write().map_err(|_| poisoned())?;
+        map.split_off(&index);
+        Ok(self.last_index_on_disk())
+    }
+
+    /// Makes `meta` (with the new last purged id) durable, re-seals `vote`
+    /// if given, then drops purged entries and deletes purged segments;
+    /// returns the new last index on disk.
+    fn purge(&mut self, meta: LogMeta, vote: Option<Vote>) -> Result<Option<u64>, StoreError> {
+        let Some(log_id) = meta.last_purged else {
+            return Ok(self.last_index_on_disk());
+        };
+        self.write_meta(&meta)?;
+        if let Some(vote) = vote {
+            self.write_vote(&vote)?;
+        }
+        {
+            let mut map = self.entries.write().map_err(|_| poisoned())?;
+            let kept = map.split_off(&(log_id.index.saturating_add(1)));
+            *map = kept;
+        }
+        while let Some(seg) = self.segments.first() {
+            if seg.last_index().is_some_and(|last| last > log_id.index) {
+                break;
+            }
+            let path = seg.path.clone();
+            remove_file_durably(&path, &self.dir)?;
+            self.segments.remove(0);
+        }
+        Ok(self.last_index_on_disk())
+    }
+
+    fn write_meta(&self, meta: &LogMeta) -> Result<(), StoreError> {
+        write_sealed(
+            &self.dir,
+            META_FILE,
+            FileKind::Meta,
+            META_POSITION,
+            &self.cipher,
+            meta,
+        )
+    }
+
+    fn write_vote(&self, vote: &Vote) -> Result<(), StoreError> {
+        write_sealed(
+            &self.dir,
+            VOTE_FILE,
+            FileKind::Vote,
+            b"",
+            &self.cipher,
+            vote,
+        )
+    }
+
+    fn last_index_on_disk(&self) -> Option<u64> {
+        self.segments.iter().rev().find_map(Segment::last_index)
+    }
+
+    /// Runs a write; after a failure, refuses every later write.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(earlier) = self.failed.get() {
+            return Err(refused(&self.dir, earlier));
+        }
+        let result = f(self);
+        if let Err(e) = &result {
+            let _ = self.failed.set(e.to_string());
+        }
+        result
+    }
+}
+
+/// The error for a write after an earlier one failed.
+fn refused(dir: &Path, earlier: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "the raft log in {} refuses writes after an earlier write failed ({earlier}); restart the node",
+        dir.display()
+    ))
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Invalid("the raft log's writer thread has stopped".into())
+}
+
+/// A copy of `e` for the other appends of a failed batch.
+fn duplicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Io {
+            action,
+            path,
+            source,
+        } => StoreError::Io {
+            action,
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        other => StoreError::Invalid(other.to_string()),
     }
 }
 
@@ -794,18 +1112,20 @@ fn position(log_id: &LogId) -> [u8; POSITION_LEN] {
 }
 
 impl Drop for LogStore {
-    /// Best effort on a clean shutdown: make the committed id durable if it
-    /// ran ahead of the disk (a crash leaves it up to
-    /// [`COMMITTED_PERSIST_EVERY`] entries behind, which is safe).
+    /// Lets the writer thread finish every queued append, then, best
+    /// effort, makes the committed id durable if it ran ahead of the disk
+    /// (a crash leaves it up to [`COMMITTED_PERSIST_EVERY`] entries behind,
+    /// which is safe).
     fn drop(&mut self) {
         let behind = self.meta.committed.map(|c| c.index) != self.committed_on_disk;
-        if behind
-            && !self.options.read_only
-            && self.failed.is_none()
-            && let Err(e) = self.write_meta(&self.meta)
-        {
-            tracing::warn!(error = %e, "could not record the committed log id at shutdown");
+        if behind && self.writer.is_some() && self.failed.get().is_none() {
+            let meta = self.meta;
+            if let Err(e) = self.run_blocking(move |disk| disk.write_meta(&meta)) {
+                tracing::warn!(error = %e, "could not record the committed log id at shutdown");
+            }
         }
+        // Joins the thread after the jobs queued so far.
+        drop(self.writer.take());
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use moat_lock::{Aad, Dek, DekSet, DekVersion, KeySource, UnlockKey};
 use moat_pki::{ClusterId, NodeId};
@@ -163,12 +163,14 @@ mod suite {
             I: IntoIterator<Item = SuiteEntry> + OptionalSend,
             I::IntoIter: OptionalSend,
         {
-            // `LogFlushed` cannot be built outside openraft, so this calls
-            // the durable append that `LogStore::append` wraps.
+            // The queued append that `LogStore::append` wraps: the suite's
+            // callback hears of the flush from the writer thread.
             let entries: Vec<moat_store::Entry> = entries.into_iter().map(|e| conv(&e)).collect();
-            self.0.append_entries(entries).map_err(err)?;
-            callback.log_io_completed(Ok(()));
-            Ok(())
+            self.0
+                .append_then(entries, move |result| {
+                    callback.log_io_completed(result.map_err(std::io::Error::other));
+                })
+                .map_err(err)
         }
 
         async fn truncate(&mut self, log_id: openraft::LogId<SuiteId>) -> Result<(), SuiteError> {
@@ -457,6 +459,95 @@ async fn restart_recovers_entries_vote_committed_and_purged() {
         store.get_log_state().await.unwrap().last_log_id,
         Some(log_id(3, 18))
     );
+}
+
+/// Guards the group commit: appends queued while the writer thread is busy
+/// share one fsync, readers see them at once, each is acknowledged only
+/// after that fsync, in order, and a copy of the directory taken right
+/// after the acknowledgements (what a crash leaves) reopens with every
+/// acknowledged entry.
+#[tokio::test]
+async fn queued_appends_share_one_fsync_and_survive_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let c = cipher();
+    let mut store = open(&dir, &c).unwrap();
+    // Hold the writer thread inside the first append's acknowledgement.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    store
+        .append_then([entry(1, 0)], move |result| {
+            result.unwrap();
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        })
+        .unwrap();
+    entered.recv().unwrap();
+    assert_eq!(store.append_counts(), (1, 1));
+
+    let (acked_tx, acked) = mpsc::channel();
+    for i in 1..=64 {
+        let acked_tx = acked_tx.clone();
+        store
+            .append_then([entry(1, i)], move |result| {
+                acked_tx.send((i, result)).unwrap();
+            })
+            .unwrap();
+    }
+    assert!(acked.try_recv().is_err(), "acknowledged before the fsync");
+    assert_eq!(
+        indexes(&all(&mut store).await),
+        (0..=64).collect::<Vec<_>>()
+    );
+    release.send(()).unwrap();
+    let order: Vec<u64> = (1..=64)
+        .map(|_| {
+            let (i, result) = acked.recv().unwrap();
+            result.unwrap();
+            i
+        })
+        .collect();
+    assert_eq!(order, (1..=64).collect::<Vec<_>>());
+    assert_eq!(
+        store.append_counts(),
+        (65, 2),
+        "64 queued appends must share one fsync"
+    );
+
+    // A crash right after the acknowledgements: the files as they are now.
+    let crashed = tmp.path().join("crashed");
+    fs::create_dir(&crashed).unwrap();
+    for file in fs::read_dir(&dir).unwrap() {
+        let file = file.unwrap();
+        fs::copy(file.path(), crashed.join(file.file_name())).unwrap();
+    }
+    drop(store);
+    let mut reopened = open(&crashed, &c).unwrap();
+    let got = all(&mut reopened).await;
+    assert_eq!(indexes(&got), (0..=64).collect::<Vec<_>>());
+    assert!(
+        got.iter()
+            .all(|e| unlock_marker(e) == marker(e.log_id.index))
+    );
+}
+
+/// Guards the order of the writer thread: a truncate called while appends
+/// are still queued runs after them, so it cuts what they wrote.
+#[tokio::test]
+async fn truncate_waits_for_queued_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cipher();
+    let mut store = open(tmp.path(), &c).unwrap();
+    for i in 0..10 {
+        store.append_then([entry(1, i)], |r| r.unwrap()).unwrap();
+    }
+    store.truncate(log_id(1, 5)).await.unwrap();
+    store.append_entries([entry(2, 5)]).unwrap();
+    drop(store);
+    let mut store = open(tmp.path(), &c).unwrap();
+    let got = all(&mut store).await;
+    assert_eq!(indexes(&got), (0..=5).collect::<Vec<_>>());
+    assert_eq!(got[5].log_id, log_id(2, 5));
 }
 
 #[tokio::test]
