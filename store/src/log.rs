@@ -445,18 +445,35 @@ impl LogStore {
         entries: impl IntoIterator<Item = Entry>,
         on_flushed: impl FnOnce(Result<(), StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
-        match self.queue_append(entries.into_iter().collect(), Box::new(on_flushed)) {
-            Ok(()) => Ok(()),
-            Err((e, on_flushed)) => {
-                on_flushed(Err(duplicate(&e)));
-                Err(e)
+        let frames = match self.prepare_append(entries.into_iter().collect()) {
+            Ok(Some(frames)) => frames,
+            Ok(None) => {
+                on_flushed(Ok(()));
+                return Ok(());
             }
+            Err(e) => {
+                on_flushed(Err(duplicate(&e)));
+                return Err(e);
+            }
+        };
+        let job = Job::Append {
+            frames,
+            done: Box::new(on_flushed),
+        };
+        let sent = match &self.writer {
+            Some(writer) => writer.send(job),
+            None => Err(job),
+        };
+        if let Err(Job::Append { done, .. }) = sent {
+            done(Err(writer_gone()));
+            return Err(writer_gone());
         }
+        Ok(())
     }
 
     /// How many appends were queued since the log was opened, and how many
     /// times the writer fsynced segment data for them: with concurrent
-    /// appends the second is smaller (the benchmark reports both).
+    /// appends the second is smaller.
     pub fn append_counts(&self) -> (u64, u64) {
         (
             self.counters.appends.load(Ordering::Relaxed),
@@ -464,39 +481,23 @@ impl LogStore {
         )
     }
 
-    /// Checks, seals and queues one append; hands `done` back on a refusal.
-    fn queue_append(&mut self, entries: Vec<Entry>, done: Done) -> Result<(), (StoreError, Done)> {
-        if let Err(e) = self.check_usable() {
-            return Err((e, done));
-        }
+    /// Checks and seals one append and makes it visible to readers; `None`
+    /// for no entries.
+    fn prepare_append(&mut self, entries: Vec<Entry>) -> Result<Option<Vec<Frame>>, StoreError> {
+        self.check_usable()?;
         let Some(last) = entries.last().map(|e| e.log_id.index) else {
-            done(Ok(()));
-            return Ok(());
+            return Ok(None);
         };
-        let frames = match self.encode_frames(&entries) {
-            Ok(frames) => frames,
-            Err(e) => return Err((e, done)),
-        };
+        let frames = self.encode_frames(&entries)?;
         {
-            let mut map = match self.entries.write() {
-                Ok(map) => map,
-                Err(_) => return Err((poisoned(), done)),
-            };
+            let mut map = self.entries.write().map_err(|_| poisoned())?;
             for entry in entries {
                 map.insert(entry.log_id.index, entry);
             }
         }
         self.last_index = Some(last);
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
-        let Some(writer) = &self.writer else {
-            return Err((writer_gone(), done));
-        };
-        writer
-            .send(Job::Append { frames, done })
-            .map_err(|job| match job {
-                Job::Append { done, .. } => (writer_gone(), done),
-                Job::Run(_) => unreachable!("an append job comes back as one"),
-            })
+        Ok(Some(frames))
     }
 
     /// Checks the order of `entries` and seals them; no I/O.

@@ -10,6 +10,13 @@
 //!   snapshot sealed with the DEK) and the same store with encryption off
 //!   (`RecordCipher::danger_plaintext`, which exists only for this);
 //! * 1 writer and 64 concurrent writers;
+//! * in-process writes (`Raft::client_write` on the leader's handle) and,
+//!   for the encrypted store, the same writes sent over a client
+//!   connection ("moat gRPC"): each command as JSON in a unary gRPC call
+//!   over one HTTP/2 connection to a small service on the leader, which
+//!   proposes it and answers once it is committed and applied — the same
+//!   client hop etcd's `KV/Put` takes below (both without TLS on that
+//!   hop);
 //! * with `--audit`, also the encrypted store with every write wrapped in
 //!   `Command::Audited` (the change and its audit record, a `node.label`
 //!   event, committed in one raft entry), as moat's control API writes an
@@ -19,8 +26,9 @@
 //! encrypted, audited in even rounds, the reverse in odd ones — and every
 //! run starts from fresh directories and is warmed up before timing, so all
 //! see the same machine conditions. The ratio columns are encrypted over
-//! plaintext throughput (target: at least 95 %) and audited over unaudited
-//! encrypted throughput ("audit on/off").
+//! plaintext throughput (target: at least 95 %), audited over unaudited
+//! encrypted throughput ("audit on/off"), and each moat row over etcd's
+//! row of the same cluster size and writers ("/ etcd", when etcd ran).
 //!
 //! If an `etcd` binary is on `PATH` (or named by `MOAT_BENCH_ETCD`), the
 //! same puts are then sent to a 1-member and a 3-member etcd cluster on
@@ -137,9 +145,14 @@ async fn run(opts: &Options) -> Result<()> {
         opts.dir.display()
     );
     let modes: &[Mode] = if opts.audit {
-        &[Mode::Plaintext, Mode::Encrypted, Mode::Audited]
+        &[
+            Mode::Plaintext,
+            Mode::Encrypted,
+            Mode::Client,
+            Mode::Audited,
+        ]
     } else {
-        &[Mode::Plaintext, Mode::Encrypted]
+        &[Mode::Plaintext, Mode::Encrypted, Mode::Client]
     };
     for size in [1, 3] {
         for writers in [1, 64] {
@@ -178,6 +191,9 @@ async fn run(opts: &Options) -> Result<()> {
             table.row("moat", size, "plaintext", writers, plain, None);
             let ratio = Ratio::EncPlain(sealed_rate / plain_rate);
             table.row("moat", size, "AES-256-GCM", writers, sealed, Some(ratio));
+            if let Some(client) = samples.next() {
+                table.row("moat gRPC", size, "AES-256-GCM", writers, client, None);
+            }
             if let Some(audited) = samples.next() {
                 let ratio = Ratio::AuditOnOff(audited.rate() / sealed_rate);
                 table.row(
@@ -352,6 +368,9 @@ enum Mode {
     Plaintext,
     /// The normal, encrypted store, plain writes.
     Encrypted,
+    /// The encrypted store, plain writes sent over a gRPC client
+    /// connection to the leader ([`ProposeService`]).
+    Client,
     /// The encrypted store, every write wrapped in `Command::Audited`.
     Audited,
 }
@@ -361,6 +380,7 @@ impl Mode {
         match self {
             Mode::Plaintext => "plaintext",
             Mode::Encrypted => "encrypted",
+            Mode::Client => "encrypted, over gRPC",
             Mode::Audited => "encrypted, audited",
         }
     }
@@ -396,9 +416,12 @@ async fn moat_run(
             .into_iter()
             .map(|r| match mode {
                 Mode::Audited => audited(r, managers[leader].id, now),
-                Mode::Plaintext | Mode::Encrypted => Ok(Command::PutNode(r)),
+                Mode::Plaintext | Mode::Encrypted | Mode::Client => Ok(Command::PutNode(r)),
             })
             .collect::<Result<Vec<_>>>()?;
+        if mode == Mode::Client {
+            return client_run(raft, &writes, writers, commands).await;
+        }
         let writes = Arc::new(writes);
         let write = move |i: u32| {
             let (raft, writes) = (raft.clone(), writes.clone());
@@ -411,6 +434,139 @@ async fn moat_run(
     cluster::stop(managers, root).await?;
     result
 }
+
+/// The timed part of a [`Mode::Client`] run: a [`ProposeService`] in front
+/// of the leader, one gRPC connection to it shared by every writer (as
+/// etcd's run shares one), warm-up, then `commands` timed calls.
+async fn client_run(
+    raft: moat_store::Raft,
+    writes: &[Command],
+    writers: usize,
+    commands: u32,
+) -> Result<Sample> {
+    // Serialized before timing, as etcd's puts are.
+    let requests = writes
+        .iter()
+        .map(|cmd| {
+            Ok(ProposeRequest {
+                command: serde_json::to_vec(cmd).context("serializing a command")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let requests = Arc::new(requests);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port for the client service")?;
+    let addr = listener.local_addr().context("reading the client port")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ProposeService { raft })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let result = async {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .context("client endpoint")?
+            .connect()
+            .await
+            .context("connecting to the leader's client service")?;
+        let grpc = tonic::client::Grpc::new(channel);
+        let propose = move |i: u32| {
+            let (mut grpc, requests) = (grpc.clone(), requests.clone());
+            async move {
+                let req = requests[i as usize].clone();
+                unary_call::<ProposeRequest, ProposeResponse>(&mut grpc, PROPOSE_PATH, req).await?;
+                Ok(())
+            }
+        };
+        drive(writers, 0..WARM_UP, propose.clone()).await?;
+        drive(writers, WARM_UP..WARM_UP + commands, propose).await
+    }
+    .await;
+    let _ = stop.send(());
+    server
+        .await
+        .context("the client service panicked")?
+        .context("the client service failed")?;
+    result
+}
+
+/// The gRPC path of [`ProposeService`]'s one method.
+const PROPOSE_PATH: &str = "/moat.bench.Store/Propose";
+
+/// The leader's end of the client connection: a unary gRPC method that
+/// decodes a JSON `Command` (moat's RPCs carry JSON), proposes it with
+/// `Raft::client_write` and answers once it is committed and applied, as
+/// etcd answers a `KV/Put`.
+#[derive(Clone)]
+struct ProposeService {
+    raft: moat_store::Raft,
+}
+
+impl tonic::server::NamedService for ProposeService {
+    const NAME: &'static str = "moat.bench.Store";
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for ProposeService {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            if req.uri().path() != PROPOSE_PATH {
+                return Ok(tonic::Status::unimplemented(req.uri().path().to_string()).into_http());
+            }
+            let codec = tonic_prost::ProstCodec::<ProposeResponse, ProposeRequest>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(Propose(raft), req)
+                .await)
+        })
+    }
+}
+
+/// One call of [`ProposeService`].
+struct Propose(moat_store::Raft);
+
+impl tonic::server::UnaryService<ProposeRequest> for Propose {
+    type Response = ProposeResponse;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<ProposeResponse>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<ProposeRequest>) -> Self::Future {
+        let raft = self.0.clone();
+        Box::pin(async move {
+            let cmd: Command = serde_json::from_slice(&request.into_inner().command)
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            cluster::write(&raft, cmd)
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+            Ok(tonic::Response::new(ProposeResponse {}))
+        })
+    }
+}
+
+/// A command for [`ProposeService`]: its JSON.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProposeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    command: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProposeResponse {}
 
 // ---------------------------------------------------------------------------
 // etcd
@@ -557,7 +713,7 @@ impl EtcdCluster {
                     continue;
                 };
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
-                let Ok(status) = etcd_call::<StatusRequest, StatusResponse>(
+                let Ok(status) = unary_call::<StatusRequest, StatusResponse>(
                     &mut grpc,
                     "/etcdserverpb.Maintenance/Status",
                     StatusRequest {},
@@ -605,7 +761,7 @@ async fn etcd_run(
         let (mut grpc, puts) = (grpc.clone(), puts.clone());
         async move {
             let req = puts[i as usize].clone();
-            etcd_call::<PutRequest, PutResponse>(&mut grpc, "/etcdserverpb.KV/Put", req).await?;
+            unary_call::<PutRequest, PutResponse>(&mut grpc, "/etcdserverpb.KV/Put", req).await?;
             Ok(())
         }
     };
@@ -616,8 +772,8 @@ async fn etcd_run(
     sample
 }
 
-/// One unary etcd gRPC call.
-async fn etcd_call<Req, Resp>(
+/// One unary gRPC call (etcd's, or [`ProposeService`]'s).
+async fn unary_call<Req, Resp>(
     grpc: &mut tonic::client::Grpc<Channel>,
     path: &'static str,
     request: Req,
@@ -628,7 +784,7 @@ where
 {
     grpc.ready()
         .await
-        .map_err(|e| anyhow!("etcd connection: {e}"))?;
+        .map_err(|e| anyhow!("gRPC connection: {e}"))?;
     let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
     let resp = grpc
         .unary(
@@ -637,7 +793,7 @@ where
             codec,
         )
         .await
-        .map_err(|e| anyhow!("etcd {path}: {e}"))?;
+        .map_err(|e| anyhow!("{path}: {e}"))?;
     Ok(resp.into_inner())
 }
 
@@ -731,9 +887,23 @@ impl Table {
             }
         };
         let percent = |r: f64| format!("{:.1}%", 100.0 * r);
+        // etcd's throughput per (size, writers), for the "/ etcd" column.
+        let etcd: Vec<(usize, usize, f64)> = self
+            .rows
+            .iter()
+            .filter(|r| r.system.starts_with("etcd"))
+            .map(|r| (r.nodes, r.writers, r.sample.rate()))
+            .collect();
+        let versus = |row: &Row| {
+            etcd.iter()
+                .find(|(n, w, _)| *n == row.nodes && *w == row.writers)
+                .filter(|_| row.system.starts_with("moat"))
+                .map(|(_, _, rate)| format!("{:.2}x", row.sample.rate() / rate))
+                .unwrap_or_default()
+        };
         println!();
         println!(
-            "{:<12} {:>5} {:<14} {:>7} {:>9} {:>12} {:>8} {:>8} {:>12}{}",
+            "{:<12} {:>5} {:<14} {:>7} {:>9} {:>12} {:>8} {:>8} {:>12} {:>7}{}",
             "system",
             "nodes",
             "encryption",
@@ -743,6 +913,7 @@ impl Table {
             "p50 ms",
             "p99 ms",
             "enc / plain",
+            "/ etcd",
             audit_column("audit on/off")
         );
         for row in &mut self.rows {
@@ -751,8 +922,9 @@ impl Table {
                 Some(Ratio::EncPlain(r)) => (percent(r), String::new()),
                 Some(Ratio::AuditOnOff(r)) => (String::new(), percent(r)),
             };
+            let vs_etcd = versus(row);
             println!(
-                "{:<12} {:>5} {:<14} {:>7} {:>9.0} {:>12} {:>8.2} {:>8.2} {:>12}{}",
+                "{:<12} {:>5} {:<14} {:>7} {:>9.0} {:>12} {:>8.2} {:>8.2} {:>12} {:>7}{}",
                 row.system,
                 row.nodes,
                 row.encryption,
@@ -762,14 +934,21 @@ impl Table {
                 row.sample.percentile_ms(50),
                 row.sample.percentile_ms(99),
                 enc,
+                vs_etcd,
                 audit_column(&audit)
             );
         }
         println!(
             "{} commands per run x {} run(s) per row, each after {WARM_UP} untimed warm-up writes; \
              writes/s and latencies over all runs of a row; \
-             enc / plain = encrypted over plaintext throughput (target >= 95%)",
+             enc / plain = encrypted over plaintext throughput (target >= 95%); \
+             / etcd = throughput over etcd's with the same cluster size and writers",
             opts.commands, opts.rounds
+        );
+        println!(
+            "moat: Raft::client_write on the leader's handle, in process; moat gRPC: the same \
+             writes as JSON in unary gRPC calls over one HTTP/2 connection to the leader, no TLS \
+             on that hop (like etcd's KV/Put here); peers talk mutual TLS 1.3"
         );
         if opts.audit {
             println!(
