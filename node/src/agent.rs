@@ -3,6 +3,7 @@
 //! take up the role the cluster gives it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use moat_pki::{OffsetDateTime, Role};
@@ -28,7 +29,17 @@ pub(crate) async fn run(node: Arc<Member>) {
             return;
         }
         let mut renew_now = false;
-        match heartbeat(&node).await {
+        let started = clock.instant();
+        let beat = heartbeat(&node).await;
+        if let Some(probe) = node.probe() {
+            match &beat {
+                Ok(_) => probe.heartbeats.record(clock.since(started)),
+                Err(_) => {
+                    probe.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        match beat {
             Ok(resp) => {
                 let managers = resp.managers.clone();
                 if let Err(e) = node.update_node_file(|f| {
@@ -113,7 +124,17 @@ pub(crate) async fn run(node: Arc<Member>) {
             renew_now = true;
         }
         if renew_now || clock.now() >= renew_at {
-            match node.renew().await {
+            let started = clock.instant();
+            let renewed = node.renew().await;
+            if let Some(probe) = node.probe() {
+                match &renewed {
+                    Ok(()) => probe.renewals.record(clock.since(started)),
+                    Err(_) => {
+                        probe.renewal_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            match renewed {
                 Ok(()) => renew_at = renewal_deadline(&node),
                 Err(e) if e.kind == RpcErrorKind::Removed => {
                     node.set_fault(removed_fault());
@@ -121,8 +142,7 @@ pub(crate) async fn run(node: Arc<Member>) {
                     return;
                 }
                 Err(e) => {
-                    node.renewal_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    node.renewal_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "certificate renewal failed; retrying");
                     if renew_now {
                         node.renew_soon();

@@ -16,6 +16,7 @@
 //!
 //! The loops hold weak references: they end with the manager side.
 
+use futures_util::StreamExt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -64,22 +65,45 @@ async fn liveness_loop(node: Weak<Member>, rt: Weak<Manager>) {
             m.not_leading();
             continue;
         }
-        let Ok(state) = m.local_state() else {
+        // Under the read lock, without a copy of the state (10,000 nodes).
+        let Ok(changes) = m.with_state(|state| {
+            Ok(m.liveness_changes(state, node.id, metrics.current_term)
+                .into_iter()
+                .map(|(id, ready)| {
+                    let bound = state.nodes.get(&id).map_or(DOWN_AFTER, |n| {
+                        crate::liveness::down_after(n.role, state.nodes.len())
+                    });
+                    (id, ready, bound)
+                })
+                .collect::<Vec<_>>())
+        }) else {
             continue;
         };
-        let changes = m.liveness_changes(&state, node.id, metrics.current_term);
         reconcile(&node, &m).await;
-        for (id, ready) in changes {
-            if let Err(e) = node.propose(Command::SetNodeStatus { id, ready }).await {
-                tracing::debug!(node = %id, error = %e, "recording node status failed");
-            } else if ready {
-                tracing::info!(node = %id, "node is ready");
-            } else {
-                tracing::warn!(node = %id, "node is down: no heartbeat for {} s", DOWN_AFTER.as_secs());
+        // Proposed together, so that Raft appends them in a few batches
+        // (one fsync each), not one entry after another: after an
+        // election or a wave of joins thousands of nodes change at once.
+        let proposals = changes.into_iter().map(|(id, ready, bound)| {
+            let node = node.clone();
+            async move {
+                if let Err(e) = node.propose(Command::SetNodeStatus { id, ready }).await {
+                    tracing::debug!(node = %id, error = %e, "recording node status failed");
+                } else if ready {
+                    tracing::info!(node = %id, "node is ready");
+                } else {
+                    tracing::warn!(node = %id, "node is down: no heartbeat for {} s", bound.as_secs());
+                }
             }
-        }
+        });
+        futures_util::stream::iter(proposals)
+            .buffer_unordered(STATUS_PROPOSALS_IN_FLIGHT)
+            .collect::<()>()
+            .await;
     }
 }
+
+/// Node status changes proposed at once by the liveness loop.
+const STATUS_PROPOSALS_IN_FLIGHT: usize = 256;
 
 /// The leader's housekeeping: voters the store says are workers leave the
 /// Raft group (a demotion that was interrupted), and removed-list entries

@@ -26,6 +26,7 @@
 //! | `agent` | every member's loop: heartbeat, renewal, role |
 //! | `daemon/` | the node's phases; one file per lifecycle step |
 //! | `run` | the process: start, serve, stop |
+//! | `inprocess` | a node inside another process (load generators): the daemon without its socket, plus a probe of the agent's round trips |
 //! | `control/`, `metrics`, `backup` | the control socket's routes, Prometheus, backups |
 
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ mod faults;
 mod files;
 mod housekeeping;
 mod identity;
+mod inprocess;
 mod journal;
 mod keyring;
 mod keys;
@@ -68,7 +70,11 @@ pub use backup::{Restored, restore_backup};
 pub use clock::Clock;
 pub use daemon::DaemonOptions;
 pub use error::{NodeError, Refusal, Trouble};
-pub use liveness::{DOWN_AFTER, HEARTBEAT_PERIOD, LIVENESS_TICK};
+pub use inprocess::{AgentProbe, InProcessNode, LatencyHistogram};
+pub use liveness::{
+    DOWN_AFTER, HEARTBEAT_BUDGET, HEARTBEAT_PERIOD, HEARTBEAT_PERIOD_MAX, LIVENESS_TICK,
+    down_after, heartbeat_period,
+};
 pub use raft::{ManagerError, RaftManager, RotationStep, raft_config};
 #[doc(hidden)]
 pub use rpc::{DecodedRequest, FUZZ_METHODS, decode_request};

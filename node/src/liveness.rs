@@ -12,13 +12,20 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use moat_pki::NodeId;
+use moat_pki::{NodeId, Role};
 use moat_store::model::ClusterState;
 
 use crate::rpc;
 
-/// How often nodes heartbeat to the leader.
+/// How often managers heartbeat to the leader, and workers in a cluster
+/// of up to [`HEARTBEAT_BUDGET`] nodes (see [`heartbeat_period`]).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// Worker heartbeats per second the leader paces itself for: past this
+/// many nodes, workers are told to heartbeat less often (measured in
+/// `bench/scale`: docs/benchmarks.md, "Ten thousand workers").
+pub const HEARTBEAT_BUDGET: u64 = 2_000;
+/// The longest worker heartbeat period the leader asks for.
+pub const HEARTBEAT_PERIOD_MAX: Duration = Duration::from_secs(10);
 /// A node that has not heartbeated for this long is Down. The documented
 /// bound for a dead node to show Down is this plus one liveness tick
 /// ([`LIVENESS_TICK`]) plus a Raft commit.
@@ -37,6 +44,35 @@ pub const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// checks (managers heartbeat every [`HEARTBEAT_PERIOD`]).
 const MANAGER_SEEN_WITHIN: Duration = Duration::from_secs(3);
 
+/// The period the leader gives a node of `role` in a cluster of `nodes`:
+/// managers (a handful, and quorum checks depend on them) always
+/// [`HEARTBEAT_PERIOD`]; workers the same up to [`HEARTBEAT_BUDGET`]
+/// nodes, then `nodes / HEARTBEAT_BUDGET` seconds (5 s at 10,000), at
+/// most [`HEARTBEAT_PERIOD_MAX`]. Docker Swarm's workers heartbeat every
+/// 5 s at any size.
+pub fn heartbeat_period(role: Role, nodes: usize) -> Duration {
+    if role == Role::Manager {
+        return HEARTBEAT_PERIOD;
+    }
+    let ms = (nodes as u64).saturating_mul(1000) / HEARTBEAT_BUDGET;
+    Duration::from_millis(ms).clamp(HEARTBEAT_PERIOD, HEARTBEAT_PERIOD_MAX)
+}
+
+/// How long a node of `role` in a cluster of `nodes` may be silent before
+/// it is Down: [`DOWN_AFTER`] while it heartbeats every second, five of
+/// its periods when the cluster is larger (25 s at 10,000 nodes).
+pub fn down_after(role: Role, nodes: usize) -> Duration {
+    let period = heartbeat_period(role, nodes);
+    DOWN_AFTER.max(period * 5)
+}
+
+/// After an election, how long a node recorded Ready may go without a
+/// heartbeat to the new leader: [`ELECTION_GRACE`], plus what its longer
+/// period adds in a large cluster.
+fn election_grace(role: Role, nodes: usize) -> Duration {
+    ELECTION_GRACE + (down_after(role, nodes) - DOWN_AFTER)
+}
+
 /// What a manager knows of other nodes' heartbeats.
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
@@ -53,7 +89,8 @@ impl Liveness {
 
     /// `id` is gone as of `now` (it left): Down at the next tick.
     pub(crate) fn forget(&mut self, id: NodeId, now: Instant) {
-        if let Some(long_ago) = now.checked_sub(DOWN_AFTER) {
+        // Past the longest bound any node has.
+        if let Some(long_ago) = now.checked_sub(DOWN_AFTER.max(HEARTBEAT_PERIOD_MAX * 5)) {
             self.last_seen.insert(id, long_ago);
         }
     }
@@ -110,14 +147,15 @@ impl Liveness {
             }
         };
         let age = |at: Instant| now.saturating_duration_since(at);
+        let size = state.nodes.len();
         state
             .nodes
             .values()
             .filter_map(|n| {
                 let ready = n.id == me
                     || match self.last_seen.get(&n.id) {
-                        Some(at) if *at >= since => age(*at) < DOWN_AFTER,
-                        Some(_) | None => n.ready && age(since) < ELECTION_GRACE,
+                        Some(at) if *at >= since => age(*at) < down_after(n.role, size),
+                        Some(_) | None => n.ready && age(since) < election_grace(n.role, size),
                     };
                 (ready != n.ready).then_some((n.id, ready))
             })
@@ -176,6 +214,57 @@ mod tests {
         l.not_leading();
         assert!(l.changes(&s, me, 8, t0 + ELECTION_GRACE).is_empty());
         assert!(ELECTION_GRACE > DOWN_AFTER);
+    }
+
+    #[test]
+    fn workers_in_a_large_cluster_are_paced_and_given_longer() {
+        assert_eq!(heartbeat_period(Role::Worker, 3), HEARTBEAT_PERIOD);
+        assert_eq!(heartbeat_period(Role::Worker, 2_000), HEARTBEAT_PERIOD);
+        assert_eq!(
+            heartbeat_period(Role::Worker, 10_000),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            heartbeat_period(Role::Worker, 1_000_000),
+            HEARTBEAT_PERIOD_MAX
+        );
+        // Managers keep the short period: quorum checks count on it.
+        assert_eq!(heartbeat_period(Role::Manager, 10_000), HEARTBEAT_PERIOD);
+        assert_eq!(down_after(Role::Worker, 100), DOWN_AFTER);
+        assert_eq!(down_after(Role::Worker, 10_000), Duration::from_secs(25));
+        assert_eq!(down_after(Role::Manager, 10_000), DOWN_AFTER);
+
+        // In a cluster of 10,000 a worker silent for 10 s is still Ready,
+        // and Down at 25 s; a manager is Down at 5 s.
+        let mut s = ClusterState::default();
+        let me = NodeId::generate();
+        crate::testing::add_worker(&mut s, me, "me", true);
+        let (w, mgr) = (NodeId::generate(), NodeId::generate());
+        crate::testing::add_worker(&mut s, w, "w", true);
+        crate::testing::add_worker(&mut s, mgr, "m", true);
+        if let Some(n) = s.nodes.get_mut(&mgr) {
+            n.role = Role::Manager;
+        }
+        for i in 0..9_997 {
+            crate::testing::add_worker(&mut s, NodeId::generate(), &format!("x{i}"), false);
+        }
+        let mut l = Liveness::default();
+        let t0 = Instant::now();
+        l.changes(&s, me, 1, t0);
+        l.saw(w, t0);
+        l.saw(mgr, t0);
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let flips = |l: &mut Liveness, t| -> Vec<NodeId> {
+            l.changes(&s, me, 1, t)
+                .into_iter()
+                .filter(|(_, ready)| !ready)
+                .map(|(id, _)| id)
+                .filter(|id| *id == w || *id == mgr)
+                .collect()
+        };
+        assert_eq!(flips(&mut l, at(5)), vec![mgr]);
+        assert!(!flips(&mut l, at(24)).contains(&w));
+        assert!(flips(&mut l, at(25)).contains(&w));
     }
 
     #[test]

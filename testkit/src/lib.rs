@@ -131,6 +131,8 @@ pub struct Harness {
     /// The daemons' secrets directories (`--secrets-dir`), on /dev/shm,
     /// removed with the harness.
     shm: Option<tempfile::TempDir>,
+    /// The daemons' `MOAT_LOG`.
+    log_filter: String,
 }
 
 impl Harness {
@@ -149,7 +151,16 @@ impl Harness {
                 .prefix("moat-test-")
                 .tempdir_in("/dev/shm")
                 .ok(),
+            log_filter: "info,moat_node=debug".into(),
         }
+    }
+
+    /// Daemons started from now on log with `filter` (`MOAT_LOG`) instead
+    /// of `info,moat_node=debug`: a load generator keeps the managers'
+    /// logging out of what it measures.
+    pub fn with_log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_string();
+        self
     }
 
     /// Where daemon `name` writes its tasks' secrets and configs (given as
@@ -220,7 +231,7 @@ impl Harness {
             command.arg("--secrets-dir").arg(dir);
         }
         let mut child = command
-            .env("MOAT_LOG", "info,moat_node=debug")
+            .env("MOAT_LOG", &self.log_filter)
             .stdin(if start.stdin.is_some() {
                 Stdio::piped()
             } else {

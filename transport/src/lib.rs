@@ -93,11 +93,22 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// less with openraft's per-RPC deadline, sent as `grpc-timeout`).
 pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Most connections from members (clients whose certificate verified
-/// against the cluster roots in the handshake) a server holds at once;
-/// more are closed. Connections without a certificate never take one of
-/// these slots.
-pub const MAX_MEMBER_CONNECTIONS: usize = 256;
+/// Most connections from workers (clients whose certificate verified
+/// against the cluster roots in the handshake, with the worker role) a
+/// server holds at once; more are closed. A worker keeps one to the
+/// leader, so this bounds the workers a leader serves: 16,384, about
+/// 1.6 times the 10,000 measured in `bench/scale` (each costs a file
+/// descriptor and about 30 KiB there). Connections without a certificate
+/// and managers' connections never take one of these slots.
+pub const MAX_MEMBER_CONNECTIONS: usize = 16_384;
+
+/// Most connections from managers (a verified certificate with the
+/// manager role) a server holds at once: Raft, forwarded proposals and
+/// their heartbeats. A pool of their own, so that workers filling theirs
+/// never cut the managers off from each other (with one pool of 256 for
+/// both, 400 workers starved Raft of connections and the cluster lost its
+/// quorum; found by `bench/scale`).
+pub const MAX_MANAGER_CONNECTIONS: usize = 256;
 
 /// Most member connections one node (the node id of a verified
 /// certificate) holds at once: one stolen or removed node's certificate

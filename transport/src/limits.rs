@@ -8,14 +8,16 @@
 //! | pool | who | total | per key |
 //! |---|---|---|---|
 //! | handshake | every connection until its TLS handshake ends (at most [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)) | [`MAX_HANDSHAKES`] | [`MAX_HANDSHAKES_PER_SOURCE`] per source |
-//! | member | a client whose certificate verified against the cluster roots | [`MAX_MEMBER_CONNECTIONS`] | [`MAX_CONNECTIONS_PER_NODE`] per node id |
+//! | manager | a client whose certificate verified against the cluster roots, with the manager role | [`MAX_MANAGER_CONNECTIONS`] | [`MAX_CONNECTIONS_PER_NODE`] per node id |
+//! | member | a client whose certificate verified against the cluster roots, with the worker role | [`MAX_MEMBER_CONNECTIONS`] | [`MAX_CONNECTIONS_PER_NODE`] per node id |
 //! | unauthenticated | a client without a certificate: joins, the CA bundle | [`MAX_UNAUTHENTICATED_CONNECTIONS`] | [`MAX_UNAUTHENTICATED_PER_SOURCE`] per source |
 //!
 //! A source is an IPv4 address or an IPv6 /64 (one host's usual share).
 //! A connection that finds its pool or its key's share full is closed at
 //! once. Worst case for members: a flood without certificates holds at most
 //! [`MAX_UNAUTHENTICATED_CONNECTIONS`] connections and
-//! [`MAX_HANDSHAKES`] handshakes, never a member slot; a flood from one
+//! [`MAX_HANDSHAKES`] handshakes, never a member slot; workers, however
+//! many, never take a manager slot; a flood from one
 //! source holds [`MAX_UNAUTHENTICATED_PER_SOURCE`] and
 //! [`MAX_HANDSHAKES_PER_SOURCE`]. Members sharing a source address with
 //! the flood (behind one NAT) share its handshake budget.
@@ -34,8 +36,9 @@ use std::time::Instant;
 use moat_pki::NodeId;
 
 use crate::{
-    MAX_CONNECTIONS_PER_NODE, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, MAX_MEMBER_CONNECTIONS,
-    MAX_UNAUTHENTICATED_CONNECTIONS, MAX_UNAUTHENTICATED_PER_SOURCE, REFUSAL_LOG_INTERVAL,
+    MAX_CONNECTIONS_PER_NODE, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, MAX_MANAGER_CONNECTIONS,
+    MAX_MEMBER_CONNECTIONS, MAX_UNAUTHENTICATED_CONNECTIONS, MAX_UNAUTHENTICATED_PER_SOURCE,
+    REFUSAL_LOG_INTERVAL,
 };
 
 /// One of the listener's connection pools.
@@ -43,8 +46,10 @@ use crate::{
 pub(crate) enum Pool {
     /// Connections still in their TLS handshake.
     Handshake,
-    /// Connections whose client certificate verified.
+    /// Connections whose client certificate verified, from workers.
     Member,
+    /// Connections whose client certificate verified, from managers.
+    Manager,
     /// Connections without a client certificate.
     Unauthenticated,
 }
@@ -55,6 +60,7 @@ impl Pool {
         match self {
             Pool::Handshake => "handshake",
             Pool::Member => "member",
+            Pool::Manager => "manager",
             Pool::Unauthenticated => "unauthenticated",
         }
     }
@@ -64,6 +70,7 @@ impl Pool {
             Pool::Handshake => 0,
             Pool::Member => 1,
             Pool::Unauthenticated => 2,
+            Pool::Manager => 3,
         }
     }
 
@@ -71,6 +78,7 @@ impl Pool {
         match self {
             Pool::Handshake => (MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE),
             Pool::Member => (MAX_MEMBER_CONNECTIONS, MAX_CONNECTIONS_PER_NODE),
+            Pool::Manager => (MAX_MANAGER_CONNECTIONS, MAX_CONNECTIONS_PER_NODE),
             Pool::Unauthenticated => (
                 MAX_UNAUTHENTICATED_CONNECTIONS,
                 MAX_UNAUTHENTICATED_PER_SOURCE,
@@ -129,7 +137,7 @@ pub(crate) struct Limits {
 
 #[derive(Debug, Default)]
 struct State {
-    pools: [Counts; 3],
+    pools: [Counts; 4],
     log: RefusalLog,
 }
 
@@ -218,8 +226,8 @@ impl Counts {
 /// since.
 #[derive(Debug, Default)]
 struct RefusalLog {
-    last: [Option<Instant>; 3],
-    unlogged: [u64; 3],
+    last: [Option<Instant>; 4],
+    unlogged: [u64; 4],
 }
 
 impl RefusalLog {
@@ -291,6 +299,29 @@ mod tests {
         limits
             .enter(Pool::Member, Key::Node(NodeId::generate()))
             .unwrap();
+    }
+
+    #[test]
+    fn workers_filling_their_pool_leave_the_managers_theirs() {
+        let limits = Arc::new(Limits::default());
+        let held: Vec<Slot> = (0..MAX_MEMBER_CONNECTIONS)
+            .map(|_| {
+                limits
+                    .enter(Pool::Member, Key::Node(NodeId::generate()))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            limits
+                .enter(Pool::Member, Key::Node(NodeId::generate()))
+                .unwrap_err(),
+            Refusal::PoolFull
+        );
+        let manager = Key::Node(NodeId::generate());
+        let m = limits.enter(Pool::Manager, manager).unwrap();
+        assert_eq!(limits.held(Pool::Manager, manager), (1, 1));
+        drop((held, m));
+        assert_eq!(limits.held(Pool::Manager, manager), (0, 0));
     }
 
     #[test]

@@ -364,9 +364,10 @@ async fn accept_loop(
                 .as_deref()
                 .filter(|chain| !chain.is_empty())
                 .and_then(|chain| inner.tls.verify_peer(chain, inner.clock.now()).ok())
-                .map(|identity| identity.node_id);
+                .map(|identity| (identity.node_id, identity.role));
             let (pool, key, call) = match node {
-                Some(node) => (Pool::Member, Key::Node(node), None),
+                Some((node, Role::Manager)) => (Pool::Manager, Key::Node(node), None),
+                Some((node, _)) => (Pool::Member, Key::Node(node), None),
                 None => (
                     Pool::Unauthenticated,
                     source,
@@ -391,7 +392,7 @@ async fn accept_loop(
                 _slot: slot,
             };
             let route = match pool {
-                Pool::Member => &routes.members,
+                Pool::Member | Pool::Manager => &routes.members,
                 Pool::Handshake | Pool::Unauthenticated => &routes.anonymous,
             };
             let _ = route.send(Ok(stream)).await;

@@ -22,8 +22,15 @@ use crate::wire::{api_role, check_labels};
 pub(super) async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
     let node = manager(&d).await?;
     let state = node.read_state().await?;
+    // Who leads is asked once, not once per node (a copy of the Raft
+    // metrics each time).
+    let leader = leader_of(&node);
     Ok(Json(
-        state.nodes.values().map(|r| node_info(r, &node)).collect(),
+        state
+            .nodes
+            .values()
+            .map(|r| node_info(r, node.id, leader))
+            .collect(),
     ))
 }
 
@@ -34,7 +41,7 @@ pub(super) async fn node_inspect(
     let node = manager(&d).await?;
     let state = node.read_state().await?;
     let record = resolve(&state, &req.node, node.id)?;
-    Ok(Json(node_info(record, &node)))
+    Ok(Json(node_info(record, node.id, leader_of(&node))))
 }
 
 pub(super) async fn node_role(
@@ -151,7 +158,7 @@ pub(super) async fn node_update(
         .nodes
         .get(&id)
         .ok_or_else(|| NodeError::new(ErrorKind::NotFound, format!("No such node: {id}")))?;
-    Ok(Json(node_info(record, &node)))
+    Ok(Json(node_info(record, node.id, leader_of(&node))))
 }
 
 /// Finds the node `name` names: `self` (the node answering), an id, a
@@ -203,9 +210,13 @@ pub(super) fn resolve<'a>(
 }
 
 /// How `node` (a manager) presents record `r`.
-fn node_info(r: &NodeRecord, node: &Member) -> NodeInfo {
-    let me = node.id;
-    let leader = node.manager().and_then(|m| m.leader()).map(|l| l.id);
+/// The leader, as `node` knows it.
+fn leader_of(node: &Member) -> Option<NodeId> {
+    node.manager().and_then(|m| m.leader()).map(|l| l.id)
+}
+
+/// `r` as `node ls` shows it, to `me`, with `leader` leading.
+fn node_info(r: &NodeRecord, me: NodeId, leader: Option<NodeId>) -> NodeInfo {
     let manager_status = (r.role == Role::Manager).then(|| {
         if Some(r.id) == leader {
             ManagerStatus::Leader

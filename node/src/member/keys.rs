@@ -21,7 +21,10 @@ impl Member {
             return Ok(KeyPlan::Keep);
         };
         let setting = match self.manager() {
-            Some(m) if role == Role::Manager => Some(Autolock::of(&m.local_state()?)?),
+            // Every agent round: read under the lock, not from a copy.
+            Some(m) if role == Role::Manager => {
+                Some(m.with_state(|s| Autolock::of(s).map_err(Into::into))?)
+            }
             _ => None,
         };
         let file_generation = self.node_file().key_generation;

@@ -74,6 +74,9 @@ pub(crate) struct Member {
     pub(crate) renewal_failures: AtomicU64,
     /// This node's task executor, once the task loop opened it.
     executor: ArcSwapOption<moat_executor::Executor>,
+    /// Where the agent reports round trips (an in-process node of a load
+    /// generator); unset in a daemon.
+    probe: std::sync::OnceLock<Arc<crate::inprocess::AgentProbe>>,
 }
 
 impl Member {
@@ -101,7 +104,18 @@ impl Member {
             renew_soon: AtomicBool::new(false),
             renewal_failures: AtomicU64::new(0),
             executor: ArcSwapOption::empty(),
+            probe: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the probe the agent reports round trips to (once).
+    pub(crate) fn set_probe(&self, probe: Arc<crate::inprocess::AgentProbe>) {
+        let _ = self.probe.set(probe);
+    }
+
+    /// The probe attached, if any.
+    pub(crate) fn probe(&self) -> Option<&crate::inprocess::AgentProbe> {
+        self.probe.get().map(|p| &**p)
     }
 
     /// This node's task executor, once open.

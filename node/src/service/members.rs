@@ -92,10 +92,15 @@ pub(crate) fn heartbeat(
     let (id, _) = member(m, caller)?;
     let _req: rpc::HeartbeatReq = rpc::decode(method::HEARTBEAT, data)?;
     require_leader(node, m)?;
-    let state = m.local_state()?;
-    let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
+    // Every node, every period: read under the lock, never copy the state
+    // (a copy of 10,000 nodes' records per heartbeat was the leader's
+    // whole CPU in bench/scale).
+    let answer = m.with_state(|state| {
+        let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
+        Ok(heartbeat_answer(node, state, record.role))
+    })?;
     m.saw(id);
-    Ok(heartbeat_answer(node, &state, record.role))
+    Ok(answer)
 }
 
 /// What the leader tells a node at each heartbeat.
@@ -107,7 +112,7 @@ pub(crate) fn heartbeat_answer(
     rpc::HeartbeatResp {
         managers: node.manager_peers(),
         role,
-        period_ms: crate::liveness::HEARTBEAT_PERIOD.as_millis() as u64,
+        period_ms: crate::liveness::heartbeat_period(role, state.nodes.len()).as_millis() as u64,
         cert_expiry_secs: state.policy.cert_expiry_secs,
         roots_pem: state.trusted_roots_pem().unwrap_or_default(),
         issuer: crate::ca::issuer_fingerprint(state).unwrap_or_default(),
@@ -236,7 +241,7 @@ pub(crate) async fn audit_forward(
     }
     // What the cluster log already holds (a node restarted sends its
     // journal from the start) costs nothing and skips ahead.
-    let done = m.local_state()?.audit.forwarded(&id);
+    let done = m.with_state(|s| Ok(s.audit.forwarded(&id)))?;
     let mut events = req.events;
     events.retain(|e| e.journal_seq > done);
     if events.is_empty() {
@@ -266,6 +271,6 @@ pub(crate) async fn audit_forward(
     })
     .await?;
     // Past the day's budget only a part is recorded: report what was.
-    let forwarded = m.local_state()?.audit.forwarded(&id).min(last);
+    let forwarded = m.with_state(|s| Ok(s.audit.forwarded(&id)))?.min(last);
     Ok(rpc::ForwardResp { forwarded })
 }

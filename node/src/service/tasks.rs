@@ -69,8 +69,8 @@ pub(crate) async fn sync(
     }
     let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut metrics = m.raft.metrics();
-    let mut seen_applied = None;
+    let mut changes = m.orchestration_changes();
+    let mut first = true;
     let answer = |log_requests| -> Result<rpc::TaskSyncResp, RpcError> {
         let assignments = m.with_state(|s| Ok(s.orchestrator.assignments_for(&me)))?;
         Ok(rpc::TaskSyncResp {
@@ -89,9 +89,9 @@ pub(crate) async fn sync(
         if !log_requests.is_empty() {
             return answer(log_requests);
         }
-        let applied = metrics.borrow_and_update().last_applied;
-        if seen_applied.is_none() || applied != seen_applied.flatten() {
-            seen_applied = Some(applied);
+        if first || changes.has_changed().unwrap_or(true) {
+            first = false;
+            changes.borrow_and_update();
             let resp = answer(Vec::new())?;
             if req.known.as_deref() != Some(resp.digest.as_str())
                 || tokio::time::Instant::now() >= deadline
@@ -101,7 +101,7 @@ pub(crate) async fn sync(
             }
         }
         tokio::select! {
-            changed = tokio::time::timeout_at(deadline, metrics.changed()) => {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 if !matches!(changed, Ok(Ok(()))) {
                     // The deadline, or Raft stopping: answer with what
                     // is known.
