@@ -383,6 +383,11 @@ fn whole_cluster_restored_on_a_new_address_after_all_state_is_lost() {
     assert_eq!(info["cluster_id"], cluster_id.as_str());
     assert_eq!(info["node_id"], backed_up_id.as_str());
     assert_eq!(info["cert_expiry_seconds"], 172_800);
+    // The audit log's records came back with their segments (D45): the
+    // restored manager lists the log from its first record.
+    let log = h.moat("restored", &["audit", "ls"]);
+    let log = log.ok();
+    assert!(log.contains("cluster.init"), "{log}");
     // The lost managers' records stay (as in Docker, `info` still counts
     // them); the restored one is listed at its new address.
     assert!(

@@ -5,7 +5,8 @@
 //! the node's files as they are on disk (its sealed TLS keys, its sealed
 //! data keys, `node.json`, the public certificates, the local journal),
 //! plus a snapshot of the state machine taken at a linearizable point and
-//! sealed with the store's data key in the snapshot file format. With
+//! sealed with the store's data key in the snapshot file format, and the
+//! audit log's segment files as sealed on disk (decision D45). With
 //! autolock on, the backup therefore opens only with the unlock key valid
 //! when it was taken; with autolock off it also holds `unlock.key`. The
 //! whole is encrypted with age (moat-backup) and its manifest is signed
@@ -131,6 +132,32 @@ pub(crate) async fn take(node: &Arc<Member>, req: BackupRequest) -> Result<Vec<u
                 && let Some(f) = read_file(dir, &format!("store/keys/{name}"))?
             {
                 files.push(f);
+            }
+        }
+        // The audit log's records (decision D45), as sealed on disk, read
+        // after the state was copied: they hold every record it counts (a
+        // frame being appended meanwhile is a torn tail, cut at the next
+        // start).
+        let audit_dir = node
+            .layout
+            .store_dir()
+            .join("snapshots")
+            .join(moat_store::audit_segments::AUDIT_DIR);
+        if let Ok(entries) = std::fs::read_dir(&audit_dir) {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("audit-") && n.ends_with(".seg"))
+                .collect();
+            names.sort();
+            for name in names {
+                let rel = format!(
+                    "store/snapshots/{}/{name}",
+                    moat_store::audit_segments::AUDIT_DIR
+                );
+                if let Some(f) = read_file(dir, &rel)? {
+                    files.push(f);
+                }
             }
         }
         let managers = state

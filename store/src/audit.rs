@@ -8,18 +8,96 @@
 //! a cache beside them, rebuilt from the lines when a snapshot is loaded.
 //! See `docs/formats/audit.md` and decision D28.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use moat_audit::{
-    Action, Actor, Details, Event, Hash, MerkleLog, Outcome, ProofError, Record, SignedTreeHead,
+    Action, Actor, Details, Event, Frontier, Hash, MerkleLog, Outcome, Record, SignedTreeHead,
     Text, Timestamp, leaf_hash,
 };
 use moat_pki::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::StoreError;
+use crate::audit_segments::AuditSegments;
 use crate::model::Secret;
+
+/// Why records could not be read from the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditReadError {
+    /// This manager does not hold these records (inclusive).
+    #[error("this manager lacks audit records {from} to {to}: {why}")]
+    Missing {
+        /// The first missing record.
+        from: u64,
+        /// The last missing record.
+        to: u64,
+        /// Why, and what to do.
+        why: &'static str,
+    },
+    /// A segment could not be read or failed its checks (the message
+    /// names the file and offset).
+    #[error("{0}")]
+    Store(String),
+}
+
+const MISSING_WHY: &str = "it installed a snapshot or was restored from a backup that starts after them, and has not fetched them from the other managers yet; read them from another manager, or from an earlier export or archive";
+
+/// Checks that `segments` agree with `trail`, whose records up to `base`
+/// should be in them (see [`AuditTrail::attach`]).
+fn check_against(
+    segments: &AuditSegments,
+    base: u64,
+    trail: &AuditTrail,
+) -> Result<(), StoreError> {
+    let have = segments.last_seq();
+    let size = trail.size;
+    if have < base
+        && let Some((path, at)) = segments.torn()
+    {
+        // Records are fsynced before their entry counts as applied, so a
+        // write cut short can only be of records the state does not hold.
+        return Err(StoreError::corrupt(
+            path,
+            format!("byte {at} (audit record {})", have + 1),
+            format!(
+                "the segment ends in a cut-short frame, but the cluster state holds records up to {base} as written: the file was damaged"
+            ),
+        ));
+    }
+    if size > 0 && have >= size {
+        match segments.leaf(size)? {
+            Some(h) if h != trail.last => return Err(mismatch(segments, size)),
+            _ => {}
+        }
+        let root = segments.with_tree(|t| t.and_then(|t| t.root(size).ok()));
+        if root.is_some_and(|r| r != trail.frontier.root()) {
+            return Err(mismatch(segments, size));
+        }
+    } else if have > 0 && have >= base && have < size {
+        let index = usize::try_from(have - base).unwrap_or(usize::MAX);
+        if let Some(line) = trail.pending.get(index) {
+            let prev = Record::from_line(line.as_bytes()).map(|r| r.prev()).ok();
+            if prev != Some(segments.last_leaf()) {
+                return Err(mismatch(segments, have));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mismatch(segments: &AuditSegments, seq: u64) -> StoreError {
+    let (path, offset) = segments
+        .locate(seq)
+        .unwrap_or_else(|| (segments.dir().to_path_buf(), 0));
+    StoreError::corrupt(
+        path,
+        format!("byte {offset} (audit record {seq})"),
+        "the record does not fit the audit log the cluster state commits to (its Merkle frontier): these segments are not this cluster's log as committed",
+    )
+}
 
 /// Items per shared chunk.
 const CHUNK: usize = 4096;
@@ -139,34 +217,87 @@ pub struct ForwardedEvent {
     pub event: Event,
 }
 
-/// The audit log in the cluster state.
+/// The audit log in the cluster state: what the log's integrity needs,
+/// not its records (decision D45).
+///
+/// The state keeps the log's size, the last record's leaf hash (the next
+/// record's `prev`), the Merkle frontier (one hash per set bit of the
+/// size: the current root without the leaves), the roots at the last
+/// [`ROOTS_KEPT`] sizes (to check a tree head proposed a little earlier),
+/// the newest [`HEADS_KEPT`] signed tree heads, the audit key and the
+/// forwarding positions. Its size does not grow with the log.
+///
+/// The records go to this manager's audit segments
+/// ([`crate::audit_segments`]) when the state machine applies the entry
+/// that made them: until then (and in a state used without a store, as in
+/// tests and offline tools) they wait in `pending`, which is serialized, so
+/// a snapshot taken of such a state loses nothing. Readers of a state
+/// attached to the segments read records from them.
 #[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(from = "TrailWire", into = "TrailWire")]
+#[serde(try_from = "TrailWire", into = "TrailWire")]
 pub struct AuditTrail {
-    records: Chunked<String>,
+    size: u64,
+    /// Leaf hash of the last record ([`Hash::ZERO`] when empty).
+    last: Hash,
+    frontier: Frontier,
+    /// Roots at sizes `size - roots.len() + 1 ..= size`.
+    roots: VecDeque<Hash>,
+    /// The newest signed tree heads (at most [`HEADS_KEPT`]).
     heads: Chunked<SignedTreeHead>,
+    /// Heads ever kept, those dropped from `heads` included.
+    heads_total: u64,
     key: Option<Secret>,
     forwarded: BTreeMap<NodeId, u64>,
     /// Bytes of journal events each node had recorded on the day (Unix
     /// day number) it last forwarded: the cluster-wide daily budget
     /// ([`FORWARD_BYTES_PER_DAY`]), decided in the Raft log.
     forward_budget: BTreeMap<NodeId, DayBudget>,
-    /// Leaf hash of the last record ([`Hash::ZERO`] when empty).
-    last: Hash,
-    /// The Merkle tree over `records` (or over a longer log of which
-    /// these records are a prefix: clones share it).
+    /// Records `size - pending.len() + 1 ..= size`, not yet in segments.
+    pending: Chunked<String>,
+    /// This manager's audit segments, once the state machine attached them.
+    segments: Option<Arc<AuditSegments>>,
+    /// A Merkle tree over `pending` when it holds the whole log (a state
+    /// without segments): clones share it.
     tree: Arc<Mutex<MerkleLog>>,
 }
 
+/// Roots kept for checking a proposed tree head: a head signed at most
+/// this many records before its entry applies can be kept.
+pub const ROOTS_KEPT: usize = 1024;
+
+/// Signed tree heads kept in the state, the newest; older ones are in
+/// earlier exports and archives.
+pub const HEADS_KEPT: usize = 64;
+
 #[derive(Serialize, Deserialize)]
 struct TrailWire {
+    /// Records not yet in segments, from `records_base + 1` (snapshots
+    /// made before D45: every record, from 1).
+    #[serde(default, skip_serializing_if = "Chunked::is_empty")]
     records: Chunked<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    records_base: u64,
+    /// The log's size (absent before D45: the records' count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<Hash>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    frontier: Vec<Hash>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roots: Vec<Hash>,
     heads: Chunked<SignedTreeHead>,
+    #[serde(default)]
+    heads_total: Option<u64>,
     key: Option<Secret>,
     #[serde(default)]
     forwarded: BTreeMap<NodeId, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     forward_budget: BTreeMap<NodeId, DayBudget>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What one node's forwarded journal events used of a day's budget.
@@ -178,30 +309,77 @@ pub struct DayBudget {
     pub bytes: u64,
 }
 
-impl From<TrailWire> for AuditTrail {
-    fn from(w: TrailWire) -> Self {
-        let last = w
-            .records
-            .last()
-            .map(|l| leaf_hash(l.as_bytes()))
-            .unwrap_or(Hash::ZERO);
-        Self {
-            records: w.records,
-            heads: w.heads,
+impl TryFrom<TrailWire> for AuditTrail {
+    type Error = String;
+
+    fn try_from(w: TrailWire) -> Result<Self, String> {
+        let mut heads = w.heads;
+        let heads_total = w.heads_total.unwrap_or(heads.len() as u64);
+        if heads.len() > HEADS_KEPT {
+            let keep: Vec<_> = heads.iter_from(heads.len() - HEADS_KEPT).cloned().collect();
+            heads = Chunked::default();
+            for h in keep {
+                heads.push(h);
+            }
+        }
+        let mut t = Self {
+            heads,
+            heads_total,
             key: w.key,
             forwarded: w.forwarded,
             forward_budget: w.forward_budget,
-            last,
-            tree: Arc::default(),
+            ..Self::default()
+        };
+        match w.size {
+            None => {
+                // Before D45 the state held every record: rebuild what it
+                // keeps now, and leave the records pending for the
+                // segments.
+                if w.records_base != 0 {
+                    return Err("audit records with a base but no size".into());
+                }
+                for line in w.records.iter() {
+                    t.push_line(line.clone());
+                }
+            }
+            Some(size) => {
+                let frontier = Frontier::from_parts(size, w.frontier).ok_or_else(|| {
+                    format!("the audit frontier does not fit a log of {size} records")
+                })?;
+                if w.records_base.checked_add(w.records.len() as u64) != Some(size)
+                    && !w.records.is_empty()
+                {
+                    return Err(format!(
+                        "{} pending audit records after record {} do not end at the log's size {size}",
+                        w.records.len(),
+                        w.records_base
+                    ));
+                }
+                if w.roots.len() > ROOTS_KEPT || w.roots.len() as u64 > size {
+                    return Err("too many kept audit roots".into());
+                }
+                t.size = size;
+                t.last = w.last.unwrap_or(Hash::ZERO);
+                t.frontier = frontier;
+                t.roots = w.roots.into();
+                t.pending = w.records;
+            }
         }
+        Ok(t)
     }
 }
 
 impl From<AuditTrail> for TrailWire {
     fn from(t: AuditTrail) -> Self {
         Self {
-            records: t.records,
+            records_base: t.size - t.pending.len() as u64,
+            records: t.pending,
+            size: Some(t.size),
+            last: Some(t.last),
+            frontier: t.frontier.hashes().to_vec(),
+            roots: t.roots.into(),
             heads: t.heads,
+            heads_total: Some(t.heads_total),
             key: t.key,
             forwarded: t.forwarded,
             forward_budget: t.forward_budget,
@@ -212,8 +390,9 @@ impl From<AuditTrail> for TrailWire {
 impl fmt::Debug for AuditTrail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditTrail")
-            .field("records", &self.records.len())
-            .field("heads", &self.heads.len())
+            .field("records", &self.size)
+            .field("pending", &self.pending.len())
+            .field("heads", &self.heads_total)
             .field("key", &self.key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
@@ -222,29 +401,142 @@ impl fmt::Debug for AuditTrail {
 impl AuditTrail {
     /// Records in the log.
     pub fn size(&self) -> u64 {
-        self.records.len() as u64
+        self.size
     }
 
-    /// Record `seq` (from 1), its canonical line.
-    pub fn record(&self, seq: u64) -> Option<&str> {
-        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
-        self.records.get(index).map(String::as_str)
+    /// The Merkle root of the whole log.
+    pub fn current_root(&self) -> Hash {
+        self.frontier.root()
     }
 
-    /// Records from `seq` (from 1) on, their canonical lines.
-    pub fn records_from(&self, seq: u64) -> impl Iterator<Item = &str> {
-        let start = usize::try_from(seq.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.records.iter_from(start).map(String::as_str)
+    /// Record `seq` (from 1), its canonical line; `None` if the log has no
+    /// such record or this manager cannot read it (logged; see
+    /// [`AuditTrail::try_record`]).
+    pub fn record(&self, seq: u64) -> Option<String> {
+        match self.try_record(seq) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "an audit record could not be read");
+                None
+            }
+        }
     }
 
-    /// The signed tree heads, oldest first.
+    /// Record `seq` (from 1): `Ok(None)` if the log has no such record, an
+    /// error if this manager lacks it or cannot read it.
+    pub fn try_record(&self, seq: u64) -> Result<Option<String>, AuditReadError> {
+        let mut out = None;
+        if seq == 0 || seq > self.size {
+            return Ok(None);
+        }
+        self.for_each_record(seq, seq, |_, line| {
+            out = Some(line);
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+
+    /// Records `from` (from 1) to `to` (inclusive, capped at the log's
+    /// size), at most `limit`.
+    pub fn records(&self, from: u64, limit: usize) -> Result<Vec<String>, AuditReadError> {
+        let from = from.max(1);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let to = from.saturating_add(limit as u64 - 1).min(self.size);
+        self.for_each_record(from, to, |_, line| {
+            out.push(line);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with records `from ..= to` (capped at the log's size), in
+    /// order, until it returns `Ok(false)`. Records this manager lacks are
+    /// an error naming them, never skipped.
+    pub fn for_each_record(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, String) -> Result<bool, AuditReadError>,
+    ) -> Result<(), AuditReadError> {
+        let from = from.max(1);
+        let to = to.min(self.size);
+        if from > to {
+            return Ok(());
+        }
+        let base = self.size - self.pending.len() as u64;
+        let mut next = from;
+        if from <= base {
+            let segments = self.segments.as_ref().ok_or(AuditReadError::Missing {
+                from,
+                to: base.min(to),
+                why: "no audit segments are open here",
+            })?;
+            let end = to.min(base);
+            let mut stopped = false;
+            let mut gap = false;
+            let mut reader_error = None;
+            segments
+                .read_range(from, end, |seq, line| {
+                    if seq != next {
+                        gap = true;
+                        return Ok(false);
+                    }
+                    next += 1;
+                    match f(seq, line) {
+                        Ok(go) => {
+                            stopped = !go;
+                            Ok(go)
+                        }
+                        Err(e) => {
+                            reader_error = Some(e);
+                            Ok(false)
+                        }
+                    }
+                })
+                .map_err(|e| AuditReadError::Store(e.to_string()))?;
+            if let Some(e) = reader_error {
+                return Err(e);
+            }
+            if stopped {
+                return Ok(());
+            }
+            if gap || next <= end {
+                let (a, b) = segments
+                    .gaps()
+                    .into_iter()
+                    .find(|(a, b)| *a <= next && next <= *b)
+                    .unwrap_or((segments.last_seq().max(next - 1) + 1, base));
+                return Err(AuditReadError::Missing {
+                    from: a,
+                    to: b.min(base),
+                    why: MISSING_WHY,
+                });
+            }
+        }
+        for seq in next..=to {
+            let index = usize::try_from(seq - base - 1).unwrap_or(usize::MAX);
+            let Some(line) = self.pending.get(index) else {
+                break;
+            };
+            if !f(seq, line.clone())? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The signed tree heads kept, oldest first (the newest
+    /// [`HEADS_KEPT`]).
     pub fn heads(&self) -> impl Iterator<Item = &SignedTreeHead> {
         self.heads.iter()
     }
 
-    /// Number of signed tree heads.
+    /// Number of signed tree heads ever kept.
     pub fn head_count(&self) -> usize {
-        self.heads.len()
+        usize::try_from(self.heads_total).unwrap_or(usize::MAX)
     }
 
     /// The newest signed tree head.
@@ -262,21 +554,125 @@ impl AuditTrail {
         self.forwarded.get(node).copied().unwrap_or(0)
     }
 
-    /// Runs `f` on the Merkle tree, brought up to this trail's records.
-    /// The tree may hold more records (a newer clone's): ask it for sizes
-    /// up to [`AuditTrail::size`] only.
-    pub fn with_tree<R>(&self, f: impl FnOnce(&MerkleLog) -> R) -> R {
-        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
-        let have = usize::try_from(tree.size()).unwrap_or(usize::MAX);
-        for line in self.records.iter_from(have) {
-            tree.push_leaf(line.as_bytes());
+    /// Runs `f` on the Merkle tree of the whole log (it may hold more
+    /// records, a newer state's: ask it for sizes up to
+    /// [`AuditTrail::size`] only). An error says which records this
+    /// manager lacks to build it.
+    pub fn with_tree<R>(&self, f: impl FnOnce(&MerkleLog) -> R) -> Result<R, AuditReadError> {
+        let base = self.size - self.pending.len() as u64;
+        if base == 0 {
+            let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+            let have = usize::try_from(tree.size()).unwrap_or(usize::MAX);
+            for line in self.pending.iter_from(have) {
+                tree.push_leaf(line.as_bytes());
+            }
+            return Ok(f(&tree));
         }
-        f(&tree)
+        let segments = self.segments.as_ref().ok_or(AuditReadError::Missing {
+            from: 1,
+            to: base,
+            why: "no audit segments are open here",
+        })?;
+        // (`with_tree` holds the segments' lock: ask for their gaps first.)
+        let (from, to) = segments
+            .gaps()
+            .first()
+            .copied()
+            .unwrap_or((segments.last_seq() + 1, base));
+        segments.with_tree(|tree| {
+            let Some(tree) = tree.filter(|t| t.size() >= base) else {
+                return Err(AuditReadError::Missing {
+                    from,
+                    to: to.min(base),
+                    why: MISSING_WHY,
+                });
+            };
+            if self.pending.is_empty() {
+                return Ok(f(tree));
+            }
+            let mut tree = tree.clone();
+            tree.truncate(base);
+            for line in self.pending.iter() {
+                tree.push_leaf(line.as_bytes());
+            }
+            Ok(f(&tree))
+        })
     }
 
-    /// The Merkle root over the first `size` records.
-    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
-        self.with_tree(|t| t.root(size))
+    /// The Merkle root over the first `size` records: from the state for
+    /// the current size and the last [`ROOTS_KEPT`], else from the tree.
+    pub fn root(&self, size: u64) -> Result<Hash, AuditReadError> {
+        if let Some(root) = self.kept_root(size) {
+            return Ok(root);
+        }
+        self.with_tree(|t| t.root(size))?
+            .map_err(|e| AuditReadError::Store(e.to_string()))
+    }
+
+    fn kept_root(&self, size: u64) -> Option<Hash> {
+        if size == self.size {
+            return Some(self.frontier.root());
+        }
+        let back = usize::try_from(self.size.checked_sub(size)?).ok()?;
+        let index = self.roots.len().checked_sub(back + 1)?;
+        self.roots.get(index).copied()
+    }
+
+    /// This manager's audit segments, if attached.
+    pub fn segments(&self) -> Option<&Arc<AuditSegments>> {
+        self.segments.as_ref()
+    }
+
+    /// Records made by applied entries and not yet in the segments: the
+    /// sequence number of the first, and the lines.
+    pub fn pending(&self) -> (u64, Vec<String>) {
+        (
+            self.size - self.pending.len() as u64 + 1,
+            self.pending.iter().cloned().collect(),
+        )
+    }
+
+    /// Attaches this manager's segments and checks they agree with the
+    /// state (see [`AuditTrail::flush`]); pending records stay pending
+    /// until the next flush.
+    pub fn attach(&mut self, segments: Arc<AuditSegments>) -> Result<(), StoreError> {
+        check_against(&segments, self.size - self.pending.len() as u64, self)?;
+        self.segments = Some(segments);
+        Ok(())
+    }
+
+    /// Writes the pending records to the attached segments (fsynced before
+    /// this returns) and forgets them. A record the segments already hold
+    /// (an entry applied again after a restart) must be the same record:
+    /// anything else is corruption, named by file and offset. Records the
+    /// segments lack below the first pending one (a snapshot installed, a
+    /// backup restored) leave a gap the segments report.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(segments) = self.segments.clone() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (first, lines) = self.pending();
+        let have = segments.last_seq();
+        let mut skip = 0usize;
+        for (i, line) in lines.iter().enumerate() {
+            let seq = first + i as u64;
+            if seq > have {
+                break;
+            }
+            let held = segments.leaf(seq)?;
+            if let Some(held) = held
+                && held != leaf_hash(line.as_bytes())
+            {
+                return Err(mismatch(&segments, seq));
+            }
+            skip = i + 1;
+        }
+        segments.append(first + skip as u64, &lines[skip..])?;
+        self.pending = Chunked::default();
+        Ok(())
     }
 
     /// Appends `event`, which happened at `time` (Unix seconds); returns
@@ -286,11 +682,20 @@ impl AuditTrail {
         let seq = self.size() + 1;
         let time = Timestamp::from_unix(time).map_err(|e| e.to_string())?;
         let record = Record::new(seq, self.last, time, event.clone()).map_err(|e| e.to_string())?;
-        let line = record.to_line();
-        self.last = leaf_hash(&line);
-        let line = String::from_utf8(line).map_err(|e| e.to_string())?;
-        self.records.push(line);
+        let line = String::from_utf8(record.to_line()).map_err(|e| e.to_string())?;
+        self.push_line(line);
         Ok(seq)
+    }
+
+    fn push_line(&mut self, line: String) {
+        self.last = leaf_hash(line.as_bytes());
+        self.frontier.push(self.last);
+        self.size += 1;
+        self.roots.push_back(self.frontier.root());
+        while self.roots.len() > ROOTS_KEPT {
+            self.roots.pop_front();
+        }
+        self.pending.push(line);
     }
 
     /// Keeps a signed tree head, if it is for a size the log has reached
@@ -312,14 +717,29 @@ impl AuditTrail {
                 head.size, last.size
             ));
         }
-        let root = self.root(head.size).map_err(|e| e.to_string())?;
+        // Decided from the state alone, so every manager decides the same.
+        let root = self.kept_root(head.size).ok_or_else(|| {
+            format!(
+                "a tree head for size {} is more than {ROOTS_KEPT} records behind the log ({}): sign a newer one",
+                head.size,
+                self.size()
+            )
+        })?;
         if root != head.root {
             return Err(format!(
                 "the tree head for size {} does not match the log's root",
                 head.size
             ));
         }
+        if self.heads.len() >= HEADS_KEPT {
+            let keep: Vec<_> = self.heads.iter_from(1).cloned().collect();
+            self.heads = Chunked::default();
+            for h in keep {
+                self.heads.push(h);
+            }
+        }
         self.heads.push(head.clone());
+        self.heads_total += 1;
         Ok(())
     }
 
@@ -542,13 +962,13 @@ mod tests {
             );
         }
         let mut prev = Hash::ZERO;
-        for (i, line) in t.records_from(1).enumerate() {
+        for (i, line) in t.records(1, usize::MAX).unwrap().iter().enumerate() {
             let r = Record::from_line(line.as_bytes()).unwrap();
             assert_eq!(r.seq(), i as u64 + 1);
             assert_eq!(r.prev(), prev);
             prev = r.leaf_hash();
         }
-        assert_eq!(t.records_from(4097).count(), 904);
+        assert_eq!(t.records(4097, 10_000).unwrap().len(), 904);
         assert!(t.record(4097).unwrap().starts_with("{\"seq\":4097,"));
         assert_eq!(t.record(0), None);
         assert_eq!(t.record(5001), None);
@@ -737,7 +1157,12 @@ mod tests {
         let done = t.forwarded(&node());
         assert!(done > 500 && done < 2000, "{done}");
         // The budget counts events; a record adds its seq, link and time.
-        let bytes: usize = t.records_from(1).map(str::len).sum();
+        let bytes: usize = t
+            .records(1, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(String::len)
+            .sum();
         assert!(bytes as u64 <= FORWARD_BYTES_PER_DAY * 5 / 4, "{bytes}");
         // Refused changes nothing; the next day the rest goes.
         let size = t.size();
@@ -867,6 +1292,54 @@ mod tests {
             size + 1,
             "an id forgotten long ago applies again"
         );
+    }
+
+    #[test]
+    fn a_state_from_before_d45_keeps_its_records_pending() {
+        let mut a = AuditTrail::default();
+        for i in 0..300 {
+            a.append(1_700_000_000 + i, &event(&format!("t{i}")))
+                .unwrap();
+        }
+        let lines = a.records(1, usize::MAX).unwrap();
+        // The old form: every record, the heads, the key.
+        let old = serde_json::json!({ "records": lines, "heads": [], "key": null });
+        let b: AuditTrail = serde_json::from_value(old).unwrap();
+        assert_eq!(b.size(), 300);
+        assert_eq!(b.current_root(), a.current_root());
+        assert_eq!(b.pending().1.len(), 300, "waiting for the segments");
+        assert_eq!(b.root(250).unwrap(), a.root(250).unwrap());
+        // The new form keeps no record once they are in segments, and a
+        // frontier that does not fit its size is refused.
+        let mut wire = serde_json::to_value(&b).unwrap();
+        assert_eq!(wire["size"], 300);
+        wire["frontier"] = serde_json::json!([]);
+        assert!(serde_json::from_value::<AuditTrail>(wire).is_err());
+    }
+
+    #[test]
+    fn a_head_is_checked_against_a_kept_root() {
+        let mut t = AuditTrail::default();
+        for i in 0..(ROOTS_KEPT as i64 + 10) {
+            t.append(1_700_000_000 + i, &event("x")).unwrap();
+        }
+        let head = |size: u64, root: Hash| SignedTreeHead {
+            size,
+            root,
+            time: Timestamp::from_unix(1_700_000_000).unwrap(),
+            signer: node(),
+            signature: Vec::new(),
+            cert_chain_pem: String::new(),
+        };
+        let old = t.size() - ROOTS_KEPT as u64 - 1;
+        let root_old = t.with_tree(|tr| tr.root(old).unwrap()).unwrap();
+        let err = t.add_head(&head(old, root_old)).unwrap_err();
+        assert!(err.contains("behind"), "{err}");
+        let recent = t.size() - 5;
+        let root = t.root(recent).unwrap();
+        assert_eq!(root, t.with_tree(|tr| tr.root(recent).unwrap()).unwrap());
+        t.add_head(&head(recent, root)).unwrap();
+        assert!(t.add_head(&head(t.size(), Hash::ZERO)).is_err());
     }
 
     #[test]

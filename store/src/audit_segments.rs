@@ -267,6 +267,11 @@ struct Inner {
     last_leaf: Hash,
     /// The open last segment, for appending.
     writer: Option<File>,
+    /// A torn tail found at open, cut off before the next write.
+    cut: Option<(PathBuf, u64)>,
+    /// A segment holding no record found at open, removed before the next
+    /// write.
+    remove: Option<PathBuf>,
 }
 
 struct Segment {
@@ -293,19 +298,17 @@ impl std::fmt::Debug for AuditSegments {
 }
 
 impl AuditSegments {
-    /// Opens the segments in `dir` (creating it unless `read_only`), reading
-    /// and checking every frame. A torn tail of the last segment is cut off
-    /// (left in place when `read_only`); anything else wrong is
-    /// [`StoreError::Corrupt`] naming the file and offset.
+    /// Opens the segments in `dir` (none if it is missing), reading and
+    /// checking every frame; writes nothing. A torn tail of the last
+    /// segment is left out (and cut off before the next write); anything
+    /// else wrong is [`StoreError::Corrupt`] naming the file and offset.
+    /// `read_only`: refuse to write.
     pub fn open(
         dir: &Path,
         cipher: Arc<RecordCipher>,
         segment_bytes: u64,
         read_only: bool,
     ) -> Result<Self, StoreError> {
-        if !read_only {
-            create_dir(dir)?;
-        }
         let mut files = Vec::new();
         if dir.is_dir() {
             let entries = std::fs::read_dir(dir).map_err(StoreError::io("list", dir))?;
@@ -363,20 +366,23 @@ impl AuditSegments {
                 tracing::warn!(
                     file = %path.display(),
                     offset = at,
-                    "cutting a torn write off the end of the audit log (a crash during a write)"
+                    "a torn write ends the audit log (a crash during a write): it is cut off before the next write"
                 );
-                if !read_only {
-                    truncate_file(&path, at)?;
-                }
+                inner.cut = Some((path.clone(), at));
                 len = at;
             }
             if scan.records.is_empty() {
                 // A header alone (or a torn one): a segment created just
-                // before a crash.
-                if !read_only {
-                    std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
-                    sync_dir(dir)?;
+                // before a crash; removed before the next write.
+                if !last_file {
+                    return Err(StoreError::corrupt(
+                        &path,
+                        "byte 16",
+                        "an audit segment without records that is not the last",
+                    ));
                 }
+                inner.cut = None;
+                inner.remove = Some(path);
                 continue;
             }
             if !contiguous {
@@ -447,6 +453,35 @@ impl AuditSegments {
             .collect()
     }
 
+    /// The torn tail found at open and not cut off yet: the file and the
+    /// offset where it starts.
+    pub fn torn(&self) -> Option<(PathBuf, u64)> {
+        self.lock().cut.clone()
+    }
+
+    /// The file and frame offset of record `seq`, if held.
+    pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        let inner = self.lock();
+        let seg = inner
+            .segments
+            .iter()
+            .find(|s| s.first <= seq && seq <= s.last())?;
+        let offset = *seg.offsets.get(usize::try_from(seq - seg.first).ok()?)?;
+        Some((seg.path.clone(), offset))
+    }
+
+    /// The leaf hash of record `seq`, if held (from memory when the tree is
+    /// whole, else read from disk).
+    pub fn leaf(&self, seq: u64) -> Result<Option<Hash>, StoreError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        if let Some(h) = self.with_tree(|t| t.and_then(|t| t.leaf_hash(seq - 1))) {
+            return Ok(Some(h));
+        }
+        Ok(self.read(seq)?.map(|l| leaf_hash(l.as_bytes())))
+    }
+
     /// Runs `f` on the Merkle tree of records `1..=last_seq()`, or on
     /// `None` when records are missing (see [`AuditSegments::gaps`]).
     pub fn with_tree<R>(&self, f: impl FnOnce(Option<&MerkleLog>) -> R) -> R {
@@ -468,6 +503,7 @@ impl AuditSegments {
             ));
         }
         let mut inner = self.lock();
+        self.repair(&mut inner)?;
         let last = inner.segments.last().map_or(0, Segment::last);
         if first <= last {
             return Err(StoreError::Invalid(format!(
@@ -502,6 +538,7 @@ impl AuditSegments {
                 writer,
                 tree,
                 last_leaf,
+                ..
             } = &mut *inner;
             let (Some(seg), Some(file)) = (segments.last_mut(), writer.as_mut()) else {
                 return Err(StoreError::Invalid("no audit segment to write to".into()));
@@ -532,6 +569,7 @@ impl AuditSegments {
             ));
         }
         let mut inner = self.lock();
+        self.repair(&mut inner)?;
         inner.writer = None;
         while let Some(seg) = inner.segments.last() {
             if seg.last() <= size {
@@ -683,6 +721,76 @@ impl AuditSegments {
         Ok(frame)
     }
 
+    /// Seals again, with the DEK new records are sealed with, every segment
+    /// holding a record sealed with another (during a DEK rotation, before
+    /// the old DEK goes: the state machine does it when it takes the
+    /// rotation's snapshot). Each such file is replaced atomically (temp
+    /// file, fsync, rename, fsync of the directory), so a crash leaves each
+    /// file under one DEK or the other, both still loaded. Returns the
+    /// number of files rewritten.
+    pub fn reseal(&self) -> Result<usize, StoreError> {
+        let Some(target) = self.cipher.sealing_version() else {
+            return Ok(0);
+        };
+        let mut inner = self.lock();
+        self.repair(&mut inner)?;
+        inner.writer = None;
+        let mut rewritten = 0;
+        for seg in inner.segments.iter_mut() {
+            let bytes = read_limited(&seg.path, MAX_SEGMENT_FILE)?;
+            let corrupt =
+                |at: u64, why: &str| StoreError::corrupt(&seg.path, format!("byte {at}"), why);
+            let mut frames = Vec::with_capacity(seg.offsets.len());
+            let mut stale = false;
+            for (k, &off) in seg.offsets.iter().enumerate() {
+                let at = usize::try_from(off).unwrap_or(usize::MAX);
+                let len = bytes
+                    .get(at..at.saturating_add(4))
+                    .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                    .ok_or_else(|| corrupt(off, "the segment changed since it was read"))?;
+                let sealed = bytes
+                    .get(at + FRAME_HEAD..at + 4 + len)
+                    .ok_or_else(|| corrupt(off, "the segment changed since it was read"))?;
+                stale |= moat_lock::record_version(sealed) != Some(target);
+                frames.push((seg.first + k as u64, off, sealed));
+            }
+            if !stale {
+                continue;
+            }
+            let mut out = Vec::with_capacity(bytes.len());
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(&seg.first.to_be_bytes());
+            let mut offsets = Vec::with_capacity(frames.len());
+            for (seq, off, sealed) in frames {
+                let line = self
+                    .cipher
+                    .open(FileKind::AuditSegment, &seq.to_be_bytes(), sealed)
+                    .map_err(|e| {
+                        corrupt(off, &format!("record {seq} failed authentication ({e})"))
+                    })?;
+                offsets.push(out.len() as u64);
+                out.extend_from_slice(&self.frame(seq, &line)?);
+            }
+            crate::fsutil::write_atomic(&seg.path, &out)?;
+            seg.offsets = offsets;
+            seg.len = out.len() as u64;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
+    /// Cuts off a torn tail and removes an empty segment found at open.
+    fn repair(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        if let Some((path, at)) = inner.cut.take() {
+            truncate_file(&path, at)?;
+        }
+        if let Some(path) = inner.remove.take() {
+            std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Starts segment `first`: fsyncs the current one, creates the file
     /// with its header, fsyncs it and the directory.
     fn start_segment(&self, inner: &mut Inner, first: u64) -> Result<(), StoreError> {
@@ -691,6 +799,7 @@ impl AuditSegments {
                 .map_err(StoreError::io("fsync", &seg.path))?;
         }
         inner.writer = None;
+        create_dir(&self.dir)?;
         let path = self.dir.join(segment_name(first));
         let mut file = OpenOptions::new()
             .create_new(true)

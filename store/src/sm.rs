@@ -22,6 +22,16 @@
 //!
 //! Snapshot data sent to other managers is the plaintext JSON inside the
 //! mutual-TLS connection; each manager seals it with its own DEK and AAD.
+//!
+//! The audit log's records are not in the state (decision D45): applying
+//! an entry that makes records leaves them pending in the state, and
+//! [`RaftStateMachine::apply`] writes them to this manager's audit
+//! segments (`DIR/audit/`, see [`crate::audit_segments`]) and fsyncs them
+//! before it returns. At open the segments are checked against the
+//! state's frontier; records beyond the snapshot's size are kept and must
+//! match when the Raft log's entries are applied again (a record that does
+//! not is corruption, named by file and offset), and a torn tail is cut
+//! off before the next write.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -31,6 +41,7 @@ use openraft::EntryPayload;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::audit_segments::{AUDIT_DIR, AuditSegments, DEFAULT_AUDIT_SEGMENT_BYTES};
 use crate::model::{ClusterState, Response};
 use crate::{
     Entry, FileKind, LogId, RecordCipher, SnapshotMeta, StorageError, StoreError, StoredMembership,
@@ -60,8 +71,8 @@ pub struct Applied {
     /// The cluster model.
     pub state: ClusterState,
     /// Bytes of this manager's newest snapshot file (0 before the first):
-    /// watched against [`MAX_SNAPSHOT_BYTES`], since the whole state, the
-    /// audit log included, must fit one snapshot.
+    /// watched against [`MAX_SNAPSHOT_BYTES`] (the audit log's records are
+    /// no longer in it: decision D45).
     pub snapshot_bytes: u64,
 }
 
@@ -72,13 +83,34 @@ pub struct StateMachineStore {
     dir: PathBuf,
     cipher: Arc<RecordCipher>,
     applied: Arc<RwLock<Applied>>,
+    audit: Arc<AuditSegments>,
 }
 
 impl StateMachineStore {
     /// Opens the state machine in `dir`, loading and authenticating the
     /// newest snapshot if there is one.
+    ///
+    /// The audit segments in `DIR/audit/` are opened and checked against
+    /// the snapshot's audit frontier (nothing is written until the next
+    /// apply).
     pub fn open(dir: &Path, cipher: Arc<RecordCipher>) -> Result<Self, StoreError> {
+        Self::open_with_audit_segment_bytes(dir, cipher, DEFAULT_AUDIT_SEGMENT_BYTES)
+    }
+
+    /// [`StateMachineStore::open`], starting a new audit segment every
+    /// `bytes` (tests use small segments).
+    pub fn open_with_audit_segment_bytes(
+        dir: &Path,
+        cipher: Arc<RecordCipher>,
+        bytes: u64,
+    ) -> Result<Self, StoreError> {
         crate::fsutil::create_dir(dir)?;
+        let audit = Arc::new(AuditSegments::open(
+            &dir.join(AUDIT_DIR),
+            cipher.clone(),
+            bytes,
+            false,
+        )?);
         let mut applied = Applied::default();
         if let Some((path, file)) = newest_snapshot(dir, &cipher)? {
             applied = Applied {
@@ -88,11 +120,18 @@ impl StateMachineStore {
                 snapshot_bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
             };
         }
+        applied.state.audit.attach(audit.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             cipher,
             applied: Arc::new(RwLock::new(applied)),
+            audit,
         })
+    }
+
+    /// This manager's audit segments.
+    pub fn audit_segments(&self) -> Arc<AuditSegments> {
+        self.audit.clone()
     }
 
     /// A shared handle to the applied state, for readers.
@@ -155,6 +194,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, applied.state.clone())
         };
+        // A DEK rotation snapshots before the old DEK goes: the audit
+        // segments must not need it either.
+        if self.cipher.rotation_in_progress() {
+            let files = self.audit.reseal()?;
+            tracing::info!(files, "audit segments sealed again with the new data key");
+        }
         let file = SnapshotFile { meta, state };
         let size = self.write_snapshot(&file)?;
         if let Ok(mut applied) = self.applied.write() {
@@ -198,6 +243,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
+        // The records these entries made are on disk before they count as
+        // applied.
+        applied.state.audit.flush()?;
         Ok(responses)
     }
 
@@ -219,10 +267,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 what: "received snapshot",
                 reason: e.to_string(),
             })?;
-        let file = SnapshotFile {
+        let mut file = SnapshotFile {
             meta: meta.clone(),
             state,
         };
+        // The segments must agree with the snapshot's frontier up to what
+        // they hold; records below the snapshot's size that they lack are a
+        // gap their readers report.
+        file.state.audit.attach(self.audit.clone())?;
+        file.state.audit.flush()?;
         let snapshot_bytes = self.write_snapshot(&file)?;
         let mut applied = self.applied.write().map_err(|_| poisoned())?;
         *applied = Applied {
@@ -460,5 +513,194 @@ mod tests {
                 .err()
                 .expect("foreign snapshot must be refused");
         assert!(err.to_string().contains("authentication failed"), "{err}");
+    }
+
+    fn audit_event(i: u64) -> moat_audit::Event {
+        moat_audit::Event {
+            node: "0123456789abcdefghijklmn00".parse().unwrap(),
+            actor: moat_audit::Actor::local_operator(),
+            action: moat_audit::Action::POLICY_UPDATE,
+            target: moat_audit::Text::new("target", &format!("t{i}")).unwrap(),
+            outcome: moat_audit::Outcome::Success,
+            details: moat_audit::Details::new(),
+        }
+    }
+
+    fn audit_entries(from: u64, to: u64, salt: &str) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| {
+                let mut event = audit_event(i);
+                event.target = moat_audit::Text::new("target", &format!("{salt}{i}")).unwrap();
+                entry(
+                    i,
+                    Command::Audit {
+                        time: 1_700_000_000 + i as i64,
+                        event,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn root_of(sm: &StateMachineStore) -> moat_audit::Hash {
+        sm.applied().read().unwrap().state.audit.current_root()
+    }
+
+    #[tokio::test]
+    async fn audit_records_go_to_segments_and_the_snapshot_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        let mut sm =
+            StateMachineStore::open_with_audit_segment_bytes(dir.path(), c.clone(), 64 << 10)
+                .unwrap();
+        for batch in 0..20u64 {
+            sm.apply(audit_entries(batch * 100 + 1, batch * 100 + 100, "t"))
+                .await
+                .unwrap();
+        }
+        {
+            let applied = sm.applied();
+            let a = applied.read().unwrap();
+            assert_eq!(a.state.audit.size(), 2000);
+            assert!(a.state.audit.pending().1.is_empty(), "all written");
+        }
+        sm.build_snapshot().await.unwrap();
+        let bytes = sm.applied().read().unwrap().snapshot_bytes;
+        // The kept roots (1,024 of 64 hex digits) are most of it: a fixed
+        // cost, whatever the log's size.
+        assert!(
+            bytes < 100 * 1024,
+            "snapshot of 2,000 records: {bytes} bytes"
+        );
+        let root = root_of(&sm);
+        drop(sm);
+        let sm = StateMachineStore::open_with_audit_segment_bytes(dir.path(), c, 64 << 10).unwrap();
+        assert_eq!(root_of(&sm), root);
+        let applied = sm.applied();
+        let a = applied.read().unwrap();
+        let lines = a.state.audit.records(1990, 100).unwrap();
+        assert_eq!(lines.len(), 11);
+        assert!(lines[0].starts_with("{\"seq\":1990,"), "{}", lines[0]);
+        let tree_root = a.state.audit.with_tree(|t| t.root(2000).unwrap()).unwrap();
+        assert_eq!(tree_root, root);
+        assert!(a.state.audit.segments().unwrap().files().len() > 1);
+    }
+
+    #[tokio::test]
+    async fn entries_applied_again_after_a_restart_must_match_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        let mut sm = StateMachineStore::open(dir.path(), c.clone()).unwrap();
+        sm.apply(audit_entries(1, 50, "t")).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        sm.apply(audit_entries(51, 100, "t")).await.unwrap();
+        let root = root_of(&sm);
+        // A crash: the snapshot holds 50 records, the segments 100.
+        drop(sm);
+        let mut sm = StateMachineStore::open(dir.path(), c.clone()).unwrap();
+        assert_eq!(sm.applied().read().unwrap().state.audit.size(), 50);
+        assert_eq!(sm.audit_segments().last_seq(), 100);
+        // The Raft log's entries apply again: the same records, not twice.
+        sm.apply(audit_entries(51, 100, "t")).await.unwrap();
+        assert_eq!(root_of(&sm), root);
+        assert_eq!(sm.audit_segments().last_seq(), 100);
+        sm.apply(audit_entries(101, 101, "t")).await.unwrap();
+        assert_eq!(sm.audit_segments().last_seq(), 101);
+        drop(sm);
+
+        // Other records where the segments hold committed ones: named.
+        let mut sm = StateMachineStore::open(dir.path(), c).unwrap();
+        let err = sm
+            .apply(audit_entries(51, 60, "other"))
+            .await
+            .expect_err("a record that does not match is corruption");
+        let text = err.to_string();
+        assert!(text.contains("audit-00000000000000000001.seg"), "{text}");
+        assert!(text.contains("audit record 51"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_an_audit_segment_stops_the_store_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        let mut sm = StateMachineStore::open(dir.path(), c.clone()).unwrap();
+        sm.apply(audit_entries(1, 30, "t")).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        let (path, _, _) = sm.audit_segments().files().pop().unwrap();
+        drop(sm);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x08;
+        std::fs::write(&path, &bytes).unwrap();
+        match StateMachineStore::open(dir.path(), c) {
+            Err(StoreError::Corrupt { path: p, at, .. }) => {
+                assert_eq!(p, path);
+                assert!(at.starts_with("byte "), "{at}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a flipped byte was accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_installed_snapshot_past_the_segments_reports_the_gap() {
+        let source = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::generate();
+        let mut leader =
+            StateMachineStore::open(source.path(), cipher(cluster, NodeId::generate())).unwrap();
+        leader.apply(audit_entries(1, 40, "t")).await.unwrap();
+        let snap = leader.build_snapshot().await.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm =
+            StateMachineStore::open(dir.path(), cipher(cluster, NodeId::generate())).unwrap();
+        sm.apply(audit_entries(1, 10, "t")).await.unwrap();
+        sm.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        let mut next = audit_entries(41, 45, "t");
+        for e in &mut next {
+            e.log_id.index += 0;
+        }
+        sm.apply(next).await.unwrap();
+        assert_eq!(root_of(&sm), {
+            leader.apply(audit_entries(41, 45, "t")).await.unwrap();
+            root_of(&leader)
+        });
+        let applied = sm.applied();
+        let a = applied.read().unwrap();
+        assert_eq!(a.state.audit.segments().unwrap().gaps(), vec![(11, 40)]);
+        assert!(a.state.audit.try_record(5).unwrap().is_some());
+        assert!(a.state.audit.try_record(43).unwrap().is_some());
+        let err = a.state.audit.try_record(20).unwrap_err();
+        assert!(
+            err.to_string().contains("lacks audit records 11 to 40"),
+            "{err}"
+        );
+        assert!(a.state.audit.with_tree(|_| ()).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dek_rotation_seals_the_audit_segments_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cipher(ClusterId::generate(), NodeId::generate());
+        let mut sm = StateMachineStore::open(dir.path(), c.clone()).unwrap();
+        sm.apply(audit_entries(1, 20, "t")).await.unwrap();
+        c.with_deks(|d| d.begin_rotation().map(|p| p.version()))
+            .unwrap()
+            .unwrap();
+        sm.apply(audit_entries(21, 30, "t")).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        c.with_deks(|d| d.complete_rotation().map(drop))
+            .unwrap()
+            .unwrap();
+        let root = root_of(&sm);
+        drop(sm);
+        // Only the new DEK is loaded now.
+        let sm = StateMachineStore::open(dir.path(), c).unwrap();
+        assert_eq!(root_of(&sm), root);
+        let applied = sm.applied();
+        let a = applied.read().unwrap();
+        assert_eq!(a.state.audit.records(1, 100).unwrap().len(), 30);
     }
 }

@@ -28,15 +28,26 @@ pub(super) async fn records(
         n => n.min(MAX_AUDIT_PAGE),
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let records = state
+        .audit
+        .records(req.since.max(1), limit)
+        .map_err(unreadable)?;
     Ok(Json(AuditRecordsResponse {
-        records: state
-            .audit
-            .records_from(req.since.max(1))
-            .take(limit)
-            .map(str::to_owned)
-            .collect(),
+        records,
         size: state.audit.size(),
     }))
+}
+
+/// Records this manager lacks (it says which) or cannot read (named).
+fn unreadable(e: moat_store::audit::AuditReadError) -> crate::rpc::RpcError {
+    use crate::rpc::{RpcError, RpcErrorKind};
+    match e {
+        moat_store::audit::AuditReadError::Missing { .. } => {
+            RpcError::new(RpcErrorKind::Unavailable, e.to_string())
+                .hint("read them from another manager, or from an earlier export or archive")
+        }
+        _ => RpcError::new(RpcErrorKind::Internal, e.to_string()),
+    }
 }
 
 pub(super) async fn export(

@@ -23,7 +23,7 @@ use moat_audit::{
     SignedTreeHead, Text, Timestamp,
 };
 use moat_pki::NodeId;
-use moat_store::audit::{AuditTrail, ForwardedEvent, record_text};
+use moat_store::audit::{AuditReadError, AuditTrail, ForwardedEvent, record_text};
 use moat_store::model::{CertInfo, ClusterState, Command, Secret, rfc3339};
 
 use super::{Manager, Member};
@@ -256,13 +256,17 @@ impl Member {
         let ca_pem = ca_pem(&state)?;
         let frontier = trail
             .with_tree(|t| t.frontier(base))
+            .map_err(unreadable)?
             .map_err(|e| internal(e.to_string()))?;
         let mut bundle = Bundle::new(ca_pem, heads).with_base(base, frontier);
-        for line in trail.records_from(since) {
-            bundle
-                .push_record(line.as_bytes())
-                .map_err(|e| internal(e.to_string()))?;
-        }
+        let mut pushed = Ok(());
+        trail
+            .for_each_record(since, trail.size(), |_, line| {
+                pushed = bundle.push_record(line.as_bytes());
+                Ok(pushed.is_ok())
+            })
+            .map_err(unreadable)?;
+        pushed.map_err(|e| internal(e.to_string()))?;
         bundle.to_one_file().map_err(|e| internal(e.to_string()))
     }
 
@@ -271,7 +275,7 @@ impl Member {
     pub(crate) fn prove(&self, m: &Manager, seq: u64) -> Result<String, RpcError> {
         let state = m.local_state()?;
         let trail = &state.audit;
-        let line = trail.record(seq).ok_or_else(|| {
+        let line = trail.try_record(seq).map_err(unreadable)?.ok_or_else(|| {
             RpcError::new(
                 RpcErrorKind::NotFound,
                 format!(
@@ -289,8 +293,19 @@ impl Member {
         };
         let file = trail
             .with_tree(|t| InclusionProofFile::new(t, record, head))
+            .map_err(unreadable)?
             .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
         Ok(file.to_json())
+    }
+}
+
+/// An audit read this manager cannot answer: records it lacks (say which,
+/// and where else to read them) or a damaged segment (named).
+pub(crate) fn unreadable(e: AuditReadError) -> RpcError {
+    match e {
+        AuditReadError::Missing { .. } => RpcError::new(RpcErrorKind::Unavailable, e.to_string())
+            .hint("ask another manager (`moat --socket …` on its node), or read an earlier export or archive"),
+        _ => RpcError::new(RpcErrorKind::Internal, e.to_string()),
     }
 }
 
@@ -401,7 +416,8 @@ pub(crate) fn dek_rotated_note(version: moat_lock::DekVersion) -> String {
 /// `None` when the newest such record is not about `version` (a rotation
 /// whose record is not forwarded yet, a log that starts after the store
 /// was made): unknown, which the report says, rather than a wrong age.
-/// Reads the log newest first, parsing only records that name `node`.
+/// Reads the log in order and keeps the newest deciding record, parsing
+/// only records that name `node`.
 pub(crate) fn data_key_created(
     trail: &AuditTrail,
     node: NodeId,
@@ -410,42 +426,60 @@ pub(crate) fn data_key_created(
     let id = node.to_string();
     let target = format!("node:{id}");
     let by_node = Actor::node(node);
-    for seq in (1..=trail.size()).rev() {
-        let Some(line) = trail.record(seq) else {
-            continue;
-        };
-        if !line.contains(&id) {
-            continue;
+    // Oldest to newest, keeping the newest answer (the segments are read
+    // in order; a manager missing records answers from those it holds).
+    let mut found = None;
+    let scan = trail.for_each_record(1, trail.size(), |_, line| {
+        if let Some(answer) = about_data_key(&line, &id, &target, &by_node, node, version) {
+            found = Some(answer);
         }
-        let Ok(record) = moat_audit::Record::from_line(line.as_bytes()) else {
-            continue;
-        };
-        let e = record.event();
-        if !matches!(e.outcome, Outcome::Success) {
-            continue;
+        Ok(true)
+    });
+    if let Err(e) = scan {
+        tracing::warn!(error = %e, "reading the audit log for the data key's age");
+    }
+    found.flatten()
+}
+
+/// What record `line` says of data key `version` of `node`'s store:
+/// `Some(answer)` if it is the kind of record that decides it.
+fn about_data_key(
+    line: &str,
+    id: &str,
+    target: &str,
+    by_node: &Actor,
+    node: NodeId,
+    version: moat_lock::DekVersion,
+) -> Option<Option<i64>> {
+    if !line.contains(id) {
+        return None;
+    }
+    let record = moat_audit::Record::from_line(line.as_bytes()).ok()?;
+    let e = record.event();
+    if !matches!(e.outcome, Outcome::Success) {
+        return None;
+    }
+    let time = record.time().unix_seconds();
+    let about_me = e.target.as_str() == target;
+    let made = (e.action == Action::CLUSTER_INIT && e.node == node)
+        || (e.action == Action::NODE_PROMOTE && about_me)
+        || (e.action == Action::NODE_JOIN
+            && about_me
+            && e.details.get("role") == Some("manager")
+            && e.details.get("rejoin") != Some("true"));
+    if made {
+        return Some((version.0 == 1).then_some(time));
+    }
+    if e.action == Action::DEK_ROTATE && &e.actor == by_node {
+        if e.details.get("note") != Some(dek_rotated_note(version).as_str()) {
+            return Some(None);
         }
-        let time = record.time().unix_seconds();
-        let about_me = e.target.as_str() == target;
-        let made = (e.action == Action::CLUSTER_INIT && e.node == node)
-            || (e.action == Action::NODE_PROMOTE && about_me)
-            || (e.action == Action::NODE_JOIN
-                && about_me
-                && e.details.get("role") == Some("manager")
-                && e.details.get("rejoin") != Some("true"));
-        if made {
-            return (version.0 == 1).then_some(time);
-        }
-        if e.action == Action::DEK_ROTATE && e.actor == by_node {
-            if e.details.get("note") != Some(dek_rotated_note(version).as_str()) {
-                return None;
-            }
-            let claimed = e
-                .details
-                .get("claimed_time")
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .map(Timestamp::unix_seconds);
-            return Some(claimed.map_or(time, |c| c.min(time)));
-        }
+        let claimed = e
+            .details
+            .get("claimed_time")
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(Timestamp::unix_seconds);
+        return Some(Some(claimed.map_or(time, |c| c.min(time))));
     }
     None
 }
