@@ -95,6 +95,18 @@ impl InProcessNode {
         hostname: &str,
         probe: Option<Arc<AgentProbe>>,
     ) -> Result<Self, NodeError> {
+        Self::with_source(state_dir, hostname, probe, None)
+    }
+
+    /// Like [`new`](Self::new); once joined, the node calls managers from
+    /// the local address `source` (e.g. its own address in 127.0.0.0/8),
+    /// as a real node calls from its own address.
+    pub fn with_source(
+        state_dir: &Path,
+        hostname: &str,
+        probe: Option<Arc<AgentProbe>>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Self, NodeError> {
         moat_api::validate_hostname(hostname).map_err(|e| {
             NodeError::new(
                 moat_api::ErrorKind::InvalidArgument,
@@ -112,6 +124,9 @@ impl InProcessNode {
             clock,
             crate::tasks::Settings::default(),
         ));
+        if let Some(source) = source {
+            let _ = daemon.source.set(source);
+        }
         Ok(Self {
             daemon,
             probe,

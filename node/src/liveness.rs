@@ -77,6 +77,9 @@ fn election_grace(role: Role, nodes: usize) -> Duration {
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
     last_seen: HashMap<NodeId, Instant>,
+    /// Nodes that left: Down at the next tick, whatever their bound,
+    /// until they heartbeat again.
+    gone: std::collections::HashSet<NodeId>,
     /// The term in which this manager became leader, and when.
     leader_since: Option<(u64, Instant)>,
 }
@@ -85,14 +88,13 @@ impl Liveness {
     /// A heartbeat from `id` at `now`.
     pub(crate) fn saw(&mut self, id: NodeId, now: Instant) {
         self.last_seen.insert(id, now);
+        self.gone.remove(&id);
     }
 
-    /// `id` is gone as of `now` (it left): Down at the next tick.
-    pub(crate) fn forget(&mut self, id: NodeId, now: Instant) {
-        // Past the longest bound any node has.
-        if let Some(long_ago) = now.checked_sub(DOWN_AFTER.max(HEARTBEAT_PERIOD_MAX * 5)) {
-            self.last_seen.insert(id, long_ago);
-        }
+    /// `id` is gone (it left): Down at the next tick.
+    pub(crate) fn forget(&mut self, id: NodeId) {
+        self.last_seen.remove(&id);
+        self.gone.insert(id);
     }
 
     /// This manager does not lead: the next leadership starts afresh.
@@ -153,10 +155,11 @@ impl Liveness {
             .values()
             .filter_map(|n| {
                 let ready = n.id == me
-                    || match self.last_seen.get(&n.id) {
-                        Some(at) if *at >= since => age(*at) < down_after(n.role, size),
-                        Some(_) | None => n.ready && age(since) < election_grace(n.role, size),
-                    };
+                    || !self.gone.contains(&n.id)
+                        && match self.last_seen.get(&n.id) {
+                            Some(at) if *at >= since => age(*at) < down_after(n.role, size),
+                            Some(_) | None => n.ready && age(since) < election_grace(n.role, size),
+                        };
                 (ready != n.ready).then_some((n.id, ready))
             })
             .collect()
@@ -196,7 +199,7 @@ mod tests {
             vec![(w, true)]
         );
         // Leaving: Down at the next tick.
-        l.forget(w, t0 + DOWN_AFTER * 2);
+        l.forget(w);
         assert_eq!(l.changes(&s, me, 1, t0 + DOWN_AFTER * 2), vec![(w, false)]);
     }
 

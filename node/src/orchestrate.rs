@@ -78,6 +78,12 @@ async fn reconcile_loop(node: Weak<Member>, m: Weak<Manager>) {
 
 /// The reconciler's plan for `state` at `now` (Unix milliseconds).
 fn plan(state: &ClusterState, now: i64, limits: &Limits) -> Plan {
+    // Nothing to place or keep: no view of every node (the loop runs at
+    // every commit, and 10,000 nodes' views at every renewal was the
+    // leader's largest cost after heartbeats in bench/scale).
+    if state.orchestrator.services.is_empty() && state.orchestrator.tasks.is_empty() {
+        return Plan::default();
+    }
     let nodes: Vec<NodeView> = state.nodes.values().map(node_view).collect();
     let mut new_id = || moat_pki::NodeId::generate().to_string();
     moat_orchestrator::reconcile(&nodes, &state.orchestrator, now, &mut new_id, limits)
@@ -156,4 +162,31 @@ fn placement_event(node: &Member, placements: &[PlacementSummary]) -> crate::mem
 /// A node id's first 12 characters, as `node ls` shows ids.
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortcut for a state without services or tasks plans what the
+    /// planner itself would: nothing.
+    #[test]
+    fn no_services_no_plan_as_the_planner_says() {
+        let mut s = ClusterState::default();
+        for i in 0..50 {
+            crate::testing::add_worker(
+                &mut s,
+                moat_pki::NodeId::generate(),
+                &format!("w{i}"),
+                true,
+            );
+        }
+        let limits = Limits::default();
+        let nodes: Vec<NodeView> = s.nodes.values().map(node_view).collect();
+        let mut new_id = || moat_pki::NodeId::generate().to_string();
+        let full =
+            moat_orchestrator::reconcile(&nodes, &s.orchestrator, 1_000, &mut new_id, &limits);
+        assert_eq!(plan(&s, 1_000, &limits), full);
+        assert!(full.changes.is_empty());
+    }
 }

@@ -360,6 +360,17 @@ struct StorePolicy {
 }
 
 impl PeerPolicy for StorePolicy {
+    fn is_manager_source(&self, ip: std::net::IpAddr) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(_, n)| n.addr.parse::<std::net::SocketAddr>().ok())
+            .any(|a| a.ip().to_canonical() == ip)
+    }
+
     fn is_removed(&self, node: &NodeId) -> bool {
         self.applied
             .read()

@@ -92,7 +92,23 @@ pub struct TlsContext {
     clock: Arc<dyn Clock>,
     roots: ArcSwap<TrustRoots>,
     current: ArcSwapOption<Current>,
+    /// Peers' one-certificate chains that verified, by SHA-256 of the
+    /// certificate: see [`TlsContext::verify_peer`].
+    verified: std::sync::Mutex<PeerCache>,
 }
+
+/// The identities of peer certificates that verified against one set of
+/// roots (the `Arc` held, compared by pointer: new roots empty the cache).
+#[derive(Default)]
+struct PeerCache {
+    roots: Option<Arc<TrustRoots>>,
+    identities: std::collections::HashMap<[u8; 32], Identity>,
+}
+
+/// Most peer certificates [`TlsContext::verify_peer`] remembers; past it
+/// the cache starts again empty (a leader holds one per node: 16,384 is
+/// the transport's bound on workers' connections).
+const PEER_CACHE_MAX: usize = 20_000;
 
 struct Current {
     certified: Arc<CertifiedKey>,
@@ -115,6 +131,7 @@ impl TlsContext {
             clock,
             roots: ArcSwap::from_pointee(roots),
             current: ArcSwapOption::empty(),
+            verified: std::sync::Mutex::new(PeerCache::default()),
         })
     }
 
@@ -190,7 +207,45 @@ impl TlsContext {
         chain: &[CertificateDer<'_>],
         now: OffsetDateTime,
     ) -> Result<Identity, CertError> {
-        verify_chain(chain, &self.roots.load(), &self.cluster, Usage::Client, now)
+        let roots = self.roots.load_full();
+        // A leaf alone (every node's chain outside a root rotation) that
+        // verified against these very roots is not verified again: only
+        // its validity window is checked against `now`. Servers check the
+        // peer at every call (heartbeats of 10,000 nodes were a fifth of
+        // the leader's CPU in signature checks, bench/scale). The result
+        // depends on nothing else: the chain, the roots, this cluster and
+        // the time. New roots (a rotation) start the cache afresh.
+        let key = match chain {
+            [leaf] => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+                let mut key = [0u8; 32];
+                key.copy_from_slice(digest.as_ref());
+                Some(key)
+            }
+            _ => None,
+        };
+        if let Some(key) = &key {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.roots.as_ref().is_some_and(|r| Arc::ptr_eq(r, &roots))
+                && let Some(identity) = cache.identities.get(key)
+                && identity.not_before <= now
+                && now < identity.not_after
+            {
+                return Ok(identity.clone());
+            }
+        }
+        let identity = verify_chain(chain, &roots, &self.cluster, Usage::Client, now)?;
+        if let Some(key) = key {
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if !cache.roots.as_ref().is_some_and(|r| Arc::ptr_eq(r, &roots))
+                || cache.identities.len() >= PEER_CACHE_MAX
+            {
+                cache.identities.clear();
+                cache.roots = Some(roots);
+            }
+            cache.identities.insert(key, identity.clone());
+        }
+        Ok(identity)
     }
 
     /// A server configuration: TLS 1.3 only; a client certificate is asked

@@ -353,6 +353,47 @@ fn verification_checks_time_cluster_and_issuer() {
     ));
 }
 
+/// `verify_peer` remembers what verified, but only for the roots it
+/// verified against and only within the certificate's validity: the
+/// answers are the same as without the cache.
+#[test]
+fn peer_verification_answers_the_same_when_remembered() {
+    let ca = root();
+    let t = now().replace_nanosecond(0).unwrap();
+    let (id, creds, issued) = node(&ca, Role::Worker, t);
+    let ctx = TlsContext::new(ca.cluster_id(), roots_of(&ca));
+    let first = ctx
+        .verify_peer(&creds.chain, t + Duration::hours(1))
+        .unwrap();
+    assert_eq!(first.node_id, id);
+    // Again, from the cache: the same identity.
+    let again = ctx
+        .verify_peer(&creds.chain, t + Duration::hours(2))
+        .unwrap();
+    assert_eq!(again.serial, first.serial);
+    // Past its end, or before its start, it fails as it did uncached.
+    match ctx.verify_peer(&creds.chain, t + Duration::hours(25)) {
+        Err(CertError::Expired { not_after, .. }) => assert_eq!(not_after, issued.not_after),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ctx.verify_peer(&creds.chain, t - Duration::hours(1)),
+        Err(CertError::NotYetValid { .. })
+    ));
+    // New roots that do not hold its issuer: refused at once.
+    ctx.set_roots(roots_of(&root()));
+    assert!(matches!(
+        ctx.verify_peer(&creds.chain, t + Duration::hours(1)),
+        Err(CertError::UnknownIssuer)
+    ));
+    // A certificate from another root is never taken for a remembered one.
+    let (_, stranger, _) = node(&root(), Role::Worker, t);
+    assert!(
+        ctx.verify_peer(&stranger.chain, t + Duration::hours(1))
+            .is_err()
+    );
+}
+
 #[test]
 fn any_flipped_byte_of_a_certificate_is_detected() {
     let ca = root();

@@ -7,7 +7,7 @@
 //! it verifies to **now** against the cluster roots. Which methods need
 //! which identity is the handler's decision.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +119,20 @@ impl ClusterClient {
         trust: ServerTrust,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
+        Self::connect_from(addr, trust, timeout, None).await
+    }
+
+    /// Like [`connect`](Self::connect), from the local address `source`
+    /// when one is given (the system's choice otherwise). Load generators
+    /// give each simulated node its own loopback address, as real nodes
+    /// have their own, so that a manager's per-source limits see what they
+    /// would see in a real cluster.
+    pub async fn connect_from(
+        addr: &str,
+        trust: ServerTrust,
+        timeout: Duration,
+        source: Option<IpAddr>,
+    ) -> Result<Self, TransportError> {
         let mut config = match &trust {
             ServerTrust::Verified(tls) => tls.client_config(),
             ServerTrust::Bootstrap => moat_pki::bootstrap_client_config(),
@@ -140,13 +154,33 @@ impl ClusterClient {
             let connector = connector.clone();
             let target = target.clone();
             async move {
-                let tcp =
-                    TcpStream::connect(&target)
-                        .await
-                        .map_err(|source| TransportError::Io {
-                            what: format!("connecting to {target}"),
-                            source,
-                        })?;
+                let io = |e| TransportError::Io {
+                    what: format!("connecting to {target}"),
+                    source: e,
+                };
+                let tcp = match source {
+                    None => TcpStream::connect(&target).await.map_err(io)?,
+                    Some(local) => {
+                        let remote = tokio::net::lookup_host(&target)
+                            .await
+                            .map_err(io)?
+                            .find(|a| a.is_ipv4() == local.is_ipv4())
+                            .ok_or_else(|| {
+                                io(std::io::Error::new(
+                                    std::io::ErrorKind::AddrNotAvailable,
+                                    format!("{target} has no address of {local}'s family"),
+                                ))
+                            })?;
+                        let socket = if local.is_ipv4() {
+                            tokio::net::TcpSocket::new_v4()
+                        } else {
+                            tokio::net::TcpSocket::new_v6()
+                        }
+                        .map_err(io)?;
+                        socket.bind(SocketAddr::new(local, 0)).map_err(io)?;
+                        socket.connect(remote).await.map_err(io)?
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let tls = connector
                     .connect(manager_server_name(), tcp)

@@ -8,6 +8,7 @@
 //! | pool | who | total | per key |
 //! |---|---|---|---|
 //! | handshake | every connection until its TLS handshake ends (at most [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)) | [`MAX_HANDSHAKES`] | [`MAX_HANDSHAKES_PER_SOURCE`] per source |
+//! | manager handshake | the same, from the address of a current manager (`PeerPolicy::is_manager_source`) | [`MAX_HANDSHAKES`] | [`MAX_HANDSHAKES_PER_SOURCE`] per source |
 //! | manager | a client whose certificate verified against the cluster roots, with the manager role | [`MAX_MANAGER_CONNECTIONS`] | [`MAX_CONNECTIONS_PER_NODE`] per node id |
 //! | member | a client whose certificate verified against the cluster roots, with the worker role | [`MAX_MEMBER_CONNECTIONS`] | [`MAX_CONNECTIONS_PER_NODE`] per node id |
 //! | unauthenticated | a client without a certificate: joins, the CA bundle | [`MAX_UNAUTHENTICATED_CONNECTIONS`] | [`MAX_UNAUTHENTICATED_PER_SOURCE`] per source |
@@ -46,6 +47,8 @@ use crate::{
 pub(crate) enum Pool {
     /// Connections still in their TLS handshake.
     Handshake,
+    /// Connections still in their TLS handshake, from a manager's address.
+    ManagerHandshake,
     /// Connections whose client certificate verified, from workers.
     Member,
     /// Connections whose client certificate verified, from managers.
@@ -59,6 +62,7 @@ impl Pool {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Pool::Handshake => "handshake",
+            Pool::ManagerHandshake => "manager handshake",
             Pool::Member => "member",
             Pool::Manager => "manager",
             Pool::Unauthenticated => "unauthenticated",
@@ -71,12 +75,13 @@ impl Pool {
             Pool::Member => 1,
             Pool::Unauthenticated => 2,
             Pool::Manager => 3,
+            Pool::ManagerHandshake => 4,
         }
     }
 
     pub(crate) fn caps(self) -> (usize, usize) {
         match self {
-            Pool::Handshake => (MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE),
+            Pool::Handshake | Pool::ManagerHandshake => (MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE),
             Pool::Member => (MAX_MEMBER_CONNECTIONS, MAX_CONNECTIONS_PER_NODE),
             Pool::Manager => (MAX_MANAGER_CONNECTIONS, MAX_CONNECTIONS_PER_NODE),
             Pool::Unauthenticated => (
@@ -137,7 +142,7 @@ pub(crate) struct Limits {
 
 #[derive(Debug, Default)]
 struct State {
-    pools: [Counts; 4],
+    pools: [Counts; 5],
     log: RefusalLog,
 }
 
@@ -226,8 +231,8 @@ impl Counts {
 /// since.
 #[derive(Debug, Default)]
 struct RefusalLog {
-    last: [Option<Instant>; 4],
-    unlogged: [u64; 4],
+    last: [Option<Instant>; 5],
+    unlogged: [u64; 5],
 }
 
 impl RefusalLog {
@@ -299,6 +304,24 @@ mod tests {
         limits
             .enter(Pool::Member, Key::Node(NodeId::generate()))
             .unwrap();
+    }
+
+    #[test]
+    fn handshakes_from_managers_have_their_own_pool() {
+        let limits = Arc::new(Limits::default());
+        let mut held = Vec::new();
+        for i in 0..MAX_HANDSHAKES {
+            let source = ip(&format!("10.1.{}.{}", i / 200, i % 200 + 1));
+            held.push(limits.enter(Pool::Handshake, source).unwrap());
+        }
+        assert_eq!(
+            limits.enter(Pool::Handshake, ip("10.2.0.1")).unwrap_err(),
+            Refusal::PoolFull
+        );
+        let manager = ip("10.9.0.1");
+        let slot = limits.enter(Pool::ManagerHandshake, manager).unwrap();
+        assert_eq!(limits.held(Pool::ManagerHandshake, manager), (1, 1));
+        drop((held, slot));
     }
 
     #[test]

@@ -110,6 +110,17 @@ pub trait PeerPolicy: Send + Sync + 'static {
         let _ = peer;
         Ok(())
     }
+
+    /// Whether `ip` is the address of a current manager: its connections
+    /// handshake in a pool of their own, so that thousands of workers
+    /// reconnecting at once (after an election) never crowd the managers
+    /// out of the handshakes Raft needs. Nobody is, unless the policy
+    /// says otherwise. A spoofed source gains nothing but that pool: the
+    /// handshake still needs a manager's certificate to go further.
+    fn is_manager_source(&self, ip: std::net::IpAddr) -> bool {
+        let _ = ip;
+        false
+    }
 }
 
 /// Any `Fn(&NodeId) -> bool` is a policy: `|_| false` removes nobody.
@@ -324,10 +335,15 @@ async fn accept_loop(
             }
         };
         let source = Key::source(remote);
-        let handshake = match limits.enter(Pool::Handshake, source) {
+        let pool = if inner.policy.is_manager_source(remote.ip().to_canonical()) {
+            Pool::ManagerHandshake
+        } else {
+            Pool::Handshake
+        };
+        let handshake = match limits.enter(pool, source) {
             Ok(slot) => slot,
             Err(why) => {
-                refused(&limits, Pool::Handshake, source, remote, why);
+                refused(&limits, pool, source, remote, why);
                 continue;
             }
         };
@@ -393,7 +409,9 @@ async fn accept_loop(
             };
             let route = match pool {
                 Pool::Member | Pool::Manager => &routes.members,
-                Pool::Handshake | Pool::Unauthenticated => &routes.anonymous,
+                Pool::Handshake | Pool::ManagerHandshake | Pool::Unauthenticated => {
+                    &routes.anonymous
+                }
             };
             let _ = route.send(Ok(stream)).await;
         });

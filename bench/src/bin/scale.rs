@@ -66,6 +66,10 @@ struct Args {
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Exit 1 unless every worker joined and was Ready, none was marked
+    /// Down wrongly or faulted, and `node ls` never failed (CI's pass).
+    #[arg(long)]
+    strict: bool,
     /// The `moat` binary (default: next to this program).
     #[arg(long)]
     moat: Option<PathBuf>,
@@ -94,6 +98,34 @@ fn main() -> Result<()> {
     ensure!(args.per_process > 0, "--per-process must be at least 1");
     let report = run(&args)?;
     print_report(&report, args.json);
+    if args.strict {
+        let mut wrong = Vec::new();
+        if report.joined < report.workers {
+            wrong.push(format!(
+                "{} of {} workers joined",
+                report.joined, report.workers
+            ));
+        }
+        if report.ready < report.joined {
+            wrong.push(format!(
+                "{} of {} workers Ready",
+                report.ready, report.joined
+            ));
+        }
+        if report.false_down > 0 {
+            wrong.push(format!("{} workers wrongly marked Down", report.false_down));
+        }
+        if report.faulted > 0 {
+            wrong.push(format!("{} workers faulted", report.faulted));
+        }
+        if !report.node_ls_failures.is_empty() {
+            wrong.push(format!(
+                "`node ls` failed {} times",
+                report.node_ls_failures.len()
+            ));
+        }
+        ensure!(wrong.is_empty(), "scale --strict: {}", wrong.join("; "));
+    }
     Ok(())
 }
 
@@ -122,8 +154,22 @@ fn host(args: &Args) -> Result<()> {
             let state = dir.join(format!("w{n}"));
             joins.spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                let node = InProcessNode::new(&state, &format!("sim-{n}"), Some(probe))
-                    .map_err(|e| e.to_string())?;
+                // Its own address in 127.0.0.0/8, as a real worker has
+                // its own: a manager's per-source connection limits see
+                // 10,000 sources, not one.
+                let source = std::net::Ipv4Addr::new(
+                    127,
+                    1 + (n / 62_500) as u8,
+                    (n / 250 % 250) as u8,
+                    (n % 250 + 1) as u8,
+                );
+                let node = InProcessNode::with_source(
+                    &state,
+                    &format!("sim-{n}"),
+                    Some(probe),
+                    Some(source.into()),
+                )
+                .map_err(|e| e.to_string())?;
                 // A refused join (a busy leader's timeout) is retried: the
                 // time to join all counts it.
                 let mut last = String::new();
@@ -253,6 +299,8 @@ struct Report {
     false_down_nodes: Vec<String>,
     /// `moat node ls` calls that failed, and why.
     node_ls_failures: Vec<String>,
+    /// Raft terms that began during the steady run (elections).
+    elections: f64,
 }
 
 /// A child process hosting workers.
@@ -459,14 +507,36 @@ fn run(args: &Args) -> Result<Report> {
     ));
 
     // Steady state.
+    // The leader's metrics; during an election nobody leads, so ask for
+    // up to 30 s, and say what the managers logged if it stays so.
     let leader_metrics = || -> Result<BTreeMap<String, f64>> {
-        for m in &metrics {
-            let values = scrape(m)?;
-            if values.get("moat_raft_is_leader").copied() == Some(1.0) {
-                return Ok(values);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for m in &metrics {
+                match scrape(m) {
+                    Ok(values) if values.get("moat_raft_is_leader").copied() == Some(1.0) => {
+                        return Ok(values);
+                    }
+                    Ok(_) => {}
+                    Err(e) => last = format!("{e:#}"),
+                }
             }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        Err(anyhow!("no manager says it leads"))
+        let logs: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let log = h.daemon(n).log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {n} ---\n{}", tail.join("\n"))
+            })
+            .collect();
+        Err(anyhow!(
+            "no manager says it leads for 30 s (last scrape error: {last:?}); the managers' logs end:\n{}",
+            logs.join("\n")
+        ))
     };
     let first = leader_metrics()?;
     let steady = Instant::now();
@@ -507,6 +577,7 @@ fn run(args: &Args) -> Result<Report> {
         (a, b, (b - a) / elapsed * 3600.0)
     };
     let writes = per_hour("moat_raft_last_log_index");
+    report.elections = per_hour("moat_raft_term").2 / 3600.0 * elapsed;
     report.raft_writes_per_s = writes.2 / 3600.0;
     (
         report.snapshot_bytes_start,
@@ -816,6 +887,10 @@ fn print_report(r: &Report, as_json: bool) {
             ),
         ),
         (
+            "elections during the steady run",
+            format!("{:.0}", r.elections),
+        ),
+        (
             "nodes wrongly marked Down",
             format!("{} {:?}", r.false_down, r.false_down_nodes),
         ),
@@ -861,6 +936,7 @@ fn print_report(r: &Report, as_json: bool) {
             "snapshot_bytes_per_hour": r.snapshot_growth_per_hour,
             "audit_records_per_hour": r.audit_growth_per_hour,
             "false_down": r.false_down,
+            "elections": r.elections,
             "node_ls_failures": r.node_ls_failures.len(),
             "faulted": r.faulted,
         });

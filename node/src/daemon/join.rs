@@ -149,6 +149,9 @@ impl Daemon {
             self.journal.clone(),
             self.clock.clone(),
         );
+        if let Some(source) = self.source.get() {
+            let _ = node.source.set(*source);
+        }
         node.install_credentials(&resp.chain_pem, key)?;
         // The cluster has admitted this node: from here on a restart must
         // bring it back, so node.json is written now, before the manager

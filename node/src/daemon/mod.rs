@@ -92,6 +92,9 @@ pub(crate) struct Daemon {
     pub(crate) failed_unlocks: std::sync::atomic::AtomicU64,
     /// `--docker-host` and `--secrets-dir`, for the executor.
     pub(crate) executor: crate::tasks::Settings,
+    /// The local address a node joined by this daemon calls managers from
+    /// (in-process nodes of a load generator only).
+    pub(crate) source: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 pub(crate) fn machine_hostname() -> String {
@@ -120,6 +123,7 @@ impl Daemon {
             lifecycle: Mutex::new(()),
             failed_unlocks: std::sync::atomic::AtomicU64::new(0),
             executor,
+            source: std::sync::OnceLock::new(),
         }
     }
 

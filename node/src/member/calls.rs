@@ -21,10 +21,11 @@ impl Member {
         if let Some(c) = self.clients.lock().ok().and_then(|c| c.get(addr).cloned()) {
             return Ok(c);
         }
-        let client = ClusterClient::connect(
+        let client = ClusterClient::connect_from(
             addr,
             ServerTrust::Verified(self.tls.clone()),
             rpc::CONNECT_TIMEOUT,
+            self.source.get().copied(),
         )
         .await
         .map_err(|e| {

@@ -186,7 +186,7 @@ impl Manager {
     /// next tick instead of waiting out the heartbeat bound.
     pub(crate) fn forget(&self, id: NodeId) {
         if let Ok(mut l) = self.liveness.lock() {
-            l.forget(id, self.clock.instant());
+            l.forget(id);
         }
     }
 

@@ -77,6 +77,9 @@ pub(crate) struct Member {
     /// Where the agent reports round trips (an in-process node of a load
     /// generator); unset in a daemon.
     probe: std::sync::OnceLock<Arc<crate::inprocess::AgentProbe>>,
+    /// The local address calls to managers leave from (an in-process node
+    /// of a load generator); unset in a daemon: the system's choice.
+    pub(crate) source: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 impl Member {
@@ -105,6 +108,7 @@ impl Member {
             renewal_failures: AtomicU64::new(0),
             executor: ArcSwapOption::empty(),
             probe: std::sync::OnceLock::new(),
+            source: std::sync::OnceLock::new(),
         })
     }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use moat_api::SecretString;
 use moat_pki::{NodeId, Role};
-use moat_store::model::{Command, NodeRecord, refusal, rfc3339};
+use moat_store::model::{ClusterState, Command, NodeRecord, refusal, rfc3339};
 use moat_tokens::JoinToken;
 use moat_transport::Caller;
 
@@ -98,77 +98,19 @@ async fn admit(
     let token = JoinToken::from_str(req.token.expose_secret())
         .map_err(|e| RpcError::new(RpcErrorKind::BadToken, format!("invalid join token: {e}")))?;
     check_fields(req)?;
-    let state = m.local_state()?;
     let now = node.clock.unix();
-    // A fast refusal here; the Raft log decides for good (AdmitNode).
-    let role = state
-        .check_token(&token, now)
-        .map_err(token_refusal)?
-        .role();
-    let id = match &req.rejoin {
-        None => NodeId::generate(),
-        Some(proof) => {
-            let id = prove_rejoin(&state, proof, &req.csr_pem)?;
-            // A rejoin keeps the node's role: a manager needs the manager
-            // token, so a worker token cannot take over a manager's identity.
-            if state
-                .nodes
-                .get(&id)
-                .is_some_and(|n| n.role == Role::Manager)
-                && role != Role::Manager
-            {
-                return Err(RpcError::new(
-                    RpcErrorKind::BadToken,
-                    format!("node {id} is a manager: it rejoins with the manager join token"),
-                )
-                .hint("get it with `moat join-token manager` on a manager"));
-            }
-            id
-        }
-    };
-    if state.is_removed(&id) {
-        return Err(RpcError::new(
-            RpcErrorKind::Removed,
-            format!(
-                "node {id} was removed from the cluster and cannot rejoin with its old identity"
-            ),
-        )
-        .hint("run `moat leave --force` on the node, then join without --rejoin"));
-    }
-    let (issued, leaf_pem, issuer) =
-        crate::ca::issue(&state, &req.csr_pem, id, role, node.clock.now())?;
-    let previous = state.nodes.get(&id);
-    let record = NodeRecord {
+    // Read under the lock, not from a copy of the state: a copy per join
+    // made joining 10,000 nodes quadratic (bench/scale).
+    let Prepared {
         id,
-        hostname: req.hostname.clone(),
         role,
-        address: req.advertise_addr.clone(),
-        labels: previous.map(|p| p.labels.clone()).unwrap_or_default(),
-        cert_serial: issued.serial.clone(),
-        cert_not_after: issued.not_after.unix_timestamp(),
-        cert_issuer: issuer.clone(),
-        availability: previous.map(|p| p.availability).unwrap_or_default(),
-        ready: true,
-    };
-    let ev = node
-        .ev(
-            moat_audit::Actor::node(node.id),
-            moat_audit::Action::NODE_JOIN,
-            format!("node:{id}"),
-        )
-        .detail("hostname", &req.hostname)
-        .detail("role", role.as_str())
-        .detail("token", token.fingerprint())
-        .secret(
-            "token_hmac",
-            crate::member::audit_key(&state).as_ref(),
-            req.token.expose_secret().as_bytes(),
-        )
-        .detail("source", remote)
-        .detail("address", &req.advertise_addr)
-        .detail("rejoin", req.rejoin.is_some())
-        .detail("serial", &issued.serial)
-        .detail("not_after", rfc3339(issued.not_after.unix_timestamp()));
+        record,
+        ev,
+        issued,
+        leaf_pem,
+        issuer,
+        answer,
+    } = m.with_state(|state| prepare(node, state, req, &token, remote, now))?;
     node.propose_audited(
         Command::AdmitNode {
             record,
@@ -202,6 +144,108 @@ async fn admit(
         role,
         chain_pem: leaf_pem,
         managers: node.manager_peers(),
+        warning: answer.warning,
+        unlock_key: answer.unlock_key,
+        key_generation: answer.key_generation,
+    })
+}
+
+/// What a join takes from the state, read under its lock.
+struct Prepared {
+    id: NodeId,
+    role: Role,
+    record: NodeRecord,
+    ev: crate::member::EventDraft,
+    issued: moat_pki::IssuedCert,
+    leaf_pem: String,
+    issuer: String,
+    answer: Answer,
+}
+
+/// The parts of the join's answer that come from the state.
+struct Answer {
+    warning: Option<String>,
+    unlock_key: Option<SecretString>,
+    key_generation: u32,
+}
+
+/// Checks the token and the rejoin proof against `state`, issues the
+/// certificate and drafts the node's record and audit event.
+fn prepare(
+    node: &Member,
+    state: &ClusterState,
+    req: &rpc::JoinReq,
+    token: &JoinToken,
+    remote: &str,
+    now: i64,
+) -> Result<Prepared, RpcError> {
+    // A fast refusal here; the Raft log decides for good (AdmitNode).
+    let role = state.check_token(token, now).map_err(token_refusal)?.role();
+    let id = match &req.rejoin {
+        None => NodeId::generate(),
+        Some(proof) => {
+            let id = prove_rejoin(state, proof, &req.csr_pem)?;
+            // A rejoin keeps the node's role: a manager needs the manager
+            // token, so a worker token cannot take over a manager's identity.
+            if state
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.role == Role::Manager)
+                && role != Role::Manager
+            {
+                return Err(RpcError::new(
+                    RpcErrorKind::BadToken,
+                    format!("node {id} is a manager: it rejoins with the manager join token"),
+                )
+                .hint("get it with `moat join-token manager` on a manager"));
+            }
+            id
+        }
+    };
+    if state.is_removed(&id) {
+        return Err(RpcError::new(
+            RpcErrorKind::Removed,
+            format!(
+                "node {id} was removed from the cluster and cannot rejoin with its old identity"
+            ),
+        )
+        .hint("run `moat leave --force` on the node, then join without --rejoin"));
+    }
+    let (issued, leaf_pem, issuer) =
+        crate::ca::issue(state, &req.csr_pem, id, role, node.clock.now())?;
+    let previous = state.nodes.get(&id);
+    let record = NodeRecord {
+        id,
+        hostname: req.hostname.clone(),
+        role,
+        address: req.advertise_addr.clone(),
+        labels: previous.map(|p| p.labels.clone()).unwrap_or_default(),
+        cert_serial: issued.serial.clone(),
+        cert_not_after: issued.not_after.unix_timestamp(),
+        cert_issuer: issuer.clone(),
+        availability: previous.map(|p| p.availability).unwrap_or_default(),
+        ready: true,
+    };
+    let ev = node
+        .ev(
+            moat_audit::Actor::node(node.id),
+            moat_audit::Action::NODE_JOIN,
+            format!("node:{id}"),
+        )
+        .detail("hostname", &req.hostname)
+        .detail("role", role.as_str())
+        .detail("token", token.fingerprint())
+        .secret(
+            "token_hmac",
+            crate::member::audit_key(state).as_ref(),
+            req.token.expose_secret().as_bytes(),
+        )
+        .detail("source", remote)
+        .detail("address", &req.advertise_addr)
+        .detail("rejoin", req.rejoin.is_some())
+        .detail("serial", &issued.serial)
+        .detail("not_after", rfc3339(issued.not_after.unix_timestamp()));
+    let answer = Answer {
         warning: if role == Role::Manager {
             let before = state
                 .nodes
@@ -219,6 +263,16 @@ async fn admit(
             _ => None,
         },
         key_generation: state.unlock_key_version,
+    };
+    Ok(Prepared {
+        id,
+        role,
+        record,
+        ev,
+        issued,
+        leaf_pem,
+        issuer,
+        answer,
     })
 }
 

@@ -17,14 +17,17 @@ pub(crate) async fn renew(
 ) -> Result<rpc::CertResp, RpcError> {
     let (id, _) = member(m, caller)?;
     let req: rpc::RenewReq = rpc::decode(method::RENEW, data)?;
-    let state = m.local_state()?;
-    let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
-    let situation = crate::refusals::Situation {
-        role: record.role,
-        ca_generation: state.ca_generation,
-        rotation: state.ca_rotation.as_ref().map(|r| r.id),
-    };
-    let lifetime = std::time::Duration::from_secs(state.policy.cert_expiry_secs);
+    // Read under the lock, never a copy of the whole state (O(nodes)).
+    let (role, situation, lifetime) = m.with_state(|state| {
+        let record = state.nodes.get(&id).ok_or_else(|| unknown_node(id))?;
+        let situation = crate::refusals::Situation {
+            role: record.role,
+            ca_generation: state.ca_generation,
+            rotation: state.ca_rotation.as_ref().map(|r| r.id),
+        };
+        let lifetime = std::time::Duration::from_secs(state.policy.cert_expiry_secs);
+        Ok((record.role, situation, lifetime))
+    })?;
     let allowed = m.renewals.lock().unwrap_or_else(|p| p.into_inner()).check(
         id,
         situation,
@@ -45,16 +48,11 @@ pub(crate) async fn renew(
         .hint("the node renews by itself well before its certificate ends; nothing needs doing unless this repeats, which points at a misbehaving node"));
     }
     let renewed = async {
-        let (issued, leaf_pem, issuer) =
-            crate::ca::issue(&state, &req.csr_pem, id, record.role, node.clock.now())?;
-        node.record_cert(
-            id,
-            record.role,
-            &issued,
-            issuer,
-            moat_audit::Action::CERT_RENEW,
-        )
-        .await?;
+        let (issued, leaf_pem, issuer) = m.with_state(|state| {
+            crate::ca::issue(state, &req.csr_pem, id, role, node.clock.now())
+        })?;
+        node.record_cert(id, role, &issued, issuer, moat_audit::Action::CERT_RENEW)
+            .await?;
         Ok::<_, RpcError>((issued, leaf_pem))
     }
     .await;
@@ -68,13 +66,13 @@ pub(crate) async fn renew(
             return Err(e);
         }
     };
-    if state.ca_rotation.is_some() {
+    if m.with_state(|state| Ok(state.ca_rotation.is_some()))? {
         crate::ca::finish_if_done(node).await;
     }
-    tracing::info!(node = %id, serial = %issued.serial, role = record.role.as_str(), not_after = %issued.not_after, "certificate renewed");
+    tracing::info!(node = %id, serial = %issued.serial, role = role.as_str(), not_after = %issued.not_after, "certificate renewed");
     Ok(rpc::CertResp {
         node_id: id,
-        role: record.role,
+        role,
         chain_pem: leaf_pem,
         managers: node.manager_peers(),
         warning: None,

@@ -57,17 +57,19 @@ impl ClusterHandler for Service {
         Ok(match method {
             // The CA's root, which join tokens pin (during a rotation this
             // node also trusts the new root; a joiner learns it later).
-            method::CA_BUNDLE => encode_answer(&m.local_state().map(|s| {
+            // Read under the lock: anyone may ask, before every join.
+            method::CA_BUNDLE => encode_answer(&m.with_state(|s| {
                 let retired = s.retired_roots.len();
-                rpc::CaBundle {
+                Ok(rpc::CaBundle {
                     retired_roots_pem: s.retired_roots
                         [retired.saturating_sub(rpc::MAX_RETIRED_ROOTS_SERVED)..]
                         .to_vec(),
                     roots_pem: s
                         .ca
-                        .map(|c| c.root_cert_pem)
+                        .as_ref()
+                        .map(|c| c.root_cert_pem.clone())
                         .unwrap_or_else(|| node.tls.roots().to_pem()),
-                }
+                })
             })),
             method::JOIN => encode_answer(&join::join(&node, &m, &caller, &data).await),
             method::RENEW => encode_answer(&members::renew(&node, &m, &caller, &data).await),
