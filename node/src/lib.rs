@@ -14,7 +14,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `error`, `clock`, `addr`, `faults`, `wire`, `rpc`, `files`, `journal`, `keys`, `keyring`, `liveness`, `refusals`, `raft` | leaves: the error and its kinds, time, addresses, fault messages, wire conversions, cluster RPC types, the state directory, the local journal, re-keying, the KEK, who is alive, rate limits, the Raft member |
+//! | `error`, `clock`, `addr`, `faults`, `wire`, `rpc`, `files`, `journal`, `keys`, `keyring`, `liveness`, `refusals`, `raft`, `probe` | leaves: the error and its kinds, time, addresses, fault messages, wire conversions, cluster RPC types, the state directory, the local journal, re-keying, the KEK, who is alive, rate limits, the Raft member, the agent's round-trip histograms |
 //! | `member/` | a cluster member ([`member::Member`]) and its manager side: calls, proposals, audit records, keys, certificates |
 //! | `ca`, `tokens` | issuing certificates and rotating the root; standing join tokens |
 //! | `service/` | the cluster RPCs a manager answers (who may call what) |
@@ -53,6 +53,7 @@ mod logs;
 mod member;
 mod metrics;
 mod orchestrate;
+mod probe;
 mod raft;
 mod refusals;
 mod roles;
@@ -70,11 +71,12 @@ pub use backup::{Restored, restore_backup};
 pub use clock::Clock;
 pub use daemon::DaemonOptions;
 pub use error::{NodeError, Refusal, Trouble};
-pub use inprocess::{AgentProbe, InProcessNode, LatencyHistogram};
+pub use inprocess::InProcessNode;
 pub use liveness::{
     DOWN_AFTER, HEARTBEAT_BUDGET, HEARTBEAT_PERIOD, HEARTBEAT_PERIOD_MAX, LIVENESS_TICK,
     down_after, heartbeat_period,
 };
+pub use probe::{AgentProbe, LatencyHistogram};
 pub use raft::{ManagerError, RaftManager, RotationStep, raft_config};
 #[doc(hidden)]
 pub use rpc::{DecodedRequest, FUZZ_METHODS, decode_request};

@@ -76,7 +76,7 @@ pub(crate) struct Member {
     executor: ArcSwapOption<moat_executor::Executor>,
     /// Where the agent reports round trips (an in-process node of a load
     /// generator); unset in a daemon.
-    probe: std::sync::OnceLock<Arc<crate::inprocess::AgentProbe>>,
+    probe: std::sync::OnceLock<Arc<crate::probe::AgentProbe>>,
     /// The local address calls to managers leave from (an in-process node
     /// of a load generator); unset in a daemon: the system's choice.
     pub(crate) source: std::sync::OnceLock<std::net::IpAddr>,
@@ -113,12 +113,12 @@ impl Member {
     }
 
     /// Attaches the probe the agent reports round trips to (once).
-    pub(crate) fn set_probe(&self, probe: Arc<crate::inprocess::AgentProbe>) {
+    pub(crate) fn set_probe(&self, probe: Arc<crate::probe::AgentProbe>) {
         let _ = self.probe.set(probe);
     }
 
     /// The probe attached, if any.
-    pub(crate) fn probe(&self) -> Option<&crate::inprocess::AgentProbe> {
+    pub(crate) fn probe(&self) -> Option<&crate::probe::AgentProbe> {
         self.probe.get().map(|p| &**p)
     }
 
