@@ -16,7 +16,7 @@ use crate::render;
 pub(crate) fn ls(args: &NodeLs) -> Result<(), Failure> {
     let nodes: Vec<NodeInfo> =
         block_on(async { client(&args.host).get(path::NODES).await.or_fail() })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.quiet {
         render::node_ids(&mut out, &nodes)?;
     } else {
@@ -39,7 +39,7 @@ pub(crate) fn inspect(args: &NodeInspect) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => write_json(&mut out, &node)?,
         Format::Table => render::node_fields(&mut out, &node, OffsetDateTime::now_utc())?,

@@ -94,11 +94,12 @@ fn update(kind: &str, args: &SecretUpdate) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     writeln!(out, "{} version {}", safe(&changed.name), changed.version)?;
     for s in &changed.services_updated {
         writeln!(out, "service {} rolls onto it", safe(s))?;
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -113,7 +114,7 @@ fn ls(kind: &str, args: &SecretLs) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.quiet {
         for s in &list {
             writeln!(out, "{}", safe(&s.id))?;
@@ -139,7 +140,7 @@ fn inspect(kind: &str, args: &SecretInspect) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => write_json(&mut out, &info)?,
         Format::Table => secret_fields(&mut out, &info)?,
@@ -159,10 +160,11 @@ fn rm(kind: &str, args: &SecretRm) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     for name in &removed.removed {
         writeln!(out, "{}", safe(name))?;
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn create(args: &ServiceCreate) -> Result<(), Failure> {
 pub(crate) fn ls(args: &ServiceLs) -> Result<(), Failure> {
     let services: Vec<ServiceInfo> =
         block_on(async { client(&args.host).get(path::SERVICES).await.or_fail() })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.quiet {
         render::service_ids(&mut out, &services)?;
     } else {
@@ -106,7 +106,7 @@ pub(crate) fn node_ps(args: &NodePs) -> Result<(), Failure> {
 }
 
 fn print_tasks(tasks: &[TaskInfo], format: Format) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     match format {
         Format::Json => write_json(&mut out, &tasks)?,
         Format::Table => render::task_table(&mut out, tasks, OffsetDateTime::now_utc())?,
@@ -125,7 +125,7 @@ pub(crate) fn inspect(args: &ServiceInspect) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => write_json(&mut out, &service)?,
         Format::Table => render::service_fields(&mut out, &service)?,
@@ -242,7 +242,7 @@ pub(crate) fn logs(args: &ServiceLogs) -> Result<(), Failure> {
             .await
             .or_fail()
     })?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => write_json(&mut out, &logs)?,
         Format::Table => {

@@ -52,6 +52,7 @@ pub(crate) async fn run(node: Arc<Member>) {
                 }
                 // The leader sets the pace, within sane bounds.
                 period = Duration::from_millis(resp.period_ms.clamp(100, 10_000));
+                node.set_pace(period);
                 // Root rotation: trust what the cluster trusts, and hold a
                 // certificate from the root that issues now (without the
                 // cross-signed root once the rotation is over).
@@ -188,13 +189,15 @@ async fn heartbeat(node: &Member) -> Result<rpc::HeartbeatResp, RpcError> {
     if let Some(m) = node.manager()
         && m.is_leader(node.id)
     {
-        let state = m.local_state()?;
-        let role = state
-            .nodes
-            .get(&node.id)
-            .map(|n| n.role)
-            .unwrap_or(Role::Manager);
-        return Ok(crate::service::heartbeat_answer(node, &state, role));
+        // Under the state's lock, not from a copy of it (D46).
+        return m.with_state(|state| {
+            let role = state
+                .nodes
+                .get(&node.id)
+                .map(|n| n.role)
+                .unwrap_or(Role::Manager);
+            Ok(crate::service::heartbeat_answer(node, state, role))
+        });
     }
     let req = rpc::HeartbeatReq {
         address: node.node_file().advertise_addr,

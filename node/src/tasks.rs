@@ -74,9 +74,20 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
             known: known.clone(),
             wait_ms: u64::try_from(LONG_POLL.as_millis()).unwrap_or(u64::MAX),
         };
+        let asked = tokio::time::Instant::now();
         tokio::select! {
             answer = sync(&node, req) => match answer {
                 Ok(resp) => {
+                    // Back early with nothing new for this node: the
+                    // manager answering stopped leading, and every node's
+                    // poll came back at the same moment. Spread the
+                    // reconnections to the new leader over a heartbeat
+                    // period (10,000 nodes at once made a new leader miss
+                    // its own Raft heartbeats, D46).
+                    let early = asked.elapsed() + EARLY_SLACK < LONG_POLL;
+                    if early && resp.log_requests.is_empty() && known.as_deref() == Some(resp.digest.as_str()) {
+                        spread(&mut changes, node.pace()).await;
+                    }
                     let material = fetch_material(&node, &exec, &resp.assignments).await;
                     exec.apply_with(&resp.assignments, material).await;
                     assigned.send_replace(resp.assignments.clone());
@@ -88,7 +99,7 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "task sync failed; tasks keep running as they are");
-                    tokio::time::sleep(retry).await;
+                    tokio::time::sleep(retry / 2 + jitter(retry / 2)).await;
                     retry = (retry * 2).min(RETRY_MAX);
                 }
             },
@@ -101,6 +112,28 @@ pub(crate) async fn run(node: Arc<Member>, settings: Settings) {
                 tokio::time::sleep(DEBOUNCE).await;
             }
         }
+    }
+}
+
+/// A poll that came back sooner than this before its deadline was cut
+/// short (a leader change, or a change for this node).
+const EARLY_SLACK: Duration = Duration::from_secs(1);
+
+/// A random wait in `[0, max)`.
+fn jitter(max: Duration) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand_core::RngCore::next_u64(&mut rand_core::OsRng) % ms)
+}
+
+/// Waits a random part of `pace`, or until a local task changes state
+/// (its report is not held back).
+async fn spread(changes: &mut watch::Receiver<u64>, pace: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(jitter(pace)) => {}
+        _ = changes.changed() => {}
     }
 }
 
@@ -198,4 +231,19 @@ async fn sync(node: &Member, req: rpc::TaskSyncReq) -> Result<rpc::TaskSyncResp,
     }
     node.call_leader(method::TASK_SYNC, &req, LONG_POLL + rpc::CALL_TIMEOUT)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_below_its_bound_and_varies() {
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        let bound = Duration::from_millis(1_000);
+        let waits: std::collections::BTreeSet<Duration> = (0..64).map(|_| jitter(bound)).collect();
+        assert!(waits.iter().all(|w| *w < bound), "{waits:?}");
+        // 64 draws from 1,000 values: a constant would be one value.
+        assert!(waits.len() > 32, "{waits:?}");
+    }
 }

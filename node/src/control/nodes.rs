@@ -21,17 +21,19 @@ use crate::wire::{api_role, check_labels};
 
 pub(super) async fn node_ls(State(d): State<Arc<Daemon>>) -> Answer<Vec<NodeInfo>> {
     let node = manager(&d).await?;
-    let state = node.read_state().await?;
+    let m = node.linearized().await?;
     // Who leads is asked once, not once per node (a copy of the Raft
-    // metrics each time).
+    // metrics each time); the rows are made under the state's lock, not
+    // from a copy of the whole state.
     let leader = leader_of(&node);
-    Ok(Json(
-        state
+    let nodes = m.with_state(|state| {
+        Ok(state
             .nodes
             .values()
             .map(|r| node_info(r, node.id, leader))
-            .collect(),
-    ))
+            .collect())
+    })?;
+    Ok(Json(nodes))
 }
 
 pub(super) async fn node_inspect(

@@ -66,6 +66,9 @@ pub(crate) struct Member {
     clients: Mutex<HashMap<String, ClusterClient>>,
     /// The manager heartbeats go to.
     preferred: Mutex<Option<String>>,
+    /// The heartbeat period the leader last set, in milliseconds (it
+    /// grows with the cluster: `liveness::heartbeat_period`).
+    pace_ms: AtomicU64,
     /// Renew at the next agent round (a certificate the cluster has not
     /// recorded, e.g. self-issued after an outage).
     renew_soon: AtomicBool,
@@ -104,12 +107,28 @@ impl Member {
             fault: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
+            pace_ms: AtomicU64::new(
+                u64::try_from(crate::liveness::HEARTBEAT_PERIOD.as_millis()).unwrap_or(1_000),
+            ),
             renew_soon: AtomicBool::new(false),
             renewal_failures: AtomicU64::new(0),
             executor: ArcSwapOption::empty(),
             probe: std::sync::OnceLock::new(),
             source: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The heartbeat period the leader last set: how far apart this
+    /// cluster's nodes spread what they all do at once (reconnect after a
+    /// leader change).
+    pub(crate) fn pace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.pace_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records the heartbeat period the leader set.
+    pub(crate) fn set_pace(&self, pace: std::time::Duration) {
+        let ms = u64::try_from(pace.as_millis()).unwrap_or(u64::MAX);
+        self.pace_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Attaches the probe the agent reports round trips to (once).

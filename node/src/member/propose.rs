@@ -2,6 +2,8 @@
 //! retry never applies twice), linearizable reads, and the membership
 //! operations the leader runs (demote, remove, leave).
 
+use std::sync::Arc;
+
 use moat_pki::{NodeId, Role};
 use moat_store::model::{ClusterState, Command, Response};
 
@@ -79,6 +81,15 @@ impl Member {
     /// The cluster state, linearizable: confirmed with the leader, and
     /// applied here up to the leader's commit point.
     pub(crate) async fn read_state(&self) -> Result<ClusterState, RpcError> {
+        self.linearized().await?.local_state()
+    }
+
+    /// This manager, once it has applied up to the leader's commit point
+    /// (confirmed with the leader): what it then reads under its state's
+    /// lock (`Manager::with_state`) is linearizable, without the copy of
+    /// the whole state `read_state` makes (10,000 node records for
+    /// `node ls`).
+    pub(crate) async fn linearized(&self) -> Result<Arc<Manager>, RpcError> {
         let m = self
             .manager
             .load_full()
@@ -101,7 +112,7 @@ impl Member {
                     format!("this manager is behind the leader: {e}"),
                 )
             })?;
-        m.local_state()
+        Ok(m)
     }
 
     /// Runs a membership operation on the leader.
