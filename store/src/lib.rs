@@ -4,9 +4,11 @@
 //! moat-store owns the openraft type configuration ([`TypeConfig`]), the
 //! cluster model and its commands ([`model`]), the encrypted log store
 //! ([`LogStore`]), the state machine with encrypted snapshots
-//! ([`StateMachineStore`]), and the record encryption both use
-//! ([`RecordCipher`]). Every byte it writes is sealed with the DEK and
-//! bound to its cluster, node, file kind and position.
+//! ([`StateMachineStore`]), the record encryption both use
+//! ([`RecordCipher`]), and the proposer that batches a leader's
+//! concurrent writes into one entry ([`Proposer`]). Every byte it writes
+//! is sealed with the DEK and bound to its cluster, node, file kind and
+//! position.
 //!
 //! It never talks to the network (the raft network adapter lives in the
 //! transport) and knows nothing of the CLI or HTTP. It calls moat-lock for
@@ -17,6 +19,7 @@
 
 pub mod audit;
 pub mod audit_segments;
+mod batch;
 mod crypto;
 mod error;
 mod fsutil;
@@ -30,6 +33,7 @@ mod rotation;
 mod sm;
 mod types;
 
+pub use batch::{BatchLimits, Proposer, WriteError, Written};
 pub use crypto::{FileKind, RecordCipher};
 pub use error::StoreError;
 pub use lease::DEK_USE_LEASE;

@@ -641,6 +641,50 @@ pub enum Command {
     /// operator's `moat service …`, by the leader's reconciler, or by a
     /// node reporting its tasks' states.
     Orchestrate(Box<moat_orchestrator::Command>),
+    /// Several commands in one entry, made by the leader's proposer
+    /// ([`crate::Proposer`], decision D47) from proposals that were waiting
+    /// together. Each is applied in order exactly as it would be alone,
+    /// with its own response and its own audit records (D29 holds per
+    /// command); one rejected changes nothing of the others. Only an
+    /// entry's own command may be a batch: a batch inside a batch, a
+    /// `Once` or an `Audited` is rejected. At most
+    /// [`MAX_BATCH_COMMANDS`] commands, checked as it is decoded.
+    Batch(#[serde(deserialize_with = "bounded_batch")] Vec<Command>),
+}
+
+/// Most commands a [`Command::Batch`] holds: a longer one is refused as it
+/// is decoded, before its members are allocated. The leader's proposer
+/// makes batches of at most this many (1,024 by default).
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+
+/// Decodes a batch's commands, refusing more than [`MAX_BATCH_COMMANDS`].
+fn bounded_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Command>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {MAX_BATCH_COMMANDS} commands")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut commands = Vec::new();
+            while let Some(command) = seq.next_element()? {
+                if commands.len() == MAX_BATCH_COMMANDS {
+                    return Err(serde::de::Error::invalid_length(
+                        MAX_BATCH_COMMANDS + 1,
+                        &self,
+                    ));
+                }
+                commands.push(command);
+            }
+            Ok(commands)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 impl Command {
@@ -658,12 +702,30 @@ pub enum Response {
     Applied,
     /// The command did not fit the state and changed nothing.
     Rejected(String),
+    /// The responses of a [`Command::Batch`]'s commands, in its order.
+    Batch(Vec<Response>),
 }
 
 impl ClusterState {
-    /// Applies `command`; deterministic.
+    /// Applies `command`, the command of one entry; deterministic.
     pub fn apply(&mut self, command: &Command) -> Response {
         match command {
+            Command::Batch(commands) => {
+                Response::Batch(commands.iter().map(|c| self.apply_one(c)).collect())
+            }
+            command => self.apply_one(command),
+        }
+    }
+
+    /// Applies one command that is not an entry's batch (a batch's
+    /// member, a `Once`'s or an `Audited`'s): a batch here is rejected.
+    fn apply_one(&mut self, command: &Command) -> Response {
+        match command {
+            Command::Batch(_) => {
+                return Response::Rejected(
+                    "a batch of commands cannot be inside another command".into(),
+                );
+            }
             Command::Init {
                 cluster_id,
                 policy,
@@ -849,7 +911,7 @@ impl ClusterState {
                 if let Some((_, response)) = self.recent_proposals.iter().find(|(i, _)| i == id) {
                     return response.clone();
                 }
-                let response = self.apply(command);
+                let response = self.apply_one(command);
                 if self.recent_proposals.len() >= MAX_RECENT_PROPOSALS {
                     self.recent_proposals.pop_front();
                 }
@@ -909,7 +971,7 @@ impl ClusterState {
                         "audit record refused: time {time} is out of range"
                     ));
                 }
-                let response = self.apply(change);
+                let response = self.apply_one(change);
                 let mut event = event.clone();
                 if let Response::Rejected(reason) = &response {
                     event.outcome = moat_audit::Outcome::failed(&crate::audit::record_text(reason))
@@ -1170,7 +1232,7 @@ mod tests {
     fn rejected(r: Response) -> String {
         match r {
             Response::Rejected(why) => why,
-            Response::Applied => panic!("applied"),
+            other => panic!("not rejected: {other:?}"),
         }
     }
 
@@ -1479,5 +1541,191 @@ mod tests {
         s.apply(&Command::PutNode(node(NodeId::generate())));
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(json(&back), json(&s));
+    }
+
+    fn event(target: &str) -> moat_audit::Event {
+        moat_audit::Event {
+            node: NodeId::generate(),
+            actor: moat_audit::Actor::local_user(1000),
+            action: moat_audit::Action::NODE_LABEL,
+            target: moat_audit::Text::new("target", target).unwrap(),
+            outcome: moat_audit::Outcome::Success,
+            details: moat_audit::Details::new(),
+        }
+    }
+
+    /// Commands whose outcome depends on the ones before them, a rejected
+    /// one, audited changes (applied and rejected) and a `Once`.
+    fn interleaved() -> Vec<Command> {
+        let t = scoped(None, None);
+        let id = t.token.fingerprint().to_string();
+        let n = NodeId::generate();
+        vec![
+            Command::CreateToken(t.clone()),
+            Command::RevokeToken { id: id.clone() },
+            Command::RevokeToken { id: id.clone() },
+            Command::Audited {
+                change: Box::new(Command::PutNode(node(n))),
+                time: 1_700_000_000,
+                event: event("node:a"),
+            },
+            Command::Audited {
+                change: Box::new(Command::RevokeToken { id }),
+                time: 1_700_000_001,
+                event: event("token"),
+            },
+            Command::Once {
+                id: 7,
+                command: Box::new(Command::Audit {
+                    time: 1_700_000_002,
+                    event: event("once"),
+                }),
+            },
+            Command::Once {
+                id: 7,
+                command: Box::new(Command::Audit {
+                    time: 1_700_000_002,
+                    event: event("once"),
+                }),
+            },
+            Command::SetNodeStatus {
+                id: n,
+                ready: false,
+            },
+            Command::UpdateNode {
+                id: NodeId::generate(),
+                labels_add: BTreeMap::new(),
+                labels_rm: Vec::new(),
+                availability: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_as_it_would_alone() {
+        let commands = interleaved();
+        let mut single = ClusterState::default();
+        single.apply(&init());
+        let mut batched = single.clone();
+        let alone: Vec<Response> = commands.iter().map(|c| single.apply(c)).collect();
+        let Response::Batch(together) = batched.apply(&Command::Batch(commands)) else {
+            panic!("a batch answers a batch");
+        };
+        assert_eq!(together, alone, "same responses, in order");
+        assert_eq!(
+            alone.iter().filter(|r| **r != Response::Applied).count(),
+            3,
+            "a second revoke, an audited revoke and an unknown node are refused: {alone:?}"
+        );
+        assert_eq!(json(&batched), json(&single), "same state");
+        // The same audit records, in the same order (a change and its
+        // record stay one command; the repeat of `Once` records nothing).
+        assert_eq!(batched.audit.size(), 3);
+        assert_eq!(batched.audit.pending(), single.audit.pending());
+    }
+
+    #[test]
+    fn a_rejected_member_leaves_the_others_applied() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let (a, b) = (NodeId::generate(), NodeId::generate());
+        s.apply(&Command::RemoveNode { id: b, until: 99 });
+        let r = s.apply(&Command::Batch(vec![
+            Command::PutNode(node(a)),
+            Command::PutNode(node(b)),
+            Command::SetNodeStatus {
+                id: a,
+                ready: false,
+            },
+        ]));
+        let Response::Batch(r) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(r[0], Response::Applied);
+        assert!(rejected(r[1].clone()).contains("was removed"));
+        assert_eq!(r[2], Response::Applied);
+        assert!(!s.nodes[&a].ready && !s.nodes.contains_key(&b));
+        // An empty batch is nothing.
+        let before = json(&s);
+        assert_eq!(
+            s.apply(&Command::Batch(Vec::new())),
+            Response::Batch(Vec::new())
+        );
+        assert_eq!(json(&s), before);
+    }
+
+    #[test]
+    fn a_batch_inside_a_command_is_refused() {
+        let mut s = ClusterState::default();
+        s.apply(&init());
+        let inner = NodeId::generate();
+        let nested = || Command::Batch(vec![Command::PutNode(node(inner))]);
+        let r = s.apply(&Command::Batch(vec![
+            nested(),
+            Command::Once {
+                id: 1,
+                command: Box::new(nested()),
+            },
+            Command::Audited {
+                change: Box::new(nested()),
+                time: 1_700_000_000,
+                event: event("nested"),
+            },
+            Command::PutNode(node(NodeId::generate())),
+        ]));
+        let Response::Batch(r) = r else {
+            panic!("{r:?}")
+        };
+        for refused in &r[..3] {
+            assert!(rejected(refused.clone()).contains("batch"), "{refused:?}");
+        }
+        assert_eq!(r[3], Response::Applied);
+        assert!(!s.nodes.contains_key(&inner), "nothing nested was applied");
+        // The audited one is recorded as failed, as any refused change.
+        assert_eq!(s.audit.size(), 1);
+        // Wrapped at the top of an entry, too.
+        let once = Command::Once {
+            id: 2,
+            command: Box::new(nested()),
+        };
+        assert!(rejected(s.apply(&once)).contains("batch"));
+        assert!(!s.nodes.contains_key(&inner));
+    }
+
+    #[test]
+    fn a_batch_is_deterministic_and_round_trips() {
+        let batch = Command::Batch(interleaved());
+        let back: Command = serde_json::from_slice(&serde_json::to_vec(&batch).unwrap()).unwrap();
+        let mut one = ClusterState::default();
+        one.apply(&init());
+        let mut two = one.clone();
+        assert_eq!(one.apply(&batch), two.apply(&back));
+        assert_eq!(json(&one), json(&two));
+        let r = Response::Batch(vec![Response::Applied, Response::Rejected("no".into())]);
+        let r2: Response = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(r, r2);
+    }
+
+    #[test]
+    fn deeply_nested_batches_are_refused_by_the_decoder() {
+        // serde_json's recursion limit: an error, not a stack overflow.
+        let depth = 100_000;
+        let json = format!("{}{}", "{\"Batch\":[".repeat(depth), "]}".repeat(depth));
+        assert!(serde_json::from_str::<Command>(&json).is_err());
+        // A few levels decode (apply refuses them, see above).
+        let json = format!("{}{}", "{\"Batch\":[".repeat(4), "]}".repeat(4));
+        assert!(serde_json::from_str::<Command>(&json).is_ok());
+    }
+
+    #[test]
+    fn a_batch_longer_than_the_limit_is_refused_by_the_decoder() {
+        let prune = r#"{"PruneRemoved":{"now":1}}"#;
+        let batch = |n: usize| format!("{{\"Batch\":[{}]}}", vec![prune; n].join(","));
+        let Command::Batch(ok) = serde_json::from_str(&batch(MAX_BATCH_COMMANDS)).unwrap() else {
+            panic!("not a batch")
+        };
+        assert_eq!(ok.len(), MAX_BATCH_COMMANDS);
+        let e = serde_json::from_str::<Command>(&batch(MAX_BATCH_COMMANDS + 1)).unwrap_err();
+        assert!(e.to_string().contains("at most 4096 commands"), "{e}");
     }
 }
