@@ -31,15 +31,29 @@ pub struct AuditRecordsResponse {
     pub records: Vec<String>,
     /// Records in the log at the time of the answer.
     pub size: u64,
+    /// The first record the managers keep (records before it were
+    /// archived, `moat audit archive`); 0 from managers that predate
+    /// archives.
+    #[serde(default)]
+    pub first: u64,
 }
 
 /// `POST /v1/audit/export`: the answer is a one-file bundle
 /// (`application/octet-stream`, see `docs/formats/audit.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditExportRequest {
-    /// First record to include (1 or 0 for all).
+    /// First record to include (0 for all the managers keep: from the
+    /// first record not archived).
     #[serde(default)]
     pub since: u64,
+    /// Last record to include (0 for the log's last): with it, the bundle
+    /// carries a fresh head at `until` (what `moat audit archive` writes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub until: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `POST /v1/audit/prove`: an inclusion proof file for one record.
@@ -47,7 +61,40 @@ pub struct AuditExportRequest {
 pub struct AuditProveRequest {
     /// The record's sequence number.
     pub seq: u64,
+    /// For an archived record: its canonical line, read from the archive.
+    /// The manager proves it only if its leaf hash is the one it keeps for
+    /// record `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
+
+/// `POST` [`AUDIT_ARCHIVE_PATH`]: mark records below `below` as archived
+/// (`moat audit archive`, after the archive was written and verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditArchiveRequest {
+    /// The first record kept: records up to `below - 1` are archived.
+    pub below: u64,
+    /// `sha256:` and the hex SHA-256 of the archive's `archive.json`.
+    pub digest: String,
+    /// The Merkle root at `below - 1` (hex), from the archive's head: the
+    /// manager refuses if it is not the log's.
+    pub root: String,
+    /// The date asked for (`--before`), RFC 3339, recorded as a detail.
+    pub before: String,
+}
+
+/// The answer to [`AuditArchiveRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditArchiveResponse {
+    /// The first record the managers keep now.
+    pub below: u64,
+    /// Records in the log (the archival's own record included).
+    pub size: u64,
+}
+
+/// The control API path of [`AuditArchiveRequest`].
+pub const AUDIT_ARCHIVE_PATH: &str = "/v1/audit/archive";
 
 /// `POST /v1/audit/hash`: the keyed hash of a value, as records name
 /// secrets. The value is a [`SecretString`].

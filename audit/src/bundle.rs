@@ -490,7 +490,11 @@ fn parse_header(bytes: &[u8]) -> Result<Header, BundleError> {
     Ok(header)
 }
 
-fn read_limited(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>, BundleError> {
+pub(crate) fn read_limited(
+    path: &Path,
+    max: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, BundleError> {
     let file = File::open(path).map_err(|e| BundleError::io(path, e))?;
     let len = file.metadata().map_err(|e| BundleError::io(path, e))?.len();
     if len > max {
@@ -579,13 +583,13 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn tmp_name(path: &Path) -> PathBuf {
+pub(crate) fn tmp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
-fn create_new(path: &Path) -> Result<File, BundleError> {
+pub(crate) fn create_new(path: &Path) -> Result<File, BundleError> {
     File::options()
         .write(true)
         .create_new(true)

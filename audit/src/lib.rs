@@ -12,7 +12,9 @@
 //!   [`SignedTreeHead::verify`] checks with the cluster CA;
 //! * export: [`Bundle`], [`write_bundle`], [`read_bundle`],
 //!   [`BundleWriter`]; offline checks: [`verify_bundle`] and its
-//!   [`Report`], [`InclusionProofFile`] and [`verify_inclusion_file`].
+//!   [`Report`], [`InclusionProofFile`] and [`verify_inclusion_file`];
+//! * archives of the oldest records: [`write_archive`],
+//!   [`verify_archive`], [`prove_from_archive`].
 //!
 //! It never holds a secret in a record (only [`AuditKey::hash`] of it),
 //! never prints the audit key, implements no cryptography (SHA-256, HMAC
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod archive;
 mod bundle;
 mod error;
 mod hash;
@@ -34,6 +37,10 @@ mod proof;
 mod record;
 mod verify;
 
+pub use archive::{
+    ARCHIVE_FORMAT, ARCHIVE_MANIFEST, ArchiveManifest, MAX_ARCHIVE_MANIFEST_BYTES, VerifiedArchive,
+    continues_archive, parse_archive_manifest, prove_from_archive, verify_archive, write_archive,
+};
 pub use bundle::{
     BUNDLE_FORMAT, Bundle, BundleWriter, CA_FILE, HEADS_FILE, Layout, MAX_CA_PEM_BYTES,
     MAX_HEADER_BYTES, MAX_HEADS, RECORDS_FILE, read_bundle, write_bundle,

@@ -515,6 +515,9 @@ actions! {
     /// A node forwarded a journal event that could not be recorded as
     /// sent (outcome denied; details: what the node claimed).
     AUDIT_FORWARD = "audit.forward";
+    /// Records of the log were archived and dropped from the managers
+    /// (details: first, last, digest, root, before).
+    AUDIT_ARCHIVE = "audit.archive";
     /// A service was created (details: mode, replicas, runtime, image).
     SERVICE_CREATE = "service.create";
     /// A service's spec changed (details: version, what changed).

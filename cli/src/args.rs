@@ -264,7 +264,19 @@ pub(crate) enum Audit {
     ///
     /// The proof carries the record, its audit path and a signed tree head;
     /// `moat audit verify-proof` checks it with the CA certificate alone.
+    /// For an archived record, give the archive with --archive.
     Prove(AuditProve),
+    /// Archive the oldest audit records and drop them from the managers.
+    ///
+    /// Writes the records made before DATE (those up to the first record
+    /// at or after DATE) to DIR with a tree head signed at the last of
+    /// them, fsyncs it, verifies it, and only then has the cluster drop
+    /// them: an `audit.archive` record names the range and the archive's
+    /// digest, and every manager deletes the segment files that hold only
+    /// archived records. Keep DIR: it is the only copy of those records.
+    /// Read and check it later with `moat audit verify --archive DIR`;
+    /// prove one of its records with `moat audit prove SEQ --archive DIR`.
+    Archive(AuditArchive),
     /// List audit records.
     #[command(visible_alias = "list")]
     Ls(AuditLs),
@@ -296,9 +308,10 @@ pub(crate) struct AuditExport {
     #[arg(long, short = 'o', value_name = "DIR|FILE")]
     pub(crate) output: PathBuf,
     /// Export records from this sequence number on (an earlier export
-    /// covers those before it).
-    #[arg(long, value_name = "SEQ", default_value_t = 1)]
-    pub(crate) since: u64,
+    /// covers those before it). Default: the first record the managers
+    /// keep (1, unless older records were archived).
+    #[arg(long, value_name = "SEQ")]
+    pub(crate) since: Option<u64>,
     /// Also write the newest signed tree head to FILE, for a later
     /// `moat audit verify --trusted-head FILE` to prove the log only grew.
     #[arg(long, value_name = "FILE")]
@@ -314,15 +327,27 @@ pub(crate) struct AuditProve {
     /// Write the proof to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// The archive (from `moat audit archive`) holding the record, if it
+    /// was archived. The archive is verified first; the proof then leads to
+    /// the cluster's current head when the manager still keeps the leaf
+    /// hashes of archived records, else to the head stored in the archive
+    /// (which needs no manager).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<PathBuf>,
+    /// With --archive: the cluster's root CA certificate(s), PEM, to
+    /// verify the archive with (default: the archive's own ca.pem).
+    #[arg(long, value_name = "ROOT.crt", requires = "archive")]
+    pub(crate) ca: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) host: HostArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditLs {
-    /// Only records from this sequence number on.
-    #[arg(long, value_name = "SEQ", default_value_t = 1)]
-    pub(crate) since: u64,
+    /// Only records from this sequence number on. Default: the first
+    /// record the managers keep (1, unless older records were archived).
+    #[arg(long, value_name = "SEQ")]
+    pub(crate) since: Option<u64>,
     /// Only this action (e.g. `token.rotate`), or actions starting with
     /// it followed by a dot (`node` for `node.join`, `node.remove`…).
     #[arg(long, value_name = "ACTION")]
@@ -333,6 +358,29 @@ pub(crate) struct AuditLs {
     /// Output format (json: one record per line, as stored).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArchive {
+    /// Archive the records made before this time: RFC 3339
+    /// (`2026-01-01T00:00:00Z`) or a day (`2026-01-01`, midnight UTC).
+    /// The archive ends before the first record at or after it.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) before: String,
+    /// Where to write the archive: a new or empty directory (never
+    /// overwritten).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub(crate) output: PathBuf,
+    /// The cluster's root CA certificate(s), PEM, as you obtained them
+    /// independently, to verify the archive against before anything is
+    /// dropped. Default: the CA certificate the manager sent.
+    #[arg(long, value_name = "ROOT.crt")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Write and verify the archive, but keep the records on the managers.
+    #[arg(long)]
+    pub(crate) keep: bool,
     #[command(flatten)]
     pub(crate) host: HostArgs,
 }
@@ -423,8 +471,18 @@ pub(crate) struct SwarmKeyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerify {
-    /// The bundle: a one-file export or an export directory.
-    pub(crate) bundle: PathBuf,
+    /// The bundle: a one-file export or an export directory. With
+    /// --archive, optional: an export that continues the archive
+    /// (`moat audit export --since LAST+1`), checked to start where the
+    /// archive ends, with the archive's root.
+    #[arg(required_unless_present = "archive")]
+    pub(crate) bundle: Option<PathBuf>,
+    /// An archive directory written by `moat audit archive`: checks its
+    /// manifest, the digest of its records and every record against its
+    /// signed tree heads, and prints the digest the cluster recorded for
+    /// it (compare with the `audit.archive` record).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<PathBuf>,
     /// The cluster's root CA certificate(s), PEM, as you obtained them
     /// independently. Default: the copy inside the bundle, which proves
     /// only that the bundle is self-consistent.

@@ -17,7 +17,7 @@ use moat_audit::{InclusionProofFile, Layout, Record, Report, SignedTreeHead};
 use zeroize::Zeroizing;
 
 use crate::args::{
-    AuditExport, AuditHash, AuditLs, AuditProve, AuditReport, AuditTail, AuditVerify,
+    AuditArchive, AuditExport, AuditHash, AuditLs, AuditProve, AuditReport, AuditTail, AuditVerify,
     AuditVerifyProof, Format,
 };
 use crate::client::{ApiResult as _, block_on, client};
@@ -32,18 +32,40 @@ const SELF_TRUST: &str = "trusting the CA certificate inside the bundle; pass --
 const MAX_HEAD_FILE: u64 = (moat_audit::MAX_CHAIN_PEM_BYTES + 4096) as u64;
 
 pub(crate) fn verify(args: &AuditVerify) -> Result<(), Failure> {
-    let bundle = moat_audit::read_bundle(&args.bundle)
-        .with_context(|| format!("cannot read the audit bundle {}", args.bundle.display()))
+    let ca = match &args.ca {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
+    let archive = match &args.archive {
+        Some(dir) => Some(check_archive(dir, ca.as_deref(), args.format)?),
+        None => None,
+    };
+    let Some(bundle_path) = &args.bundle else {
+        return Ok(());
+    };
+    let bundle = moat_audit::read_bundle(bundle_path)
+        .with_context(|| format!("cannot read the audit bundle {}", bundle_path.display()))
         .map_err(|e| {
             Failure::new(
                 e,
                 "pass the file or directory written by `moat audit export --output`",
             )
         })?;
-    let ca = match &args.ca {
-        Some(path) => Some(read_ca(path)?),
-        None => None,
-    };
+    if let Some(archive) = &archive {
+        moat_audit::continues_archive(&archive.manifest, &bundle)
+            .map_err(|why| {
+                anyhow!(
+                    "the bundle {} does NOT continue the archive: {why}",
+                    bundle_path.display()
+                )
+            })
+            .map_err(|e| {
+                Failure::new(
+                    e,
+                    "export from the record after the archive's last, from the same cluster",
+                )
+            })?;
+    }
     let trusted = match &args.trusted_head {
         Some(path) => Some(read_trusted_head(path)?),
         None => None,
@@ -74,7 +96,7 @@ pub(crate) fn verify(args: &AuditVerify) -> Result<(), Failure> {
     Err(Failure::new(
         anyhow!(
             "the audit bundle {} does NOT verify: {count} problem{} ({})",
-            args.bundle.display(),
+            bundle_path.display(),
             if count == 1 { "" } else { "s" },
             match args.format {
                 Format::Table => "listed above",
@@ -84,6 +106,55 @@ pub(crate) fn verify(args: &AuditVerify) -> Result<(), Failure> {
         "do not rely on these records: compare with an export from another manager, \
          and check that --ca is your cluster's root CA certificate",
     ))
+}
+
+/// Reads and verifies an archive directory, prints what it holds and its
+/// report; fails unless it verifies.
+fn check_archive(
+    dir: &Path,
+    ca: Option<&[u8]>,
+    format: Format,
+) -> Result<moat_audit::VerifiedArchive, Failure> {
+    let archive = moat_audit::verify_archive(dir, ca)
+        .with_context(|| format!("cannot read the audit archive {}", dir.display()))
+        .map_err(|e| {
+            Failure::new(
+                e,
+                "pass the directory written by `moat audit archive --output`; if a file in it was changed, it no longer matches its digest",
+            )
+        })?;
+    let m = &archive.manifest;
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => write_json(&mut out, &archive.report)?,
+        Format::Table => {
+            if ca.is_none() {
+                writeln!(out, "note: {SELF_TRUST}")?;
+            }
+            writeln!(
+                out,
+                "archive {}: records {} to {} made before {}, digest {}",
+                dir.display(),
+                m.first,
+                m.last,
+                m.before,
+                archive.digest
+            )?;
+            write_report(&mut out, &archive.report, Some(&m.head))?;
+        }
+    }
+    out.flush()?;
+    if !archive.report.ok() {
+        let count = archive.report.problems.len() as u64 + archive.report.more_problems;
+        return Err(Failure::new(
+            anyhow!(
+                "the audit archive {} does NOT verify: {count} problem(s)",
+                dir.display()
+            ),
+            "do not rely on these records; compare the digest with the cluster's `audit.archive` record (`moat audit ls --action audit.archive`)",
+        ));
+    }
+    Ok(archive)
 }
 
 pub(crate) fn verify_proof(args: &AuditVerifyProof) -> Result<(), Failure> {
@@ -214,7 +285,10 @@ pub(crate) fn export(args: &AuditExport) -> Result<(), Failure> {
     };
     let mut tmp = tempfile::NamedTempFile::new_in(&parent)
         .map_err(|e| Failure::new(e, format!("check that {} is writable", parent.display())))?;
-    let request = AuditExportRequest { since: args.since };
+    let request = AuditExportRequest {
+        since: args.since.unwrap_or(0),
+        until: 0,
+    };
     block_on(async {
         let file = tmp.as_file_mut();
         client(&args.host)
@@ -284,21 +358,16 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 }
 
 pub(crate) fn prove(args: &AuditProve) -> Result<(), Failure> {
-    let request = AuditProveRequest { seq: args.seq };
-    let mut json = Vec::new();
-    block_on(async {
-        client(&args.host)
-            .post_download(path::AUDIT_PROVE, &request, |chunk, _| {
-                json.extend_from_slice(chunk);
-                Ok(())
-            })
-            .await
-            .map_err(Failure::api)
-    })?;
-    // Check what the manager sent parses before handing it on.
-    InclusionProofFile::from_json(&json)
-        .context("the manager sent a proof that cannot be read")
-        .map_err(|e| Failure::new(e, "try again, or ask another manager"))?;
+    let mut json = match &args.archive {
+        Some(dir) => prove_archived(args, dir)?,
+        None => {
+            let request = AuditProveRequest {
+                seq: args.seq,
+                record: None,
+            };
+            ask_proof(args, &request)?
+        }
+    };
     if !json.ends_with(b"\n") {
         json.push(b'\n');
     }
@@ -319,15 +388,334 @@ pub(crate) fn prove(args: &AuditProve) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Fetches records `since` on, page by page, calling `each` with every
-/// record; returns the log's size.
+/// Asks the manager for a proof and checks that it parses.
+fn ask_proof(args: &AuditProve, request: &AuditProveRequest) -> Result<Vec<u8>, Failure> {
+    let json = download_proof(args, request)?.map_err(Failure::api)?;
+    // Check what the manager sent parses before handing it on.
+    InclusionProofFile::from_json(&json)
+        .context("the manager sent a proof that cannot be read")
+        .map_err(|e| Failure::new(e, "try again, or ask another manager"))?;
+    Ok(json)
+}
+
+/// The manager's answer to a proof request: the outer error is this
+/// command's (no runtime), the inner one the manager's.
+fn download_proof(
+    args: &AuditProve,
+    request: &AuditProveRequest,
+) -> Result<Result<Vec<u8>, moat_api::ClientError>, Failure> {
+    let mut json = Vec::new();
+    let answer = block_on(async {
+        Ok(client(&args.host)
+            .post_download(path::AUDIT_PROVE, request, |chunk, _| {
+                json.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await)
+    })?;
+    Ok(answer.map(|_| json))
+}
+
+/// `moat audit prove SEQ --archive DIR`: the archive is verified, then the
+/// manager is asked to prove the archived record against the cluster's
+/// current head (it checks the record's leaf hash against the one it
+/// keeps); if it cannot, the proof leads to the archive's own head.
+fn prove_archived(args: &AuditProve, dir: &Path) -> Result<Vec<u8>, Failure> {
+    let ca = match &args.ca {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
+    let archive = moat_audit::verify_archive(dir, ca.as_deref())
+        .with_context(|| format!("cannot read the audit archive {}", dir.display()))
+        .map_err(|e| Failure::new(e, "pass the directory written by `moat audit archive`"))?;
+    if !archive.report.ok() {
+        return Err(Failure::new(
+            anyhow!("the audit archive {} does NOT verify", dir.display()),
+            "run `moat audit verify --archive DIR` to see why",
+        ));
+    }
+    let m = &archive.manifest;
+    if args.seq < m.first || args.seq > m.last {
+        return Err(Failure::new(
+            anyhow!(
+                "record {} is not in the archive {} (records {} to {})",
+                args.seq,
+                dir.display(),
+                m.first,
+                m.last
+            ),
+            "give the archive that holds it, or no --archive for records the managers keep",
+        ));
+    }
+    let mut line = None;
+    let mut seq = archive.bundle.base_size;
+    archive
+        .bundle
+        .for_each_record(|l| {
+            seq += 1;
+            if seq == args.seq {
+                line = Some(String::from_utf8_lossy(l).into_owned());
+            }
+        })
+        .map_err(|e| Failure::new(e, "run `moat audit verify --archive DIR`"))?;
+    let line = line.ok_or_else(|| {
+        Failure::new(
+            anyhow!("record {} is missing from the archive", args.seq),
+            "run `moat audit verify --archive DIR`",
+        )
+    })?;
+    let request = AuditProveRequest {
+        seq: args.seq,
+        record: Some(line),
+    };
+    let asked = download_proof(args, &request)?.map_err(|e| safe(&e.to_string()).into_owned());
+    if let Ok(json) = &asked
+        && InclusionProofFile::from_json(json).is_ok()
+    {
+        writeln!(
+            io::stderr().lock(),
+            "The proof leads to the cluster's current signed tree head."
+        )?;
+        return Ok(json.clone());
+    }
+    let why = asked
+        .err()
+        .unwrap_or_else(|| "the manager sent a proof that cannot be read".into());
+    let file = moat_audit::prove_from_archive(&archive, args.seq)
+        .context("no manager could prove the record, and the archive alone cannot")
+        .map_err(|e| Failure::new(e, why.clone()))?;
+    writeln!(
+        io::stderr().lock(),
+        "warning: the manager could not link the record to the cluster's current head ({why}); the proof leads to the archive's head at size {}",
+        m.last
+    )?;
+    let mut json = file.to_json().into_bytes();
+    json.push(b'\n');
+    Ok(json)
+}
+
+/// `moat audit archive` (decision D48): find the first record at or after
+/// DATE, export the records before it with a head signed at the last of
+/// them, write the archive (fsynced), verify it, then ask the cluster to
+/// drop them.
+pub(crate) fn archive(args: &AuditArchive) -> Result<(), Failure> {
+    let before = parse_before(&args.before)?;
+    let before_text = moat_store::model::rfc3339(before);
+    if args.output.exists()
+        && std::fs::read_dir(&args.output).map_or(true, |mut d| d.next().is_some())
+    {
+        return Err(Failure::new(
+            anyhow!(
+                "{} already exists and is not an empty directory",
+                args.output.display()
+            ),
+            "give a new or empty directory: an archive is never written over anything",
+        ));
+    }
+    let ca = match &args.ca {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
+    // 1. Where the archive ends: the first record at or after DATE.
+    let (first, below, size) = block_on(async {
+        let client = client(&args.host);
+        let mut next = 0u64;
+        let mut first = None;
+        loop {
+            let page: AuditRecordsResponse = client
+                .post(
+                    path::AUDIT_RECORDS,
+                    &AuditRecordsRequest {
+                        since: next,
+                        limit: MAX_AUDIT_PAGE,
+                    },
+                )
+                .await
+                .or_fail()?;
+            let start = if next == 0 { page.first.max(1) } else { next };
+            let first = *first.get_or_insert(start);
+            for (i, line) in page.records.iter().enumerate() {
+                let record = Record::from_line(line.as_bytes())
+                    .context("the manager sent a malformed record")
+                    .map_err(|e| {
+                        Failure::new(
+                            e,
+                            "check the log with `moat audit export` and `moat audit verify`",
+                        )
+                    })?;
+                if record.time().unix_seconds() >= before {
+                    return Ok((first, start + i as u64, page.size));
+                }
+            }
+            let got = page.records.len() as u64;
+            next = start + got;
+            if got == 0 || next > page.size {
+                return Ok((first, page.size + 1, page.size));
+            }
+        }
+    })?;
+    if below <= first {
+        return Err(Failure::new(
+            anyhow!(
+                "no audit record before {before_text} is still on the managers (the first kept, {first}, is not older)"
+            ),
+            "give a later --before",
+        ));
+    }
+    let last = below - 1;
+    // 2. The records and a head at the last of them.
+    let dir_parent = std::env::temp_dir();
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir_parent).map_err(|e| {
+        Failure::new(
+            e,
+            format!("check that {} is writable", dir_parent.display()),
+        )
+    })?;
+    let request = AuditExportRequest {
+        since: first,
+        until: last,
+    };
+    block_on(async {
+        let file = tmp.as_file_mut();
+        client(&args.host)
+            .post_download(path::AUDIT_EXPORT, &request, |chunk, _| {
+                file.write_all(chunk)
+            })
+            .await
+            .map_err(Failure::api)
+    })?;
+    tmp.as_file().sync_all()?;
+    let bundle = moat_audit::read_bundle(tmp.path())
+        .context("the manager sent an export that cannot be read")
+        .map_err(|e| {
+            Failure::new(
+                e,
+                "try again; if it persists, archive through another manager",
+            )
+        })?;
+    let head = bundle
+        .heads
+        .iter()
+        .find(|h| h.size == last)
+        .cloned()
+        .ok_or_else(|| {
+            Failure::new(
+                anyhow!("the manager sent no signed tree head at record {last}"),
+                "try again, or through another manager",
+            )
+        })?;
+    let roots = moat_pki::TrustRoots::from_pem(ca.as_deref().unwrap_or(bundle.ca_pem.as_bytes()))
+        .context("the CA certificate cannot be read")
+        .map_err(|e| Failure::new(e, "check --ca"))?;
+    let signer = head
+        .verify(&roots)
+        .context("the head at the archive's last record does not verify")
+        .map_err(|e| Failure::new(e, "check --ca; nothing was archived"))?;
+    // 3. Written and fsynced, then verified from disk.
+    let created = moat_store::model::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+    );
+    moat_audit::write_archive(
+        &args.output,
+        &bundle,
+        &head,
+        &signer.cluster_id.to_string(),
+        &before_text,
+        &created,
+    )
+    .with_context(|| format!("cannot write the archive to {}", args.output.display()))
+    .map_err(|e| {
+        Failure::new(
+            e,
+            "give a new or empty directory on a writable file system; nothing was dropped",
+        )
+    })?;
+    let archive = moat_audit::verify_archive(&args.output, ca.as_deref())
+        .with_context(|| {
+            format!(
+                "the archive written to {} cannot be read back",
+                args.output.display()
+            )
+        })
+        .map_err(|e| Failure::new(e, "check the disk; nothing was dropped from the managers"))?;
+    if !archive.report.ok() || archive.manifest.last != last || archive.manifest.first != first {
+        let mut out = io::stdout().lock();
+        write_report(&mut out, &archive.report, Some(&head))?;
+        return Err(Failure::new(
+            anyhow!(
+                "the archive written to {} does NOT verify",
+                args.output.display()
+            ),
+            "nothing was dropped from the managers; try again, or through another manager",
+        ));
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "Archived records {first} to {last} (made before {before_text}) to {}: verified, digest {}.",
+        args.output.display(),
+        archive.digest
+    )?;
+    if args.keep {
+        writeln!(out, "--keep: the managers keep the records.")?;
+        return Ok(());
+    }
+    // 4. Only now: the cluster drops them.
+    let answer: moat_api::AuditArchiveResponse = block_on(async {
+        client(&args.host)
+            .post(
+                moat_api::AUDIT_ARCHIVE_PATH,
+                &moat_api::AuditArchiveRequest {
+                    below,
+                    digest: archive.digest.clone(),
+                    root: head.root.to_hex(),
+                    before: before_text.clone(),
+                },
+            )
+            .await
+            .or_fail()
+    })?;
+    writeln!(
+        out,
+        "The managers dropped records {first} to {last} (the log has {} records; {} on are kept). Keep {}: read it with `moat audit verify --archive {}`.",
+        answer.size,
+        answer.below,
+        args.output.display(),
+        args.output.display()
+    )?;
+    let _ = size;
+    Ok(())
+}
+
+/// `--before`: RFC 3339, or a day (midnight UTC), as Unix seconds.
+fn parse_before(text: &str) -> Result<i64, Failure> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &day)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .map_err(|_| {
+            Failure::new(
+                anyhow!("--before {text:?} is not a date"),
+                "give RFC 3339 (2026-01-01T00:00:00Z) or a day (2026-01-01)",
+            )
+        })
+}
+
+/// Fetches records `since` on (0: from the first record the managers
+/// keep), page by page, calling `each` with every record; returns the
+/// log's size and the next sequence number.
 async fn fetch_records(
     host: &crate::args::HostArgs,
     since: u64,
     mut each: impl FnMut(Record) -> Result<(), Failure>,
 ) -> Result<(u64, u64), Failure> {
     let client = client(host);
-    let mut next = since.max(1);
+    let mut next = since;
     loop {
         let page: AuditRecordsResponse = client
             .post(
@@ -340,6 +728,9 @@ async fn fetch_records(
             .await
             .or_fail()?;
         let got = page.records.len() as u64;
+        if next == 0 {
+            next = page.first.max(1);
+        }
         for line in page.records {
             let record = Record::from_line(line.as_bytes())
                 .with_context(|| format!("the manager sent a malformed record after {}", next - 1))
@@ -406,17 +797,21 @@ pub(crate) fn ls(args: &AuditLs) -> Result<(), Failure> {
     let mut rows = Vec::new();
     let mut out = io::stdout().lock();
     let json = matches!(args.format, Format::Json);
-    block_on(fetch_records(&args.host, args.since, |record| {
-        if selected(&record, args.action.as_deref(), args.node.as_deref()) {
-            if json {
-                out.write_all(&record.to_line())?;
-                out.write_all(b"\n")?;
-            } else {
-                rows.push(record_cells(&record));
+    block_on(fetch_records(
+        &args.host,
+        args.since.unwrap_or(0),
+        |record| {
+            if selected(&record, args.action.as_deref(), args.node.as_deref()) {
+                if json {
+                    out.write_all(&record.to_line())?;
+                    out.write_all(b"\n")?;
+                } else {
+                    rows.push(record_cells(&record));
+                }
             }
-        }
-        Ok(())
-    }))?;
+            Ok(())
+        },
+    ))?;
     if !json {
         write_table(&mut out, &RECORD_HEADERS, &rows)?;
     }
@@ -443,11 +838,14 @@ pub(crate) fn tail(args: &AuditTail) -> Result<(), Failure> {
         let page: AuditRecordsResponse = client(&args.host)
             .post(
                 path::AUDIT_RECORDS,
-                &AuditRecordsRequest { since: 1, limit: 1 },
+                &AuditRecordsRequest {
+                    since: u64::MAX,
+                    limit: 1,
+                },
             )
             .await
             .or_fail()?;
-        let since = page.size.saturating_sub(args.lines) + 1;
+        let since = (page.size.saturating_sub(args.lines) + 1).max(page.first);
         let (_, mut next) = fetch_records(&args.host, since, |r| print(&r)).await?;
         if !args.follow {
             return Ok(());

@@ -105,6 +105,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Audit::VerifyProof(args) => audit::verify_proof(&args),
             Audit::Export(args) => audit::export(&args),
             Audit::Prove(args) => audit::prove(&args),
+            Audit::Archive(args) => audit::archive(&args),
             Audit::Ls(args) => audit::ls(&args),
             Audit::Tail(args) => audit::tail(&args),
             Audit::Hash(args) => audit::hash(&args),

@@ -47,6 +47,7 @@ pub(crate) fn start(node: &Arc<Member>, m: &Arc<Manager>) {
         Arc::downgrade(node),
         Arc::downgrade(m),
     )));
+    node.start_audit_fetch(m);
 }
 
 /// The leader's liveness loop (Down marking): compares each node's last heartbeat with its

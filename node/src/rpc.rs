@@ -62,6 +62,60 @@ pub(crate) mod method {
     /// Any node, for itself, on the leader: a workload certificate for one
     /// of its tasks (only while the task is assigned to it and is to run).
     pub(crate) const TASK_IDENTITY: &str = "task_identity";
+    /// Managers, on any manager: a page of audit records, to fill a gap
+    /// left by an installed snapshot (issue 19, step 3; decision D48).
+    pub(crate) const AUDIT_RECORDS: &str = "audit_records";
+}
+
+/// `audit_records` request: records `from ..= to` are wanted; the answer
+/// holds the newest of them that fit one page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditRecordsReq {
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+}
+
+/// Most records in one `audit_records` answer.
+pub(crate) const MAX_AUDIT_FETCH_RECORDS: usize = 4096;
+/// Most bytes of record text in one `audit_records` answer (the JSON
+/// encoding at most doubles it: under the transport's 16 MiB).
+pub(crate) const MAX_AUDIT_FETCH_BYTES: usize = 4 << 20;
+
+/// `audit_records` answer: records `first ..= to` of the request, as
+/// canonical lines (plaintext: the channel is mutual TLS between
+/// managers), `first >= from`, at least one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditRecordsResp {
+    pub(crate) first: u64,
+    pub(crate) records: Vec<String>,
+}
+
+impl AuditRecordsResp {
+    /// Checks the answer's shape against `req` (its records are checked
+    /// against the log by the store before anything is written).
+    pub(crate) fn check(&self, req: &AuditRecordsReq) -> Result<(), String> {
+        let n = self.records.len();
+        if n == 0 || n > MAX_AUDIT_FETCH_RECORDS {
+            return Err(format!(
+                "{n} records in one answer (1 to {MAX_AUDIT_FETCH_RECORDS} expected)"
+            ));
+        }
+        let bytes: usize = self.records.iter().map(String::len).sum();
+        if bytes > MAX_AUDIT_FETCH_BYTES {
+            return Err(format!(
+                "{bytes} bytes of records in one answer (at most {MAX_AUDIT_FETCH_BYTES})"
+            ));
+        }
+        if self.first < req.from || self.first.checked_add(n as u64 - 1) != Some(req.to) {
+            return Err(format!(
+                "records from {} ({n}) do not end at record {} asked for",
+                self.first, req.to
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `task_secrets` request.
@@ -645,6 +699,8 @@ pub const FUZZ_METHODS: &[&str] = &[
     "task_secrets answer",
     method::TASK_IDENTITY,
     "task_identity answer",
+    method::AUDIT_RECORDS,
+    "audit_records answer",
 ];
 
 /// Decodes `data` as the body of `method` with the decoder a manager runs
@@ -695,6 +751,24 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
             decode::<TaskIdentityReq>(method, data).map_err(m)?,
             Vec::new(),
         ),
+        method::AUDIT_RECORDS => done(
+            decode::<AuditRecordsReq>(method, data).map_err(m)?,
+            Vec::new(),
+        ),
+        // What a manager with a gap reads from another (then checked
+        // against the log by the store, see `member::audit`).
+        "audit_records answer" => {
+            let answer: Result<AuditRecordsResp, RpcError> =
+                serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            if let Ok(resp) = &answer {
+                let to = resp
+                    .first
+                    .saturating_add(resp.records.len() as u64)
+                    .saturating_sub(1);
+                resp.check(&AuditRecordsReq { from: 1, to })?;
+            }
+            done(answer, Vec::new())
+        }
         // What a worker reads from the leader and checks before it writes
         // it beside the task's key.
         "task_identity answer" => {

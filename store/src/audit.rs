@@ -20,7 +20,7 @@ use moat_pki::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::audit_segments::AuditSegments;
+use crate::audit_segments::{AuditSegments, FillError};
 use crate::model::Secret;
 
 /// Why records could not be read from the audit log.
@@ -41,6 +41,56 @@ pub enum AuditReadError {
     /// names the file and offset).
     #[error("{0}")]
     Store(String),
+    /// These records were archived off the managers (`moat audit
+    /// archive`, decision D48).
+    #[error(
+        "audit records 1 to {} were archived on {} (archive digest {}); read them from the archive: `moat audit verify --archive DIR`, `moat audit prove SEQ --archive DIR`",
+        .mark.below - 1,
+        crate::model::rfc3339(.mark.time),
+        .mark.digest
+    )]
+    Archived {
+        /// The archival.
+        mark: ArchiveMark,
+    },
+}
+
+/// An archival of the log's oldest records (decision D48): records below
+/// `below` were written to an archive, verified, and dropped from every
+/// manager's segments. Kept in the cluster state; the archival itself is
+/// a record of the log (`audit.archive`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveMark {
+    /// The first record kept: records `1 ..= below - 1` are archived.
+    pub below: u64,
+    /// When the archive was made (Unix seconds, the proposer's clock).
+    pub time: i64,
+    /// The archive's digest: `sha256:` and the hex SHA-256 of its
+    /// `archive.json` (which names the records' file digest and the signed
+    /// tree head at `below - 1`).
+    pub digest: String,
+}
+
+impl ArchiveMark {
+    /// Checks the mark's form.
+    pub fn check(&self) -> Result<(), String> {
+        let hex = self.digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("an archive digest is `sha256:` and 64 lower-case hex digits".into());
+        }
+        if self.below < 2 {
+            return Err("an archive holds at least record 1".into());
+        }
+        if moat_audit::Timestamp::from_unix(self.time).is_err() {
+            return Err(format!("archive time {} is out of range", self.time));
+        }
+        Ok(())
+    }
 }
 
 const MISSING_WHY: &str = "it installed a snapshot or was restored from a backup that starts after them, and has not fetched them from the other managers yet; read them from another manager, or from an earlier export or archive";
@@ -254,6 +304,9 @@ pub struct AuditTrail {
     forward_budget: BTreeMap<NodeId, DayBudget>,
     /// Records `size - pending.len() + 1 ..= size`, not yet in segments.
     pending: Chunked<String>,
+    /// The newest archival: records below its `below` are not on the
+    /// managers any more (decision D48).
+    archived: Option<ArchiveMark>,
     /// This manager's audit segments, once the state machine attached them.
     segments: Option<Arc<AuditSegments>>,
     /// A Merkle tree over `pending` when it holds the whole log (a state
@@ -294,6 +347,8 @@ struct TrailWire {
     forwarded: BTreeMap<NodeId, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     forward_budget: BTreeMap<NodeId, DayBudget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archived: Option<ArchiveMark>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -328,6 +383,7 @@ impl TryFrom<TrailWire> for AuditTrail {
             key: w.key,
             forwarded: w.forwarded,
             forward_budget: w.forward_budget,
+            archived: w.archived,
             ..Self::default()
         };
         match w.size {
@@ -383,6 +439,7 @@ impl From<AuditTrail> for TrailWire {
             key: t.key,
             forwarded: t.forwarded,
             forward_budget: t.forward_budget,
+            archived: t.archived,
         }
     }
 }
@@ -465,6 +522,9 @@ impl AuditTrail {
         let to = to.min(self.size);
         if from > to {
             return Ok(());
+        }
+        if let Some(mark) = self.archived.as_ref().filter(|m| from < m.below) {
+            return Err(AuditReadError::Archived { mark: mark.clone() });
         }
         let base = self.size - self.pending.len() as u64;
         let mut next = from;
@@ -618,6 +678,86 @@ impl AuditTrail {
         self.roots.get(index).copied()
     }
 
+    /// The newest archival, if records were archived (decision D48).
+    pub fn archived(&self) -> Option<&ArchiveMark> {
+        self.archived.as_ref()
+    }
+
+    /// The first record the managers still keep (1 unless records were
+    /// archived).
+    pub fn first_kept(&self) -> u64 {
+        self.archived.as_ref().map_or(1, |m| m.below)
+    }
+
+    /// The records (inclusive ranges, oldest first) this manager should
+    /// hold and does not: gaps left by an installed snapshot or a restore,
+    /// never archived records. Empty without segments.
+    pub fn missing(&self) -> Vec<(u64, u64)> {
+        let Some(segments) = self.segments.as_ref() else {
+            return Vec::new();
+        };
+        let base = self.size - self.pending.len() as u64;
+        let floor = self.first_kept();
+        let mut out: Vec<(u64, u64)> = segments
+            .gaps()
+            .into_iter()
+            .filter(|(_, b)| *b >= floor)
+            .map(|(a, b)| (a.max(floor), b.min(base)))
+            .filter(|(a, b)| a <= b)
+            .collect();
+        let have = segments.last_seq();
+        let from = (have + 1).max(floor);
+        if from <= base {
+            out.push((from, base));
+        }
+        out
+    }
+
+    /// Writes records fetched from another manager into a range this
+    /// manager lacks ([`AuditTrail::missing`]), after checking that they
+    /// are the records this state commits to (see
+    /// [`AuditSegments::fill`]: SHA-256 links to a record held here or to
+    /// the state's last leaf). Once nothing is missing, the Merkle tree
+    /// is rebuilt and its root at this state's size must be the state's
+    /// root (the frontier). Returns whether nothing is missing now.
+    pub fn fill(&self, first: u64, lines: &[String]) -> Result<bool, FillError> {
+        let segments = self.segments.as_ref().ok_or_else(|| {
+            FillError::Store(StoreError::Invalid(
+                "no audit segments are open here".into(),
+            ))
+        })?;
+        let last = first.saturating_add(lines.len() as u64).saturating_sub(1);
+        let base = self.size - self.pending.len() as u64;
+        if first < self.first_kept() || last > base {
+            return Err(FillError::Store(StoreError::Invalid(format!(
+                "records {first} to {last} are not records this manager lacks (kept: {} to {base})",
+                self.first_kept()
+            ))));
+        }
+        // The link above the range when it ends at the last record written:
+        // the state's own (its last leaf, or the first pending record's
+        // link).
+        let tail = if last == self.size {
+            Some(self.last)
+        } else if last == base {
+            self.pending
+                .get(0)
+                .and_then(|l| Record::from_line(l.as_bytes()).ok())
+                .map(|r| r.prev())
+        } else {
+            None
+        };
+        let whole = segments.fill(first, lines, tail)?;
+        if whole && self.missing().is_empty() {
+            let root = segments.with_tree(|t| t.and_then(|t| t.root(base).ok()));
+            let expected = self.root(base).ok();
+            if root.is_some() && root != expected {
+                return Err(FillError::Store(mismatch(segments, base)));
+            }
+        }
+        Ok(self.missing().is_empty())
+    }
+
     /// This manager's audit segments, if attached.
     pub fn segments(&self) -> Option<&Arc<AuditSegments>> {
         self.segments.as_ref()
@@ -638,6 +778,20 @@ impl AuditTrail {
     pub fn attach(&mut self, segments: Arc<AuditSegments>) -> Result<(), StoreError> {
         check_against(&segments, self.size - self.pending.len() as u64, self)?;
         self.segments = Some(segments);
+        self.drop_archived()
+    }
+
+    /// Drops the segments of archived records (decision D48), if any are
+    /// left: see [`AuditSegments::drop_below`].
+    fn drop_archived(&self) -> Result<(), StoreError> {
+        if let (Some(mark), Some(segments)) = (&self.archived, &self.segments)
+            && segments.floor() < mark.below
+        {
+            let files = segments.drop_below(mark.below)?;
+            if files > 0 {
+                tracing::info!(files, below = mark.below, "archived audit segments dropped");
+            }
+        }
         Ok(())
     }
 
@@ -651,6 +805,7 @@ impl AuditTrail {
         let Some(segments) = self.segments.clone() else {
             return Ok(());
         };
+        self.drop_archived()?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -740,6 +895,29 @@ impl AuditTrail {
         }
         self.heads.push(head.clone());
         self.heads_total += 1;
+        Ok(())
+    }
+
+    /// Marks records below `mark.below` as archived (decision D48): they
+    /// are read from the archive from now on, and every manager drops
+    /// their segments. Refused when it archives nothing new, or records
+    /// the log does not have.
+    pub(crate) fn archive(&mut self, mark: &ArchiveMark) -> Result<(), String> {
+        mark.check()?;
+        if mark.below - 1 > self.size {
+            return Err(format!(
+                "records up to {} cannot be archived: the log has {}",
+                mark.below - 1,
+                self.size
+            ));
+        }
+        if mark.below <= self.first_kept() {
+            return Err(format!(
+                "records below {} were archived already",
+                self.first_kept()
+            ));
+        }
+        self.archived = Some(mark.clone());
         Ok(())
     }
 

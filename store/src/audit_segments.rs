@@ -272,6 +272,10 @@ struct Inner {
     /// A segment holding no record found at open, removed before the next
     /// write.
     remove: Option<PathBuf>,
+    /// Records below this one were archived and their segments dropped
+    /// (decision D48): the leaf hashes file holds `floor - 1` leaves, or
+    /// (without one) this manager held none of them. 1: nothing dropped.
+    floor: u64,
 }
 
 struct Segment {
@@ -324,8 +328,15 @@ impl AuditSegments {
         files.sort();
         let mut inner = Inner {
             tree: Some(MerkleLog::new()),
+            floor: 1,
             ..Inner::default()
         };
+        let leaves_path = dir.join(LEAVES_FILE);
+        if leaves_path.is_file() {
+            let leaves = read_leaves(&leaves_path, &cipher)?;
+            inner.floor = leaves.len() as u64 + 1;
+            inner.tree = Some(MerkleLog::from_leaf_hashes(leaves));
+        }
         let count = files.len();
         for (i, (first, path)) in files.into_iter().enumerate() {
             let last_file = i + 1 == count;
@@ -340,8 +351,14 @@ impl AuditSegments {
                     ),
                 ));
             }
-            let contiguous = first == end + 1;
-            let prev = (contiguous && end > 0).then_some(inner.last_leaf);
+            let prev = if end > 0 && first == end + 1 {
+                Some(inner.last_leaf)
+            } else if first >= 2 {
+                // After archived records: their leaf hashes.
+                inner.tree.as_ref().and_then(|t| t.leaf_hash(first - 2))
+            } else {
+                None
+            };
             let scan = scan_segment(&bytes, &cipher, prev)
                 .map_err(|d| StoreError::corrupt(&path, format!("byte {}", d.at), d.reason))?;
             if scan.first != 0 && scan.first != first {
@@ -385,14 +402,7 @@ impl AuditSegments {
                 inner.remove = Some(path);
                 continue;
             }
-            if !contiguous {
-                inner.tree = None;
-            }
-            if let Some(tree) = inner.tree.as_mut() {
-                for r in &scan.records {
-                    tree.push_leaf_hash(r.leaf);
-                }
-            }
+            extend_tree(&mut inner.tree, &scan.records, &path)?;
             inner.last_leaf = scan.records.last().map_or(inner.last_leaf, |r| r.leaf);
             inner.segments.push(Segment {
                 first,
@@ -400,9 +410,6 @@ impl AuditSegments {
                 offsets: scan.records.iter().map(|r| r.offset).collect(),
                 len,
             });
-        }
-        if inner.segments.first().is_some_and(|s| s.first != 1) {
-            inner.tree = None;
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -433,8 +440,11 @@ impl AuditSegments {
     pub fn gaps(&self) -> Vec<(u64, u64)> {
         let inner = self.lock();
         let mut out = Vec::new();
-        let mut next = 1;
+        let mut next = inner.floor;
         for s in &inner.segments {
+            if s.last() < next {
+                continue;
+            }
             if s.first > next {
                 out.push((next, s.first - 1));
             }
@@ -776,7 +786,281 @@ impl AuditSegments {
             seg.len = out.len() as u64;
             rewritten += 1;
         }
+        let leaves = self.dir.join(LEAVES_FILE);
+        if leaves.is_file() {
+            let bytes = read_limited(&leaves, MAX_SEGMENT_FILE)?;
+            if bytes.get(16..).and_then(moat_lock::record_version) != Some(target) {
+                let hashes = parse_leaves(&bytes, &self.cipher)
+                    .map_err(|(at, why)| StoreError::corrupt(&leaves, format!("byte {at}"), why))?;
+                write_leaves(&leaves, &self.cipher, &hashes)?;
+                rewritten += 1;
+            }
+        }
         Ok(rewritten)
+    }
+
+    /// The first record not archived off this manager (1: none was).
+    pub fn floor(&self) -> u64 {
+        self.lock().floor
+    }
+
+    /// Fills part of a gap with records fetched from another manager
+    /// (issue 19, step 3): `lines` are records `first`, `first + 1`, …,
+    /// and they are written only if they fit what this manager already
+    /// trusts:
+    ///
+    /// * each parses as a canonical record with its sequence number and
+    ///   links (`prev`) to the one before it;
+    /// * the last one's leaf hash is the link of the record after it, read
+    ///   from these segments; or, when that record is not held, `tail`
+    ///   (the cluster state's `last`, when the range ends at the log's
+    ///   size);
+    /// * the first one links to the record before it when it is held (or
+    ///   to 64 zeros for record 1).
+    ///
+    /// So every record is tied by SHA-256 links to a record this manager
+    /// wrote itself from committed entries. The records go to one new
+    /// segment file, sealed with this manager's DEK like any other (same
+    /// AAD), written atomically (temp file, fsync, rename, fsync of the
+    /// directory): a crash leaves the whole file or none of it. Returns
+    /// whether the log is now whole from [`AuditSegments::floor`] on (the
+    /// Merkle tree is then rebuilt: every record is read once).
+    pub fn fill<S: AsRef<str>>(
+        &self,
+        first: u64,
+        lines: &[S],
+        tail: Option<Hash>,
+    ) -> Result<bool, FillError> {
+        if lines.is_empty() {
+            return Ok(self.gaps().is_empty());
+        }
+        if self.read_only {
+            return Err(FillError::Store(StoreError::Invalid(
+                "the audit segments were opened read-only".into(),
+            )));
+        }
+        let refuse = |why: String| Err(FillError::Refused(why));
+        let Some(last) = first
+            .checked_add(lines.len() as u64 - 1)
+            .filter(|_| first > 0)
+        else {
+            return refuse(format!("records from {first} do not fit a log"));
+        };
+        // Each record on its own, and linked to the one before it.
+        let mut leaves = Vec::with_capacity(lines.len());
+        let mut first_prev = Hash::ZERO;
+        for (i, line) in lines.iter().enumerate() {
+            let seq = first + i as u64;
+            let bytes = line.as_ref().as_bytes();
+            let record = match Record::from_line(bytes) {
+                Ok(r) => r,
+                Err(e) => return refuse(format!("record {seq} is not a valid record ({e})")),
+            };
+            if record.seq() != seq {
+                return refuse(format!(
+                    "record {} was sent in the place of record {seq}",
+                    record.seq()
+                ));
+            }
+            match leaves.last() {
+                None => first_prev = record.prev(),
+                Some(prev) if record.prev() != *prev => {
+                    return refuse(format!(
+                        "record {seq} does not link to record {} sent with it",
+                        seq - 1
+                    ));
+                }
+                Some(_) => {}
+            }
+            leaves.push(leaf_hash(bytes));
+        }
+        let top = leaves.last().copied().unwrap_or(Hash::ZERO);
+        // Tied above: to the record after the range, or to the state.
+        let above = match self.read(last + 1)? {
+            Some(line) => match Record::from_line(line.as_bytes()) {
+                Ok(r) => Some(r.prev()),
+                Err(e) => {
+                    return Err(FillError::Store(StoreError::Invalid(format!(
+                        "audit record {} held here does not parse ({e})",
+                        last + 1
+                    ))));
+                }
+            },
+            None => tail,
+        };
+        match above {
+            Some(h) if h == top => {}
+            Some(_) => {
+                return refuse(format!(
+                    "record {last} does not hash to the link this manager holds for it (in record {} or the cluster state): it is not the record the cluster committed",
+                    last + 1
+                ));
+            }
+            None => {
+                return Err(FillError::Store(StoreError::Invalid(format!(
+                    "records up to {last} cannot be checked: record {} is not held here",
+                    last + 1
+                ))));
+            }
+        }
+        // Tied below, when the record before is held.
+        let below = if first == 1 {
+            Some(Hash::ZERO)
+        } else {
+            self.leaf(first - 1)?
+        };
+        if below.is_some_and(|h| h != first_prev) {
+            return refuse(format!(
+                "record {first} does not link to record {} held here",
+                first - 1
+            ));
+        }
+        // Written into the gap, atomically.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&first.to_be_bytes());
+        let mut offsets = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            offsets.push(bytes.len() as u64);
+            bytes.extend_from_slice(&self.frame(first + i as u64, line.as_ref().as_bytes())?);
+        }
+        {
+            let mut inner = self.lock();
+            self.repair(&mut inner)?;
+            if first < inner.floor {
+                return Err(FillError::Store(StoreError::Invalid(format!(
+                    "record {first} was archived: it is not fetched again"
+                ))));
+            }
+            if let Some(s) = inner
+                .segments
+                .iter()
+                .find(|s| s.first <= last && s.last() >= first)
+            {
+                return Err(FillError::Store(StoreError::Invalid(format!(
+                    "records {first} to {last} overlap records {} to {} held here",
+                    s.first,
+                    s.last()
+                ))));
+            }
+            create_dir(&self.dir)?;
+            let path = self.dir.join(segment_name(first));
+            crate::fsutil::write_atomic(&path, &bytes)?;
+            let at = inner.segments.partition_point(|s| s.first < first);
+            if at == inner.segments.len() {
+                // The new last segment: appends go on in it.
+                inner.writer = None;
+                inner.last_leaf = top;
+            }
+            inner.segments.insert(
+                at,
+                Segment {
+                    first,
+                    path,
+                    offsets,
+                    len: bytes.len() as u64,
+                },
+            );
+        }
+        if self.gaps().is_empty() {
+            return Ok(self.rebuild_tree()?);
+        }
+        Ok(false)
+    }
+
+    /// Rebuilds the Merkle tree once the segments hold every record from
+    /// the floor on (after [`AuditSegments::fill`] closed the last gap):
+    /// the leaf hashes of archived records, then every record read once.
+    /// Returns whether there is a tree.
+    pub fn rebuild_tree(&self) -> Result<bool, StoreError> {
+        let (floor, first) = {
+            let inner = self.lock();
+            if inner.tree.is_some() {
+                return Ok(true);
+            }
+            (inner.floor, inner.segments.first().map(|s| s.first))
+        };
+        let mut tree = if floor > 1 {
+            let path = self.dir.join(LEAVES_FILE);
+            if !path.is_file() {
+                return Ok(false);
+            }
+            MerkleLog::from_leaf_hashes(read_leaves(&path, &self.cipher)?)
+        } else {
+            MerkleLog::new()
+        };
+        if first.is_some_and(|f| f > tree.size() + 1) || !self.gaps().is_empty() {
+            return Ok(false);
+        }
+        loop {
+            let from = tree.size() + 1;
+            let to = self.last_seq();
+            let mut broken = false;
+            self.read_range(from, to, |seq, line| {
+                if seq != tree.size() + 1 {
+                    broken = true;
+                    return Ok(false);
+                }
+                tree.push_leaf(line.as_bytes());
+                Ok(true)
+            })?;
+            if broken {
+                return Ok(false);
+            }
+            let mut inner = self.lock();
+            if inner.segments.last().map_or(0, Segment::last) == tree.size() {
+                inner.tree = Some(tree);
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Drops the segments that hold only records below `below` (archived,
+    /// decision D48), oldest first, except the last segment (it is being
+    /// written). First the leaf hashes of every dropped record are kept in
+    /// the leaf hashes file (written atomically), so proofs over the whole
+    /// log can still be made here; then each file is removed and the
+    /// directory fsynced. A crash in between leaves segments whose records
+    /// the leaf hashes file also holds: they must match at open and are
+    /// dropped again. Returns the number of files removed; 0 on a
+    /// read-only store.
+    pub fn drop_below(&self, below: u64) -> Result<usize, StoreError> {
+        if self.read_only {
+            return Ok(0);
+        }
+        let mut inner = self.lock();
+        let count = inner.segments.len();
+        let victims = inner
+            .segments
+            .iter()
+            .take(count.saturating_sub(1))
+            .take_while(|s| s.last() < below)
+            .count();
+        if victims == 0 {
+            return Ok(0);
+        }
+        self.repair(&mut inner)?;
+        let through = inner.segments[victims - 1].last();
+        if through >= inner.floor {
+            if let Some(tree) = inner.tree.as_ref().filter(|t| t.size() >= through) {
+                let mut leaves = Vec::with_capacity(usize::try_from(through).unwrap_or(0));
+                for i in 0..through {
+                    leaves.push(tree.leaf_hash(i).unwrap_or(Hash::ZERO));
+                }
+                write_leaves(&self.dir.join(LEAVES_FILE), &self.cipher, &leaves)?;
+            } else {
+                tracing::warn!(
+                    through,
+                    "audit records archived here are dropped without their leaf hashes (this manager lacked records below them): it cannot prove archived records; another manager can"
+                );
+            }
+        }
+        for seg in inner.segments.drain(..victims) {
+            std::fs::remove_file(&seg.path).map_err(StoreError::io("remove", &seg.path))?;
+        }
+        sync_dir(&self.dir)?;
+        inner.floor = inner.floor.max(through + 1);
+        Ok(victims)
     }
 
     /// Cuts off a torn tail and removes an empty segment found at open.
@@ -857,6 +1141,114 @@ fn truncate_file(path: &Path, len: u64) -> Result<(), StoreError> {
     file.set_len(len)
         .map_err(StoreError::io("truncate", path))?;
     file.sync_all().map_err(StoreError::io("fsync", path))
+}
+
+/// Adds records read at open to the tree: those the leaf hashes file
+/// already holds must match it; one past a gap ends the tree.
+fn extend_tree(
+    tree: &mut Option<MerkleLog>,
+    records: &[ScannedRecord],
+    path: &Path,
+) -> Result<(), StoreError> {
+    let Some(t) = tree.as_mut() else {
+        return Ok(());
+    };
+    for r in records {
+        let size = t.size();
+        if r.seq <= size {
+            if t.leaf_hash(r.seq - 1) != Some(r.leaf) {
+                return Err(StoreError::corrupt(
+                    path,
+                    format!("byte {}", r.offset),
+                    format!(
+                        "record {} does not match the leaf hash kept for it when it was archived",
+                        r.seq
+                    ),
+                ));
+            }
+        } else if r.seq == size + 1 {
+            t.push_leaf_hash(r.leaf);
+        } else {
+            *tree = None;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The file of the leaf hashes of archived records (decision D48), in the
+/// segments' directory. Its name matches `audit-*.seg`, so backups carry
+/// it with the segments; it is not a segment (no sequence number).
+pub const LEAVES_FILE: &str = "audit-leaves.seg";
+
+const LEAVES_MAGIC: &[u8; 8] = b"MOATAUDL";
+
+/// Why [`AuditSegments::fill`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FillError {
+    /// The records do not fit the log this manager holds: whoever sent
+    /// them sent something else than the committed records.
+    #[error("{0}")]
+    Refused(String),
+    /// This manager's own files or state (named).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes the leaf hashes file: magic `MOATAUDL`, the count (8 bytes,
+/// big-endian), then the hashes sealed as one record with
+/// [`FileKind::AuditSegment`] at position 0 (no record has sequence
+/// number 0). Atomic.
+fn write_leaves(path: &Path, cipher: &RecordCipher, leaves: &[Hash]) -> Result<(), StoreError> {
+    let mut plain = Vec::with_capacity(leaves.len() * 32);
+    for l in leaves {
+        plain.extend_from_slice(l.as_bytes());
+    }
+    let sealed = cipher.seal(FileKind::AuditSegment, &0u64.to_be_bytes(), &plain)?;
+    let mut out = Vec::with_capacity(16 + sealed.len());
+    out.extend_from_slice(LEAVES_MAGIC);
+    out.extend_from_slice(&(leaves.len() as u64).to_be_bytes());
+    out.extend_from_slice(&sealed);
+    crate::fsutil::write_atomic(path, &out)
+}
+
+/// Reads the leaf hashes file (see [`write_leaves`]); anything wrong is
+/// corruption naming it.
+fn read_leaves(path: &Path, cipher: &RecordCipher) -> Result<Vec<Hash>, StoreError> {
+    let bytes = read_limited(path, MAX_SEGMENT_FILE)?;
+    parse_leaves(&bytes, cipher)
+        .map_err(|(at, why)| StoreError::corrupt(path, format!("byte {at}"), why))
+}
+
+/// Parses the bytes of a leaf hashes file. Never panics.
+pub fn parse_leaves(bytes: &[u8], cipher: &RecordCipher) -> Result<Vec<Hash>, (u64, String)> {
+    if bytes.len() < 16 || &bytes[..8] != LEAVES_MAGIC {
+        return Err((0, "not an audit leaf hashes file (bad magic)".into()));
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&bytes[8..16]);
+    let count = u64::from_be_bytes(count);
+    if count.checked_mul(32).is_none_or(|n| n > bytes.len() as u64) {
+        return Err((8, format!("{count} leaf hashes do not fit the file")));
+    }
+    let plain = cipher
+        .open(FileKind::AuditSegment, &0u64.to_be_bytes(), &bytes[16..])
+        .map_err(|e| (16, format!("the leaf hashes failed authentication ({e})")))?;
+    if plain.len() as u64 != count * 32 {
+        return Err((
+            16,
+            format!("{} bytes do not hold {count} leaf hashes", plain.len()),
+        ));
+    }
+    Ok(plain
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            Hash(h)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -637,6 +637,9 @@ pub enum Command {
         #[serde(default)]
         now: i64,
     },
+    /// Marks the audit records below `below` as archived (decision D48),
+    /// proposed inside `Audited` with the `audit.archive` record.
+    AuditArchive(crate::audit::ArchiveMark),
     /// Changes services and tasks (see moat-orchestrator): made by an
     /// operator's `moat service …`, by the leader's reconciler, or by a
     /// node reporting its tasks' states.
@@ -998,6 +1001,11 @@ impl ClusterState {
             Command::AuditForward { node, events, now } => {
                 if let Err(reason) = self.audit.forward(*node, events, *now) {
                     return Response::Rejected(format!("audit record refused: {reason}"));
+                }
+            }
+            Command::AuditArchive(mark) => {
+                if let Err(reason) = self.audit.archive(mark) {
+                    return Response::Rejected(reason);
                 }
             }
             Command::Orchestrate(command) => {

@@ -30,21 +30,34 @@ pub(super) async fn records(
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let records = state
         .audit
-        .records(req.since.max(1), limit)
+        .records(
+            match req.since {
+                0 => state.audit.first_kept(),
+                n => n,
+            },
+            limit,
+        )
         .map_err(unreadable)?;
     Ok(Json(AuditRecordsResponse {
         records,
         size: state.audit.size(),
+        first: state.audit.first_kept(),
     }))
 }
 
-/// Records this manager lacks (it says which) or cannot read (named).
+/// Records this manager lacks (it says which), archived (where to read
+/// them) or cannot read (named).
 fn unreadable(e: moat_store::audit::AuditReadError) -> crate::rpc::RpcError {
     use crate::rpc::{RpcError, RpcErrorKind};
+    use moat_store::audit::AuditReadError;
     match e {
-        moat_store::audit::AuditReadError::Missing { .. } => {
-            RpcError::new(RpcErrorKind::Unavailable, e.to_string())
-                .hint("read them from another manager, or from an earlier export or archive")
+        AuditReadError::Missing { .. } => RpcError::new(RpcErrorKind::Unavailable, e.to_string())
+            .hint("read them from another manager, or from an earlier export or archive"),
+        AuditReadError::Archived { ref mark } => {
+            let below = mark.below;
+            RpcError::new(RpcErrorKind::FailedPrecondition, e.to_string()).hint(format!(
+                "records from {below} on are still on the managers: `moat audit ls --since {below}`"
+            ))
         }
         _ => RpcError::new(RpcErrorKind::Internal, e.to_string()),
     }
@@ -58,7 +71,7 @@ pub(super) async fn export(
     // Linearizable: the export holds everything committed before it.
     node.read_state().await?;
     let m = node.require_manager()?;
-    let bytes = node.export(&m, req.since)?;
+    let bytes = node.export(&m, req.since, req.until)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         bytes,
@@ -73,12 +86,24 @@ pub(super) async fn prove(
     let node = manager(&d).await?;
     node.read_state().await?;
     let m = node.require_manager()?;
-    let json = node.prove(&m, req.seq)?;
+    let json = node.prove(&m, req.seq, req.record)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
     )
         .into_response())
+}
+
+/// `moat audit archive`: marks records as archived once the CLI wrote and
+/// verified the archive (decision D48).
+pub(super) async fn archive(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<moat_api::AuditArchiveRequest>,
+) -> Answer<moat_api::AuditArchiveResponse> {
+    let node = manager(&d).await?;
+    node.read_state().await?;
+    let m = node.require_manager()?;
+    Ok(Json(node.archive_audit(&m, req).await?))
 }
 
 pub(super) async fn hash(

@@ -95,6 +95,7 @@ pub(crate) async fn serve(
         .route(path::AUDIT_RECORDS, post(audit::records))
         .route(path::AUDIT_EXPORT, post(audit::export))
         .route(path::AUDIT_PROVE, post(audit::prove))
+        .route(moat_api::AUDIT_ARCHIVE_PATH, post(audit::archive))
         .route(path::AUDIT_HASH, post(audit::hash))
         .route(path::AUDIT_REPORT, get(audit::report))
         .route(path::CA, get(audit::ca))

@@ -216,6 +216,16 @@ impl Member {
 
     /// Signs the head of `trail` at its current size with this manager's key.
     pub(crate) fn sign_head(&self, trail: &AuditTrail) -> Result<SignedTreeHead, RpcError> {
+        self.sign_head_at(trail, trail.size())
+    }
+
+    /// Signs the head of `trail` at `size` (at most its size) with this
+    /// manager's key.
+    pub(crate) fn sign_head_at(
+        &self,
+        trail: &AuditTrail,
+        size: u64,
+    ) -> Result<SignedTreeHead, RpcError> {
         let internal = |e: String| RpcError::new(RpcErrorKind::Internal, e);
         let (chain, key) = self
             .tls
@@ -224,8 +234,7 @@ impl Member {
         let now = self.clock.now();
         let signer = HeadSigner::new(&key, &chain, &self.tls.roots(), now)
             .map_err(|e| internal(format!("this manager cannot sign tree heads: {e}")))?;
-        let size = trail.size();
-        let root = trail.root(size).map_err(|e| internal(e.to_string()))?;
+        let root = trail.root(size).map_err(unreadable)?;
         let time = Timestamp::from_datetime(now).map_err(|e| internal(e.to_string()))?;
         signer
             .sign(size, root, time)
@@ -234,24 +243,37 @@ impl Member {
 
     /// The one-file export bundle of records `since` on (1 or 0: all), with
     /// every head and a fresh head signed here at the last record.
-    pub(crate) fn export(&self, m: &Manager, since: u64) -> Result<Vec<u8>, RpcError> {
+    ///
+    /// `since` 0 starts at the first record the managers keep (after an
+    /// archival); `until` (0: the log's last record) ends the bundle
+    /// earlier, with a fresh head signed at `until` (`moat audit archive`).
+    pub(crate) fn export(&self, m: &Manager, since: u64, until: u64) -> Result<Vec<u8>, RpcError> {
         let state = m.local_state()?;
         let trail = &state.audit;
         let internal = |e: String| RpcError::new(RpcErrorKind::Internal, e);
-        let since = since.max(1);
-        if since > trail.size() + 1 {
+        let since = if since == 0 {
+            trail.first_kept()
+        } else {
+            since
+        };
+        let until = match until {
+            0 => trail.size(),
+            n => n,
+        };
+        if since > trail.size() + 1 || until > trail.size() || until + 1 < since {
             return Err(RpcError::new(
                 RpcErrorKind::Invalid,
                 format!(
-                    "the log has {} records: nothing from record {since} on",
+                    "the log has {} records: nothing from record {since} to {until}",
                     trail.size()
                 ),
             ));
         }
         let base = since - 1;
-        let mut heads: Vec<SignedTreeHead> = trail.heads().cloned().collect();
-        if trail.size() > 0 && trail.last_head().is_none_or(|h| h.size < trail.size()) {
-            heads.push(self.sign_head(trail)?);
+        let mut heads: Vec<SignedTreeHead> =
+            trail.heads().filter(|h| h.size <= until).cloned().collect();
+        if until > 0 && !heads.iter().any(|h| h.size == until) {
+            heads.push(self.sign_head_at(trail, until)?);
         }
         let ca_pem = ca_pem(&state)?;
         let frontier = trail
@@ -261,7 +283,7 @@ impl Member {
         let mut bundle = Bundle::new(ca_pem, heads).with_base(base, frontier);
         let mut pushed = Ok(());
         trail
-            .for_each_record(since, trail.size(), |_, line| {
+            .for_each_record(since, until, |_, line| {
                 pushed = bundle.push_record(line.as_bytes());
                 Ok(pushed.is_ok())
             })
@@ -272,10 +294,41 @@ impl Member {
 
     /// An inclusion proof for record `seq` against the newest head that
     /// covers it (a fresh one, signed here, if none does yet).
-    pub(crate) fn prove(&self, m: &Manager, seq: u64) -> Result<String, RpcError> {
+    ///
+    /// `archived`: for a record below the first one kept, its line from
+    /// the archive; proven only if its leaf hash is the one kept here for
+    /// record `seq` (decision D48).
+    pub(crate) fn prove(
+        &self,
+        m: &Manager,
+        seq: u64,
+        archived: Option<String>,
+    ) -> Result<String, RpcError> {
         let state = m.local_state()?;
         let trail = &state.audit;
-        let line = trail.try_record(seq).map_err(unreadable)?.ok_or_else(|| {
+        let line = match archived {
+            Some(line) if seq < trail.first_kept() => {
+                let given = moat_audit::leaf_hash(line.as_bytes());
+                let kept = trail.with_tree(|t| t.leaf_hash(seq - 1)).map_err(|e| {
+                    RpcError::new(
+                        RpcErrorKind::Unavailable,
+                        format!("this manager cannot prove archived records: {e}"),
+                    )
+                })?;
+                if kept != Some(given) {
+                    return Err(RpcError::new(
+                        RpcErrorKind::Invalid,
+                        format!(
+                            "the record given is not record {seq} of this cluster's log (its leaf hash differs from the one kept here)"
+                        ),
+                    )
+                    .hint("check the archive with `moat audit verify --archive DIR`"));
+                }
+                Some(line)
+            }
+            _ => trail.try_record(seq).map_err(unreadable)?,
+        };
+        let line = line.ok_or_else(|| {
             RpcError::new(
                 RpcErrorKind::NotFound,
                 format!(
@@ -299,12 +352,312 @@ impl Member {
     }
 }
 
+/// How often a manager looks for audit records it lacks (after an
+/// installed snapshot or a restore), when it lacked none or just fetched
+/// some.
+const FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest wait between rounds when no manager could give the records.
+const FETCH_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// Bytes of records fetched from one manager, checked and written as one
+/// segment file: the memory a fetch holds at most (plus one page).
+const FETCH_CHUNK_BYTES: usize = 8 << 20;
+/// How long one `audit_records` call may take (a page is up to 4 MiB).
+const FETCH_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs on every manager for as long as it is one: fetches the audit
+/// records this manager lacks from the other managers (issue 19, step 3;
+/// decision D48), newest first, one chunk of at most [`FETCH_CHUNK_BYTES`]
+/// at a time. Each chunk comes from one manager, is checked by the store
+/// against what this manager already trusts ([`AuditTrail::fill`]: SHA-256
+/// links to a record written here, or to the state's last leaf) and is
+/// written as one segment file, atomically; records that do not fit are
+/// refused and the manager that sent them is named in the log. A round
+/// that gets nothing waits twice as long as the last (5 s to 60 s).
+pub(crate) async fn audit_fetch_loop(node: std::sync::Weak<Member>, rt: std::sync::Weak<Manager>) {
+    let mut delay = FETCH_EVERY;
+    let mut round = 0usize;
+    loop {
+        tokio::time::sleep(delay).await;
+        let (Some(node), Some(m)) = (node.upgrade(), rt.upgrade()) else {
+            return;
+        };
+        round = round.wrapping_add(1);
+        delay = match node.fetch_missing_audit(&m, round).await {
+            Ok(true) => std::time::Duration::ZERO,
+            Ok(false) => FETCH_EVERY,
+            Err(e) => {
+                tracing::warn!(error = %e.message, retry_in_s = delay.as_secs().max(1) * 2, "could not fetch the audit records this manager lacks");
+                (delay.max(FETCH_EVERY) * 2).min(FETCH_BACKOFF_MAX)
+            }
+        };
+    }
+}
+
+/// Why one manager could not give a chunk of records.
+enum FetchFailure {
+    /// It did not answer, or lacks them too: try another.
+    Unavailable(String),
+    /// It sent records that do not fit the log: named, and not trusted.
+    Refused(String),
+    /// This manager's own store failed.
+    Local(String),
+}
+
+impl Member {
+    /// Starts [`audit_fetch_loop`] for manager side `m`; it stops with it.
+    pub(crate) fn start_audit_fetch(self: &std::sync::Arc<Self>, m: &std::sync::Arc<Manager>) {
+        m.keep_task(tokio::spawn(audit_fetch_loop(
+            std::sync::Arc::downgrade(self),
+            std::sync::Arc::downgrade(m),
+        )));
+    }
+
+    /// One round of [`audit_fetch_loop`]: fetches the newest chunk of the
+    /// newest range this manager lacks. `Ok(true)`: records were written
+    /// (go on at once); `Ok(false)`: nothing is missing.
+    async fn fetch_missing_audit(&self, m: &Manager, round: usize) -> Result<bool, RpcError> {
+        let trail = m.with_state(|s| Ok(s.audit.clone()))?;
+        let Some(&(from, to)) = trail.missing().last() else {
+            return Ok(false);
+        };
+        let mut peers: Vec<crate::rpc::Peer> = m
+            .members()
+            .into_iter()
+            .filter(|p| p.id != self.id)
+            .collect();
+        if peers.is_empty() {
+            return Err(RpcError::new(
+                RpcErrorKind::Unavailable,
+                format!(
+                    "this manager lacks audit records {from} to {to} and there is no other manager to fetch them from"
+                ),
+            ));
+        }
+        let start = round % peers.len();
+        peers.rotate_left(start);
+        tracing::info!(
+            from,
+            to,
+            "this manager lacks audit records: fetching them from the other managers"
+        );
+        let mut failures = Vec::new();
+        for peer in &peers {
+            match self.fetch_chunk(&trail, peer, from, to).await {
+                Ok((lo, hi, whole)) => {
+                    tracing::info!(
+                        manager = %peer.id,
+                        addr = %peer.addr,
+                        from = lo,
+                        to = hi,
+                        "fetched audit records, checked them against the log and wrote them"
+                    );
+                    if whole {
+                        tracing::info!(
+                            "this manager holds every audit record the cluster keeps again"
+                        );
+                    }
+                    return Ok(true);
+                }
+                Err(FetchFailure::Refused(why)) => {
+                    tracing::error!(manager = %peer.id, addr = %peer.addr, "{why}");
+                    failures.push(why);
+                }
+                Err(FetchFailure::Unavailable(why)) => {
+                    tracing::warn!(manager = %peer.id, addr = %peer.addr, error = %why, "could not fetch audit records from this manager");
+                    failures.push(why);
+                }
+                Err(FetchFailure::Local(why)) => {
+                    return Err(RpcError::new(RpcErrorKind::Internal, why));
+                }
+            }
+        }
+        Err(RpcError::new(
+            RpcErrorKind::Unavailable,
+            format!(
+                "no manager gave audit records {from} to {to}: {}",
+                failures.join("; ")
+            ),
+        ))
+    }
+
+    /// Fetches records `.. ..= to` (not below `from`) from `peer`, page by
+    /// page downwards until [`FETCH_CHUNK_BYTES`], then has the store check
+    /// and write them. Returns the range written and whether nothing is
+    /// missing any more.
+    async fn fetch_chunk(
+        &self,
+        trail: &AuditTrail,
+        peer: &crate::rpc::Peer,
+        from: u64,
+        to: u64,
+    ) -> Result<(u64, u64, bool), FetchFailure> {
+        use crate::rpc::{AuditRecordsReq, AuditRecordsResp, method};
+        let mut pages: Vec<Vec<String>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut hi = to;
+        let lo = loop {
+            let req = AuditRecordsReq { from, to: hi };
+            let resp: AuditRecordsResp = self
+                .call(&peer.addr, method::AUDIT_RECORDS, &req, FETCH_CALL_TIMEOUT)
+                .await
+                .map_err(|e| FetchFailure::Unavailable(e.message))?;
+            resp.check(&req).map_err(|e| {
+                FetchFailure::Refused(format!(
+                    "manager {} at {} sent a malformed page of audit records: {e}",
+                    peer.id, peer.addr
+                ))
+            })?;
+            bytes += resp.records.iter().map(String::len).sum::<usize>();
+            let first = resp.first;
+            pages.push(resp.records);
+            if first == from || bytes >= FETCH_CHUNK_BYTES {
+                break first;
+            }
+            hi = first - 1;
+        };
+        let lines: Vec<String> = pages.into_iter().rev().flatten().collect();
+        let trail = trail.clone();
+        let filled = tokio::task::spawn_blocking(move || trail.fill(lo, &lines))
+            .await
+            .map_err(|e| FetchFailure::Local(format!("writing fetched audit records: {e}")))?;
+        match filled {
+            Ok(whole) => Ok((lo, to, whole)),
+            Err(moat_store::audit_segments::FillError::Refused(why)) => {
+                Err(FetchFailure::Refused(format!(
+                    "audit records {lo} to {to} sent by manager {} at {} were refused: {why}",
+                    peer.id, peer.addr
+                )))
+            }
+            Err(e) => Err(FetchFailure::Local(format!(
+                "writing audit records {lo} to {to} fetched from manager {}: {e}",
+                peer.id
+            ))),
+        }
+    }
+
+    /// Serves `audit_records` to manager `peer`: the newest records of
+    /// `req` that fit one page ([`crate::rpc::MAX_AUDIT_FETCH_RECORDS`],
+    /// [`crate::rpc::MAX_AUDIT_FETCH_BYTES`]), read from this manager's
+    /// segments (authenticated there). Records it lacks or that were
+    /// archived are an error, never a shorter page.
+    pub(crate) fn serve_audit_records(
+        &self,
+        m: &Manager,
+        peer: NodeId,
+        req: crate::rpc::AuditRecordsReq,
+    ) -> Result<crate::rpc::AuditRecordsResp, RpcError> {
+        use crate::rpc::{MAX_AUDIT_FETCH_BYTES, MAX_AUDIT_FETCH_RECORDS};
+        let trail = m.with_state(|s| Ok(s.audit.clone()))?;
+        if req.from == 0 || req.to < req.from || req.to > trail.size() {
+            return Err(RpcError::new(
+                RpcErrorKind::Invalid,
+                format!(
+                    "audit records {} to {} are not in a log of {} records",
+                    req.from,
+                    req.to,
+                    trail.size()
+                ),
+            ));
+        }
+        let lo = req
+            .from
+            .max(req.to.saturating_sub(MAX_AUDIT_FETCH_RECORDS as u64 - 1));
+        let mut page = std::collections::VecDeque::new();
+        let mut bytes = 0usize;
+        trail
+            .for_each_record(lo, req.to, |_, line| {
+                bytes += line.len();
+                page.push_back(line);
+                while bytes > MAX_AUDIT_FETCH_BYTES {
+                    let Some(old) = page.pop_front() else { break };
+                    bytes -= old.len();
+                }
+                Ok(true)
+            })
+            .map_err(unreadable)?;
+        if page.is_empty() {
+            return Err(RpcError::new(
+                RpcErrorKind::Internal,
+                format!("audit record {} does not fit one page", req.to),
+            ));
+        }
+        let first = req.to + 1 - page.len() as u64;
+        tracing::debug!(manager = %peer, first, to = req.to, "served audit records");
+        Ok(crate::rpc::AuditRecordsResp {
+            first,
+            records: page.into(),
+        })
+    }
+
+    /// `moat audit archive`, once the archive is written and verified:
+    /// checks the archive's root against the log's at `below - 1`, then
+    /// commits the mark with its `audit.archive` record (one entry, D29).
+    /// Every manager then drops the archived segments (decision D48).
+    pub(crate) async fn archive_audit(
+        &self,
+        m: &Manager,
+        req: moat_api::AuditArchiveRequest,
+    ) -> Result<moat_api::AuditArchiveResponse, RpcError> {
+        let invalid = |why: String| RpcError::new(RpcErrorKind::Invalid, why);
+        let trail = m.with_state(|s| Ok(s.audit.clone()))?;
+        let below = req.below;
+        if below < 2 || below - 1 > trail.size() {
+            return Err(invalid(format!(
+                "records up to {} cannot be archived: the log has {}",
+                below.saturating_sub(1),
+                trail.size()
+            )));
+        }
+        let first = trail.first_kept();
+        if below <= first {
+            return Err(RpcError::new(
+                RpcErrorKind::FailedPrecondition,
+                format!("records below {first} were archived already"),
+            ));
+        }
+        let root = trail.root(below - 1).map_err(unreadable)?;
+        if root.to_hex() != req.root {
+            return Err(invalid(format!(
+                "the archive's head does not have the log's root at size {}: it is not an archive of this cluster's log",
+                below - 1
+            )));
+        }
+        let mark = moat_store::audit::ArchiveMark {
+            below,
+            time: self.clock.unix(),
+            digest: req.digest.clone(),
+        };
+        mark.check().map_err(invalid)?;
+        let ev = self
+            .ev(
+                operator(),
+                Action::AUDIT_ARCHIVE,
+                format!("audit:{first}-{}", below - 1),
+            )
+            .detail("first", first)
+            .detail("last", below - 1)
+            .detail("digest", &req.digest)
+            .detail("root", &req.root)
+            .detail("before", &req.before);
+        self.propose_audited(Command::AuditArchive(mark), ev)
+            .await?;
+        let size = m.with_state(|s| Ok(s.audit.size()))?;
+        Ok(moat_api::AuditArchiveResponse { below, size })
+    }
+}
+
 /// An audit read this manager cannot answer: records it lacks (say which,
 /// and where else to read them) or a damaged segment (named).
 pub(crate) fn unreadable(e: AuditReadError) -> RpcError {
     match e {
         AuditReadError::Missing { .. } => RpcError::new(RpcErrorKind::Unavailable, e.to_string())
             .hint("ask another manager (`moat --socket …` on its node), or read an earlier export or archive"),
+        AuditReadError::Archived { ref mark } => {
+            let below = mark.below;
+            RpcError::new(RpcErrorKind::FailedPrecondition, e.to_string()).hint(format!(
+                "records from {below} on are still on the managers: `moat audit export --since {below}`"
+            ))
+        }
         _ => RpcError::new(RpcErrorKind::Internal, e.to_string()),
     }
 }

@@ -14,6 +14,7 @@
 //! | task_sync   | any member, for itself        | leader  |
 //! | task_logs   | any member, for itself        | leader  |
 //! | gather_logs | managers                      | leader  |
+//! | audit_records | managers                    | any     |
 //!
 //! "Member" means: the certificate verifies now against the cluster roots
 //! and its node is not on the removed list. A removed node's calls are
@@ -96,6 +97,7 @@ impl ClusterHandler for Service {
             method::TASK_IDENTITY => {
                 encode_answer(&tasks::task_identity(&node, &m, &caller, &data).await)
             }
+            method::AUDIT_RECORDS => encode_answer(&audit_records(&node, &m, &caller, &data)),
             other => {
                 return Err(Status::unimplemented(format!(
                     "unknown cluster method {other:?}"
@@ -103,4 +105,17 @@ impl ClusterHandler for Service {
             }
         })
     }
+}
+
+/// `audit_records`: a page of audit records for a manager filling a gap.
+/// Managers only: workers never hold the log's records.
+fn audit_records(
+    node: &Member,
+    m: &crate::member::Manager,
+    caller: &moat_transport::Caller,
+    data: &[u8],
+) -> Result<rpc::AuditRecordsResp, rpc::RpcError> {
+    let peer = authz::manager_member(m, caller)?;
+    let req = rpc::decode(method::AUDIT_RECORDS, data)?;
+    node.serve_audit_records(m, peer, req)
 }
