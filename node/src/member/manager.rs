@@ -40,6 +40,9 @@ pub(crate) struct Manager {
     /// Grows when the orchestrator's state or the leader changes: what
     /// task syncs wait on (see [`Manager::orchestration_changes`]).
     orchestration: std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>,
+    /// Commits the proposals waiting together in one entry (D47); made
+    /// at the first proposal, stopped with the manager.
+    proposer: std::sync::OnceLock<moat_store::Proposer>,
 }
 
 impl Manager {
@@ -59,7 +62,15 @@ impl Manager {
             denials: Mutex::new(Denials::default()),
             logs: crate::logs::LogRelay::default(),
             orchestration: std::sync::OnceLock::new(),
+            proposer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The proposer every write of this manager goes through (see
+    /// `moat_store::Proposer`); call it on a tokio runtime.
+    pub(crate) fn proposer(&self) -> &moat_store::Proposer {
+        self.proposer
+            .get_or_init(|| moat_store::Proposer::new(self.raft.clone()))
     }
 
     /// A receiver that sees a change whenever the orchestrator's applied

@@ -17,14 +17,23 @@ use crate::rpc::{self, RpcError, RpcErrorKind, method};
 pub(crate) const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Member {
-    /// Commits `command`, through the leader.
+    /// Commits `command`, through the leader. On the leader it goes
+    /// through the manager's proposer, which commits the proposals waiting
+    /// together in one entry (decision D47): the answer, and any error,
+    /// are this command's own.
     pub(crate) async fn propose(&self, command: Command) -> Result<(), RpcError> {
+        if holds_batch(&command) {
+            return Err(RpcError::new(
+                RpcErrorKind::Invalid,
+                "a batch of commands is made only by the leader's proposer, not proposed",
+            ));
+        }
         let m = self
             .manager
             .load_full()
             .ok_or_else(|| RpcError::from(not_a_manager()))?;
         if m.is_leader(self.id) {
-            let write = tokio::time::timeout(COMMIT_WAIT, m.raft.client_write(command.clone()));
+            let write = tokio::time::timeout(COMMIT_WAIT, m.proposer().write(command.clone()));
             let Ok(written) = write.await else {
                 return Err(RpcError::new(
                     RpcErrorKind::Unavailable,
@@ -268,5 +277,21 @@ fn applied(resp: Response) -> Result<(), RpcError> {
     match resp {
         Response::Applied => Ok(()),
         Response::Rejected(why) => Err(RpcError::new(RpcErrorKind::FailedPrecondition, why)),
+        // Only a batch answers a batch, and none is proposed here.
+        Response::Batch(_) => Err(RpcError::new(
+            RpcErrorKind::Internal,
+            "a single command was answered as a batch",
+        )),
+    }
+}
+
+/// Whether `command` is or wraps a batch, which only the leader's proposer
+/// makes.
+fn holds_batch(command: &Command) -> bool {
+    match command {
+        Command::Batch(_) => true,
+        Command::Once { command, .. } => holds_batch(command),
+        Command::Audited { change, .. } => holds_batch(change),
+        _ => false,
     }
 }
