@@ -258,3 +258,230 @@ fn the_fuzz_seeds_scan() {
     let scan = scan_segment(torn, &c, None).unwrap();
     assert_eq!(scan.torn_at, Some(one.len() as u64));
 }
+
+/// `n` linked record lines from record 1, with targets named after `salt`.
+fn salted(n: u64, salt: &str) -> Vec<String> {
+    let mut log = MerkleLog::new();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let event = Event {
+            node: "0123456789abcdefghijklmn00".parse().unwrap(),
+            actor: Actor::local_operator(),
+            action: Action::POLICY_UPDATE,
+            target: Text::new("target", &format!("{salt}{i}")).unwrap(),
+            outcome: Outcome::Success,
+            details: Details::new(),
+        };
+        let time = Timestamp::from_unix(1_700_000_000 + i as i64).unwrap();
+        let line = log.seal(time, event).to_line();
+        log.push_leaf(&line);
+        out.push(String::from_utf8(line).unwrap());
+    }
+    out
+}
+
+/// A record `seq` with `prev`, not of the log.
+fn forged(seq: u64, prev: Hash, salt: &str) -> String {
+    let event = Event {
+        node: "0123456789abcdefghijklmn00".parse().unwrap(),
+        actor: Actor::local_operator(),
+        action: Action::POLICY_UPDATE,
+        target: Text::new("target", salt).unwrap(),
+        outcome: Outcome::Success,
+        details: Details::new(),
+    };
+    let time = Timestamp::from_unix(1_700_000_000).unwrap();
+    String::from_utf8(Record::new(seq, prev, time, event).unwrap().to_line()).unwrap()
+}
+
+fn seg_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            parse_name(name.to_str().unwrap()).is_some()
+        })
+        .count()
+}
+
+#[test]
+fn a_gap_is_filled_newest_first_from_fetched_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(300);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all[..50]).unwrap();
+    segs.append(201, &all[200..]).unwrap();
+    assert_eq!(segs.gaps(), vec![(51, 200)]);
+    assert!(segs.with_tree(|t| t.is_none()));
+    // The newest part first: tied to record 201 held here.
+    assert!(!segs.fill(151, &all[150..200], None).unwrap());
+    assert_eq!(segs.gaps(), vec![(51, 150)]);
+    assert_eq!(segs.read(160).unwrap().as_deref(), Some(all[159].as_str()));
+    // The rest closes the gap: tied to record 151 above and 50 below.
+    assert!(segs.fill(51, &all[50..150], None).unwrap());
+    assert!(segs.gaps().is_empty());
+    let root = tree_of(&all).root(300).unwrap();
+    assert_eq!(
+        segs.with_tree(|t| t.map(|t| t.root(300).unwrap())),
+        Some(root)
+    );
+    // Appends go on, and all of it reads back after a restart.
+    let more = lines(301);
+    segs.append(301, &more[300..]).unwrap();
+    drop(segs);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    assert!(segs.gaps().is_empty());
+    assert_eq!(segs.last_seq(), 301);
+    assert_eq!(
+        segs.with_tree(|t| t.map(|t| t.root(301).unwrap())),
+        Some(tree_of(&more).root(301).unwrap())
+    );
+    for seq in [1, 51, 150, 151, 200, 201, 301] {
+        assert_eq!(
+            segs.read(seq).unwrap().as_deref(),
+            Some(more[seq as usize - 1].as_str())
+        );
+    }
+}
+
+#[test]
+fn fetched_records_that_do_not_fit_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(300);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all[..50]).unwrap();
+    segs.append(201, &all[200..]).unwrap();
+    let files = seg_files(dir.path());
+    let refused = |first: u64, batch: &[String], needle: &str| {
+        match segs.fill(first, batch, None) {
+            Err(FillError::Refused(why)) => assert!(why.contains(needle), "{why}"),
+            other => panic!("not refused: {other:?}"),
+        }
+        assert_eq!(segs.gaps(), vec![(51, 200)]);
+        assert_eq!(seg_files(dir.path()), files, "nothing written");
+        assert_eq!(segs.read(160).unwrap(), None, "nothing served");
+    };
+    // Another log's records (a peer of another cluster, or lying).
+    let other = salted(300, "x");
+    refused(
+        151,
+        &other[150..200],
+        "record 200 does not hash to the link",
+    );
+    // One record changed, its successor's link left alone.
+    let mut tampered = all[150..200].to_vec();
+    let prev = Record::from_line(tampered[9].as_bytes()).unwrap().prev();
+    tampered[9] = forged(160, prev, "changed");
+    refused(151, &tampered, "record 161 does not link to record 160");
+    // A whole chain rewritten from record 151 on: the links hold, but the
+    // last does not hash to what record 201 (held here) links to.
+    let mut chain = Vec::new();
+    let mut prev = leaf_hash(all[149].as_bytes());
+    for seq in 151..=200 {
+        let line = forged(seq, prev, &format!("f{seq}"));
+        prev = leaf_hash(line.as_bytes());
+        chain.push(line);
+    }
+    refused(151, &chain, "record 200 does not hash to the link");
+    // Records in the wrong places, or not records.
+    refused(
+        152,
+        &all[150..199],
+        "record 151 was sent in the place of record 152",
+    );
+    refused(151, &["{}".to_string()], "record 151 is not a valid record");
+    // The right records still go in.
+    assert!(segs.fill(51, &all[50..200], None).unwrap());
+}
+
+#[test]
+fn a_gap_at_the_end_is_tied_to_the_states_last_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(120);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all[..20]).unwrap();
+    let last = leaf_hash(all[119].as_bytes());
+    // Without the state's word, nothing can be checked.
+    assert!(matches!(
+        segs.fill(21, &all[20..], None),
+        Err(FillError::Store(_))
+    ));
+    let wrong = leaf_hash(b"another");
+    assert!(matches!(
+        segs.fill(21, &all[20..], Some(wrong)),
+        Err(FillError::Refused(_))
+    ));
+    assert!(segs.fill(61, &all[60..], Some(last)).unwrap() == false);
+    assert!(segs.fill(21, &all[20..60], None).unwrap());
+    segs.append(121, &lines(121)[120..]).unwrap();
+    assert_eq!(segs.last_seq(), 121);
+    assert!(segs.gaps().is_empty());
+}
+
+#[test]
+fn archived_segments_are_dropped_and_their_leaf_hashes_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(300);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all).unwrap();
+    let before = seg_files(dir.path());
+    let dropped = segs.drop_below(150).unwrap();
+    assert!(dropped > 0);
+    assert_eq!(seg_files(dir.path()), before - dropped);
+    let floor = segs.floor();
+    assert!(floor > 1 && floor <= 150, "{floor}");
+    assert!(segs.gaps().is_empty(), "archived records are not a gap");
+    assert_eq!(segs.read(1).unwrap(), None);
+    assert!(dir.path().join(LEAVES_FILE).is_file());
+    let root = tree_of(&all).root(300).unwrap();
+    // The whole tree survives a restart: leaf hashes, then the segments.
+    drop(segs);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    assert_eq!(segs.floor(), floor);
+    assert!(segs.gaps().is_empty());
+    assert_eq!(
+        segs.with_tree(|t| t.map(|t| t.root(300).unwrap())),
+        Some(root)
+    );
+    assert_eq!(segs.leaf(1).unwrap(), Some(leaf_hash(all[0].as_bytes())));
+    // Archived records are never fetched again.
+    assert!(matches!(
+        segs.fill(1, &all[..1], None),
+        Err(FillError::Store(_)) | Err(FillError::Refused(_))
+    ));
+    // A second archival extends the file; a DEK rotation seals it again.
+    segs.drop_below(250).unwrap();
+    assert!(segs.floor() > floor);
+    drop(segs);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    assert_eq!(
+        segs.with_tree(|t| t.map(|t| t.root(300).unwrap())),
+        Some(root)
+    );
+    // The leaf hashes file is checked: a changed byte stops the store.
+    drop(segs);
+    let path = dir.path().join(LEAVES_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = open(dir.path(), &c, 4096).unwrap_err().to_string();
+    assert!(err.contains(LEAVES_FILE), "{err}");
+}
+
+#[test]
+fn the_leaf_hashes_file_never_panics_on_odd_input() {
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    for bytes in [
+        &b""[..],
+        b"MOATAUDL",
+        b"MOATAUDL\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"MOATAUDL\0\0\0\0\0\0\0\x01abc",
+    ] {
+        assert!(parse_leaves(bytes, &c).is_err());
+    }
+}
