@@ -10,13 +10,14 @@
 //!   snapshot sealed with the DEK) and the same store with encryption off
 //!   (`RecordCipher::danger_plaintext`, which exists only for this);
 //! * 1 writer and 64 concurrent writers;
-//! * in-process writes (`Raft::client_write` on the leader's handle) and,
-//!   for the encrypted store, the same writes sent over a client
-//!   connection ("moat gRPC"): each command as JSON in a unary gRPC call
-//!   over one HTTP/2 connection to a small service on the leader, which
-//!   proposes it and answers once it is committed and applied — the same
-//!   client hop etcd's `KV/Put` takes below (both without TLS on that
-//!   hop);
+//! * in-process writes (through the leader's `moat_store::Proposer`, as a
+//!   manager proposes: the writes waiting together are committed in one
+//!   entry, decision D47) and, for the encrypted store, the same writes
+//!   sent over a client connection ("moat gRPC"): each command as JSON in
+//!   a unary gRPC call over one HTTP/2 connection to a small service on
+//!   the leader, which proposes it the same way and answers once it is
+//!   committed and applied — the same client hop etcd's `KV/Put` takes
+//!   below (both without TLS on that hop);
 //! * with `--audit`, also the encrypted store with every write wrapped in
 //!   `Command::Audited` (the change and its audit record, a `node.label`
 //!   event, committed in one raft entry), as moat's control API writes an
@@ -35,8 +36,11 @@
 //! loopback over etcd's gRPC API, as a baseline. etcd runs without TLS.
 //!
 //! `cargo run --release -p moat-bench --bin store -- [--quick]
-//! [--commands N] [--rounds R] [--audit] [--no-etcd] [--dir DIR]`. `--quick`
-//! writes 300 commands per run once (a smoke run; figures not meaningful).
+//! [--commands N] [--rounds R] [--audit] [--direct] [--no-etcd] [--dir DIR]`.
+//! `--quick` writes 300 commands per run once (a smoke run; figures not
+//! meaningful). `--direct` calls `Raft::client_write` for every write
+//! instead of the proposer (one entry per write, the path before D47), to
+//! compare the two.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -56,7 +60,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use moat_audit::{Action, Actor, Details, Event, Outcome, Text};
 use moat_pki::{NodeId, OffsetDateTime};
-use moat_store::model::{Command, NodeRecord};
+use moat_store::Proposer;
+use moat_store::model::{Command, NodeRecord, Response};
 use tempfile::TempDir;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
@@ -65,8 +70,7 @@ use tonic::transport::{Channel, Endpoint};
 mod cluster;
 use cluster::Pki;
 
-const USAGE: &str =
-    "usage: store [--quick] [--commands N] [--rounds R] [--audit] [--no-etcd] [--dir DIR]";
+const USAGE: &str = "usage: store [--quick] [--commands N] [--rounds R] [--audit] [--direct] [--no-etcd] [--dir DIR]";
 
 /// Untimed writes before every timed run: connections are up, the leader
 /// has replicated to its followers and the log files exist.
@@ -78,6 +82,8 @@ struct Options {
     commands: u32,
     rounds: u32,
     audit: bool,
+    /// `Raft::client_write` per write instead of the proposer.
+    direct: bool,
     etcd: bool,
     dir: PathBuf,
 }
@@ -88,6 +94,7 @@ fn parse_args() -> Result<Options> {
         commands: 5_000,
         rounds: 2,
         audit: false,
+        direct: false,
         etcd: true,
         dir: std::env::temp_dir(),
     };
@@ -110,6 +117,7 @@ fn parse_args() -> Result<Options> {
             }
             "--dir" => opts.dir = PathBuf::from(value("--dir")?),
             "--audit" => opts.audit = true,
+            "--direct" => opts.direct = true,
             "--no-etcd" => opts.etcd = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -171,14 +179,16 @@ async fn run(opts: &Options) -> Result<()> {
                         round + 1,
                         opts.rounds
                     );
-                    let sample = moat_run(&pki, &opts.dir, size, mode, writers, opts.commands)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "moat, {size} manager(s), {}, {writers} writer(s)",
-                                mode.label()
-                            )
-                        })?;
+                    let writer = Writer::new(opts.direct);
+                    let sample =
+                        moat_run(&pki, &opts.dir, size, mode, writer, writers, opts.commands)
+                            .await
+                            .with_context(|| {
+                                format!(
+                                    "moat, {size} manager(s), {}, {writers} writer(s)",
+                                    mode.label()
+                                )
+                            })?;
                     samples[i].merge(sample);
                 }
             }
@@ -386,6 +396,45 @@ impl Mode {
     }
 }
 
+/// How the leader is handed a write.
+#[derive(Clone)]
+enum Writer {
+    /// Not started yet: the leader's [`Proposer`] (`direct: false`), or
+    /// `Raft::client_write` per write.
+    Unstarted { direct: bool },
+    /// Through the leader's proposer, as a manager proposes.
+    Proposer(Proposer),
+    /// `Raft::client_write` on the leader's handle, one entry per write.
+    Direct(moat_store::Raft),
+}
+
+impl Writer {
+    fn new(direct: bool) -> Self {
+        Writer::Unstarted { direct }
+    }
+
+    /// The writer for `raft`, the leader's handle.
+    fn start(self, raft: moat_store::Raft) -> Self {
+        match self {
+            Writer::Unstarted { direct: true } => Writer::Direct(raft),
+            _ => Writer::Proposer(Proposer::new(raft)),
+        }
+    }
+
+    /// Writes `cmd` and fails unless it was committed and applied.
+    async fn write(&self, cmd: Command) -> Result<()> {
+        match self {
+            Writer::Proposer(p) => {
+                let w = p.write(cmd).await.map_err(|e| anyhow!("write: {e}"))?;
+                ensure!(w.data == Response::Applied, "write refused: {:?}", w.data);
+                Ok(())
+            }
+            Writer::Direct(raft) => cluster::write(raft, cmd).await,
+            Writer::Unstarted { .. } => bail!("the writer was not started"),
+        }
+    }
+}
+
 /// One measured moat run: a fresh cluster of `size` managers, warm-up,
 /// `commands` timed writes through the leader, shutdown.
 async fn moat_run(
@@ -393,6 +442,7 @@ async fn moat_run(
     base: &Path,
     size: usize,
     mode: Mode,
+    writer: Writer,
     writers: usize,
     commands: u32,
 ) -> Result<Sample> {
@@ -410,7 +460,7 @@ async fn moat_run(
             &mut managers,
         )
         .await?;
-        let raft = managers[leader].raft.clone();
+        let writer = writer.start(managers[leader].raft.clone());
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let writes = cluster::node_records(WARM_UP + commands, false)
             .into_iter()
@@ -420,12 +470,12 @@ async fn moat_run(
             })
             .collect::<Result<Vec<_>>>()?;
         if mode == Mode::Client {
-            return client_run(raft, &writes, writers, commands).await;
+            return client_run(writer, &writes, writers, commands).await;
         }
         let writes = Arc::new(writes);
         let write = move |i: u32| {
-            let (raft, writes) = (raft.clone(), writes.clone());
-            async move { cluster::write(&raft, writes[i as usize].clone()).await }
+            let (writer, writes) = (writer.clone(), writes.clone());
+            async move { writer.write(writes[i as usize].clone()).await }
         };
         drive(writers, 0..WARM_UP, write.clone()).await?;
         drive(writers, WARM_UP..WARM_UP + commands, write).await
@@ -439,7 +489,7 @@ async fn moat_run(
 /// of the leader, one gRPC connection to it shared by every writer (as
 /// etcd's run shares one), warm-up, then `commands` timed calls.
 async fn client_run(
-    raft: moat_store::Raft,
+    writer: Writer,
     writes: &[Command],
     writers: usize,
     commands: u32,
@@ -461,7 +511,7 @@ async fn client_run(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ProposeService { raft })
+            .add_service(ProposeService { writer })
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
@@ -500,12 +550,12 @@ async fn client_run(
 const PROPOSE_PATH: &str = "/moat.bench.Store/Propose";
 
 /// The leader's end of the client connection: a unary gRPC method that
-/// decodes a JSON `Command` (moat's RPCs carry JSON), proposes it with
-/// `Raft::client_write` and answers once it is committed and applied, as
-/// etcd answers a `KV/Put`.
+/// decodes a JSON `Command` (moat's RPCs carry JSON), proposes it through
+/// the leader's [`Proposer`] (or `Raft::client_write` with `--direct`) and
+/// answers once it is committed and applied, as etcd answers a `KV/Put`.
 #[derive(Clone)]
 struct ProposeService {
-    raft: moat_store::Raft,
+    writer: Writer,
 }
 
 impl tonic::server::NamedService for ProposeService {
@@ -525,32 +575,33 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        let raft = self.raft.clone();
+        let writer = self.writer.clone();
         Box::pin(async move {
             if req.uri().path() != PROPOSE_PATH {
                 return Ok(tonic::Status::unimplemented(req.uri().path().to_string()).into_http());
             }
             let codec = tonic_prost::ProstCodec::<ProposeResponse, ProposeRequest>::default();
             Ok(tonic::server::Grpc::new(codec)
-                .unary(Propose(raft), req)
+                .unary(Propose(writer), req)
                 .await)
         })
     }
 }
 
 /// One call of [`ProposeService`].
-struct Propose(moat_store::Raft);
+struct Propose(Writer);
 
 impl tonic::server::UnaryService<ProposeRequest> for Propose {
     type Response = ProposeResponse;
     type Future = tonic::codegen::BoxFuture<tonic::Response<ProposeResponse>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<ProposeRequest>) -> Self::Future {
-        let raft = self.0.clone();
+        let writer = self.0.clone();
         Box::pin(async move {
             let cmd: Command = serde_json::from_slice(&request.into_inner().command)
                 .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            cluster::write(&raft, cmd)
+            writer
+                .write(cmd)
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
             Ok(tonic::Response::new(ProposeResponse {}))
@@ -945,10 +996,15 @@ impl Table {
              / etcd = throughput over etcd's with the same cluster size and writers",
             opts.commands, opts.rounds
         );
+        let path = if opts.direct {
+            "Raft::client_write on the leader's handle (--direct: one entry per write)"
+        } else {
+            "the leader's Proposer (writes waiting together share one entry, D47)"
+        };
         println!(
-            "moat: Raft::client_write on the leader's handle, in process; moat gRPC: the same \
-             writes as JSON in unary gRPC calls over one HTTP/2 connection to the leader, no TLS \
-             on that hop (like etcd's KV/Put here); peers talk mutual TLS 1.3"
+            "moat: {path}, in process; moat gRPC: the same writes as JSON in unary gRPC calls \
+             over one HTTP/2 connection to the leader, no TLS on that hop (like etcd's KV/Put \
+             here); peers talk mutual TLS 1.3"
         );
         if opts.audit {
             println!(
