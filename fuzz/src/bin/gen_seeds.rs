@@ -238,6 +238,19 @@ fn network_and_file_seeds(
         "propose",
         json!({"command": {"RemoveNode": {"id": id, "until": 1_800_000_000}}}),
     )?;
+    // A batch as the leader's proposer makes them (D47), holding what
+    // `apply` refuses: a batch in a batch, a batch in a `Once`.
+    rpc(
+        "propose-batch.json",
+        "propose",
+        json!({"command": {"Batch": [
+            {"RemoveNode": {"id": id, "until": 1_800_000_000}},
+            {"Once": {"id": 12_345_678_901_234_567_890_u64,
+                "command": {"PruneRemoved": {"now": 1_800_000_000}}}},
+            {"Batch": [{"PruneRemoved": {"now": 1}}, {"Batch": []}]},
+            {"Once": {"id": 7, "command": {"Batch": [{"SetNodeStatus": {"id": id, "ready": false}}]}}},
+        ]}}),
+    )?;
     rpc(
         "add-voter.json",
         "add_voter",
