@@ -451,6 +451,33 @@ fn authorization_matrix() {
         append_entries(worker.clone(), w1, m1, &addr),
         "worker certificate cannot call raft RPCs",
     );
+    // Issue 19, step 3: audit records travel between managers only.
+    m.refused(
+        "worker certificate: audit_records (a manager-only call)",
+        call(
+            &addr,
+            Some(worker.clone()),
+            "audit_records",
+            json!({"from": 1, "to": 1}),
+        ),
+        "only managers may make this call",
+    );
+    // Decision D48: archiving (dropping records) is a manager's operator's.
+    m.refused(
+        "worker's control socket: audit archive",
+        outcome(h.moat(
+            "w1",
+            &[
+                "audit",
+                "archive",
+                "--before",
+                "2999-01-01",
+                "-o",
+                h.dir().join("w1-archive").to_str().unwrap(),
+            ],
+        )),
+        "not a cluster manager",
+    );
     // Finding 2: a journal line claiming an operator removed a node, a
     // year ago, forwarded as the worker's own.
     let forged = ForwardedEvent {
