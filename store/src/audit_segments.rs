@@ -915,15 +915,8 @@ impl AuditSegments {
                 first - 1
             ));
         }
-        // Written into the gap, atomically.
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&first.to_be_bytes());
-        let mut offsets = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            offsets.push(bytes.len() as u64);
-            bytes.extend_from_slice(&self.frame(first + i as u64, line.as_ref().as_bytes())?);
-        }
+        // Written into the gap, atomically; sealed under the lock, so a DEK
+        // rotation's reseal (which holds it) sees this file too.
         {
             let mut inner = self.lock();
             self.repair(&mut inner)?;
@@ -942,6 +935,14 @@ impl AuditSegments {
                     s.first,
                     s.last()
                 ))));
+            }
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(MAGIC);
+            bytes.extend_from_slice(&first.to_be_bytes());
+            let mut offsets = Vec::with_capacity(lines.len());
+            for (i, line) in lines.iter().enumerate() {
+                offsets.push(bytes.len() as u64);
+                bytes.extend_from_slice(&self.frame(first + i as u64, line.as_ref().as_bytes())?);
             }
             create_dir(&self.dir)?;
             let path = self.dir.join(segment_name(first));

@@ -416,6 +416,11 @@ impl Member {
     /// newest range this manager lacks. `Ok(true)`: records were written
     /// (go on at once); `Ok(false)`: nothing is missing.
     async fn fetch_missing_audit(&self, m: &Manager, round: usize) -> Result<bool, RpcError> {
+        // Under the lock, without a copy of the trail (it holds a map of
+        // every node's forwarding position): the common case is nothing.
+        if m.with_state(|s| Ok(s.audit.missing().is_empty()))? {
+            return Ok(false);
+        }
         let trail = m.with_state(|s| Ok(s.audit.clone()))?;
         let Some(&(from, to)) = trail.missing().last() else {
             return Ok(false);
