@@ -3,6 +3,8 @@
 //! (`Command::AuditArchive`, decision D48): through the store's public API,
 //! as `moat-node` drives it.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use moat_audit::{Action, Actor, Details, Event, Outcome, Record, Text, leaf_hash};
 use moat_lock::{KeySource, UnlockKey};
 use moat_pki::{ClusterId, NodeId};

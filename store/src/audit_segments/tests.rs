@@ -414,7 +414,7 @@ fn a_gap_at_the_end_is_tied_to_the_states_last_leaf() {
         segs.fill(21, &all[20..], Some(wrong)),
         Err(FillError::Refused(_))
     ));
-    assert!(segs.fill(61, &all[60..], Some(last)).unwrap() == false);
+    assert!(!segs.fill(61, &all[60..], Some(last)).unwrap());
     assert!(segs.fill(21, &all[20..60], None).unwrap());
     segs.append(121, &lines(121)[120..]).unwrap();
     assert_eq!(segs.last_seq(), 121);
