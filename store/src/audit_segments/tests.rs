@@ -485,3 +485,28 @@ fn the_leaf_hashes_file_never_panics_on_odd_input() {
         assert!(parse_leaves(bytes, &c).is_err());
     }
 }
+
+#[test]
+fn a_dek_rotation_seals_the_leaf_hashes_of_archived_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(300);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all).unwrap();
+    assert!(segs.drop_below(150).unwrap() > 0);
+    c.with_deks(|d| d.begin_rotation().map(|p| p.version()))
+        .unwrap()
+        .unwrap();
+    // The segments and the leaf hashes file, sealed with the new DEK.
+    assert!(segs.reseal().unwrap() >= 2);
+    c.with_deks(|d| d.complete_rotation().map(drop))
+        .unwrap()
+        .unwrap();
+    drop(segs);
+    // Only the new DEK is loaded now.
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    assert_eq!(
+        segs.with_tree(|t| t.map(|t| t.root(300).unwrap())),
+        Some(tree_of(&all).root(300).unwrap())
+    );
+}
