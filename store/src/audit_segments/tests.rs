@@ -510,3 +510,38 @@ fn a_dek_rotation_seals_the_leaf_hashes_of_archived_records_again() {
         Some(tree_of(&all).root(300).unwrap())
     );
 }
+
+#[test]
+fn a_crash_during_a_fill_leaves_the_gap_and_nothing_half_written_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(ClusterId::generate(), NodeId::generate());
+    let all = lines(300);
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    segs.append(1, &all[..50]).unwrap();
+    segs.append(201, &all[200..]).unwrap();
+    segs.fill(151, &all[150..200], None).unwrap();
+    drop(segs);
+    // What a crash in the middle of the next chunk's write leaves: its
+    // temporary file, not renamed into place.
+    let name = format!(".{}.tmp-CRASHED", segment_name(51));
+    std::fs::write(dir.path().join(&name), b"MOATAUD1\0\0\0\0\0\0\0\x33garbage").unwrap();
+    let segs = open(dir.path(), &c, 4096).unwrap();
+    assert_eq!(
+        segs.gaps(),
+        vec![(51, 150)],
+        "the written chunk stays, the cut one is not there"
+    );
+    assert_eq!(segs.read(100).unwrap(), None);
+    assert_eq!(segs.read(151).unwrap().as_deref(), Some(all[150].as_str()));
+    // Fetched again, it goes in.
+    assert!(segs.fill(51, &all[50..150], None).unwrap());
+    // A chunk's file cut short (a file system that tore the rename) is not
+    // taken as records: the store refuses to start, naming it.
+    drop(segs);
+    let path = dir.path().join(segment_name(51));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 7).unwrap();
+    let err = open(dir.path(), &c, 4096).unwrap_err().to_string();
+    assert!(err.contains(&segment_name(51)), "{err}");
+}
