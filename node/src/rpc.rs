@@ -74,6 +74,11 @@ pub(crate) mod method {
 pub(crate) struct AuditRecordsReq {
     pub(crate) from: u64,
     pub(crate) to: u64,
+    /// The Merkle leaf hashes of the records instead of the records (for
+    /// archived records, which a manager that joined after the archival
+    /// needs to build the tree).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) leaves: bool,
 }
 
 /// Most records in one `audit_records` answer.
@@ -81,6 +86,9 @@ pub(crate) const MAX_AUDIT_FETCH_RECORDS: usize = 4096;
 /// Most bytes of record text in one `audit_records` answer (the JSON
 /// encoding at most doubles it: under the transport's 16 MiB).
 pub(crate) const MAX_AUDIT_FETCH_BYTES: usize = 4 << 20;
+/// Most leaf hashes in one `audit_records` answer (64 hex digits each:
+/// about 4.5 MiB of JSON).
+pub(crate) const MAX_AUDIT_FETCH_LEAVES: usize = 65_536;
 
 /// `audit_records` answer: records `first ..= to` of the request, as
 /// canonical lines (plaintext: the channel is mutual TLS between
@@ -89,19 +97,35 @@ pub(crate) const MAX_AUDIT_FETCH_BYTES: usize = 4 << 20;
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditRecordsResp {
     pub(crate) first: u64,
+    #[serde(default)]
     pub(crate) records: Vec<String>,
+    /// For a `leaves` request: the leaf hashes of records `first ..= to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) leaves: Vec<moat_audit::Hash>,
 }
 
 impl AuditRecordsResp {
     /// Checks the answer's shape against `req` (its records are checked
     /// against the log by the store before anything is written).
     pub(crate) fn check(&self, req: &AuditRecordsReq) -> Result<(), String> {
-        let n = self.records.len();
-        if n == 0 || n > MAX_AUDIT_FETCH_RECORDS {
-            return Err(format!(
-                "{n} records in one answer (1 to {MAX_AUDIT_FETCH_RECORDS} expected)"
-            ));
-        }
+        let n = if req.leaves {
+            let n = self.leaves.len();
+            if !self.records.is_empty() || n == 0 || n > MAX_AUDIT_FETCH_LEAVES {
+                return Err(format!(
+                    "{n} leaf hashes and {} records in one answer (1 to {MAX_AUDIT_FETCH_LEAVES} leaf hashes expected)",
+                    self.records.len()
+                ));
+            }
+            n
+        } else {
+            let n = self.records.len();
+            if !self.leaves.is_empty() || n == 0 || n > MAX_AUDIT_FETCH_RECORDS {
+                return Err(format!(
+                    "{n} records in one answer (1 to {MAX_AUDIT_FETCH_RECORDS} expected)"
+                ));
+            }
+            n
+        };
         let bytes: usize = self.records.iter().map(String::len).sum();
         if bytes > MAX_AUDIT_FETCH_BYTES {
             return Err(format!(
@@ -761,11 +785,14 @@ pub fn decode_request(method: &str, data: &[u8]) -> Result<DecodedRequest, Strin
             let answer: Result<AuditRecordsResp, RpcError> =
                 serde_json::from_slice(data).map_err(|e| e.to_string())?;
             if let Ok(resp) = &answer {
-                let to = resp
-                    .first
-                    .saturating_add(resp.records.len() as u64)
-                    .saturating_sub(1);
-                resp.check(&AuditRecordsReq { from: 1, to })?;
+                let leaves = !resp.leaves.is_empty();
+                let n = resp.records.len().max(resp.leaves.len());
+                let to = resp.first.saturating_add(n as u64).saturating_sub(1);
+                resp.check(&AuditRecordsReq {
+                    from: 1,
+                    to,
+                    leaves,
+                })?;
             }
             done(answer, Vec::new())
         }

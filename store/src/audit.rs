@@ -758,6 +758,69 @@ impl AuditTrail {
         Ok(self.missing().is_empty())
     }
 
+    /// Whether this manager holds every kept record but not the leaf
+    /// hashes of the archived ones (it joined after an archival), so it
+    /// cannot build the Merkle tree: [`AuditTrail::adopt_archived_leaves`]
+    /// with hashes from another manager mends it.
+    pub fn lacks_archived_leaves(&self) -> bool {
+        let Some(segments) = self.segments.as_ref() else {
+            return false;
+        };
+        self.first_kept() > 1
+            && self.missing().is_empty()
+            && segments.floor() < self.first_kept()
+            && segments.with_tree(|t| t.is_none())
+    }
+
+    /// Installs the leaf hashes of archived records `1 ..= first_kept - 1`
+    /// fetched from another manager, if, followed by the leaf hashes of
+    /// the records this manager holds, they reproduce the log's root at
+    /// its size (the frontier): otherwise [`FillError::Refused`] and
+    /// nothing is written.
+    pub fn adopt_archived_leaves(&self, leaves: &[Hash]) -> Result<bool, FillError> {
+        let segments = self.segments.as_ref().ok_or_else(|| {
+            FillError::Store(StoreError::Invalid(
+                "no audit segments are open here".into(),
+            ))
+        })?;
+        let kept = self.first_kept();
+        if leaves.len() as u64 + 1 != kept {
+            return Err(FillError::Refused(format!(
+                "{} leaf hashes sent for the {} archived records",
+                leaves.len(),
+                kept - 1
+            )));
+        }
+        let base = self.size - self.pending.len() as u64;
+        let mut tree = MerkleLog::from_leaf_hashes(leaves.iter().copied());
+        let mut broken = false;
+        segments
+            .read_range(kept, base, |seq, line| {
+                if seq != tree.size() + 1 {
+                    broken = true;
+                    return Ok(false);
+                }
+                tree.push_leaf(line.as_bytes());
+                Ok(true)
+            })
+            .map_err(FillError::Store)?;
+        if broken || tree.size() != base {
+            return Err(FillError::Store(StoreError::Invalid(format!(
+                "this manager does not hold every record from {kept} to {base} yet"
+            ))));
+        }
+        let root = tree
+            .root(base)
+            .map_err(|e| FillError::Store(StoreError::Invalid(e.to_string())))?;
+        if Some(root) != self.kept_root(base) {
+            return Err(FillError::Refused(format!(
+                "the leaf hashes sent for records 1 to {} do not reproduce the log's root at size {base}",
+                kept - 1
+            )));
+        }
+        Ok(segments.install_leaves(leaves)?)
+    }
+
     /// This manager's audit segments, if attached.
     pub fn segments(&self) -> Option<&Arc<AuditSegments>> {
         self.segments.as_ref()

@@ -953,6 +953,18 @@ impl AuditSegments {
                 inner.writer = None;
                 inner.last_leaf = top;
             }
+            // The tree goes on only if these records continue it (a log
+            // whole up to `first - 1`); otherwise it is rebuilt once the
+            // log is whole again.
+            let at_end = at == inner.segments.len();
+            match inner.tree.as_mut() {
+                Some(tree) if at_end && tree.size() + 1 == first => {
+                    for leaf in &leaves {
+                        tree.push_leaf_hash(*leaf);
+                    }
+                }
+                _ => inner.tree = None,
+            }
             inner.segments.insert(
                 at,
                 Segment {
@@ -1014,6 +1026,30 @@ impl AuditSegments {
                 return Ok(true);
             }
         }
+    }
+
+    /// Installs the leaf hashes of archived records `1 ..= leaves.len()`
+    /// fetched from another manager (a manager that joined after an
+    /// archival holds none): writes the leaf hashes file (atomically),
+    /// moves the floor up to the record after them and rebuilds the tree.
+    /// The caller has checked them against the log's root
+    /// ([`crate::audit::AuditTrail::adopt_archived_leaves`]). Returns
+    /// whether there is a tree now.
+    pub fn install_leaves(&self, leaves: &[Hash]) -> Result<bool, StoreError> {
+        if self.read_only {
+            return Err(StoreError::Invalid(
+                "the audit segments were opened read-only".into(),
+            ));
+        }
+        {
+            let mut inner = self.lock();
+            self.repair(&mut inner)?;
+            create_dir(&self.dir)?;
+            write_leaves(&self.dir.join(LEAVES_FILE), &self.cipher, leaves)?;
+            inner.floor = inner.floor.max(leaves.len() as u64 + 1);
+            inner.tree = None;
+        }
+        self.rebuild_tree()
     }
 
     /// Drops the segments that hold only records below `below` (archived,

@@ -199,3 +199,73 @@ async fn archived_records_are_refused_with_where_to_read_them() {
         Err(AuditReadError::Archived { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_manager_that_joins_after_an_archival_adopts_the_archived_leaf_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = ClusterId::generate();
+    let key = UnlockKey::generate().unwrap();
+    let mut leader = store(&tmp.path().join("leader"), cluster, &key);
+    leader.sm.apply(audits(1, 400)).await.unwrap();
+    let mark = ArchiveMark {
+        below: 201,
+        time: 1_700_000_500,
+        digest: format!("sha256:{}", "cd".repeat(32)),
+    };
+    leader
+        .sm
+        .apply(vec![entry(401, Command::AuditArchive(mark))])
+        .await
+        .unwrap();
+    let snap = leader.sm.build_snapshot().await.unwrap();
+    let peer = leader.sm.applied().read().unwrap().state.audit.clone();
+
+    let mut joiner = store(&tmp.path().join("joiner"), cluster, &key);
+    joiner
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    let trail = joiner.sm.applied().read().unwrap().state.audit.clone();
+    assert_eq!(
+        trail.missing(),
+        vec![(201, 400)],
+        "archived records are not fetched"
+    );
+    assert!(!trail.lacks_archived_leaves(), "records first");
+    assert!(trail.fill(201, &peer.records(201, 200).unwrap()).unwrap());
+    assert!(trail.missing().is_empty());
+    assert!(trail.lacks_archived_leaves());
+    assert!(trail.with_tree(|_| ()).is_err(), "no tree without them");
+
+    let leaves: Vec<_> = peer
+        .with_tree(|t| (0..200).map(|i| t.leaf_hash(i).unwrap()).collect())
+        .unwrap();
+    // Wrong ones (one changed, or too few) are refused, nothing kept.
+    let mut wrong = leaves.clone();
+    wrong[7] = leaf_hash(b"not a record");
+    assert!(matches!(
+        trail.adopt_archived_leaves(&wrong),
+        Err(FillError::Refused(_))
+    ));
+    assert!(matches!(
+        trail.adopt_archived_leaves(&leaves[..199]),
+        Err(FillError::Refused(_))
+    ));
+    assert!(trail.lacks_archived_leaves());
+    // The right ones: the whole tree, as on the leader.
+    assert!(trail.adopt_archived_leaves(&leaves).unwrap());
+    assert!(!trail.lacks_archived_leaves());
+    assert_eq!(
+        trail.with_tree(|t| t.root(400).unwrap()).unwrap(),
+        peer.with_tree(|t| t.root(400).unwrap()).unwrap()
+    );
+    // And after a restart.
+    joiner.sm.build_snapshot().await.unwrap();
+    drop(trail);
+    drop(joiner);
+    let joiner = OpenStore::open(&tmp.path().join("joiner"), KeySource::Key(&key)).unwrap();
+    let trail = joiner.sm.applied().read().unwrap().state.audit.clone();
+    assert!(!trail.lacks_archived_leaves());
+    assert!(trail.with_tree(|t| t.root(400).unwrap()).is_ok());
+}

@@ -418,8 +418,17 @@ impl Member {
     async fn fetch_missing_audit(&self, m: &Manager, round: usize) -> Result<bool, RpcError> {
         // Under the lock, without a copy of the trail (it holds a map of
         // every node's forwarding position): the common case is nothing.
-        if m.with_state(|s| Ok(s.audit.missing().is_empty()))? {
+        let (nothing_missing, lacks_leaves) = m.with_state(|s| {
+            Ok((
+                s.audit.missing().is_empty(),
+                s.audit.lacks_archived_leaves(),
+            ))
+        })?;
+        if nothing_missing && !lacks_leaves {
             return Ok(false);
+        }
+        if nothing_missing {
+            return self.fetch_archived_leaves(m, round).await;
         }
         let trail = m.with_state(|s| Ok(s.audit.clone()))?;
         let Some(&(from, to)) = trail.missing().last() else {
@@ -485,6 +494,91 @@ impl Member {
         ))
     }
 
+    /// Fetches the leaf hashes of the archived records from another
+    /// manager (this one joined after an archival): all of them from one
+    /// manager, then the store checks that with the records held here they
+    /// reproduce the log's root before it keeps them.
+    async fn fetch_archived_leaves(&self, m: &Manager, round: usize) -> Result<bool, RpcError> {
+        use crate::rpc::{AuditRecordsReq, AuditRecordsResp, method};
+        let trail = m.with_state(|s| Ok(s.audit.clone()))?;
+        let last = trail.first_kept() - 1;
+        let mut peers: Vec<crate::rpc::Peer> = m
+            .members()
+            .into_iter()
+            .filter(|p| p.id != self.id)
+            .collect();
+        if peers.is_empty() {
+            return Err(RpcError::new(
+                RpcErrorKind::Unavailable,
+                "there is no other manager to fetch the leaf hashes of archived audit records from",
+            ));
+        }
+        let start = round % peers.len();
+        peers.rotate_left(start);
+        let mut failures = Vec::new();
+        'peers: for peer in &peers {
+            let mut leaves = Vec::new();
+            while (leaves.len() as u64) < last {
+                let req = AuditRecordsReq {
+                    from: leaves.len() as u64 + 1,
+                    to: (leaves.len() as u64 + crate::rpc::MAX_AUDIT_FETCH_LEAVES as u64).min(last),
+                    leaves: true,
+                };
+                let resp: AuditRecordsResp = match self
+                    .call(&peer.addr, method::AUDIT_RECORDS, &req, FETCH_CALL_TIMEOUT)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(manager = %peer.id, addr = %peer.addr, error = %e.message, "could not fetch leaf hashes of archived audit records from this manager");
+                        failures.push(e.message);
+                        continue 'peers;
+                    }
+                };
+                if let Err(e) = resp.check(&req).and_then(|()| {
+                    (resp.first == req.from)
+                        .then_some(())
+                        .ok_or_else(|| "the page does not start where asked".to_string())
+                }) {
+                    let why = format!(
+                        "manager {} at {} sent a malformed page of leaf hashes: {e}",
+                        peer.id, peer.addr
+                    );
+                    tracing::error!("{why}");
+                    failures.push(why);
+                    continue 'peers;
+                }
+                leaves.extend(resp.leaves);
+            }
+            let t = trail.clone();
+            let adopted = tokio::task::spawn_blocking(move || t.adopt_archived_leaves(&leaves))
+                .await
+                .map_err(|e| RpcError::new(RpcErrorKind::Internal, e.to_string()))?;
+            match adopted {
+                Ok(_) => {
+                    tracing::info!(manager = %peer.id, records = last, "fetched and checked the leaf hashes of archived audit records: proofs over the whole log can be made here again");
+                    return Ok(true);
+                }
+                Err(moat_store::audit_segments::FillError::Refused(why)) => {
+                    let why = format!(
+                        "leaf hashes of archived audit records sent by manager {} at {} were refused: {why}",
+                        peer.id, peer.addr
+                    );
+                    tracing::error!("{why}");
+                    failures.push(why);
+                }
+                Err(e) => return Err(RpcError::new(RpcErrorKind::Internal, e.to_string())),
+            }
+        }
+        Err(RpcError::new(
+            RpcErrorKind::Unavailable,
+            format!(
+                "no manager gave the leaf hashes of archived audit records: {}",
+                failures.join("; ")
+            ),
+        ))
+    }
+
     /// Fetches records `.. ..= to` (not below `from`) from `peer`, page by
     /// page downwards until [`FETCH_CHUNK_BYTES`], then has the store check
     /// and write them. Returns the range written and whether nothing is
@@ -501,7 +595,11 @@ impl Member {
         let mut bytes = 0usize;
         let mut hi = to;
         let lo = loop {
-            let req = AuditRecordsReq { from, to: hi };
+            let req = AuditRecordsReq {
+                from,
+                to: hi,
+                leaves: false,
+            };
             let resp: AuditRecordsResp = self
                 .call(&peer.addr, method::AUDIT_RECORDS, &req, FETCH_CALL_TIMEOUT)
                 .await
@@ -551,7 +649,7 @@ impl Member {
         peer: NodeId,
         req: crate::rpc::AuditRecordsReq,
     ) -> Result<crate::rpc::AuditRecordsResp, RpcError> {
-        use crate::rpc::{MAX_AUDIT_FETCH_BYTES, MAX_AUDIT_FETCH_RECORDS};
+        use crate::rpc::{MAX_AUDIT_FETCH_BYTES, MAX_AUDIT_FETCH_LEAVES, MAX_AUDIT_FETCH_RECORDS};
         let trail = m.with_state(|s| Ok(s.audit.clone()))?;
         if req.from == 0 || req.to < req.from || req.to > trail.size() {
             return Err(RpcError::new(
@@ -563,6 +661,30 @@ impl Member {
                     trail.size()
                 ),
             ));
+        }
+        if req.leaves {
+            let lo = req
+                .from
+                .max(req.to.saturating_sub(MAX_AUDIT_FETCH_LEAVES as u64 - 1));
+            let leaves = trail
+                .with_tree(|t| {
+                    (lo..=req.to)
+                        .map(|seq| t.leaf_hash(seq - 1))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .map_err(unreadable)?
+                .ok_or_else(|| {
+                    RpcError::new(
+                        RpcErrorKind::Internal,
+                        "this manager's Merkle tree is shorter than its log",
+                    )
+                })?;
+            tracing::debug!(manager = %peer, first = lo, to = req.to, "served audit leaf hashes");
+            return Ok(crate::rpc::AuditRecordsResp {
+                first: lo,
+                records: Vec::new(),
+                leaves,
+            });
         }
         let lo = req
             .from
@@ -591,6 +713,7 @@ impl Member {
         Ok(crate::rpc::AuditRecordsResp {
             first,
             records: page.into(),
+            leaves: Vec::new(),
         })
     }
 
