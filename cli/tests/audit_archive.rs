@@ -223,6 +223,75 @@ fn old_records_are_archived_verified_and_proven_from_the_archive() {
         &["audit", "verify-proof", path(&proof), "--ca", &ca(&h, "m1")],
     )
     .ok();
+    // A manager that joins after the archival, from a snapshot (turning
+    // autolock on makes m1 and m2 snapshot and purge their Raft logs):
+    // it fetches the kept records and the archived records' leaf hashes,
+    // then proves archived records against the current head too.
+    let out = h.moat("m1", &["update", "--autolock=true"]);
+    assert!(out.ok().contains("Cluster updated."), "{}", out.stdout);
+    h.wait_until("m1 and m2 to rotate their data keys", PROPAGATION, || {
+        records(&h, "m1", &["--action", "dek.rotate"]).len() >= 2
+    });
+    let manager_token = h
+        .moat("m1", &["join-token", "-q", "manager"])
+        .ok()
+        .trim()
+        .to_string();
+    let addr = h.nodes("m1")["m1"]["address"].as_str().unwrap().to_string();
+    h.start("m3");
+    h.join("m3", &manager_token, &addr).ok();
+    let proof3 = dir.path().join("proof-m3.json");
+    let mut last = String::new();
+    h.wait_until("m3 to prove an archived record", PROPAGATION, || {
+        let _ = std::fs::remove_file(&proof3);
+        let run = h.moat(
+            "m3",
+            &[
+                "audit",
+                "prove",
+                "2",
+                "--archive",
+                path(&archive),
+                "-o",
+                path(&proof3),
+            ],
+        );
+        last = format!("{}{}", run.stdout, run.stderr);
+        run.code == 0 && run.stderr.contains("current signed tree head")
+    });
+    let log = h.daemon("m3").log();
+    assert!(
+        log.contains("fetched and checked the leaf hashes of archived audit records"),
+        "{last}\n{log}"
+    );
+    h.moat(
+        "m1",
+        &[
+            "audit",
+            "verify-proof",
+            path(&proof3),
+            "--ca",
+            &ca(&h, "m1"),
+        ],
+    )
+    .ok();
+    let export3 = dir.path().join("m3.bundle");
+    h.moat("m3", &["audit", "export", "-o", path(&export3)])
+        .ok();
+    h.moat(
+        "m1",
+        &[
+            "audit",
+            "verify",
+            "--archive",
+            path(&archive),
+            path(&export3),
+            "--ca",
+            &ca(&h, "m1"),
+        ],
+    )
+    .ok();
+
     // A changed archive no longer verifies.
     let records_file = archive.join("records.jsonl");
     let text = std::fs::read_to_string(&records_file).unwrap();
