@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // One arm per POST route of node/src/control/mod.rs.
-    match which % 29 {
+    match which % 30 {
         0 => check::<InitRequest>(body, &[]),
         1 => check::<JoinRequest>(body, &["token"]),
         2 => check::<LeaveRequest>(body, &[]),
@@ -91,6 +91,8 @@ fuzz_target!(|data: &[u8]| {
         25 => check::<SecretCreateRequest>(body, &["data_base64"]),
         26 => check::<SecretUpdateRequest>(body, &["data_base64"]),
         27 => check::<SecretRefRequest>(body, &[]),
-        _ => check::<SecretRemoveRequest>(body, &[]),
+        28 => check::<SecretRemoveRequest>(body, &[]),
+        // Decision D48: `moat audit archive`'s request.
+        _ => check::<AuditArchiveRequest>(body, &[]),
     }
 });
