@@ -909,8 +909,10 @@ pub(crate) fn data_key_created(
     let by_node = Actor::node(node);
     // Oldest to newest, keeping the newest answer (the segments are read
     // in order; a manager missing records answers from those it holds).
+    // Archived records (D48) are not read: a key whose record was archived
+    // has no known age here.
     let mut found = None;
-    let scan = trail.for_each_record(1, trail.size(), |_, line| {
+    let scan = trail.for_each_record(trail.first_kept(), trail.size(), |_, line| {
         if let Some(answer) = about_data_key(&line, &id, &target, &by_node, node, version) {
             found = Some(answer);
         }
