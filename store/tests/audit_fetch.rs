@@ -269,3 +269,46 @@ async fn a_manager_that_joins_after_an_archival_adopts_the_archived_leaf_hashes(
     assert!(!trail.lacks_archived_leaves());
     assert!(trail.with_tree(|t| t.root(400).unwrap()).is_ok());
 }
+
+#[tokio::test]
+async fn a_manager_with_a_gap_below_an_archival_gets_whole_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = ClusterId::generate();
+    let key = UnlockKey::generate().unwrap();
+    let mut leader = store(&tmp.path().join("leader"), cluster, &key);
+    leader.sm.apply(audits(1, 400)).await.unwrap();
+    let snap = leader.sm.build_snapshot().await.unwrap();
+    let mut follower = store(&tmp.path().join("follower"), cluster, &key);
+    follower.sm.apply(audits(1, 10)).await.unwrap();
+    follower
+        .sm
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    // Records 11 to 400 missing here when the archival of 1 to 200 applies.
+    let mark = ArchiveMark {
+        below: 201,
+        time: 1_700_000_500,
+        digest: format!("sha256:{}", "ef".repeat(32)),
+    };
+    for s in [&mut leader, &mut follower] {
+        s.sm.apply(vec![entry(401, Command::AuditArchive(mark.clone()))])
+            .await
+            .unwrap();
+    }
+    let peer = leader.sm.applied().read().unwrap().state.audit.clone();
+    let trail = follower.sm.applied().read().unwrap().state.audit.clone();
+    assert_eq!(trail.missing(), vec![(201, 400)]);
+    trail.fill(201, &peer.records(201, 200).unwrap()).unwrap();
+    assert!(trail.missing().is_empty());
+    assert!(trail.lacks_archived_leaves());
+    let leaves: Vec<_> = peer
+        .with_tree(|t| (0..200).map(|i| t.leaf_hash(i).unwrap()).collect())
+        .unwrap();
+    assert!(trail.adopt_archived_leaves(&leaves).unwrap());
+    assert_eq!(
+        trail.with_tree(|t| t.root(400).unwrap()).unwrap(),
+        peer.with_tree(|t| t.root(400).unwrap()).unwrap()
+    );
+    assert!(trail.segments().unwrap().gaps().is_empty());
+}
