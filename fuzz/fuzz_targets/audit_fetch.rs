@@ -23,7 +23,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("moat-fuzz-audit-fetch-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("moat-fuzz-audit-fetch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cipher = std::sync::Arc::new(RecordCipher::danger_plaintext(
             ClusterId::generate(),
