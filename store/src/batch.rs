@@ -14,18 +14,22 @@
 //! it would alone (`ClusterState::apply`).
 //!
 //! It never waits to fill a batch: a batch is whatever queued while the
-//! batches before it were being committed, so a lone writer pays a task
-//! hand-off and nothing else, and batches grow only with the number of
-//! writers.
+//! batches before it were being committed, so batches grow only with the
+//! number of writers. A write that finds the proposer idle (nothing in
+//! flight, nothing queued) is proposed at once from the caller's own task,
+//! exactly as `client_write` alone: a lone writer's latency is what it was.
 //!
 //! Bounds: at most [`BatchLimits::queue`] proposals wait (a caller past
 //! that waits to queue); a batch holds at most [`BatchLimits::commands`]
-//! commands (never more than [`MAX_BATCH_COMMANDS`]) and [`BatchLimits::bytes`] bytes of command JSON, far under
-//! the 16 MiB a transport message may carry and the log's 64 MiB frame
+//! commands (never more than [`MAX_BATCH_COMMANDS`]) and
+//! [`BatchLimits::bytes`] bytes of command JSON, far under the 16 MiB a
+//! transport message may carry and the log's 64 MiB frame
 //! ([`crate::MAX_FRAME_LEN`]) — a command larger than that goes alone, as
 //! it did before; at most [`BatchLimits::in_flight`] batches are proposed
-//! and not yet answered. A proposal whose caller stopped waiting (a
-//! timeout) before its batch was formed is dropped, not proposed.
+//! and not yet answered (a caller that stops waiting for a write it
+//! proposed itself frees its slot early). A proposal whose caller stopped
+//! waiting (a timeout) before its batch was formed is dropped, not
+//! proposed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,7 +82,11 @@ impl Default for BatchLimits {
 /// clone is dropped (after answering what it proposed).
 #[derive(Clone)]
 pub struct Proposer {
+    raft: Raft,
     queue: mpsc::Sender<Proposal>,
+    /// One permit per batch that may be in flight.
+    slots: Arc<Semaphore>,
+    in_flight: usize,
 }
 
 impl std::fmt::Debug for Proposer {
@@ -109,8 +117,14 @@ impl Proposer {
             queue: limits.queue.max(1),
         };
         let (queue, proposals) = mpsc::channel(limits.queue);
-        tokio::spawn(run(raft, proposals, limits));
-        Self { queue }
+        let slots = Arc::new(Semaphore::new(limits.in_flight));
+        tokio::spawn(run(raft.clone(), proposals, slots.clone(), limits));
+        Self {
+            raft,
+            queue,
+            slots,
+            in_flight: limits.in_flight,
+        }
     }
 
     /// Commits `command` (with others waiting at the same time, in one
@@ -119,6 +133,15 @@ impl Proposer {
     ///
     /// A `Command::Batch` is proposed alone, as it is.
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
+        // Idle (nothing in flight, nothing waiting): proposed at once from
+        // the caller's task, as `client_write` alone, so that a lone
+        // writer pays no hand-off to the proposer's task and back.
+        if self.slots.available_permits() == self.in_flight
+            && self.queue.capacity() == self.queue.max_capacity()
+            && let Ok(_slot) = self.slots.clone().try_acquire_owned()
+        {
+            return self.raft.client_write(command).await;
+        }
         let size = match command {
             Command::Batch(_) => usize::MAX,
             ref c => json_len(c),
@@ -146,21 +169,27 @@ struct Proposal {
     reply: oneshot::Sender<Result<Written, WriteError>>,
 }
 
-/// The proposer's task: forms batches in queue order, at most
-/// `limits.in_flight` at a time, and proposes them in that order.
-async fn run(raft: Raft, mut queue: mpsc::Receiver<Proposal>, limits: BatchLimits) {
-    let slots = Arc::new(Semaphore::new(limits.in_flight));
+/// The proposer's task: forms batches in queue order, one per free slot
+/// (at most `limits.in_flight` in flight), and proposes them in that
+/// order. The batch is formed once a slot is free, so it takes everything
+/// that queued while the slots were busy.
+async fn run(
+    raft: Raft,
+    mut queue: mpsc::Receiver<Proposal>,
+    slots: Arc<Semaphore>,
+    limits: BatchLimits,
+) {
     let mut next: Option<Proposal> = None;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let first = match next.take() {
             Some(p) => p,
             None => match queue.recv().await {
                 Some(p) => p,
                 None => return,
             },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
         };
         let mut bytes = first.size;
         let mut batch = vec![first];
