@@ -288,7 +288,11 @@ struct Report {
     host_rss_mb_max: f64,
     worker_daemon_rss_mb: f64,
     node_ls_ms: f64,
+    node_ls_ms_p90: f64,
     node_ls_ms_max: f64,
+    /// The three slowest `node ls` calls: seconds into the steady run,
+    /// and milliseconds (to line them up with snapshots and renewals).
+    node_ls_slowest: Vec<(f64, f64)>,
     snapshot_bytes_start: f64,
     snapshot_bytes_end: f64,
     snapshot_growth_per_hour: f64,
@@ -552,7 +556,7 @@ fn run(args: &Args) -> Result<Report> {
                 continue;
             }
         };
-        ls_times.push(took);
+        ls_times.push((steady.elapsed().as_secs_f64(), took));
         for (id, ready) in nodes {
             if !alive.contains(&id) {
                 continue;
@@ -589,9 +593,15 @@ fn run(args: &Args) -> Result<Report> {
         report.audit_records_end,
         report.audit_growth_per_hour,
     ) = per_hour("moat_audit_records");
-    ls_times.sort_by(f64::total_cmp);
-    report.node_ls_ms = ls_times.get(ls_times.len() / 2).copied().unwrap_or(0.0);
-    report.node_ls_ms_max = ls_times.last().copied().unwrap_or(0.0);
+    ls_times.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let ls_at = |q: f64| {
+        let i = ((ls_times.len() as f64 * q) as usize).min(ls_times.len().saturating_sub(1));
+        ls_times.get(i).map_or(0.0, |s| s.1)
+    };
+    report.node_ls_ms = ls_at(0.5);
+    report.node_ls_ms_p90 = ls_at(0.9);
+    report.node_ls_ms_max = ls_times.last().map_or(0.0, |s| s.1);
+    report.node_ls_slowest = ls_times.iter().rev().take(3).copied().collect();
     report.false_down = down.len();
     report.false_down_nodes = down.into_iter().take(10).collect();
     report.worker_daemon_rss_mb = wd_pid.map(rss_mb).unwrap_or(0.0);
@@ -869,8 +879,19 @@ fn print_report(r: &Report, as_json: bool) {
             format!("{:.1} MiB", r.worker_daemon_rss_mb),
         ),
         (
-            "node ls p50 / max",
-            format!("{:.0} / {:.0} ms", r.node_ls_ms, r.node_ls_ms_max),
+            "node ls p50 / p90 / max",
+            format!(
+                "{:.0} / {:.0} / {:.0} ms",
+                r.node_ls_ms, r.node_ls_ms_p90, r.node_ls_ms_max
+            ),
+        ),
+        (
+            "node ls slowest (s into the run: ms)",
+            r.node_ls_slowest
+                .iter()
+                .map(|(at, ms)| format!("{at:.0}: {ms:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         (
             "snapshot bytes start -> end (per hour)",
@@ -933,6 +954,7 @@ fn print_report(r: &Report, as_json: bool) {
             "worker_daemon_rss_mb": r.worker_daemon_rss_mb,
             "node_ls_ms": r.node_ls_ms,
             "node_ls_ms_max": r.node_ls_ms_max,
+            "node_ls_ms_p90": r.node_ls_ms_p90,
             "snapshot_bytes_per_hour": r.snapshot_growth_per_hour,
             "audit_records_per_hour": r.audit_growth_per_hour,
             "false_down": r.false_down,
