@@ -251,35 +251,39 @@ async fn answer<E>(
 /// One result per caller of an entry: the entry's own if it held one
 /// command, otherwise each command's response of the batch.
 fn split(written: Result<Written, WriteError>, callers: usize) -> Vec<Result<Written, WriteError>> {
-    let written = match written {
-        Err(e) => return (0..callers).map(|_| Err(e.clone())).collect(),
-        Ok(w) if callers == 1 => return vec![Ok(w)],
-        Ok(w) => w,
-    };
-    match written.data {
-        Response::Batch(responses) if responses.len() == callers => responses
-            .into_iter()
-            .map(|data| {
-                Ok(Written {
-                    log_id: written.log_id,
-                    data,
-                    membership: None,
-                })
-            })
-            .collect(),
-        other => {
-            // `apply` answers a batch with one response per command.
-            tracing::error!(
-                log_id = %written.log_id,
-                callers,
-                response = ?other,
-                "a batch's response does not match its commands"
-            );
-            (0..callers)
-                .map(|_| Err(RaftError::Fatal(Fatal::Panicked)))
-                .collect()
+    let mut answers = Vec::with_capacity(callers);
+    match written {
+        Err(e) => {
+            for _ in 0..callers {
+                answers.push(Err(e.clone()));
+            }
         }
+        Ok(w) if callers == 1 => answers.push(Ok(w)),
+        Ok(w) => match w.data {
+            Response::Batch(responses) if responses.len() == callers => {
+                for data in responses {
+                    answers.push(Ok(Written {
+                        log_id: w.log_id,
+                        data,
+                        membership: None,
+                    }));
+                }
+            }
+            other => {
+                // `apply` answers a batch with one response per command.
+                tracing::error!(
+                    log_id = %w.log_id,
+                    callers,
+                    response = ?other,
+                    "a batch's response does not match its commands"
+                );
+                for _ in 0..callers {
+                    answers.push(Err(RaftError::Fatal(Fatal::Panicked)));
+                }
+            }
+        },
     }
+    answers
 }
 
 /// Bytes of `command`'s JSON, counted without keeping them.
