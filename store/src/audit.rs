@@ -867,12 +867,24 @@ impl AuditTrail {
     /// segments lack below the first pending one (a snapshot installed, a
     /// backup restored) leave a gap the segments report.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        match self.write_pending()? {
+            Some(segments) => segments.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`AuditTrail::flush`] without the fsync: writes the pending records
+    /// and returns the segments to [`AuditSegments::sync`] before they
+    /// count as durable (`None`: nothing was written). The state machine
+    /// calls this under its state's lock and syncs after releasing it, so
+    /// readers of the state do not wait on the disk (D49).
+    pub fn write_pending(&mut self) -> Result<Option<Arc<AuditSegments>>, StoreError> {
         let Some(segments) = self.segments.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         self.drop_archived()?;
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let (first, lines) = self.pending();
         let have = segments.last_seq();
@@ -890,9 +902,9 @@ impl AuditTrail {
             }
             skip = i + 1;
         }
-        segments.append(first + skip as u64, &lines[skip..])?;
+        segments.append_unsynced(first + skip as u64, &lines[skip..])?;
         self.pending = Chunked::default();
-        Ok(())
+        Ok(Some(segments))
     }
 
     /// Appends `event`, which happened at `time` (Unix seconds); returns

@@ -504,6 +504,35 @@ impl AuditSegments {
     /// segment then starts at `first`, and the gap is reported by
     /// [`AuditSegments::gaps`]).
     pub fn append<S: AsRef<str>>(&self, first: u64, lines: &[S]) -> Result<(), StoreError> {
+        self.append_unsynced(first, lines)?;
+        self.sync()
+    }
+
+    /// Makes what [`AuditSegments::append_unsynced`] wrote durable: fsyncs
+    /// the segment being written (a segment is fsynced when the next one
+    /// starts). Waits on the disk without holding the segments' lock.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let current = {
+            let inner = self.lock();
+            match (inner.segments.last(), inner.writer.as_ref()) {
+                (Some(seg), Some(file)) => Some((
+                    seg.path.clone(),
+                    file.try_clone().map_err(StoreError::io("open", &seg.path))?,
+                )),
+                _ => None,
+            }
+        };
+        if let Some((path, file)) = current {
+            file.sync_data().map_err(StoreError::io("fsync", &path))?;
+        }
+        Ok(())
+    }
+
+    /// [`AuditSegments::append`] without the final fsync: the records are
+    /// written (readable at once) and durable after the next
+    /// [`AuditSegments::sync`]. The state machine writes under its state's
+    /// lock and fsyncs after releasing it (D49).
+    pub fn append_unsynced<S: AsRef<str>>(&self, first: u64, lines: &[S]) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
@@ -561,10 +590,6 @@ impl AuditSegments {
                 tree.push_leaf_hash(leaf);
             }
             *last_leaf = leaf;
-        }
-        if let (Some(seg), Some(file)) = (inner.segments.last(), inner.writer.as_ref()) {
-            file.sync_data()
-                .map_err(StoreError::io("fsync", &seg.path))?;
         }
         Ok(())
     }

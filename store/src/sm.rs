@@ -194,6 +194,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, applied.state.clone())
         };
+        // Every record the copied state counts was written under the lock;
+        // an apply may not have fsynced it yet (it does so after releasing
+        // the lock).
+        self.audit.sync()?;
         // A DEK rotation snapshots before the old DEK goes: the audit
         // segments must not need it either.
         if self.cipher.rotation_in_progress() {
@@ -244,8 +248,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             responses.push(response);
         }
         // The records these entries made are on disk before they count as
-        // applied.
-        applied.state.audit.flush()?;
+        // applied: written under the state's lock, fsynced after it is
+        // released, so heartbeats and listings reading the state do not
+        // wait on the disk (D49). A snapshot fsyncs them itself before it
+        // is written (`build_snapshot`), so every record a snapshot counts
+        // is on disk.
+        let written = applied.state.audit.write_pending()?;
+        drop(applied);
+        if let Some(segments) = written {
+            segments.sync()?;
+        }
         Ok(responses)
     }
 
