@@ -517,7 +517,8 @@ impl AuditSegments {
             match (inner.segments.last(), inner.writer.as_ref()) {
                 (Some(seg), Some(file)) => Some((
                     seg.path.clone(),
-                    file.try_clone().map_err(StoreError::io("open", &seg.path))?,
+                    file.try_clone()
+                        .map_err(StoreError::io("open", &seg.path))?,
                 )),
                 _ => None,
             }
@@ -532,7 +533,11 @@ impl AuditSegments {
     /// written (readable at once) and durable after the next
     /// [`AuditSegments::sync`]. The state machine writes under its state's
     /// lock and fsyncs after releasing it (D49).
-    pub fn append_unsynced<S: AsRef<str>>(&self, first: u64, lines: &[S]) -> Result<(), StoreError> {
+    pub fn append_unsynced<S: AsRef<str>>(
+        &self,
+        first: u64,
+        lines: &[S],
+    ) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
