@@ -6,6 +6,7 @@
 //! prints the outcome and maps it to the exit code.
 
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
@@ -517,43 +518,16 @@ pub(crate) fn archive(args: &AuditArchive) -> Result<(), Failure> {
         None => None,
     };
     // 1. Where the archive ends: the first record at or after DATE.
-    let (first, below, size) = block_on(async {
-        let client = client(&args.host);
-        let mut next = 0u64;
-        let mut first = None;
-        loop {
-            let page: AuditRecordsResponse = client
-                .post(
-                    path::AUDIT_RECORDS,
-                    &AuditRecordsRequest {
-                        since: next,
-                        limit: MAX_AUDIT_PAGE,
-                    },
-                )
-                .await
-                .or_fail()?;
-            let start = if next == 0 { page.first.max(1) } else { next };
-            let first = *first.get_or_insert(start);
-            for (i, line) in page.records.iter().enumerate() {
-                let record = Record::from_line(line.as_bytes())
-                    .context("the manager sent a malformed record")
-                    .map_err(|e| {
-                        Failure::new(
-                            e,
-                            "check the log with `moat audit export` and `moat audit verify`",
-                        )
-                    })?;
-                if record.time().unix_seconds() >= before {
-                    return Ok((first, start + i as u64, page.size));
-                }
-            }
-            let got = page.records.len() as u64;
-            next = start + got;
-            if got == 0 || next > page.size {
-                return Ok((first, page.size + 1, page.size));
-            }
-        }
-    })?;
+    let mut first = None;
+    let (size, below) = block_on(fetch_until(&args.host, 0, |record| {
+        first.get_or_insert(record.seq());
+        Ok(if record.time().unix_seconds() >= before {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    }))?;
+    let first = first.unwrap_or(below);
     if below <= first {
         return Err(Failure::new(
             anyhow!(
@@ -714,6 +688,16 @@ async fn fetch_records(
     since: u64,
     mut each: impl FnMut(Record) -> Result<(), Failure>,
 ) -> Result<(u64, u64), Failure> {
+    fetch_until(host, since, |r| each(r).map(ControlFlow::Continue)).await
+}
+
+/// [`fetch_records`], stopping at the first record `each` breaks on: then
+/// the second number returned is that record's sequence number.
+async fn fetch_until(
+    host: &crate::args::HostArgs,
+    since: u64,
+    mut each: impl FnMut(Record) -> Result<ControlFlow<()>, Failure>,
+) -> Result<(u64, u64), Failure> {
     let client = client(host);
     let mut next = since;
     loop {
@@ -740,7 +724,10 @@ async fn fetch_records(
                         "run `moat audit export` and `moat audit verify` to check the log",
                     )
                 })?;
-            each(record)?;
+            let seq = record.seq();
+            if each(record)?.is_break() {
+                return Ok((page.size, seq));
+            }
         }
         next += got;
         if got == 0 || next > page.size {

@@ -434,11 +434,7 @@ impl Member {
         let Some(&(from, to)) = trail.missing().last() else {
             return Ok(false);
         };
-        let mut peers: Vec<crate::rpc::Peer> = m
-            .members()
-            .into_iter()
-            .filter(|p| p.id != self.id)
-            .collect();
+        let mut peers = self.other_managers(m);
         if peers.is_empty() {
             return Err(RpcError::new(
                 RpcErrorKind::Unavailable,
@@ -494,6 +490,14 @@ impl Member {
         ))
     }
 
+    /// The managers other than this one, to fetch audit records from.
+    fn other_managers(&self, m: &Manager) -> Vec<crate::rpc::Peer> {
+        m.members()
+            .into_iter()
+            .filter(|p| p.id != self.id)
+            .collect()
+    }
+
     /// Fetches the leaf hashes of the archived records from another
     /// manager (this one joined after an archival): all of them from one
     /// manager, then the store checks that with the records held here they
@@ -502,11 +506,7 @@ impl Member {
         use crate::rpc::{AuditRecordsReq, AuditRecordsResp, method};
         let trail = m.with_state(|s| Ok(s.audit.clone()))?;
         let last = trail.first_kept() - 1;
-        let mut peers: Vec<crate::rpc::Peer> = m
-            .members()
-            .into_iter()
-            .filter(|p| p.id != self.id)
-            .collect();
+        let mut peers = self.other_managers(m);
         if peers.is_empty() {
             return Err(RpcError::new(
                 RpcErrorKind::Unavailable,
